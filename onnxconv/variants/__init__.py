@@ -1,0 +1,18 @@
+"""The convolution zoo. Importing this package registers every variant.
+
+>>> from onnxconv import variants
+>>> spec = variants.get("separable")
+>>> module = spec.build({"in_channels": 32})
+"""
+
+# isort: off  -- import order is the listing order: single convolutions first, networks last.
+from . import standard, flattened, inception, separable, grouped, shuffle, mobilenet  # noqa: F401
+# isort: on
+from ._registry import REGISTRY, VariantSpec, get
+from .shuffle import channel_shuffle
+
+__all__ = ["REGISTRY", "VariantSpec", "get", "channel_shuffle", "names"]
+
+
+def names() -> list[str]:
+    return list(REGISTRY)

@@ -1,0 +1,32 @@
+# Sourced by scripts/run and scripts/test: make .venv hold onnxconv with the wanted extras.
+# Usage: ensure_env EXTRAS   (EXTRAS like "cpu" or "cpu,test" or "gpu,test")
+# Re-installs only when pyproject.toml, constraints.txt or the extras changed.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+
+ensure_env() {
+    local extras="$1"
+    local stamp_file="$VENV/.onnxconv-installed"
+    local want
+    want="$extras $(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
+    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "setting up $VENV ($extras) ..." >&2
+        "$PY" -m venv "$VENV" || { echo "error: could not create $VENV with $PY" >&2; return 2; }
+        "$VENV/bin/python" -m pip install -q --upgrade pip >&2 || return 2
+    else
+        echo "updating $VENV ($extras) ..." >&2
+    fi
+    # onnxruntime and onnxruntime-gpu both provide the module `onnxruntime`: keep only one.
+    case ",$extras," in
+        *,gpu,*) "$VENV/bin/python" -m pip uninstall -q -y onnxruntime >/dev/null 2>&1 ;;
+        *) "$VENV/bin/python" -m pip uninstall -q -y onnxruntime-gpu >/dev/null 2>&1 ;;
+    esac
+    "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >&2 \
+        || { echo "error: pip could not install onnxconv[$extras] into $VENV" >&2; return 2; }
+    echo "$want" > "$stamp_file"
+}
