@@ -1,0 +1,384 @@
+"""Compare arrays -> :class:`ParityResult` (metrics and a verdict).
+
+Verdict
+-------
+An element *fails* when ``|actual - reference| > atol + rtol * |reference|`` (the
+``numpy.isclose`` convention: the tolerance scales with the *reference*, so the comparison
+is not symmetric). Non-finite values follow ``numpy.isclose(equal_nan=True)``: NaN matches
+NaN at the same index, ``+inf`` matches ``+inf``; every other pairing involving a NaN or an
+inf fails. So a NaN in ``actual`` where the reference is finite is always a failure. A shape
+mismatch is a failure with a reason, never an exception.
+
+Default tolerances (:func:`default_tolerance`)
+----------------------------------------------
+
+==========  ===================  ======  ======  ==============================================
+precision   ep                   atol    rtol    why
+==========  ===================  ======  ======  ==============================================
+fp32        cpu                  1e-4    1e-3    Same IEEE fp32 math as the reference, only the
+                                                 summation order differs (MLAS blocking,
+                                                 im2col vs direct, fused Conv+BN): a few ulps
+                                                 times sqrt(K) for K = C_in/g * k * k terms.
+fp32        cuda / other EPs     5e-4    2e-3    TF32 is off (``use_tf32=0``), but cuDNN's
+                                                 EXHAUSTIVE search may pick FFT or Winograd
+                                                 algorithms, whose transforms round
+                                                 differently from a direct sum.
+fp16        any                  1e-2    1e-2    fp16 has an 11-bit significand, unit roundoff
+                                                 u = 2**-11 ~ 4.9e-4. Inputs, weights and every
+                                                 activation are rounded (>= 3u per layer), and a
+                                                 conv output sums K = C*k*k products: the
+                                                 random-walk error is ~ sqrt(K)*u*|x||w|, e.g.
+                                                 K = 288 -> ~17u ~ 8e-3 of the output scale.
+==========  ===================  ======  ======  ==============================================
+
+These are floors for one block of a few layers; deep networks compound the error, so callers
+may pass a looser :class:`Tolerance` per output.
+
+Metrics
+-------
+All metrics are computed in float64 over the elements where both arrays are finite
+(non-finite values are counted separately in ``nan_*`` / ``inf_*``):
+
+- ``max_abs``, ``mean_abs``, ``rms``: of ``|actual - reference|``.
+- ``max_rel``: max of ``|actual - reference| / max(|reference|, REL_EPS)`` with
+  ``REL_EPS = 1e-12``. The guard only avoids division by zero; near zero the relative error
+  is not meaningful (it can be huge), which is why the verdict uses ``atol + rtol*|ref|``.
+- ``cosine``: cosine similarity of the flattened arrays (1.0 when both are all zeros, 0.0 when
+  exactly one is).
+- ``histogram``: counts of ``|actual - reference|`` in fixed log10 bins with edges
+  ``[0, 1e-12, 1e-11, ..., 1e2, inf]``; a non-finite mismatch counts as an infinite error and a
+  non-finite match (NaN vs NaN, inf vs inf) as zero error, so the counts sum to ``size``.
+- ``worst``: the element with the largest ratio ``|a - r| / (atol + rtol*|r|)`` (how many times
+  over its allowed error); a non-finite mismatch beats any finite one. When ``n_bad > 0`` the
+  worst element is always one of the bad ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from onnxconv.errors import UserInputError
+
+REL_EPS = 1e-12
+"""Guard in the denominator of the relative error: ``|a - r| / max(|r|, REL_EPS)``."""
+
+HISTOGRAM_EDGES: tuple[float, ...] = (0.0,) + tuple(10.0**e for e in range(-12, 3)) + (math.inf,)
+"""Fixed bin edges of the absolute-error histogram: 0, 1e-12, 1e-11, ..., 1e2, inf."""
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An element fails when ``|actual - reference| > atol + rtol * |reference|``."""
+
+    atol: float
+    rtol: float
+
+    def __post_init__(self) -> None:
+        for label, value in (("atol", self.atol), ("rtol", self.rtol)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise UserInputError(f"tolerance {label} must be a finite number >= 0, got {value!r}")
+
+    def __str__(self) -> str:
+        return f"atol={self.atol:g} rtol={self.rtol:g}"
+
+    def to_dict(self) -> dict[str, float]:
+        return {"atol": float(self.atol), "rtol": float(self.rtol)}
+
+
+_DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("fp32", "cpu"): Tolerance(atol=1e-4, rtol=1e-3),
+    ("fp32", "*"): Tolerance(atol=5e-4, rtol=2e-3),
+    ("fp16", "*"): Tolerance(atol=1e-2, rtol=1e-2),
+}
+
+
+def default_tolerance(precision: str, ep: str) -> Tolerance:
+    """Tolerance for outputs computed at ``precision`` on ``ep`` (see the module table)."""
+    if precision not in PRECISIONS:
+        raise UserInputError(f"unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}")
+    key = (precision, ep) if (precision, ep) in _DEFAULT_TOLERANCES else (precision, "*")
+    return _DEFAULT_TOLERANCES[key]
+
+
+@dataclass(frozen=True)
+class WorstElement:
+    """The element furthest outside (or closest to) its tolerance."""
+
+    index: tuple[int, ...]
+    actual: float
+    reference: float
+    abs_err: float
+    tol_ratio: float
+    """``abs_err / (atol + rtol*|reference|)``; > 1 means the element fails."""
+
+
+@dataclass(frozen=True)
+class ErrorHistogram:
+    """Counts of ``|actual - reference|`` per bin ``[edges[i], edges[i+1])`` (last bin closed)."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+@dataclass
+class ParityResult:
+    """Everything known about one comparison; ``passed`` is the verdict."""
+
+    name: str
+    passed: bool
+    reason: str | None
+    """One line saying why it failed; ``None`` when it passed."""
+    shape: tuple[int, ...]
+    reference_shape: tuple[int, ...]
+    dtype: str
+    reference_dtype: str
+    tolerance: Tolerance
+    size: int = 0
+    max_abs: float | None = None
+    max_rel: float | None = None
+    mean_abs: float | None = None
+    rms: float | None = None
+    cosine: float | None = None
+    n_bad: int = 0
+    frac_bad: float = 0.0
+    worst: WorstElement | None = None
+    nan_actual: int = 0
+    inf_actual: int = 0
+    nan_reference: int = 0
+    inf_reference: int = 0
+    histogram: ErrorHistogram | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python types only; non-finite floats become ``None`` (JSON has no NaN)."""
+        return _plain(asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def compare(
+    actual: np.ndarray,
+    reference: np.ndarray,
+    tol: Tolerance,
+    name: str = "output",
+) -> ParityResult:
+    """Compare ``actual`` against ``reference`` element-wise under ``tol``."""
+    a_in = np.asarray(actual)
+    r_in = np.asarray(reference)
+    common = dict(
+        name=name,
+        shape=tuple(int(d) for d in a_in.shape),
+        reference_shape=tuple(int(d) for d in r_in.shape),
+        dtype=str(a_in.dtype),
+        reference_dtype=str(r_in.dtype),
+        tolerance=tol,
+    )
+    if a_in.shape != r_in.shape:
+        return ParityResult(
+            passed=False,
+            reason=f"{name}: shape mismatch: actual {tuple(a_in.shape)} vs reference {tuple(r_in.shape)}",
+            size=int(a_in.size),
+            **common,
+        )
+    for arr, label in ((a_in, "actual"), (r_in, "reference")):
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise UserInputError(f"{name}: cannot compare {label} array of dtype {arr.dtype}")
+
+    a = a_in.astype(np.float64, copy=False)
+    r = r_in.astype(np.float64, copy=False)
+    size = int(a.size)
+
+    nan_a, nan_r = np.isnan(a), np.isnan(r)
+    inf_a, inf_r = np.isinf(a), np.isinf(r)
+    finite = ~(nan_a | nan_r | inf_a | inf_r)
+    nonfinite_match = (nan_a & nan_r) | (inf_a & inf_r & (a == r))
+    nonfinite_bad = ~finite & ~nonfinite_match
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(finite, np.abs(a - r), 0.0)
+        allowed = tol.atol + tol.rtol * np.where(finite, np.abs(r), 0.0)
+    bad = (finite & (err > allowed)) | nonfinite_bad
+    n_bad = int(np.count_nonzero(bad))
+
+    # Histogram: non-finite mismatches are infinite errors, non-finite matches zero errors.
+    hist_err = np.where(nonfinite_bad, np.inf, err).ravel()
+    lower_edges = np.asarray(HISTOGRAM_EDGES[:-1])  # bin i is [edges[i], edges[i+1])
+    bins = np.searchsorted(lower_edges, hist_err, side="right") - 1
+    counts = np.bincount(bins, minlength=len(lower_edges))
+    histogram = ErrorHistogram(edges=HISTOGRAM_EDGES, counts=tuple(int(c) for c in counts))
+
+    n_finite = int(np.count_nonzero(finite))
+    max_abs = max_rel = mean_abs = rms = cosine = None
+    if n_finite:
+        e = err[finite]
+        rf, af = r[finite], a[finite]
+        max_abs = float(e.max())
+        max_rel = float((e / np.maximum(np.abs(rf), REL_EPS)).max())
+        mean_abs = float(e.mean())
+        rms = float(np.sqrt(np.mean(e * e)))
+        na, nr = float(np.linalg.norm(af)), float(np.linalg.norm(rf))
+        if na == 0.0 and nr == 0.0:
+            cosine = 1.0
+        elif na == 0.0 or nr == 0.0:
+            cosine = 0.0
+        else:
+            cosine = float(np.clip(np.dot(af, rf) / (na * nr), -1.0, 1.0))
+
+    worst = None
+    if size:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(finite, err / allowed, 0.0)  # allowed == 0 only when atol == 0 and r == 0
+        ratio = np.where(finite & (err == 0), 0.0, ratio)
+        ratio = np.where(nonfinite_bad, np.inf, ratio)
+        flat = int(np.argmax(ratio))  # first maximum; a non-finite mismatch (inf) wins
+        idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
+        worst = WorstElement(
+            index=idx,
+            actual=float(a[idx]),
+            reference=float(r[idx]),
+            abs_err=float(np.inf if nonfinite_bad[idx] else err[idx]),
+            tol_ratio=float(ratio[idx]),
+        )
+
+    passed = n_bad == 0
+    reason = None
+    if not passed:
+        assert worst is not None
+        parts = [f"{name}: {n_bad} of {size} elements outside {tol}"]
+        nan_new = int(np.count_nonzero(nan_a & ~nan_r))
+        if nan_new:
+            parts.append(f"{nan_new} NaN in actual where the reference has none")
+        parts.append(
+            f"worst at {worst.index}: {_fmt(worst.actual)} vs {_fmt(worst.reference)}"
+            f" (abs err {_fmt(worst.abs_err)})"
+        )
+        reason = "; ".join(parts)
+
+    return ParityResult(
+        passed=passed,
+        reason=reason,
+        size=size,
+        max_abs=max_abs,
+        max_rel=max_rel,
+        mean_abs=mean_abs,
+        rms=rms,
+        cosine=cosine,
+        n_bad=n_bad,
+        frac_bad=(n_bad / size) if size else 0.0,
+        worst=worst,
+        nan_actual=int(np.count_nonzero(nan_a)),
+        inf_actual=int(np.count_nonzero(inf_a)),
+        nan_reference=int(np.count_nonzero(nan_r)),
+        inf_reference=int(np.count_nonzero(inf_r)),
+        histogram=histogram,
+        **common,
+    )
+
+
+def compare_outputs(
+    actual: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    tol: Tolerance | Mapping[str, Tolerance],
+) -> list[ParityResult]:
+    """Compare every reference output by name; a missing actual output is a failed result.
+
+    ``tol`` is one tolerance for all outputs or a per-output mapping (outputs missing from the
+    mapping are an input error).
+    """
+    results = []
+    for name, ref in reference.items():
+        if isinstance(tol, Tolerance):
+            t = tol
+        elif name in tol:
+            t = tol[name]
+        else:
+            raise UserInputError(f"no tolerance given for output {name!r} (given for: {', '.join(tol)})")
+        if name not in actual:
+            r = np.asarray(ref)
+            results.append(
+                ParityResult(
+                    name=name,
+                    passed=False,
+                    reason=f"{name}: output missing from actual results (got: {', '.join(actual) or 'none'})",
+                    shape=(),
+                    reference_shape=tuple(int(d) for d in r.shape),
+                    dtype="missing",
+                    reference_dtype=str(r.dtype),
+                    tolerance=t,
+                    size=0,
+                )
+            )
+            continue
+        results.append(compare(actual[name], ref, t, name=name))
+    return results
+
+
+def _agree(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> bool:
+    # Symmetric: the isclose criterion scales with the second argument, so ask both ways.
+    return compare(a, b, tol).passed and compare(b, a, tol).passed
+
+
+def odd_one_out(opinions: Mapping[str, np.ndarray], tol: Tolerance) -> str | None:
+    """Name the single opinion that disagrees with all others while the others all agree.
+
+    Two arrays agree when each is within ``tol`` of the other. Returns ``None`` when everyone
+    agrees, or when there is no single odd one (e.g. two camps, or everyone disagrees).
+    Needs at least three opinions: with two, nobody can tell which one is wrong.
+    """
+    names = list(opinions)
+    if len(names) < 3:
+        raise UserInputError(f"odd_one_out needs at least 3 opinions, got {len(names)}: {', '.join(names)}")
+    agree = {
+        (x, y): _agree(opinions[x], opinions[y], tol)
+        for i, x in enumerate(names)
+        for y in names[i + 1 :]
+    }
+
+    def ok(x: str, y: str) -> bool:
+        return agree[(x, y)] if (x, y) in agree else agree[(y, x)]
+
+    if all(agree.values()):
+        return None
+    odd = [
+        x
+        for x in names
+        if all(not ok(x, y) for y in names if y != x)
+        and all(ok(y, z) for i, y in enumerate(names) for z in names[i + 1 :] if x not in (y, z))
+    ]
+    return odd[0] if len(odd) == 1 else None
+
+
+__all__ = [
+    "HISTOGRAM_EDGES",
+    "REL_EPS",
+    "ErrorHistogram",
+    "ParityResult",
+    "Tolerance",
+    "WorstElement",
+    "compare",
+    "compare_outputs",
+    "default_tolerance",
+    "odd_one_out",
+]

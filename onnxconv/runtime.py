@@ -1,0 +1,912 @@
+"""ONNX Runtime sessions per target, with proof of which execution provider (EP) ran.
+
+A :class:`Target` names where and how a model runs: ``ep`` (``cpu``, ``cuda`` or any other EP
+ONNX Runtime knows, by short name), ``opt_level`` (``disabled``, ``basic``, ``extended``,
+``all``) and ``precision`` (``fp32``, ``fp16``). Its ``id`` reads ``cpu/all/fp32``.
+
+EP truth (what ONNX Runtime 1.32 actually does, checked on the CPU build)
+-------------------------------------------------------------------------
+- Asking for an EP the build does not include (``providers=["CUDAExecutionProvider"]`` on the
+  CPU-only ``onnxruntime`` wheel) only *warns* and silently builds a CPU session. Listing an EP
+  proves nothing; :func:`make_session` therefore checks availability first and afterwards that
+  ``session.get_providers()[0]`` is the requested EP.
+- If the EP is listed but cannot be created (``onnxruntime-gpu`` without the CUDA/cuDNN
+  libraries, or no GPU), ORT only *logs* the load error and again falls back to CPU. The
+  Python wrapper additionally retries with ``["CPUExecutionProvider"]`` after an EP error and
+  prints to stdout; we pass ``enable_fallback=0`` so the original error is raised instead.
+- ``session.disable_cpu_ep_fallback = "1"`` makes session creation fail when any node would be
+  assigned to the CPU EP: "This session contains graph nodes that are assigned to the default
+  CPU EP, but fallback to CPU EP has been explicitly disabled by the user."
+- With that option set, the CPU EP must **not** be listed in ``providers``: ORT refuses with
+  INVALID_ARGUMENT "Conflicting session configuration: explicitly added the CPU EP to the
+  session, but also disabled fallback to the CPU EP". So a strict target uses
+  ``providers=[ep]`` only (ORT adds CPU implicitly, and the option forbids it from receiving
+  nodes). For ``cpu`` itself the option cannot be used at all.
+- Consequence: on CUDA, ORT deliberately places shape-computing subgraphs (``Shape`` ->
+  ``Gather`` -> ``Concat`` feeding ``Reshape``) on CPU; a strict session then fails. Such a model
+  is reported as :class:`EpUnavailable` ("cannot run every node"), never as passing on CUDA.
+  ``make_session(..., allow_cpu_fallback=True)`` builds ``[ep, CPU]`` without the option; then
+  :func:`node_placement` on the profile says which nodes ran where.
+- ``get_providers()`` alone is not proof that anything ran on the EP: with CPU listed, the CPU
+  build's ``AzureExecutionProvider`` is reported first although it takes no Conv/Relu node at
+  all; only the profile shows every node on CPU. Strict sessions (the default) rule this out.
+
+CUDA provider options (defaults, override with ``cuda_options``)
+-----------------------------------------------------------------
+- ``use_tf32 = "0"``: TF32 keeps a 10-bit mantissa; with it on, fp32 convs on Ampere+ differ from
+  the fp32 reference by ~1e-3 relative, which would hide real fp32 defects.
+- ``cudnn_conv_algo_search = "EXHAUSTIVE"``: ORT's own default. cuDNN benchmarks every
+  algorithm once per shape (slower first run) and the fastest is then used for every run, so
+  parity checks the same kernels the benchmark times. ``"HEURISTIC"`` starts faster.
+- ``device_id = "0"``.
+
+Precision
+---------
+``fp16`` targets run :func:`to_fp16` of the model: weights and activations in float16, graph
+inputs and outputs kept float32 with Cast nodes, so callers feed the same fp32 arrays and compare
+against the same fp32 reference.
+
+Intermediate tensors
+--------------------
+:func:`with_all_outputs` exposes every node output as a graph output. ORT may fuse nodes away at
+opt levels above ``disabled`` (e.g. Conv+Relu -> FusedConv); a tensor that is a graph output must
+be materialised, so exposing outputs *prevents* those fusions. :func:`first_divergence` therefore
+localises defects of the unfused computation; a defect that lives only in a fused kernel shows
+up as a mismatch of the final outputs without a divergent intermediate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.metadata
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Union
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxruntime.capi.onnxruntime_pybind11_state as _ort_state
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.parity import PRECISIONS, ParityResult, Tolerance, compare
+
+OPT_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+DEFAULT_CUDA_OPTIONS: dict[str, str] = {
+    "device_id": "0",
+    "cudnn_conv_algo_search": "EXHAUSTIVE",
+    "use_tf32": "0",
+}
+
+ModelSource = Union[bytes, str, os.PathLike, onnx.ModelProto]
+
+_SUFFIX = "ExecutionProvider"
+
+
+class EpUnavailable(CheckFailed):
+    """The requested EP cannot run the model by itself (not installed, no device, fell back)."""
+
+    def __init__(self, ep: str, reason: str) -> None:
+        super().__init__(f"{ep} EP unavailable: {reason}")
+        self.ep = ep
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------
+# EP names
+
+
+def short_name(provider: str) -> str:
+    """``"CUDAExecutionProvider"`` -> ``"cuda"``; a short name is returned lower-cased."""
+    name = provider[: -len(_SUFFIX)] if provider.endswith(_SUFFIX) else provider
+    return name.lower()
+
+
+def _known_providers() -> list[str]:
+    known = list(ort.get_all_providers())
+    known += [p for p in ort.get_available_providers() if p not in known]
+    return known
+
+
+def provider_name(ep: str) -> str:
+    """``"cuda"`` -> ``"CUDAExecutionProvider"`` (any EP this ONNX Runtime knows by name)."""
+    by_short = {short_name(p): p for p in _known_providers()}
+    key = short_name(ep)
+    if key not in by_short:
+        raise UserInputError(
+            f"unknown execution provider {ep!r}; ONNX Runtime knows: {', '.join(sorted(by_short))}"
+        )
+    return by_short[key]
+
+
+def available_eps() -> list[str]:
+    """Short names of the EPs the installed ONNX Runtime build offers, in its priority order."""
+    return [short_name(p) for p in ort.get_available_providers()]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how a session runs; ``id`` is ``ep/opt_level/precision``."""
+
+    ep: str = "cpu"
+    opt_level: str = "all"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ep", short_name(provider_name(self.ep)))
+        if self.opt_level not in OPT_LEVELS:
+            raise UserInputError(
+                f"unknown optimisation level {self.opt_level!r}; expected one of: {', '.join(OPT_LEVELS)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise UserInputError(
+                f"unknown precision {self.precision!r}; expected one of: {', '.join(PRECISIONS)}"
+            )
+
+    @property
+    def id(self) -> str:
+        return f"{self.ep}/{self.opt_level}/{self.precision}"
+
+    @property
+    def provider(self) -> str:
+        return provider_name(self.ep)
+
+    @classmethod
+    def parse(cls, text: str) -> "Target":
+        """``"cuda/all/fp16"``; trailing parts may be left out (``"cuda"`` = ``cuda/all/fp32``)."""
+        parts = text.strip().split("/")
+        if not 1 <= len(parts) <= 3 or not all(parts):
+            raise UserInputError(f"bad target {text!r}; expected ep[/opt_level[/precision]], e.g. cpu/all/fp32")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return self.id
+
+
+# ---------------------------------------------------------------------------------------------
+# availability
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = _ANSI.sub("", str(text))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[0] if lines else "(no message)"
+    line = re.sub(r"\s+", " ", line)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[list[str]]:
+    """Capture file descriptor 2 (ORT's C++ logger writes there, not to ``sys.stderr``)."""
+    box: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield box
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            box.append(tmp.read().decode("utf-8", errors="replace"))
+
+
+def _installed_ort_package() -> str:
+    for dist in ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml", "onnxruntime-openvino"):
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return f"onnxruntime {ort.__version__}"
+
+
+def _probe_model() -> bytes:
+    """One Relu on float[1, 4]: every compute EP implements it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="probe_relu")], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _log_reason(log: str) -> str | None:
+    """The most telling error/warning line ORT logged while creating an EP, or ``None``."""
+    lines = [_ANSI.sub("", ln).strip() for ln in log.splitlines()]
+    lines = [ln for ln in lines if "[E:" in ln or "[W:" in ln]
+    for key in ("Failed to load", "cannot open shared object", "CUDA failure", "Failed to create"):
+        for ln in lines:
+            at = ln.find(key)
+            if at >= 0:
+                return _one_line(ln[at:])
+    for ln in lines:
+        if "[E:" in ln:
+            return _one_line(ln.split("] ", 1)[-1])
+    return None
+
+
+def _not_in_build_reason(provider: str) -> str | None:
+    available = ort.get_available_providers()
+    if provider in available:
+        return None
+    offers = ", ".join(short_name(p) for p in available)
+    if short_name(provider) in ("cuda", "tensorrt"):
+        return f"onnxruntime-gpu is not installed (the installed {_installed_ort_package()} build offers: {offers})"
+    return f"the installed {_installed_ort_package()} build does not include {provider} (it offers: {offers})"
+
+
+@functools.lru_cache(maxsize=None)
+def ep_unavailable_reason(ep: str) -> str | None:
+    """``None`` when ``ep`` can run a session by itself here; otherwise why not (one line).
+
+    Cached per EP for the life of the process (a probe session is built once).
+    """
+    provider = provider_name(ep)
+    short = short_name(provider)
+    if short == "cpu":
+        return None
+    missing = _not_in_build_reason(provider)
+    if missing is not None:
+        return missing
+
+    options: dict[str, str] = dict(DEFAULT_CUDA_OPTIONS) if short == "cuda" else {}
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    error: str | None = None
+    providers: list[str] = []
+    with _native_stderr_captured() as log:
+        try:
+            sess = ort.InferenceSession(
+                _probe_model(), so, providers=[(provider, options)], enable_fallback=0
+            )
+            providers = sess.get_providers()
+        except Exception as exc:  # ORT raises its own pybind exception types
+            error = _one_line(exc)
+    logged = _log_reason(log[0] if log else "")
+    if error is not None:
+        detail = logged or error
+        return f"{provider} is listed but a session on it could not be created: {detail}"
+    if not providers or providers[0] != provider:
+        detail = f"; ORT logged: {logged}" if logged else ""
+        return f"{provider} is listed but the probe session fell back to {', '.join(providers) or 'nothing'}{detail}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# sessions
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A session input or output as ONNX Runtime declares it."""
+
+    name: str
+    shape: tuple[int | str | None, ...] | None
+    """Ints for fixed dims, strings for symbolic dims, ``None`` for unnamed ones."""
+    onnx_type: str
+    """ORT's type string, e.g. ``tensor(float)``."""
+    dtype: np.dtype | None
+    """numpy dtype for tensor types numpy has; ``None`` otherwise (e.g. bfloat16)."""
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return f"{self.dtype if self.dtype is not None else self.onnx_type} {dims}"
+
+
+_ORT_TYPES: dict[str, np.dtype] = {
+    f"tensor({k})": np.dtype(v)
+    for k, v in {
+        "float": np.float32,
+        "float16": np.float16,
+        "double": np.float64,
+        "int8": np.int8,
+        "int16": np.int16,
+        "int32": np.int32,
+        "int64": np.int64,
+        "uint8": np.uint8,
+        "uint16": np.uint16,
+        "uint32": np.uint32,
+        "uint64": np.uint64,
+        "bool": np.bool_,
+        "string": np.object_,
+    }.items()
+}
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = arg.shape
+    if shape is not None:
+        shape = tuple(d if isinstance(d, (int, str)) or d is None else None for d in shape)
+        shape = tuple(None if isinstance(d, int) and d < 0 else d for d in shape)
+    return TensorSpec(name=arg.name, shape=shape, onnx_type=arg.type, dtype=_ORT_TYPES.get(arg.type))
+
+
+@dataclass
+class SessionInfo:
+    """A live ORT session plus what it was asked for and what ORT says it got."""
+
+    session: ort.InferenceSession
+    target: Target
+    model_label: str
+    """The model file, or ``<in-memory model>``: used in error messages."""
+    providers: list[str]
+    """``session.get_providers()``; ``providers[0]`` is the requested EP (checked)."""
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    provider_options: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+    cpu_fallback_allowed: bool = False
+    profiling: bool = False
+    profile_path: Path | None = None
+
+    def end_profiling(self) -> Path:
+        """Stop profiling and return the JSON profile path (for :func:`node_placement`)."""
+        if not self.profiling:
+            raise UserInputError(f"{self.model_label}: session was created without profile=True")
+        if self.profile_path is None:
+            self.profile_path = Path(self.session.end_profiling())
+        return self.profile_path
+
+
+def _load_model_proto(model: ModelSource) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        return model, "<in-memory model>"
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            return onnx.load_from_string(bytes(model)), "<in-memory model>"
+        except Exception as exc:
+            raise UserInputError(f"<in-memory model>: not a valid ONNX model: {_one_line(exc)}") from exc
+    path = Path(model)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such model file")
+    try:
+        return onnx.load(path), str(path)
+    except Exception as exc:
+        raise UserInputError(f"{path}: not a valid ONNX model: {_one_line(exc)}") from exc
+
+
+def _session_source(model: ModelSource, precision: str) -> tuple[bytes | str, str]:
+    """What ``ort.InferenceSession`` gets (path or bytes) and a label for messages."""
+    if precision == "fp16":
+        proto, label = _load_model_proto(model)
+        return to_fp16(proto).SerializeToString(), label
+    if isinstance(model, onnx.ModelProto):
+        return model.SerializeToString(), "<in-memory model>"
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model), "<in-memory model>"
+    path = Path(model)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such model file")
+    return str(path), str(path)
+
+
+_INPUT_ERRORS = tuple(
+    getattr(_ort_state, n)
+    for n in ("InvalidGraph", "InvalidProtobuf", "NoSuchFile", "NoModel")
+    if hasattr(_ort_state, n)
+)
+
+
+def make_session(
+    model: ModelSource,
+    target: Target,
+    *,
+    threads: int | None = None,
+    profile: bool = False,
+    profile_prefix: str | os.PathLike | None = None,
+    cuda_options: Mapping[str, Any] | None = None,
+    allow_cpu_fallback: bool = False,
+) -> SessionInfo:
+    """Build an ORT session for ``target`` and prove it runs on ``target.ep``.
+
+    Raises :class:`EpUnavailable` when the EP is not in this build, cannot be created, cannot
+    run every node (CPU fallback is disabled unless ``allow_cpu_fallback``), or ORT's own
+    provider list does not start with it. ``UserInputError`` for a missing/corrupt model.
+    """
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise UserInputError(f"threads must be a positive integer, got {threads!r}")
+    provider = target.provider
+    if target.ep != "cpu":
+        # With CPU fallback allowed the EP need not run the probe by itself, only exist and be
+        # ORT's first provider; node_placement() then tells what really ran on it.
+        reason = _not_in_build_reason(provider) if allow_cpu_fallback else ep_unavailable_reason(target.ep)
+        if reason is not None:
+            raise EpUnavailable(target.ep, reason)
+
+    source, label = _session_source(model, target.precision)
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = OPT_LEVELS[target.opt_level]
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    if profile:
+        prefix = profile_prefix or Path(tempfile.gettempdir()) / f"onnxconv_profile_{target.id.replace('/', '_')}"
+        so.enable_profiling = True
+        so.profile_file_prefix = str(prefix)
+
+    options: dict[str, str] = {}
+    if target.ep == "cpu":
+        providers: list[Any] = [provider]
+    else:
+        if target.ep == "cuda":
+            options = dict(DEFAULT_CUDA_OPTIONS)
+            options.update({k: str(v) for k, v in (cuda_options or {}).items()})
+        if allow_cpu_fallback:
+            providers = [(provider, options), "CPUExecutionProvider"]
+        else:
+            # CPU must not be listed here: ORT rejects the combination (module docstring).
+            so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+            providers = [(provider, options)]
+
+    try:
+        session = ort.InferenceSession(source, so, providers=providers, enable_fallback=0)
+    except _INPUT_ERRORS as exc:
+        raise UserInputError(f"{label}: ONNX Runtime cannot load the model: {_one_line(exc)}") from exc
+    except Exception as exc:
+        msg = _one_line(exc)
+        if target.ep != "cpu":
+            if "assigned to the default CPU EP" in msg:
+                raise EpUnavailable(
+                    target.ep,
+                    f"{provider} cannot run every node of {label} and CPU fallback is disabled ({msg})",
+                ) from exc
+            raise EpUnavailable(target.ep, f"creating a {provider} session for {label} failed: {msg}") from exc
+        raise CheckFailed(f"{label}: ONNX Runtime could not create a session for {target.id}: {msg}") from exc
+
+    got = session.get_providers()
+    if not got or got[0] != provider:
+        raise EpUnavailable(
+            target.ep, f"asked for {provider} but ONNX Runtime runs {label} on {', '.join(got) or 'nothing'}"
+        )
+    return SessionInfo(
+        session=session,
+        target=target,
+        model_label=label,
+        providers=list(got),
+        inputs=tuple(_spec(a) for a in session.get_inputs()),
+        outputs=tuple(_spec(a) for a in session.get_outputs()),
+        provider_options=options,
+        threads=threads,
+        cpu_fallback_allowed=allow_cpu_fallback and target.ep != "cpu",
+        profiling=profile,
+    )
+
+
+def node_placement(session_profile_json_path: str | os.PathLike) -> dict[str, list[str]]:
+    """Which EP ran which node, read from ORT's profile: ``{"cpu": [node names...], ...}``.
+
+    Node events (``cat == "Node"``, name ``<node>_kernel_time``) carry ``args.provider``. Names
+    are those of the *optimised* graph (fused nodes keep the first node's name), each listed
+    once in order of first execution; counts are ``len()`` of each list. Empty if the session
+    never ran.
+    """
+    path = Path(session_profile_json_path)
+    try:
+        events = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise UserInputError(f"{path}: no such profile file") from exc
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"{path}: not an ONNX Runtime profile (JSON): {_one_line(exc)}") from exc
+    if isinstance(events, dict):  # some tools wrap the list as {"traceEvents": [...]}
+        events = events.get("traceEvents", [])
+    if not isinstance(events, list):
+        raise UserInputError(f"{path}: not an ONNX Runtime profile: expected a list of events")
+    placement: dict[str, list[str]] = {}
+    seen: set[tuple[str, str]] = set()
+    for ev in events:
+        if not isinstance(ev, dict) or ev.get("cat") != "Node":
+            continue
+        args = ev.get("args") or {}
+        prov = args.get("provider")
+        name = str(ev.get("name", ""))
+        if not prov or not name.endswith("_kernel_time"):
+            continue
+        node = name[: -len("_kernel_time")]
+        ep = short_name(prov)
+        if (ep, node) in seen:
+            continue
+        seen.add((ep, node))
+        placement.setdefault(ep, []).append(node)
+    return placement
+
+
+def _check_feeds(info: SessionInfo, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    label = info.model_label
+    expected = [s.name for s in info.inputs]
+    for spec in info.inputs:
+        if spec.name not in feeds:
+            raise UserInputError(
+                f"{label}: missing input {spec.name!r} (expected {spec.describe()}); "
+                f"got: {', '.join(map(repr, feeds)) or 'no inputs'}"
+            )
+    for name in feeds:
+        if name not in expected:
+            raise UserInputError(
+                f"{label}: unexpected input {name!r}; the model's inputs are: {', '.join(map(repr, expected))}"
+            )
+    checked: dict[str, np.ndarray] = {}
+    bound: dict[str, tuple[int, str]] = {}
+    for spec in info.inputs:
+        arr = feeds[spec.name]
+        if not isinstance(arr, np.ndarray):
+            raise UserInputError(
+                f"{label}: input {spec.name!r} must be a numpy array, got {type(arr).__name__}"
+            )
+        if spec.dtype is not None and arr.dtype != spec.dtype:
+            raise UserInputError(
+                f"{label}: input {spec.name!r} expected dtype {spec.dtype}, got {arr.dtype}"
+            )
+        if spec.shape is not None:
+            got = tuple(arr.shape)
+            bad = len(got) != len(spec.shape)
+            for want, have in zip(spec.shape, got):
+                if bad:
+                    break
+                if isinstance(want, int):
+                    bad = want != have
+                elif isinstance(want, str):
+                    if want in bound and bound[want][0] != have:
+                        raise UserInputError(
+                            f"{label}: input {spec.name!r} dim {want!r} = {have}, but input "
+                            f"{bound[want][1]!r} bound it to {bound[want][0]}"
+                        )
+                    bound.setdefault(want, (have, spec.name))
+            if bad:
+                raise UserInputError(
+                    f"{label}: input {spec.name!r} expected shape {spec.describe().split(' ', 1)[1]}, "
+                    f"got {list(got)}"
+                )
+        checked[spec.name] = np.ascontiguousarray(arr)
+    return checked
+
+
+def run(session_info: SessionInfo, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run once after checking input names, dtypes and shapes; ``{output name: array}``."""
+    checked = _check_feeds(session_info, feeds)
+    names = [s.name for s in session_info.outputs]
+    try:
+        values = session_info.session.run(names, checked)
+    except Exception as exc:
+        raise CheckFailed(
+            f"{session_info.model_label}: ONNX Runtime run failed on {session_info.target.id}: {_one_line(exc)}"
+        ) from exc
+    return dict(zip(names, values))
+
+
+# ---------------------------------------------------------------------------------------------
+# fp16
+
+
+_FP32 = TensorProto.FLOAT
+_FP16 = TensorProto.FLOAT16
+_FP16_MAX = float(np.finfo(np.float16).max)
+
+# Inputs that the ONNX spec types as tensor(float) regardless of T: they get a Cast back to fp32.
+_FLOAT32_ONLY_INPUTS: dict[str, tuple[int, ...]] = {"Resize": (2,), "Upsample": (1,)}
+# Attributes that name an output element type.
+_DTYPE_ATTRS: dict[str, str] = {
+    "Cast": "to",
+    "EyeLike": "dtype",
+    "RandomNormal": "dtype",
+    "RandomUniform": "dtype",
+    "RandomNormalLike": "dtype",
+    "RandomUniformLike": "dtype",
+}
+
+
+def _tensor_to_fp16(t: TensorProto) -> TensorProto:
+    arr = numpy_helper.to_array(t).astype(np.float64)
+    arr = np.where(np.isfinite(arr), np.clip(arr, -_FP16_MAX, _FP16_MAX), arr)  # no new infs
+    return numpy_helper.from_array(arr.astype(np.float16), t.name)
+
+
+def _set_elem_type(vi: onnx.ValueInfoProto, elem: int) -> None:
+    if vi.type.HasField("tensor_type"):
+        vi.type.tensor_type.elem_type = elem
+
+
+def _is_float(vi: onnx.ValueInfoProto) -> bool:
+    return vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type == _FP32
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """float32 -> float16 everywhere inside the graph, graph I/O kept float32 via Cast nodes.
+
+    Converts float32 initializers (values beyond the fp16 range are clipped to +-65504),
+    float tensor attributes (``Constant``, ``ConstantOfShape``, ...), ``Constant``'s
+    ``value_float(s)``, element-type attributes (``Cast(to=FLOAT)`` and the like) and
+    ``value_info``. Each float32 graph input gets a ``Cast(to=FLOAT16)`` in front of its
+    consumers; each float32 graph output is produced by a ``Cast(to=FLOAT)`` of the renamed fp16
+    tensor. Inputs typed float-only by the spec (Resize/Upsample scales) get a Cast back to fp32.
+    Subgraphs (If/Loop/Scan) are not supported.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for node in g.node:
+        for attr in node.attribute:
+            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                raise UserInputError(
+                    f"to_fp16: node {node.name or node.op_type!r} ({node.op_type}) has a subgraph; not supported"
+                )
+
+    used: set[str] = set()
+    for node in g.node:
+        used.update(node.input)
+        used.update(node.output)
+        used.add(node.name)
+    used.update(i.name for i in g.initializer)
+    used.update(v.name for v in list(g.input) + list(g.output) + list(g.value_info))
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        return name
+
+    init_names = {i.name for i in g.initializer}
+
+    # 1. initializers (and legacy graph inputs that merely declare an initializer)
+    for i, init in enumerate(g.initializer):
+        if init.data_type == _FP32:
+            g.initializer[i].CopyFrom(_tensor_to_fp16(init))
+    for vi in g.input:
+        if vi.name in init_names and _is_float(vi):
+            _set_elem_type(vi, _FP16)
+
+    # 2. node attributes
+    for node in g.node:
+        if node.op_type == "Constant":
+            for attr in list(node.attribute):
+                if attr.name == "value_float":
+                    t = numpy_helper.from_array(np.array(attr.f, dtype=np.float16))
+                elif attr.name == "value_floats":
+                    t = numpy_helper.from_array(np.array(list(attr.floats), dtype=np.float16))
+                else:
+                    continue
+                node.attribute.remove(attr)
+                node.attribute.append(helper.make_attribute("value", t))
+        if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+            # the default fill value is float32 zero
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == _FP32:
+                attr.t.CopyFrom(_tensor_to_fp16(attr.t))
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                for j, t in enumerate(attr.tensors):
+                    if t.data_type == _FP32:
+                        attr.tensors[j].CopyFrom(_tensor_to_fp16(t))
+            elif (
+                attr.type == onnx.AttributeProto.INT
+                and _DTYPE_ATTRS.get(node.op_type) == attr.name
+                and attr.i == _FP32
+            ):
+                attr.i = _FP16
+
+    # 3. value_info of intermediate tensors
+    for vi in g.value_info:
+        if _is_float(vi):
+            _set_elem_type(vi, _FP16)
+
+    input_names = {vi.name for vi in g.input}
+    head: list[onnx.NodeProto] = []
+    tail: list[onnx.NodeProto] = []
+
+    # 4. float32 graph inputs -> Cast to fp16 in front of every consumer
+    for vi in g.input:
+        if vi.name in init_names or not _is_float(vi):
+            continue
+        cast_out = fresh(f"{vi.name}_fp16")
+        head.append(
+            helper.make_node("Cast", [vi.name], [cast_out], name=fresh(f"{vi.name}_to_fp16"), to=_FP16)
+        )
+        for node in g.node:
+            for j, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[j] = cast_out
+
+    # 5. float32 graph outputs -> rename the fp16 producer, Cast back to fp32
+    for vi in g.output:
+        if vi.name in input_names or not _is_float(vi):
+            continue
+        inner = fresh(f"{vi.name}_fp16")
+        for node in g.node:
+            for j, name in enumerate(node.output):
+                if name == vi.name:
+                    node.output[j] = inner
+            for j, name in enumerate(node.input):
+                if name == vi.name:
+                    node.input[j] = inner
+        for init in g.initializer:
+            if init.name == vi.name:
+                init.name = inner
+        for v in g.value_info:
+            if v.name == vi.name:
+                v.name = inner
+        tail.append(helper.make_node("Cast", [inner], [vi.name], name=fresh(f"{vi.name}_to_fp32"), to=_FP32))
+
+    # 6. float-only inputs -> Cast back to fp32 right before the consumer
+    body: list[onnx.NodeProto] = []
+    for node in g.node:
+        for j in _FLOAT32_ONLY_INPUTS.get(node.op_type, ()):
+            if j < len(node.input) and node.input[j]:
+                src = node.input[j]
+                dst = fresh(f"{src}_fp32")
+                body.append(helper.make_node("Cast", [src], [dst], name=fresh(f"{src}_to_fp32"), to=_FP32))
+                node.input[j] = dst
+        body.append(node)
+
+    del g.node[:]
+    g.node.extend(head + body + tail)
+    onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, "onnxconv.precision": "fp16"})
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# intermediate tensors
+
+
+def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph outputs are every node output (types by shape inference).
+
+    Outputs keep their original order first; each further tensor is appended in node order.
+    A tensor whose type shape inference cannot tell is exposed with its element type only
+    when known, and skipped otherwise.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise UserInputError(f"shape inference failed: {_one_line(exc)}") from exc
+    types = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    present = {vi.name for vi in m.graph.output}
+    for node in m.graph.node:
+        for out in node.output:
+            if not out or out in present:
+                continue
+            vi = types.get(out)
+            if vi is None or not vi.type.HasField("tensor_type") or vi.type.tensor_type.elem_type == 0:
+                continue
+            new = onnx.ValueInfoProto()
+            new.CopyFrom(vi)
+            m.graph.output.append(new)
+            present.add(out)
+    return m
+
+
+def _node_outputs_in_order(model: onnx.ModelProto) -> list[str]:
+    return [o for node in model.graph.node for o in node.output if o]
+
+
+def run_intermediates_ort(
+    model: ModelSource,
+    feeds: Mapping[str, np.ndarray],
+    target: Target,
+    *,
+    threads: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Every node output as computed by ORT on ``target``, ``{tensor: array}`` in node order."""
+    proto, _ = _load_model_proto(model)
+    exposed = with_all_outputs(proto)
+    info = make_session(exposed, target, threads=threads)
+    got = run(info, feeds)
+    return {name: got[name] for name in _node_outputs_in_order(proto) if name in got}
+
+
+def run_intermediates_reference(model: ModelSource, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every node output as computed by ``onnx.reference.ReferenceEvaluator`` (slow, exact)."""
+    from onnx.reference import ReferenceEvaluator
+
+    proto, label = _load_model_proto(model)
+    exposed = with_all_outputs(proto)
+    names = [vi.name for vi in exposed.graph.output]
+    try:
+        values = ReferenceEvaluator(exposed).run(names, dict(feeds))
+    except Exception as exc:
+        raise CheckFailed(f"{label}: onnx ReferenceEvaluator failed: {_one_line(exc)}") from exc
+    got = dict(zip(names, values))
+    return {name: np.asarray(got[name]) for name in _node_outputs_in_order(proto) if name in got}
+
+
+@dataclass
+class Divergence:
+    """The first node (in topological order) whose output departs from the reference."""
+
+    node_name: str
+    op_type: str
+    node_index: int
+    output_name: str
+    result: ParityResult
+    checked: int
+    """How many tensors were compared up to and including this one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_name": self.node_name,
+            "op_type": self.op_type,
+            "node_index": self.node_index,
+            "output_name": self.output_name,
+            "checked": self.checked,
+            "result": self.result.to_dict(),
+        }
+
+
+def first_divergence(
+    model: ModelSource,
+    feeds: Mapping[str, np.ndarray],
+    target: Target,
+    tol: Tolerance,
+    *,
+    reference_model: ModelSource | None = None,
+) -> Divergence | None:
+    """First node whose ORT output on ``target`` departs (beyond ``tol``) from the reference.
+
+    The reference is ``onnx.reference.ReferenceEvaluator`` on ``reference_model`` (default: the
+    same ``model``). Passing a known-good model as ``reference_model`` localises a defect planted
+    in ``model``; tensors are matched by name. ``None`` when every tensor agrees.
+    """
+    proto, label = _load_model_proto(model)
+    ref_proto = proto if reference_model is None else _load_model_proto(reference_model)[0]
+    actual = run_intermediates_ort(proto, feeds, target)
+    reference = run_intermediates_reference(ref_proto, feeds)
+    checked = 0
+    for index, node in enumerate(proto.graph.node):
+        for out in node.output:
+            if out not in actual or out not in reference:
+                continue
+            checked += 1
+            result = compare(actual[out], reference[out], tol, name=out)
+            if not result.passed:
+                return Divergence(
+                    node_name=node.name or f"{node.op_type}#{index}",
+                    op_type=node.op_type,
+                    node_index=index,
+                    output_name=out,
+                    result=result,
+                    checked=checked,
+                )
+    if checked == 0:
+        raise UserInputError(f"{label}: no intermediate tensor names in common with the reference model")
+    return None
+
+
+__all__ = [
+    "DEFAULT_CUDA_OPTIONS",
+    "OPT_LEVELS",
+    "Divergence",
+    "EpUnavailable",
+    "SessionInfo",
+    "Target",
+    "TensorSpec",
+    "available_eps",
+    "ep_unavailable_reason",
+    "first_divergence",
+    "make_session",
+    "node_placement",
+    "provider_name",
+    "run",
+    "run_intermediates_ort",
+    "run_intermediates_reference",
+    "short_name",
+    "to_fp16",
+    "with_all_outputs",
+]

@@ -1,0 +1,212 @@
+"""parity.compare / odd_one_out on hand-made arrays with known answers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from onnxconv.errors import UserInputError
+from onnxconv.parity import (
+    HISTOGRAM_EDGES,
+    Tolerance,
+    compare,
+    compare_outputs,
+    default_tolerance,
+    odd_one_out,
+)
+
+TOL = Tolerance(atol=1e-4, rtol=1e-3)
+
+
+def _planted(shape=(2, 3, 4, 5), seed=0):
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal(shape).astype(np.float32)
+    act = ref.copy()
+    return ref, act
+
+
+def test_identical_arrays_pass_with_zero_error():
+    ref, act = _planted()
+    r = compare(act, ref, TOL)
+    assert r.passed and r.reason is None
+    assert r.n_bad == 0 and r.frac_bad == 0.0
+    assert r.max_abs == 0.0 and r.rms == 0.0 and r.mean_abs == 0.0
+    assert r.cosine == pytest.approx(1.0)
+    assert r.histogram.counts[0] == ref.size  # every error is in [0, 1e-12)
+
+
+def test_known_worst_element_and_counts():
+    ref, act = _planted()
+    # three elements clearly outside tolerance; the middle one is the worst
+    act[0, 1, 2, 3] += 0.01
+    act[1, 2, 3, 4] += 0.5
+    act[0, 0, 0, 0] -= 0.02
+    # one element inside tolerance (1e-5 < atol) must not count
+    act[1, 0, 0, 0] += 1e-5
+    r = compare(act, ref, TOL, name="logits")
+    assert not r.passed
+    assert r.n_bad == 3
+    assert r.frac_bad == pytest.approx(3 / ref.size)
+    assert r.worst.index == (1, 2, 3, 4)
+    assert r.worst.actual == pytest.approx(float(act[1, 2, 3, 4]))
+    assert r.worst.reference == pytest.approx(float(ref[1, 2, 3, 4]))
+    assert r.worst.abs_err == pytest.approx(0.5, rel=1e-5)
+    assert r.worst.tol_ratio > 1
+    assert r.max_abs == pytest.approx(0.5, rel=1e-5)
+    assert r.reason.startswith(f"logits: 3 of {ref.size} elements outside atol=0.0001 rtol=0.001")
+    assert "worst at (1, 2, 3, 4)" in r.reason
+    assert r.shape == ref.shape and r.dtype == "float32"
+
+
+def test_threshold_is_isclose_convention():
+    ref = np.array([0.0, 100.0, 100.0, 1.0], dtype=np.float64)
+    # allowed errors: 1e-4, 0.1001, 0.1001, 1.1e-3
+    act = ref + np.array([0.9e-4, 0.1, 0.2, 1.2e-3])
+    r = compare(act, ref, TOL)
+    expected_bad = ~np.isclose(act, ref, atol=TOL.atol, rtol=TOL.rtol)
+    assert r.n_bad == int(expected_bad.sum()) == 2
+    assert r.worst.index == (2,)  # 0.2 / 0.1001 ~ 2x over beats 1.2e-3 / 1.1e-3
+
+
+def test_max_rel_uses_epsilon_guard():
+    ref = np.array([0.0, 2.0])
+    act = np.array([0.0, 2.2])
+    r = compare(act, ref, TOL)
+    assert r.max_rel == pytest.approx(0.1)
+    r0 = compare(np.array([1e-3]), np.array([0.0]), TOL)
+    assert math.isfinite(r0.max_rel) and r0.max_rel == pytest.approx(1e-3 / 1e-12)
+
+
+def test_nan_in_actual_fails_even_when_rest_is_exact():
+    ref, act = _planted()
+    act[0, 2, 1, 1] = np.nan
+    r = compare(act, ref, TOL)
+    assert not r.passed
+    assert r.nan_actual == 1 and r.nan_reference == 0
+    assert r.n_bad == 1
+    assert r.worst.index == (0, 2, 1, 1)
+    assert "NaN in actual" in r.reason
+    # metrics cover the finite pairs only and stay finite
+    assert r.max_abs == 0.0
+    assert sum(r.histogram.counts) == ref.size
+    assert r.histogram.counts[-1] == 1  # the NaN mismatch is an infinite error
+
+
+def test_nan_matching_nan_and_inf_counts():
+    ref = np.array([np.nan, np.inf, -np.inf, 1.0])
+    act = np.array([np.nan, np.inf, np.inf, 1.0])
+    r = compare(act, ref, TOL)
+    assert r.n_bad == 1 and r.worst.index == (2,)
+    assert r.nan_actual == 1 and r.nan_reference == 1
+    assert r.inf_actual == 2 and r.inf_reference == 2
+
+
+def test_shape_mismatch_is_a_failure_not_an_exception():
+    r = compare(np.zeros((1, 10)), np.zeros((10,)), TOL, name="out")
+    assert not r.passed
+    assert r.reason == "out: shape mismatch: actual (1, 10) vs reference (10,)"
+    assert r.histogram is None and r.max_abs is None
+
+
+def test_histogram_bins_and_sum():
+    ref = np.zeros(6)
+    act = np.array([0.0, 5e-13, 3e-7, 3e-7, 0.5, 1e5])
+    r = compare(act, ref, TOL)
+    edges, counts = r.histogram.edges, r.histogram.counts
+    assert edges == HISTOGRAM_EDGES
+    assert edges[0] == 0.0 and edges[1] == 1e-12 and edges[-2] == 1e2 and edges[-1] == math.inf
+    assert len(counts) == len(edges) - 1
+    assert sum(counts) == ref.size
+    assert counts[0] == 2  # 0 and 5e-13 in [0, 1e-12)
+    assert counts[edges.index(1e-7)] == 2  # 3e-7 in [1e-7, 1e-6)
+    assert counts[edges.index(0.1)] == 1
+    assert counts[-1] == 1  # 1e5 in [1e2, inf]
+
+
+def test_histogram_sums_to_size_on_random_data():
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal(1000)
+    act = ref + rng.standard_normal(1000) * 10.0 ** rng.uniform(-14, 3, 1000)
+    r = compare(act, ref, TOL)
+    assert sum(r.histogram.counts) == 1000
+
+
+def test_metrics_computed_in_float64():
+    ref = np.full(4, 1.0, dtype=np.float16)
+    act = np.full(4, 1.0009765625, dtype=np.float16)  # 1 + 2**-10, one fp16 ulp
+    r = compare(act, ref, Tolerance(0, 0))
+    assert r.max_abs == 2.0**-10
+    assert r.dtype == "float16"
+
+
+def test_cosine_and_rms():
+    ref = np.array([1.0, 0.0])
+    act = np.array([0.0, 1.0])
+    r = compare(act, ref, TOL)
+    assert r.cosine == pytest.approx(0.0)
+    assert r.rms == pytest.approx(1.0)
+    assert compare(np.zeros(3), np.zeros(3), TOL).cosine == 1.0
+
+
+def test_to_dict_is_plain_json():
+    ref, act = _planted()
+    act[0, 0, 0, 0] = np.nan
+    d = compare(act, ref, TOL).to_dict()
+    text = json.dumps(d, allow_nan=False)  # raises if a NaN/inf or numpy type slipped through
+    back = json.loads(text)
+    assert back["passed"] is False
+    assert back["worst"]["index"] == [0, 0, 0, 0]
+    assert back["worst"]["actual"] is None  # NaN -> null
+    assert back["tolerance"] == {"atol": 1e-4, "rtol": 1e-3}
+    assert back["histogram"]["edges"][-1] is None  # inf -> null
+
+
+def test_default_tolerance_table():
+    assert default_tolerance("fp32", "cpu") == Tolerance(1e-4, 1e-3)
+    cuda = default_tolerance("fp32", "cuda")
+    assert cuda.atol > 1e-4 and cuda.rtol > 1e-3
+    assert default_tolerance("fp16", "cpu") == Tolerance(1e-2, 1e-2)
+    assert default_tolerance("fp16", "cuda") == Tolerance(1e-2, 1e-2)
+    with pytest.raises(UserInputError, match="bf16"):
+        default_tolerance("bf16", "cpu")
+    with pytest.raises(UserInputError, match="atol"):
+        Tolerance(-1.0, 0.0)
+
+
+def test_compare_outputs_reports_missing_output():
+    ref = {"a": np.ones(3), "b": np.ones(2)}
+    res = compare_outputs({"a": np.ones(3)}, ref, TOL)
+    assert [r.passed for r in res] == [True, False]
+    assert "b: output missing" in res[1].reason
+    with pytest.raises(UserInputError, match="'b'"):
+        compare_outputs({"a": np.ones(3)}, ref, {"a": TOL})
+
+
+def test_odd_one_out_finds_planted_opinion():
+    rng = np.random.default_rng(1)
+    truth = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    opinions = {
+        "onnxruntime": truth + 1e-6,
+        "torch": truth.copy(),
+        "reference_evaluator": truth - 1e-6,
+    }
+    assert odd_one_out(opinions, TOL) is None
+    bad = truth.copy()
+    bad[0, 3, 2, 1] += 1.0
+    assert odd_one_out({**opinions, "onnxruntime": bad}, TOL) == "onnxruntime"
+    assert odd_one_out({**opinions, "torch": bad}, TOL) == "torch"
+    four = {**opinions, "fp64": truth.astype(np.float64), "torch": bad}
+    assert odd_one_out(four, TOL) == "torch"
+
+
+def test_odd_one_out_none_without_a_single_odd_one():
+    a = np.zeros(4)
+    b = np.ones(4)
+    c = np.full(4, 2.0)
+    assert odd_one_out({"x": a, "y": b, "z": c}, TOL) is None  # everyone disagrees
+    assert odd_one_out({"w": a, "x": a, "y": b, "z": b}, TOL) is None  # two camps
+    with pytest.raises(UserInputError, match="at least 3"):
+        odd_one_out({"x": a, "y": b}, TOL)
