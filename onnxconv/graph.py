@@ -1,0 +1,774 @@
+"""Read any ONNX graph: convolution kinds, channel shuffles, op counts and cost.
+
+A library module: plain values in, dataclasses out, no printing. Checks that judge a graph
+(lint, family structure) live in :mod:`onnxconv.graph_checks` and build on the pieces here.
+
+Everything works on graphs from any exporter: weights may be initializers, ``Constant`` nodes or
+an ``Identity`` of an initializer; reshape shapes may be initializers, constants, a ``shape``
+attribute (Reshape before opset 5) or computed at run time (``Shape -> Gather -> Unsqueeze ->
+Concat``). What cannot be folded statically is read from ONNX shape inference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper, numpy_helper
+
+from onnxconv.errors import UserInputError
+
+Dim = Union[int, str, None]  # noqa: UP007 - runtime alias, readable on 3.10
+"""One tensor dimension: an int, a symbolic name (``dim_param``) or None when unknown."""
+
+SHUFFLE_PERM = {5: [0, 2, 1, 3, 4], 4: [0, 2, 1, 3]}
+"""Transpose perm of an exact channel shuffle, by rank of the grouped tensor."""
+
+# Ops that may sit between the three nodes of a channel shuffle without hiding it: the chain is
+# still found (and reported as not exact). Anything else breaks the chain.
+_PASS_THROUGH = {
+    "Identity", "Cast", "Dropout", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
+    "HardSwish", "Neg", "Abs", "Add", "Sub", "Mul", "Div", "QuantizeLinear", "DequantizeLinear",
+}
+_MAX_BETWEEN = 4
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
+    """Load an ONNX model (with external data); raise ``UserInputError`` naming ``path``.
+
+    ``check=True`` also runs ``onnx.checker.check_model`` (full check, by path so external data
+    and models over 2 GB work).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserInputError(f"{path}: is a directory, expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{path}: empty file, not an ONNX model")
+    try:
+        model = onnx.load(str(path))
+    except DecodeError as exc:
+        raise UserInputError(f"{path}: not an ONNX model (protobuf parse failed: {_one_line(exc)})") from exc
+    except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as exc:
+        # unreadable file, external data missing or outside the model's folder
+        raise UserInputError(f"{path}: cannot load ONNX model: {_one_line(exc)}") from exc
+    # protobuf parses many byte strings "successfully" into an empty or garbage message
+    no_nodes = not model.HasField("graph") or len(model.graph.node) == 0
+    if no_nodes and len(model.opset_import) == 0:
+        raise UserInputError(f"{path}: not an ONNX model (no graph nodes and no opset_import)")
+    if check:
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            raise UserInputError(f"{path}: fails onnx.checker: {_one_line(exc)}") from exc
+    return model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "") if text else type(exc).__name__
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    """Version of the default (``ai.onnx``) domain the model imports, or None."""
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return op.version
+    return None
+
+
+def is_default_domain(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """Value of a node attribute (ints as list), or ``default`` when absent."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+# --------------------------------------------------------------------------------------------
+# graph index: producers, consumers, constants, shapes
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX shape inference with data propagation; falls back to the model as given."""
+    for data_prop in (True, False):
+        try:
+            return onnx.shape_inference.infer_shapes(model, data_prop=data_prop)
+        except Exception:  # noqa: BLE001 - inference is best effort on arbitrary models
+            continue
+    return model
+
+
+class GraphIndex:
+    """Lookup tables over one shape-inferred graph.
+
+    ``const(name)`` folds constant tensors, ``partial(name)`` folds a 1-D int tensor element by
+    element (None where unknown), ``shape(name)`` gives dims from initializers, constants or
+    inferred value info.
+    """
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.graph = infer_shapes(model).graph
+        self.opset = default_opset(model) or 1
+        self.nodes: list[onnx.NodeProto] = list(self.graph.node)
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for node in self.nodes:
+            for out in node.output:
+                if out:
+                    self.producer[out] = node
+            for inp in node.input:
+                if inp:
+                    self.consumers[inp].append(node)
+        self.graph_outputs = {o.name for o in self.graph.output}
+        self._inferred: dict[str, tuple[Dim, ...] | None] = {}
+        for vi in (*self.graph.input, *self.graph.value_info, *self.graph.output):
+            self._inferred[vi.name] = _value_info_dims(vi)
+        self._const_cache: dict[str, np.ndarray | None] = {}
+        self._partial_cache: dict[str, list[int | None] | None] = {}
+
+    # -- naming and walking
+
+    @staticmethod
+    def label(node: onnx.NodeProto) -> str:
+        """Node name, or ``OpType(first_output)`` for unnamed nodes."""
+        return node.name or f"{node.op_type}({node.output[0] if node.output else ''})"
+
+    def graph_inputs(self) -> list[onnx.ValueInfoProto]:
+        """Real graph inputs (initializers listed as inputs, as in IR < 4, are left out)."""
+        return [vi for vi in self.graph.input if vi.name not in self.initializers]
+
+    def only_consumer(self, name: str) -> onnx.NodeProto | None:
+        """The single node reading ``name``; None if zero or several read it."""
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 else None
+
+    # -- shapes
+
+    def shape(self, name: str) -> tuple[Dim, ...] | None:
+        """Dims of a tensor: constant dims first, else shape inference; None if unknown rank."""
+        dims = self.const_dims(name)
+        return dims if dims is not None else self._inferred.get(name)
+
+    def const_dims(self, name: str) -> tuple[int, ...] | None:
+        """Dims of a constant tensor (initializer / Constant / Identity of one), without its data."""
+        root = self.const_root(name)
+        if root is None:
+            return None
+        if root in self.initializers:
+            return tuple(self.initializers[root].dims)
+        return _constant_node_dims(self.producer[root])
+
+    def const_root(self, name: str) -> str | None:
+        """Name of the initializer or Constant output that ``name`` is (through Identity)."""
+        seen = 0
+        while seen < 16:
+            if name in self.initializers:
+                return name
+            node = self.producer.get(name)
+            if node is None or not is_default_domain(node):
+                return None
+            if node.op_type == "Constant":
+                return name
+            if node.op_type != "Identity":
+                return None
+            name, seen = node.input[0], seen + 1
+        return None
+
+    # -- constant values
+
+    def const(self, name: str) -> np.ndarray | None:
+        """Value of an initializer / Constant (through Identity), else None."""
+        if name not in self._const_cache:
+            root = self.const_root(name)
+            value = None
+            try:
+                if root in self.initializers:
+                    value = numpy_helper.to_array(self.initializers[root])
+                elif root is not None:
+                    value = _constant_node_value(self.producer[root])
+            except Exception:  # noqa: BLE001 - external data not loaded, odd dtype
+                value = None
+            self._const_cache[name] = value
+        return self._const_cache[name]
+
+    def partial(self, name: str) -> list[int | None] | None:
+        """Elements of a 0-D / 1-D int tensor, None for each element that does not fold; None
+        if the length itself is unknown. Follows what exporters emit for shapes: Shape, Gather,
+        Unsqueeze, Concat, Cast and integer arithmetic."""
+        if name not in self._partial_cache:
+            self._partial_cache[name] = None  # guards against cycles in malformed graphs
+            self._partial_cache[name] = self._partial(name)
+        return self._partial_cache[name]
+
+    def _partial(self, name: str) -> list[int | None] | None:
+        value = self.const(name)
+        if value is not None:
+            return [int(v) for v in value.reshape(-1)] if value.ndim <= 1 else None
+        node = self.producer.get(name)
+        elems = self._partial_op(node) if node is not None and is_default_domain(node) else None
+        if elems is not None:
+            return elems
+        dims = self._inferred.get(name)
+        if dims == ():
+            return [None]
+        if dims is not None and len(dims) == 1 and isinstance(dims[0], int):
+            return [None] * dims[0]
+        return None
+
+    def _partial_op(self, node: onnx.NodeProto) -> list[int | None] | None:
+        op = node.op_type
+        if op == "Shape":
+            dims = self._inferred.get(node.input[0])
+            if dims is None:
+                return None
+            return [d if isinstance(d, int) else None for d in list(dims)[_shape_slice(node, len(dims))]]
+        if op in ("Cast", "Identity", "Unsqueeze", "Squeeze"):  # 0-D <-> 1-D: same elements
+            return self.partial(node.input[0])
+        if op == "Concat":
+            parts = [self.partial(i) for i in node.input]
+            return None if any(p is None for p in parts) else [v for p in parts for v in p]
+        if op == "Gather":
+            data, idx = self.partial(node.input[0]), self.const(node.input[1])
+            if data is None or idx is None or idx.ndim > 1:
+                return None
+            return [data[int(i)] if -len(data) <= int(i) < len(data) else None for i in idx.reshape(-1)]
+        if op in ("Add", "Sub", "Mul", "Div"):
+            a, b = self.partial(node.input[0]), self.partial(node.input[1])
+            if a is None or b is None or (len(a) != len(b) and 1 not in (len(a), len(b))):
+                return None
+            n = max(len(a), len(b))
+            a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+            return [_arith(op, x, y) for x, y in zip(a, b, strict=True)]
+        return None
+
+    # -- reshape
+
+    def reshape_target(self, node: onnx.NodeProto) -> list[int | None] | None:
+        """Raw ``shape`` of a Reshape (may hold 0 / -1 / None), attribute or input form."""
+        shape_attr = attr(node, "shape")
+        if shape_attr is not None:  # Reshape-1 (opset < 5)
+            return [int(v) for v in shape_attr]
+        if len(node.input) < 2 or not node.input[1]:
+            return None
+        return self.partial(node.input[1])
+
+    def reshape_dims(self, node: onnx.NodeProto) -> list[int | None] | None:
+        """Actual output dims of a Reshape: 0 and -1 resolved where possible, else None."""
+        raw = self.reshape_target(node)
+        out = self._inferred.get(node.output[0])
+        if raw is None:
+            return None if out is None else [d if isinstance(d, int) else None for d in out]
+        src = self.shape(node.input[0]) or ()
+        allowzero = attr(node, "allowzero", 0)
+        dims: list[int | None] = []
+        for i, r in enumerate(raw):
+            if r is not None and r > 0:
+                dims.append(r)
+            elif r == 0 and not allowzero and i < len(src) and isinstance(src[i], int):
+                dims.append(src[i])
+            elif out is not None and i < len(out) and isinstance(out[i], int):
+                dims.append(out[i])
+            else:
+                dims.append(None)
+        if -1 in raw and dims.count(None) == 1 and dims[raw.index(-1)] is None and _static(src):
+            known = math.prod(d for d in dims if d is not None)
+            if known:
+                dims[raw.index(-1)] = math.prod(src) // known  # type: ignore[arg-type]
+        return dims
+
+
+def _static(dims: tuple[Dim, ...] | None) -> bool:
+    return bool(dims) and all(isinstance(d, int) for d in dims)
+
+
+def _arith(op: str, a: int | None, b: int | None) -> int | None:
+    """Integer Add / Sub / Mul / Div (truncating, as ONNX integer Div) of known elements."""
+    if a is None or b is None:
+        return None
+    if op == "Add":
+        return a + b
+    if op == "Sub":
+        return a - b
+    if op == "Mul":
+        return a * b
+    return int(a / b) if b else None
+
+
+def _value_info_dims(vi: onnx.ValueInfoProto) -> tuple[Dim, ...] | None:
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+        for d in vi.type.tensor_type.shape.dim
+    )
+
+
+def _shape_slice(node: onnx.NodeProto, rank: int) -> slice:
+    """Slice taken by a Shape node (``start`` / ``end`` attributes, opset 15+)."""
+    return slice(attr(node, "start", 0), attr(node, "end", rank))
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+    return None
+
+
+def _constant_node_dims(node: onnx.NodeProto) -> tuple[int, ...] | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return tuple(a.t.dims)
+        if a.name in ("value_int", "value_float"):
+            return ()
+        if a.name == "value_ints":
+            return (len(a.ints),)
+        if a.name == "value_floats":
+            return (len(a.floats),)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# convolutions
+
+
+@dataclass
+class ConvInfo:
+    """One ``Conv`` node. ``kind``: standard | pointwise | depthwise | grouped | unknown.
+
+    ``depthwise`` means group == in_channels > 1 (out_channels = depth_multiplier * in_channels);
+    ``pointwise`` a 1x1 Conv with group 1; ``grouped`` any other group > 1; ``unknown`` when
+    the channel counts cannot be read (no weight shape, no inferred input shape).
+    """
+
+    name: str
+    input: str
+    output: str
+    in_channels: int | None
+    out_channels: int | None
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    group: int
+    kind: str
+    depth_multiplier: int | None = None
+    bias: bool = False
+    auto_pad: str = "NOTSET"
+    kernel_from: str = "attribute"  # "attribute" | "weight" | "unknown"
+
+
+@dataclass
+class FlattenedPair:
+    """A k x 1 Conv whose output feeds a 1 x k Conv directly (flattened convolution)."""
+
+    vertical: str
+    horizontal: str
+    kernel: int
+
+
+def conv_info(ix: GraphIndex, node: onnx.NodeProto) -> ConvInfo:
+    """Describe one Conv node (attributes first, else weight / inferred shapes)."""
+    w = ix.shape(node.input[1]) if len(node.input) > 1 else None
+    w = w if _static(w) and len(w) >= 2 else None
+    x = ix.shape(node.input[0])
+    y = ix.shape(node.output[0])
+    group = int(attr(node, "group", 1))
+    kernel = attr(node, "kernel_shape")
+    kernel_from = "attribute"
+    if kernel is None:
+        kernel, kernel_from = (list(w[2:]), "weight") if w is not None else ([], "unknown")
+    spatial = len(kernel)
+    in_ch = w[1] * group if w is not None else _dim(x, 1)
+    out_ch = w[0] if w is not None else _dim(y, 1)
+    kind, multiplier = _conv_kind(in_ch, out_ch, group, kernel)
+    return ConvInfo(
+        name=ix.label(node),
+        input=node.input[0],
+        output=node.output[0],
+        in_channels=in_ch,
+        out_channels=out_ch,
+        kernel=tuple(int(k) for k in kernel),
+        stride=tuple(attr(node, "strides", [1] * spatial)),
+        pads=tuple(attr(node, "pads", [0] * 2 * spatial)),
+        dilations=tuple(attr(node, "dilations", [1] * spatial)),
+        group=group,
+        kind=kind,
+        depth_multiplier=multiplier,
+        bias=len(node.input) > 2 and bool(node.input[2]),
+        auto_pad=_as_str(attr(node, "auto_pad", "NOTSET")),
+        kernel_from=kernel_from,
+    )
+
+
+def _dim(dims: tuple[Dim, ...] | None, i: int) -> int | None:
+    return dims[i] if dims is not None and i < len(dims) and isinstance(dims[i], int) else None
+
+
+def _as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _conv_kind(in_ch: int | None, out_ch: int | None, group: int, kernel) -> tuple[str, int | None]:
+    if group == 1:
+        return ("pointwise" if kernel and all(k == 1 for k in kernel) else "standard"), None
+    if in_ch is None:
+        return "unknown", None
+    if group == in_ch:
+        multiplier = out_ch // in_ch if out_ch is not None and out_ch % in_ch == 0 else None
+        return "depthwise", multiplier
+    return "grouped", None
+
+
+def find_convs(model_or_index: onnx.ModelProto | GraphIndex) -> list[ConvInfo]:
+    """All default-domain Conv nodes, in graph order."""
+    ix = _index(model_or_index)
+    return [conv_info(ix, n) for n in ix.nodes if n.op_type == "Conv" and is_default_domain(n)]
+
+
+def find_flattened_pairs(convs: list[ConvInfo]) -> list[FlattenedPair]:
+    """k x 1 Conv -> 1 x k Conv (same k > 1), the first's output read directly by the second."""
+    by_input: dict[str, list[ConvInfo]] = defaultdict(list)
+    for c in convs:
+        by_input[c.input].append(c)
+    pairs = []
+    for v in convs:
+        if len(v.kernel) != 2 or v.kernel[1] != 1 or v.kernel[0] < 2:
+            continue
+        for h in by_input.get(v.output, []):
+            if h.kernel == (1, v.kernel[0]):
+                pairs.append(FlattenedPair(vertical=v.name, horizontal=h.name, kernel=v.kernel[0]))
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# channel shuffles
+
+
+@dataclass
+class ShuffleInfo:
+    """A Reshape -> Transpose -> Reshape chain that regroups the channel axis.
+
+    ``exact`` is True when the three nodes form a direct chain (nothing between them, no other
+    reader of the intermediate tensors) and ``perm`` is the shuffle perm for ``rank``
+    (``[0,2,1,3,4]`` for the rank-5 form, ``[0,2,1,3]`` for the rank-4 form). ``problems``
+    says why a chain is not exact. ``batch`` holds the raw batch entry of each reshape's shape
+    (0 / -1 copy or infer it; a positive value fixes it; None when computed at run time).
+    """
+
+    reshape_in: str
+    transpose: str
+    reshape_out: str
+    rank: int
+    perm: list[int]
+    groups: int | None
+    channels_per_group: int | None
+    between: list[str] = field(default_factory=list)
+    exact: bool = False
+    problems: list[str] = field(default_factory=list)
+    batch: tuple[int | None, int | None] = (None, None)
+
+
+def find_channel_shuffles(model_or_index: onnx.ModelProto | GraphIndex) -> list[ShuffleInfo]:
+    """Every Reshape -> Transpose -> Reshape chain on a rank-4/5 grouped tensor, exact or not.
+
+    Ops from a small pass-through set (Identity, Cast, activations, ...) between the nodes are
+    walked over and listed in ``between``; the chain is then reported but not exact.
+    """
+    ix = _index(model_or_index)
+    found = []
+    for t in ix.nodes:
+        if t.op_type == "Transpose" and is_default_domain(t):
+            info = _shuffle_at(ix, t)
+            if info is not None:
+                found.append(info)
+    return found
+
+
+def _shuffle_at(ix: GraphIndex, t: onnx.NodeProto) -> ShuffleInfo | None:
+    first, before, shared_before = _walk_back(ix, t.input[0])
+    second, after, shared_after = _walk_forward(ix, t.output[0])
+    if first is None or second is None:
+        return None
+    dims = ix.reshape_dims(first)
+    perm = attr(t, "perm")
+    rank = len(dims) if dims is not None else (len(perm) if perm else None)
+    if rank not in SHUFFLE_PERM:
+        return None
+    perm = [int(p) for p in perm] if perm is not None else list(range(rank))[::-1]
+    if sorted(perm) != list(range(rank)):
+        return None
+    groups = dims[1] if dims else None
+    per_group = dims[2] if dims else None
+    channels = _dim(ix.shape(first.input[0]), 1)
+    if None not in (channels, groups, per_group) and groups * per_group != channels:
+        return None  # regroups something other than the channel axis
+    raw_in, raw_out = ix.reshape_target(first), ix.reshape_target(second)
+    between = [ix.label(n) for n in (*before, *after)]
+    problems = []
+    if between:
+        problems.append(f"{', '.join(between)} between the shuffle nodes")
+    if shared_before or shared_after or t.output[0] in ix.graph_outputs:
+        problems.append("an intermediate tensor of the shuffle is also read elsewhere")
+    if perm != SHUFFLE_PERM[rank]:
+        problems.append(f"Transpose perm {perm} is not {SHUFFLE_PERM[rank]}")
+    return ShuffleInfo(
+        reshape_in=ix.label(first),
+        transpose=ix.label(t),
+        reshape_out=ix.label(second),
+        rank=rank,
+        perm=perm,
+        groups=groups,
+        channels_per_group=per_group,
+        between=between,
+        exact=not problems,
+        problems=problems,
+        batch=(raw_in[0] if raw_in else None, raw_out[0] if raw_out else None),
+    )
+
+
+def _walk_back(ix: GraphIndex, name: str):
+    """From a tensor back through pass-through ops to a Reshape: (reshape, between, shared)."""
+    between, shared = [], False
+    for _ in range(_MAX_BETWEEN + 1):
+        node = ix.producer.get(name)
+        if node is None or not is_default_domain(node):
+            return None, [], False
+        shared = shared or len(ix.consumers.get(name, [])) > 1 or name in ix.graph_outputs
+        if node.op_type == "Reshape":
+            return node, between[::-1], shared
+        data = _data_input(ix, node)
+        if node.op_type not in _PASS_THROUGH or data is None:
+            return None, [], False
+        between.append(node)
+        name = data
+    return None, [], False
+
+
+def _walk_forward(ix: GraphIndex, name: str):
+    """From a tensor forward through pass-through ops to a Reshape: (reshape, between, shared)."""
+    between, shared = [], False
+    for _ in range(_MAX_BETWEEN + 1):
+        users = ix.consumers.get(name, [])
+        if not users:
+            return None, [], False
+        shared = shared or len(users) > 1 or name in ix.graph_outputs
+        node = users[0] if len(users) == 1 else next((u for u in users if u.op_type == "Reshape"), None)
+        if node is None or not is_default_domain(node):
+            return None, [], False
+        if node.op_type == "Reshape" and node.input[0] == name:
+            return node, between, shared
+        if node.op_type not in _PASS_THROUGH or _data_input(ix, node) != name:
+            return None, [], False
+        between.append(node)
+        name = node.output[0]
+    return None, [], False
+
+
+def _data_input(ix: GraphIndex, node: onnx.NodeProto) -> str | None:
+    """The one non-constant input of a node, or None if there are zero or several."""
+    data = [i for i in node.input if i and ix.const_root(i) is None]
+    return data[0] if len(data) == 1 else None
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+@dataclass
+class GraphReport:
+    """What a graph holds. ``to_dict()`` gives plain JSON-ready values."""
+
+    ir_version: int
+    producer_name: str
+    producer_version: str
+    opsets: dict[str, int]
+    graph_name: str
+    inputs: dict[str, list[Dim] | None]
+    outputs: dict[str, list[Dim] | None]
+    node_count: int
+    op_counts: dict[str, int]
+    convs: list[ConvInfo]
+    flattened_pairs: list[FlattenedPair]
+    shuffles: list[ShuffleInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def inspect_model(model: onnx.ModelProto) -> GraphReport:
+    """Opsets, producer, op counts (top-level graph only), Convs, flattened pairs, shuffles."""
+    ix = GraphIndex(model)
+    counts = Counter(n.op_type if is_default_domain(n) else f"{n.domain}:{n.op_type}" for n in ix.nodes)
+    convs = find_convs(ix)
+
+    def dims(name: str) -> list[Dim] | None:
+        d = ix.shape(name)
+        return None if d is None else list(d)
+
+    return GraphReport(
+        ir_version=model.ir_version,
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        opsets={(op.domain or "ai.onnx"): op.version for op in model.opset_import},
+        graph_name=model.graph.name,
+        inputs={vi.name: dims(vi.name) for vi in ix.graph_inputs()},
+        outputs={vi.name: dims(vi.name) for vi in ix.graph.output},
+        node_count=len(ix.nodes),
+        op_counts=dict(sorted(counts.items())),
+        convs=convs,
+        flattened_pairs=find_flattened_pairs(convs),
+        shuffles=find_channel_shuffles(ix),
+    )
+
+
+def _index(model_or_index: onnx.ModelProto | GraphIndex) -> GraphIndex:
+    return model_or_index if isinstance(model_or_index, GraphIndex) else GraphIndex(model_or_index)
+
+
+# --------------------------------------------------------------------------------------------
+# cost
+
+
+@dataclass
+class GraphCost:
+    """Parameters and multiply-accumulates read from the graph alone.
+
+    ``params`` counts constant weights and biases of Conv, Gemm and MatMul (initializers,
+    Constant outputs, Identity of either), each tensor name once: a weight shared by two ops
+    counts once, but an Identity alias counts on its own, because the torchscript exporter
+    merges equal-valued parameters (e.g. the zero biases of folded BNs) into one initializer
+    read through Identity nodes, and those are distinct parameters of the model.
+    BatchNormalization gamma + beta are reported apart in ``bn_affine_params`` (the analytic
+    cost in ``onnxconv.cost`` counts them; add them to compare) and running mean / variance
+    are never counted. ``macs`` counts Conv (N*C_out*H_out*W_out*(C_in/group)*kH*kW) and
+    Gemm / MatMul (M*K*N); bias adds, BN (folded or not), activations and pooling are not
+    counted. Both exporters fold eval-mode BN into the Conv (torchscript keeps a bias, the
+    dynamo exporter drops an all-zero one), so graph params differ from the analytic count.
+    ``unknown_macs`` names nodes whose output shape could not be resolved (excluded).
+    """
+
+    params: int
+    macs: int
+    params_by_op: dict[str, int]
+    macs_by_op: dict[str, int]
+    bn_affine_params: int
+    batch_size: int
+    unknown_macs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_WEIGHT_INPUTS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1)}
+
+
+def graph_cost(model: onnx.ModelProto, batch_size: int = 1) -> tuple[int, int]:
+    """``(params, macs)`` of the graph; see :class:`GraphCost` for what is counted.
+
+    ``batch_size`` replaces a symbolic batch dimension (dim 0) of activations.
+    """
+    cost = cost_breakdown(model, batch_size)
+    return cost.params, cost.macs
+
+
+def cost_breakdown(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int = 1) -> GraphCost:
+    """Like :func:`graph_cost`, with per-op-type numbers and BN affine parameters."""
+    ix = _index(model_or_index)
+    params: Counter = Counter()
+    macs: Counter = Counter()
+    seen: set[str] = set()
+    bn_affine = 0
+    unknown = []
+    for node in ix.nodes:
+        op = node.op_type
+        if not is_default_domain(node):
+            continue
+        if op == "BatchNormalization":
+            for i in (1, 2):
+                bn_affine += _count_once(ix, node, i, seen)
+        if op not in _WEIGHT_INPUTS:
+            continue
+        for i in _WEIGHT_INPUTS[op]:
+            params[op] += _count_once(ix, node, i, seen)
+        n = _node_macs(ix, node, batch_size)
+        if n is None:
+            unknown.append(ix.label(node))
+        else:
+            macs[op] += n
+    return GraphCost(
+        params=sum(params.values()),
+        macs=sum(macs.values()),
+        params_by_op=dict(params),
+        macs_by_op=dict(macs),
+        bn_affine_params=bn_affine,
+        batch_size=batch_size,
+        unknown_macs=unknown,
+    )
+
+
+def _count_once(ix: GraphIndex, node: onnx.NodeProto, i: int, seen: set[str]) -> int:
+    """Element count of constant input ``i`` unless that name was counted; 0 for activations."""
+    name = node.input[i] if i < len(node.input) else ""
+    dims = ix.const_dims(name) if name and name not in seen else None
+    if dims is None:
+        return 0
+    seen.add(name)
+    return math.prod(dims)
+
+
+def _numel(dims: tuple[Dim, ...] | None, batch_size: int) -> int | None:
+    if dims is None:
+        return None
+    total = 1
+    for i, d in enumerate(dims):
+        if isinstance(d, int):
+            total *= d
+        elif i == 0:
+            total *= batch_size
+        else:
+            return None
+    return total
+
+
+def _node_macs(ix: GraphIndex, node: onnx.NodeProto, batch_size: int) -> int | None:
+    out = _numel(ix.shape(node.output[0]), batch_size)
+    if out is None:
+        return None
+    if node.op_type == "Conv":
+        w = ix.shape(node.input[1])
+        if not _static(w) or len(w) < 2:
+            return None
+        return out * math.prod(w[1:])  # (C_in/group) * kH * kW per output element
+    a = ix.shape(node.input[0])
+    if not a:
+        return None
+    transposed = node.op_type == "Gemm" and attr(node, "transA", 0)
+    k = a[0] if transposed else a[-1]  # A is (M, K), (K, M) with transA, or (..., M, K)
+    return out * k if isinstance(k, int) else None
