@@ -70,6 +70,97 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def progress_printer(verb: str) -> Callable[[str, int, int], None]:
+    """A one-line progress bar on a terminal; one line per step otherwise."""
+    tty = sys.stderr.isatty()
+
+    def show(name: str, done: int, total: int) -> None:
+        width = 24
+        bar = "#" * (width * done // max(total, 1))
+        text = f"[{bar:<{width}}] {done}/{total} {verb} {name}" if name else \
+            f"[{bar:<{width}}] {done}/{total} done"
+        if tty:
+            print("\r" + text.ljust(78), end="" if name else "\n", file=sys.stderr, flush=True)
+        elif name:
+            print(f"{verb} {name} ({done + 1}/{total})", file=sys.stderr, flush=True)
+    return show
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import variants
+    from .export import ExportOptions, export_variants
+
+    if args.all:
+        names = variants.names()
+    elif args.committed:
+        names = [n for n in variants.names() if variants.get(n).commit_graph]
+    else:
+        names = args.variant or []
+    overrides: dict[str, object] = dict(parse_config(args.config))
+    if args.shuffle_rank is not None:
+        overrides["shuffle_rank"] = args.shuffle_rank
+        names_with_shuffle = [n for n in names if "shuffle_rank" in variants.get(n).config()]
+        if not names_with_shuffle:
+            raise OnnxconvError("--shuffle-rank: none of the chosen variants has a shuffle")
+    options = ExportOptions(opset=args.opset, exporter=args.exporter,
+                            dynamic_batch=args.dynamic_batch, dynamic_hw=args.dynamic_hw,
+                            verbose=args.verbose)
+    results = export_variants(names, args.out, options, overrides,
+                              progress=None if args.quiet else progress_printer("exporting"))
+    for result in results:
+        entry = result.entry
+        print(f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
+              f"params {human(entry['params'])}  MACs {human(entry['macs'])}")
+    return 0
+
+
+@command("inspect")
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import graph, graph_checks
+
+    path = Path(args.model)
+    if path.is_dir() and (path / "model.onnx").exists():
+        path = path / "model.onnx"
+    model = graph.load_model(path)
+    report = graph.inspect_model(model)
+    cost = graph.cost_breakdown(model, batch_size=args.batch)
+    findings = graph_checks.lint_model(model, target_opset=args.target_opset)
+    if args.json:
+        print(json.dumps({"model": str(path), **report.to_dict(), "cost": cost.to_dict(),
+                          "lint": [f.to_dict() for f in findings]}, indent=2))
+        return 0
+    opsets = ", ".join(f"{d} {v}" for d, v in report.opsets.items())
+    print(f"{path}: IR {report.ir_version}, opset {opsets}, producer "
+          f"{report.producer_name} {report.producer_version}".rstrip())
+    print(f"inputs  {report.inputs}\noutputs {report.outputs}")
+    print("ops     " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()))
+    print(f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
+          f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}")
+    if report.convs:
+        print()
+        rows = [(c.name, c.kind + (f" x{c.depth_multiplier}" if c.depth_multiplier else ""),
+                 f"{c.in_channels}->{c.out_channels}", "x".join(map(str, c.kernel)),
+                 c.group, "x".join(map(str, c.stride)), ",".join(map(str, c.pads)))
+                for c in report.convs]
+        print(format_table(["conv", "kind", "channels", "kernel", "group", "stride", "pads"],
+                           rows))
+    for pair in report.flattened_pairs:
+        print(f"flattened pair: {pair.vertical} ({pair.kernel}x1) -> {pair.horizontal} "
+              f"(1x{pair.kernel})")
+    for s in report.shuffles:
+        state = "exact" if s.exact else "NOT exact: " + "; ".join(s.problems)
+        print(f"channel shuffle: {s.reshape_in} -> {s.transpose} -> {s.reshape_out}, rank "
+              f"{s.rank}, groups {s.groups}, perm {s.perm}, {state}")
+    if findings:
+        print()
+        for finding in findings:
+            print(f"lint: {finding}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxconv",
@@ -79,6 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="the convolution zoo: shapes, params, multiply-adds")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from .export import DEFAULT_OPSET, EXPORTERS
+    p = sub.add_parser("export", help="export variants to ONNX in the ONNX test-data layout")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--variant", action="append", metavar="NAME",
+                       help="a variant to export (repeatable)")
+    which.add_argument("--all", action="store_true", help="every variant, networks included")
+    which.add_argument("--committed", action="store_true",
+                       help="the variants committed under graphs/ (no whole networks)")
+    p.add_argument("--out", default="graphs", help="output folder (default: graphs)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--exporter", choices=EXPORTERS, default="dynamo")
+    p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
+    p.add_argument("--dynamic-hw", action="store_true", help="make height and width dynamic")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every variant that has KEY (repeatable)")
+    p.add_argument("--shuffle-rank", type=int, choices=(4, 5),
+                   help="channel shuffle through rank-4 tensors (N, g, C/g, H*W) or rank 5")
+    p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("inspect", help="what any ONNX graph holds: convs, shuffles, cost, lint")
+    p.add_argument("model", help="an .onnx file, or a folder holding model.onnx")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch", type=int, default=1, help="batch size for dynamic batch axes")
+    p.add_argument("--target-opset", type=int, help="flag ops newer than this opset")
     return parser
 
 

@@ -26,7 +26,9 @@ ensure_env() {
         *,gpu,*) "$VENV/bin/python" -m pip uninstall -q -y onnxruntime >/dev/null 2>&1 ;;
         *) "$VENV/bin/python" -m pip uninstall -q -y onnxruntime-gpu >/dev/null 2>&1 ;;
     esac
-    "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >&2 \
-        || { echo "error: pip could not install onnxconv[$extras] into $VENV" >&2; return 2; }
+    # pip's own output goes to a log, shown only when the install fails.
+    local log="$VENV/install.log"
+    "$VENV/bin/python" -m pip install -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >"$log" 2>&1 \
+        || { tail -n 20 "$log" >&2; echo "error: pip could not install onnxconv[$extras] into $VENV (log: $log)" >&2; return 2; }
     echo "$want" > "$stamp_file"
 }

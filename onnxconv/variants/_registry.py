@@ -7,7 +7,7 @@ input's ``height`` and ``width``), the paper it comes from and its closed-form c
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -33,7 +33,10 @@ class VariantSpec:
     #: Whether height and width may change at run time (False when the graph bakes them in).
     dynamic_hw: bool = True
     summary: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: config -> what the exported graph must show (see onnxconv.graph_checks.check_structure).
+    structure: Callable[[dict[str, Any]], dict[str, Any]] = lambda config: {}
+    #: Whether scripts/export_graphs commits this variant's graph (whole networks are too big).
+    commit_graph: bool = True
 
     def config(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with ``overrides``; unknown keys and wrong types raise UserInputError."""

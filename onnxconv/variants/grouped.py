@@ -32,6 +32,7 @@ class GroupedConv(nn.Module):
 
 register(VariantSpec(
     name="grouped", family="grouped", paper="AlexNet (2012); ResNeXt (1611.05431)",
-    builder=GroupedConv, cost_fn=cost.grouped, summary="grouped k×k convolution",
+    builder=GroupedConv, cost_fn=cost.grouped,
+    structure=lambda c: dict(groups=c["groups"]), summary="grouped k×k convolution",
     defaults=dict(in_channels=64, out_channels=64, kernel_size=3, groups=8, stride=1,
                   bias=True, height=28, width=28)))

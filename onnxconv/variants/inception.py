@@ -54,6 +54,7 @@ class InceptionBlock(nn.Module):
 register(VariantSpec(
     name="inception", family="inception", paper="GoogLeNet, Szegedy et al. (1409.4842)",
     builder=InceptionBlock, cost_fn=cost.inception,
+    structure=lambda c: dict(convs=7 if c["factorized"] else 6),
     summary="1×1 | 1×1→3×3 | 1×1→5×5 | pool→1×1, concatenated",
     defaults=dict(in_channels=192, ch1x1=64, ch3x3red=96, ch3x3=128, ch5x5red=16, ch5x5=32,
                   pool_proj=32, factorized=False, relu=True, height=28, width=28)))

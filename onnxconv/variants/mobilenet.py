@@ -37,5 +37,5 @@ class MobileNetV1(nn.Module):
 register(VariantSpec(
     name="mobilenet_v1", family="mobilenet_v1", paper="MobileNets, Howard et al. (1704.04861)",
     builder=MobileNetV1, cost_fn=cost.mobilenet_v1, input_channels_key=None,
-    summary="13 depthwise separable layers", extra={"commit_graph": False},
+    summary="13 depthwise separable layers", commit_graph=False,
     defaults=dict(num_classes=1000, width_multiplier=1.0, height=224, width=224)))

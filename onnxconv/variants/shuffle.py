@@ -129,7 +129,7 @@ class ShuffleNetV2Unit(nn.Module):
     halves; one passes through 1×1 → BN → ReLU → 3×3 DWConv → BN → 1×1 → BN → ReLU; concat;
     channel shuffle with 2 groups."""
 
-    def __init__(self, channels: int = 116, shuffle_rank: int = 5) -> None:
+    def __init__(self, channels: int = 232, shuffle_rank: int = 5) -> None:
         super().__init__()
         _checks.positive(channels=channels)
         _checks.divisible("channels", channels, "2 (the channel split)", 2)
@@ -146,30 +146,38 @@ class ShuffleNetV2Unit(nn.Module):
 
 SHUFFLENET_PAPER = "ShuffleNet, Zhang et al. (1707.01083)"
 
+
+def unit_structure(config: dict) -> dict:
+    return dict(groups=config["groups"], shuffle_rank=config["shuffle_rank"], shuffles=1)
+
+
 register(VariantSpec(
     name="channel_shuffle", family="channel_shuffle", paper=SHUFFLENET_PAPER + " Sec. 3.1",
     builder=ChannelShuffle, cost_fn=cost.channel_shuffle, input_channels_key="channels",
+    structure=lambda c: dict(groups=c["groups"], shuffle_rank=c["shuffle_rank"], shuffles=1),
     summary="Reshape → Transpose → Reshape",
     defaults=dict(channels=64, groups=8, shuffle_rank=5, height=28, width=28)))
 
 register(VariantSpec(
     name="shuffle_unit", family="shuffle_unit", paper=SHUFFLENET_PAPER + " Fig. 2b",
-    builder=ShuffleUnit, cost_fn=cost.shuffle_unit,
+    builder=ShuffleUnit, cost_fn=cost.shuffle_unit, structure=unit_structure,
     summary="GConv → shuffle → DWConv → GConv, Add",
-    defaults=dict(in_channels=480, out_channels=480, groups=3, stride=1, first_grouped=True,
-                  shuffle_rank=5, height=14, width=14)))
+    defaults=dict(in_channels=960, out_channels=960, groups=3, stride=1, first_grouped=True,
+                  shuffle_rank=5, height=7, width=7)))
 
 register(VariantSpec(
     name="shuffle_unit_s2", family="shuffle_unit_s2", paper=SHUFFLENET_PAPER + " Fig. 2c",
-    builder=ShuffleUnit, cost_fn=cost.shuffle_unit,
+    builder=ShuffleUnit, cost_fn=cost.shuffle_unit, structure=unit_structure,
     summary="stride 2: avg-pool shortcut, Concat",
-    defaults=dict(in_channels=240, out_channels=480, groups=3, stride=2, first_grouped=True,
-                  shuffle_rank=5, height=28, width=28)))
+    defaults=dict(in_channels=480, out_channels=960, groups=3, stride=2, first_grouped=True,
+                  shuffle_rank=5, height=14, width=14)))
 
 register(VariantSpec(
     name="shufflenet", family="shufflenet", paper=SHUFFLENET_PAPER + " Table 1",
     builder=ShuffleNetV1, cost_fn=cost.shufflenet, input_channels_key=None,
-    summary="ShuffleNet v1 1×, 16 units", extra={"commit_graph": False},
+    structure=lambda c: dict(groups=c["groups"], shuffle_rank=c["shuffle_rank"],
+                             shuffles=sum(cost.SHUFFLENET_STAGE_REPEATS)),
+    summary="ShuffleNet v1 1×, 16 units", commit_graph=False,
     defaults=dict(groups=3, num_classes=1000, stem_channels=24, shuffle_rank=5,
                   height=224, width=224)))
 
@@ -177,5 +185,6 @@ register(VariantSpec(
     name="shufflenet_v2_unit", family="shufflenet_v2_unit",
     paper="ShuffleNet V2, Ma et al. (1807.11164) Fig. 3c",
     builder=ShuffleNetV2Unit, cost_fn=cost.shufflenet_v2_unit, input_channels_key="channels",
+    structure=lambda c: dict(groups=2, shuffle_rank=c["shuffle_rank"], shuffles=1),
     summary="channel split → branch → Concat → shuffle",
-    defaults=dict(channels=116, shuffle_rank=5, height=28, width=28)))
+    defaults=dict(channels=232, shuffle_rank=5, height=14, width=14)))

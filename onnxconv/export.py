@@ -1,0 +1,297 @@
+"""PyTorch -> ONNX for the zoo, in the ONNX test-data layout, checked before it is kept.
+
+    <out>/<variant>/model.onnx
+    <out>/<variant>/test_data_set_0/input_0.pb     seeded input (TensorProto)
+    <out>/<variant>/test_data_set_0/output_0.pb    PyTorch's fp32 output (TensorProto)
+    <out>/manifest.json                            one entry per graph (see ``manifest_entry``)
+
+onnx's backend test runner and ONNX Runtime's ``onnx_test_runner`` read these folders as they are.
+
+Every export is checked before it is kept: ``onnx.checker`` (full check), strict shape
+inference, the structure its family promises (``graph_checks``), and ONNX Runtime reproducing
+PyTorch's output. All graphs of one call are staged in a temporary folder beside the output and
+moved into place only when every one passed, so a failed or interrupted export leaves the
+previous graphs untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from . import graph_checks, variants
+from .errors import CheckFailed, UserInputError
+
+EXPORTERS = ("dynamo", "torchscript")
+#: Opsets each exporter can write: the dynamo exporter starts at 18 (below it would need
+#: onnx's version converter); the TorchScript exporter stops at 20 (torch.onnx._constants).
+OPSET_RANGE = {"dynamo": (18, 23), "torchscript": (9, 20)}
+DEFAULT_OPSET = 18
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+#: ONNX Runtime must reproduce PyTorch's fp32 output this closely before an export is kept.
+REPRODUCE_ATOL, REPRODUCE_RTOL = 1e-4, 1e-3
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = DEFAULT_OPSET
+    exporter: str = "dynamo"
+    dynamic_batch: bool = False
+    #: Also make height and width dynamic (only variants whose graph allows it).
+    dynamic_hw: bool = False
+    verbose: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise UserInputError(f"unknown exporter {self.exporter!r} (choose from "
+                                 f"{', '.join(EXPORTERS)})")
+        low, high = OPSET_RANGE[self.exporter]
+        if not low <= self.opset <= high:
+            raise UserInputError(f"opset {self.opset} is not supported by the {self.exporter} "
+                                 f"exporter (supported: {low}..{high})")
+
+
+@dataclass
+class ExportResult:
+    variant: str
+    folder: Path
+    entry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> Path:
+        return self.folder / "model.onnx"
+
+
+def versions() -> dict[str, str]:
+    import onnxruntime
+    import onnxscript
+
+    from . import __version__
+    return {"onnxconv": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def dynamic_axes(spec: variants.VariantSpec, options: ExportOptions) -> dict[int, str]:
+    """Input axis -> symbolic name, for the options asked."""
+    axes: dict[int, str] = {}
+    if options.dynamic_batch:
+        axes[0] = "batch"
+    if options.dynamic_hw:
+        if not spec.dynamic_hw:
+            raise UserInputError(f"variant {spec.name!r} does not allow dynamic height/width")
+        axes.update({2: "height", 3: "width"})
+    return axes
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool):
+    """Keep the exporters' progress prints, warnings and log lines off the terminal."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("torch", "torch.onnx", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    sink = io.StringIO()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
+                contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def to_onnx(module: torch.nn.Module, example: torch.Tensor, axes: dict[int, str],
+            options: ExportOptions) -> onnx.ModelProto:
+    """One module -> one self-contained ModelProto with input ``input`` and output ``output``."""
+    with tempfile.TemporaryDirectory(prefix="onnxconv-export-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with quiet(options.verbose), torch.no_grad():
+            if options.exporter == "dynamo":
+                shapes = None
+                if axes:
+                    shapes = ({i: torch.export.Dim(name, min=1) for i, name in axes.items()},)
+                torch.onnx.export(module, (example,), path, dynamo=True, external_data=False,
+                                  opset_version=options.opset, input_names=["input"],
+                                  output_names=["output"], dynamic_shapes=shapes)
+            else:
+                dyn = {"input": dict(axes), "output": {0: "batch"} if 0 in axes else {}}
+                torch.onnx.export(module, (example,), path, dynamo=False,
+                                  opset_version=options.opset, input_names=["input"],
+                                  output_names=["output"], dynamic_axes=dyn if axes else None,
+                                  do_constant_folding=True)
+        return onnx.load(path)
+
+
+def tensor_pb(array: np.ndarray, name: str) -> bytes:
+    return numpy_helper.from_array(np.ascontiguousarray(array), name=name).SerializeToString()
+
+
+def check_export(model: onnx.ModelProto, spec: variants.VariantSpec, config: dict[str, Any],
+                 example: np.ndarray, expected: np.ndarray) -> None:
+    """Raise CheckFailed naming the variant and the check that failed."""
+    import onnxruntime as ort
+
+    name = spec.name
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckFailed(f"{name}: exported graph is not valid ONNX: {first}") from None
+    graph_checks.assert_structure(model, spec.family, spec.structure(config), source=name)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    (actual,) = session.run(["output"], {"input": example})
+    if actual.shape != expected.shape or not np.allclose(actual, expected, REPRODUCE_ATOL,
+                                                         REPRODUCE_RTOL):
+        worst = np.abs(actual - expected).max() if actual.shape == expected.shape else "shape"
+        raise CheckFailed(f"{name}: ONNX Runtime does not reproduce PyTorch's output "
+                          f"(max abs error {worst}, atol {REPRODUCE_ATOL}, rtol {REPRODUCE_RTOL})")
+
+
+def manifest_entry(spec: variants.VariantSpec, config: dict[str, Any], model: onnx.ModelProto,
+                   model_bytes: bytes, axes: dict[int, str], options: ExportOptions,
+                   output_shape: tuple[int, ...]) -> dict[str, Any]:
+    cost = spec.cost(config)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return {
+        "variant": spec.name, "family": spec.family, "paper": spec.paper, "config": config,
+        "opset": opset, "exporter": options.exporter, "ir_version": model.ir_version,
+        "seed": options.seed,
+        "inputs": [{"name": "input", "shape": list(spec.input_shape(config)), "dtype": "float32",
+                    "dynamic_axes": {str(i): n for i, n in axes.items()}}],
+        "outputs": [{"name": "output", "shape": list(output_shape), "dtype": "float32"}],
+        "params": cost.params, "macs": cost.macs,
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "versions": versions(),
+    }
+
+
+def export_to_folder(spec: variants.VariantSpec, config: dict[str, Any],
+                     options: ExportOptions, folder: Path) -> dict[str, Any]:
+    """Export, check and write one graph folder; returns its manifest entry."""
+    module = spec.build(config, seed=options.seed)
+    example = spec.example_input(config, seed=options.seed)
+    with torch.no_grad():
+        expected = module(example).numpy()
+    axes = dynamic_axes(spec, options)
+    try:
+        model = to_onnx(module, example, axes, options)
+    except Exception as error:  # the exporters raise many types; the user needs one line
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckFailed(f"{spec.name}: the {options.exporter} exporter failed: {first}") from None
+    check_export(model, spec, config, example.numpy(), expected)
+    model_bytes = model.SerializeToString()
+    data = folder / "test_data_set_0"
+    data.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(model_bytes)
+    (data / "input_0.pb").write_bytes(tensor_pb(example.numpy(), "input"))
+    (data / "output_0.pb").write_bytes(tensor_pb(expected, "output"))
+    return manifest_entry(spec, config, model, model_bytes, axes, options, expected.shape)
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return {"schema": MANIFEST_SCHEMA, "graphs": {}}
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["graphs"]
+    except (ValueError, KeyError, TypeError):
+        raise UserInputError(f"{path}: not an onnxconv manifest (invalid JSON or no 'graphs')")
+    return manifest
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def export_variants(names: Iterable[str], out_dir: str | os.PathLike,
+                    options: ExportOptions = ExportOptions(),
+                    overrides: dict[str, Any] | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> list[ExportResult]:
+    """Export ``names`` into ``out_dir`` (all or nothing) and update its manifest.
+
+    ``overrides`` apply to every variant that has the key; a key no variant knows is an error.
+    """
+    options.validate()
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise UserInputError("no variant to export (name one with --variant, or use --all)")
+    specs = [variants.get(n) for n in names]
+    configs = [spec.config({k: v for k, v in (overrides or {}).items() if k in spec.config()})
+               for spec in specs]
+    unknown = set(overrides or {}) - {k for c in configs for k in c}
+    if unknown:
+        raise UserInputError(f"config key(s) {', '.join(sorted(unknown))} fit none of: "
+                             f"{', '.join(names)}")
+    for spec, config in zip(specs, configs):
+        spec.build(config)  # impossible configs fail here, before anything is written
+        dynamic_axes(spec, options)
+    out = Path(out_dir)
+    manifest = read_manifest(out) if out.is_dir() else {"schema": MANIFEST_SCHEMA, "graphs": {}}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as error:
+        raise UserInputError(f"{out}: cannot write there ({error.strerror})") from None
+    results = []
+    try:
+        for i, (spec, config) in enumerate(zip(specs, configs)):
+            if progress:
+                progress(spec.name, i, len(specs))
+            entry = export_to_folder(spec, config, options, staging / spec.name)
+            results.append(ExportResult(spec.name, out / spec.name, entry))
+        for result in results:
+            replace_folder(staging / result.variant, result.folder)
+            manifest["graphs"][result.variant] = result.entry
+        manifest["schema"] = MANIFEST_SCHEMA
+        manifest["graphs"] = dict(sorted(manifest["graphs"].items(),
+                                         key=lambda kv: order_key(kv[0])))
+        write_atomically(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if progress:
+        progress("", len(specs), len(specs))
+    return results
+
+
+def order_key(name: str) -> tuple[int, str]:
+    names = variants.names()
+    return (names.index(name), name) if name in names else (len(names), name)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Swap ``new`` into ``target``'s place; the old folder is removed only after the swap."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old)

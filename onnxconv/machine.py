@@ -1,0 +1,182 @@
+"""What machine a benchmark ran on, and how fast that machine can go (its roofs).
+
+:func:`machine_info`, :func:`versions` and :func:`relevant_env` read the machine without running
+anything heavy and without importing torch. :func:`measure_roofs` runs the two roof benchmarks in
+the calling process; the bench harness calls it inside a fresh worker process with the same
+thread settings as the timed cells (``python -m onnxconv.bench_worker``), never in-process.
+
+Roofs (the roofline model, Williams et al. 2009):
+
+- compute roof: GFLOP/s of a large fp32 matrix product (``n x n @ n x n``, 2·n³ FLOPs), the best
+  of several repeats, from numpy (OpenBLAS) and from torch (its BLAS); the faster one is the roof.
+- memory roof: GB/s of a large copy (``copy_mb`` MiB source into a same-sized destination),
+  counting read + write (2 x bytes), best of several; numpy's copy is single-threaded, torch's
+  ``copy_`` uses the intra-op threads; the faster one is the roof.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+#: ISA flags (from /proc/cpuinfo) that decide which kernels ONNX Runtime and PyTorch pick.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+             "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+#: Environment variables that change threading or allocation behaviour of the timed code.
+ENV_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "MALLOC_", "ORT_", "TORCH_",
+                "ONEDNN_", "DNNL_", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD")
+
+#: Distributions whose versions every report records (first found of each alias group).
+PACKAGES = (("torch",), ("onnx",), ("onnxruntime", "onnxruntime-gpu"), ("onnxscript",),
+            ("numpy",), ("matplotlib",), ("onnxconv",))
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.processor(), platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _meminfo_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, ISA flags of interest, memory, OS and Python. Cheap; imports nothing heavy."""
+    model, flags = _cpuinfo()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    libc = platform.libc_ver()
+    return {
+        "cpu_model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "isa": {flag: flag in flags for flag in ISA_FLAGS},
+        "memory_bytes": _meminfo_bytes(),
+        "os": platform.platform(),
+        "kernel": platform.release(),
+        "libc": " ".join(part for part in libc if part) or None,
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+
+
+def versions() -> dict[str, Any]:
+    """Versions of the libraries in the timed path and the EPs ONNX Runtime offers."""
+    out: dict[str, Any] = {}
+    for aliases in PACKAGES:
+        for dist in aliases:
+            try:
+                out[aliases[0]] = importlib.metadata.version(dist)
+                if dist != aliases[0]:
+                    out[aliases[0] + "_distribution"] = dist
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        else:
+            out[aliases[0]] = None
+    try:
+        import onnxruntime as ort
+        out["onnxruntime_providers"] = list(ort.get_available_providers())
+        out["onnxruntime_device"] = ort.get_device()
+    except Exception as error:  # a broken install is recorded, not fatal here
+        out["onnxruntime_providers"] = []
+        out["onnxruntime_error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def relevant_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment variables (of ``env`` or this process) that change threading/allocation."""
+    env = dict(os.environ if env is None else env)
+    return {k: v for k, v in sorted(env.items()) if k.startswith(ENV_PREFIXES)}
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: page in buffers, spin up thread pools, pick kernels
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        best = min(best, (time.perf_counter_ns() - t0) / 1e9)
+    return best
+
+
+def measure_roofs(threads: int, matmul_n: int = 2048, copy_mb: int = 256,
+                  repeats: int = 5) -> dict[str, Any]:
+    """Compute roof (GFLOP/s, fp32 matmul) and memory roof (GB/s, copy) with ``threads`` threads.
+
+    Runs in the calling process: call it from a process whose OMP/BLAS thread variables were set
+    before numpy/torch were imported (the bench worker does). Each library's figure is kept under
+    ``details``; the roofs are the best of them.
+    """
+    import numpy as np
+
+    details: dict[str, Any] = {}
+    flops = 2.0 * matmul_n ** 3
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((matmul_n, matmul_n), dtype=np.float32)
+    b = rng.standard_normal((matmul_n, matmul_n), dtype=np.float32)
+    c = np.empty_like(a)
+    details["numpy_matmul_gflops"] = flops / _best_seconds(lambda: np.matmul(a, b, out=c),
+                                                           repeats) / 1e9
+    n_floats = copy_mb * (1 << 20) // 4
+    src = np.ones(n_floats, dtype=np.float32)
+    dst = np.zeros_like(src)
+    copy_bytes = 2.0 * src.nbytes
+    details["numpy_copy_gbps"] = copy_bytes / _best_seconds(lambda: np.copyto(dst, src),
+                                                            repeats) / 1e9
+    del a, b, c, src, dst
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        ta = torch.randn(matmul_n, matmul_n)
+        tb = torch.randn(matmul_n, matmul_n)
+        tc = torch.empty_like(ta)
+        details["torch_matmul_gflops"] = flops / _best_seconds(lambda: torch.mm(ta, tb, out=tc),
+                                                               repeats) / 1e9
+        del ta, tb, tc
+        tsrc = torch.ones(n_floats)
+        tdst = torch.zeros(n_floats)
+        details["torch_copy_gbps"] = copy_bytes / _best_seconds(lambda: tdst.copy_(tsrc),
+                                                                repeats) / 1e9
+        details["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        details["torch_error"] = "torch not installed"
+    compute = max(v for k, v in details.items() if k.endswith("_gflops"))
+    memory = max(v for k, v in details.items() if k.endswith("_gbps"))
+    return {
+        "compute_gflops": compute,
+        "memory_gbps": memory,
+        "ridge_flops_per_byte": compute / memory,
+        "threads": threads,
+        "method": {"matmul_n": matmul_n, "copy_mb": copy_mb, "repeats": repeats,
+                   "dtype": "float32", "copy_counts": "read + write"},
+        "details": details,
+    }
