@@ -130,7 +130,8 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     active = session.get_providers()
     wanted = "CUDAExecutionProvider" if ep == "cuda" else "CPUExecutionProvider"
     if not active or active[0] != wanted:
-        session.end_profiling() if job.get("profile") else None
+        if job.get("profile"):
+            os.remove(session.end_profiling())
         return {"ok": False, "status": "unavailable",
                 "error": f"asked for {wanted} but ONNX Runtime runs {', '.join(active) or 'nothing'}"}
     feeds = {name: np.load(path) for name, path in job["inputs"].items()}

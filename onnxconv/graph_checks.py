@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from onnxconv.errors import CheckFailed
+from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.graph import (
     SHUFFLE_PERM,
     ConvInfo,
@@ -188,6 +188,8 @@ def assert_structure(model: onnx.ModelProto, family: str, expect: dict | None = 
 
 def _check_shuffles(ix: GraphIndex, convs: list[ConvInfo], expect: dict) -> list[StructureProblem]:
     rank = expect.get("shuffle_rank", 5)
+    if rank not in SHUFFLE_PERM:
+        raise UserInputError(f"expect['shuffle_rank'] must be 4 or 5, got {rank!r}")
     groups = expect.get("groups")
     shuffles = find_channel_shuffles(ix)
     problems = []

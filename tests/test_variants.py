@@ -167,11 +167,11 @@ def test_inception_is_the_concatenation_of_its_branches(factorized):
 
 @torch.no_grad()
 def test_shuffle_units_keep_or_halve_the_size_with_the_paper_channels():
+    # the defaults are stage 4 of ShuffleNet 1x g=3 (Table 1): 480 -> 960 channels, 14 -> 7
     unit = variants.get("shuffle_unit").build()
-    x = rand(1, 480, 14, 14)
-    assert unit(x).shape == (1, 480, 14, 14)
+    assert unit(rand(1, 960, 7, 7)).shape == (1, 960, 7, 7)
     unit2 = variants.get("shuffle_unit_s2").build()
-    assert unit2(rand(1, 240, 28, 28)).shape == (1, 480, 14, 14)
+    assert unit2(rand(1, 480, 14, 14)).shape == (1, 960, 7, 7)
     # stage 2 of ShuffleNet 1x g=3 starts from 24 channels with an ungrouped first 1x1 conv
     first = ShuffleUnit(24, 240, groups=3, stride=2, first_grouped=False).eval()
     assert first(rand(1, 24, 56, 56)).shape == (1, 240, 28, 28)
@@ -181,9 +181,9 @@ def test_shuffle_units_keep_or_halve_the_size_with_the_paper_channels():
 @torch.no_grad()
 def test_shuffle_unit_s2_shortcut_is_the_average_pool_of_the_input():
     unit = variants.get("shuffle_unit_s2").build()
-    x = rand(1, 240, 28, 28)
+    x = rand(1, 480, 14, 14)
     y = unit(x)
-    torch.testing.assert_close(y[:, :240], F.relu(F.avg_pool2d(x, 3, 2, 1)))
+    torch.testing.assert_close(y[:, :480], F.relu(F.avg_pool2d(x, 3, 2, 1)))
 
 
 @torch.no_grad()
@@ -192,17 +192,17 @@ def test_shuffle_unit_s1_is_residual():
     with torch.no_grad():
         unit.gconv2[1].weight.zero_()
         unit.gconv2[1].bias.zero_()
-    x = rand(1, 480, 14, 14)
+    x = rand(1, 960, 7, 7)
     torch.testing.assert_close(unit(x), F.relu(x))
 
 
 @torch.no_grad()
 def test_shufflenet_v2_unit_passes_half_the_channels_through_shuffled():
     unit = variants.get("shufflenet_v2_unit").build()
-    x = rand(1, 116, 8, 8)
+    x = rand(1, 232, 8, 8)
     y = unit(x)
     # after the 2-group shuffle, even channels are the untouched first half
-    torch.testing.assert_close(y[:, 0::2], x[:, :58], rtol=0, atol=0)
+    torch.testing.assert_close(y[:, 0::2], x[:, :116], rtol=0, atol=0)
 
 
 @torch.no_grad()
