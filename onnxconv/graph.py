@@ -117,9 +117,12 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 class GraphIndex:
     """Lookup tables over one shape-inferred graph.
 
-    ``const(name)`` folds constant tensors, ``partial(name)`` folds a 1-D int tensor element by
-    element (None where unknown), ``shape(name)`` gives dims from initializers, constants or
-    inferred value info.
+    ``const(name)`` reads constant tensors, ``partial(name)`` folds a 0-D / 1-D int tensor
+    element by element (None where unknown), ``shape(name)`` gives dims from initializers,
+    constants or shape inference. Shape inference runs twice when needed: the second time on a
+    copy whose foldable integer tensors are initializers, because ONNX's data propagation stops
+    at some ops exporters use for shape arithmetic (torchscript's ``chunk`` -> ``Slice`` with
+    ends from ``Shape -> Gather -> Add -> Div -> Mul`` leaves every later H and W unknown).
     """
 
     def __init__(self, model: onnx.ModelProto):
@@ -139,10 +142,53 @@ class GraphIndex:
                     self.consumers[inp].append(node)
         self.graph_outputs = {o.name for o in self.graph.output}
         self._inferred: dict[str, tuple[Dim, ...] | None] = {}
-        for vi in (*self.graph.input, *self.graph.value_info, *self.graph.output):
-            self._inferred[vi.name] = _value_info_dims(vi)
+        self._elem_type: dict[str, int] = {}
         self._const_cache: dict[str, np.ndarray | None] = {}
         self._partial_cache: dict[str, list[int | None] | None] = {}
+        self._merge_shapes(self.graph)
+        folded = self._fold_int_tensors()
+        if folded is not None:
+            self._merge_shapes(infer_shapes(folded).graph)
+
+    def _merge_shapes(self, graph: onnx.GraphProto) -> None:
+        """Take each tensor's inferred dims where they say more than what is known so far."""
+        for vi in (*graph.input, *graph.value_info, *graph.output):
+            dims = _value_info_dims(vi)
+            if _known(dims) > _known(self._inferred.get(vi.name)) or vi.name not in self._inferred:
+                self._inferred[vi.name] = dims
+            if vi.type.tensor_type.elem_type:
+                self._elem_type[vi.name] = vi.type.tensor_type.elem_type
+
+    def _fold_int_tensors(self) -> onnx.ModelProto | None:
+        """Copy of the model where computed 0-D / 1-D int tensors that fold are initializers."""
+        folded = {}
+        for node in self.nodes:
+            for name in node.input:
+                if name in folded or name in self.initializers or name not in self.producer:
+                    continue
+                dims, elem = self._inferred.get(name), self._elem_type.get(name)
+                if self.producer[name].op_type == "Constant" or elem not in _INT_TYPES or dims is None:
+                    continue
+                if len(dims) > 1 or not all(isinstance(d, int) for d in dims):
+                    continue
+                values = self.partial(name)
+                if values is not None and None not in values and len(values) == math.prod(dims):
+                    array = np.array(values, dtype=helper.tensor_dtype_to_np_dtype(elem)).reshape(dims)
+                    folded[name] = numpy_helper.from_array(array, f"{name}__folded")
+        if not folded:
+            return None
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        for node in model.graph.node:
+            for i, name in enumerate(node.input):
+                if name in folded:
+                    node.input[i] = folded[name].name
+        model.graph.initializer.extend(folded.values())
+        return model
+
+    def tensor_shapes(self) -> dict[str, tuple[Dim, ...] | None]:
+        """Inferred dims of every tensor shape inference saw (inputs, outputs, intermediates)."""
+        return dict(self._inferred)
 
     # -- naming and walking
 
@@ -293,6 +339,14 @@ class GraphIndex:
             if known:
                 dims[raw.index(-1)] = math.prod(src) // known  # type: ignore[arg-type]
         return dims
+
+
+_INT_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+
+
+def _known(dims: tuple[Dim, ...] | None) -> int:
+    """How much a shape says: -1 for unknown rank, else the count of static dims."""
+    return -1 if dims is None else sum(isinstance(d, int) for d in dims)
 
 
 def _static(dims: tuple[Dim, ...] | None) -> bool:

@@ -82,16 +82,14 @@ def _lint_convs(ix: GraphIndex) -> list[LintFinding]:
 
 
 def _lint_rank5(ix: GraphIndex) -> list[LintFinding]:
-    found, seen = [], set()
-    for vi in (*ix.graph.input, *ix.graph.value_info, *ix.graph.output):
-        dims = ix.shape(vi.name)
-        if vi.name in seen or dims is None or len(dims) != 5:
+    found = []
+    for name, dims in ix.tensor_shapes().items():
+        if dims is None or len(dims) != 5:
             continue
-        seen.add(vi.name)
-        producer = ix.producer.get(vi.name)
+        producer = ix.producer.get(name)
         node = ix.label(producer) if producer is not None else GRAPH
         found.append(LintFinding("rank5-tensor", "info", node,
-                                 f"tensor {vi.name!r} has rank 5 {list(dims)}; some execution providers "
+                                 f"tensor {name!r} has rank 5 {list(dims)}; some execution providers "
                                  "support rank <= 4 only"))
     return found
 

@@ -330,6 +330,27 @@ def test_cost_counts_shared_weight_once_but_identity_aliases_apart():
     assert graph_cost(model) == (16 + 4 + 4, 2 * 64)
 
 
+def test_cost_sees_through_shape_arithmetic_that_shape_inference_skips():
+    # torchscript's chunk(): Slice ends = Shape(x)[1] / 2. ONNX data propagation stops at Div, so
+    # plain inference loses every dim of "xs"; the index folds the ends and infers again.
+    # x (N,8,6,6) -> xs (N,4,6,6) -> 1x1 Conv 4->4: MACs = 1*4*6*6 * 4 = 576 at batch 1
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shp"]),
+        const_node("one", [1]),
+        const_node("zero", [0]),
+        const_node("two", [2]),
+        helper.make_node("Gather", ["shp", "one"], ["c"], axis=0),
+        helper.make_node("Div", ["c", "two"], ["half"]),
+        helper.make_node("Slice", ["x", "zero", "half", "one"], ["xs"]),
+        helper.make_node("Conv", ["xs", "w"], ["y"], name="conv", kernel_shape=[1, 1]),
+    ]
+    model = make(nodes, [vi("x", ["N", 8, 6, 6])], [vi("y", None)], [weight("w", [4, 4, 1, 1])])
+    plain = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    xs = next(v for v in plain.graph.value_info if v.name == "xs")
+    assert not xs.type.tensor_type.shape.dim[1].HasField("dim_value")  # the gap being covered
+    assert graph_cost(model) == (16, 576)
+
+
 # --------------------------------------------------------------------------------------------
 # report and loading
 
