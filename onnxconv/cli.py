@@ -161,6 +161,87 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def csv_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+@command("validate")
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from . import runtime, validate
+    from .parity import Tolerance, default_tolerance
+    from .report import write_json, write_text
+
+    targets = args.targets or [p.name for p in sorted(Path(args.graphs).glob("*"))
+                               if (p / "model.onnx").exists()]
+    if not targets:
+        raise OnnxconvError(f"{args.graphs}: no graphs to validate (run: onnxconv export "
+                            f"--committed --out {args.graphs})")
+    eps = args.ep or validate.default_eps()
+    for level in args.opt_level:
+        if level not in runtime.OPT_LEVELS:
+            raise OnnxconvError(f"unknown optimisation level {level!r} "
+                                f"(choose from {', '.join(runtime.OPT_LEVELS)})")
+    for ep in eps:
+        runtime.Target(ep)  # unknown EP names fail here, as usage errors
+    tol = None
+    if args.atol is not None or args.rtol is not None:
+        base = default_tolerance("fp32", "cpu")
+        tol = Tolerance(base.atol if args.atol is None else args.atol,
+                        base.rtol if args.rtol is None else args.rtol)
+    extra = None
+    if args.inputs:
+        try:
+            with np.load(args.inputs) as data:
+                extra = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as error:
+            raise OnnxconvError(f"{args.inputs}: not a readable .npz file ({error})") from None
+    subjects = [validate.load_subject(t, args.graphs) for t in targets]
+    report = validate.validate(
+        subjects, eps, args.opt_level, args.precision, seeds=args.seeds,
+        batches=args.batch, extra_inputs=extra, tol=tol, threads=args.threads,
+        localise_failures=not args.no_localise,
+        progress=None if args.quiet else progress_printer("validating"))
+    rows = []
+    for cell in report.cells:
+        worst = cell.worst
+        metric = f"{worst['max_abs']:.2e} vs {worst['reference']}" if worst else ""
+        placement = ", ".join(f"{ep}:{n}" for ep, n in cell.placement.items())
+        rows.append((cell.subject, cell.target, cell.status.upper() if cell.status != "pass"
+                     else "pass", metric, placement, cell.reason[:110]))
+    print(format_table(["graph", "target", "status", "worst max abs", "nodes", "note"], rows))
+    summary = report.summary()
+    print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
+    if args.json:
+        write_json(args.json, report.to_dict())
+    if args.markdown:
+        write_text(args.markdown, validate.to_markdown(report))
+    required = set(args.ep or []) if not args.require_ep else set(eps)
+    missing = sorted({c.target.split("/")[0] for c in report.cells
+                      if c.status == "unavailable" and c.target.split("/")[0] in required})
+    if missing:
+        reasons = {c.target.split("/")[0]: c.reason for c in report.cells
+                   if c.status == "unavailable"}
+        for ep in missing:
+            print(f"onnxconv validate: required EP {ep} is not active: {reasons[ep]}",
+                  file=sys.stderr)
+        return 1
+    return 1 if summary.get("fail") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxconv",
@@ -197,6 +278,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--batch", type=int, default=1, help="batch size for dynamic batch axes")
     p.add_argument("--target-opset", type=int, help="flag ops newer than this opset")
+
+    p = sub.add_parser("validate", help="parity PyTorch <-> ONNX Runtime per EP, level, precision")
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="variant name, test-data folder or .onnx file (default: all in --graphs)")
+    p.add_argument("--graphs", default="graphs", help="where variant graphs live")
+    p.add_argument("--ep", action="append", metavar="EP",
+                   help="execution provider (repeatable; default: cpu, cuda and any other the "
+                        "installed onnxruntime offers); naming one makes it required")
+    p.add_argument("--opt-level", type=csv_list, default=["disabled", "basic", "extended", "all"],
+                   help="comma-separated: disabled,basic,extended,all (default: all four)")
+    p.add_argument("--precision", type=csv_list, default=["fp32", "fp16"],
+                   help="comma-separated: fp32,fp16 (default: both)")
+    p.add_argument("--seeds", type=int_list, default=[0, 1], help="comma-separated seeds")
+    p.add_argument("--batch", type=int_list, help="batch sizes for generated inputs (default: "
+                   "1, and 2 too when the batch axis is dynamic)")
+    p.add_argument("--inputs", help=".npz of inputs by name (one more case)")
+    p.add_argument("--atol", type=float, help="absolute tolerance for every target")
+    p.add_argument("--rtol", type=float, help="relative tolerance for every target")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--require-ep", action="store_true",
+                   help="exit 1 when any EP in the matrix is unavailable")
+    p.add_argument("--no-localise", action="store_true",
+                   help="do not search for the first divergent node of a failure")
+    p.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    p.add_argument("--markdown", metavar="PATH", help="write the Markdown report here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
