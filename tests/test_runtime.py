@@ -30,13 +30,8 @@ from onnxconv.runtime import (
     with_all_outputs,
 )
 
-_CUDA_REASON = ep_unavailable_reason("cuda")
-
-
-def cuda_only(test):
-    """Mark ``cuda`` and skip at collection, with the reason, when the CUDA EP is not active."""
-    skip = pytest.mark.skipif(_CUDA_REASON is not None, reason=f"CUDA EP not active: {_CUDA_REASON}")
-    return pytest.mark.cuda(skip(test))
+from cuda_marks import CUDA_REASON as _CUDA_REASON
+from cuda_marks import cuda_only
 
 
 FP32_CPU = default_tolerance("fp32", "cpu")

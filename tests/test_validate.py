@@ -15,6 +15,8 @@ import onnxconv
 from onnxconv import runtime, validate, variants
 from onnxconv.cli import main
 
+from cuda_marks import cuda_only
+
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
 COMMITTED = [n for n in variants.names() if variants.get(n).commit_graph]
@@ -135,6 +137,17 @@ def test_cuda_is_unavailable_never_passed_and_exit_1_when_asked(capsys):
     assert "required EP cuda is not active" in captured.err
     assert main(argv) == 0  # cuda in the default matrix: shown unavailable, not required
     assert main(argv + ["--require-ep"]) == 1
+
+
+@cuda_only
+@pytest.mark.parametrize("name", ["grouped", "depthwise", "shuffle_unit", "inception"])
+def test_cuda_parity_every_level_and_precision_with_all_nodes_on_cuda(name):
+    report = run([validate.load_subject(name, GRAPHS)], eps=["cuda"], levels=LEVELS,
+                 precisions=["fp32", "fp16"])
+    for cell in report.cells:
+        assert cell.status == "pass", (cell.target, cell.reason)
+        assert set(cell.placement) == {"cuda"}, cell.placement
+        assert cell.providers[0] == "CUDAExecutionProvider"
 
 
 @pytest.mark.parametrize("folder", ["test_Conv2d", "test_Conv2d_groups", "test_Conv2d_depthwise",

@@ -1,0 +1,16 @@
+"""The marker for tests that need an active CUDA execution provider.
+
+They carry ``@pytest.mark.cuda`` and are skipped at collection, with ONNX Runtime's own reason,
+where the CUDA EP is not active; where it is (``./scripts/test --gpu`` on a GPU machine) they run.
+"""
+
+import pytest
+
+from onnxconv.runtime import ep_unavailable_reason
+
+CUDA_REASON = ep_unavailable_reason("cuda")
+
+
+def cuda_only(test):
+    skip = pytest.mark.skipif(CUDA_REASON is not None, reason=f"CUDA EP not active: {CUDA_REASON}")
+    return pytest.mark.cuda(skip(test))
