@@ -214,6 +214,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         subjects, eps, args.opt_level, args.precision, seeds=args.seeds,
         batches=args.batch, extra_inputs=extra, tol=tol, threads=args.threads,
         localise_failures=not args.no_localise,
+        cuda_options={"cudnn_conv_algo_search": args.cudnn_conv_algo_search,
+                      "use_tf32": "1" if args.tf32 else "0"},
         progress=None if args.quiet else progress_printer("validating"))
     rows = []
     for cell in report.cells:
@@ -240,6 +242,36 @@ def cmd_validate(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         return 1
     return 1 if summary.get("fail") else 0
+
+
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import bench, variants
+
+    items = args.targets or [p.name for p in sorted(Path(args.graphs).glob("*"))
+                             if (p / "model.onnx").exists() and p.name in variants.REGISTRY]
+    if not items:
+        raise OnnxconvError(f"{args.graphs}: nothing to bench (name variants or .onnx files)")
+    overrides = dict(parse_config(args.config))
+    show = None
+    if not args.quiet:
+        printer = progress_printer("timing")
+
+        def show(done: int, total: int, message: str) -> None:
+            printer(message if done < total else "", done, total)
+    report = bench.run_bench(
+        items, overrides=overrides, threads=args.threads, batches=args.batch, eps=args.ep,
+        opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks, calls=args.calls,
+        compile=args.compile, profile=not args.no_profile, roofs=not args.no_roofs,
+        progress=show)
+    written = bench.write_report(report, args.out, plots=not args.no_plots)
+    print(bench.to_markdown(report))
+    print(f"report: {written['json']}" + (f", {written['markdown']}" if written["markdown"] else "")
+          + "".join(f", {p}" for p in written["plots"]))
+    failed = [c for c in report.to_dict()["cells"] if c.get("status") not in ("ok", None)]
+    return 1 if failed and args.strict else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,12 +329,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, help="absolute tolerance for every target")
     p.add_argument("--rtol", type=float, help="relative tolerance for every target")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--cudnn-conv-algo-search", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+                   default="EXHAUSTIVE", help="CUDA EP convolution algorithm search")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 on the CUDA EP (off by default: it changes fp32 numerics)")
     p.add_argument("--require-ep", action="store_true",
                    help="exit 1 when any EP in the matrix is unavailable")
     p.add_argument("--no-localise", action="store_true",
                    help="do not search for the first divergent node of a failure")
     p.add_argument("--json", metavar="PATH", help="write the JSON report here")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown report here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("bench", help="time ONNX Runtime against PyTorch, side by side")
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="variant names or .onnx files (default: the variants in --graphs)")
+    p.add_argument("--graphs", default="graphs")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every variant that has KEY, e.g. height=56")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads for both runtimes (default 1, the stable baseline)")
+    p.add_argument("--batch", type=int_list, default=[1], help="comma-separated batch sizes")
+    p.add_argument("--ep", action="append", metavar="EP",
+                   help="ONNX Runtime EP (repeatable; default cpu, and cuda where active)")
+    p.add_argument("--opt-level", type=csv_list, default=None,
+                   help="comma-separated optimisation levels (default: all four)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternating ORT/PyTorch process pairs (default 2)")
+    p.add_argument("--blocks", type=int, default=5, help="timed blocks per cell (default 5)")
+    p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
+    p.add_argument("--compile", action="store_true", help="add a torch.compile column")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
+    p.add_argument("--no-roofs", action="store_true", help="skip the roofline measurement")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--out", default="reports/bench", help="report folder (default reports/bench)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any cell could not run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -373,12 +373,14 @@ def localise(subject: Subject, case: Case, target: runtime.Target, tol: Toleranc
 
 
 def run_cell(subject: Subject, target: runtime.Target, cases: list[Case],
-             tol: Tolerance | None, threads: int | None, localise_failures: bool) -> Cell:
+             tol: Tolerance | None, threads: int | None, localise_failures: bool,
+             cuda_options: dict[str, str] | None = None) -> Cell:
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or default_tolerance(target.precision, target.ep)
     try:
         with tempfile.TemporaryDirectory(prefix="onnxconv-profile-") as tmp:
             info = runtime.make_session(subject.model, target, threads=threads, profile=True,
+                                        cuda_options=cuda_options,
                                         profile_prefix=Path(tmp) / "profile")
             cell.providers = info.providers
             outputs = [runtime.run(info, case.feeds) for case in cases]
@@ -470,6 +472,7 @@ def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
              precisions: list[str], *, seeds=(0, 1), distributions=("normal", "wide"),
              batches: list[int] | None = None, extra_inputs: dict[str, np.ndarray] | None = None,
              tol: Tolerance | None = None, threads: int | None = None, localise_failures=True,
+             cuda_options: dict[str, str] | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> ValidationReport:
     from .report import environment
 
@@ -488,12 +491,14 @@ def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
-            cells.append(run_cell(subject, target, cases, tol, threads, localise_failures))
+            cells.append(run_cell(subject, target, cases, tol, threads, localise_failures,
+                                  cuda_options))
     if progress:
         progress("", total, total)
     settings = {"eps": eps, "opt_levels": opt_levels, "precisions": precisions,
                 "seeds": list(seeds), "distributions": list(distributions), "batches": batches,
                 "tolerance_override": tol.to_dict() if tol else None, "threads": threads,
+                "cuda_options": {**runtime.DEFAULT_CUDA_OPTIONS, **(cuda_options or {})},
                 "tolerance_defaults": {f"{p}/{ep}": default_tolerance(p, ep).to_dict()
                                        for p in precisions for ep in eps},
                 "atol_scaling": "atol x max(1, RMS of the reference output)"}

@@ -182,6 +182,7 @@ def test_json_and_markdown_reports(tmp_path, capsys):
     assert report["kind"] == "validate" and report["schema"] == 1
     assert report["environment"]["versions"]["onnxruntime"]
     assert report["summary"] == {"pass": 4}
+    assert report["settings"]["cuda_options"]["use_tf32"] == "0"
     cell = report["cells"][0]
     assert cell["target"] == "cpu/disabled/fp32" and cell["placement"] == {"cpu": 3}
     result = cell["cases"][0]["outputs"][0]["results"]["torch"]
