@@ -9,8 +9,8 @@ Job (all kinds): ``{"kind": "ort" | "torch" | "roofs", "threads": int, ...}``
 - ``ort``: ``model`` (path), ``inputs`` ({input name: .npy path}), ``ep`` (``cpu``/``cuda``),
   ``opt_level``, ``cuda_options``, ``warmup``, ``warmup_s``, ``blocks``, ``calls``, ``profile``
   (bool), ``profile_prefix``.
-- ``torch``: ``variant``, ``config``, ``seed``, ``input`` (.npy path), ``device`` (``cpu``/``cuda``),
-  ``compile`` (bool), ``warmup``, ``warmup_s``, ``blocks``, ``calls``.
+- ``torch``: ``variant``, ``config``, ``seed``, ``input`` (.npy path), ``device``
+  (``cpu``/``cuda``), ``compile`` (bool), ``warmup``, ``warmup_s``, ``blocks``, ``calls``.
 - ``roofs``: ``matmul_n``, ``copy_mb``, ``repeats``.
 
 Result: ``{"ok": true, "blocks_ns": [[int, ...], ...], "minflt": int, "majflt": int,
@@ -133,7 +133,8 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         if job.get("profile"):
             os.remove(session.end_profiling())
         return {"ok": False, "status": "unavailable",
-                "error": f"asked for {wanted} but ONNX Runtime runs {', '.join(active) or 'nothing'}"}
+                "error": f"asked for {wanted} but ONNX Runtime runs "
+                         f"{', '.join(active) or 'nothing'}"}
     feeds = {name: np.load(path) for name, path in job["inputs"].items()}
     result: dict[str, Any] = {
         "ok": True, "providers": active, "session_s": session_s,
@@ -153,7 +154,8 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         # run_with_iobinding returns after ORT synchronised the CUDA stream (ORT's default).
         binding = session.io_binding()
         t0 = time.perf_counter_ns()
-        device_inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in feeds.items()}
+        device_inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0)
+                         for n, a in feeds.items()}
         h2d_ns = time.perf_counter_ns() - t0
         for name, value in device_inputs.items():
             binding.bind_ortvalue_input(name, value)
@@ -186,7 +188,8 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         try:
             with open(path, encoding="utf-8") as f:
                 events = json.load(f)
-            result["profile"] = parse_ort_profile(events, last_runs=int(job["calls"]) * int(job["blocks"]))
+            runs = int(job["calls"]) * int(job["blocks"])
+            result["profile"] = parse_ort_profile(events, last_runs=runs)
         finally:
             if not job.get("keep_profile"):
                 try:

@@ -36,6 +36,7 @@ from onnx import numpy_helper
 
 from . import graph_checks, variants
 from .errors import CheckFailed, UserInputError
+from .report import write_json
 
 EXPORTERS = ("dynamo", "torchscript")
 #: Opsets each exporter can write: the dynamo exporter starts at 18 (below it would need
@@ -225,12 +226,6 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def export_variants(names: Iterable[str], out_dir: str | os.PathLike,
                     options: ExportOptions = ExportOptions(),
                     overrides: dict[str, Any] | None = None,
@@ -273,7 +268,7 @@ def export_variants(names: Iterable[str], out_dir: str | os.PathLike,
         manifest["schema"] = MANIFEST_SCHEMA
         manifest["graphs"] = dict(sorted(manifest["graphs"].items(),
                                          key=lambda kv: order_key(kv[0])))
-        write_atomically(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_json(out / MANIFEST, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if progress:

@@ -64,7 +64,7 @@ def _meminfo_bytes() -> int | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, ISA flags of interest, memory, OS and Python. Cheap; imports nothing heavy."""
+    """CPU model, cores, ISA flags of interest, memory, OS, Python; cheap, imports nothing heavy."""
     model, flags = _cpuinfo()
     try:
         usable = len(os.sched_getaffinity(0))
@@ -106,7 +106,8 @@ def versions() -> dict[str, Any]:
         out["onnxruntime_device"] = ort.get_device()
     except Exception as error:  # a broken install is recorded, not fatal here
         out["onnxruntime_providers"] = []
-        out["onnxruntime_error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
+        text = str(error).splitlines()
+        out["onnxruntime_error"] = text[0] if text else type(error).__name__
     out["python"] = sys.version.split()[0]
     return out
 
