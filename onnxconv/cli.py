@@ -254,7 +254,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              if (p / "model.onnx").exists() and p.name in variants.REGISTRY]
     if not items:
         raise OnnxconvError(f"{args.graphs}: nothing to bench (name variants or .onnx files)")
-    overrides = dict(parse_config(args.config))
     show = None
     if not args.quiet:
         printer = progress_printer("timing")
@@ -262,16 +261,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
         def show(done: int, total: int, message: str) -> None:
             printer(message if done < total else "", done, total)
     report = bench.run_bench(
-        items, overrides=overrides, threads=args.threads, batches=args.batch, eps=args.ep,
-        opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks, calls=args.calls,
-        compile=args.compile, profile=not args.no_profile, roofs=not args.no_roofs,
-        progress=show)
+        items, overrides=parse_config(args.config), threads=args.threads, batches=args.batch,
+        eps=args.ep, opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks,
+        calls=args.calls, compile=args.compile, profile=not args.no_profile,
+        roofs=not args.no_roofs, progress=show)
     written = bench.write_report(report, args.out, plots=not args.no_plots)
-    print(bench.to_markdown(report))
-    print(f"report: {written['json']}" + (f", {written['markdown']}" if written["markdown"] else "")
-          + "".join(f", {p}" for p in written["plots"]))
-    failed = [c for c in report.to_dict()["cells"] if c.get("status") not in ("ok", None)]
-    return 1 if failed and args.strict else 0
+    headers, rows = bench.summary_rows(report)
+    print(format_table(headers, rows))
+    print("\nreport: " + ", ".join(str(p) for p in [written["json"], written["markdown"],
+                                                     *written["plots"]] if p))
+    cells = report.to_dict()["cells"]
+    errors = [c for c in cells if c["status"] == "error"]
+    missing = {c["ep"]: c["error"] for c in cells
+               if c["status"] == "unavailable" and c["ep"] in (args.ep or [])}
+    for cell in errors:
+        print(f"onnxconv bench: {cell['id']}: {cell['error']}", file=sys.stderr)
+    for ep, reason in sorted(missing.items()):
+        print(f"onnxconv bench: required EP {ep} is not active: {reason}", file=sys.stderr)
+    return 1 if errors or missing else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,7 +370,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-roofs", action="store_true", help="skip the roofline measurement")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default="reports/bench", help="report folder (default reports/bench)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any cell could not run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from onnxconv import export, graph, graph_checks, variants
 from onnxconv.cli import main
-from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.errors import CheckFailed
 from onnxconv.export import ExportOptions, export_variants
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,424 @@
+"""The bench harness: statistics on synthetic data, per-op grouping on a hand-written profile,
+one real end-to-end run on tiny variants, and bad input.
+
+Timings are never asserted: only that the harness runs, the schema holds and the arithmetic is
+right.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from onnxconv import bench
+from onnxconv.bench_worker import time_calls
+from onnxconv.errors import UserInputError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = {"height": 8, "width": 8}
+FAST = dict(blocks=2, calls=3, warmup=1, warmup_s=0.0, rounds=2, opt_levels=["all"],
+            profile_calls=3, roof_matmul_n=128, roof_copy_mb=4, roof_repeats=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+@pytest.mark.parametrize("q, expected", [(0, 1.0), (50, 5.5), (90, 9.1), (99, 9.91), (100, 10.0)])
+def test_percentile_interpolates_between_ranks(q, expected):
+    values = [float(v) for v in range(10, 0, -1)]  # unsorted on purpose
+    assert bench.percentile(values, q) == pytest.approx(expected)
+    assert bench.percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_percentile_of_one_value_and_bad_q():
+    assert bench.percentile([3.0], 99) == 3.0
+    with pytest.raises(ValueError):
+        bench.percentile([], 50)
+    with pytest.raises(ValueError):
+        bench.percentile([1.0], 101)
+
+
+def test_summarize_known_blocks():
+    ms = 1_000_000  # ns per ms
+    stats = bench.summarize([[1 * ms, 2 * ms, 3 * ms], [4 * ms, 5 * ms, 6 * ms]])
+    assert stats.n == 6
+    assert stats.p50_ms == pytest.approx(3.5)
+    assert stats.p90_ms == pytest.approx(5.5)
+    assert stats.p99_ms == pytest.approx(5.95)
+    assert stats.mean_ms == pytest.approx(3.5)
+    assert stats.stdev_ms == pytest.approx(statistics.stdev([1, 2, 3, 4, 5, 6]))
+    assert (stats.min_ms, stats.max_ms) == (1.0, 6.0)
+    assert stats.block_medians_ms == [2.0, 5.0]
+    assert stats.block_spread == pytest.approx((5 - 2) / 3.5)
+
+
+def test_block_spread_is_zero_when_steady_and_relative_otherwise():
+    assert bench.block_spread([2.0, 2.0, 2.0]) == 0.0
+    assert bench.block_spread([1.0, 2.0, 4.0]) == pytest.approx(1.5)  # (4 - 1) / 2
+
+
+def test_summarize_single_call_has_zero_stdev():
+    stats = bench.summarize([[2_000_000]])
+    assert stats.stdev_ms == 0.0 and stats.p99_ms == 2.0 and stats.block_spread == 0.0
+
+
+def test_paired_ratios_pair_round_by_round_and_skip_missing_rounds():
+    torch_p50 = [2.0, 3.0, None, 8.0]
+    ort_p50 = [1.0, 1.0, 5.0, 2.0]
+    assert bench.paired_ratios(torch_p50, ort_p50) == [2.0, 3.0, 4.0]
+    # pairing matters: the median of ratios is not the ratio of medians
+    assert statistics.median(bench.paired_ratios([10.0, 1.0, 4.0], [5.0, 1.0, 1.0])) == 2.0
+    with pytest.raises(ValueError):
+        bench.paired_ratios([1.0], [1.0, 2.0])
+
+
+def _fake_cell(cid, backend, p50s, abs_sum=10.0):
+    return {"id": cid, "label": "v", "batch": 1, "backend": backend, "target": "cpu/all/fp32",
+            "rounds": [{"round": i, "p50_ms": p} for i, p in enumerate(p50s)],
+            "outputs": [{"shape": [1], "dtype": "float32", "abs_sum": abs_sum}]}
+
+
+def test_pair_reports_median_of_per_round_ratios():
+    ort = _fake_cell("o", "ort", [1.0, 2.0, 1.0])
+    torch = _fake_cell("t", "torch", [3.0, 2.0, 1.5])
+    pair = bench._pair(ort, torch)
+    assert [r["torch_over_ort"] for r in pair["rounds"]] == [3.0, 1.0, 1.5]
+    assert pair["torch_over_ort"] == 1.5
+    assert pair["ort_over_torch"] == pytest.approx(statistics.median([1 / 3, 1.0, 1 / 1.5]))
+    assert pair["n_pairs"] == 3 and pair["outputs_match"] is True
+    assert bench._pair(ort, _fake_cell("t", "torch", [1, 1, 1], 11.0))["outputs_match"] is False
+
+
+def test_time_calls_shapes_and_counts():
+    calls = []
+    result = time_calls(lambda: calls.append(1), warmup=4, warmup_s=0.0, blocks=3, calls=5)
+    assert len(calls) == 4 + 15 and result["warmup_calls"] == 4
+    assert [len(b) for b in result["blocks_ns"]] == [5, 5, 5]
+    assert all(isinstance(t, int) and t >= 0 for b in result["blocks_ns"] for t in b)
+    assert result["page_faults_per_call"] >= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# per-op breakdown from ORT's profile
+
+
+def _node(name, op, ts, dur, provider="CPUExecutionProvider"):
+    return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "ph": "X",
+            "args": {"op_name": op, "provider": provider}}
+
+
+def _run(ts, dur):
+    return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur, "ph": "X"}
+
+
+HAND_PROFILE = [
+    {"cat": "Session", "name": "session_initialization", "ts": 0, "dur": 500, "ph": "X"},
+    # warm-up run: huge times that must not count with last_runs=2
+    _run(1000, 1000), _node("conv0", "Conv", 1010, 900),
+    _run(3000, 100),
+    _node("reorder_in", "ReorderInput", 3001, 5), _node("conv0", "NchwcConv", 3010, 40),
+    _node("conv1", "FusedConv", 3050, 20), _node("reorder_out", "ReorderOutput", 3071, 5),
+    _node("shuffle_r1", "Reshape", 3077, 2), _node("shuffle_t", "Transpose", 3080, 6),
+    _node("shuffle_r2", "Reshape", 3087, 2), _node("add", "Add", 3090, 4),
+    {"cat": "Node", "name": "conv0_fence_before", "ts": 3009, "dur": 0,
+     "args": {"op_name": "Conv"}},
+    _run(4000, 100),
+    _node("reorder_in", "ReorderInput", 4001, 5), _node("conv0", "NchwcConv", 4010, 40),
+    _node("conv1", "FusedConv", 4050, 20), _node("reorder_out", "ReorderOutput", 4071, 5),
+    _node("shuffle_r1", "Reshape", 4077, 2), _node("shuffle_t", "Transpose", 4080, 6),
+    _node("shuffle_r2", "Reshape", 4087, 2), _node("add", "Add", 4090, 4),
+]
+
+
+def test_op_group_names():
+    assert [bench.op_group(op) for op in ("Conv", "FusedConv", "NchwcConv", "QLinearConv")] == \
+        ["conv"] * 4
+    assert bench.op_group("Reshape") == bench.op_group("Transpose") == "shuffle"
+    assert bench.op_group("ReorderInput") == bench.op_group("ReorderOutput") == "reorder"
+    assert bench.op_group("Add") == bench.op_group("MaxPool") == "other"
+
+
+def test_profile_grouping_on_hand_written_profile(tmp_path):
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(HAND_PROFILE))
+    per_op = bench.parse_ort_profile(json.loads(path.read_text()), last_runs=2)
+    assert per_op["runs"] == 2 and per_op["nodes"] == 8
+    assert per_op["by_op_us"] == {"NchwcConv": 40.0, "FusedConv": 20.0, "ReorderInput": 5.0,
+                                  "ReorderOutput": 5.0, "Reshape": 4.0, "Transpose": 6.0,
+                                  "Add": 4.0}
+    assert per_op["groups_us"] == {"conv": 60.0, "shuffle": 10.0, "reorder": 10.0, "other": 4.0}
+    assert per_op["node_us_per_run"] == 84.0
+    assert per_op["fractions"]["conv"] == pytest.approx(60 / 84)
+    assert per_op["fractions"]["shuffle"] == pytest.approx(10 / 84)
+    assert math.fsum(per_op["fractions"].values()) == pytest.approx(1.0)
+    assert per_op["run_us_per_run"] == 100
+    assert per_op["providers"] == {"CPUExecutionProvider": sorted(
+        ["Add", "FusedConv", "NchwcConv", "ReorderInput", "ReorderOutput", "Reshape", "Transpose"])}
+
+
+def test_profile_without_last_runs_counts_warm_up_too():
+    per_op = bench.parse_ort_profile(HAND_PROFILE)
+    assert per_op["runs"] == 3
+    assert per_op["by_op_us"]["Conv"] == pytest.approx(900 / 3)
+
+
+def test_group_op_times_of_nothing_is_all_zero():
+    grouped = bench.group_op_times({})
+    assert grouped["total"] == 0 and set(grouped["fractions"].values()) == {0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end, for real (tiny shapes, few calls)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench-work")
+    out = tmp_path_factory.mktemp("bench-out")
+    seen = []
+    report = bench.run_bench(["grouped", "channel_shuffle"], overrides=TINY, work_dir=work,
+                             progress=lambda done, total, msg: seen.append((done, total, msg)),
+                             **FAST)
+    written = bench.write_report(report, out)
+    return report, written, seen, work, out
+
+
+def test_e2e_report_follows_schema(e2e):
+    report, written, _, _, _ = e2e
+    data = json.loads(written["json"].read_text())
+    assert list(data) == ["schema", "schema_version", "created", "machine", "versions",
+                          "settings", "roofs", "roofs_error", "cells", "pairs", "notes"]
+    assert data["schema"] == "onnxconv.bench" and data["schema_version"] == bench.SCHEMA_VERSION
+    assert data["settings"]["threads"] == 1 and data["settings"]["blocks"] == 2
+    assert data["settings"]["env"]["torch"]["OMP_NUM_THREADS"] == "1"
+    assert data["settings"]["env"]["torch"]["MALLOC_MMAP_THRESHOLD_"] == str(1 << 30)
+    assert "MALLOC_MMAP_THRESHOLD_" not in data["settings"]["env"]["ort"]
+    for key in ("cpu_model", "logical_cores", "isa", "memory_bytes", "os", "python"):
+        assert key in data["machine"]
+    for key in ("torch", "onnx", "onnxruntime", "numpy", "onnxruntime_providers"):
+        assert data["versions"][key]
+    assert data["roofs"]["compute_gflops"] > 0 and data["roofs"]["memory_gbps"] > 0
+    assert data == report.to_dict()
+
+
+def test_e2e_cells_and_pairs(e2e):
+    report, _, _, _, _ = e2e
+    ids = [c["id"] for c in report.cells]
+    assert ids == ["grouped/b1/ort/cpu/all/fp32", "grouped/b1/torch/cpu",
+                   "channel_shuffle/b1/ort/cpu/all/fp32", "channel_shuffle/b1/torch/cpu"]
+    for cell in report.cells:
+        assert cell["status"] == "ok", cell["error"]
+        assert cell["threads"] == 1 and cell["batch"] == 1
+        assert len(cell["rounds"]) == 2
+        stats = cell["stats"]
+        assert stats["n"] == 2 * 2 * 3 and len(stats["block_medians_ms"]) == 4
+        order = ["min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms"]
+        assert [stats[k] for k in order] == sorted(stats[k] for k in order)
+        assert cell["throughput_per_s"] == pytest.approx(1e3 / stats["p50_ms"])
+        assert cell["page_faults_per_call"] >= 0
+        assert cell["outputs"][0]["shape"] == [1, 64, 8, 8]
+    grouped_ort = report.cells[0]
+    assert grouped_ort["macs"] == 64 * 8 * 9 * 64  # C_out * (C_in / g) * k * k * H * W
+    assert grouped_ort["flops"] == 2 * grouped_ort["macs"]
+    p50_s = grouped_ort["stats"]["p50_ms"] / 1e3
+    assert grouped_ort["gflops"] == pytest.approx(grouped_ort["flops"] / p50_s / 1e9)
+    assert 0 < grouped_ort["roof_bound_gflops"] <= report.roofs["compute_gflops"]
+    assert grouped_ort["session"]["session_options"]["intra_op_num_threads"] == 1
+    assert grouped_ort["session"]["providers"][0] == "CPUExecutionProvider"
+    assert grouped_ort["per_op"]["groups_us"]["conv"] > 0
+    shuffle_ort = report.cells[2]
+    assert shuffle_ort["macs"] == 0 and shuffle_ort["roof_fraction"] is None
+    assert set(shuffle_ort["per_op"]["by_op_us"]) <= {"Reshape", "Transpose"}
+    assert shuffle_ort["per_op"]["fractions"]["shuffle"] == pytest.approx(1.0)
+    torch_cell = report.cells[1]
+    assert torch_cell["per_op"] is None and torch_cell["session"]["torch_threads"] == 1
+    assert [(p["ort_cell"], p["torch_cell"]) for p in report.pairs] == [
+        (ids[0], ids[1]), (ids[2], ids[3])]
+    for pair in report.pairs:
+        assert pair["n_pairs"] == 2 and pair["outputs_match"] is True
+        assert pair["torch_over_ort"] == pytest.approx(
+            statistics.median(r["torch_over_ort"] for r in pair["rounds"]))
+
+
+def test_e2e_progress_counts_every_worker(e2e):
+    _, _, seen, _, _ = e2e
+    total = seen[0][1]
+    # roofs at start and end, and per variant: 2 rounds of (ORT, torch), one profiled ORT run
+    assert total == 2 + 2 * (2 * 1 + 2 * 1 + 1)
+    assert [s[0] for s in seen] == list(range(total + 1))
+    assert seen[-1] == (total, total, "done")
+
+
+def test_e2e_markdown_and_plots(e2e):
+    _, written, _, _, out = e2e
+    text = written["markdown"].read_text()
+    assert text.startswith("# onnxconv bench")
+    assert "| variant | batch | backend/target | p50 ms |" in text
+    assert "| grouped | 1 | ort cpu/all/fp32 |" in text
+    assert "| channel_shuffle | 1 | torch cpu |" in text
+    assert "threads: 1" in text and "onnxruntime" in text
+    names = sorted(p.name for p in written["plots"])
+    assert names == ["latency_vs_macs.png", "op_breakdown.png", "speedup.png"]
+    for path in written["plots"]:
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_summary_rows_for_the_console(e2e):
+    report = e2e[0]
+    headers, rows = bench.summary_rows(report)
+    assert len(rows) == len(report.cells) and all(len(r) == len(headers) for r in rows)
+    assert rows[0][:3] == ["grouped", "1", "ort cpu/all/fp32"]
+    assert rows[0][-1].count("/") == 3 and rows[1][-1] == "—"  # torch: no ORT profile
+
+
+def test_report_round_trips_through_json(e2e):
+    report, written, _, _, tmp = e2e
+    loaded = bench.load_report(written["json"])
+    assert loaded.to_dict() == report.to_dict()
+    assert bench.to_markdown(loaded) == written["markdown"].read_text()
+
+
+def test_bench_a_bare_onnx_file(e2e, tmp_path):
+    _, _, _, work, _ = e2e
+    model = work / "grouped-b1" / "model.onnx"
+    report = bench.run_bench([model], **{**FAST, "rounds": 1}, roofs=False, profile=False)
+    assert [c["backend"] for c in report.cells] == ["ort"]  # no module to run in PyTorch
+    cell = report.cells[0]
+    assert cell["status"] == "ok" and cell["kind"] == "onnx" and cell["macs_source"] == "graph"
+    assert cell["macs"] == 64 * 8 * 9 * 64
+    assert report.pairs == [] and report.roofs is None
+    assert "not measured" in bench.to_markdown(report)
+
+
+def test_unavailable_ep_is_recorded_not_raised():
+    from onnxconv.runtime import ep_unavailable_reason
+    reason = ep_unavailable_reason("cuda")
+    if reason is None:
+        pytest.skip("the CUDA EP is active here: nothing unavailable to record")
+    report = bench.run_bench(["grouped"], overrides=TINY, eps=["cuda"], roofs=False,
+                             profile=False, **{**FAST, "rounds": 1})
+    assert [(c["backend"], c["status"]) for c in report.cells] == [("ort", "unavailable")]
+    assert report.cells[0]["error"] == reason and report.cells[0]["stats"] is None
+    assert "unavailable" in bench.to_markdown(report)
+
+
+def _synthetic_report(spread, ratios, gflops, load=0.1):
+    cell = {"id": "v/b1/ort/cpu/all/fp32", "gflops": gflops, "stats": {"block_spread": spread},
+            "rounds": [{"loadavg_1m": load}]}
+    pair = {"ort_cell": cell["id"], "torch_backend": "torch",
+            "rounds": [{"torch_over_ort": r} for r in ratios]}
+    return bench.BenchReport(machine={"usable_cores": 2}, versions={}, settings={"rounds": 3},
+                             roofs={"compute_gflops": 100.0}, cells=[cell], pairs=[pair])
+
+
+def test_combine_roofs_keeps_the_best_of_start_and_end():
+    def measured(compute, memory):
+        return {"ok": True, "roofs": {"compute_gflops": compute, "memory_gbps": memory,
+                                      "threads": 2, "method": {}, "details": {}}}
+    roofs, error = bench.combine_roofs([measured(150.0, 40.0), measured(200.0, 30.0)])
+    assert error is None
+    assert (roofs["compute_gflops"], roofs["memory_gbps"]) == (200.0, 40.0)
+    assert roofs["ridge_flops_per_byte"] == 5.0
+    assert [m["when"] for m in roofs["measurements"]] == ["start", "end"]
+    assert bench.combine_roofs([{"ok": False, "error": "boom"}]) == (None, "boom")
+
+
+def test_measurement_notes_flag_an_unsteady_machine_only():
+    assert bench.measurement_notes(_synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)) == []
+    notes = bench.measurement_notes(_synthetic_report(0.9, [1.0, 2.0, 1.2], 120.0, load=4.0))
+    assert len(notes) == 4
+    assert "above the measured compute roof" in notes[0]
+    assert "spread more than 50%" in notes[1]
+    assert "disagree" in notes[2] and "load average" in notes[3]
+
+
+def test_worker_failure_is_returned_not_raised():
+    result = bench.run_worker({"kind": "nope"}, bench.worker_env(1), timeout_s=60)
+    assert result["ok"] is False and "unknown job kind" in result["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one-line UserInputError, before anything is timed
+
+
+@pytest.mark.parametrize("items, kwargs, match", [
+    (["no_such_variant"], {}, "unknown variant"),
+    (["missing/model.onnx"], {}, "no such file"),
+    ([], {}, "nothing to bench"),
+    (["grouped"], {"threads": 0}, "threads"),
+    (["grouped"], {"batches": []}, "batch list is empty"),
+    (["grouped"], {"batches": [0]}, "batch size"),
+    (["grouped"], {"opt_levels": ["turbo"]}, "optimisation level"),
+    (["grouped"], {"eps": ["tpu"]}, "execution provider"),
+    (["grouped"], {"overrides": {"colour": 3}}, "colour"),
+    (["grouped"], {"overrides": {"groups": 5}}, "grouped"),
+])
+def test_bad_input_raises_one_line(items, kwargs, match):
+    with pytest.raises(UserInputError, match=match) as info:
+        bench.run_bench(items, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_non_onnx_file_is_refused(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf at all \xff\xfe")
+    with pytest.raises(UserInputError, match="not an ONNX model"):
+        bench.run_bench([bad])
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(UserInputError, match="empty"):
+        bench.run_bench([str(empty)])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_torch_compile_column_records_result_or_error(tmp_path):
+    report = bench.run_bench(["grouped"], overrides=TINY, compile=True, roofs=False, profile=False,
+                             **{**FAST, "rounds": 1})
+    cell = next(c for c in report.cells if c["backend"] == "torch_compile")
+    assert cell["status"] in ("ok", "error")
+    if cell["status"] == "ok":
+        assert cell["session"]["compile_s"] > 0
+    else:
+        assert cell["error"].startswith("torch.compile failed")
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def test_cli_bench_writes_report_and_exit_codes(tmp_path, capsys):
+    from onnxconv.cli import main
+    from onnxconv.runtime import ep_unavailable_reason
+
+    fast = ["--config", "height=8,width=8", "--rounds", "1", "--blocks", "2", "--calls", "3",
+            "--opt-level", "all", "--no-roofs", "--quiet"]
+    assert main(["bench", "grouped", *fast, "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "ort cpu/all/fp32" in out and "torch cpu" in out
+    data = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert {c["backend"] for c in data["cells"]} == {"ort", "torch"}
+    assert (tmp_path / "b" / "bench.md").exists()
+    assert (tmp_path / "b" / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if ep_unavailable_reason("cuda") is not None:
+        assert main(["bench", "grouped", *fast, "--ep", "cuda", "--no-plots",
+                     "--out", str(tmp_path / "c")]) == 1
+        assert "required EP cuda is not active" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,word", [(["nope"], "nope"), (["grouped", "--threads", "0"],
+                                                            "threads"),
+                                       (["grouped", "--opt-level", "fast"], "fast")])
+def test_cli_bench_bad_input_is_one_line_exit_2(argv, word, tmp_path, capsys):
+    from onnxconv.cli import main
+
+    assert main(["bench", *argv, "--quiet", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and word in err
+    assert not (tmp_path / "b").exists()
