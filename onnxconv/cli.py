@@ -260,8 +260,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         def show(done: int, total: int, message: str) -> None:
             printer(message if done < total else "", done, total)
+    overrides: dict[str, str] = {}
+    per_variant: dict[str, dict[str, str]] = {}
+    for key, value in parse_config(args.config).items():
+        name, dot, field = key.rpartition(".")
+        if dot:
+            per_variant.setdefault(name, {})[field] = value
+        else:
+            overrides[key] = value
     report = bench.run_bench(
-        items, overrides=parse_config(args.config), threads=args.threads, batches=args.batch,
+        items, overrides=overrides, variant_overrides=per_variant, threads=args.threads,
+        batches=args.batch,
         eps=args.ep, opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks,
         calls=args.calls, compile=args.compile, profile=not args.no_profile,
         roofs=not args.no_roofs, progress=show)
@@ -353,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variant names or .onnx files (default: the variants in --graphs)")
     p.add_argument("--graphs", default="graphs")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every variant that has KEY, e.g. height=56")
+                   help="config override for every variant that has KEY, e.g. height=56; "
+                        "VARIANT.KEY=VALUE for one variant only")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for both runtimes (default 1, the stable baseline)")
     p.add_argument("--batch", type=int_list, default=[1], help="comma-separated batch sizes")

@@ -422,3 +422,16 @@ def test_cli_bench_bad_input_is_one_line_exit_2(argv, word, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and word in err
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_bench_per_variant_config(tmp_path):
+    from onnxconv.cli import main
+
+    assert main(["bench", "grouped", "channel_shuffle", "--config",
+                 "height=8,width=8,channel_shuffle.channels=16,grouped.groups=4", "--rounds", "1",
+                 "--blocks", "2", "--calls", "3", "--opt-level", "all", "--no-roofs",
+                 "--no-profile", "--no-plots", "--quiet", "--out", str(tmp_path)]) == 0
+    sources = json.loads((tmp_path / "bench.json").read_text())["settings"]["sources"]
+    assert [s["overrides"] for s in sources] == [
+        {"height": "8", "width": "8", "groups": "4"},
+        {"height": "8", "width": "8", "channels": "16"}]
