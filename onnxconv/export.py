@@ -141,7 +141,22 @@ def to_onnx(module: torch.nn.Module, example: torch.Tensor, axes: dict[int, str]
                                   opset_version=options.opset, input_names=["input"],
                                   output_names=["output"], dynamic_axes=dyn if axes else None,
                                   do_constant_folding=True)
-        return onnx.load(path)
+        return strip_stack_traces(onnx.load(path))
+
+
+#: Node metadata the dynamo exporter fills with absolute source paths and line numbers: it would
+#: make the bytes depend on where the checkout lives and on unrelated edits.
+VOLATILE_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def strip_stack_traces(model: onnx.ModelProto) -> onnx.ModelProto:
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    for node in nodes:
+        keep = [p for p in node.metadata_props if p.key not in VOLATILE_METADATA]
+        if len(keep) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(keep)
+    return model
 
 
 def tensor_pb(array: np.ndarray, name: str) -> bytes:
