@@ -175,6 +175,24 @@ def csv_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def brief_rows(cells) -> list[tuple[str, ...]]:
+    """One row per graph and EP: how its cells ended, the worst error, the first problem."""
+    groups: dict[tuple[str, str], list] = {}
+    for cell in cells:
+        groups.setdefault((cell.subject, cell.target.split("/")[0]), []).append(cell)
+    rows = []
+    for (subject, ep), group in groups.items():
+        counts: dict[str, int] = {}
+        for cell in group:
+            counts[cell.status] = counts.get(cell.status, 0) + 1
+        worst = max((c.worst for c in group if c.worst), key=lambda w: w["max_abs"], default={})
+        metric = f"{worst['max_abs']:.2e} vs {worst['reference']}" if worst else ""
+        problem = next((f"{c.target}: {c.reason}" for c in group if c.status != "pass"), "")
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        rows.append((subject, ep, summary, metric, problem[:110]))
+    return rows
+
+
 @command("validate")
 def cmd_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -217,14 +235,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
         cuda_options={"cudnn_conv_algo_search": args.cudnn_conv_algo_search,
                       "use_tf32": "1" if args.tf32 else "0"},
         progress=None if args.quiet else progress_printer("validating"))
-    rows = []
-    for cell in report.cells:
-        worst = cell.worst
-        metric = f"{worst['max_abs']:.2e} vs {worst['reference']}" if worst else ""
-        placement = ", ".join(f"{ep}:{n}" for ep, n in cell.placement.items())
-        rows.append((cell.subject, cell.target, cell.status.upper() if cell.status != "pass"
-                     else "pass", metric, placement, cell.reason[:110]))
-    print(format_table(["graph", "target", "status", "worst max abs", "nodes", "note"], rows))
+    if args.brief:
+        print(format_table(["graph", "ep", "cells", "worst max abs", "note"],
+                           brief_rows(report.cells)))
+    else:
+        rows = []
+        for cell in report.cells:
+            worst = cell.worst
+            metric = f"{worst['max_abs']:.2e} vs {worst['reference']}" if worst else ""
+            placement = ", ".join(f"{ep}:{n}" for ep, n in cell.placement.items())
+            rows.append((cell.subject, cell.target, cell.status.upper()
+                         if cell.status != "pass" else "pass", metric, placement,
+                         cell.reason[:110]))
+        print(format_table(["graph", "target", "status", "worst max abs", "nodes", "note"],
+                           rows))
     summary = report.summary()
     print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
     if args.json:
@@ -355,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not search for the first divergent node of a failure")
     p.add_argument("--json", metavar="PATH", help="write the JSON report here")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown report here")
+    p.add_argument("--brief", action="store_true",
+                   help="one line per graph and EP instead of one per cell")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("bench", help="time ONNX Runtime against PyTorch, side by side")

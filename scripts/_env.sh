@@ -9,10 +9,14 @@ PY="${PYTHON:-python3}"
 ensure_env() {
     local extras="$1"
     local stamp_file="$VENV/.onnxconv-installed"
-    local want
-    want="$extras $(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
-    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$want" ]; then
-        return 0
+    local hash have extra missing=""
+    hash="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
+    have="$(cat "$stamp_file" 2>/dev/null || true)"   # "<hash> <extra,extra,...>"
+    for extra in ${extras//,/ }; do
+        case ",${have#* }," in *",$extra,"*) ;; *) missing="$missing $extra" ;; esac
+    done
+    if [ -x "$VENV/bin/python" ] && [ "${have%% *}" = "$hash" ] && [ -z "$missing" ]; then
+        return 0   # installed for these pins, with every wanted extra (and maybe more)
     fi
     if [ ! -x "$VENV/bin/python" ]; then
         echo "setting up $VENV ($extras) ..." >&2
@@ -30,5 +34,5 @@ ensure_env() {
     local log="$VENV/install.log"
     "$VENV/bin/python" -m pip install -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >"$log" 2>&1 \
         || { tail -n 20 "$log" >&2; echo "error: pip could not install onnxconv[$extras] into $VENV (log: $log)" >&2; return 2; }
-    echo "$want" > "$stamp_file"
+    echo "$hash $extras" > "$stamp_file"
 }
