@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import UserInputError
+from .errors import one_line as _one_line
 from .report import write_text
 
 SCHEMA = "onnxconv.bench"
@@ -379,11 +380,6 @@ def _load_onnx(path: Path):
     if len(model.graph.node) == 0 or len(model.opset_import) == 0:
         raise UserInputError(f"{path}: not an ONNX model (no graph nodes or no opset_import)")
     return model
-
-
-def _one_line(error: BaseException | str) -> str:
-    text = " ".join(str(error).split())
-    return text[:300] + ("..." if len(text) > 300 else "") if text else type(error).__name__
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ Library code raises these; only ``cli.py`` catches them and chooses the exit cod
 
 from __future__ import annotations
 
+import re
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
 
 class OnnxconvError(Exception):
     """Base class: a problem a user can act on, printed as one line."""
@@ -23,3 +27,14 @@ class CheckFailed(OnnxconvError):
     """A check ran and failed (parity, graph structure, EP not active)."""
 
     exit_code = 1
+
+
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error's text, whitespace collapsed, colour codes and
+    excess length cut: what a user sees of a library's multi-line error."""
+    text = _ANSI.sub("", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__ if isinstance(error, BaseException) else "(no message)"
+    line = " ".join(lines[0].split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -35,7 +35,7 @@ import torch
 from onnx import numpy_helper
 
 from . import graph_checks, variants
-from .errors import CheckFailed, UserInputError
+from .errors import CheckFailed, UserInputError, one_line
 from .report import write_json
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -173,8 +173,7 @@ def check_export(model: onnx.ModelProto, spec: variants.VariantSpec, config: dic
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckFailed(f"{name}: exported graph is not valid ONNX: {first}") from None
+        raise CheckFailed(f"{name}: exported graph is not valid ONNX: {one_line(error)}") from None
     graph_checks.assert_structure(model, spec.family, spec.structure(config), source=name)
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -217,8 +216,8 @@ def export_to_folder(spec: variants.VariantSpec, config: dict[str, Any],
     try:
         model = to_onnx(module, example, axes, options)
     except Exception as error:  # the exporters raise many types; the user needs one line
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckFailed(f"{spec.name}: the {options.exporter} exporter failed: {first}") from None
+        raise CheckFailed(f"{spec.name}: the {options.exporter} exporter failed: "
+                          f"{one_line(error)}") from None
     check_export(model, spec, config, example.numpy(), expected)
     model_bytes = model.SerializeToString()
     data = folder / "test_data_set_0"

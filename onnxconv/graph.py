@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from onnxconv.errors import UserInputError
+from onnxconv.errors import one_line as _one_line
 
 Dim = Union[int, str, None]  # noqa: UP007 - runtime alias, readable on 3.10
 """One tensor dimension: an int, a symbolic name (``dim_param``) or None when unknown."""
@@ -73,11 +74,6 @@ def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise UserInputError(f"{path}: fails onnx.checker: {_one_line(exc)}") from exc
     return model
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "") if text else type(exc).__name__
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:

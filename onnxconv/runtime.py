@@ -76,6 +76,7 @@ import onnxruntime.capi.onnxruntime_pybind11_state as _ort_state
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.errors import one_line as _one_line
 from onnxconv.parity import PRECISIONS, ParityResult, Tolerance, compare
 
 OPT_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
@@ -181,14 +182,6 @@ class Target:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = _ANSI.sub("", str(text))
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    line = lines[0] if lines else "(no message)"
-    line = re.sub(r"\s+", " ", line)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import graph, runtime, variants
-from .errors import CheckFailed, UserInputError
+from .errors import CheckFailed, UserInputError, one_line
 from .parity import ParityResult, Tolerance, compare, default_tolerance, odd_one_out
 
 DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
@@ -182,7 +182,7 @@ def reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> d
     try:
         values = ReferenceEvaluator(model).run(names, feeds)
     except Exception as error:  # an opinion that could not be formed is no opinion
-        raise CheckFailed(f"onnx ReferenceEvaluator failed: {error}") from None
+        raise CheckFailed(f"onnx ReferenceEvaluator failed: {one_line(error)}") from None
     return dict(zip(names, (np.asarray(v) for v in values)))
 
 
@@ -364,7 +364,7 @@ def localise(subject: Subject, case: Case, target: runtime.Target, tol: Toleranc
         divergence = runtime.first_divergence(subject.model, case.feeds, target, tol,
                                               reference_model=reference_model)
     except Exception as error:  # localisation is evidence, not a verdict
-        return {"error": f"could not localise: {str(error).splitlines()[0]}"}
+        return {"error": f"could not localise: {one_line(error)}"}
     if divergence is None:
         return None
     info = divergence.to_dict()
