@@ -128,6 +128,35 @@ def _best_seconds(fn, repeats: int) -> float:
     return best
 
 
+def _numpy_roofs(n: int, n_floats: int, repeats: int) -> dict[str, float]:
+    """numpy's fp32 matmul GFLOP/s and copy GB/s (read + write); the arrays die on return."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty_like(a)
+    matmul = 2.0 * n ** 3 / _best_seconds(lambda: np.matmul(a, b, out=c), repeats) / 1e9
+    src = np.ones(n_floats, dtype=np.float32)
+    dst = np.zeros_like(src)
+    copy = 2.0 * src.nbytes / _best_seconds(lambda: np.copyto(dst, src), repeats) / 1e9
+    return {"numpy_matmul_gflops": matmul, "numpy_copy_gbps": copy}
+
+
+def _torch_roofs(threads: int, n: int, n_floats: int, repeats: int) -> dict[str, float]:
+    """torch's fp32 matmul GFLOP/s and copy GB/s with ``threads`` intra-op threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    c = torch.empty_like(a)
+    matmul = 2.0 * n ** 3 / _best_seconds(lambda: torch.mm(a, b, out=c), repeats) / 1e9
+    src, dst = torch.ones(n_floats), torch.zeros(n_floats)
+    copy = 2.0 * 4 * n_floats / _best_seconds(lambda: dst.copy_(src), repeats) / 1e9
+    return {"torch_matmul_gflops": matmul, "torch_copy_gbps": copy,
+            "torch_threads": torch.get_num_threads()}
+
+
 def measure_roofs(threads: int, matmul_n: int = 2048, copy_mb: int = 256,
                   repeats: int = 5) -> dict[str, Any]:
     """Compute roof (GFLOP/s, fp32 matmul) and memory roof (GB/s, copy) with ``threads`` threads.
@@ -136,38 +165,10 @@ def measure_roofs(threads: int, matmul_n: int = 2048, copy_mb: int = 256,
     before numpy/torch were imported (the bench worker does). Each library's figure is kept under
     ``details``; the roofs are the best of them.
     """
-    import numpy as np
-
-    details: dict[str, Any] = {}
-    flops = 2.0 * matmul_n ** 3
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((matmul_n, matmul_n), dtype=np.float32)
-    b = rng.standard_normal((matmul_n, matmul_n), dtype=np.float32)
-    c = np.empty_like(a)
-    details["numpy_matmul_gflops"] = flops / _best_seconds(lambda: np.matmul(a, b, out=c),
-                                                           repeats) / 1e9
     n_floats = copy_mb * (1 << 20) // 4
-    src = np.ones(n_floats, dtype=np.float32)
-    dst = np.zeros_like(src)
-    copy_bytes = 2.0 * src.nbytes
-    details["numpy_copy_gbps"] = copy_bytes / _best_seconds(lambda: np.copyto(dst, src),
-                                                            repeats) / 1e9
-    del a, b, c, src, dst
+    details: dict[str, Any] = _numpy_roofs(matmul_n, n_floats, repeats)
     try:
-        import torch
-
-        torch.set_num_threads(threads)
-        ta = torch.randn(matmul_n, matmul_n)
-        tb = torch.randn(matmul_n, matmul_n)
-        tc = torch.empty_like(ta)
-        details["torch_matmul_gflops"] = flops / _best_seconds(lambda: torch.mm(ta, tb, out=tc),
-                                                               repeats) / 1e9
-        del ta, tb, tc
-        tsrc = torch.ones(n_floats)
-        tdst = torch.zeros(n_floats)
-        details["torch_copy_gbps"] = copy_bytes / _best_seconds(lambda: tdst.copy_(tsrc),
-                                                                repeats) / 1e9
-        details["torch_threads"] = torch.get_num_threads()
+        details.update(_torch_roofs(threads, matmul_n, n_floats, repeats))
     except ImportError:
         details["torch_error"] = "torch not installed"
     compute = max(v for k, v in details.items() if k.endswith("_gflops"))
