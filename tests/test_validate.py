@@ -237,3 +237,18 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 def test_version_is_exposed():
     assert onnxconv.__version__
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter,opset", [("dynamo", 18), ("torchscript", 17)])
+def test_whole_networks_export_and_validate_at_every_level_and_precision(exporter, opset,
+                                                                        tmp_path):
+    from onnxconv.export import ExportOptions, export_variants
+    export_variants(["shufflenet", "mobilenet_v1"], tmp_path,
+                    ExportOptions(exporter=exporter, opset=opset, dynamic_batch=True))
+    subjects = [validate.load_subject(n, tmp_path) for n in ("shufflenet", "mobilenet_v1")]
+    assert [s.variant for s in subjects] == ["shufflenet", "mobilenet_v1"]
+    report = run(subjects, levels=LEVELS, precisions=["fp32", "fp16"])
+    assert {c.status for c in report.cells} == {"pass"}, \
+        [(c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"]
+    assert [c.case for c in report.cells[0].cases][-1] == "wide/seed0/batch2"
