@@ -1,0 +1,38 @@
+"""`onnxconv inspect` on graphs nobody here made: the Conv tests that the onnx package ships
+(opset 6, exported by an old PyTorch), checked against their own stored outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxconv.cli import main
+
+DATA = Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted"
+
+
+@pytest.mark.parametrize("folder,kind,group,multiplier", [
+    ("test_Conv2d", "standard", 1, None),
+    ("test_Conv2d_groups", "grouped", 2, None),
+    ("test_Conv2d_depthwise", "depthwise", 4, 1),
+    ("test_Conv2d_depthwise_with_multiplier", "depthwise", 4, 2),
+    ("test_Conv2d_depthwise_strided", "depthwise", 4, 1),
+    ("test_Conv2d_dilated", "standard", 1, None),
+])
+def test_inspect_classifies_and_counts_third_party_convs(folder, kind, group, multiplier, capsys):
+    assert main(["inspect", str(DATA / folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (conv,) = report["convs"]
+    assert (conv["kind"], conv["group"], conv["depth_multiplier"]) == (kind, group, multiplier)
+    # MACs from the stored output's shape: every output element sums (C_in/g)·kh·kw products
+    tensor = onnx.TensorProto()
+    tensor.ParseFromString((DATA / folder / "test_data_set_0" / "output_0.pb").read_bytes())
+    output = numpy_helper.to_array(tensor)
+    per_element = conv["in_channels"] // conv["group"] * int(np.prod(conv["kernel"]))
+    assert report["cost"]["macs"] == output.size * per_element
+    assert conv["out_channels"] == output.shape[1]
