@@ -26,6 +26,7 @@ the magnitude of what it sums, so the ``wide`` inputs get a proportionally large
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -111,27 +112,47 @@ def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
 
 
 def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
-    """A zoo variant name, a test-data folder, or a bare .onnx file."""
+    """A zoo variant name, a test-data folder, or a bare .onnx file.
+
+    A variant with no graph in ``graphs_dir`` is exported now (with the default options, into a
+    temporary folder) and validated from memory.
+    """
     path = Path(target)
     graphs_dir = Path(graphs_dir)
     if not path.exists() and target in variants.REGISTRY:
         path = graphs_dir / target
         if not (path / "model.onnx").exists():
-            raise UserInputError(f"{path}: no exported graph for variant {target!r} "
-                                 f"(run: onnxconv export --variant {target} --out {graphs_dir})")
+            return export_subject(target, graphs_dir)
     if path.is_dir():
-        model_path = path / "model.onnx"
-        if not model_path.exists():
-            raise UserInputError(f"{path}: no model.onnx in this folder")
-        model = graph.load_model(model_path)
-        subject = Subject(path.name, model_path, model, load_test_sets(path, model))
-        if not subject.test_sets:
-            raise UserInputError(f"{path}: no test_data_set_* folder with input_*.pb files")
+        subject = load_folder(path)
         attach_variant(subject, path.parent / "manifest.json")
         return subject
     if not path.exists():
         raise UserInputError(f"{path}: no such file, folder or variant")
     return Subject(path.stem, path, graph.load_model(path))
+
+
+def load_folder(path: Path) -> Subject:
+    model_path = path / "model.onnx"
+    if not model_path.exists():
+        raise UserInputError(f"{path}: no model.onnx in this folder")
+    model = graph.load_model(model_path)
+    subject = Subject(path.name, model_path, model, load_test_sets(path, model))
+    if not subject.test_sets:
+        raise UserInputError(f"{path}: no test_data_set_* folder with input_*.pb files")
+    return subject
+
+
+def export_subject(name: str, graphs_dir: Path) -> Subject:
+    """Export variant ``name`` now and load it, test data included, into memory."""
+    from .export import export_variants
+
+    with tempfile.TemporaryDirectory(prefix="onnxconv-validate-") as tmp:
+        (result,) = export_variants([name], tmp)
+        subject = load_folder(Path(tmp) / name)
+    subject.model_path = Path(f"{name} (exported now: not in {graphs_dir})") / "model.onnx"
+    subject.variant, subject.config, subject.entry = name, result.entry["config"], result.entry
+    return subject
 
 
 def attach_variant(subject: Subject, manifest_path: Path) -> None:
@@ -158,7 +179,13 @@ class Case:
     references: dict[str, dict[str, np.ndarray]]  # reference name -> output name -> array
 
 
-def input_shape(info: onnx.ValueInfoProto, batch: int, fallback: dict[int, int]) -> tuple:
+#: Size given to a symbolic spatial axis of a graph that does not say (not a zoo variant).
+DEFAULT_SPATIAL = 16
+
+
+def input_shape(info: onnx.ValueInfoProto, batch: int, spatial: dict[int, int]) -> tuple:
+    """Fixed dims as declared; a symbolic batch axis -> ``batch``, other symbolic axes ->
+    ``spatial[axis]`` (1 for a symbolic channel axis)."""
     shape = []
     for i, dim in enumerate(info.type.tensor_type.shape.dim):
         if dim.HasField("dim_value"):
@@ -166,13 +193,31 @@ def input_shape(info: onnx.ValueInfoProto, batch: int, fallback: dict[int, int])
         elif i == 0:
             shape.append(batch)
         else:
-            shape.append(fallback.get(i, 1))
+            shape.append(spatial.get(i, 1))
     return tuple(shape)
 
 
+def symbolic_axes(model: onnx.ModelProto) -> set[int]:
+    """Axes of the first input without a fixed size."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return {i for i, dim in enumerate(dims) if not dim.HasField("dim_value")}
+
+
 def dynamic_batch(model: onnx.ModelProto) -> bool:
-    first = model.graph.input[0].type.tensor_type.shape.dim
-    return bool(first) and not first[0].HasField("dim_value")
+    return 0 in symbolic_axes(model)
+
+
+def spatial_sizes(subject: Subject) -> list[dict[int, int]]:
+    """The export's own height and width, and, when they are dynamic, a second, different size
+    (odd sizes, so stride-2 and padding paths see a shape the export never did)."""
+    if subject.config:
+        h, w = subject.config["height"], subject.config["width"]
+    else:
+        h = w = DEFAULT_SPATIAL
+    sizes = [{2: h, 3: w}]
+    if symbolic_axes(subject.model) & {2, 3}:
+        sizes.append({2: h + 3, 3: w + 5})
+    return sizes
 
 
 def reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -241,25 +286,24 @@ def make_cases(subject: Subject, seeds: Iterable[int] = (0, 1),
         cases.append(Case("inputs", extra_inputs, opinions(extra_inputs, None)))
     if batches is None:
         batches = (1, 2) if dynamic_batch(subject.model) else (1,)
-    fallback = {}
-    if subject.config:
-        fallback = {2: subject.config["height"], 3: subject.config["width"]}
+    sizes = spatial_sizes(subject)
     initializers = {i.name for i in subject.model.graph.initializer}
     inputs = [i for i in subject.model.graph.input if i.name not in initializers]
-    for batch in batches:
-        for dist in distributions:
-            for seed in seeds:
-                rng = np.random.default_rng(seed)
-                feeds = {}
-                for info in inputs:
-                    elem = info.type.tensor_type.elem_type
-                    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-                    if not np.issubdtype(dtype, np.floating):
-                        raise UserInputError(f"{subject.model_path}: input {info.name!r} is "
-                                             f"{dtype}; supply inputs with --inputs FILE.npz")
-                    shape = input_shape(info, batch, fallback)
-                    feeds[info.name] = DISTRIBUTIONS[dist](rng, shape).astype(dtype)
-                cases.append(Case(f"{dist}/seed{seed}/batch{batch}", feeds, opinions(feeds, None)))
+    for batch, spatial, dist, seed in itertools.product(batches, sizes, distributions, seeds):
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for info in inputs:
+            elem = info.type.tensor_type.elem_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+            if not np.issubdtype(dtype, np.floating):
+                raise UserInputError(f"{subject.model_path}: input {info.name!r} is "
+                                     f"{dtype}; supply inputs with --inputs FILE.npz")
+            shape = input_shape(info, batch, spatial)
+            feeds[info.name] = DISTRIBUTIONS[dist](rng, shape).astype(dtype)
+        label = f"{dist}/seed{seed}/batch{batch}"
+        if spatial != sizes[0]:
+            label += f"/{spatial[2]}x{spatial[3]}"
+        cases.append(Case(label, feeds, opinions(feeds, None)))
     return cases
 
 

@@ -252,3 +252,25 @@ def test_whole_networks_export_and_validate_at_every_level_and_precision(exporte
     assert {c.status for c in report.cells} == {"pass"}, \
         [(c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"]
     assert [c.case for c in report.cells[0].cases][-1] == "wide/seed0/batch2"
+
+
+def test_variant_without_a_graph_is_exported_now_and_validated(tmp_path):
+    subject = validate.load_subject("shufflenet_v2_unit", tmp_path)  # empty graphs folder
+    assert subject.variant == "shufflenet_v2_unit" and subject.test_sets
+    assert "exported now" in str(subject.model_path)
+    assert list(tmp_path.iterdir()) == []  # nothing written where the user keeps graphs
+    assert run([subject], distributions=("normal",)).cells[0].status == "pass"
+
+
+def test_dynamic_height_and_width_get_a_second_spatial_size(tmp_path):
+    from onnxconv.export import ExportOptions, export_variants
+    export_variants(["shuffle_unit_s2"], tmp_path, ExportOptions(dynamic_batch=True,
+                                                                  dynamic_hw=True))
+    subject = validate.load_subject("shuffle_unit_s2", tmp_path)
+    cases = validate.make_cases(subject, seeds=(0,), distributions=("normal",))
+    shapes = {c.label: c.feeds["input"].shape for c in cases}
+    assert shapes["normal/seed0/batch2/17x19"] == (2, 480, 17, 19)
+    assert shapes["normal/seed0/batch1"] == (1, 480, 14, 14)
+    report = run([subject], distributions=("normal",))
+    assert report.cells[0].status == "pass", report.cells[0].reason
+    assert len(report.cells[0].cases) == 1 + 4  # stored + 2 batches × 2 sizes
