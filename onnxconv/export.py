@@ -54,7 +54,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     exporter: str = "dynamo"
     dynamic_batch: bool = False
-    #: Also make height and width dynamic (only variants whose graph allows it).
+    #: Also make height and width dynamic.
     dynamic_hw: bool = False
     verbose: bool = False
     seed: int = 0
@@ -89,14 +89,12 @@ def versions() -> dict[str, str]:
             "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def dynamic_axes(spec: variants.VariantSpec, options: ExportOptions) -> dict[int, str]:
+def dynamic_axes(options: ExportOptions) -> dict[int, str]:
     """Input axis -> symbolic name, for the options asked."""
     axes: dict[int, str] = {}
     if options.dynamic_batch:
         axes[0] = "batch"
-    if options.dynamic_hw:
-        if not spec.dynamic_hw:
-            raise UserInputError(f"variant {spec.name!r} does not allow dynamic height/width")
+    if options.dynamic_hw:  # every zoo variant allows it (tested with both exporters)
         axes.update({2: "height", 3: "width"})
     return axes
 
@@ -212,7 +210,7 @@ def export_to_folder(spec: variants.VariantSpec, config: dict[str, Any],
     example = spec.example_input(config, seed=options.seed)
     with torch.no_grad():
         expected = module(example).numpy()
-    axes = dynamic_axes(spec, options)
+    axes = dynamic_axes(options)
     try:
         model = to_onnx(module, example, axes, options)
     except Exception as error:  # the exporters raise many types; the user needs one line
@@ -261,7 +259,6 @@ def export_variants(names: Iterable[str], out_dir: str | os.PathLike,
                              f"{', '.join(names)}")
     for spec, config in zip(specs, configs):
         spec.build(config)  # impossible configs fail here, before anything is written
-        dynamic_axes(spec, options)
     out = Path(out_dir)
     manifest = read_manifest(out) if out.is_dir() else {"schema": MANIFEST_SCHEMA, "graphs": {}}
     try:

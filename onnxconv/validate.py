@@ -388,7 +388,7 @@ def fresh_export(subject: Subject) -> onnx.ModelProto:
     options = ExportOptions(**{**vars(options), "dynamic_batch": 0 in axes,
                                "dynamic_hw": 2 in axes})
     module = spec.build(subject.config, seed=options.seed)
-    return to_onnx(module, spec.example_input(subject.config), dynamic_axes(spec, options),
+    return to_onnx(module, spec.example_input(subject.config), dynamic_axes(options),
                    options)
 
 

@@ -30,8 +30,6 @@ class VariantSpec:
     cost_fn: Callable[..., Cost]
     #: The config key that sets the input's channels; None for networks that take RGB images.
     input_channels_key: str | None = "in_channels"
-    #: Whether height and width may change at run time (False when the graph bakes them in).
-    dynamic_hw: bool = True
     summary: str = ""
     #: config -> what the exported graph must show (see onnxconv.graph_checks.check_structure).
     structure: Callable[[dict[str, Any]], dict[str, Any]] = lambda config: {}
