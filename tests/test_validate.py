@@ -274,3 +274,18 @@ def test_dynamic_height_and_width_get_a_second_spatial_size(tmp_path):
     report = run([subject], distributions=("normal",))
     assert report.cells[0].status == "pass", report.cells[0].reason
     assert len(report.cells[0].cases) == 1 + 4  # stored + 2 batches × 2 sizes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter,opset", [("dynamo", 18), ("torchscript", 17)])
+def test_every_variant_with_dynamic_batch_height_width_validates(exporter, opset, tmp_path):
+    from onnxconv.export import ExportOptions, export_variants
+    export_variants(variants.names(), tmp_path, ExportOptions(exporter=exporter, opset=opset,
+                                                              dynamic_batch=True,
+                                                              dynamic_hw=True))
+    subjects = [validate.load_subject(n, tmp_path) for n in variants.names()]
+    report = run(subjects, levels=["disabled", "all"], distributions=("normal",))
+    assert {c.status for c in report.cells} == {"pass"}, \
+        [(c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"]
+    sizes = {c.feeds["input"].shape[2:] for c in validate.make_cases(subjects[0], seeds=(0,))}
+    assert len(sizes) == 2  # the export's size and another
