@@ -14,15 +14,8 @@ from typing import Any
 import onnx
 
 from onnxconv.errors import CheckFailed, UserInputError
-from onnxconv.graph import (
-    SHUFFLE_PERM,
-    ConvInfo,
-    GraphIndex,
-    attr,
-    find_channel_shuffles,
-    find_convs,
-    is_default_domain,
-)
+from onnxconv.graph import SHUFFLE_PERM, ConvInfo, find_channel_shuffles, find_convs
+from onnxconv.graph_index import GraphIndex, attr, is_default_domain
 
 GRAPH = "<graph>"
 """Node name used for findings / problems about the graph as a whole."""
