@@ -1,8 +1,10 @@
 """Timing harness: ONNX Runtime against PyTorch, side by side, with roofline and per-op breakdown.
 
-Library code: plain values in, a :class:`BenchReport` out; nothing is printed (pass ``progress``
-to hear about each step). ``cli.py`` wires ``onnxconv bench`` to :func:`run_bench` and
-:func:`write_report`.
+Library code: plain values in, a :class:`~onnxconv.bench_report.BenchReport` out; nothing is
+printed (pass ``progress`` to hear about each step). ``cli.py`` wires ``onnxconv bench`` to
+:func:`run_bench` and :func:`onnxconv.bench_report.write_report`. The statistics live in
+:mod:`onnxconv.bench_stats`, the report and its files in :mod:`onnxconv.bench_report`, the timed
+process in :mod:`onnxconv.bench_worker`.
 
 Method (why the numbers can be trusted on a shared 2-core machine)
 ------------------------------------------------------------------
@@ -34,26 +36,21 @@ Method (why the numbers can be trusted on a shared 2-core machine)
 
 from __future__ import annotations
 
-import bisect
-import datetime as _dt
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from .bench_report import BenchReport, measurement_notes
+from .bench_stats import median_or_none, paired_ratios, summarize
 from .errors import UserInputError
 from .errors import one_line as _one_line
-from .report import write_text
-
-SCHEMA = "onnxconv.bench"
-SCHEMA_VERSION = 1
 
 OPT_LEVELS = ("all", "extended", "basic", "disabled")
 EPS = ("cpu", "cuda")
@@ -63,166 +60,8 @@ BACKENDS = ("ort", "torch", "torch_compile")
 #: munmap/mmap and page faults per call) and the heap top is never trimmed back.
 TORCH_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 34)}
 
-#: Per-op groups from ORT's profile; ``shuffle`` is Reshape/Transpose time (a channel shuffle is
-#: Reshape -> Transpose -> Reshape), ``reorder`` is the NCHWc layout transforms.
-OP_GROUPS = ("conv", "shuffle", "reorder", "other")
-
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, message)``: called before each worker starts and once at the end."""
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics (pure functions, in milliseconds unless named otherwise)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100), linear interpolation between closest ranks.
-
-    Same as ``numpy.percentile(values, q)`` (method "linear"): rank ``(n - 1) * q / 100``.
-    """
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be within 0..100, got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def block_spread(block_medians: Sequence[float]) -> float:
-    """``(max - min) / median`` of the block medians: 0 for a perfectly steady machine."""
-    if not block_medians:
-        raise ValueError("block spread of no blocks")
-    mid = statistics.median(block_medians)
-    return (max(block_medians) - min(block_medians)) / mid if mid else 0.0
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Latency of one cell over all its timed calls (every round pooled), in milliseconds."""
-
-    n: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    stdev_ms: float
-    min_ms: float
-    max_ms: float
-    block_medians_ms: list[float]
-    block_spread: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def summarize(blocks_ns: Sequence[Sequence[int]]) -> LatencyStats:
-    """Statistics of timed calls given as blocks of nanosecond durations.
-
-    ``stdev`` is the sample standard deviation (n - 1), 0 for a single call.
-    """
-    blocks = [list(b) for b in blocks_ns if len(b)]
-    if not blocks:
-        raise ValueError("no timed calls to summarize")
-    ms = [t / 1e6 for b in blocks for t in b]
-    medians = [statistics.median(b) / 1e6 for b in blocks]
-    return LatencyStats(
-        n=len(ms), p50_ms=percentile(ms, 50), p90_ms=percentile(ms, 90),
-        p99_ms=percentile(ms, 99), mean_ms=statistics.fmean(ms),
-        stdev_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0, min_ms=min(ms), max_ms=max(ms),
-        block_medians_ms=medians, block_spread=block_spread(medians))
-
-
-def paired_ratios(numerators: Sequence[float | None],
-                  denominators: Sequence[float | None]) -> list[float]:
-    """Ratio per round, ``numerators[i] / denominators[i]``; rounds missing on either side skipped.
-
-    Use with torch p50s over ORT p50s of the same rounds: the median of the result is the
-    reported torch/ORT speedup.
-    """
-    if len(numerators) != len(denominators):
-        raise ValueError(f"paired ratios need as many rounds on both sides, got "
-                         f"{len(numerators)} and {len(denominators)}")
-    return [a / b for a, b in zip(numerators, denominators)
-            if a is not None and b is not None and b > 0]
-
-
-def median_or_none(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-# ---------------------------------------------------------------------------------------------
-# ORT profile -> per-op breakdown (kept free of heavy imports: the worker imports this module)
-
-
-def op_group(op_type: str) -> str:
-    """``conv`` (Conv, FusedConv, NchwcConv, QLinearConv, ...), ``shuffle`` (Reshape, Transpose),
-    ``reorder`` (ReorderInput, ReorderOutput) or ``other``."""
-    if "Conv" in op_type:
-        return "conv"
-    if op_type in ("Reshape", "Transpose"):
-        return "shuffle"
-    if op_type in ("ReorderInput", "ReorderOutput"):
-        return "reorder"
-    return "other"
-
-
-def group_op_times(by_op: Mapping[str, float]) -> dict[str, Any]:
-    """Op-type times -> ``{"groups": {group: time}, "fractions": {group: share of the total}}``."""
-    groups = {g: 0.0 for g in OP_GROUPS}
-    for op, t in by_op.items():
-        groups[op_group(op)] += t
-    total = sum(groups.values())
-    fractions = {g: (t / total if total else 0.0) for g, t in groups.items()}
-    return {"groups": groups, "fractions": fractions, "total": total}
-
-
-def parse_ort_profile(events: Sequence[Mapping[str, Any]],
-                      last_runs: int | None = None) -> dict[str, Any]:
-    """Sum node kernel time by op type from an ORT profile (the list of Chrome-trace events).
-
-    Node events are ``cat == "Node"`` with a name ending ``_kernel_time`` and ``args.op_name``.
-    With ``last_runs``, only nodes inside the last ``last_runs`` ``model_run`` windows count (the
-    warm-up runs are left out). Times are microseconds per run, means over the runs counted
-    (``run_us_per_run`` is the mean ``model_run`` duration, framework overhead included).
-    """
-    runs = sorted((int(e["ts"]), int(e["ts"]) + int(e.get("dur", 0))) for e in events
-                  if e.get("cat") == "Session" and e.get("name") == "model_run")
-    if last_runs is not None and last_runs > 0:
-        runs = runs[-last_runs:]
-    starts = [start for start, _ in runs]
-    by_op: dict[str, float] = defaultdict(float)
-    placement: dict[str, set[str]] = defaultdict(set)
-    nodes = set()
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
-            continue
-        if runs:
-            ts = int(e["ts"])
-            i = bisect.bisect_right(starts, ts) - 1
-            if i < 0 or ts > runs[i][1]:
-                continue
-        args = e.get("args", {})
-        op = args.get("op_name", "?")
-        by_op[op] += float(e.get("dur", 0))
-        placement[args.get("provider", "?")].add(op)
-        nodes.add(e["name"][: -len("_kernel_time")])
-    n_runs = len(runs) or 1
-    per_run = {op: t / n_runs for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])}
-    grouped = group_op_times(per_run)
-    run_us = sum(end - start for start, end in runs) / len(runs) if runs else None
-    return {
-        "runs": len(runs),
-        "by_op_us": per_run,
-        "groups_us": grouped["groups"],
-        "fractions": grouped["fractions"],
-        "node_us_per_run": grouped["total"],
-        "run_us_per_run": run_us,
-        "nodes": len(nodes),
-        "providers": {p: sorted(ops) for p, ops in sorted(placement.items())},
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,88 +219,6 @@ def _load_onnx(path: Path):
     if len(model.graph.node) == 0 or len(model.opset_import) == 0:
         raise UserInputError(f"{path}: not an ONNX model (no graph nodes or no opset_import)")
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-
-
-@dataclass
-class BenchReport:
-    """Everything one bench run measured; :meth:`to_dict` is the JSON written to disk.
-
-    Schema ``onnxconv.bench`` version 1, top-level keys:
-
-    - ``schema`` ("onnxconv.bench"), ``schema_version`` (int), ``created`` (ISO 8601, UTC).
-    - ``machine``: CPU model, arch, logical/usable cores, ``isa`` {flag: bool}, memory_bytes, OS,
-      kernel, libc, Python (:func:`onnxconv.machine.machine_info`).
-    - ``versions``: torch, onnx, onnxruntime (+ ``onnxruntime_providers``), onnxscript, numpy,
-      matplotlib, onnxconv, python.
-    - ``settings``: :class:`BenchSettings` as a dict (threads, batches, eps, opt_levels, rounds,
-      blocks, calls, warm-up, profile, torch malloc env, roof sizes, ...), plus ``env`` (the
-      threading/allocation environment variables each worker kind ran with) and ``sources``.
-    - ``roofs``: ``compute_gflops``, ``memory_gbps``, ``ridge_flops_per_byte``, ``threads``,
-      ``method``, ``details`` (numpy and torch figures of the first measurement),
-      ``measurements[]`` (start and end, each with its own figures); ``null`` if the roof
-      worker failed or roofs were off (``roofs_error`` then says why).
-    - ``cells[]``: one per (source, batch, backend, target). Keys: ``id``, ``label``,
-      ``source`` (variant name or model path), ``kind`` ("variant" | "onnx"), ``config``,
-      ``batch``, ``backend`` ("ort" | "torch" | "torch_compile"), ``target`` ("cpu/all/fp32" for
-      ORT, the device for torch), ``ep``, ``device``, ``opt_level``, ``precision``, ``threads``,
-      ``status`` ("ok" | "error" | "unavailable"), ``error``; cost: ``macs`` and ``flops``
-      (2·MACs, for the whole batch), ``params``, ``bytes`` (fp32 weights + input + output),
-      ``macs_source`` ("analytic" | "graph"); timing: ``stats`` (:class:`LatencyStats`: n, p50/
-      p90/p99/mean/stdev/min/max in ms, block medians, block spread, pooled over rounds),
-      ``rounds[]`` (per process: round, pid, p50_ms, block_medians_ms, page_faults_per_call,
-      major_faults, involuntary_ctx_switches_per_call, warmup_calls, wall_s, loadavg_1m,
-      error), ``page_faults_per_call`` (median over rounds),
-      ``throughput_per_s`` (batch / p50), ``gflops`` (flops / p50), ``arithmetic_intensity``
-      (flops / bytes), ``roof_bound_gflops`` (min(compute roof, AI x memory roof)),
-      ``roof_fraction`` (gflops / bound), ``compute_roof_fraction``, ``achieved_gbps`` (bytes /
-      p50) and ``memory_roof_fraction``; ``per_op`` (ORT only, from the profiled run: by_op_us,
-      groups_us, fractions {conv, shuffle, reorder, other}, node_us_per_run, run_us_per_run,
-      nodes, providers) or null (``per_op_error`` says why when the profiled run failed);
-      ``session`` (ORT session options and providers, CUDA options, IO binding and copy times;
-      torch threads, malloc env, compile_s); ``outputs`` (shape, dtype, abs_sum).
-    - ``pairs[]``: one per (source, batch, ORT cell, torch cell on the same device): ``label``,
-      ``batch``, ``ort_cell``, ``torch_cell`` (cell ids), ``ort_target``, ``torch_backend``,
-      ``rounds[]`` {round, ort_p50_ms, torch_p50_ms, torch_over_ort}, ``torch_over_ort`` (median
-      of the per-round ratios: > 1 means ORT is faster), ``ort_over_torch`` (median of the
-      inverse ratios), ``n_pairs``, ``outputs_match`` (abs-sum of outputs agree to 1e-3).
-    - ``notes[]``: plain-text warnings about the measurement itself (a cell above the measured
-      compute roof, unsteady block medians, rounds that disagree, load average during a round).
-    """
-
-    machine: dict[str, Any]
-    versions: dict[str, Any]
-    settings: dict[str, Any]
-    roofs: dict[str, Any] | None
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc)
-                         .isoformat(timespec="seconds"))
-    roofs_error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": self.created,
-                "machine": self.machine, "versions": self.versions, "settings": self.settings,
-                "roofs": self.roofs, "roofs_error": self.roofs_error, "cells": self.cells,
-                "pairs": self.pairs, "notes": self.notes}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BenchReport":
-        if data.get("schema") != SCHEMA:
-            raise UserInputError(f"not an onnxconv bench report (schema {data.get('schema')!r})")
-        return cls(machine=data["machine"], versions=data["versions"], settings=data["settings"],
-                   roofs=data.get("roofs"), cells=list(data["cells"]), pairs=list(data["pairs"]),
-                   created=data["created"], roofs_error=data.get("roofs_error"),
-                   notes=list(data.get("notes", [])))
-
-    @property
-    def ok(self) -> bool:
-        """True when every cell that was available ran (timings are never judged)."""
-        return all(c["status"] != "error" for c in self.cells)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -961,198 +718,3 @@ def _loadavg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
-
-
-#: A cell whose block medians spread more than this is flagged as unsteady.
-UNSTEADY_SPREAD = 0.5
-#: Paired rounds whose torch/ORT ratios differ by more than this factor are flagged.
-ROUNDS_DISAGREE = 1.5
-#: A cell this far above the measured compute roof means the roof was measured too low.
-ABOVE_ROOF = 1.05
-
-
-def measurement_notes(report: BenchReport) -> list[str]:
-    """Warnings about the measurement (never about which runtime is faster)."""
-    notes = []
-    roofs = report.roofs
-    if roofs:
-        above = [c["id"] for c in report.cells
-                 if c.get("gflops") and c["gflops"] > ABOVE_ROOF * roofs["compute_gflops"]]
-        if above:
-            notes.append(f"{len(above)} cell(s) ran above the measured compute roof "
-                         f"({roofs['compute_gflops']:.0f} GFLOP/s), e.g. {above[0]}: the roof was "
-                         "probably measured while the machine was busy; % roof is then too high")
-    unsteady = [c["id"] for c in report.cells
-                if c.get("stats") and c["stats"]["block_spread"] > UNSTEADY_SPREAD]
-    if unsteady:
-        notes.append(f"{len(unsteady)} of {len(report.cells)} cell(s) have block medians that "
-                     f"spread more than {UNSTEADY_SPREAD:.0%} (e.g. {unsteady[0]}): the machine "
-                     "was not steady; trust the paired medians, rerun with more rounds")
-    disagree = []
-    for p in report.pairs:
-        ratios = [r["torch_over_ort"] for r in p["rounds"] if r["torch_over_ort"]]
-        if len(ratios) > 1 and max(ratios) / min(ratios) > ROUNDS_DISAGREE:
-            disagree.append(f"{p['ort_cell']} vs {p['torch_backend']}")
-    if disagree:
-        even = report.settings.get("rounds", 1) % 2 == 0
-        notes.append(f"{len(disagree)} pair(s) whose rounds disagree by more than "
-                     f"{ROUNDS_DISAGREE}x (e.g. {disagree[0]})"
-                     + ("; with an even number of rounds the median is the mean of the middle "
-                        "two: use an odd number" if even else ""))
-    loads = [r["loadavg_1m"] for c in report.cells for r in c["rounds"]
-             if r.get("loadavg_1m") is not None]
-    usable = report.machine.get("usable_cores") or 1
-    if loads and max(loads) > usable + 0.5:  # our own worker accounts for up to `threads`
-        notes.append(f"1-minute load average reached {max(loads):.1f} on {usable} cores during "
-                     "the run: other processes competed for the CPU")
-    return notes
-
-
-# ---------------------------------------------------------------------------------------------
-# writing
-
-
-def _fmt(value: Any, spec: str = ".3g", scale: float = 1.0, suffix: str = "") -> str:
-    if value is None:
-        return "—"
-    return f"{value * scale:{spec}}{suffix}"
-
-
-def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
-    """A Markdown page: machine / threads / versions / roofs header, the cell table, the pairs."""
-    data = report.to_dict() if isinstance(report, BenchReport) else dict(report)
-    m, v, s, roofs = data["machine"], data["versions"], data["settings"], data.get("roofs")
-    isa = ", ".join(flag for flag, on in m.get("isa", {}).items() if on) or "—"
-    lines = [
-        "# onnxconv bench", "",
-        f"- created: {data['created']}",
-        f"- machine: {m.get('cpu_model')} — {m.get('usable_cores')} usable / "
-        f"{m.get('logical_cores')} logical cores, "
-        f"{_fmt(m.get('memory_bytes'), '.1f', 2 ** -30, ' GiB')}"
-        f", {m.get('os')}",
-        f"- ISA: {isa}",
-        f"- versions: torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')} "
-        f"({', '.join(v.get('onnxruntime_providers', []))}), onnx {v.get('onnx')}, numpy "
-        f"{v.get('numpy')}, Python {v.get('python')}",
-        f"- threads: {s['threads']} (ORT intra-op {s['threads']}, inter-op 1; torch "
-        f"set_num_threads({s['threads']}), interop 1; OMP_NUM_THREADS={s['threads']})",
-        f"- method: warm-up ≥ {s['warmup']} calls and ≥ {s['warmup_s']} s, then {s['blocks']} "
-        f"blocks × {s['calls']} calls per process, {s['rounds']} rounds alternating ORT and "
-        "torch, each in a fresh process; ratios paired by round, medians quoted",
-        "- torch malloc env: " + (", ".join(f"{k}={x}" for k, x in
-                                            s.get("torch_malloc_env", {}).items()) or "default"),
-    ]
-    if roofs:
-        lines.append(f"- roofs ({roofs['threads']} threads): compute {roofs['compute_gflops']:.1f} "
-                     f"GFLOP/s (fp32 matmul {roofs['method']['matmul_n']}²), memory "
-                     f"{roofs['memory_gbps']:.1f} GB/s (copy {roofs['method']['copy_mb']} MiB, "
-                     f"read+write); ridge {roofs['ridge_flops_per_byte']:.1f} FLOP/byte")
-    else:
-        lines.append(f"- roofs: not measured ({data.get('roofs_error')})")
-    ratio_of = {}
-    for p in data["pairs"]:
-        if p["torch_backend"] == "torch":
-            ratio_of[p["ort_cell"]] = p
-    lines += ["", "## Cells", "",
-              "Latencies in ms (p50 over every timed call of every round). ORT/torch is ORT p50 "
-              "over PyTorch eager p50 and torch/ORT its inverse (median of per-round pairs; "
-              "torch/ORT > 1: ORT faster). % peak is GFLOP/s over the compute roof; % roof over "
-              "the cell's roofline bound min(compute roof, arithmetic intensity × memory roof). "
-              "Per-op shares from ORT's profile: conv, Reshape/Transpose (shuffle), "
-              "ReorderInput/Output (reorder), other.", "",
-              "| variant | batch | backend/target | p50 ms | p90 | p99 | spread | GFLOP/s | % peak "
-              "| % roof | ORT/torch | torch/ORT | conv % | shuffle % | reorder % | other % "
-              "| faults/call |",
-              "|---|---:|---|" + "---:|" * 14]
-    for c in data["cells"]:
-        st = c.get("stats") or {}
-        where = f"{c['backend']} {c['target']}"
-        if c["status"] != "ok":
-            lines.append(f"| {c['label']} | {c['batch']} | {where} | {c['status']}: "
-                         f"{(c.get('error') or '').replace('|', '/')} |" + " |" * 13)
-            continue
-        pair = ratio_of.get(c["id"])
-        fr = (c.get("per_op") or {}).get("fractions") or {}
-        lines.append(
-            f"| {c['label']} | {c['batch']} | {where} | {_fmt(st.get('p50_ms'), '.4g')} | "
-            f"{_fmt(st.get('p90_ms'), '.4g')} | {_fmt(st.get('p99_ms'), '.4g')} | "
-            f"{_fmt(st.get('block_spread'), '.1f', 100, '%')} | {_fmt(c.get('gflops'), '.1f')} | "
-            f"{_fmt(c.get('compute_roof_fraction'), '.0f', 100)} | "
-            f"{_fmt(c.get('roof_fraction'), '.0f', 100)} | "
-            f"{_fmt(pair and pair['ort_over_torch'], '.2f')} | "
-            f"{_fmt(pair and pair['torch_over_ort'], '.2f')} | "
-            + " | ".join(_fmt(fr.get(g), '.0f', 100) if fr else "—" for g in OP_GROUPS)
-            + f" | {_fmt(c.get('page_faults_per_call'), '.3g')} |")
-    if data.get("notes"):
-        lines += ["", "## Notes on this measurement", ""] + [f"- {n}" for n in data["notes"]]
-    if data["pairs"]:
-        lines += ["", "## ORT against PyTorch, pair by pair", "",
-                  "| variant | batch | ORT target | torch | torch p50 / ORT p50 per round | "
-                  "median torch/ORT | outputs match |", "|---|---:|---|---|---|---:|---|"]
-        for p in data["pairs"]:
-            per_round = ", ".join(_fmt(r["torch_over_ort"], ".2f") for r in p["rounds"]) or "—"
-            lines.append(f"| {p['label']} | {p['batch']} | {p['ort_target']} | "
-                         f"{p['torch_backend']} | {per_round} | {_fmt(p['torch_over_ort'], '.2f')} "
-                         f"| {p['outputs_match']} |")
-    return "\n".join(lines) + "\n"
-
-
-def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """``(headers, rows)`` for a console table: one row per cell, strings only."""
-    data = report.to_dict() if isinstance(report, BenchReport) else report
-    pairs = {p["ort_cell"]: p for p in data["pairs"] if p["torch_backend"] == "torch"}
-    headers = ["variant", "batch", "backend/target", "p50 ms", "p90 ms", "spread", "GFLOP/s",
-               "% peak", "torch/ORT", "conv/shuffle/reorder/other %"]
-    rows = []
-    for c in data["cells"]:
-        st = c.get("stats") or {}
-        fr = (c.get("per_op") or {}).get("fractions")
-        pair = pairs.get(c["id"])
-        rows.append([
-            c["label"], str(c["batch"]), f"{c['backend']} {c['target']}",
-            _fmt(st.get("p50_ms"), ".4g") if c["status"] == "ok" else c["status"],
-            _fmt(st.get("p90_ms"), ".4g"), _fmt(st.get("block_spread"), ".0f", 100, "%"),
-            _fmt(c.get("gflops"), ".1f"), _fmt(c.get("compute_roof_fraction"), ".0f", 100),
-            _fmt(pair and pair["torch_over_ort"], ".2f"),
-            "/".join(f"{100 * fr[g]:.0f}" for g in OP_GROUPS) if fr else "—"])
-    return headers, rows
-
-
-def write_report(report: BenchReport, out_dir: str | os.PathLike, *, markdown: bool = True,
-                 plots: bool = True, stem: str = "bench") -> dict[str, Any]:
-    """Write ``<stem>.json`` (+ ``<stem>.md``, + PNG plots) into ``out_dir``, each atomically.
-
-    Returns ``{"json": Path, "markdown": Path | None, "plots": [Path, ...]}``.
-    """
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserInputError(f"{out}: cannot write there ({error.strerror})") from None
-    data = report.to_dict()
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    written: dict[str, Any] = {"json": write_text(out / f"{stem}.json", text),
-                               "markdown": None, "plots": []}
-    if markdown:
-        written["markdown"] = write_text(out / f"{stem}.md", to_markdown(data))
-    if plots:
-        from .plots import write_plots
-        written["plots"] = write_plots(data, out)
-    return written
-
-
-def load_report(path: str | os.PathLike) -> BenchReport:
-    """Read a report JSON written by :func:`write_report` (e.g. to re-render Markdown/plots)."""
-    path = Path(path)
-    try:
-        return BenchReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, KeyError) as error:
-        raise UserInputError(f"{path}: not a readable bench report ({_one_line(error)})") from None
-
-
-def iter_cells(report: BenchReport | Mapping[str, Any], **match: Any) -> Iterable[dict[str, Any]]:
-    """Cells whose keys equal ``match`` (e.g. ``backend="ort", opt_level="all"``)."""
-    data = report.to_dict() if isinstance(report, BenchReport) else report
-    for cell in data["cells"]:
-        if all(cell.get(k) == v for k, v in match.items()):
-            yield cell

@@ -182,7 +182,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         result["io_binding"] = False
     result["outputs"] = _describe(outputs)
     if job.get("profile"):
-        from onnxconv.bench import parse_ort_profile  # light module: no torch, no onnx
+        from onnxconv.bench_stats import parse_ort_profile  # pure functions: no torch, no onnx
 
         path = session.end_profiling()
         try:

@@ -272,7 +272,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import bench, variants
+    from . import bench, bench_report, variants
 
     items = args.targets or [p.name for p in sorted(Path(args.graphs).glob("*"))
                              if (p / "model.onnx").exists() and p.name in variants.REGISTRY]
@@ -298,8 +298,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         eps=args.ep, opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks,
         calls=args.calls, compile=args.compile, profile=not args.no_profile,
         roofs=not args.no_roofs, progress=show)
-    written = bench.write_report(report, args.out, plots=not args.no_plots)
-    headers, rows = bench.summary_rows(report)
+    written = bench_report.write_report(report, args.out, plots=not args.no_plots)
+    headers, rows = bench_report.summary_rows(report)
     print(format_table(headers, rows))
     print("\nreport: " + ", ".join(str(p) for p in [written["json"], written["markdown"],
                                                      *written["plots"]] if p))

@@ -1,4 +1,4 @@
-"""PNG plots of a bench report (the dict of :meth:`onnxconv.bench.BenchReport.to_dict`).
+"""PNG plots of a bench report (the dict of ``onnxconv.bench_report.BenchReport.to_dict``).
 
 Uses matplotlib's object API with the Agg canvas directly: no pyplot, no global backend switch,
 so importing this module changes nothing for a caller that uses matplotlib interactively.

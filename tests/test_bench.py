@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 import pytest
 
-from onnxconv import bench
+from onnxconv import bench, bench_report, bench_stats
 from onnxconv.bench_worker import time_calls
 from onnxconv.errors import UserInputError
 
@@ -31,21 +31,21 @@ FAST = dict(blocks=2, calls=3, warmup=1, warmup_s=0.0, rounds=2, opt_levels=["al
 @pytest.mark.parametrize("q, expected", [(0, 1.0), (50, 5.5), (90, 9.1), (99, 9.91), (100, 10.0)])
 def test_percentile_interpolates_between_ranks(q, expected):
     values = [float(v) for v in range(10, 0, -1)]  # unsorted on purpose
-    assert bench.percentile(values, q) == pytest.approx(expected)
-    assert bench.percentile(values, q) == pytest.approx(np.percentile(values, q))
+    assert bench_stats.percentile(values, q) == pytest.approx(expected)
+    assert bench_stats.percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
 def test_percentile_of_one_value_and_bad_q():
-    assert bench.percentile([3.0], 99) == 3.0
+    assert bench_stats.percentile([3.0], 99) == 3.0
     with pytest.raises(ValueError):
-        bench.percentile([], 50)
+        bench_stats.percentile([], 50)
     with pytest.raises(ValueError):
-        bench.percentile([1.0], 101)
+        bench_stats.percentile([1.0], 101)
 
 
 def test_summarize_known_blocks():
     ms = 1_000_000  # ns per ms
-    stats = bench.summarize([[1 * ms, 2 * ms, 3 * ms], [4 * ms, 5 * ms, 6 * ms]])
+    stats = bench_stats.summarize([[1 * ms, 2 * ms, 3 * ms], [4 * ms, 5 * ms, 6 * ms]])
     assert stats.n == 6
     assert stats.p50_ms == pytest.approx(3.5)
     assert stats.p90_ms == pytest.approx(5.5)
@@ -58,23 +58,23 @@ def test_summarize_known_blocks():
 
 
 def test_block_spread_is_zero_when_steady_and_relative_otherwise():
-    assert bench.block_spread([2.0, 2.0, 2.0]) == 0.0
-    assert bench.block_spread([1.0, 2.0, 4.0]) == pytest.approx(1.5)  # (4 - 1) / 2
+    assert bench_stats.block_spread([2.0, 2.0, 2.0]) == 0.0
+    assert bench_stats.block_spread([1.0, 2.0, 4.0]) == pytest.approx(1.5)  # (4 - 1) / 2
 
 
 def test_summarize_single_call_has_zero_stdev():
-    stats = bench.summarize([[2_000_000]])
+    stats = bench_stats.summarize([[2_000_000]])
     assert stats.stdev_ms == 0.0 and stats.p99_ms == 2.0 and stats.block_spread == 0.0
 
 
 def test_paired_ratios_pair_round_by_round_and_skip_missing_rounds():
     torch_p50 = [2.0, 3.0, None, 8.0]
     ort_p50 = [1.0, 1.0, 5.0, 2.0]
-    assert bench.paired_ratios(torch_p50, ort_p50) == [2.0, 3.0, 4.0]
+    assert bench_stats.paired_ratios(torch_p50, ort_p50) == [2.0, 3.0, 4.0]
     # pairing matters: the median of ratios is not the ratio of medians
-    assert statistics.median(bench.paired_ratios([10.0, 1.0, 4.0], [5.0, 1.0, 1.0])) == 2.0
+    assert statistics.median(bench_stats.paired_ratios([10.0, 1.0, 4.0], [5.0, 1.0, 1.0])) == 2.0
     with pytest.raises(ValueError):
-        bench.paired_ratios([1.0], [1.0, 2.0])
+        bench_stats.paired_ratios([1.0], [1.0, 2.0])
 
 
 def _fake_cell(cid, backend, p50s, abs_sum=10.0):
@@ -136,17 +136,17 @@ HAND_PROFILE = [
 
 
 def test_op_group_names():
-    assert [bench.op_group(op) for op in ("Conv", "FusedConv", "NchwcConv", "QLinearConv")] == \
+    assert [bench_stats.op_group(op) for op in ("Conv", "FusedConv", "NchwcConv", "QLinearConv")] == \
         ["conv"] * 4
-    assert bench.op_group("Reshape") == bench.op_group("Transpose") == "shuffle"
-    assert bench.op_group("ReorderInput") == bench.op_group("ReorderOutput") == "reorder"
-    assert bench.op_group("Add") == bench.op_group("MaxPool") == "other"
+    assert bench_stats.op_group("Reshape") == bench_stats.op_group("Transpose") == "shuffle"
+    assert bench_stats.op_group("ReorderInput") == bench_stats.op_group("ReorderOutput") == "reorder"
+    assert bench_stats.op_group("Add") == bench_stats.op_group("MaxPool") == "other"
 
 
 def test_profile_grouping_on_hand_written_profile(tmp_path):
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(HAND_PROFILE))
-    per_op = bench.parse_ort_profile(json.loads(path.read_text()), last_runs=2)
+    per_op = bench_stats.parse_ort_profile(json.loads(path.read_text()), last_runs=2)
     assert per_op["runs"] == 2 and per_op["nodes"] == 8
     assert per_op["by_op_us"] == {"NchwcConv": 40.0, "FusedConv": 20.0, "ReorderInput": 5.0,
                                   "ReorderOutput": 5.0, "Reshape": 4.0, "Transpose": 6.0,
@@ -162,13 +162,13 @@ def test_profile_grouping_on_hand_written_profile(tmp_path):
 
 
 def test_profile_without_last_runs_counts_warm_up_too():
-    per_op = bench.parse_ort_profile(HAND_PROFILE)
+    per_op = bench_stats.parse_ort_profile(HAND_PROFILE)
     assert per_op["runs"] == 3
     assert per_op["by_op_us"]["Conv"] == pytest.approx(900 / 3)
 
 
 def test_group_op_times_of_nothing_is_all_zero():
-    grouped = bench.group_op_times({})
+    grouped = bench_stats.group_op_times({})
     assert grouped["total"] == 0 and set(grouped["fractions"].values()) == {0.0}
 
 
@@ -184,7 +184,7 @@ def e2e(tmp_path_factory):
     report = bench.run_bench(["grouped", "channel_shuffle"], overrides=TINY, work_dir=work,
                              progress=lambda done, total, msg: seen.append((done, total, msg)),
                              **FAST)
-    written = bench.write_report(report, out)
+    written = bench_report.write_report(report, out)
     return report, written, seen, work, out
 
 
@@ -193,7 +193,7 @@ def test_e2e_report_follows_schema(e2e):
     data = json.loads(written["json"].read_text())
     assert list(data) == ["schema", "schema_version", "created", "machine", "versions",
                           "settings", "roofs", "roofs_error", "cells", "pairs", "notes"]
-    assert data["schema"] == "onnxconv.bench" and data["schema_version"] == bench.SCHEMA_VERSION
+    assert data["schema"] == "onnxconv.bench" and data["schema_version"] == bench_report.SCHEMA_VERSION
     assert data["settings"]["threads"] == 1 and data["settings"]["blocks"] == 2
     assert data["settings"]["env"]["torch"]["OMP_NUM_THREADS"] == "1"
     assert data["settings"]["env"]["torch"]["MALLOC_MMAP_THRESHOLD_"] == str(1 << 30)
@@ -271,7 +271,7 @@ def test_e2e_markdown_and_plots(e2e):
 
 def test_summary_rows_for_the_console(e2e):
     report = e2e[0]
-    headers, rows = bench.summary_rows(report)
+    headers, rows = bench_report.summary_rows(report)
     assert len(rows) == len(report.cells) and all(len(r) == len(headers) for r in rows)
     assert rows[0][:3] == ["grouped", "1", "ort cpu/all/fp32"]
     assert rows[0][-1].count("/") == 3 and rows[1][-1] == "—"  # torch: no ORT profile
@@ -279,9 +279,9 @@ def test_summary_rows_for_the_console(e2e):
 
 def test_report_round_trips_through_json(e2e):
     report, written, _, _, tmp = e2e
-    loaded = bench.load_report(written["json"])
+    loaded = bench_report.load_report(written["json"])
     assert loaded.to_dict() == report.to_dict()
-    assert bench.to_markdown(loaded) == written["markdown"].read_text()
+    assert bench_report.to_markdown(loaded) == written["markdown"].read_text()
 
 
 def test_bench_a_bare_onnx_file(e2e, tmp_path):
@@ -293,7 +293,7 @@ def test_bench_a_bare_onnx_file(e2e, tmp_path):
     assert cell["status"] == "ok" and cell["kind"] == "onnx" and cell["macs_source"] == "graph"
     assert cell["macs"] == 64 * 8 * 9 * 64
     assert report.pairs == [] and report.roofs is None
-    assert "not measured" in bench.to_markdown(report)
+    assert "not measured" in bench_report.to_markdown(report)
 
 
 def test_unavailable_ep_is_recorded_not_raised():
@@ -305,7 +305,7 @@ def test_unavailable_ep_is_recorded_not_raised():
                              profile=False, **{**FAST, "rounds": 1})
     assert [(c["backend"], c["status"]) for c in report.cells] == [("ort", "unavailable")]
     assert report.cells[0]["error"] == reason and report.cells[0]["stats"] is None
-    assert "unavailable" in bench.to_markdown(report)
+    assert "unavailable" in bench_report.to_markdown(report)
 
 
 def _synthetic_report(spread, ratios, gflops, load=0.1):
@@ -313,7 +313,7 @@ def _synthetic_report(spread, ratios, gflops, load=0.1):
             "rounds": [{"loadavg_1m": load}]}
     pair = {"ort_cell": cell["id"], "torch_backend": "torch",
             "rounds": [{"torch_over_ort": r} for r in ratios]}
-    return bench.BenchReport(machine={"usable_cores": 2}, versions={}, settings={"rounds": 3},
+    return bench_report.BenchReport(machine={"usable_cores": 2}, versions={}, settings={"rounds": 3},
                              roofs={"compute_gflops": 100.0}, cells=[cell], pairs=[pair])
 
 
@@ -330,8 +330,8 @@ def test_combine_roofs_keeps_the_best_of_start_and_end():
 
 
 def test_measurement_notes_flag_an_unsteady_machine_only():
-    assert bench.measurement_notes(_synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)) == []
-    notes = bench.measurement_notes(_synthetic_report(0.9, [1.0, 2.0, 1.2], 120.0, load=4.0))
+    assert bench_report.measurement_notes(_synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)) == []
+    notes = bench_report.measurement_notes(_synthetic_report(0.9, [1.0, 2.0, 1.2], 120.0, load=4.0))
     assert len(notes) == 4
     assert "above the measured compute roof" in notes[0]
     assert "spread more than 50%" in notes[1]
