@@ -139,6 +139,10 @@ def measurement_notes(report: BenchReport) -> list[str]:
     if loads and max(loads) > usable + 0.5:  # our own worker accounts for up to `threads`
         notes.append(f"1-minute load average reached {max(loads):.1f} on {usable} cores during "
                      "the run: other processes competed for the CPU")
+    no_profile = [c for c in report.cells if c.get("per_op_error")]
+    if no_profile:
+        notes.append(f"{len(no_profile)} cell(s) have no per-op breakdown: the profiled run "
+                     f"failed (e.g. {no_profile[0]['id']}: {no_profile[0]['per_op_error']})")
     return notes
 
 

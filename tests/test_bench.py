@@ -313,8 +313,9 @@ def _synthetic_report(spread, ratios, gflops, load=0.1):
             "rounds": [{"loadavg_1m": load}]}
     pair = {"ort_cell": cell["id"], "torch_backend": "torch",
             "rounds": [{"torch_over_ort": r} for r in ratios]}
-    return bench_report.BenchReport(machine={"usable_cores": 2}, versions={}, settings={"rounds": 3},
-                             roofs={"compute_gflops": 100.0}, cells=[cell], pairs=[pair])
+    return bench_report.BenchReport(machine={"usable_cores": 2}, versions={},
+                                    settings={"rounds": 3}, roofs={"compute_gflops": 100.0},
+                                    cells=[cell], pairs=[pair])
 
 
 def test_combine_roofs_keeps_the_best_of_start_and_end():
@@ -336,6 +337,10 @@ def test_measurement_notes_flag_an_unsteady_machine_only():
     assert "above the measured compute roof" in notes[0]
     assert "spread more than 50%" in notes[1]
     assert "disagree" in notes[2] and "load average" in notes[3]
+    report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
+    report.cells[0]["per_op_error"] = "worker failed: boom"
+    (note,) = bench_report.measurement_notes(report)
+    assert "no per-op breakdown" in note and "boom" in note
 
 
 def test_worker_failure_is_returned_not_raised():
