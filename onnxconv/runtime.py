@@ -42,15 +42,15 @@ CUDA provider options (defaults, override with ``cuda_options``)
 
 Precision
 ---------
-``fp16`` targets run :func:`to_fp16` of the model: weights and activations in float16, graph
+``fp16`` targets run :func:`onnxconv.fp16.to_fp16` of the model: weights and activations in float16, graph
 inputs and outputs kept float32 with Cast nodes, so callers feed the same fp32 arrays and compare
 against the same fp32 reference.
 
 Intermediate tensors
 --------------------
-:func:`with_all_outputs` exposes every node output as a graph output. ORT may fuse nodes away at
+:func:`onnxconv.divergence.with_all_outputs` exposes every node output as a graph output. ORT may fuse nodes away at
 opt levels above ``disabled`` (e.g. Conv+Relu -> FusedConv); a tensor that is a graph output must
-be materialised, so exposing outputs *prevents* those fusions. :func:`first_divergence` therefore
+be materialised, so exposing outputs *prevents* those fusions. ``first_divergence`` therefore
 localises defects of the unfused computation; a defect that lives only in a fused kernel shows
 up as a mismatch of the final outputs without a divergent intermediate.
 """
@@ -73,11 +73,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import onnxruntime.capi.onnxruntime_pybind11_state as _ort_state
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.errors import one_line as _one_line
-from onnxconv.parity import PRECISIONS, ParityResult, Tolerance, compare
+from onnxconv.fp16 import to_fp16
+from onnxconv.parity import PRECISIONS
 
 OPT_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -358,7 +359,7 @@ class SessionInfo:
         return self.profile_path
 
 
-def _load_model_proto(model: ModelSource) -> tuple[onnx.ModelProto, str]:
+def load_model_proto(model: ModelSource) -> tuple[onnx.ModelProto, str]:
     if isinstance(model, onnx.ModelProto):
         return model, "<in-memory model>"
     if isinstance(model, (bytes, bytearray)):
@@ -378,7 +379,7 @@ def _load_model_proto(model: ModelSource) -> tuple[onnx.ModelProto, str]:
 def _session_source(model: ModelSource, precision: str) -> tuple[bytes | str, str]:
     """What ``ort.InferenceSession`` gets (path or bytes) and a label for messages."""
     if precision == "fp16":
-        proto, label = _load_model_proto(model)
+        proto, label = load_model_proto(model)
         return to_fp16(proto).SerializeToString(), label
     if isinstance(model, onnx.ModelProto):
         return model.SerializeToString(), "<in-memory model>"
@@ -583,323 +584,18 @@ def run(session_info: SessionInfo, feeds: Mapping[str, np.ndarray]) -> dict[str,
     return dict(zip(names, values))
 
 
-# ---------------------------------------------------------------------------------------------
-# fp16
-
-
-_FP32 = TensorProto.FLOAT
-_FP16 = TensorProto.FLOAT16
-_FP16_MAX = float(np.finfo(np.float16).max)
-
-# Inputs that the ONNX spec types as tensor(float) regardless of T: they get a Cast back to fp32.
-_FLOAT32_ONLY_INPUTS: dict[str, tuple[int, ...]] = {"Resize": (2,), "Upsample": (1,)}
-# Attributes that name an output element type.
-_DTYPE_ATTRS: dict[str, str] = {
-    "Cast": "to",
-    "EyeLike": "dtype",
-    "RandomNormal": "dtype",
-    "RandomUniform": "dtype",
-    "RandomNormalLike": "dtype",
-    "RandomUniformLike": "dtype",
-}
-
-
-def _tensor_to_fp16(t: TensorProto) -> TensorProto:
-    arr = numpy_helper.to_array(t).astype(np.float64)
-    arr = np.where(np.isfinite(arr), np.clip(arr, -_FP16_MAX, _FP16_MAX), arr)  # no new infs
-    return numpy_helper.from_array(arr.astype(np.float16), t.name)
-
-
-def _set_elem_type(vi: onnx.ValueInfoProto, elem: int) -> None:
-    if vi.type.HasField("tensor_type"):
-        vi.type.tensor_type.elem_type = elem
-
-
-def _is_float(vi: onnx.ValueInfoProto) -> bool:
-    return vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type == _FP32
-
-
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """float32 -> float16 everywhere inside the graph, graph I/O kept float32 via Cast nodes.
-
-    Converts float32 initializers (values beyond the fp16 range are clipped to +-65504),
-    float tensor attributes (``Constant``, ``ConstantOfShape``, ...), ``Constant``'s
-    ``value_float(s)``, element-type attributes (``Cast(to=FLOAT)`` and the like) and
-    ``value_info``. Each float32 graph input gets a ``Cast(to=FLOAT16)`` in front of its
-    consumers; each float32 graph output is produced by a ``Cast(to=FLOAT)`` of the renamed fp16
-    tensor. Inputs typed float-only by the spec (Resize/Upsample scales) get a Cast back to fp32.
-    Subgraphs (If/Loop/Scan) are not supported.
-    """
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    for node in g.node:
-        for attr in node.attribute:
-            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                raise UserInputError(
-                    f"to_fp16: node {node.name or node.op_type!r} ({node.op_type}) has a subgraph; not supported"
-                )
-
-    used: set[str] = set()
-    for node in g.node:
-        used.update(node.input)
-        used.update(node.output)
-        used.add(node.name)
-    used.update(i.name for i in g.initializer)
-    used.update(v.name for v in list(g.input) + list(g.output) + list(g.value_info))
-
-    def fresh(base: str) -> str:
-        name, k = base, 1
-        while name in used:
-            name, k = f"{base}_{k}", k + 1
-        used.add(name)
-        return name
-
-    init_names = {i.name for i in g.initializer}
-
-    # 1. initializers (and legacy graph inputs that merely declare an initializer)
-    for i, init in enumerate(g.initializer):
-        if init.data_type == _FP32:
-            g.initializer[i].CopyFrom(_tensor_to_fp16(init))
-    for vi in g.input:
-        if vi.name in init_names and _is_float(vi):
-            _set_elem_type(vi, _FP16)
-
-    # 2. node attributes
-    for node in g.node:
-        if node.op_type == "Constant":
-            for attr in list(node.attribute):
-                if attr.name == "value_float":
-                    t = numpy_helper.from_array(np.array(attr.f, dtype=np.float16))
-                elif attr.name == "value_floats":
-                    t = numpy_helper.from_array(np.array(list(attr.floats), dtype=np.float16))
-                else:
-                    continue
-                node.attribute.remove(attr)
-                node.attribute.append(helper.make_attribute("value", t))
-        if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
-            # the default fill value is float32 zero
-            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == _FP32:
-                attr.t.CopyFrom(_tensor_to_fp16(attr.t))
-            elif attr.type == onnx.AttributeProto.TENSORS:
-                for j, t in enumerate(attr.tensors):
-                    if t.data_type == _FP32:
-                        attr.tensors[j].CopyFrom(_tensor_to_fp16(t))
-            elif (
-                attr.type == onnx.AttributeProto.INT
-                and _DTYPE_ATTRS.get(node.op_type) == attr.name
-                and attr.i == _FP32
-            ):
-                attr.i = _FP16
-
-    # 3. value_info of intermediate tensors
-    for vi in g.value_info:
-        if _is_float(vi):
-            _set_elem_type(vi, _FP16)
-
-    input_names = {vi.name for vi in g.input}
-    head: list[onnx.NodeProto] = []
-    tail: list[onnx.NodeProto] = []
-
-    # 4. float32 graph inputs -> Cast to fp16 in front of every consumer
-    for vi in g.input:
-        if vi.name in init_names or not _is_float(vi):
-            continue
-        cast_out = fresh(f"{vi.name}_fp16")
-        head.append(
-            helper.make_node("Cast", [vi.name], [cast_out], name=fresh(f"{vi.name}_to_fp16"), to=_FP16)
-        )
-        for node in g.node:
-            for j, name in enumerate(node.input):
-                if name == vi.name:
-                    node.input[j] = cast_out
-
-    # 5. float32 graph outputs -> rename the fp16 producer, Cast back to fp32
-    for vi in g.output:
-        if vi.name in input_names or not _is_float(vi):
-            continue
-        inner = fresh(f"{vi.name}_fp16")
-        for node in g.node:
-            for j, name in enumerate(node.output):
-                if name == vi.name:
-                    node.output[j] = inner
-            for j, name in enumerate(node.input):
-                if name == vi.name:
-                    node.input[j] = inner
-        for init in g.initializer:
-            if init.name == vi.name:
-                init.name = inner
-        for v in g.value_info:
-            if v.name == vi.name:
-                v.name = inner
-        tail.append(helper.make_node("Cast", [inner], [vi.name], name=fresh(f"{vi.name}_to_fp32"), to=_FP32))
-
-    # 6. float-only inputs -> Cast back to fp32 right before the consumer
-    body: list[onnx.NodeProto] = []
-    for node in g.node:
-        for j in _FLOAT32_ONLY_INPUTS.get(node.op_type, ()):
-            if j < len(node.input) and node.input[j]:
-                src = node.input[j]
-                dst = fresh(f"{src}_fp32")
-                body.append(helper.make_node("Cast", [src], [dst], name=fresh(f"{src}_to_fp32"), to=_FP32))
-                node.input[j] = dst
-        body.append(node)
-
-    del g.node[:]
-    g.node.extend(head + body + tail)
-    onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, "onnxconv.precision": "fp16"})
-    return m
-
-
-# ---------------------------------------------------------------------------------------------
-# intermediate tensors
-
-
-def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose graph outputs are every node output (types by shape inference).
-
-    Outputs keep their original order first; each further tensor is appended in node order.
-    A tensor whose type shape inference cannot tell is exposed with its element type only
-    when known, and skipped otherwise.
-    """
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:
-        raise UserInputError(f"shape inference failed: {_one_line(exc)}") from exc
-    types = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    present = {vi.name for vi in m.graph.output}
-    for node in m.graph.node:
-        for out in node.output:
-            if not out or out in present:
-                continue
-            vi = types.get(out)
-            if vi is None or not vi.type.HasField("tensor_type") or vi.type.tensor_type.elem_type == 0:
-                continue
-            new = onnx.ValueInfoProto()
-            new.CopyFrom(vi)
-            m.graph.output.append(new)
-            present.add(out)
-    return m
-
-
-def _node_outputs_in_order(model: onnx.ModelProto) -> list[str]:
-    return [o for node in model.graph.node for o in node.output if o]
-
-
-def run_intermediates_ort(
-    model: ModelSource,
-    feeds: Mapping[str, np.ndarray],
-    target: Target,
-    *,
-    threads: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Every node output as computed by ORT on ``target``, ``{tensor: array}`` in node order."""
-    proto, _ = _load_model_proto(model)
-    exposed = with_all_outputs(proto)
-    info = make_session(exposed, target, threads=threads)
-    got = run(info, feeds)
-    return {name: got[name] for name in _node_outputs_in_order(proto) if name in got}
-
-
-def run_intermediates_reference(model: ModelSource, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every node output as computed by ``onnx.reference.ReferenceEvaluator`` (slow, exact)."""
-    from onnx.reference import ReferenceEvaluator
-
-    proto, label = _load_model_proto(model)
-    exposed = with_all_outputs(proto)
-    names = [vi.name for vi in exposed.graph.output]
-    try:
-        values = ReferenceEvaluator(exposed).run(names, dict(feeds))
-    except Exception as exc:
-        raise CheckFailed(f"{label}: onnx ReferenceEvaluator failed: {_one_line(exc)}") from exc
-    got = dict(zip(names, values))
-    return {name: np.asarray(got[name]) for name in _node_outputs_in_order(proto) if name in got}
-
-
-@dataclass
-class Divergence:
-    """The first node (in topological order) whose output departs from the reference."""
-
-    node_name: str
-    op_type: str
-    node_index: int
-    output_name: str
-    result: ParityResult
-    checked: int
-    """How many tensors were compared up to and including this one."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "node_name": self.node_name,
-            "op_type": self.op_type,
-            "node_index": self.node_index,
-            "output_name": self.output_name,
-            "checked": self.checked,
-            "result": self.result.to_dict(),
-        }
-
-
-def first_divergence(
-    model: ModelSource,
-    feeds: Mapping[str, np.ndarray],
-    target: Target,
-    tol: Tolerance,
-    *,
-    reference_model: ModelSource | None = None,
-) -> Divergence | None:
-    """First node whose ORT output on ``target`` departs (beyond ``tol``) from the reference.
-
-    The reference is ``onnx.reference.ReferenceEvaluator`` on ``reference_model`` (default: the
-    same ``model``). Passing a known-good model as ``reference_model`` localises a defect planted
-    in ``model``; tensors are matched by name. ``None`` when every tensor agrees.
-    """
-    proto, label = _load_model_proto(model)
-    ref_proto = proto if reference_model is None else _load_model_proto(reference_model)[0]
-    actual = run_intermediates_ort(proto, feeds, target)
-    reference = run_intermediates_reference(ref_proto, feeds)
-    checked = 0
-    for index, node in enumerate(proto.graph.node):
-        for out in node.output:
-            if out not in actual or out not in reference:
-                continue
-            checked += 1
-            result = compare(actual[out], reference[out], tol, name=out)
-            if not result.passed:
-                return Divergence(
-                    node_name=node.name or f"{node.op_type}#{index}",
-                    op_type=node.op_type,
-                    node_index=index,
-                    output_name=out,
-                    result=result,
-                    checked=checked,
-                )
-    if checked == 0:
-        raise UserInputError(f"{label}: no intermediate tensor names in common with the reference model")
-    return None
-
-
 __all__ = [
     "DEFAULT_CUDA_OPTIONS",
     "OPT_LEVELS",
-    "Divergence",
     "EpUnavailable",
     "SessionInfo",
     "Target",
     "TensorSpec",
     "available_eps",
     "ep_unavailable_reason",
-    "first_divergence",
     "make_session",
     "node_placement",
     "provider_name",
     "run",
-    "run_intermediates_ort",
-    "run_intermediates_reference",
     "short_name",
-    "to_fp16",
-    "with_all_outputs",
 ]

@@ -38,6 +38,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import graph, runtime, variants
+from .divergence import first_divergence
 from .errors import CheckFailed, UserInputError, one_line
 from .parity import ParityResult, Tolerance, compare, default_tolerance, odd_one_out
 
@@ -405,7 +406,7 @@ def localise(subject: Subject, case: Case, target: runtime.Target, tol: Toleranc
         reference_model = None
         if subject.variant and subject.entry and not dissenting_reference:
             reference_model = fresh_export(subject)
-        divergence = runtime.first_divergence(subject.model, case.feeds, target, tol,
+        divergence = first_divergence(subject.model, case.feeds, target, tol,
                                               reference_model=reference_model)
     except Exception as error:  # localisation is evidence, not a verdict
         return {"error": f"could not localise: {one_line(error)}"}

@@ -7,10 +7,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from cuda_marks import CUDA_REASON as _CUDA_REASON
+from cuda_marks import cuda_only
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from onnxconv.divergence import (
+    first_divergence,
+    run_intermediates_ort,
+    run_intermediates_reference,
+    with_all_outputs,
+)
 from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.fp16 import to_fp16
 from onnxconv.parity import compare, default_tolerance
 from onnxconv.runtime import (
     OPT_LEVELS,
@@ -18,21 +27,12 @@ from onnxconv.runtime import (
     Target,
     available_eps,
     ep_unavailable_reason,
-    first_divergence,
     make_session,
     node_placement,
     provider_name,
     run,
-    run_intermediates_ort,
-    run_intermediates_reference,
     short_name,
-    to_fp16,
-    with_all_outputs,
 )
-
-from cuda_marks import CUDA_REASON as _CUDA_REASON
-from cuda_marks import cuda_only
-
 
 FP32_CPU = default_tolerance("fp32", "cpu")
 
