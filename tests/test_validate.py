@@ -289,3 +289,21 @@ def test_every_variant_with_dynamic_batch_height_width_validates(exporter, opset
         [(c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"]
     sizes = {c.feeds["input"].shape[2:] for c in validate.make_cases(subjects[0], seeds=(0,))}
     assert len(sizes) == 2  # the export's size and another
+
+
+def test_dissenting_reference_evaluator_is_named_and_the_cell_passes(monkeypatch):
+    real = validate.reference_outputs
+
+    def buggy_reference(model, feeds):  # a reference implementation with a bug, planted
+        outputs = real(model, feeds)
+        return {name: value + 0.5 for name, value in outputs.items()}
+
+    monkeypatch.setattr(validate, "reference_outputs", buggy_reference)
+    report = run([validate.load_subject("grouped", GRAPHS)], distributions=("normal",))
+    (cell,) = report.cells
+    assert cell.status == "warn"
+    assert {o.dissenter for c in cell.cases for o in c.outputs} == {"reference_evaluator"}
+    assert "reference 'reference_evaluator' disagrees with onnxruntime and torch" in cell.reason
+    check = cell.cases[0].outputs[0]
+    assert check.results["torch"].passed and check.results["stored"].passed
+    assert check.results["reference_evaluator"].max_abs == pytest.approx(0.5, abs=1e-4)
