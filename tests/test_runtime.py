@@ -1,4 +1,4 @@
-"""runtime: sessions per target on ORT CPU, EP truth, input checks, fp16, intermediates."""
+"""runtime: sessions per target on ORT CPU, EP truth, input checks (fp16 and intermediates: their own files)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from cuda_marks import CUDA_REASON as _CUDA_REASON
 from cuda_marks import cuda_only
-from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
-from onnxconv.divergence import (
-    first_divergence,
-    run_intermediates_ort,
-    run_intermediates_reference,
-    with_all_outputs,
-)
 from onnxconv.errors import CheckFailed, UserInputError
-from onnxconv.fp16 import to_fp16
 from onnxconv.parity import compare, default_tolerance
 from onnxconv.runtime import (
     OPT_LEVELS,
@@ -35,113 +25,6 @@ from onnxconv.runtime import (
 )
 
 FP32_CPU = default_tolerance("fp32", "cpu")
-
-
-# ---------------------------------------------------------------------------------------------
-# graphs built by hand
-
-
-def _init(name: str, arr: np.ndarray) -> TensorProto:
-    return numpy_helper.from_array(arr, name)
-
-
-def _model(nodes, inputs, outputs, inits, opset=17) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
-@pytest.fixture(scope="module")
-def conv_case():
-    """x[1,8,16,16] -> grouped Conv (g=2) -> Relu -> Transpose(NHWC); weights as numpy."""
-    rng = np.random.default_rng(0)
-    w = (rng.standard_normal((8, 4, 3, 3)) * 0.3).astype(np.float32)
-    b = rng.standard_normal(8).astype(np.float32)
-    x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
-    nodes = [
-        helper.make_node("Conv", ["x", "W", "B"], ["conv_out"], name="conv", group=2, pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["conv_out"], ["relu_out"], name="relu"),
-        helper.make_node("Transpose", ["relu_out"], ["y"], name="transpose", perm=[0, 2, 3, 1]),
-    ]
-    model = _model(
-        nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 8])],
-        [_init("W", w), _init("B", b)],
-    )
-    with torch.no_grad():
-        ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
-                                         padding=1, groups=2)
-        ref = ref.relu().permute(0, 2, 3, 1).numpy()
-    return model, x, ref
-
-
-@pytest.fixture(scope="module")
-def mini_net():
-    """Every op family the exporters emit: Conv BN Relu Add(Constant) Reshape Transpose (channel
-    shuffle) MaxPool AveragePool Concat GlobalAveragePool Flatten Cast Gemm; batch is symbolic."""
-    rng = np.random.default_rng(1)
-
-    def f32(*shape, scale=1.0):
-        return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-    inits = [
-        _init("W1", f32(8, 4, 3, 3, scale=0.3)),
-        _init("B1", f32(8, scale=0.1)),
-        _init("bn_scale", (1.0 + 0.1 * rng.standard_normal(8)).astype(np.float32)),
-        _init("bn_bias", f32(8, scale=0.1)),
-        _init("bn_mean", f32(8, scale=0.1)),
-        _init("bn_var", (0.5 + rng.random(8)).astype(np.float32)),
-        _init("shape5", np.array([-1, 2, 4, 8, 8], dtype=np.int64)),
-        _init("shape4", np.array([-1, 8, 8, 8], dtype=np.int64)),
-        _init("Wg", f32(10, 16, scale=0.3)),
-        _init("Bg", f32(10, scale=0.1)),
-    ]
-    bias_const = helper.make_tensor("bias_c", TensorProto.FLOAT, [1, 8, 1, 1], f32(8, scale=0.1).tolist())
-    nodes = [
-        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["b1"], name="bn1"),
-        helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
-        helper.make_node("Constant", [], ["cst"], name="const1", value=bias_const),
-        helper.make_node("Add", ["r1", "cst"], ["a1"], name="add1"),
-        helper.make_node("Reshape", ["a1", "shape5"], ["rs1"], name="shuffle_reshape1"),
-        helper.make_node("Transpose", ["rs1"], ["tr1"], name="shuffle_transpose", perm=[0, 2, 1, 3, 4]),
-        helper.make_node("Reshape", ["tr1", "shape4"], ["sh"], name="shuffle_reshape2"),
-        helper.make_node("MaxPool", ["sh"], ["mp"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("AveragePool", ["sh"], ["ap"], name="avgpool", kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Concat", ["mp", "ap"], ["cat"], name="concat", axis=1),
-        helper.make_node("GlobalAveragePool", ["cat"], ["gap"], name="gap"),
-        helper.make_node("Flatten", ["gap"], ["fl"], name="flatten"),
-        helper.make_node("Cast", ["fl"], ["fl32"], name="cast", to=TensorProto.FLOAT),
-        helper.make_node("Gemm", ["fl32", "Wg", "Bg"], ["logits"], name="fc", transB=1),
-    ]
-    model = _model(
-        nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 8, 8])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
-            helper.make_tensor_value_info("cat", TensorProto.FLOAT, ["N", 16, 4, 4]),
-        ],
-        inits,
-    )
-    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
-    ref = dict(zip(["logits", "cat"], ReferenceEvaluator(model).run(None, {"x": x})))
-    return model, x, ref
-
-
-def _sabotaged(model: onnx.ModelProto, init_name: str) -> onnx.ModelProto:
-    """A copy with the sign of one element of one initializer flipped."""
-    bad = onnx.ModelProto()
-    bad.CopyFrom(model)
-    for i, init in enumerate(bad.graph.initializer):
-        if init.name == init_name:
-            arr = numpy_helper.to_array(init).copy()
-            arr.flat[0] = -arr.flat[0] if arr.flat[0] != 0 else 1.0
-            bad.graph.initializer[i].CopyFrom(numpy_helper.from_array(arr, init_name))
-            return bad
-    raise AssertionError(init_name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,106 +231,3 @@ def test_cuda_fp16_parity(mini_net):
         result = compare(out[name], ref[name], default_tolerance("fp16", "cuda"), name=name)
         assert result.passed, result.reason
 
-
-# ---------------------------------------------------------------------------------------------
-# fp16
-
-
-def test_to_fp16_converts_weights_and_keeps_io_float32(mini_net):
-    model, x, ref = mini_net
-    before = model.SerializeToString()
-    half = to_fp16(model)
-    assert model.SerializeToString() == before  # input untouched
-    onnx.checker.check_model(half, full_check=True)
-
-    float_inits = [i for i in half.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)]
-    assert float_inits and all(i.data_type == TensorProto.FLOAT16 for i in float_inits)
-    assert {i.name: i.data_type for i in half.graph.initializer}["shape5"] == TensorProto.INT64
-    const = next(n for n in half.graph.node if n.op_type == "Constant")
-    assert const.attribute[0].t.data_type == TensorProto.FLOAT16
-    inner_cast = next(n for n in half.graph.node if n.name == "cast")
-    assert inner_cast.attribute[0].i == TensorProto.FLOAT16
-
-    for vi in list(half.graph.input) + list(half.graph.output):
-        assert vi.type.tensor_type.elem_type == TensorProto.FLOAT
-    assert [o.name for o in half.graph.output] == ["logits", "cat"]
-    assert half.graph.node[0].op_type == "Cast" and half.graph.node[0].input[0] == "x"
-    assert [n.op_type for n in half.graph.node[-2:]] == ["Cast", "Cast"]
-
-
-@pytest.mark.parametrize("opt_level", ["disabled", "all"])
-def test_fp16_session_matches_fp32_reference(mini_net, opt_level):
-    model, x, ref = mini_net
-    info = make_session(model, Target("cpu", opt_level, "fp16"))
-    assert all(s.dtype == np.float32 for s in info.inputs + info.outputs)
-    out = run(info, {"x": x})
-    tol = default_tolerance("fp16", "cpu")
-    for name in ("logits", "cat"):
-        assert out[name].dtype == np.float32
-        result = compare(out[name], ref[name], tol, name=name)
-        assert result.passed, result.reason
-        assert result.max_abs > 0  # it really ran in fp16: not bit-identical to fp32
-    # and fp16 is genuinely less accurate than the fp32 tolerance allows somewhere
-    fp32_out = run(make_session(model, Target("cpu", opt_level)), {"x": x})
-    assert compare(fp32_out["cat"], ref["cat"], FP32_CPU).max_abs < compare(out["cat"], ref["cat"], tol).max_abs
-
-
-def test_to_fp16_rejects_subgraphs():
-    then = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
-                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])])
-    node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=then)
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    with pytest.raises(UserInputError, match="'branch'.*subgraph"):
-        to_fp16(helper.make_model(graph))
-
-
-# ---------------------------------------------------------------------------------------------
-# intermediates
-
-
-def test_with_all_outputs_exposes_every_node_output(mini_net):
-    model = mini_net[0]
-    exposed = with_all_outputs(model)
-    names = [o.name for o in exposed.graph.output]
-    assert names[:2] == ["logits", "cat"]
-    assert set(names) == {o for n in model.graph.node for o in n.output}
-    assert all(o.type.tensor_type.elem_type != 0 for o in exposed.graph.output)
-    assert len(model.graph.output) == 2  # input untouched
-
-
-@pytest.mark.parametrize("opt_level", ["disabled", "all"])
-def test_intermediates_ort_agree_with_reference(mini_net, opt_level):
-    model, x, _ = mini_net
-    got = run_intermediates_ort(model, {"x": x}, Target("cpu", opt_level))
-    ref = run_intermediates_reference(model, {"x": x})
-    order = [o for n in model.graph.node for o in n.output]
-    assert list(got) == order and list(ref) == order  # topological order, fused tensors included
-    for name in order:
-        assert compare(got[name], ref[name], FP32_CPU, name=name).passed
-
-
-def test_first_divergence_none_on_clean_graph(mini_net):
-    model, x, _ = mini_net
-    assert first_divergence(model, {"x": x}, Target("cpu", "all"), FP32_CPU) is None
-    assert first_divergence(model, {"x": x}, Target("cpu", "all", "fp16"), default_tolerance("fp16", "cpu")) is None
-
-
-@pytest.mark.parametrize(
-    "init_name, node_name, output_name",
-    [("W1", "conv1", "c1"), ("bn_scale", "bn1", "b1"), ("Wg", "fc", "logits")],
-)
-def test_first_divergence_names_the_sabotaged_node(mini_net, init_name, node_name, output_name):
-    model, x, _ = mini_net
-    bad = _sabotaged(model, init_name)
-    div = first_divergence(bad, {"x": x}, Target("cpu", "all"), FP32_CPU, reference_model=model)
-    assert div is not None
-    assert (div.node_name, div.output_name) == (node_name, output_name)
-    assert div.op_type == next(n.op_type for n in model.graph.node if n.name == node_name)
-    assert not div.result.passed and div.result.n_bad > 0
-    assert div.checked == sum(len(n.output) for n in model.graph.node[: div.node_index + 1])
-    assert div.to_dict()["result"]["passed"] is False

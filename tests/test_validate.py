@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cuda_marks import cuda_only
 from onnx import numpy_helper
 
 import onnxconv
 from onnxconv import runtime, validate, variants
 from onnxconv.cli import main
-
-from cuda_marks import cuda_only
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
