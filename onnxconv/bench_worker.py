@@ -93,23 +93,18 @@ def _timing_args(job: dict[str, Any]) -> dict[str, Any]:
 # ONNX Runtime
 
 
-OPT_LEVEL_NAMES = ("disabled", "basic", "extended", "all")
-
-
 def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import onnxruntime as ort
 
-    levels = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS
+
     threads = int(job["threads"])
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = levels[job["opt_level"]]
+    so.graph_optimization_level = OPT_LEVELS[job["opt_level"]]
     so.log_severity_level = 3
     if job.get("profile"):
         so.enable_profiling = True
@@ -117,7 +112,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     ep = job.get("ep", "cpu")
     cuda_options: dict[str, str] = {}
     if ep == "cuda":
-        cuda_options = {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "0"}
+        cuda_options = dict(DEFAULT_CUDA_OPTIONS)
         cuda_options.update({k: str(v) for k, v in (job.get("cuda_options") or {}).items()})
         providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
     elif ep == "cpu":
