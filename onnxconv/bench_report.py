@@ -286,11 +286,3 @@ def load_report(path: str | os.PathLike) -> BenchReport:
         return BenchReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError, KeyError) as error:
         raise UserInputError(f"{path}: not a readable bench report ({_one_line(error)})") from None
-
-
-def iter_cells(report: BenchReport | Mapping[str, Any], **match: Any) -> Iterable[dict[str, Any]]:
-    """Cells whose keys equal ``match`` (e.g. ``backend="ort", opt_level="all"``)."""
-    data = report.to_dict() if isinstance(report, BenchReport) else report
-    for cell in data["cells"]:
-        if all(cell.get(k) == v for k, v in match.items()):
-            yield cell
