@@ -50,6 +50,8 @@ from typing import Any, Callable, Mapping, Sequence
 from .bench_report import BenchReport, measurement_notes
 from .bench_stats import median_or_none, paired_ratios, summarize
 from .errors import UserInputError
+from .graph import graph_cost
+from .graph_index import load_model
 from .errors import one_line as _one_line
 
 OPT_LEVELS = ("all", "extended", "basic", "disabled")
@@ -176,7 +178,7 @@ def resolve_sources(items: Sequence[str | os.PathLike],
             path = path / "model.onnx"
         if not path.exists():
             raise UserInputError(f"{path}: no such file")
-        _load_onnx(path)  # fails early, with one line, on anything that is not ONNX
+        load_model(path)  # fails early, with one line, on anything that is not ONNX
         label = path.parent.name if path.name == "model.onnx" else path.stem
         sources.append(Source(label=label, kind="onnx", path=path.resolve()))
     common = dict(overrides or {})
@@ -204,21 +206,6 @@ def resolve_sources(items: Sequence[str | os.PathLike],
     if "batch" in common:
         raise UserInputError("set batch sizes with batches, not in the config overrides")
     return sources
-
-
-def _load_onnx(path: Path):
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    if path.stat().st_size == 0:
-        raise UserInputError(f"{path}: empty file, not an ONNX model")
-    try:
-        model = onnx.load(str(path))
-    except (DecodeError, OSError, ValueError, RuntimeError) as error:
-        raise UserInputError(f"{path}: not an ONNX model ({_one_line(error)})") from None
-    if len(model.graph.node) == 0 or len(model.opset_import) == 0:
-        raise UserInputError(f"{path}: not an ONNX model (no graph nodes or no opset_import)")
-    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +302,7 @@ _NP_DTYPES = {1: "float32", 10: "float16", 11: "float64", 6: "int32", 7: "int64"
 def _prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path) -> _Prepared:
     import numpy as np
 
-    model = _load_onnx(source.path)
+    model = load_model(source.path)
     initializers = {i.name for i in model.graph.initializer}
     folder = work / f"{source.label}-b{batch}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -355,40 +342,8 @@ def _prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Pat
         np.save(path, data)
         inputs[vi.name] = path
         elems += int(np.prod(shape)) if shape else 1
-    params, macs = _graph_cost(model, batch)
+    params, macs = graph_cost(model, batch)
     return _Prepared(source, batch, None, source.path, inputs, elems, macs, params, "graph")
-
-
-def _graph_cost(model, batch: int) -> tuple[int, int]:
-    """(params, MACs for the batch) of a bare graph: ``onnxconv.graph.graph_cost`` when present,
-    else Conv MACs from ONNX shape inference and every initializer counted as a parameter."""
-    try:
-        from .graph import graph_cost
-    except ImportError:
-        graph_cost = None
-    if graph_cost is not None:
-        params, macs = graph_cost(model, batch_size=batch)
-        return int(params), int(macs)
-    import onnx
-    from onnx import numpy_helper
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes: dict[str, list[int | None]] = {}
-    g = inferred.graph
-    for vi in [*g.value_info, *g.output, *g.input]:
-        dims = [d.dim_value if d.HasField("dim_value") else None
-                for d in vi.type.tensor_type.shape.dim]
-        shapes[vi.name] = [batch if (i == 0 and d is None) else d for i, d in enumerate(dims)]
-    weights = {i.name: list(i.dims) for i in model.graph.initializer}
-    params = sum(int(math.prod(numpy_helper.to_array(i).shape)) for i in model.graph.initializer)
-    macs = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        out, w = shapes.get(node.output[0]), weights.get(node.input[1]) or shapes.get(node.input[1])
-        if out and w and None not in out and None not in w:
-            macs += math.prod(out) * math.prod(w[1:])
-    return params, macs
 
 
 # ---------------------------------------------------------------------------------------------
