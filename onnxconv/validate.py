@@ -232,11 +232,15 @@ def reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> d
     return dict(zip(names, (np.asarray(v) for v in values)))
 
 
-def torch_outputs(subject: Subject, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def torch_module(subject: Subject):
+    """The variant's module with the weights the graph was exported with (the manifest's seed)."""
+    seed = (subject.entry or {}).get("seed", 0)
+    return variants.get(subject.variant).build(subject.config, seed=seed)
+
+
+def torch_outputs(subject: Subject, module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch
 
-    spec = variants.get(subject.variant)
-    module = spec.build(subject.config, seed=0)
     (name,) = feeds
     with torch.no_grad():
         out = module(torch.from_numpy(np.array(feeds[name])))
@@ -269,10 +273,12 @@ def make_cases(subject: Subject, seeds: Iterable[int] = (0, 1),
                batches: Iterable[int] | None = None,
                extra_inputs: dict[str, np.ndarray] | None = None) -> list[Case]:
     """The stored test sets plus generated inputs, each with every reference that applies."""
+    module = torch_module(subject) if subject.variant else None
+
     def opinions(feeds: dict[str, np.ndarray], stored: dict[str, np.ndarray] | None):
         refs: dict[str, dict[str, np.ndarray]] = {}
-        if subject.variant:
-            refs[TORCH] = torch_outputs(subject, feeds)
+        if module is not None:
+            refs[TORCH] = torch_outputs(subject, module, feeds)
         if stored is not None:
             refs[STORED] = stored
         refs[REFERENCE] = reference_outputs(subject.model, feeds)

@@ -306,3 +306,10 @@ def test_dissenting_reference_evaluator_is_named_and_the_cell_passes(monkeypatch
     check = cell.cases[0].outputs[0]
     assert check.results["torch"].passed and check.results["stored"].passed
     assert check.results["reference_evaluator"].max_abs == pytest.approx(0.5, abs=1e-4)
+
+
+def test_pytorch_opinion_uses_the_weights_the_graph_was_exported_with(tmp_path):
+    from onnxconv.export import ExportOptions, export_variants
+    export_variants(["grouped"], tmp_path, ExportOptions(seed=3))
+    report = run([validate.load_subject("grouped", tmp_path)], distributions=("normal",))
+    assert report.cells[0].status == "pass", report.cells[0].reason
