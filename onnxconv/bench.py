@@ -384,7 +384,8 @@ def _record_round(cell: dict[str, Any], index: int, result: Mapping[str, Any],
                          "involuntary_ctx_switches_per_call"),
                      error=None)
         for key in ("providers", "session_options", "cuda_options", "io_binding", "copies_ms",
-                    "torch_threads", "torch_interop_threads", "malloc_env", "compile_s", "device"):
+                    "torch_threads", "torch_interop_threads", "malloc_env", "compile_s", "device",
+                    "cuda_settings"):
             if key in result:
                 cell["session"][key] = result[key]
         cell["outputs"] = result.get("outputs")
@@ -547,14 +548,21 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
             progress(done, total, message)
         done += 1
 
+    cuda_roofs_wanted = "cuda" in settings.eps and "cuda" in devices
+
     def measure_roofs(when: str) -> dict[str, Any]:
         step(f"measuring roofs ({when})")
         if not settings.roofs:
             return {"ok": False, "error": "not measured (roofs=False)"}
+        if cuda_roofs_wanted:  # the GPU's roofs: what a CUDA cell's % of roof is measured against
+            cuda_roof_results.append(run_worker({"kind": "roofs", "device": "cuda", "threads": 1,
+                                                 "repeats": settings.roof_repeats},
+                                                torch_env, settings.timeout_s))
         return run_worker({"kind": "roofs", "threads": settings.threads,
                            "matmul_n": settings.roof_matmul_n, "copy_mb": settings.roof_copy_mb,
                            "repeats": settings.roof_repeats}, torch_env, settings.timeout_s)
 
+    cuda_roof_results: list[dict[str, Any]] = []
     roof_results = [measure_roofs("start")]
     report = BenchReport(
         machine=machine_info(), versions=versions(),
@@ -635,8 +643,11 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
     if settings.roofs:
         roof_results.append(measure_roofs("end"))
     report.roofs, report.roofs_error = combine_roofs(roof_results)
+    if cuda_roof_results:
+        report.cuda_roofs, report.cuda_roofs_error = combine_roofs(cuda_roof_results)
     for cell, prep, blocks_of_cell in finishing:
-        _finish_cell(cell, prep, blocks_of_cell, report.roofs)
+        _finish_cell(cell, prep, blocks_of_cell,
+                     report.cuda_roofs if cell.get("device") == "cuda" else report.roofs)
     report.notes = measurement_notes(report)
     if progress is not None:
         progress(total, total, "done")
@@ -661,6 +672,7 @@ def combine_roofs(results: Sequence[Mapping[str, Any]],
     return {
         "compute_gflops": compute, "memory_gbps": memory,
         "ridge_flops_per_byte": compute / memory, "threads": good[0]["threads"],
+        **({"device": good[0]["device"]} if "device" in good[0] else {}),
         "method": {**good[0]["method"], "combined": "best of the start and end measurements"},
         "details": good[0]["details"],
         "measurements": [{"when": when[i] if i < 2 else str(i), **r}

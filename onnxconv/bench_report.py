@@ -36,7 +36,10 @@ class BenchReport:
     - ``roofs``: ``compute_gflops``, ``memory_gbps``, ``ridge_flops_per_byte``, ``threads``,
       ``method``, ``details`` (numpy and torch figures of the first measurement),
       ``measurements[]`` (start and end, each with its own figures); ``null`` if the roof
-      worker failed or roofs were off (``roofs_error`` then says why).
+      worker failed or roofs were off (``roofs_error`` then says why). These are the CPU's.
+    - ``cuda_roofs``: the GPU's, when CUDA cells ran (fp32 matmul with TF32 off and a
+      device-to-device copy through PyTorch, CUDA events; same keys plus ``device``); CUDA cells'
+      % of roof are against these. ``null`` otherwise (``cuda_roofs_error`` says why if measured).
     - ``cells[]``: one per (source, batch, backend, target). Keys: ``id``, ``label``,
       ``source`` (variant name or model path), ``kind`` ("variant" | "onnx"), ``config``,
       ``batch``, ``backend`` ("ort" | "torch" | "torch_compile"), ``target`` ("cpu/all/fp32" for
@@ -75,11 +78,15 @@ class BenchReport:
                          .isoformat(timespec="seconds"))
     roofs_error: str | None = None
     notes: list[str] = field(default_factory=list)
+    cuda_roofs: dict[str, Any] | None = None
+    cuda_roofs_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": self.created,
                 "machine": self.machine, "versions": self.versions, "settings": self.settings,
-                "roofs": self.roofs, "roofs_error": self.roofs_error, "cells": self.cells,
+                "roofs": self.roofs, "roofs_error": self.roofs_error,
+                "cuda_roofs": self.cuda_roofs, "cuda_roofs_error": self.cuda_roofs_error,
+                "cells": self.cells,
                 "pairs": self.pairs, "notes": self.notes}
 
     @classmethod
@@ -89,7 +96,8 @@ class BenchReport:
         return cls(machine=data["machine"], versions=data["versions"], settings=data["settings"],
                    roofs=data.get("roofs"), cells=list(data["cells"]), pairs=list(data["pairs"]),
                    created=data["created"], roofs_error=data.get("roofs_error"),
-                   notes=list(data.get("notes", [])))
+                   notes=list(data.get("notes", [])), cuda_roofs=data.get("cuda_roofs"),
+                   cuda_roofs_error=data.get("cuda_roofs_error"))
 
     @property
     def ok(self) -> bool:
@@ -108,14 +116,18 @@ ABOVE_ROOF = 1.05
 def measurement_notes(report: BenchReport) -> list[str]:
     """Warnings about the measurement (never about which runtime is faster)."""
     notes = []
-    roofs = report.roofs
-    if roofs:
+    for roofs, on_gpu in ((report.roofs, False), (report.cuda_roofs, True)):
+        if not roofs:
+            continue
         above = [c["id"] for c in report.cells
-                 if c.get("gflops") and c["gflops"] > ABOVE_ROOF * roofs["compute_gflops"]]
+                 if (c.get("device") == "cuda") == on_gpu
+                 and c.get("gflops") and c["gflops"] > ABOVE_ROOF * roofs["compute_gflops"]]
         if above:
-            notes.append(f"{len(above)} cell(s) ran above the measured compute roof "
+            notes.append(f"{len(above)} cell(s) ran above the measured "
+                         f"{'GPU' if on_gpu else 'CPU'} compute roof "
                          f"({roofs['compute_gflops']:.0f} GFLOP/s), e.g. {above[0]}: the roof was "
-                         "probably measured while the machine was busy; % roof is then too high")
+                         "probably measured while the machine was busy, or the cell's kernels "
+                         "beat the fp32 matmul; % roof is then too high")
     unsteady = [c["id"] for c in report.cells
                 if c.get("stats") and c["stats"]["block_spread"] > UNSTEADY_SPREAD]
     if unsteady:
@@ -187,6 +199,15 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
                      f"read+write); ridge {roofs['ridge_flops_per_byte']:.1f} FLOP/byte")
     else:
         lines.append(f"- roofs: not measured ({data.get('roofs_error')})")
+    cuda_roofs = data.get("cuda_roofs")
+    if cuda_roofs:
+        lines.append(f"- GPU roofs ({cuda_roofs.get('device')}, for CUDA cells): compute "
+                     f"{cuda_roofs['compute_gflops']:.0f} GFLOP/s (fp32 matmul "
+                     f"{cuda_roofs['method']['matmul_n']}², TF32 off), memory "
+                     f"{cuda_roofs['memory_gbps']:.0f} GB/s (device copy "
+                     f"{cuda_roofs['method']['copy_mb']} MiB, read+write)")
+    elif data.get("cuda_roofs_error"):
+        lines.append(f"- GPU roofs: not measured ({data['cuda_roofs_error']})")
     ratio_of = {}
     for p in data["pairs"]:
         if p["torch_backend"] == "torch":

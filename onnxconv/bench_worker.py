@@ -11,7 +11,7 @@ Job (all kinds): ``{"kind": "ort" | "torch" | "roofs", "threads": int, ...}``
   (bool), ``profile_prefix``.
 - ``torch``: ``variant``, ``config``, ``seed``, ``input`` (.npy path), ``device``
   (``cpu``/``cuda``), ``compile`` (bool), ``warmup``, ``warmup_s``, ``blocks``, ``calls``.
-- ``roofs``: ``matmul_n``, ``copy_mb``, ``repeats``.
+- ``roofs``: ``matmul_n``, ``copy_mb``, ``repeats``, ``device`` (``cpu``/``cuda``).
 
 Result: ``{"ok": true, "blocks_ns": [[int, ...], ...], "minflt": int, "majflt": int,
 "page_faults_per_call": float, "outputs": [{"shape": [...], "abs_sum": float}], ...}`` or
@@ -97,7 +97,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import onnxruntime as ort
 
-    from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS
+    from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS, preload_cuda_libraries
 
     threads = int(job["threads"])
     so = ort.SessionOptions()
@@ -112,6 +112,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     ep = job.get("ep", "cpu")
     cuda_options: dict[str, str] = {}
     if ep == "cuda":
+        preload_cuda_libraries()
         cuda_options = dict(DEFAULT_CUDA_OPTIONS)
         cuda_options.update({k: str(v) for k, v in (job.get("cuda_options") or {}).items()})
         providers: list[Any] = [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
@@ -221,11 +222,19 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
         # the timing covers the kernels, not just their launch.
         if not torch.cuda.is_available():
             return {"ok": False, "status": "unavailable", "error": "torch.cuda is not available"}
+        # The same numerics as ORT's CUDA EP here (use_tf32=0) and the same kernel choice
+        # (cuDNN benchmarks algorithms once per shape, like cudnn_conv_algo_search=EXHAUSTIVE).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
         module, x = module.cuda(), x.cuda()
         sync = torch.cuda.synchronize
     result: dict[str, Any] = {"ok": True, "torch_threads": torch.get_num_threads(),
                               "torch_interop_threads": torch.get_num_interop_threads(),
                               "device": device,
+                              "cuda_settings": ({"allow_tf32": False, "cudnn_benchmark": True,
+                                                 "device_name": torch.cuda.get_device_name()}
+                                                if device == "cuda" else None),
                               "malloc_env": {k: v for k, v in os.environ.items()
                                              if k.startswith("MALLOC_")}}
     with torch.inference_mode():
@@ -253,8 +262,12 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_roofs(job: dict[str, Any]) -> dict[str, Any]:
-    from onnxconv.machine import measure_roofs
+    from onnxconv.machine import measure_cuda_roofs, measure_roofs
 
+    if job.get("device") == "cuda":
+        return {"ok": True, "roofs": measure_cuda_roofs(
+            matmul_n=int(job.get("matmul_n", 8192)), copy_mb=int(job.get("copy_mb", 1024)),
+            repeats=int(job.get("repeats", 5)))}
     roofs = measure_roofs(int(job["threads"]), matmul_n=int(job.get("matmul_n", 2048)),
                           copy_mb=int(job.get("copy_mb", 256)), repeats=int(job.get("repeats", 5)))
     return {"ok": True, "roofs": roofs}

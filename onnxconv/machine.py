@@ -182,3 +182,49 @@ def measure_roofs(threads: int, matmul_n: int = 2048, copy_mb: int = 256,
                    "dtype": "float32", "copy_counts": "read + write"},
         "details": details,
     }
+
+
+def measure_cuda_roofs(matmul_n: int = 8192, copy_mb: int = 1024, repeats: int = 5) -> dict[str, Any]:
+    """GPU roofs through PyTorch: fp32 matmul GFLOP/s (TF32 off, as the benched cells run) and
+    device-to-device copy GB/s (read + write), timed with CUDA events, best of ``repeats``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("torch.cuda is not available")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = torch.device("cuda")
+
+    def best_seconds(fn) -> float:
+        fn()
+        torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return best
+
+    a, b = torch.randn(matmul_n, matmul_n, device=dev), torch.randn(matmul_n, matmul_n, device=dev)
+    c = torch.empty_like(a)
+    compute = 2.0 * matmul_n ** 3 / best_seconds(lambda: torch.mm(a, b, out=c)) / 1e9
+    del a, b, c
+    n_floats = copy_mb * (1 << 20) // 4
+    src, dst = torch.ones(n_floats, device=dev), torch.zeros(n_floats, device=dev)
+    memory = 2.0 * 4 * n_floats / best_seconds(lambda: dst.copy_(src)) / 1e9
+    del src, dst
+    torch.cuda.empty_cache()
+    return {
+        "compute_gflops": compute,
+        "memory_gbps": memory,
+        "ridge_flops_per_byte": compute / memory,
+        "threads": None,
+        "device": torch.cuda.get_device_name(),
+        "method": {"matmul_n": matmul_n, "copy_mb": copy_mb, "repeats": repeats,
+                   "dtype": "float32 (TF32 off)", "copy_counts": "read + write",
+                   "timer": "CUDA events"},
+        "details": {"torch_cuda_matmul_gflops": compute, "torch_cuda_copy_gbps": memory},
+    }

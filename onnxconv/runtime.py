@@ -60,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import io
 import json
 import os
 import re
@@ -236,6 +237,27 @@ def _log_reason(log: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def preload_cuda_libraries() -> str:
+    """Load the CUDA and cuDNN libraries the GPU build needs, once per process; what ORT said.
+
+    ``onnxruntime-gpu`` does not link its CUDA EP against a path: the libraries come from the
+    ``nvidia-*`` wheels of the ``[cuda,cudnn]`` extras (or PyTorch's), which the loader does not
+    search by itself. ``onnxruntime.preload_dlls()`` loads them from those wheels; without it the
+    CUDA EP fails to load unless ``LD_LIBRARY_PATH`` or an earlier ``import torch`` provides them.
+    A no-op (empty string) on builds without the CUDA EP.
+    """
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not hasattr(ort, "preload_dlls"):
+        return ""
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # ORT prints its warnings instead of raising
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # a failed preload shows up as the EP's unavailable reason
+            print(_one_line(exc))
+    return _ANSI.sub("", said.getvalue()).strip()
+
+
 def _not_in_build_reason(provider: str) -> str | None:
     available = ort.get_available_providers()
     if provider in available:
@@ -259,6 +281,7 @@ def ep_unavailable_reason(ep: str) -> str | None:
     missing = _not_in_build_reason(provider)
     if missing is not None:
         return missing
+    preload_cuda_libraries()
 
     options: dict[str, str] = dict(DEFAULT_CUDA_OPTIONS) if short == "cuda" else {}
     so = ort.SessionOptions()

@@ -18,6 +18,8 @@ from onnxconv import bench, bench_report, bench_stats
 from onnxconv.bench_worker import time_calls
 from onnxconv.errors import UserInputError
 
+from cuda_marks import cuda_only
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = {"height": 8, "width": 8}
 FAST = dict(blocks=2, calls=3, warmup=1, warmup_s=0.0, rounds=2, opt_levels=["all"],
@@ -192,7 +194,8 @@ def test_e2e_report_follows_schema(e2e):
     report, written, _, _, _ = e2e
     data = json.loads(written["json"].read_text())
     assert list(data) == ["schema", "schema_version", "created", "machine", "versions",
-                          "settings", "roofs", "roofs_error", "cells", "pairs", "notes"]
+                          "settings", "roofs", "roofs_error", "cuda_roofs", "cuda_roofs_error",
+                          "cells", "pairs", "notes"]
     assert data["schema"] == "onnxconv.bench" and data["schema_version"] == bench_report.SCHEMA_VERSION
     assert data["settings"]["threads"] == 1 and data["settings"]["blocks"] == 2
     assert data["settings"]["env"]["torch"]["OMP_NUM_THREADS"] == "1"
@@ -318,6 +321,41 @@ def _synthetic_report(spread, ratios, gflops, load=0.1):
                                     cells=[cell], pairs=[pair])
 
 
+def test_cuda_cells_are_judged_against_the_gpu_roof_only():
+    report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
+    gpu_cell = {"id": "v/b1/ort/cuda/all/fp32", "device": "cuda", "gflops": 5000.0,
+                "stats": {"block_spread": 0.1}, "rounds": [{"loadavg_1m": 0.1}]}
+    report.cells.append(gpu_cell)
+    assert bench_report.measurement_notes(report) == []  # no GPU roof: not judged at all
+    report.cuda_roofs = {"compute_gflops": 4000.0, "memory_gbps": 3000.0, "device": "H100",
+                         "method": {"matmul_n": 8192, "copy_mb": 1024}}
+    (note,) = bench_report.measurement_notes(report)
+    assert "GPU compute roof (4000 GFLOP/s)" in note and gpu_cell["id"] in note
+    gpu_cell["gflops"] = 3000.0
+    assert bench_report.measurement_notes(report) == []
+    again = bench_report.BenchReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.cuda_roofs == report.cuda_roofs
+
+
+@cuda_only
+def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
+    report = bench.run_bench(["pointwise", "channel_shuffle"], overrides=TINY, eps=["cuda"],
+                             **{**FAST, "rounds": 1})
+    assert report.ok, [(c["id"], c["error"]) for c in report.cells]
+    assert report.cuda_roofs and report.cuda_roofs["compute_gflops"] > report.roofs["compute_gflops"]
+    for cell in report.cells:
+        assert cell["status"] == "ok" and cell["device"] == "cuda", cell["id"]
+        if cell["backend"] == "ort":
+            session = cell["session"]
+            assert session["providers"][0] == "CUDAExecutionProvider" and session["io_binding"]
+            assert session["cuda_options"]["use_tf32"] == "0"
+            assert cell["per_op"], cell.get("per_op_error")
+        else:
+            assert cell["session"]["cuda_settings"]["allow_tf32"] is False
+    assert len(report.pairs) == 2 and all(p["outputs_match"] for p in report.pairs)
+    assert "GPU roofs" in bench_report.to_markdown(report)
+
+
 def test_combine_roofs_keeps_the_best_of_start_and_end():
     def measured(compute, memory):
         return {"ok": True, "roofs": {"compute_gflops": compute, "memory_gbps": memory,
@@ -334,7 +372,7 @@ def test_measurement_notes_flag_an_unsteady_machine_only():
     assert bench_report.measurement_notes(_synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)) == []
     notes = bench_report.measurement_notes(_synthetic_report(0.9, [1.0, 2.0, 1.2], 120.0, load=4.0))
     assert len(notes) == 4
-    assert "above the measured compute roof" in notes[0]
+    assert "above the measured CPU compute roof" in notes[0]
     assert "spread more than 50%" in notes[1]
     assert "disagree" in notes[2] and "load average" in notes[3]
     report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
