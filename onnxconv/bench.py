@@ -631,6 +631,10 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                                          "blocks": 1, "calls": settings.profile_calls},
                                         env, settings.timeout_s)
                     cell["per_op"] = result.get("profile") if result.get("ok") else None
+                    if cell["per_op"] is not None:
+                        # ORT's release builds time a CUDA node's host side (its kernel launch),
+                        # not the GPU kernel: the shares then say where launch time goes.
+                        cell["per_op"]["clock"] = "host" if ep == "cuda" else "cpu"
                     if not result.get("ok"):
                         cell["per_op_error"] = result.get("error")
             for cell in [*ort_cells.values(), *torch_cells.values()]:

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from .bench_stats import OP_GROUPS
 from .errors import UserInputError
 from .errors import one_line as _one_line
+from .machine import describe_gpus
 from .report import write_text
 
 SCHEMA = "onnxconv.bench"
@@ -56,7 +57,8 @@ class BenchReport:
       ``roof_fraction`` (gflops / bound), ``compute_roof_fraction``, ``achieved_gbps`` (bytes /
       p50) and ``memory_roof_fraction``; ``per_op`` (ORT only, from the profiled run: by_op_us,
       groups_us, fractions {conv, shuffle, reorder, other}, node_us_per_run, run_us_per_run,
-      nodes, providers) or null (``per_op_error`` says why when the profiled run failed);
+      nodes, providers, clock: "cpu", or "host" for CUDA cells, whose node times are kernel
+      launches, not GPU time) or null (``per_op_error`` says why when the profiled run failed);
       ``session`` (ORT session options and providers, CUDA options, IO binding and copy times;
       torch threads, malloc env, compile_s); ``outputs`` (shape, dtype, abs_sum).
     - ``pairs[]``: one per (source, batch, ORT cell, torch cell on the same device): ``label``,
@@ -155,6 +157,16 @@ def measurement_notes(report: BenchReport) -> list[str]:
     if no_profile:
         notes.append(f"{len(no_profile)} cell(s) have no per-op breakdown: the profiled run "
                      f"failed (e.g. {no_profile[0]['id']}: {no_profile[0]['per_op_error']})")
+    launched = [c for c in report.cells if (c.get("per_op") or {}).get("clock") == "host"]
+    if launched:
+        worst = max(launched, key=lambda c: c["per_op"]["run_us_per_run"]
+                    / max(c["per_op"]["node_us_per_run"], 1e-9))
+        op = worst["per_op"]
+        notes.append(f"{len(launched)} CUDA cell(s): the per-op shares are host-side kernel-launch "
+                     "times from ORT's profile, not GPU kernel time (e.g. "
+                     f"{worst['id']}: nodes {op['node_us_per_run'] / 1e3:.3g} ms of a "
+                     f"{op['run_us_per_run'] / 1e3:.3g} ms run); time the GPU side with Nsight "
+                     "Systems")
     return notes
 
 
@@ -181,6 +193,7 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
         f"{_fmt(m.get('memory_bytes'), '.1f', 2 ** -30, ' GiB')}"
         f", {m.get('os')}",
         f"- ISA: {isa}",
+        f"- GPU: {describe_gpus(m) or 'none seen by nvidia-smi'}",
         f"- versions: torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')} "
         f"({', '.join(v.get('onnxruntime_providers', []))}), onnx {v.get('onnx')}, numpy "
         f"{v.get('numpy')}, Python {v.get('python')}",

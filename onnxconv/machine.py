@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 from typing import Any
@@ -83,7 +85,42 @@ def machine_info() -> dict[str, Any]:
         "libc": " ".join(part for part in libc if part) or None,
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
+        "gpus": gpu_info(),
     }
+
+
+#: What nvidia-smi is asked for, in its own field names.
+GPU_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
+
+
+def gpu_info(nvidia_smi: str = "nvidia-smi") -> list[dict[str, str]]:
+    """The NVIDIA GPUs ``nvidia-smi`` lists (name, driver, memory, compute capability); ``[]`` when
+    there is no nvidia-smi or it fails (no driver, no GPU). Imports nothing; ~0.1 s when present."""
+    if shutil.which(nvidia_smi) is None:
+        return []
+    try:
+        done = subprocess.run([nvidia_smi, "--query-gpu=" + ",".join(GPU_FIELDS),
+                               "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if done.returncode != 0:
+        return []
+    gpus = []
+    for line in done.stdout.splitlines():
+        values = [v.strip() for v in line.split(",")]
+        if len(values) == len(GPU_FIELDS):
+            gpus.append(dict(zip(("name", "driver", "memory", "compute_capability"), values)))
+    return gpus
+
+
+def describe_gpus(machine: dict[str, Any]) -> str | None:
+    """``"NVIDIA H100 80GB HBM3 (driver 580.159.04, 81559 MiB, sm 9.0)"``; None without GPUs."""
+    gpus = machine.get("gpus") or []
+    if not gpus:
+        return None
+    return "; ".join(f"{g['name']} (driver {g['driver']}, {g['memory']}, compute "
+                     f"{g['compute_capability']})" for g in gpus)
 
 
 def versions() -> dict[str, Any]:

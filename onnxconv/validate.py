@@ -40,6 +40,7 @@ from onnx import numpy_helper
 from . import graph, runtime, variants
 from .divergence import first_divergence
 from .errors import CheckFailed, UserInputError, one_line
+from .machine import describe_gpus
 from .parity import ParityResult, Tolerance, compare, default_tolerance, odd_one_out
 
 DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
@@ -561,6 +562,7 @@ def to_markdown(report: ValidationReport) -> str:
     lines = ["# onnxconv validate", "",
              f"- machine: {env['machine']['cpu_model']}, {env['machine']['logical_cores']} "
              f"logical cores; created {env['created']}",
+             f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
                                         if isinstance(v, str)),
              f"- summary: {report.summary()}", "",

@@ -183,9 +183,10 @@ def e2e(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench-work")
     out = tmp_path_factory.mktemp("bench-out")
     seen = []
+    # eps named: by default a GPU build would add CUDA cells (tested apart, on a GPU).
     report = bench.run_bench(["grouped", "channel_shuffle"], overrides=TINY, work_dir=work,
                              progress=lambda done, total, msg: seen.append((done, total, msg)),
-                             **FAST)
+                             eps=["cpu"], **FAST)
     written = bench_report.write_report(report, out)
     return report, written, seen, work, out
 
@@ -290,7 +291,8 @@ def test_report_round_trips_through_json(e2e):
 def test_bench_a_bare_onnx_file(e2e, tmp_path):
     _, _, _, work, _ = e2e
     model = work / "grouped-b1" / "model.onnx"
-    report = bench.run_bench([model], **{**FAST, "rounds": 1}, roofs=False, profile=False)
+    report = bench.run_bench([model], **{**FAST, "rounds": 1}, eps=["cpu"], roofs=False,
+                             profile=False)
     assert [c["backend"] for c in report.cells] == ["ort"]  # no module to run in PyTorch
     cell = report.cells[0]
     assert cell["status"] == "ok" and cell["kind"] == "onnx" and cell["macs_source"] == "graph"
@@ -337,6 +339,17 @@ def test_cuda_cells_are_judged_against_the_gpu_roof_only():
     assert again.cuda_roofs == report.cuda_roofs
 
 
+def test_cuda_per_op_shares_are_flagged_as_launch_times():
+    report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
+    report.cells[0]["per_op"] = {"clock": "cpu", "node_us_per_run": 90.0, "run_us_per_run": 100.0}
+    assert bench_report.measurement_notes(report) == []
+    report.cells.append({"id": "u/b32/ort/cuda/all/fp32", "device": "cuda", "stats": None,
+                         "rounds": [], "per_op": {"clock": "host", "node_us_per_run": 200.0,
+                                                  "run_us_per_run": 20900.0}})
+    (note,) = bench_report.measurement_notes(report)
+    assert "host-side kernel-launch" in note and "nodes 0.2 ms of a 20.9 ms run" in note
+
+
 @cuda_only
 def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
     report = bench.run_bench(["pointwise", "channel_shuffle"], overrides=TINY, eps=["cuda"],
@@ -349,7 +362,7 @@ def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
             session = cell["session"]
             assert session["providers"][0] == "CUDAExecutionProvider" and session["io_binding"]
             assert session["cuda_options"]["use_tf32"] == "0"
-            assert cell["per_op"], cell.get("per_op_error")
+            assert cell["per_op"]["clock"] == "host", cell.get("per_op_error")
         else:
             assert cell["session"]["cuda_settings"]["allow_tf32"] is False
     assert len(report.pairs) == 2 and all(p["outputs_match"] for p in report.pairs)
@@ -424,7 +437,8 @@ def test_non_onnx_file_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_torch_compile_column_records_result_or_error(tmp_path):
-    report = bench.run_bench(["grouped"], overrides=TINY, compile=True, roofs=False, profile=False,
+    report = bench.run_bench(["grouped"], overrides=TINY, compile=True, eps=["cpu"], roofs=False,
+                             profile=False,
                              **{**FAST, "rounds": 1})
     cell = next(c for c in report.cells if c["backend"] == "torch_compile")
     assert cell["status"] in ("ok", "error")
