@@ -85,6 +85,8 @@ class BenchSettings:
     compile: bool = False
     profile: bool = True
     profile_calls: int = 50
+    per_node: bool = False
+    per_node_calls: int = 30
     roofs: bool = True
     seed: int = 0
     opset: int = 18
@@ -105,7 +107,7 @@ class BenchSettings:
             raise UserInputError("batch list is empty: give at least one batch size, e.g. 1")
         for b in self.batches:
             positive("batch size", b)
-        for name in ("rounds", "blocks", "calls", "profile_calls", "roof_matmul_n",
+        for name in ("rounds", "blocks", "calls", "profile_calls", "per_node_calls", "roof_matmul_n",
                      "roof_copy_mb", "roof_repeats"):
             positive(name, getattr(self, name))
         if not isinstance(self.warmup, int) or self.warmup < 0:
@@ -360,7 +362,8 @@ def _cell_base(prep: _Prepared, backend: str, target: str, settings: BenchSettin
         "target": target, "ep": None, "device": None, "opt_level": None,
         "precision": settings.precision, "threads": settings.threads,
         "status": "ok", "error": None, "macs": prep.macs, "params": prep.params,
-        "macs_source": prep.macs_source, "rounds": [], "per_op": None, "session": {},
+        "macs_source": prep.macs_source, "rounds": [], "per_op": None, "per_node": None,
+        "session": {},
         **extra,
     }
 
@@ -475,7 +478,8 @@ def run_bench(items: Sequence[str | os.PathLike], *,
               opt_levels: Sequence[str] | None = None, precision: str = "fp32",
               rounds: int = 2, blocks: int = 5, calls: int = 100, warmup: int = 10,
               warmup_s: float = 0.3, compile: bool = False, profile: bool = True,
-              profile_calls: int = 50, roofs: bool = True, seed: int = 0, opset: int = 18,
+              profile_calls: int = 50, per_node: bool = False, per_node_calls: int = 30,
+              roofs: bool = True, seed: int = 0, opset: int = 18,
               exporter: str = "dynamo",
               roof_matmul_n: int = 2048, roof_copy_mb: int = 256, roof_repeats: int = 5,
               torch_malloc_env: Mapping[str, str] | None = None,
@@ -495,7 +499,7 @@ def run_bench(items: Sequence[str | os.PathLike], *,
         opt_levels=tuple(opt_levels) if opt_levels is not None else OPT_LEVELS,
         precision=precision, rounds=rounds, blocks=blocks, calls=calls, warmup=warmup,
         warmup_s=warmup_s, compile=compile, profile=profile, profile_calls=profile_calls,
-        roofs=roofs,
+        per_node=per_node, per_node_calls=per_node_calls, roofs=roofs,
         seed=seed, opset=opset, exporter=exporter, roof_matmul_n=roof_matmul_n,
         roof_copy_mb=roof_copy_mb, roof_repeats=roof_repeats, timeout_s=timeout_s,
         torch_malloc_env=dict(TORCH_MALLOC_ENV if torch_malloc_env is None else torch_malloc_env))
@@ -539,7 +543,8 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
     total = (2 if settings.roofs else 1) + len(settings.batches) * (
         len(sources) * settings.rounds * len(ort_targets)
         + n_variants * settings.rounds * len(torch_backends) * len(devices)
-        + (len(sources) * len(ort_targets) if settings.profile else 0))
+        + (len(sources) * len(ort_targets) if settings.profile else 0)
+        + (len(sources) * len(ort_targets) if settings.per_node else 0))
     done = 0
 
     def step(message: str) -> None:
@@ -637,6 +642,18 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                         cell["per_op"]["clock"] = "host" if ep == "cuda" else "cpu"
                     if not result.get("ok"):
                         cell["per_op_error"] = result.get("error")
+            if settings.per_node:
+                for (ep, level), cell in ort_cells.items():
+                    step(f"{cell['id']} per node")
+                    if cell["status"] != "ok":
+                        continue
+                    result = run_worker({"kind": "nodes", "threads": settings.threads,
+                                         "model": str(prep.model_path), "ep": ep,
+                                         "opt_level": level, "warmup": settings.warmup,
+                                         "calls": settings.per_node_calls}, env, settings.timeout_s)
+                    cell["per_node"] = result.get("per_node") if result.get("ok") else None
+                    if not result.get("ok"):
+                        cell["per_node_error"] = result.get("error")
             for cell in [*ort_cells.values(), *torch_cells.values()]:
                 finishing.append((cell, prep, blocks.get(cell["id"], [])))
                 report.cells.append(cell)

@@ -59,6 +59,10 @@ class BenchReport:
       groups_us, fractions {conv, shuffle, reorder, other}, node_us_per_run, run_us_per_run,
       nodes, providers, clock: "cpu", or "host" for CUDA cells, whose node times are kernel
       launches, not GPU time) or null (``per_op_error`` says why when the profiled run failed);
+      ``per_node`` (ORT only, with ``--per-node``: every node timed alone on the device, see
+      :func:`onnxconv.node_times.time_nodes`: nodes[] {index, name, op_type, group, ms, p90_ms,
+      skipped}, sum_ms, groups_ms, fractions, clock, ep, opt_level, calls) or null
+      (``per_node_error`` says why when it failed);
       ``session`` (ORT session options and providers, CUDA options, IO binding and copy times;
       torch threads, malloc env, compile_s); ``outputs`` (shape, dtype, abs_sum).
     - ``pairs[]``: one per (source, batch, ORT cell, torch cell on the same device): ``label``,
@@ -266,7 +270,39 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
             lines.append(f"| {p['label']} | {p['batch']} | {p['ort_target']} | "
                          f"{p['torch_backend']} | {per_round} | {_fmt(p['torch_over_ort'], '.2f')} "
                          f"| {p['outputs_match']} |")
+    lines += _per_node_section(data["cells"])
     return "\n".join(lines) + "\n"
+
+
+def _per_node_section(cells: list[Mapping[str, Any]]) -> list[str]:
+    """Markdown for the cells that have ``per_node`` (``bench --per-node``)."""
+    timed = [c for c in cells if c.get("per_node") or c.get("per_node_error")]
+    if not timed:
+        return []
+    lines = ["", "## Per node, each timed alone", "",
+             "Every node in a one-node model of its own on the cell's EP and level (CUDA: IO "
+             "binding, the call returns after the stream synchronised), median of "
+             f"{(timed[0].get('per_node') or {}).get('calls', '?')} calls. No fusion with "
+             "neighbours, so the sum is compared with the whole graph, not substituted for it."]
+    for c in timed:
+        pn = c.get("per_node")
+        lines += ["", f"### {c['id']}", ""]
+        if not pn:
+            lines.append(f"not measured: {c.get('per_node_error')}")
+            continue
+        whole = (c.get("stats") or {}).get("p50_ms")
+        lines.append(f"sum of nodes {pn['sum_ms']:.4g} ms; whole graph p50 {_fmt(whole, '.4g')} ms; "
+                     + ", ".join(f"{g} {100 * f:.0f}%" for g, f in pn["fractions"].items()))
+        lines += ["", "| # | node | op | ms | p90 ms | share |", "|---:|---|---|---:|---:|---:|"]
+        for n in pn["nodes"]:
+            if n["ms"] is None:
+                lines.append(f"| {n['index']} | {n['name']} | {n['op_type']} | — | — | "
+                             f"skipped: {n['skipped']} |")
+            else:
+                share = n["ms"] / pn["sum_ms"] if pn["sum_ms"] else 0.0
+                lines.append(f"| {n['index']} | {n['name']} | {n['op_type']} | {n['ms']:.4g} | "
+                             f"{n['p90_ms']:.4g} | {100 * share:.0f}% |")
+    return lines
 
 
 def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:

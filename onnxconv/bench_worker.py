@@ -4,7 +4,7 @@ The harness (:mod:`onnxconv.bench`) starts one worker per cell and round, writes
 stdin and reads one JSON result from its stdout. A fresh process per backend means two spinning
 thread pools never share a process, and allocator state never carries over between cells.
 
-Job (all kinds): ``{"kind": "ort" | "torch" | "roofs", "threads": int, ...}``
+Job (all kinds): ``{"kind": "ort" | "torch" | "roofs" | "nodes", "threads": int, ...}``
 
 - ``ort``: ``model`` (path), ``inputs`` ({input name: .npy path}), ``ep`` (``cpu``/``cuda``),
   ``opt_level``, ``cuda_options``, ``warmup``, ``warmup_s``, ``blocks``, ``calls``, ``profile``
@@ -12,6 +12,8 @@ Job (all kinds): ``{"kind": "ort" | "torch" | "roofs", "threads": int, ...}``
 - ``torch``: ``variant``, ``config``, ``seed``, ``input`` (.npy path), ``device``
   (``cpu``/``cuda``), ``compile`` (bool), ``warmup``, ``warmup_s``, ``blocks``, ``calls``.
 - ``roofs``: ``matmul_n``, ``copy_mb``, ``repeats``, ``device`` (``cpu``/``cuda``).
+- ``nodes``: ``model``, ``ep``, ``opt_level``, ``cuda_options``, ``warmup``, ``calls``: every node
+  timed alone (:mod:`onnxconv.node_times`).
 
 Result: ``{"ok": true, "blocks_ns": [[int, ...], ...], "minflt": int, "majflt": int,
 "page_faults_per_call": float, "outputs": [{"shape": [...], "abs_sum": float}], ...}`` or
@@ -279,7 +281,19 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-KINDS = {"ort": run_ort, "torch": run_torch, "roofs": run_roofs}
+def run_nodes(job: dict[str, Any]) -> dict[str, Any]:
+    import onnx
+
+    from onnxconv.node_times import time_nodes
+
+    ep = job.get("ep", "cpu")
+    nodes = time_nodes(onnx.load(job["model"]), ep, job["opt_level"], threads=int(job["threads"]),
+                       cuda_options=job.get("cuda_options"), warmup=int(job.get("warmup", 5)),
+                       calls=int(job.get("calls", 30)))
+    return {"ok": True, "per_node": nodes}
+
+
+KINDS = {"ort": run_ort, "torch": run_torch, "roofs": run_roofs, "nodes": run_nodes}
 
 
 def main() -> int:

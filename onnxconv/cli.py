@@ -294,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batches=args.batch,
         eps=args.ep, opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks,
         calls=args.calls, compile=args.compile, profile=not args.no_profile,
-        roofs=not args.no_roofs, progress=show)
+        per_node=args.per_node, roofs=not args.no_roofs, progress=show)
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
     headers, rows = bench_report.summary_rows(report)
     print(format_table(headers, rows))
@@ -400,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
     p.add_argument("--compile", action="store_true", help="add a torch.compile column")
     p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
+    p.add_argument("--per-node", action="store_true",
+                   help="also time every node alone on the EP (device time on CUDA, where ORT's "
+                        "profile only sees launches)")
     p.add_argument("--no-roofs", action="store_true", help="skip the roofline measurement")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default="reports/bench", help="report folder (default reports/bench)")
@@ -410,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        # ORT's own logger warns once per CUDA session ("No registered plugin EP device found ...")
+        # and would bury the table; errors still show, and --debug shows everything.
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)
     try:
         return COMMANDS[args.command](args)
     except OnnxconvError as error:

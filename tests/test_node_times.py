@@ -1,0 +1,108 @@
+"""Every node timed alone: the split into one-node models is faithful, skips say why, the timings
+land in the bench report. Times themselves are never asserted, only that they were measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from cuda_marks import cuda_only
+from onnx_builders import make_init, make_model
+from onnxconv import bench, bench_report
+from onnxconv.divergence import with_all_outputs
+from onnxconv.node_times import split_nodes, time_nodes
+from onnxconv.runtime import EpUnavailable, Target, ep_unavailable_reason, make_session, run
+
+GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
+
+
+@pytest.mark.parametrize("name", ["shuffle_unit", "inception", "flattened"])
+def test_one_node_models_reproduce_the_graphs_own_intermediates(name):
+    model = onnx.load(GRAPHS / name / "model.onnx")
+    x = np.random.default_rng(0).standard_normal(
+        [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
+    every = run(make_session(with_all_outputs(model), Target("cpu", "disabled")),
+                {model.graph.input[0].name: x})
+    every[model.graph.input[0].name] = x
+    parts = split_nodes(model)
+    assert [p.op_type for p in parts] == [n.op_type for n in model.graph.node]
+    for part in parts:
+        assert part.skipped is None, (part.name, part.skipped)
+        onnx.checker.check_model(part.model, full_check=True)
+        feeds = {i.name: every[i.name] for i in part.model.graph.input}
+        got = run(make_session(part.model, Target("cpu", "disabled")), feeds)
+        for out, value in got.items():
+            np.testing.assert_allclose(value, every[out], rtol=1e-5, atol=1e-5, err_msg=part.name)
+
+
+def _shape_driven_graph() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 96])
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape", end=1),
+        helper.make_node("Constant", [], ["minus_one"], name="const",
+                         value=helper.make_tensor("v", TensorProto.INT64, [1], [-1])),
+        helper.make_node("Concat", ["s", "minus_one"], ["target"], name="concat", axis=0),
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "target"], ["flat"], name="reshape"),
+        helper.make_node("Mul", ["flat", "scale"], ["y"], name="mul"),
+    ]
+    return make_model(nodes, [x], [y], [make_init("scale", np.full([1], 2.0, np.float32))])
+
+
+def test_skipped_nodes_say_why_and_constants_travel_as_initializers():
+    parts = {p.name: p for p in split_nodes(_shape_driven_graph())}
+    assert parts["const"].skipped == "a constant: no computation"
+    assert "'s' is computed at run time and is not floating point" in parts["concat"].skipped
+    assert "'target' is computed at run time" in parts["reshape"].skipped
+    for name in ("shape", "relu", "mul"):
+        assert parts[name].skipped is None
+    assert [i.name for i in parts["mul"].model.graph.initializer] == ["scale"]
+
+
+def test_time_nodes_measures_every_node_it_can():
+    result = time_nodes(_shape_driven_graph(), "cpu", "disabled", warmup=1, calls=3)
+    rows = result["nodes"]
+    assert [r["name"] for r in rows] == ["shape", "const", "concat", "relu", "reshape", "mul"]
+    timed = [r for r in rows if r["ms"] is not None]
+    assert [r["name"] for r in timed] == ["shape", "relu", "mul"]
+    assert all(r["ms"] > 0 and r["p90_ms"] >= r["ms"] and r["skipped"] is None for r in timed)
+    assert result["sum_ms"] == pytest.approx(sum(r["ms"] for r in timed))
+    assert sum(result["fractions"].values()) == pytest.approx(1.0)
+    assert result["groups_ms"]["shuffle"] == 0.0  # the Reshape was skipped, not timed as zero
+
+
+def test_time_nodes_refuses_an_unavailable_ep():
+    reason = ep_unavailable_reason("cuda")
+    if reason is None:
+        pytest.skip("the CUDA EP is active here")
+    with pytest.raises(EpUnavailable) as info:
+        time_nodes(_shape_driven_graph(), "cuda")
+    assert info.value.reason == reason
+
+
+def test_bench_per_node_lands_in_the_report(tmp_path):
+    report = bench.run_bench(["shuffle_unit"], overrides={"height": 8, "width": 8}, eps=["cpu"],
+                             opt_levels=["all"], rounds=1, blocks=2, calls=3, warmup=1,
+                             warmup_s=0.0, profile=False, roofs=False, per_node=True,
+                             per_node_calls=3)
+    ort_cell = next(c for c in report.cells if c["backend"] == "ort")
+    torch_cell = next(c for c in report.cells if c["backend"] == "torch")
+    assert torch_cell["per_node"] is None
+    nodes = ort_cell["per_node"]["nodes"]
+    assert [n["op_type"] for n in nodes] == ["Conv", "Relu", "Reshape", "Transpose", "Reshape",
+                                             "Conv", "Conv", "Add", "Relu"]
+    assert all(n["ms"] > 0 for n in nodes)
+    text = bench_report.to_markdown(report)
+    assert "## Per node, each timed alone" in text and "| 3 | node_transpose | Transpose |" in text
+
+
+@cuda_only
+def test_every_node_of_the_shuffle_unit_runs_alone_on_cuda():
+    result = time_nodes(onnx.load(GRAPHS / "shuffle_unit" / "model.onnx"), "cuda", "all",
+                        warmup=2, calls=5)
+    assert all(r["ms"] is not None and r["ms"] > 0 for r in result["nodes"]), result["nodes"]
