@@ -57,6 +57,7 @@ from .errors import one_line as _one_line
 OPT_LEVELS = ("all", "extended", "basic", "disabled")
 EPS = ("cpu", "cuda")
 BACKENDS = ("ort", "torch", "torch_compile")
+CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 
 #: glibc settings for the PyTorch worker: freed blocks up to 1 GiB stay on the heap (no
 #: munmap/mmap and page faults per call) and the heap top is never trimmed back.
@@ -87,6 +88,8 @@ class BenchSettings:
     profile_calls: int = 50
     per_node: bool = False
     per_node_calls: int = 30
+    #: CUDA EP options over runtime.DEFAULT_CUDA_OPTIONS, e.g. {"cudnn_conv_algo_search": "DEFAULT"}.
+    cuda_options: dict[str, str] = field(default_factory=dict)
     roofs: bool = True
     seed: int = 0
     opset: int = 18
@@ -116,6 +119,10 @@ class BenchSettings:
             raise UserInputError("warmup_s must be >= 0 and timeout_s > 0")
         if not self.eps:
             raise UserInputError("no execution provider to bench (eps is empty)")
+        search = self.cuda_options.get("cudnn_conv_algo_search")
+        if search is not None and search not in CUDNN_SEARCH:
+            raise UserInputError(f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}, "
+                                 f"got {search!r}")
         for ep in self.eps:
             if ep not in EPS:
                 raise UserInputError(f"unknown execution provider {ep!r} (bench knows: "
@@ -479,6 +486,7 @@ def run_bench(items: Sequence[str | os.PathLike], *,
               rounds: int = 2, blocks: int = 5, calls: int = 100, warmup: int = 10,
               warmup_s: float = 0.3, compile: bool = False, profile: bool = True,
               profile_calls: int = 50, per_node: bool = False, per_node_calls: int = 30,
+              cuda_options: Mapping[str, Any] | None = None,
               roofs: bool = True, seed: int = 0, opset: int = 18,
               exporter: str = "dynamo",
               roof_matmul_n: int = 2048, roof_copy_mb: int = 256, roof_repeats: int = 5,
@@ -499,7 +507,8 @@ def run_bench(items: Sequence[str | os.PathLike], *,
         opt_levels=tuple(opt_levels) if opt_levels is not None else OPT_LEVELS,
         precision=precision, rounds=rounds, blocks=blocks, calls=calls, warmup=warmup,
         warmup_s=warmup_s, compile=compile, profile=profile, profile_calls=profile_calls,
-        per_node=per_node, per_node_calls=per_node_calls, roofs=roofs,
+        per_node=per_node, per_node_calls=per_node_calls,
+        cuda_options={k: str(v) for k, v in (cuda_options or {}).items()}, roofs=roofs,
         seed=seed, opset=opset, exporter=exporter, roof_matmul_n=roof_matmul_n,
         roof_copy_mb=roof_copy_mb, roof_repeats=roof_repeats, timeout_s=timeout_s,
         torch_malloc_env=dict(TORCH_MALLOC_ENV if torch_malloc_env is None else torch_malloc_env))
@@ -610,7 +619,9 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                         result = run_worker({"kind": "ort", "threads": settings.threads,
                                              "model": str(prep.model_path),
                                              "inputs": {k: str(v) for k, v in prep.inputs.items()},
-                                             "ep": ep, "opt_level": level, **_timing(settings)},
+                                             "ep": ep, "opt_level": level,
+                                             "cuda_options": settings.cuda_options,
+                                             **_timing(settings)},
                                             env, settings.timeout_s)
                     _record_round(cell, r, result, blocks)
                 for (backend, device), cell in torch_cells.items():
@@ -620,6 +631,7 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                                          "seed": settings.seed,
                                          "input": str(prep.inputs[next(iter(prep.inputs))]),
                                          "device": device, "compile": backend == "torch_compile",
+                                         "tf32": settings.cuda_options.get("use_tf32") == "1",
                                          **_timing(settings)}, torch_env, settings.timeout_s)
                     _record_round(cell, r, result, blocks)
             if settings.profile:
@@ -631,6 +643,7 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                                          "model": str(prep.model_path),
                                          "inputs": {k: str(v) for k, v in prep.inputs.items()},
                                          "ep": ep, "opt_level": level, "profile": True,
+                                         "cuda_options": settings.cuda_options,
                                          "profile_prefix": str(work / "profile"),
                                          "warmup": settings.warmup, "warmup_s": settings.warmup_s,
                                          "blocks": 1, "calls": settings.profile_calls},
@@ -650,6 +663,7 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                     result = run_worker({"kind": "nodes", "threads": settings.threads,
                                          "model": str(prep.model_path), "ep": ep,
                                          "opt_level": level, "warmup": settings.warmup,
+                                         "cuda_options": settings.cuda_options,
                                          "calls": settings.per_node_calls}, env, settings.timeout_s)
                     cell["per_node"] = result.get("per_node") if result.get("ok") else None
                     if not result.get("ok"):

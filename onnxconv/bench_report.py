@@ -206,6 +206,8 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
         f"- method: warm-up ≥ {s['warmup']} calls and ≥ {s['warmup_s']} s, then {s['blocks']} "
         f"blocks × {s['calls']} calls per process, {s['rounds']} rounds alternating ORT and "
         "torch, each in a fresh process; ratios paired by round, medians quoted",
+        *([_cuda_line(s["cuda_options"])] if "cuda" in s.get("eps", []) and "cuda_options" in s
+          else []),
         "- torch malloc env: " + (", ".join(f"{k}={x}" for k, x in
                                             s.get("torch_malloc_env", {}).items()) or "default"),
     ]
@@ -272,6 +274,15 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
                          f"| {p['outputs_match']} |")
     lines += _per_node_section(data["cells"])
     return "\n".join(lines) + "\n"
+
+
+def _cuda_line(cuda_options: Mapping[str, str]) -> str:
+    from .runtime import DEFAULT_CUDA_OPTIONS  # imports onnxruntime: only for CUDA reports
+
+    options = {**DEFAULT_CUDA_OPTIONS, **cuda_options}
+    tf32 = "on" if options.get("use_tf32") == "1" else "off"
+    return ("- CUDA: ORT EP " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+            + f", IO binding; PyTorch cudnn.benchmark on, TF32 {tf32}, synchronised after every call")
 
 
 def _per_node_section(cells: list[Mapping[str, Any]]) -> list[str]:

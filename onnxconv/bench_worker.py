@@ -10,7 +10,8 @@ Job (all kinds): ``{"kind": "ort" | "torch" | "roofs" | "nodes", "threads": int,
   ``opt_level``, ``cuda_options``, ``warmup``, ``warmup_s``, ``blocks``, ``calls``, ``profile``
   (bool), ``profile_prefix``.
 - ``torch``: ``variant``, ``config``, ``seed``, ``input`` (.npy path), ``device``
-  (``cpu``/``cuda``), ``compile`` (bool), ``warmup``, ``warmup_s``, ``blocks``, ``calls``.
+  (``cpu``/``cuda``), ``compile`` (bool), ``tf32`` (bool, CUDA), ``warmup``, ``warmup_s``,
+  ``blocks``, ``calls``.
 - ``roofs``: ``matmul_n``, ``copy_mb``, ``repeats``, ``device`` (``cpu``/``cuda``).
 - ``nodes``: ``model``, ``ep``, ``opt_level``, ``cuda_options``, ``warmup``, ``calls``: every node
   timed alone (:mod:`onnxconv.node_times`).
@@ -226,15 +227,17 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "status": "unavailable", "error": "torch.cuda is not available"}
         # The same numerics as ORT's CUDA EP here (use_tf32=0) and the same kernel choice
         # (cuDNN benchmarks algorithms once per shape, like cudnn_conv_algo_search=EXHAUSTIVE).
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        tf32 = bool(job.get("tf32", False))  # follows the ORT cells' use_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = True
         module, x = module.cuda(), x.cuda()
         sync = torch.cuda.synchronize
     result: dict[str, Any] = {"ok": True, "torch_threads": torch.get_num_threads(),
                               "torch_interop_threads": torch.get_num_interop_threads(),
                               "device": device,
-                              "cuda_settings": ({"allow_tf32": False, "cudnn_benchmark": True,
+                              "cuda_settings": ({"allow_tf32": bool(job.get("tf32", False)),
+                                                 "cudnn_benchmark": True,
                                                  "device_name": torch.cuda.get_device_name()}
                                                 if device == "cuda" else None),
                               "malloc_env": {k: v for k, v in os.environ.items()

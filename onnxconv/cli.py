@@ -294,7 +294,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batches=args.batch,
         eps=args.ep, opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks,
         calls=args.calls, compile=args.compile, profile=not args.no_profile,
-        per_node=args.per_node, roofs=not args.no_roofs, progress=show)
+        per_node=args.per_node, roofs=not args.no_roofs, progress=show,
+        cuda_options={"cudnn_conv_algo_search": args.cudnn_conv_algo_search,
+                      "use_tf32": "1" if args.tf32 else "0"})
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
     headers, rows = bench_report.summary_rows(report)
     print(format_table(headers, rows))
@@ -400,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
     p.add_argument("--compile", action="store_true", help="add a torch.compile column")
     p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
+    p.add_argument("--cudnn-conv-algo-search", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+                   default="EXHAUSTIVE", help="CUDA EP convolution algorithm search (recorded)")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 on the CUDA EP and in PyTorch on CUDA (off by default)")
     p.add_argument("--per-node", action="store_true",
                    help="also time every node alone on the EP (device time on CUDA, where ORT's "
                         "profile only sees launches)")

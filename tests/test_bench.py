@@ -414,6 +414,8 @@ def test_worker_failure_is_returned_not_raised():
     (["grouped"], {"eps": ["tpu"]}, "execution provider"),
     (["grouped"], {"overrides": {"colour": 3}}, "colour"),
     (["grouped"], {"overrides": {"groups": 5}}, "grouped"),
+    (["grouped"], {"cuda_options": {"cudnn_conv_algo_search": "FASTEST"}},
+     "cudnn_conv_algo_search must be one of EXHAUSTIVE"),
 ])
 def test_bad_input_raises_one_line(items, kwargs, match):
     with pytest.raises(UserInputError, match=match) as info:
@@ -461,6 +463,8 @@ def test_cli_bench_writes_report_and_exit_codes(tmp_path, capsys):
     assert "ort cpu/all/fp32" in out and "torch cpu" in out
     data = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert {c["backend"] for c in data["cells"]} == {"ort", "torch"}
+    assert data["settings"]["cuda_options"] == {"cudnn_conv_algo_search": "EXHAUSTIVE",
+                                                "use_tf32": "0"}
     assert (tmp_path / "b" / "bench.md").exists()
     assert (tmp_path / "b" / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if ep_unavailable_reason("cuda") is not None:
