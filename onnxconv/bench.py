@@ -634,20 +634,22 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                                          "tf32": settings.cuda_options.get("use_tf32") == "1",
                                          **_timing(settings)}, torch_env, settings.timeout_s)
                     _record_round(cell, r, result, blocks)
-            if settings.profile:
+            def each_ort_cell(what: str, job: dict[str, Any]):
+                """One more worker per ORT cell that ran: ``(ep, cell, result)``."""
                 for (ep, level), cell in ort_cells.items():
-                    step(f"{cell['id']} profile")
-                    if cell["status"] != "ok":
-                        continue
-                    result = run_worker({"kind": "ort", "threads": settings.threads,
-                                         "model": str(prep.model_path),
-                                         "inputs": {k: str(v) for k, v in prep.inputs.items()},
-                                         "ep": ep, "opt_level": level, "profile": True,
-                                         "cuda_options": settings.cuda_options,
-                                         "profile_prefix": str(work / "profile"),
-                                         "warmup": settings.warmup, "warmup_s": settings.warmup_s,
-                                         "blocks": 1, "calls": settings.profile_calls},
-                                        env, settings.timeout_s)
+                    step(f"{cell['id']} {what}")
+                    if cell["status"] == "ok":
+                        yield ep, cell, run_worker(
+                            {"threads": settings.threads, "model": str(prep.model_path),
+                             "ep": ep, "opt_level": level, "cuda_options": settings.cuda_options,
+                             "warmup": settings.warmup, **job}, env, settings.timeout_s)
+
+            if settings.profile:
+                for ep, cell, result in each_ort_cell("profile", {
+                        "kind": "ort", "inputs": {k: str(v) for k, v in prep.inputs.items()},
+                        "profile": True, "profile_prefix": str(work / "profile"),
+                        "warmup_s": settings.warmup_s, "blocks": 1,
+                        "calls": settings.profile_calls}):
                     cell["per_op"] = result.get("profile") if result.get("ok") else None
                     if cell["per_op"] is not None:
                         # ORT's release builds time a CUDA node's host side (its kernel launch),
@@ -656,15 +658,8 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                     if not result.get("ok"):
                         cell["per_op_error"] = result.get("error")
             if settings.per_node:
-                for (ep, level), cell in ort_cells.items():
-                    step(f"{cell['id']} per node")
-                    if cell["status"] != "ok":
-                        continue
-                    result = run_worker({"kind": "nodes", "threads": settings.threads,
-                                         "model": str(prep.model_path), "ep": ep,
-                                         "opt_level": level, "warmup": settings.warmup,
-                                         "cuda_options": settings.cuda_options,
-                                         "calls": settings.per_node_calls}, env, settings.timeout_s)
+                for _ep, cell, result in each_ort_cell("per node", {
+                        "kind": "nodes", "calls": settings.per_node_calls}):
                     cell["per_node"] = result.get("per_node") if result.get("ok") else None
                     if not result.get("ok"):
                         cell["per_node_error"] = result.get("error")
