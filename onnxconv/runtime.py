@@ -68,7 +68,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import onnx
@@ -544,10 +544,35 @@ def node_placement(session_profile_json_path: str | os.PathLike) -> dict[str, li
     return placement
 
 
-def _check_feeds(info: SessionInfo, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    label = info.model_label
-    expected = [s.name for s in info.inputs]
-    for spec in info.inputs:
+def input_specs(model: onnx.ModelProto, names: Iterable[str] | None = None) -> tuple[TensorSpec, ...]:
+    """The graph inputs of ``model`` as ORT would declare them, without a session.
+
+    Initializers listed as graph inputs are left out (they are weights, not feeds); ``names``
+    keeps only those inputs, in graph order.
+    """
+    weights = {init.name for init in model.graph.initializer}
+    keep = set(names) if names is not None else None
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in weights or (keep is not None and vi.name not in keep):
+            continue
+        t = vi.type.tensor_type
+        onnx_type = f"tensor({TensorProto.DataType.Name(t.elem_type).lower()})"
+        shape = None
+        if t.HasField("shape"):
+            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                          for d in t.shape.dim)
+        specs.append(TensorSpec(name=vi.name, shape=shape, onnx_type=onnx_type,
+                                dtype=_ORT_TYPES.get(onnx_type)))
+    return tuple(specs)
+
+
+def check_feeds(label: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``feeds`` against declared inputs: names, numpy arrays, dtypes, fixed dims, and symbolic
+    dims bound consistently across inputs. Returns contiguous arrays by name; otherwise one
+    :class:`UserInputError` line starting with ``label``."""
+    expected = [s.name for s in specs]
+    for spec in specs:
         if spec.name not in feeds:
             raise UserInputError(
                 f"{label}: missing input {spec.name!r} (expected {spec.describe()}); "
@@ -560,7 +585,7 @@ def _check_feeds(info: SessionInfo, feeds: Mapping[str, Any]) -> dict[str, np.nd
             )
     checked: dict[str, np.ndarray] = {}
     bound: dict[str, tuple[int, str]] = {}
-    for spec in info.inputs:
+    for spec in specs:
         arr = feeds[spec.name]
         if not isinstance(arr, np.ndarray):
             raise UserInputError(
@@ -596,7 +621,7 @@ def _check_feeds(info: SessionInfo, feeds: Mapping[str, Any]) -> dict[str, np.nd
 
 def run(session_info: SessionInfo, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run once after checking input names, dtypes and shapes; ``{output name: array}``."""
-    checked = _check_feeds(session_info, feeds)
+    checked = check_feeds(session_info.model_label, session_info.inputs, feeds)
     names = [s.name for s in session_info.outputs]
     try:
         values = session_info.session.run(names, checked)

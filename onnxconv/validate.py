@@ -249,24 +249,10 @@ def torch_outputs(subject: Subject, module, feeds: dict[str, np.ndarray]) -> dic
 
 
 def check_feeds(subject: Subject, feeds: dict[str, np.ndarray], source: str) -> None:
-    """Inputs must match the model's declared names, dtypes and fixed dimensions."""
-    declared = {i.name: i for i in subject.model.graph.input if i.name in subject.input_names}
-    if set(feeds) != set(declared):
-        raise UserInputError(f"{source}: inputs {sorted(feeds)} do not match the model's "
-                             f"{sorted(declared)} ({subject.model_path})")
-    for name, array in feeds.items():
-        tensor_type = declared[name].type.tensor_type
-        want = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        if array.dtype != want:
-            raise UserInputError(f"{source}: input {name!r} has dtype {array.dtype}, the model "
-                                 f"expects {want}")
-        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?"
-                for d in tensor_type.shape.dim]
-        fits = len(dims) == array.ndim and all(
-            not isinstance(d, int) or d == n for d, n in zip(dims, array.shape))
-        if not fits:
-            raise UserInputError(f"{source}: input {name!r} has shape {list(array.shape)}, the "
-                                 f"model expects {dims}")
+    """Inputs must match the model's declared names, dtypes and dimensions (checked before any
+    session exists: the references run first)."""
+    runtime.check_feeds(f"{source} ({subject.model_path})",
+                        runtime.input_specs(subject.model, subject.input_names), feeds)
 
 
 def make_cases(subject: Subject, seeds: Iterable[int] = (0, 1),

@@ -161,6 +161,17 @@ def test_symbolic_dims_accept_any_batch(mini_net):
         run(info, {"x": x[:, :3]})
 
 
+def test_input_specs_without_a_session_match_what_ort_declares(mini_net, conv_case):
+    from onnxconv.runtime import check_feeds, input_specs
+
+    for model in (mini_net[0], conv_case[0]):
+        assert input_specs(model) == make_session(model, Target("cpu")).inputs
+    specs = input_specs(mini_net[0])
+    with pytest.raises(UserInputError, match=r"^case 1: input 'x' expected dtype float32, got int64"):
+        check_feeds("case 1", specs, {"x": np.zeros((1, 4, 8, 8), np.int64)})
+    assert check_feeds("case 1", specs, {"x": mini_net[1][:1]})["x"].shape == (1, 4, 8, 8)
+
+
 # ---------------------------------------------------------------------------------------------
 # EP truth
 
@@ -231,3 +242,13 @@ def test_cuda_fp16_parity(mini_net):
         result = compare(out[name], ref[name], default_tolerance("fp16", "cuda"), name=name)
         assert result.passed, result.reason
 
+
+
+def test_preloading_cuda_libraries_is_a_no_op_without_the_cuda_ep():
+    import onnxruntime as ort
+
+    from onnxconv.runtime import preload_cuda_libraries
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a GPU build: preloading really loads libraries here")
+    assert preload_cuda_libraries() == ""
