@@ -236,21 +236,23 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
               "over PyTorch eager p50 and torch/ORT its inverse (median of per-round pairs; "
               "torch/ORT > 1: ORT faster). % peak is GFLOP/s over the compute roof; % roof over "
               "the cell's roofline bound min(compute roof, arithmetic intensity × memory roof). "
-              "Per-op shares from ORT's profile: conv, Reshape/Transpose (shuffle), "
-              "ReorderInput/Output (reorder), other.", "",
+              "Shares: conv, Reshape/Transpose (shuffle), ReorderInput/Output (reorder), other; "
+              "`shares from` says how they were measured: `profile` (ORT's profile, CPU), "
+              "`launch` (ORT's profile of a CUDA cell: kernel launches, not GPU time), `nodes` "
+              "(every node timed alone on the device, `--per-node`).", "",
               "| variant | batch | backend/target | p50 ms | p90 | p99 | spread | GFLOP/s | % peak "
               "| % roof | ORT/torch | torch/ORT | conv % | shuffle % | reorder % | other % "
-              "| faults/call |",
-              "|---|---:|---|" + "---:|" * 14]
+              "| shares from | faults/call |",
+              "|---|---:|---|" + "---:|" * 13 + "---|---:|"]
     for c in data["cells"]:
         st = c.get("stats") or {}
         where = f"{c['backend']} {c['target']}"
         if c["status"] != "ok":
             lines.append(f"| {c['label']} | {c['batch']} | {where} | {c['status']}: "
-                         f"{(c.get('error') or '').replace('|', '/')} |" + " |" * 13)
+                         f"{(c.get('error') or '').replace('|', '/')} |" + " |" * 14)
             continue
         pair = ratio_of.get(c["id"])
-        fr = (c.get("per_op") or {}).get("fractions") or {}
+        fr, basis = op_shares(c)
         lines.append(
             f"| {c['label']} | {c['batch']} | {where} | {_fmt(st.get('p50_ms'), '.4g')} | "
             f"{_fmt(st.get('p90_ms'), '.4g')} | {_fmt(st.get('p99_ms'), '.4g')} | "
@@ -260,7 +262,7 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
             f"{_fmt(pair and pair['ort_over_torch'], '.2f')} | "
             f"{_fmt(pair and pair['torch_over_ort'], '.2f')} | "
             + " | ".join(_fmt(fr.get(g), '.0f', 100) if fr else "—" for g in OP_GROUPS)
-            + f" | {_fmt(c.get('page_faults_per_call'), '.3g')} |")
+            + f" | {basis or '—'} | {_fmt(c.get('page_faults_per_call'), '.3g')} |")
     if data.get("notes"):
         lines += ["", "## Notes on this measurement", ""] + [f"- {n}" for n in data["notes"]]
     if data["pairs"]:
@@ -274,6 +276,22 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
                          f"| {p['outputs_match']} |")
     lines += _per_node_section(data["cells"])
     return "\n".join(lines) + "\n"
+
+
+def op_shares(cell: Mapping[str, Any]) -> tuple[dict[str, float] | None, str | None]:
+    """The conv/shuffle/reorder/other shares of a cell and what they are made of.
+
+    ``"nodes"``: each node timed alone (``--per-node``; device time, also on CUDA), preferred;
+    ``"profile"``: ORT's profile on CPU; ``"launch"``: ORT's profile of a CUDA cell, which times
+    kernel launches, not the GPU. ``(None, None)`` when the cell has neither.
+    """
+    per_node = cell.get("per_node")
+    if per_node and per_node.get("sum_ms"):
+        return per_node["fractions"], "nodes"
+    per_op = cell.get("per_op")
+    if per_op and per_op.get("fractions"):
+        return per_op["fractions"], "launch" if per_op.get("clock") == "host" else "profile"
+    return None, None
 
 
 def _cuda_line(cuda_options: Mapping[str, str]) -> str:
@@ -325,7 +343,7 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
     rows = []
     for c in data["cells"]:
         st = c.get("stats") or {}
-        fr = (c.get("per_op") or {}).get("fractions")
+        fr, basis = op_shares(c)
         pair = pairs.get(c["id"])
         rows.append([
             c["label"], str(c["batch"]), f"{c['backend']} {c['target']}",
@@ -333,7 +351,7 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
             _fmt(st.get("p90_ms"), ".4g"), _fmt(st.get("block_spread"), ".0f", 100, "%"),
             _fmt(c.get("gflops"), ".1f"), _fmt(c.get("compute_roof_fraction"), ".0f", 100),
             _fmt(pair and pair["torch_over_ort"], ".2f"),
-            "/".join(f"{100 * fr[g]:.0f}" for g in OP_GROUPS) if fr else "—"])
+            "/".join(f"{100 * fr[g]:.0f}" for g in OP_GROUPS) + f" ({basis})" if fr else "—"])
     return headers, rows
 
 

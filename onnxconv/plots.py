@@ -24,6 +24,7 @@ from typing import Any, Mapping
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .bench_report import op_shares
 from .report import write_bytes
 
 GROUP_LABELS = {"conv": "Conv / FusedConv / NchwcConv", "shuffle": "Reshape / Transpose",
@@ -40,7 +41,9 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _title(data: Mapping[str, Any], what: str) -> str:
     m, s = data["machine"], data["settings"]
-    return f"{what}\n{m.get('cpu_model')}, {s['threads']} thread(s)"
+    gpus = m.get("gpus") or []
+    gpu = f" · {gpus[0]['name']}" if gpus and "cuda" in s.get("eps", []) else ""
+    return f"{what}\n{m.get('cpu_model')}, {s['threads']} thread(s){gpu}"
 
 
 def _ok(cell: Mapping[str, Any]) -> bool:
@@ -109,22 +112,22 @@ def plot_speedup(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 def plot_op_breakdown(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    cells = [c for c in data["cells"] if c.get("backend") == "ort" and c.get("per_op")]
-    labels = [f"{c['label']} b{c['batch']}\n{c['opt_level']}" for c in cells]
+    cells = [c for c in data["cells"] if c.get("backend") == "ort" and op_shares(c)[0]]
+    labels = [f"{c['label']} b{c['batch']}\n{c['opt_level']} ({op_shares(c)[1]})" for c in cells]
     fig = Figure(figsize=(max(6.0, 0.55 * len(cells) + 2), 5))
     ax = fig.add_subplot()
     bottom = [0.0] * len(cells)
     for group, label in GROUP_LABELS.items():
-        values = [100.0 * c["per_op"]["fractions"].get(group, 0.0) for c in cells]
+        values = [100.0 * op_shares(c)[0].get(group, 0.0) for c in cells]
         ax.bar(range(len(cells)), values, 0.7, bottom=bottom, label=label,
                color=GROUP_COLORS[group])
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_xticks(range(len(cells)))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("share of ORT node time (%)")
+    ax.set_ylabel("share of ORT node time (%)\nprofile / launch (CUDA host side) / nodes alone")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title(_title(data, "Where ONNX Runtime spends its time (profiled run)"), fontsize=9)
+    ax.set_title(_title(data, "Where ONNX Runtime spends its time"), fontsize=9)
     return _save(fig, Path(path))
 
 

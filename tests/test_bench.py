@@ -350,6 +350,18 @@ def test_cuda_per_op_shares_are_flagged_as_launch_times():
     assert "host-side kernel-launch" in note and "nodes 0.2 ms of a 20.9 ms run" in note
 
 
+def test_op_shares_prefer_nodes_timed_alone_and_name_their_basis():
+    profile = {"fractions": {"conv": 0.7, "shuffle": 0.1, "reorder": 0.0, "other": 0.2}}
+    nodes = {"sum_ms": 2.0, "fractions": {"conv": 0.9, "shuffle": 0.05, "reorder": 0.0,
+                                          "other": 0.05}}
+    assert bench_report.op_shares({}) == (None, None)
+    assert bench_report.op_shares({"per_op": {**profile, "clock": "cpu"}}) == (
+        profile["fractions"], "profile")
+    assert bench_report.op_shares({"per_op": {**profile, "clock": "host"}})[1] == "launch"
+    assert bench_report.op_shares({"per_op": {**profile, "clock": "host"},
+                                   "per_node": nodes}) == (nodes["fractions"], "nodes")
+
+
 @cuda_only
 def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
     report = bench.run_bench(["pointwise", "channel_shuffle"], overrides=TINY, eps=["cuda"],
