@@ -634,6 +634,7 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                                          "tf32": settings.cuda_options.get("use_tf32") == "1",
                                          **_timing(settings)}, torch_env, settings.timeout_s)
                     _record_round(cell, r, result, blocks)
+
             def each_ort_cell(what: str, job: dict[str, Any]):
                 """One more worker per ORT cell that ran: ``(ep, cell, result)``."""
                 for (ep, level), cell in ort_cells.items():

@@ -17,7 +17,8 @@ from .machine import describe_gpus
 from .report import write_text
 
 SCHEMA = "onnxconv.bench"
-SCHEMA_VERSION = 1
+#: 2 added cuda_roofs, per_op.clock, per_node and settings.cuda_options (absent in 1: reads fine).
+SCHEMA_VERSION = 2
 
 
 @dataclass

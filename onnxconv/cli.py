@@ -275,12 +275,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              if (p / "model.onnx").exists() and p.name in variants.REGISTRY]
     if not items:
         raise OnnxconvError(f"{args.graphs}: nothing to bench (name variants or .onnx files)")
-    show = None
+    show: Callable[[int, int, str], None] | None = None
     if not args.quiet:
         printer = progress_printer("timing")
 
-        def show(done: int, total: int, message: str) -> None:
+        def show_progress(done: int, total: int, message: str) -> None:
             printer(message if done < total else "", done, total)
+        show = show_progress
     overrides: dict[str, str] = {}
     per_variant: dict[str, dict[str, str]] = {}
     for key, value in parse_config(args.config).items():
@@ -422,9 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         # ORT's own logger warns once per CUDA session ("No registered plugin EP device found ...")
         # and would bury the table; errors still show, and --debug shows everything.
-        import onnxruntime
+        from onnxconv.runtime import set_ort_log_severity
 
-        onnxruntime.set_default_logger_severity(3)
+        set_ort_log_severity(3)
     try:
         return COMMANDS[args.command](args)
     except OnnxconvError as error:

@@ -115,7 +115,7 @@ def gpu_info(nvidia_smi: str = "nvidia-smi") -> list[dict[str, str]]:
 
 
 def describe_gpus(machine: dict[str, Any]) -> str | None:
-    """``"NVIDIA H100 80GB HBM3 (driver 580.159.04, 81559 MiB, sm 9.0)"``; None without GPUs."""
+    """``"NVIDIA H100 80GB HBM3 (driver 580.159.04, 81559 MiB, compute 9.0)"``; None without GPUs."""
     gpus = machine.get("gpus") or []
     if not gpus:
         return None
@@ -245,14 +245,17 @@ def measure_cuda_roofs(matmul_n: int = 8192, copy_mb: int = 1024, repeats: int =
             best = min(best, start.elapsed_time(end) / 1e3)
         return best
 
-    a, b = torch.randn(matmul_n, matmul_n, device=dev), torch.randn(matmul_n, matmul_n, device=dev)
-    c = torch.empty_like(a)
-    compute = 2.0 * matmul_n ** 3 / best_seconds(lambda: torch.mm(a, b, out=c)) / 1e9
-    del a, b, c
-    n_floats = copy_mb * (1 << 20) // 4
-    src, dst = torch.ones(n_floats, device=dev), torch.zeros(n_floats, device=dev)
-    memory = 2.0 * 4 * n_floats / best_seconds(lambda: dst.copy_(src)) / 1e9
-    del src, dst
+    def matmul_gflops() -> float:  # the buffers die on return
+        a, b = (torch.randn(matmul_n, matmul_n, device=dev) for _ in range(2))
+        c = torch.empty_like(a)
+        return 2.0 * matmul_n ** 3 / best_seconds(lambda: torch.mm(a, b, out=c)) / 1e9
+
+    def copy_gbps() -> float:
+        n_floats = copy_mb * (1 << 20) // 4
+        src, dst = torch.ones(n_floats, device=dev), torch.zeros(n_floats, device=dev)
+        return 2.0 * 4 * n_floats / best_seconds(lambda: dst.copy_(src)) / 1e9
+
+    compute, memory = matmul_gflops(), copy_gbps()
     torch.cuda.empty_cache()
     return {
         "compute_gflops": compute,

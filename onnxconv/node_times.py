@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from onnxconv.bench_stats import op_group, percentile
 from onnxconv.errors import UserInputError

@@ -237,6 +237,23 @@ def _log_reason(log: str) -> str | None:
     return None
 
 
+#: ORT's default-logger severity as last set through :func:`set_ort_log_severity` (2: warnings,
+#: ORT's own default).
+_log_severity = 2
+
+
+def set_ort_log_severity(severity: int) -> None:
+    """Set ONNX Runtime's default logger (0 verbose, 1 info, 2 warning, 3 error, 4 fatal).
+
+    The CLI uses 3: ORT 1.31 warns once per CUDA session ("No registered plugin EP device
+    found"). :func:`ep_unavailable_reason` still hears warnings while it probes an EP, since
+    ORT's warning is often the only line that says why an EP could not be created.
+    """
+    global _log_severity
+    _log_severity = severity
+    ort.set_default_logger_severity(severity)
+
+
 @functools.lru_cache(maxsize=None)
 def preload_cuda_libraries() -> str:
     """Load the CUDA and cuDNN libraries the GPU build needs, once per process; what ORT said.
@@ -288,6 +305,7 @@ def ep_unavailable_reason(ep: str) -> str | None:
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     error: str | None = None
     providers: list[str] = []
+    ort.set_default_logger_severity(min(_log_severity, 2))
     with _native_stderr_captured() as log:
         try:
             sess = ort.InferenceSession(
@@ -296,6 +314,8 @@ def ep_unavailable_reason(ep: str) -> str | None:
             providers = sess.get_providers()
         except Exception as exc:  # ORT raises its own pybind exception types
             error = _one_line(exc)
+        finally:
+            ort.set_default_logger_severity(_log_severity)
     logged = _log_reason(log[0] if log else "")
     if error is not None:
         detail = logged or error
