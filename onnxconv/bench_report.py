@@ -61,8 +61,8 @@ class BenchReport:
       nodes, providers, clock: "cpu", or "host" for CUDA cells, whose node times are kernel
       launches, not GPU time) or null (``per_op_error`` says why when the profiled run failed);
       ``per_node`` (ORT only, with ``--per-node``: every node timed alone on the device, see
-      :func:`onnxconv.node_times.time_nodes`: nodes[] {index, name, op_type, group, ms, p90_ms,
-      skipped}, sum_ms, groups_ms, fractions, clock, ep, opt_level, calls) or null
+      :func:`onnxconv.node_times.time_nodes`: nodes[] {index, name, op_type, group, macs, ms,
+      p90_ms, gflops, skipped}, sum_ms, groups_ms, fractions, clock, ep, opt_level, calls) or null
       (``per_node_error`` says why when it failed);
       ``session`` (ORT session options and providers, CUDA options, IO binding and copy times;
       torch threads, malloc env, compile_s); ``outputs`` (shape, dtype, abs_sum).
@@ -275,7 +275,7 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
             lines.append(f"| {p['label']} | {p['batch']} | {p['ort_target']} | "
                          f"{p['torch_backend']} | {per_round} | {_fmt(p['torch_over_ort'], '.2f')} "
                          f"| {p['outputs_match']} |")
-    lines += _per_node_section(data["cells"])
+    lines += _per_node_section(data["cells"], data.get("roofs"), data.get("cuda_roofs"))
     return "\n".join(lines) + "\n"
 
 
@@ -304,8 +304,10 @@ def _cuda_line(cuda_options: Mapping[str, str]) -> str:
             + f", IO binding; PyTorch cudnn.benchmark on, TF32 {tf32}, synchronised after every call")
 
 
-def _per_node_section(cells: list[Mapping[str, Any]]) -> list[str]:
-    """Markdown for the cells that have ``per_node`` (``bench --per-node``)."""
+def _per_node_section(cells: list[Mapping[str, Any]], roofs: Mapping[str, Any] | None,
+                      cuda_roofs: Mapping[str, Any] | None) -> list[str]:
+    """Markdown for the cells that have ``per_node`` (``bench --per-node``); a node's % peak is
+    against the compute roof of the cell's device."""
     timed = [c for c in cells if c.get("per_node") or c.get("per_node_error")]
     if not timed:
         return []
@@ -323,15 +325,22 @@ def _per_node_section(cells: list[Mapping[str, Any]]) -> list[str]:
         whole = (c.get("stats") or {}).get("p50_ms")
         lines.append(f"sum of nodes {pn['sum_ms']:.4g} ms; whole graph p50 {_fmt(whole, '.4g')} ms; "
                      + ", ".join(f"{g} {100 * f:.0f}%" for g, f in pn["fractions"].items()))
-        lines += ["", "| # | node | op | ms | p90 ms | share |", "|---:|---|---|---:|---:|---:|"]
+        roof = cuda_roofs if c.get("device") == "cuda" else roofs
+        peak = roof["compute_gflops"] if roof else None
+        lines += ["", "| # | node | op | ms | p90 ms | share | M MACs | GFLOP/s | % peak |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
         for n in pn["nodes"]:
+            macs = _fmt(n.get("macs"), ".4g", 1e-6)
             if n["ms"] is None:
                 lines.append(f"| {n['index']} | {n['name']} | {n['op_type']} | — | — | "
-                             f"skipped: {n['skipped']} |")
-            else:
-                share = n["ms"] / pn["sum_ms"] if pn["sum_ms"] else 0.0
-                lines.append(f"| {n['index']} | {n['name']} | {n['op_type']} | {n['ms']:.4g} | "
-                             f"{n['p90_ms']:.4g} | {100 * share:.0f}% |")
+                             f"skipped: {n['skipped']} | {macs} | — | — |")
+                continue
+            share = n["ms"] / pn["sum_ms"] if pn["sum_ms"] else 0.0
+            gflops = n.get("gflops")
+            lines.append(f"| {n['index']} | {n['name']} | {n['op_type']} | {n['ms']:.4g} | "
+                         f"{n['p90_ms']:.4g} | {100 * share:.0f}% | {macs} | "
+                         f"{_fmt(gflops, '.1f')} | "
+                         f"{_fmt(gflops / peak if gflops and peak else None, '.0f', 100)} |")
     return lines
 
 

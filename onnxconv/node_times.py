@@ -28,6 +28,7 @@ from onnx import helper
 from onnxconv.bench_stats import op_group, percentile
 from onnxconv.errors import UserInputError
 from onnxconv.errors import one_line as _one_line
+from onnxconv.graph import node_macs
 from onnxconv.runtime import EpUnavailable, Target, ep_unavailable_reason, make_session
 
 
@@ -132,7 +133,7 @@ def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", 
                threads: int | None = 1, cuda_options: Mapping[str, Any] | None = None,
                warmup: int = 5, calls: int = 30, seed: int = 0) -> dict[str, Any]:
     """Time every node of ``model`` alone on ``ep``: ``{"nodes": [...], "sum_ms", "groups_ms",
-    "fractions", "clock"}``.
+    "fractions", "clock"}``; a node row has ``macs`` (Conv, Gemm, MatMul) and then ``gflops``.
 
     Each node gets a strict session (the EP must run it; see :func:`onnxconv.runtime.make_session`),
     random float inputs, and on CUDA IO binding with inputs and outputs on the device, so the
@@ -145,9 +146,11 @@ def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", 
         if reason is not None:
             raise EpUnavailable(ep, reason)
     rows: list[dict[str, Any]] = []
+    macs = node_macs(model)
     for part in split_nodes(model):
         row: dict[str, Any] = {"index": part.index, "name": part.name, "op_type": part.op_type,
-                               "group": op_group(part.op_type), "ms": None, "p90_ms": None,
+                               "group": op_group(part.op_type), "macs": macs[part.index],
+                               "ms": None, "p90_ms": None, "gflops": None,
                                "skipped": part.skipped}
         rows.append(row)
         if part.model is None:
@@ -169,6 +172,8 @@ def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", 
             times.append((time.perf_counter_ns() - t0) / 1e6)
         row["ms"] = statistics.median(times)
         row["p90_ms"] = percentile(times, 90)
+        if row["macs"] is not None and row["ms"] > 0:
+            row["gflops"] = 2 * row["macs"] / (row["ms"] / 1e3) / 1e9
     timed = [r for r in rows if r["ms"] is not None]
     groups = {g: 0.0 for g in ("conv", "shuffle", "reorder", "other")}
     for r in timed:

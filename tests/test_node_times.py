@@ -97,8 +97,24 @@ def test_bench_per_node_lands_in_the_report(tmp_path):
     assert [n["op_type"] for n in nodes] == ["Conv", "Relu", "Reshape", "Transpose", "Reshape",
                                              "Conv", "Conv", "Add", "Relu"]
     assert all(n["ms"] > 0 for n in nodes)
+    convs = [n for n in nodes if n["op_type"] == "Conv"]
+    assert sum(n["macs"] for n in convs) == ort_cell["macs"]
+    assert all(n["gflops"] == pytest.approx(2 * n["macs"] / n["ms"] / 1e6) for n in convs)
+    assert all(n["macs"] is None and n["gflops"] is None for n in nodes if n not in convs)
     text = bench_report.to_markdown(report)
     assert "## Per node, each timed alone" in text and "| 3 | node_transpose | Transpose |" in text
+
+
+@pytest.mark.parametrize("name", ["standard", "inception", "shuffle_unit_s2", "flattened"])
+def test_node_macs_add_up_to_the_graph_cost(name):
+    from onnxconv.graph import graph_cost, node_macs
+
+    model = onnx.load(GRAPHS / name / "model.onnx")
+    per_node = node_macs(model)
+    assert len(per_node) == len(model.graph.node)
+    assert sum(m for m in per_node if m) == graph_cost(model)[1]
+    assert all((m is not None) == (n.op_type in ("Conv", "Gemm", "MatMul"))
+               for m, n in zip(per_node, model.graph.node))
 
 
 @cuda_only
