@@ -642,13 +642,13 @@ def _run(sources: list[Source], settings: BenchSettings, work: Path,
                     if cell["status"] == "ok":
                         yield ep, cell, run_worker(
                             {"threads": settings.threads, "model": str(prep.model_path),
+                             "inputs": {k: str(v) for k, v in prep.inputs.items()},
                              "ep": ep, "opt_level": level, "cuda_options": settings.cuda_options,
                              "warmup": settings.warmup, **job}, env, settings.timeout_s)
 
             if settings.profile:
                 for ep, cell, result in each_ort_cell("profile", {
-                        "kind": "ort", "inputs": {k: str(v) for k, v in prep.inputs.items()},
-                        "profile": True, "profile_prefix": str(work / "profile"),
+                        "kind": "ort", "profile": True, "profile_prefix": str(work / "profile"),
                         "warmup_s": settings.warmup_s, "blocks": 1,
                         "calls": settings.profile_calls}):
                     cell["per_op"] = result.get("profile") if result.get("ok") else None

@@ -13,8 +13,8 @@ Job (all kinds): ``{"kind": "ort" | "torch" | "roofs" | "nodes", "threads": int,
   (``cpu``/``cuda``), ``compile`` (bool), ``tf32`` (bool, CUDA), ``warmup``, ``warmup_s``,
   ``blocks``, ``calls``.
 - ``roofs``: ``matmul_n``, ``copy_mb``, ``repeats``, ``device`` (``cpu``/``cuda``).
-- ``nodes``: ``model``, ``ep``, ``opt_level``, ``cuda_options``, ``warmup``, ``calls``: every node
-  timed alone (:mod:`onnxconv.node_times`).
+- ``nodes``: ``model``, ``inputs`` (their shapes fix dynamic dims), ``ep``, ``opt_level``,
+  ``cuda_options``, ``warmup``, ``calls``: every node timed alone (:mod:`onnxconv.node_times`).
 
 Result: ``{"ok": true, "blocks_ns": [[int, ...], ...], "minflt": int, "majflt": int,
 "page_faults_per_call": float, "outputs": [{"shape": [...], "abs_sum": float}], ...}`` or
@@ -289,8 +289,13 @@ def run_nodes(job: dict[str, Any]) -> dict[str, Any]:
 
     from onnxconv.node_times import time_nodes
 
+    import numpy as np
+
     ep = job.get("ep", "cpu")
-    nodes = time_nodes(onnx.load(job["model"]), ep, job["opt_level"], threads=int(job["threads"]),
+    shapes = {name: np.load(path, mmap_mode="r").shape
+              for name, path in (job.get("inputs") or {}).items()}
+    nodes = time_nodes(onnx.load(job["model"]), ep, job["opt_level"], input_shapes=shapes,
+                       threads=int(job["threads"]),
                        cuda_options=job.get("cuda_options"), warmup=int(job.get("warmup", 5)),
                        calls=int(job.get("calls", 30)))
     return {"ok": True, "per_node": nodes}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -61,6 +61,25 @@ def _static(vi: onnx.ValueInfoProto) -> bool:
     t = vi.type.tensor_type
     return (vi.type.HasField("tensor_type") and t.elem_type != 0 and t.HasField("shape")
             and all(d.HasField("dim_value") and d.dim_value > 0 for d in t.shape.dim))
+
+
+def with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
+    """A copy of ``model`` whose named graph inputs have these fixed shapes (symbolic dims of a
+    dynamic-batch export become the numbers actually fed), so shape inference gives every node
+    static shapes. A shape of the wrong rank is a :class:`UserInputError`."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        if vi.name not in shapes:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        shape = list(shapes[vi.name])
+        if len(dims) != len(shape):
+            raise UserInputError(f"input {vi.name!r} has rank {len(dims)}, got shape {shape}")
+        for dim, n in zip(dims, shape):
+            dim.Clear()
+            dim.dim_value = int(n)
+    return m
 
 
 def split_nodes(model: onnx.ModelProto) -> list[NodeModel]:
@@ -130,6 +149,7 @@ def _random_feeds(session, seed: int) -> dict[str, np.ndarray]:
 
 
 def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", *,
+               input_shapes: Mapping[str, Sequence[int]] | None = None,
                threads: int | None = 1, cuda_options: Mapping[str, Any] | None = None,
                warmup: int = 5, calls: int = 30, seed: int = 0) -> dict[str, Any]:
     """Time every node of ``model`` alone on ``ep``: ``{"nodes": [...], "sum_ms", "groups_ms",
@@ -139,8 +159,11 @@ def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", 
     random float inputs, and on CUDA IO binding with inputs and outputs on the device, so the
     time of a call is the node's device time plus one launch. ``ms`` is the median of ``calls``
     timed calls after ``warmup``, ``p90_ms`` the 90th percentile. A node that cannot be timed
-    alone carries ``skipped`` (the reason) instead.
+    alone carries ``skipped`` (the reason) instead. ``input_shapes`` fixes dynamic input dims to
+    what is fed (see :func:`with_input_shapes`).
     """
+    if input_shapes:
+        model = with_input_shapes(model, input_shapes)
     if ep != "cpu":
         reason = ep_unavailable_reason(ep)
         if reason is not None:

@@ -14,6 +14,7 @@ from cuda_marks import cuda_only
 from onnx_builders import make_init, make_model
 from onnxconv import bench, bench_report
 from onnxconv.divergence import with_all_outputs
+from onnxconv.errors import UserInputError
 from onnxconv.node_times import split_nodes, time_nodes
 from onnxconv.runtime import EpUnavailable, Target, ep_unavailable_reason, make_session, run
 
@@ -115,6 +116,24 @@ def test_node_macs_add_up_to_the_graph_cost(name):
     assert sum(m for m in per_node if m) == graph_cost(model)[1]
     assert all((m is not None) == (n.op_type in ("Conv", "Gemm", "MatMul"))
                for m, n in zip(per_node, model.graph.node))
+
+
+def test_dynamic_batch_graph_is_timed_at_the_batch_fed(tmp_path):
+    from onnxconv.export import ExportOptions, export_variants
+
+    (exported,) = export_variants(["shuffle_unit"], tmp_path / "g", ExportOptions(
+        dynamic_batch=True), overrides={"height": 8, "width": 8})
+    model = onnx.load(exported.model_path)
+    assert all(p.skipped for p in split_nodes(model) if p.op_type == "Conv")  # batch unknown
+    report = bench.run_bench([exported.model_path], batches=[2], eps=["cpu"], opt_levels=["all"],
+                             rounds=1, blocks=2, calls=3, warmup=1, warmup_s=0.0, profile=False,
+                             roofs=False, per_node=True, per_node_calls=3)
+    (cell,) = report.cells
+    convs = [n for n in cell["per_node"]["nodes"] if n["op_type"] == "Conv"]
+    assert len(convs) == 3 and all(n["ms"] > 0 and n["skipped"] is None for n in convs)
+    assert sum(n["macs"] for n in convs) == cell["macs"]  # at batch 2
+    with pytest.raises(UserInputError, match="rank 4, got shape"):
+        time_nodes(model, input_shapes={model.graph.input[0].name: (2, 960)})
 
 
 @cuda_only
