@@ -314,6 +314,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if errors or missing else 0
 
 
+@command("bench-compare")
+def cmd_bench_compare(args: argparse.Namespace) -> int:
+    from . import bench_compare, bench_report
+    from .report import write_json, write_text
+
+    baseline = bench_report.load_report(args.baseline)
+    current = bench_report.load_report(args.current)
+    comparison = bench_compare.compare_reports(baseline, current, args.max_slowdown)
+    comparison["baseline"]["path"], comparison["current"]["path"] = args.baseline, args.current
+    for line in comparison["differences"]:
+        print(f"differs: {line}")
+    rows = [(r["id"], "—" if r["baseline_p50_ms"] is None else f"{r['baseline_p50_ms']:.4g}",
+             "—" if r["current_p50_ms"] is None else f"{r['current_p50_ms']:.4g}",
+             "—" if r["ratio"] is None else f"{r['ratio']:.2f}",
+             r["verdict"].upper() if r["verdict"] == "slower" else r["verdict"])
+            for r in comparison["cells"]]
+    print(format_table(["cell", "baseline p50 ms", "current p50 ms", "current/baseline",
+                        "verdict"], rows))
+    print(f"\n{len(comparison['slower'])} slower, {len(comparison['faster'])} faster "
+          f"(threshold ×{args.max_slowdown:g} and outside the other run's p90)")
+    if args.json:
+        write_json(args.json, comparison)
+    if args.markdown:
+        write_text(args.markdown, bench_compare.to_markdown(comparison))
+    return 1 if comparison["slower"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxconv",
@@ -414,6 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default="reports/bench", help="report folder (default reports/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("bench-compare", help="two bench reports side by side; exit 1 when a "
+                                             "cell got slower")
+    p.add_argument("baseline", help="the earlier bench.json")
+    p.add_argument("current", help="the later bench.json")
+    p.add_argument("--max-slowdown", type=float, default=1.2,
+                   help="a cell is slower when its p50 is above this × the baseline's and above "
+                        "the baseline's p90 (default 1.2)")
+    p.add_argument("--json", help="write the comparison as JSON")
+    p.add_argument("--markdown", help="write the comparison as Markdown")
     return parser
 
 
