@@ -45,11 +45,28 @@ def _differences(old: BenchReport, new: BenchReport) -> list[str]:
     return out
 
 
+def _run_summary(report: BenchReport) -> dict[str, Any]:
+    """When, where and with what a report was measured: the line each figure needs."""
+    m, v, s = report.machine, report.versions, report.settings
+    return {"created": report.created, "cpu": m.get("cpu_model"),
+            "gpus": [g.get("name") for g in (m.get("gpus") or [])],
+            "onnxruntime": v.get("onnxruntime"), "torch": v.get("torch"),
+            "threads": s.get("threads"), "cuda_options": s.get("cuda_options")}
+
+
+def _describe_run(run: Mapping[str, Any]) -> str:
+    gpu = f", {', '.join(run['gpus'])}" if run.get("gpus") else ""
+    return (f"{run.get('path', '')} — created {run['created']}, {run.get('cpu')}{gpu}, "
+            f"onnxruntime {run.get('onnxruntime')}, torch {run.get('torch')}, "
+            f"{run.get('threads')} thread(s)")
+
+
 def compare_reports(baseline: BenchReport, current: BenchReport,
                     max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> dict[str, Any]:
     """Pair the cells of two reports by id.
 
-    Returns ``{"baseline": {created, path?}, "current": {...}, "max_slowdown", "differences":
+    Returns ``{"baseline": {created, cpu, gpus, onnxruntime, torch, threads, cuda_options},
+    "current": {...}, "max_slowdown", "differences":
     [str], "cells": [{id, baseline_p50_ms, current_p50_ms, baseline_p90_ms, ratio, verdict}],
     "only_in_baseline": [id], "only_in_current": [id], "slower": [id], "faster": [id]}``;
     ``ratio`` is current p50 / baseline p50; ``verdict`` is ``slower``, ``faster``, ``same``,
@@ -84,7 +101,7 @@ def compare_reports(baseline: BenchReport, current: BenchReport,
                 row["verdict"] = "same"
         rows.append(row)
     return {
-        "baseline": {"created": baseline.created}, "current": {"created": current.created},
+        "baseline": _run_summary(baseline), "current": _run_summary(current),
         "max_slowdown": max_slowdown, "differences": _differences(baseline, current),
         "cells": rows,
         "only_in_baseline": [i for i in old_cells if i not in new_cells],
@@ -97,8 +114,8 @@ def compare_reports(baseline: BenchReport, current: BenchReport,
 def to_markdown(comparison: Mapping[str, Any]) -> str:
     c = comparison
     lines = ["# onnxconv bench-compare", "",
-             f"- baseline: {c['baseline'].get('path', '')} (created {c['baseline']['created']})",
-             f"- current: {c['current'].get('path', '')} (created {c['current']['created']})",
+             f"- baseline: {_describe_run(c['baseline'])}",
+             f"- current: {_describe_run(c['current'])}",
              f"- slower / faster means p50 beyond ×{c['max_slowdown']:g} (or ÷) and outside the "
              "other run's p90",
              f"- verdict: {len(c['slower'])} slower, {len(c['faster'])} faster, "
