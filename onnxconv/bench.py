@@ -538,151 +538,174 @@ def _torch_devices(settings: BenchSettings) -> list[str]:
 
 def _run(sources: list[Source], settings: BenchSettings, work: Path,
          progress: Progress | None) -> BenchReport:
-    from .machine import machine_info, relevant_env, versions
+    return _Harness(sources, settings, work, progress).run()
 
-    env = worker_env(settings.threads)
-    torch_env = worker_env(settings.threads, settings.torch_malloc_env)
-    ort_targets = [(ep, level) for ep in settings.eps for level in settings.opt_levels]
-    torch_backends = ["torch"] + (["torch_compile"] if settings.compile else [])
-    devices = _torch_devices(settings)
-    from .runtime import ep_unavailable_reason
-    unavailable_eps = {ep: reason for ep in settings.eps if ep != "cpu"
-                       and (reason := ep_unavailable_reason(ep)) is not None}
-    n_variants = sum(1 for s in sources if s.kind == "variant")
-    total = (2 if settings.roofs else 1) + len(settings.batches) * (
-        len(sources) * settings.rounds * len(ort_targets)
-        + n_variants * settings.rounds * len(torch_backends) * len(devices)
-        + (len(sources) * len(ort_targets) if settings.profile else 0)
-        + (len(sources) * len(ort_targets) if settings.per_node else 0))
-    done = 0
 
-    def step(message: str) -> None:
-        nonlocal done
-        if progress is not None:
-            progress(done, total, message)
-        done += 1
+class _Harness:
+    """One bench run: the worker environments, the targets, the progress count, the report."""
 
-    cuda_roofs_wanted = "cuda" in settings.eps and "cuda" in devices
+    def __init__(self, sources: list[Source], settings: BenchSettings, work: Path,
+                 progress: Progress | None) -> None:
+        from .runtime import ep_unavailable_reason
 
-    def measure_roofs(when: str) -> dict[str, Any]:
-        step(f"measuring roofs ({when})")
-        if not settings.roofs:
-            return {"ok": False, "error": "not measured (roofs=False)"}
-        if cuda_roofs_wanted:  # the GPU's roofs: what a CUDA cell's % of roof is measured against
-            cuda_roof_results.append(run_worker({"kind": "roofs", "device": "cuda", "threads": 1,
-                                                 "repeats": settings.roof_repeats},
-                                                torch_env, settings.timeout_s))
-        return run_worker({"kind": "roofs", "threads": settings.threads,
-                           "matmul_n": settings.roof_matmul_n, "copy_mb": settings.roof_copy_mb,
-                           "repeats": settings.roof_repeats}, torch_env, settings.timeout_s)
+        self.sources, self.settings, self.work, self.progress = sources, settings, work, progress
+        self.env = worker_env(settings.threads)
+        self.torch_env = worker_env(settings.threads, settings.torch_malloc_env)
+        self.ort_targets = [(ep, level) for ep in settings.eps for level in settings.opt_levels]
+        self.torch_backends = ["torch"] + (["torch_compile"] if settings.compile else [])
+        self.devices = _torch_devices(settings)
+        self.unavailable_eps = {ep: reason for ep in settings.eps if ep != "cpu"
+                                and (reason := ep_unavailable_reason(ep)) is not None}
+        per_source = len(self.ort_targets) * (settings.rounds + settings.profile
+                                              + settings.per_node)
+        per_variant = settings.rounds * len(self.torch_backends) * len(self.devices)
+        n_variants = sum(1 for s in sources if s.kind == "variant")
+        self.total = (2 if settings.roofs else 1) + len(settings.batches) * (
+            len(sources) * per_source + n_variants * per_variant)
+        self.done = 0
+        self.roof_results: list[dict[str, Any]] = []
+        self.cuda_roof_results: list[dict[str, Any]] = []
 
-    cuda_roof_results: list[dict[str, Any]] = []
-    roof_results = [measure_roofs("start")]
-    report = BenchReport(
-        machine=machine_info(), versions=versions(),
-        settings={**settings.to_dict(),
-                  "env": {"ort": relevant_env(env), "torch": relevant_env(torch_env)},
-                  "sources": [{"label": s.label, "kind": s.kind, "variant": s.variant,
-                               "path": str(s.path) if s.path else None, "overrides": s.overrides}
-                              for s in sources],
-                  "order": "per round: every ORT target, then every torch backend"},
-        roofs=None)
-    finishing: list[tuple[dict[str, Any], _Prepared, list]] = []
+    def step(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total, message)
+        self.done += 1
 
-    for source in sources:
-        for batch in settings.batches:
-            if source.kind == "variant":
-                prep = _prepare_variant(source, batch, settings, work)
-            else:
-                prep = _prepare_onnx(source, batch, settings, work)
-            ort_cells = {}
-            for ep, level in ort_targets:
-                target = f"{ep}/{level}/{settings.precision}"
-                ort_cells[(ep, level)] = _cell_base(prep, "ort", target, settings, ep=ep,
-                                                    device=ep, opt_level=level)
-            torch_cells = {}
-            if source.kind == "variant":
-                for device in devices:
-                    for backend in torch_backends:
-                        torch_cells[(backend, device)] = _cell_base(prep, backend, device,
-                                                                    settings, device=device)
-            blocks: dict[str, list] = defaultdict(list)
-            for r in range(settings.rounds):
-                for (ep, level), cell in ort_cells.items():
-                    step(f"{cell['id']} round {r + 1}/{settings.rounds}")
-                    if prep.error:
-                        result = {"ok": False, "error": prep.error}
-                    elif ep in unavailable_eps:
-                        result = {"ok": False, "status": "unavailable",
-                                  "error": unavailable_eps[ep]}
-                    else:
-                        result = run_worker({"kind": "ort", "threads": settings.threads,
-                                             "model": str(prep.model_path),
-                                             "inputs": {k: str(v) for k, v in prep.inputs.items()},
-                                             "ep": ep, "opt_level": level,
-                                             "cuda_options": settings.cuda_options,
-                                             **_timing(settings)},
-                                            env, settings.timeout_s)
-                    _record_round(cell, r, result, blocks)
-                for (backend, device), cell in torch_cells.items():
-                    step(f"{cell['id']} round {r + 1}/{settings.rounds}")
-                    result = run_worker({"kind": "torch", "threads": settings.threads,
-                                         "variant": source.variant, "config": prep.config,
-                                         "seed": settings.seed,
-                                         "input": str(prep.inputs[next(iter(prep.inputs))]),
-                                         "device": device, "compile": backend == "torch_compile",
-                                         "tf32": settings.cuda_options.get("use_tf32") == "1",
-                                         **_timing(settings)}, torch_env, settings.timeout_s)
-                    _record_round(cell, r, result, blocks)
+    def worker(self, job: dict[str, Any], torch_side: bool = False) -> dict[str, Any]:
+        return run_worker({"threads": self.settings.threads, **job},
+                          self.torch_env if torch_side else self.env, self.settings.timeout_s)
 
-            def each_ort_cell(what: str, job: dict[str, Any]):
-                """One more worker per ORT cell that ran: ``(ep, cell, result)``."""
-                for (ep, level), cell in ort_cells.items():
-                    step(f"{cell['id']} {what}")
-                    if cell["status"] == "ok":
-                        yield ep, cell, run_worker(
-                            {"threads": settings.threads, "model": str(prep.model_path),
-                             "inputs": {k: str(v) for k, v in prep.inputs.items()},
-                             "ep": ep, "opt_level": level, "cuda_options": settings.cuda_options,
-                             "warmup": settings.warmup, **job}, env, settings.timeout_s)
+    def measure_roofs(self, when: str) -> None:
+        """The CPU's roofs, and the GPU's when CUDA cells run (what their % of roof is against)."""
+        s = self.settings
+        self.step(f"measuring roofs ({when})")
+        if not s.roofs:
+            self.roof_results.append({"ok": False, "error": "not measured (roofs=False)"})
+            return
+        if "cuda" in s.eps and "cuda" in self.devices:
+            self.cuda_roof_results.append(self.worker(
+                {"kind": "roofs", "device": "cuda", "threads": 1, "repeats": s.roof_repeats},
+                torch_side=True))
+        self.roof_results.append(self.worker(
+            {"kind": "roofs", "matmul_n": s.roof_matmul_n, "copy_mb": s.roof_copy_mb,
+             "repeats": s.roof_repeats}, torch_side=True))
 
-            if settings.profile:
-                for ep, cell, result in each_ort_cell("profile", {
-                        "kind": "ort", "profile": True, "profile_prefix": str(work / "profile"),
-                        "warmup_s": settings.warmup_s, "blocks": 1,
-                        "calls": settings.profile_calls}):
-                    cell["per_op"] = result.get("profile") if result.get("ok") else None
-                    if cell["per_op"] is not None:
-                        # ORT's release builds time a CUDA node's host side (its kernel launch),
-                        # not the GPU kernel: the shares then say where launch time goes.
-                        cell["per_op"]["clock"] = "host" if ep == "cuda" else "cpu"
-                    if not result.get("ok"):
-                        cell["per_op_error"] = result.get("error")
-            if settings.per_node:
-                for _ep, cell, result in each_ort_cell("per node", {
-                        "kind": "nodes", "calls": settings.per_node_calls}):
-                    cell["per_node"] = result.get("per_node") if result.get("ok") else None
-                    if not result.get("ok"):
-                        cell["per_node_error"] = result.get("error")
-            for cell in [*ort_cells.values(), *torch_cells.values()]:
-                finishing.append((cell, prep, blocks.get(cell["id"], [])))
-                report.cells.append(cell)
-            for (ep, _level), ort_cell in ort_cells.items():
-                for (backend, device), torch_cell in torch_cells.items():
-                    if device == ep:
-                        report.pairs.append(_pair(ort_cell, torch_cell))
-    if settings.roofs:
-        roof_results.append(measure_roofs("end"))
-    report.roofs, report.roofs_error = combine_roofs(roof_results)
-    if cuda_roof_results:
-        report.cuda_roofs, report.cuda_roofs_error = combine_roofs(cuda_roof_results)
-    for cell, prep, blocks_of_cell in finishing:
-        _finish_cell(cell, prep, blocks_of_cell,
-                     report.cuda_roofs if cell.get("device") == "cuda" else report.roofs)
-    report.notes = measurement_notes(report)
-    if progress is not None:
-        progress(total, total, "done")
-    return report
+    def run(self) -> BenchReport:
+        from .machine import machine_info, relevant_env, versions
+
+        self.measure_roofs("start")
+        report = BenchReport(
+            machine=machine_info(), versions=versions(),
+            settings={**self.settings.to_dict(),
+                      "env": {"ort": relevant_env(self.env), "torch": relevant_env(self.torch_env)},
+                      "sources": [{"label": s.label, "kind": s.kind, "variant": s.variant,
+                                   "path": str(s.path) if s.path else None,
+                                   "overrides": s.overrides} for s in self.sources],
+                      "order": "per round: every ORT target, then every torch backend"},
+            roofs=None)
+        finishing: list[tuple[dict[str, Any], _Prepared, list]] = []
+        for source in self.sources:
+            for batch in self.settings.batches:
+                prep = (_prepare_variant if source.kind == "variant" else _prepare_onnx)(
+                    source, batch, self.settings, self.work)
+                ort_cells, torch_cells = self.cells_of(source, prep)
+                blocks = self.time_rounds(source, prep, ort_cells, torch_cells)
+                self.extra_passes(prep, ort_cells)
+                for cell in [*ort_cells.values(), *torch_cells.values()]:
+                    finishing.append((cell, prep, blocks.get(cell["id"], [])))
+                    report.cells.append(cell)
+                report.pairs += [_pair(ort_cell, torch_cell)
+                                 for (ep, _level), ort_cell in ort_cells.items()
+                                 for (_backend, device), torch_cell in torch_cells.items()
+                                 if device == ep]
+        if self.settings.roofs:
+            self.measure_roofs("end")
+        report.roofs, report.roofs_error = combine_roofs(self.roof_results)
+        if self.cuda_roof_results:
+            report.cuda_roofs, report.cuda_roofs_error = combine_roofs(self.cuda_roof_results)
+        for cell, prep, blocks_of_cell in finishing:
+            _finish_cell(cell, prep, blocks_of_cell,
+                         report.cuda_roofs if cell.get("device") == "cuda" else report.roofs)
+        report.notes = measurement_notes(report)
+        if self.progress is not None:
+            self.progress(self.total, self.total, "done")
+        return report
+
+    def cells_of(self, source: Source, prep: _Prepared) -> tuple[dict, dict]:
+        """The empty cells of one source at one batch: ``{(ep, level): cell}``, and
+        ``{(backend, device): cell}`` for PyTorch (variants only: a bare graph has no module)."""
+        s = self.settings
+        ort_cells = {(ep, level): _cell_base(prep, "ort", f"{ep}/{level}/{s.precision}", s,
+                                             ep=ep, device=ep, opt_level=level)
+                     for ep, level in self.ort_targets}
+        torch_cells = {}
+        if source.kind == "variant":
+            torch_cells = {(backend, device): _cell_base(prep, backend, device, s, device=device)
+                           for device in self.devices for backend in self.torch_backends}
+        return ort_cells, torch_cells
+
+    def time_rounds(self, source: Source, prep: _Prepared, ort_cells: dict,
+                    torch_cells: dict) -> dict[str, list]:
+        """``rounds`` × (every ORT target, then every torch backend), each in a fresh worker."""
+        s = self.settings
+        blocks: dict[str, list] = defaultdict(list)
+        inputs = {k: str(v) for k, v in prep.inputs.items()}
+        for r in range(s.rounds):
+            for (ep, level), cell in ort_cells.items():
+                self.step(f"{cell['id']} round {r + 1}/{s.rounds}")
+                if prep.error:
+                    result = {"ok": False, "error": prep.error}
+                elif ep in self.unavailable_eps:
+                    result = {"ok": False, "status": "unavailable",
+                              "error": self.unavailable_eps[ep]}
+                else:
+                    result = self.worker({"kind": "ort", "model": str(prep.model_path),
+                                          "inputs": inputs, "ep": ep, "opt_level": level,
+                                          "cuda_options": s.cuda_options, **_timing(s)})
+                _record_round(cell, r, result, blocks)
+            for (backend, device), cell in torch_cells.items():
+                self.step(f"{cell['id']} round {r + 1}/{s.rounds}")
+                result = self.worker({"kind": "torch", "variant": source.variant,
+                                      "config": prep.config, "seed": s.seed,
+                                      "input": inputs[next(iter(inputs))], "device": device,
+                                      "compile": backend == "torch_compile",
+                                      "tf32": s.cuda_options.get("use_tf32") == "1",
+                                      **_timing(s)}, torch_side=True)
+                _record_round(cell, r, result, blocks)
+        return blocks
+
+    def each_ort_cell(self, prep: _Prepared, ort_cells: dict, what: str, job: dict[str, Any]):
+        """One more worker per ORT cell that ran: ``(ep, cell, result)``."""
+        s = self.settings
+        for (ep, level), cell in ort_cells.items():
+            self.step(f"{cell['id']} {what}")
+            if cell["status"] == "ok":
+                yield ep, cell, self.worker(
+                    {"model": str(prep.model_path),
+                     "inputs": {k: str(v) for k, v in prep.inputs.items()}, "ep": ep,
+                     "opt_level": level, "cuda_options": s.cuda_options, "warmup": s.warmup,
+                     **job})
+
+    def extra_passes(self, prep: _Prepared, ort_cells: dict) -> None:
+        """ORT's per-op profile and the per-node times: separate workers, never the timed one."""
+        s = self.settings
+        if s.profile:
+            for ep, cell, result in self.each_ort_cell(prep, ort_cells, "profile", {
+                    "kind": "ort", "profile": True, "profile_prefix": str(self.work / "profile"),
+                    "warmup_s": s.warmup_s, "blocks": 1, "calls": s.profile_calls}):
+                cell["per_op"] = result.get("profile") if result.get("ok") else None
+                if cell["per_op"] is not None:
+                    # ORT's release builds time a CUDA node's host side (its kernel launch), not
+                    # the GPU kernel: the shares then say where launch time goes.
+                    cell["per_op"]["clock"] = "host" if ep == "cuda" else "cpu"
+                if not result.get("ok"):
+                    cell["per_op_error"] = result.get("error")
+        if s.per_node:
+            for _ep, cell, result in self.each_ort_cell(prep, ort_cells, "per node", {
+                    "kind": "nodes", "calls": s.per_node_calls}):
+                cell["per_node"] = result.get("per_node") if result.get("ok") else None
+                if not result.get("ok"):
+                    cell["per_node_error"] = result.get("error")
 
 
 def combine_roofs(results: Sequence[Mapping[str, Any]],
