@@ -304,6 +304,25 @@ def _cuda_line(cuda_options: Mapping[str, str]) -> str:
             + f", IO binding; PyTorch cudnn.benchmark on, TF32 {tf32}, synchronised after every call")
 
 
+def by_op_type(per_node: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per-node times summed by op type, most time first: ``op_type``, ``nodes`` (timed),
+    ``ms``, ``share`` (of the timed sum), ``macs``, ``gflops`` (None where no multiply-adds)."""
+    ops: dict[str, dict[str, Any]] = {}
+    for n in per_node["nodes"]:
+        if n["ms"] is None:
+            continue
+        op = ops.setdefault(n["op_type"], {"op_type": n["op_type"], "nodes": 0, "ms": 0.0,
+                                           "macs": 0})
+        op["nodes"] += 1
+        op["ms"] += n["ms"]
+        op["macs"] += n.get("macs") or 0
+    total = per_node.get("sum_ms") or 0.0
+    for op in ops.values():
+        op["share"] = op["ms"] / total if total else 0.0
+        op["gflops"] = 2 * op["macs"] / op["ms"] / 1e6 if op["macs"] and op["ms"] > 0 else None
+    return sorted(ops.values(), key=lambda op: -op["ms"])
+
+
 def _per_node_section(cells: list[Mapping[str, Any]], roofs: Mapping[str, Any] | None,
                       cuda_roofs: Mapping[str, Any] | None) -> list[str]:
     """Markdown for the cells that have ``per_node`` (``bench --per-node``); a node's % peak is
@@ -327,6 +346,13 @@ def _per_node_section(cells: list[Mapping[str, Any]], roofs: Mapping[str, Any] |
                      + ", ".join(f"{g} {100 * f:.0f}%" for g, f in pn["fractions"].items()))
         roof = cuda_roofs if c.get("device") == "cuda" else roofs
         peak = roof["compute_gflops"] if roof else None
+        lines += ["", "| op | nodes | ms | share | M MACs | GFLOP/s | % peak |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for op in by_op_type(pn):
+            pct = op["gflops"] / peak if op["gflops"] and peak else None
+            lines.append(f"| {op['op_type']} | {op['nodes']} | {op['ms']:.4g} | "
+                         f"{100 * op['share']:.0f}% | {_fmt(op['macs'] or None, '.4g', 1e-6)} | "
+                         f"{_fmt(op['gflops'], '.1f')} | {_fmt(pct, '.0f', 100)} |")
         lines += ["", "| # | node | op | ms | p90 ms | share | M MACs | GFLOP/s | % peak |",
                   "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
         for n in pn["nodes"]:

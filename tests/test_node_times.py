@@ -104,6 +104,11 @@ def test_bench_per_node_lands_in_the_report(tmp_path):
     assert all(n["macs"] is None and n["gflops"] is None for n in nodes if n not in convs)
     text = bench_report.to_markdown(report)
     assert "## Per node, each timed alone" in text and "| 3 | node_transpose | Transpose |" in text
+    ops = {op["op_type"]: op for op in bench_report.by_op_type(ort_cell["per_node"])}
+    assert (ops["Conv"]["nodes"], ops["Reshape"]["nodes"], ops["Relu"]["nodes"]) == (3, 2, 2)
+    assert ops["Conv"]["macs"] == ort_cell["macs"] and ops["Reshape"]["gflops"] is None
+    assert sum(op["share"] for op in ops.values()) == pytest.approx(1.0)
+    assert f"| Conv | 3 | {ops['Conv']['ms']:.4g} |" in text
 
 
 @pytest.mark.parametrize("name", ["standard", "inception", "shuffle_unit_s2", "flattened"])
