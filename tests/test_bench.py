@@ -470,11 +470,13 @@ def test_cli_bench_writes_report_and_exit_codes(tmp_path, capsys):
 
     fast = ["--config", "height=8,width=8", "--rounds", "1", "--blocks", "2", "--calls", "3",
             "--opt-level", "all", "--no-roofs", "--quiet"]
-    assert main(["bench", "grouped", *fast, "--out", str(tmp_path / "b")]) == 0
+    assert main(["bench", "grouped", *fast, "--per-node", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert "ort cpu/all/fp32" in out and "torch cpu" in out
+    assert "ort cpu/all/fp32" in out and "torch cpu" in out and "(nodes)" in out
     data = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert {c["backend"] for c in data["cells"]} == {"ort", "torch"}
+    assert [n["op_type"] for c in data["cells"] if c["backend"] == "ort"
+            for n in c["per_node"]["nodes"]] == ["Conv"]
     assert data["settings"]["cuda_options"] == {"cudnn_conv_algo_search": "EXHAUSTIVE",
                                                 "use_tf32": "0"}
     assert (tmp_path / "b" / "bench.md").exists()
