@@ -125,8 +125,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     report = graph.inspect_model(model)
     cost = graph.cost_breakdown(model, batch_size=args.batch)
     findings = graph_checks.lint_model(model, target_opset=args.target_opset)
+    macs_of = {node.name: m for node, m in zip(model.graph.node,
+                                               graph.node_macs(model, batch_size=args.batch))
+               if m is not None and node.name}
     if args.json:
         print(json.dumps({"model": str(path), **report.to_dict(), "cost": cost.to_dict(),
+                          "node_macs": macs_of,
                           "lint": [f.to_dict() for f in findings]}, indent=2))
         return 0
     opsets = ", ".join(f"{d} {v}" for d, v in report.opsets.items())
@@ -138,12 +142,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}")
     if report.convs:
         print()
+        def share(name: str) -> str:
+            m = macs_of.get(name)
+            return "—" if m is None else f"{human(m)} ({100 * m / cost.macs:.0f}%)" \
+                if cost.macs else human(m)
+
         rows = [(c.name, c.kind + (f" x{c.depth_multiplier}" if c.depth_multiplier else ""),
                  f"{c.in_channels}->{c.out_channels}", "x".join(map(str, c.kernel)),
-                 c.group, "x".join(map(str, c.stride)), ",".join(map(str, c.pads)))
+                 c.group, "x".join(map(str, c.stride)), ",".join(map(str, c.pads)),
+                 share(c.name))
                 for c in report.convs]
-        print(format_table(["conv", "kind", "channels", "kernel", "group", "stride", "pads"],
-                           rows))
+        print(format_table(["conv", "kind", "channels", "kernel", "group", "stride", "pads",
+                            "MACs"], rows))
     for pair in report.flattened_pairs:
         print(f"flattened pair: {pair.vertical} ({pair.kernel}x1) -> {pair.horizontal} "
               f"(1x{pair.kernel})")

@@ -241,8 +241,12 @@ def test_inspect_reports_shuffle_and_convs(capsys):
     assert shuffle["exact"] and shuffle["groups"] == 3 and shuffle["perm"] == [0, 2, 1, 3, 4]
     assert report["cost"]["macs"] == variants.get("shuffle_unit").cost(
         variants.get("shuffle_unit").config()).macs
+    per_conv = [report["node_macs"][c["name"]] for c in report["convs"]]
+    assert sum(per_conv) == report["cost"]["macs"] and per_conv[0] == per_conv[2] > per_conv[1]
     assert main(["inspect", str(GRAPHS / "flattened" / "model.onnx")]) == 0
-    assert "flattened pair" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "flattened pair" in out
+    assert any(line.startswith("conv ") and line.rstrip().endswith("MACs") for line in out.splitlines())
 
 
 def test_export_cli_writes_the_layout(tmp_path, capsys):
