@@ -246,7 +246,8 @@ def test_inspect_reports_shuffle_and_convs(capsys):
     assert main(["inspect", str(GRAPHS / "flattened" / "model.onnx")]) == 0
     out = capsys.readouterr().out
     assert "flattened pair" in out
-    assert any(line.startswith("conv ") and line.rstrip().endswith("MACs") for line in out.splitlines())
+    header = next(line for line in out.splitlines() if line.startswith("conv "))
+    assert header.rstrip().endswith("MACs")
 
 
 def test_export_cli_writes_the_layout(tmp_path, capsys):
