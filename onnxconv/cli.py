@@ -182,24 +182,6 @@ def csv_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def brief_rows(cells) -> list[tuple[str, ...]]:
-    """One row per graph and EP: how its cells ended, the worst error, the first problem."""
-    groups: dict[tuple[str, str], list] = {}
-    for cell in cells:
-        groups.setdefault((cell.subject, cell.target.split("/")[0]), []).append(cell)
-    rows = []
-    for (subject, ep), group in groups.items():
-        counts: dict[str, int] = {}
-        for cell in group:
-            counts[cell.status] = counts.get(cell.status, 0) + 1
-        worst = max((c.worst for c in group if c.worst), key=lambda w: w["max_abs"], default={})
-        metric = f"{worst['max_abs']:.2e} vs {worst['reference']}" if worst else ""
-        problem = next((f"{c.target}: {c.reason}" for c in group if c.status != "pass"), "")
-        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        rows.append((subject, ep, summary, metric, problem[:110]))
-    return rows
-
-
 @command("validate")
 def cmd_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -244,7 +226,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         progress=None if args.quiet else progress_printer("validating"))
     if args.brief:
         print(format_table(["graph", "ep", "cells", "worst max abs", "note"],
-                           brief_rows(report.cells)))
+                           validate.brief_rows(report.cells)))
     else:
         rows = []
         for cell in report.cells:

@@ -543,6 +543,24 @@ def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
     return ValidationReport(environment(), settings, subject_info, cells)
 
 
+def brief_rows(cells: Iterable[Cell]) -> list[tuple[str, ...]]:
+    """One row per graph and EP: how its cells ended, the worst error, the first problem."""
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.subject, cell.target.split("/")[0]), []).append(cell)
+    rows = []
+    for (subject, ep), group in groups.items():
+        counts: dict[str, int] = {}
+        for cell in group:
+            counts[cell.status] = counts.get(cell.status, 0) + 1
+        worst = max((c.worst for c in group if c.worst), key=lambda w: w["max_abs"], default={})
+        metric = f"{worst['max_abs']:.2e} vs {worst['reference']}" if worst else ""
+        problem = next((f"{c.target}: {c.reason}" for c in group if c.status != "pass"), "")
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        rows.append((subject, ep, summary, metric, problem[:110]))
+    return rows
+
+
 def to_markdown(report: ValidationReport) -> str:
     env = report.environment
     lines = ["# onnxconv validate", "",
@@ -551,9 +569,13 @@ def to_markdown(report: ValidationReport) -> str:
              f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
                                         if isinstance(v, str)),
-             f"- summary: {report.summary()}", "",
-             "| graph | target | status | worst max abs | vs | placement | note |",
-             "|---|---|---|---|---|---|---|"]
+             f"- summary: {report.summary()}", "", "## Per graph and EP", "",
+             "| graph | ep | cells | worst max abs | first problem |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(v.replace("|", "/") for v in row) + " |"
+              for row in brief_rows(report.cells)]
+    lines += ["", "## Every cell", "",
+              "| graph | target | status | worst max abs | vs | placement | note |",
+              "|---|---|---|---|---|---|---|"]
     for cell in report.cells:
         worst = cell.worst
         lines.append(f"| {cell.subject} | {cell.target} | {cell.status} | "

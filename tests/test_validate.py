@@ -188,7 +188,9 @@ def test_json_and_markdown_reports(tmp_path, capsys):
     for key in ("max_abs", "max_rel", "mean_abs", "rms", "cosine", "n_bad", "frac_bad", "worst",
                 "histogram", "nan_actual"):
         assert key in result
-    assert "| channel_shuffle | cpu/all/fp16 | pass |" in out_md.read_text()
+    text = out_md.read_text()
+    assert "| channel_shuffle | cpu/all/fp16 | pass |" in text
+    assert "## Per graph and EP" in text and "| channel_shuffle | cpu | 4 pass | " in text
 
 
 # --- bad input ------------------------------------------------------------------------------------
