@@ -263,6 +263,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from . import bench, bench_report, variants
 
+    baseline = bench_report.load_report(args.baseline) if args.baseline else None
+    if baseline is not None and not args.max_slowdown > 1.0:
+        raise OnnxconvError(f"--max-slowdown must be above 1.0, got {args.max_slowdown}")
     items = args.targets or [p.name for p in sorted(Path(args.graphs).glob("*"))
                              if (p / "model.onnx").exists() and p.name in variants.REGISTRY]
     if not items:
@@ -303,18 +306,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"onnxconv bench: {cell['id']}: {cell['error']}", file=sys.stderr)
     for ep, reason in sorted(missing.items()):
         print(f"onnxconv bench: required EP {ep} is not active: {reason}", file=sys.stderr)
-    return 1 if errors or missing else 0
+    slower = 0
+    if baseline is not None:
+        print()
+        slower = print_comparison(baseline, report, args.baseline, str(written["json"]),
+                                  args.max_slowdown)
+    return 1 if errors or missing or slower else 0
 
 
 @command("bench-compare")
 def cmd_bench_compare(args: argparse.Namespace) -> int:
-    from . import bench_compare, bench_report
-    from .report import write_json, write_text
+    from . import bench_report
 
     baseline = bench_report.load_report(args.baseline)
     current = bench_report.load_report(args.current)
-    comparison = bench_compare.compare_reports(baseline, current, args.max_slowdown)
-    comparison["baseline"]["path"], comparison["current"]["path"] = args.baseline, args.current
+    return print_comparison(baseline, current, args.baseline, args.current, args.max_slowdown,
+                            args.json, args.markdown)
+
+
+def print_comparison(baseline, current, baseline_path: str, current_path: str,
+                     max_slowdown: float, json_path: str | None = None,
+                     markdown_path: str | None = None) -> int:
+    """Print (and write) the comparison of two bench reports; 1 when a cell got slower."""
+    from . import bench_compare
+    from .report import write_json, write_text
+
+    comparison = bench_compare.compare_reports(baseline, current, max_slowdown)
+    comparison["baseline"]["path"], comparison["current"]["path"] = baseline_path, current_path
     for line in comparison["differences"]:
         print(f"differs: {line}")
     rows = [(r["id"], "—" if r["baseline_p50_ms"] is None else f"{r['baseline_p50_ms']:.4g}",
@@ -325,11 +343,11 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
     print(format_table(["cell", "baseline p50 ms", "current p50 ms", "current/baseline",
                         "verdict"], rows))
     print(f"\n{len(comparison['slower'])} slower, {len(comparison['faster'])} faster "
-          f"(threshold ×{args.max_slowdown:g} and outside the other run's p90)")
-    if args.json:
-        write_json(args.json, comparison)
-    if args.markdown:
-        write_text(args.markdown, bench_compare.to_markdown(comparison))
+          f"(threshold ×{max_slowdown:g} and outside the other run's p90)")
+    if json_path:
+        write_json(json_path, comparison)
+    if markdown_path:
+        write_text(markdown_path, bench_compare.to_markdown(comparison))
     return 1 if comparison["slower"] else 0
 
 
@@ -433,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default="reports/bench", help="report folder (default reports/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--baseline", metavar="BENCH_JSON",
+                   help="compare with an earlier bench.json afterwards (see bench-compare); "
+                        "exit 1 when a cell got slower")
+    p.add_argument("--max-slowdown", type=float, default=1.2,
+                   help="with --baseline: the slowdown threshold (default 1.2)")
 
     p = sub.add_parser("bench-compare", help="two bench reports side by side; exit 1 when a "
                                              "cell got slower")

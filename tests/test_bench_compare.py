@@ -98,3 +98,20 @@ def test_cli_bad_input_is_one_line_exit_2(argv, word, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and word in err
+
+
+def test_bench_with_a_baseline_compares_after_the_run(tmp_path, capsys):
+    fast = ["pointwise", "--config", "height=8,width=8", "--rounds", "1", "--blocks", "2",
+            "--calls", "3", "--opt-level", "all", "--no-roofs", "--no-plots", "--no-profile",
+            "--quiet"]
+    assert main(["bench", *fast, "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    baseline = tmp_path / "a" / "bench.json"
+    code = main(["bench", *fast, "--out", str(tmp_path / "b"), "--baseline", str(baseline),
+                 "--max-slowdown", "100"])
+    out = capsys.readouterr().out
+    assert code == 0 and "pointwise/b1/ort/cpu/all/fp32" in out and "0 slower" in out
+    # a baseline that cannot be read stops the run before anything is timed
+    assert main(["bench", *fast, "--out", str(tmp_path / "c"), "--baseline",
+                 str(tmp_path / "nope.json")]) == 2
+    assert "nope.json" in capsys.readouterr().err and not (tmp_path / "c").exists()
