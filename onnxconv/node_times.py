@@ -111,11 +111,11 @@ def split_nodes(model: onnx.ModelProto) -> list[NodeModel]:
                for a in node.attribute):
             skip("has subgraphs")
             continue
-        inputs, initializers, problem = [], [], None
+        inputs, initializers, problem, seen = [], [], None, set()
         for tensor in node.input:
-            if not tensor or tensor in {i.name for i in initializers} or tensor in {
-                    i.name for i in inputs}:
+            if not tensor or tensor in seen:  # optional input left out, or fed twice
                 continue
+            seen.add(tensor)
             if tensor in constants:
                 initializers.append(constants[tensor])
                 continue
