@@ -146,3 +146,14 @@ def test_every_node_of_the_shuffle_unit_runs_alone_on_cuda():
     result = time_nodes(onnx.load(GRAPHS / "shuffle_unit" / "model.onnx"), "cuda", "all",
                         warmup=2, calls=5)
     assert all(r["ms"] is not None and r["ms"] > 0 for r in result["nodes"]), result["nodes"]
+
+
+def test_a_tensor_fed_twice_is_one_input_of_the_one_node_model():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    model = make_model([helper.make_node("Add", ["x", "x"], ["y"], name="double")], [x], [y], [])
+    (part,) = split_nodes(model)
+    assert [i.name for i in part.model.graph.input] == ["x"]
+    feeds = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    got = run(make_session(part.model, Target("cpu", "disabled")), feeds)["y"]
+    np.testing.assert_array_equal(got, 2 * feeds["x"])
