@@ -61,6 +61,21 @@ def _describe_run(run: Mapping[str, Any]) -> str:
             f"{run.get('threads')} thread(s)")
 
 
+def check_max_slowdown(max_slowdown: float) -> None:
+    """A threshold must be above 1.0 (1.2: 20% slower); otherwise a :class:`UserInputError`."""
+    if not max_slowdown > 1.0:
+        raise UserInputError(f"max slowdown must be above 1.0 (e.g. 1.2 for 20%), got {max_slowdown}")
+
+
+def cell_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """``(id, baseline p50, current p50, ratio, verdict)`` per cell, as text ("—" when absent)."""
+    def fmt(value: float | None, spec: str) -> str:
+        return "—" if value is None else f"{value:{spec}}"
+
+    return [(r["id"], fmt(r["baseline_p50_ms"], ".4g"), fmt(r["current_p50_ms"], ".4g"),
+             fmt(r["ratio"], ".2f"), r["verdict"]) for r in comparison["cells"]]
+
+
 def compare_reports(baseline: BenchReport, current: BenchReport,
                     max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> dict[str, Any]:
     """Pair the cells of two reports by id.
@@ -73,8 +88,7 @@ def compare_reports(baseline: BenchReport, current: BenchReport,
     ``not timed`` (a cell that did not run in one of the reports) or ``not comparable (...)``
     (the same id names another graph: its source, config or multiply-adds differ).
     """
-    if not max_slowdown > 1.0:
-        raise UserInputError(f"max slowdown must be above 1.0 (e.g. 1.2 for 20%), got {max_slowdown}")
+    check_max_slowdown(max_slowdown)
     old_cells = {c["id"]: c for c in baseline.cells}
     new_cells = {c["id"]: c for c in current.cells}
     rows = []
@@ -126,11 +140,9 @@ def to_markdown(comparison: Mapping[str, Any]) -> str:
         lines += ["", "Same machine, versions and settings."]
     lines += ["", "## Cells", "", "| cell | baseline p50 ms | current p50 ms | current / baseline "
               "| verdict |", "|---|---:|---:|---:|---|"]
-    for r in c["cells"]:
-        fmt = (lambda v, spec: "—" if v is None else f"{v:{spec}}")
-        lines.append(f"| {r['id']} | {fmt(r['baseline_p50_ms'], '.4g')} | "
-                     f"{fmt(r['current_p50_ms'], '.4g')} | {fmt(r['ratio'], '.2f')} | "
-                     f"{'**slower**' if r['verdict'] == 'slower' else r['verdict']} |")
+    for *values, verdict in cell_rows(c):
+        lines.append("| " + " | ".join(values) + " | "
+                     + ("**slower**" if verdict == "slower" else verdict) + " |")
     for key, what in (("only_in_baseline", "only in the baseline"),
                       ("only_in_current", "only in the current run")):
         if c[key]:

@@ -123,10 +123,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         path = path / "model.onnx"
     model = graph.load_model(path)
     report = graph.inspect_model(model)
-    cost = graph.cost_breakdown(model, batch_size=args.batch)
+    index = graph.GraphIndex(model)
+    cost = graph.cost_breakdown(index, batch_size=args.batch)
     findings = graph_checks.lint_model(model, target_opset=args.target_opset)
-    macs_of = {node.name: m for node, m in zip(model.graph.node,
-                                               graph.node_macs(model, batch_size=args.batch))
+    macs_of = {node.name: m for node, m in zip(index.nodes,
+                                               graph.node_macs(index, batch_size=args.batch))
                if m is not None and node.name}
     if args.json:
         print(json.dumps({"model": str(path), **report.to_dict(), "cost": cost.to_dict(),
@@ -144,8 +145,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print()
         def share(name: str) -> str:
             m = macs_of.get(name)
-            return "—" if m is None else f"{human(m)} ({100 * m / cost.macs:.0f}%)" \
-                if cost.macs else human(m)
+            if m is None:
+                return "—"
+            return f"{human(m)} ({100 * m / cost.macs:.0f}%)" if cost.macs else human(m)
 
         rows = [(c.name, c.kind + (f" x{c.depth_multiplier}" if c.depth_multiplier else ""),
                  f"{c.in_channels}->{c.out_channels}", "x".join(map(str, c.kernel)),
@@ -261,11 +263,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import bench, bench_report, variants
+    from . import bench, bench_compare, bench_report, variants
 
-    baseline = bench_report.load_report(args.baseline) if args.baseline else None
-    if baseline is not None and not args.max_slowdown > 1.0:
-        raise OnnxconvError(f"--max-slowdown must be above 1.0, got {args.max_slowdown}")
+    baseline = None
+    if args.baseline:  # checked before anything is timed
+        baseline = bench_report.load_report(args.baseline)
+        bench_compare.check_max_slowdown(args.max_slowdown)
     items = args.targets or [p.name for p in sorted(Path(args.graphs).glob("*"))
                              if (p / "model.onnx").exists() and p.name in variants.REGISTRY]
     if not items:
@@ -335,11 +338,8 @@ def print_comparison(baseline, current, baseline_path: str, current_path: str,
     comparison["baseline"]["path"], comparison["current"]["path"] = baseline_path, current_path
     for line in comparison["differences"]:
         print(f"differs: {line}")
-    rows = [(r["id"], "—" if r["baseline_p50_ms"] is None else f"{r['baseline_p50_ms']:.4g}",
-             "—" if r["current_p50_ms"] is None else f"{r['current_p50_ms']:.4g}",
-             "—" if r["ratio"] is None else f"{r['ratio']:.2f}",
-             r["verdict"].upper() if r["verdict"] == "slower" else r["verdict"])
-            for r in comparison["cells"]]
+    rows = [(*values, "SLOWER" if verdict == "slower" else verdict)
+            for *values, verdict in bench_compare.cell_rows(comparison)]
     print(format_table(["cell", "baseline p50 ms", "current p50 ms", "current/baseline",
                         "verdict"], rows))
     print(f"\n{len(comparison['slower'])} slower, {len(comparison['faster'])} faster "
@@ -361,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="the convolution zoo: shapes, params, multiply-adds")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    from .bench_compare import DEFAULT_MAX_SLOWDOWN
     from .export import DEFAULT_OPSET, EXPORTERS
     p = sub.add_parser("export", help="export variants to ONNX in the ONNX test-data layout")
     which = p.add_mutually_exclusive_group()
@@ -454,16 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="BENCH_JSON",
                    help="compare with an earlier bench.json afterwards (see bench-compare); "
                         "exit 1 when a cell got slower")
-    p.add_argument("--max-slowdown", type=float, default=1.2,
-                   help="with --baseline: the slowdown threshold (default 1.2)")
+    p.add_argument("--max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
+                   help=f"with --baseline: the slowdown threshold (default {DEFAULT_MAX_SLOWDOWN})")
 
     p = sub.add_parser("bench-compare", help="two bench reports side by side; exit 1 when a "
                                              "cell got slower")
     p.add_argument("baseline", help="the earlier bench.json")
     p.add_argument("current", help="the later bench.json")
-    p.add_argument("--max-slowdown", type=float, default=1.2,
+    p.add_argument("--max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
                    help="a cell is slower when its p50 is above this × the baseline's and above "
-                        "the baseline's p90 (default 1.2)")
+                        f"the baseline's p90 (default {DEFAULT_MAX_SLOWDOWN})")
     p.add_argument("--json", help="write the comparison as JSON")
     p.add_argument("--markdown", help="write the comparison as Markdown")
     return parser

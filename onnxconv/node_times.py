@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxconv.bench_stats import op_group, percentile
+from onnxconv.bench_stats import group_op_times, op_group, percentile
 from onnxconv.errors import UserInputError
 from onnxconv.errors import one_line as _one_line
 from onnxconv.graph import node_macs
@@ -197,13 +197,13 @@ def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", 
         row["p90_ms"] = percentile(times, 90)
         if row["macs"] is not None and row["ms"] > 0:
             row["gflops"] = 2 * row["macs"] / (row["ms"] / 1e3) / 1e9
-    timed = [r for r in rows if r["ms"] is not None]
-    groups = {g: 0.0 for g in ("conv", "shuffle", "reorder", "other")}
-    for r in timed:
-        groups[r["group"]] += r["ms"]
-    total = sum(groups.values())
-    return {"nodes": rows, "sum_ms": total, "groups_ms": groups,
-            "fractions": {g: (t / total if total else 0.0) for g, t in groups.items()},
+    by_op: dict[str, float] = {}
+    for r in rows:
+        if r["ms"] is not None:
+            by_op[r["op_type"]] = by_op.get(r["op_type"], 0.0) + r["ms"]
+    grouped = group_op_times(by_op)
+    return {"nodes": rows, "sum_ms": grouped["total"], "groups_ms": grouped["groups"],
+            "fractions": grouped["fractions"],
             "clock": "each node alone, wall time of a synchronised call",
             "ep": ep, "opt_level": opt_level, "calls": calls}
 

@@ -112,13 +112,15 @@ def plot_speedup(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
 
 
 def plot_op_breakdown(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    cells = [c for c in data["cells"] if c.get("backend") == "ort" and op_shares(c)[0]]
-    labels = [f"{c['label']} b{c['batch']}\n{c['opt_level']} ({op_shares(c)[1]})" for c in cells]
+    shares = [(c, *op_shares(c)) for c in data["cells"] if c.get("backend") == "ort"]
+    shares = [(c, fractions, basis) for c, fractions, basis in shares if fractions]
+    labels = [f"{c['label']} b{c['batch']}\n{c['opt_level']} ({basis})" for c, _, basis in shares]
+    cells = [c for c, _, _ in shares]
     fig = Figure(figsize=(max(6.0, 0.55 * len(cells) + 2), 5))
     ax = fig.add_subplot()
     bottom = [0.0] * len(cells)
     for group, label in GROUP_LABELS.items():
-        values = [100.0 * op_shares(c)[0].get(group, 0.0) for c in cells]
+        values = [100.0 * fractions.get(group, 0.0) for _, fractions, _ in shares]
         ax.bar(range(len(cells)), values, 0.7, bottom=bottom, label=label,
                color=GROUP_COLORS[group])
         bottom = [b + v for b, v in zip(bottom, values)]
