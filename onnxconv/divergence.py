@@ -16,6 +16,7 @@ import onnx
 from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.errors import one_line as _one_line
 from onnxconv.parity import ParityResult, Tolerance, compare
+from onnxconv.reference import run_reference
 from onnxconv.runtime import ModelSource, Target, load_model_proto, make_session, run
 
 
@@ -68,18 +69,15 @@ def run_intermediates_ort(
 
 
 def run_intermediates_reference(model: ModelSource, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every node output as computed by ``onnx.reference.ReferenceEvaluator`` (slow, exact)."""
-    from onnx.reference import ReferenceEvaluator
-
+    """Every node output as computed by the reference evaluator (slow, exact; onnxconv's fixes
+    of :mod:`onnxconv.reference` applied)."""
     proto, label = load_model_proto(model)
     exposed = with_all_outputs(proto)
-    names = [vi.name for vi in exposed.graph.output]
     try:
-        values = ReferenceEvaluator(exposed).run(names, dict(feeds))
-    except Exception as exc:
-        raise CheckFailed(f"{label}: onnx ReferenceEvaluator failed: {_one_line(exc)}") from exc
-    got = dict(zip(names, values))
-    return {name: np.asarray(got[name]) for name in _node_outputs_in_order(proto) if name in got}
+        got = run_reference(exposed, feeds, [vi.name for vi in exposed.graph.output])
+    except CheckFailed as exc:
+        raise CheckFailed(f"{label}: {exc}") from None
+    return {name: got[name] for name in _node_outputs_in_order(proto) if name in got}
 
 
 @dataclass

@@ -335,41 +335,6 @@ def compare_outputs(
     return results
 
 
-def _agree(a: np.ndarray, b: np.ndarray, tol: Tolerance) -> bool:
-    # Symmetric: the isclose criterion scales with the second argument, so ask both ways.
-    return compare(a, b, tol).passed and compare(b, a, tol).passed
-
-
-def odd_one_out(opinions: Mapping[str, np.ndarray], tol: Tolerance) -> str | None:
-    """Name the single opinion that disagrees with all others while the others all agree.
-
-    Two arrays agree when each is within ``tol`` of the other. Returns ``None`` when everyone
-    agrees, or when there is no single odd one (e.g. two camps, or everyone disagrees).
-    Needs at least three opinions: with two, nobody can tell which one is wrong.
-    """
-    names = list(opinions)
-    if len(names) < 3:
-        raise UserInputError(f"odd_one_out needs at least 3 opinions, got {len(names)}: {', '.join(names)}")
-    agree = {
-        (x, y): _agree(opinions[x], opinions[y], tol)
-        for i, x in enumerate(names)
-        for y in names[i + 1 :]
-    }
-
-    def ok(x: str, y: str) -> bool:
-        return agree[(x, y)] if (x, y) in agree else agree[(y, x)]
-
-    if all(agree.values()):
-        return None
-    odd = [
-        x
-        for x in names
-        if all(not ok(x, y) for y in names if y != x)
-        and all(ok(y, z) for i, y in enumerate(names) for z in names[i + 1 :] if x not in (y, z))
-    ]
-    return odd[0] if len(odd) == 1 else None
-
-
 __all__ = [
     "HISTOGRAM_EDGES",
     "REL_EPS",
@@ -380,5 +345,4 @@ __all__ = [
     "compare",
     "compare_outputs",
     "default_tolerance",
-    "odd_one_out",
 ]

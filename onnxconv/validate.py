@@ -1,4 +1,5 @@
-"""Does ONNX Runtime compute what PyTorch computes? Per graph, per target, with the evidence.
+"""Does the graph compute what its source says, on every target? Per graph, per target, with
+the evidence.
 
 A *subject* is what gets validated: a zoo variant, a folder in the ONNX test-data layout
 (``model.onnx`` + ``test_data_set_*/{input,output}_*.pb``) or a bare ``.onnx`` file. A *target* is
@@ -6,22 +7,13 @@ A *subject* is what gets validated: a zoo variant, a folder in the ONNX test-dat
 
 Each cell runs several *cases*: the stored test sets, and generated inputs (two seeds × two
 distributions, ``normal`` and ``wide`` = 8 × normal for large activations, and a second batch size
-when the batch axis is dynamic). Every case has at least two independent opinions besides ONNX
-Runtime: PyTorch (zoo variants), the stored outputs (test-data folders) and onnx's
-``ReferenceEvaluator``, which shares no code with either.
-
-Verdict of a case, per output:
-- ``pass``: ONNX Runtime agrees with every reference.
-- ``warn``: one reference disagrees with ONNX Runtime while the others agree with it: the
-  dissenting reference is named (with its metrics and, for the reference evaluator, the first node
-  where it departs); the case passes.
-- ``fail``: otherwise; the first node whose ONNX Runtime output departs from the reference
-  evaluator is named (fp32 targets).
-A cell is ``unavailable`` when its EP cannot run the graph on its own (never a pass).
-
-Tolerances: ``parity.default_tolerance(precision, ep)`` unless overridden, with ``atol`` scaled
-by ``max(1, RMS of the reference output)``: a convolution's absolute rounding error grows with
-the magnitude of what it sums, so the ``wide`` inputs get a proportionally larger ``atol``.
+when the batch axis is dynamic). Every case carries the opinions that apply: the *sources*
+(PyTorch for zoo variants, the stored outputs of test-data folders) and the reference evaluator,
+an *executor* like ONNX Runtime. :mod:`onnxconv.verdict` judges each output (pass, warn or fail,
+and which kind); a cell takes its worst case. A failure is localised to the first node that
+departs (fp32 targets): for an export defect of a zoo graph, against a fresh export of the
+variant; otherwise ONNX Runtime against the reference evaluator on the same graph. A cell is
+``unavailable`` when its EP cannot run the graph on its own (never a pass).
 """
 
 from __future__ import annotations
@@ -29,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -37,18 +30,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import feeds as feeds_module
 from . import graph, runtime, variants
 from .divergence import first_divergence
 from .errors import CheckFailed, UserInputError, one_line
 from .machine import describe_gpus
-from .parity import ParityResult, Tolerance, compare, default_tolerance, odd_one_out
-
-DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
-    "normal": lambda rng, shape: rng.standard_normal(shape),
-    "wide": lambda rng, shape: 8.0 * rng.standard_normal(shape),
-}
-ORT = "onnxruntime"
-TORCH, STORED, REFERENCE = "torch", "stored", "reference_evaluator"
+from .parity import Tolerance, default_tolerance
+from .reference import KNOWN_FAULTS, run_reference
+from .verdict import REFERENCE, SOURCES, STORED, TORCH, OutputCheck, judge
 
 
 # --- subjects ----------------------------------------------------------------------------------
@@ -70,6 +59,8 @@ class Subject:
     config: dict[str, Any] | None = None
     #: The manifest entry that ties the graph to its variant (exporter, opset, dynamic axes).
     entry: dict[str, Any] | None = None
+    #: What the report must say about the subject itself (e.g. a graph changed since export).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def input_names(self) -> list[str]:
@@ -158,18 +149,24 @@ def export_subject(name: str, graphs_dir: Path) -> Subject:
 
 
 def attach_variant(subject: Subject, manifest_path: Path) -> None:
-    """If the folder's manifest names a zoo variant with this exact model, PyTorch can opine."""
+    """If the folder's manifest names a zoo variant, PyTorch is the source that decides.
+
+    A model whose sha256 no longer matches the manifest was changed after export: PyTorch still
+    decides (the manifest says what the graph should compute), and the subject notes the change.
+    """
     if not manifest_path.exists():
         return
     try:
         entry = json.loads(manifest_path.read_text())["graphs"][subject.label]
     except (ValueError, KeyError, TypeError):
         return
+    if entry.get("variant") not in variants.REGISTRY:
+        return
+    subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
     import hashlib
     if entry.get("sha256") != hashlib.sha256(subject.model_path.read_bytes()).hexdigest():
-        return
-    if entry.get("variant") in variants.REGISTRY:
-        subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
+        subject.notes.append(f"{subject.model_path} differs from the sha256 in {manifest_path}: "
+                             f"changed since export; PyTorch ({entry['variant']}) still decides")
 
 
 # --- cases ---------------------------------------------------------------------------------------
@@ -178,25 +175,13 @@ def attach_variant(subject: Subject, manifest_path: Path) -> None:
 class Case:
     label: str
     feeds: dict[str, np.ndarray]
-    references: dict[str, dict[str, np.ndarray]]  # reference name -> output name -> array
+    opinions: dict[str, dict[str, np.ndarray]]  # opinion name -> output name -> array
+    #: Why the reference evaluator has no opinion on this case ("" when it has one).
+    reference_error: str = ""
 
 
 #: Size given to a symbolic spatial axis of a graph that does not say (not a zoo variant).
 DEFAULT_SPATIAL = 16
-
-
-def input_shape(info: onnx.ValueInfoProto, batch: int, spatial: dict[int, int]) -> tuple:
-    """Fixed dims as declared; a symbolic batch axis -> ``batch``, other symbolic axes ->
-    ``spatial[axis]`` (1 for a symbolic channel axis)."""
-    shape = []
-    for i, dim in enumerate(info.type.tensor_type.shape.dim):
-        if dim.HasField("dim_value"):
-            shape.append(dim.dim_value)
-        elif i == 0:
-            shape.append(batch)
-        else:
-            shape.append(spatial.get(i, 1))
-    return tuple(shape)
 
 
 def symbolic_axes(model: onnx.ModelProto) -> set[int]:
@@ -223,14 +208,8 @@ def spatial_sizes(subject: Subject) -> list[dict[int, int]]:
 
 
 def reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from onnx.reference import ReferenceEvaluator
-
-    names = [o.name for o in model.graph.output]
-    try:
-        values = ReferenceEvaluator(model).run(names, feeds)
-    except Exception as error:  # an opinion that could not be formed is no opinion
-        raise CheckFailed(f"onnx ReferenceEvaluator failed: {one_line(error)}") from None
-    return dict(zip(names, (np.asarray(v) for v in values)))
+    """The reference evaluator's outputs (onnxconv's fixes applied); CheckFailed if it cannot."""
+    return run_reference(model, feeds)
 
 
 def torch_module(subject: Subject):
@@ -255,67 +234,56 @@ def check_feeds(subject: Subject, feeds: dict[str, np.ndarray], source: str) -> 
                         runtime.input_specs(subject.model, subject.input_names), feeds)
 
 
+def make_case(subject: Subject, label: str, feeds: dict[str, np.ndarray],
+              stored: dict[str, np.ndarray] | None, module) -> Case:
+    """A case with every opinion that applies: PyTorch, the stored outputs, the reference
+    evaluator. A reference evaluator that cannot run is recorded, unless it is the only opinion
+    (then the case cannot be judged: CheckFailed)."""
+    opinions: dict[str, dict[str, np.ndarray]] = {}
+    if module is not None:
+        opinions[TORCH] = torch_outputs(subject, module, feeds)
+    if stored is not None:
+        opinions[STORED] = stored
+    try:
+        opinions[REFERENCE] = reference_outputs(subject.model, feeds)
+    except CheckFailed as error:
+        if not opinions:
+            raise CheckFailed(f"{subject.model_path}: {error}; no other opinion to judge "
+                              "onnxruntime by (no PyTorch module, no stored outputs)") from None
+        return Case(label, feeds, opinions, str(error))
+    return Case(label, feeds, opinions)
+
+
 def make_cases(subject: Subject, seeds: Iterable[int] = (0, 1),
                distributions: Iterable[str] = ("normal", "wide"),
                batches: Iterable[int] | None = None,
-               extra_inputs: dict[str, np.ndarray] | None = None) -> list[Case]:
-    """The stored test sets plus generated inputs, each with every reference that applies."""
-    module = torch_module(subject) if subject.variant else None
-
-    def opinions(feeds: dict[str, np.ndarray], stored: dict[str, np.ndarray] | None):
-        refs: dict[str, dict[str, np.ndarray]] = {}
-        if module is not None:
-            refs[TORCH] = torch_outputs(subject, module, feeds)
-        if stored is not None:
-            refs[STORED] = stored
-        refs[REFERENCE] = reference_outputs(subject.model, feeds)
-        return refs
-
+               extra_inputs: dict[str, np.ndarray] | None = None,
+               max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES) -> list[Case]:
+    """The stored test sets plus generated inputs, each with every opinion that applies."""
     for s in subject.test_sets:
         check_feeds(subject, s.inputs, str(subject.model_path.parent / s.label))
     if extra_inputs is not None:
         check_feeds(subject, extra_inputs, "--inputs")
-    cases = [Case(s.label, s.inputs, opinions(s.inputs, s.outputs)) for s in subject.test_sets]
-    if extra_inputs is not None:
-        cases.append(Case("inputs", extra_inputs, opinions(extra_inputs, None)))
     if batches is None:
         batches = (1, 2) if dynamic_batch(subject.model) else (1,)
     sizes = spatial_sizes(subject)
-    initializers = {i.name for i in subject.model.graph.initializer}
-    inputs = [i for i in subject.model.graph.input if i.name not in initializers]
+    generated = []
     for batch, spatial, dist, seed in itertools.product(batches, sizes, distributions, seeds):
-        rng = np.random.default_rng(seed)
-        feeds = {}
-        for info in inputs:
-            elem = info.type.tensor_type.elem_type
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-            if not np.issubdtype(dtype, np.floating):
-                raise UserInputError(f"{subject.model_path}: input {info.name!r} is "
-                                     f"{dtype}; supply inputs with --inputs FILE.npz")
-            shape = input_shape(info, batch, spatial)
-            feeds[info.name] = DISTRIBUTIONS[dist](rng, shape).astype(dtype)
         label = f"{dist}/seed{seed}/batch{batch}"
         if spatial != sizes[0]:
             label += f"/{spatial[2]}x{spatial[3]}"
-        cases.append(Case(label, feeds, opinions(feeds, None)))
+        generated.append((label, feeds_module.generate(
+            subject.model, str(subject.model_path), batch=batch, spatial=spatial,
+            distribution=dist, seed=seed, max_bytes=max_input_bytes)))
+    module = torch_module(subject) if subject.variant else None
+    cases = [make_case(subject, s.label, s.inputs, s.outputs, module) for s in subject.test_sets]
+    if extra_inputs is not None:
+        cases.append(make_case(subject, "inputs", extra_inputs, None, module))
+    cases += [make_case(subject, label, feeds, None, module) for label, feeds in generated]
     return cases
 
 
 # --- cells ----------------------------------------------------------------------------------------
-
-@dataclass
-class OutputCheck:
-    output: str
-    status: str                      # pass | warn | fail
-    results: dict[str, ParityResult]  # reference -> ORT vs that reference
-    dissenter: str | None = None
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "status": self.status, "dissenter": self.dissenter,
-                "note": self.note,
-                "results": {ref: r.to_dict() for ref, r in self.results.items()}}
-
 
 @dataclass
 class CaseResult:
@@ -323,50 +291,42 @@ class CaseResult:
     status: str
     outputs: list[OutputCheck]
     divergence: dict[str, Any] | None = None
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "status": self.status, "divergence": self.divergence,
-                "outputs": [o.to_dict() for o in self.outputs]}
+        return {"case": self.case, "status": self.status, "note": self.note,
+                "divergence": self.divergence, "outputs": [o.to_dict() for o in self.outputs]}
 
 
 @dataclass
 class Cell:
+    """One subject on one target. ``kind`` and ``agreed`` describe the first problem (see
+    :mod:`onnxconv.verdict`); ``worst`` holds, per opinion, ONNX Runtime's largest error against
+    it over every case and output."""
+
     subject: str
     target: str
     status: str                     # pass | warn | fail | unavailable
     reason: str = ""
+    kind: str = ""
+    agreed: list[str] = field(default_factory=list)
+    deciders: list[str] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)
     placement: dict[str, int] = field(default_factory=dict)
     placement_nodes: dict[str, list[str]] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
-    worst: dict[str, Any] = field(default_factory=dict)
+    worst: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def headline(self) -> tuple[str, dict[str, Any]] | None:
+        """The worst error against the opinion that decided (a source before the reference)."""
+        for opinion in (*SOURCES, REFERENCE):
+            if opinion in self.deciders and opinion in self.worst:
+                return opinion, self.worst[opinion]
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         plain = {k: v for k, v in vars(self).items() if k != "cases"}
         return {**plain, "cases": [c.to_dict() for c in self.cases]}
-
-
-def scaled(tol: Tolerance, reference: np.ndarray) -> Tolerance:
-    rms = float(np.sqrt(np.mean(np.square(reference, dtype=np.float64)))) if reference.size else 0
-    return Tolerance(tol.atol * max(1.0, rms if np.isfinite(rms) else 1.0), tol.rtol)
-
-
-def judge_output(name: str, actual: np.ndarray, refs: dict[str, np.ndarray],
-                 tol: Tolerance) -> OutputCheck:
-    results = {ref: compare(actual, value, scaled(tol, value), name=name)
-               for ref, value in refs.items()}
-    if all(r.passed for r in results.values()):
-        return OutputCheck(name, "pass", results)
-    failed = [ref for ref, r in results.items() if not r.passed]
-    if len(failed) == 1 and len(results) >= 2:
-        dissenter = odd_one_out({ORT: actual, **refs}, scaled(tol, refs[failed[0]]))
-        if dissenter == failed[0]:
-            note = (f"reference {dissenter!r} disagrees with onnxruntime and "
-                    f"{', '.join(r for r in refs if r != dissenter)}: {results[dissenter].reason}")
-            return OutputCheck(name, "warn", results, dissenter, note)
-    worst = max(failed, key=lambda ref: results[ref].frac_bad)
-    return OutputCheck(name, "fail", results, None,
-                       f"onnxruntime vs {worst}: {results[worst].reason}")
 
 
 def fresh_export(subject: Subject) -> onnx.ModelProto:
@@ -376,43 +336,100 @@ def fresh_export(subject: Subject) -> onnx.ModelProto:
 
     entry = subject.entry or {}
     spec = variants.get(subject.variant)
+    axes = {int(i) for i in entry["inputs"][0]["dynamic_axes"]}
     options = ExportOptions(opset=entry["opset"], exporter=entry["exporter"],
-                            seed=entry.get("seed", 0))
-    axes = {int(i): n for i, n in entry["inputs"][0]["dynamic_axes"].items()}
-    options = ExportOptions(**{**vars(options), "dynamic_batch": 0 in axes,
-                               "dynamic_hw": 2 in axes})
+                            seed=entry.get("seed", 0), dynamic_batch=0 in axes,
+                            dynamic_hw=2 in axes)
     module = spec.build(subject.config, seed=options.seed)
     return to_onnx(module, spec.example_input(subject.config), dynamic_axes(options),
                    options)
 
 
 def localise(subject: Subject, case: Case, target: runtime.Target, tol: Tolerance,
-             dissenting_reference: bool) -> dict[str, Any] | None:
+             kind: str) -> dict[str, Any] | None:
     """The first node whose output departs, found by comparing intermediate tensors.
 
-    A failing zoo graph is compared node by node with a fresh export of its variant evaluated by
-    onnx's reference evaluator (a defect in the graph itself shows up at the node that carries
-    it); any other graph, or a dissenting reference evaluator, with the reference evaluator on
-    the same graph (a runtime or reference bug shows up at the first node computed differently).
+    An export defect of a zoo graph is found node by node against a fresh export of its variant
+    on the reference evaluator (the defect shows at the node that carries it). Every other kind
+    compares ONNX Runtime with the reference evaluator on the same graph (a runtime or reference
+    fault shows at the first node computed differently). An export defect with only stored
+    outputs as its source has nothing to pair intermediates with: ``None``.
     """
+    against_export = kind == "export" and bool(subject.variant and subject.entry)
+    if kind == "export" and not against_export:
+        return None
     try:
-        reference_model = None
-        if subject.variant and subject.entry and not dissenting_reference:
-            reference_model = fresh_export(subject)
+        reference_model = fresh_export(subject) if against_export else None
         divergence = first_divergence(subject.model, case.feeds, target, tol,
-                                              reference_model=reference_model)
+                                      reference_model=reference_model)
     except Exception as error:  # localisation is evidence, not a verdict
         return {"error": f"could not localise: {one_line(error)}"}
     if divergence is None:
         return None
     info = divergence.to_dict()
-    info["against"] = "fresh export of " + subject.variant if reference_model else REFERENCE
+    info["against"] = f"fresh export of {subject.variant}" if against_export else REFERENCE
     return info
+
+
+def _status(statuses: Iterable[str]) -> str:
+    statuses = set(statuses)
+    return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+
+
+def judge_case(subject: Subject, case: Case, got: dict[str, np.ndarray], target: runtime.Target,
+               tol: Tolerance, trust_stored: bool, localise_failures: bool) -> CaseResult:
+    checks = []
+    for name in (o.name for o in subject.model.graph.output):
+        opinions = {op: values[name] for op, values in case.opinions.items() if name in values}
+        checks.append(judge(name, got[name], opinions, tol, trust_stored=trust_stored))
+    result = CaseResult(case.label, _status(c.status for c in checks), checks,
+                        note=case.reference_error)
+    problem = next((c for c in checks if c.status == "fail"), None) or \
+        next((c for c in checks if c.kind == "reference"), None)
+    if problem is None or not localise_failures or target.precision != "fp32":
+        return result
+    result.divergence = localise(subject, case, target, tol, problem.kind)
+    op_type = (result.divergence or {}).get("op_type")
+    if problem.kind == "executors" and op_type in KNOWN_FAULTS:
+        problem.status = "warn"
+        problem.note += f"; first departs at a {op_type}, a known reference-evaluator fault " \
+                        f"({KNOWN_FAULTS[op_type]})"
+        result.status = _status(c.status for c in checks)
+    return result
+
+
+def _record_worst(cell: Cell, case: CaseResult) -> None:
+    for check in case.outputs:
+        for opinion, result in check.results.items():
+            if result.max_abs is None:
+                continue
+            if opinion not in cell.worst or result.max_abs > cell.worst[opinion]["max_abs"]:
+                cell.worst[opinion] = {"case": case.case, "output": check.output,
+                                       "max_abs": result.max_abs, "max_rel": result.max_rel,
+                                       "atol": result.tolerance.atol,
+                                       "rtol": result.tolerance.rtol}
+
+
+def _summarise(cell: Cell) -> None:
+    """Status, reason, kind and agreement of a cell from its cases."""
+    cell.status = _status(c.status for c in cell.cases)
+    cell.deciders = sorted({c.decided_by or REFERENCE for case in cell.cases
+                            for c in case.outputs},
+                           key=lambda op: (*SOURCES, REFERENCE).index(op))
+    if cell.status == "pass":
+        return
+    case, check = next((c, o) for c in cell.cases for o in c.outputs if o.status == cell.status)
+    cell.kind, cell.agreed = check.kind, list(check.agreed)
+    cell.reason = f"{case.case}, output {check.output!r}: {check.note}"
+    d = case.divergence or {}
+    if "node_name" in d:
+        cell.reason += f"; first departs at node {d['node_name']} ({d['op_type']}), " \
+                       f"against {d['against']}"
 
 
 def run_cell(subject: Subject, target: runtime.Target, cases: list[Case],
              tol: Tolerance | None, threads: int | None, localise_failures: bool,
-             cuda_options: dict[str, str] | None = None) -> Cell:
+             cuda_options: dict[str, str] | None = None, trust_stored: bool = True) -> Cell:
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or default_tolerance(target.precision, target.ep)
     try:
@@ -432,43 +449,11 @@ def run_cell(subject: Subject, target: runtime.Target, cases: list[Case],
         cell.status = "unavailable"
         cell.reason = f"nodes ran outside {target.ep}: {cell.placement}"
         return cell
-    worst: tuple[float, dict[str, Any]] = (-1.0, {})
     for case, got in zip(cases, outputs):
-        checks = []
-        for name in (o.name for o in subject.model.graph.output):
-            refs = {ref: values[name] for ref, values in case.references.items() if name in values}
-            check = judge_output(name, got[name], refs, tol)
-            checks.append(check)
-            for ref, result in check.results.items():
-                if ref != check.dissenter and result.max_abs is not None \
-                        and result.max_abs > worst[0]:
-                    worst = (result.max_abs, {"case": case.label, "output": name,
-                                              "reference": ref, "max_abs": result.max_abs,
-                                              "max_rel": result.max_rel,
-                                              "atol": result.tolerance.atol,
-                                              "rtol": result.tolerance.rtol})
-        status = "fail" if any(c.status == "fail" for c in checks) else \
-            "warn" if any(c.status == "warn" for c in checks) else "pass"
-        result = CaseResult(case.label, status, checks)
-        if localise_failures and target.precision == "fp32":
-            if status == "fail":
-                result.divergence = localise(subject, case, target, tol, False)
-            elif status == "warn" and any(c.dissenter == REFERENCE for c in checks):
-                result.divergence = localise(subject, case, target, tol, True)
+        result = judge_case(subject, case, got, target, tol, trust_stored, localise_failures)
+        _record_worst(cell, result)
         cell.cases.append(result)
-    cell.worst = worst[1]
-    statuses = {c.status for c in cell.cases}
-    cell.status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
-    failing = [(c, o) for c in cell.cases for o in c.outputs if o.status == "fail"]
-    if failing:
-        case, check = failing[0]
-        cell.reason = f"{case.case}, output {check.output!r}: {check.note}"
-        if case.divergence and "node_name" in case.divergence:
-            d = case.divergence
-            cell.reason += f"; first departs at node {d['node_name']} ({d['op_type']})"
-    elif cell.status == "warn":
-        case, check = next((c, o) for c in cell.cases for o in c.outputs if o.status == "warn")
-        cell.reason = f"{case.case}, output {check.output!r}: {check.note}"
+    _summarise(cell)
     return cell
 
 
@@ -476,12 +461,16 @@ def run_cell(subject: Subject, target: runtime.Target, cases: list[Case],
 
 @dataclass
 class ValidationReport:
-    """JSON schema (``to_dict``): ``schema`` (1), ``kind`` ("validate"), ``environment``
+    """JSON schema (``to_dict``): ``schema`` (2), ``kind`` ("validate"), ``environment``
     (versions, machine), ``settings`` (eps, opt_levels, precisions, seeds, distributions,
-    tolerance overrides, threads), ``subjects`` (label, model path, variant, config, cases),
-    ``cells`` (one per subject × target: status, reason, providers, node placement, per case and
-    output the metrics against each reference, dissenting reference, first divergent node),
-    ``summary`` (counts per status)."""
+    tolerance overrides, threads, whether stored outputs are trusted, the input size limit),
+    ``subjects`` (label, model path, variant, config, cases, opinions, notes), ``cells`` (one per
+    subject × target: status; for a warn or fail its ``kind`` (export, runtime, disagreement,
+    executors; reference, stale_stored, nonfinite — see :mod:`onnxconv.verdict`), the opinions
+    that ``agreed`` with ONNX Runtime and the ``deciders``; ``reason``; providers and node
+    placement; ``worst``: per opinion, ONNX Runtime's largest error against it; per case and
+    output the metrics against every opinion, the reference evaluator against the source, and
+    the first divergent node), ``summary`` (counts per status)."""
 
     environment: dict[str, Any]
     settings: dict[str, Any]
@@ -495,7 +484,7 @@ class ValidationReport:
         return counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": 1, "kind": "validate", "environment": self.environment,
+        return {"schema": 2, "kind": "validate", "environment": self.environment,
                 "settings": self.settings, "subjects": self.subjects,
                 "cells": [c.to_dict() for c in self.cells], "summary": self.summary()}
 
@@ -510,8 +499,11 @@ def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
              precisions: list[str], *, seeds=(0, 1), distributions=("normal", "wide"),
              batches: list[int] | None = None, extra_inputs: dict[str, np.ndarray] | None = None,
              tol: Tolerance | None = None, threads: int | None = None, localise_failures=True,
-             cuda_options: dict[str, str] | None = None,
+             cuda_options: dict[str, str] | None = None, trust_stored: bool = True,
+             max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
              progress: Callable[[str, int, int], None] | None = None) -> ValidationReport:
+    """Every subject on every target. ``trust_stored=False`` shows stored outputs without letting
+    them decide (for a user who knows they are stale)."""
     from .report import environment
 
     targets = [runtime.Target(ep, level, precision)
@@ -521,16 +513,16 @@ def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
     for s_index, subject in enumerate(subjects):
         if progress:
             progress(f"{subject.label} (references)", s_index * len(targets), total)
-        cases = make_cases(subject, seeds, distributions, batches, extra_inputs)
+        cases = make_cases(subject, seeds, distributions, batches, extra_inputs, max_input_bytes)
         subject_info.append({"label": subject.label, "model": str(subject.model_path),
                              "variant": subject.variant, "config": subject.config,
-                             "cases": [c.label for c in cases],
-                             "references": sorted({r for c in cases for r in c.references})})
+                             "cases": [c.label for c in cases], "notes": subject.notes,
+                             "opinions": sorted({r for c in cases for r in c.opinions})})
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
             cells.append(run_cell(subject, target, cases, tol, threads, localise_failures,
-                                  cuda_options))
+                                  cuda_options, trust_stored))
     if progress:
         progress("", total, total)
     settings = {"eps": eps, "opt_levels": opt_levels, "precisions": precisions,
@@ -539,11 +531,19 @@ def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
                 "cuda_options": {**runtime.DEFAULT_CUDA_OPTIONS, **(cuda_options or {})},
                 "tolerance_defaults": {f"{p}/{ep}": default_tolerance(p, ep).to_dict()
                                        for p in precisions for ep in eps},
-                "atol_scaling": "atol x max(1, RMS of the reference output)"}
+                "atol_scaling": "atol x max(1, RMS of the opinion compared against)",
+                "stored_outputs": "trusted" if trust_stored else "untrusted",
+                "max_input_bytes": max_input_bytes}
     return ValidationReport(environment(), settings, subject_info, cells)
 
 
-def brief_rows(cells: Iterable[Cell]) -> list[tuple[str, ...]]:
+def headline_text(cell: Cell) -> str:
+    """``1.23e-06 vs torch``: the worst error against the opinion that decided."""
+    headline = cell.headline()
+    return f"{headline[1]['max_abs']:.2e} vs {headline[0]}" if headline else ""
+
+
+def brief_rows(cells: Iterable[Cell], width: int = 110) -> list[tuple[str, ...]]:
     """One row per graph and EP: how its cells ended, the worst error, the first problem."""
     groups: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
@@ -553,34 +553,36 @@ def brief_rows(cells: Iterable[Cell]) -> list[tuple[str, ...]]:
         counts: dict[str, int] = {}
         for cell in group:
             counts[cell.status] = counts.get(cell.status, 0) + 1
-        worst = max((c.worst for c in group if c.worst), key=lambda w: w["max_abs"], default={})
-        metric = f"{worst['max_abs']:.2e} vs {worst['reference']}" if worst else ""
+        judged = [c for c in group if c.headline()]
+        worst = max(judged, key=lambda c: c.headline()[1]["max_abs"], default=None)
         problem = next((f"{c.target}: {c.reason}" for c in group if c.status != "pass"), "")
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        rows.append((subject, ep, summary, metric, problem[:110]))
+        rows.append((subject, ep, summary, headline_text(worst) if worst else "",
+                     textwrap.shorten(problem, width, placeholder=" …")))
     return rows
 
 
 def to_markdown(report: ValidationReport) -> str:
     env = report.environment
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(report.summary().items()))
     lines = ["# onnxconv validate", "",
              f"- machine: {env['machine']['cpu_model']}, {env['machine']['logical_cores']} "
              f"logical cores; created {env['created']}",
              f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
                                         if isinstance(v, str)),
-             f"- summary: {report.summary()}", "", "## Per graph and EP", "",
-             "| graph | ep | cells | worst max abs | first problem |", "|---|---|---|---|---|"]
+             f"- stored outputs: {report.settings['stored_outputs']}",
+             f"- summary: {summary}"]
+    lines += [f"- note: {note}" for s in report.subjects for note in s["notes"]]
+    lines += ["", "## Per graph and EP", "",
+              "| graph | ep | cells | worst max abs | first problem |", "|---|---|---|---|---|"]
     lines += ["| " + " | ".join(v.replace("|", "/") for v in row) + " |"
-              for row in brief_rows(report.cells)]
+              for row in brief_rows(report.cells, width=400)]
     lines += ["", "## Every cell", "",
-              "| graph | target | status | worst max abs | vs | placement | note |",
+              "| graph | target | status | kind | worst max abs per opinion | placement | note |",
               "|---|---|---|---|---|---|---|"]
     for cell in report.cells:
-        worst = cell.worst
-        lines.append(f"| {cell.subject} | {cell.target} | {cell.status} | "
-                     f"{worst.get('max_abs', ''):.3g} | {worst.get('reference', '')} | "
-                     f"{cell.placement} | {cell.reason.replace('|', '/')} |" if worst else
-                     f"| {cell.subject} | {cell.target} | {cell.status} |  |  | "
-                     f"{cell.placement} | {cell.reason.replace('|', '/')} |")
+        worst = ", ".join(f"{op} {w['max_abs']:.3g}" for op, w in cell.worst.items())
+        lines.append(f"| {cell.subject} | {cell.target} | {cell.status} | {cell.kind} | "
+                     f"{worst} | {cell.placement} | {cell.reason.replace('|', '/')} |")
     return "\n".join(lines) + "\n"

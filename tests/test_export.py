@@ -58,6 +58,8 @@ def test_committed_graphs_are_the_committed_variants(manifest):
 def test_committed_graph_is_up_to_date_with_the_code(name, manifest, tmp_path):
     """Re-export with the manifest's settings: same bytes, or run ./scripts/export_graphs."""
     entry = manifest["graphs"][name]
+    committed = (GRAPHS / name / "model.onnx").read_bytes()
+    assert hashlib.sha256(committed).hexdigest() == entry["sha256"], "graphs/ edited by hand?"
     exporters = {k: entry["versions"][k] for k in ("torch", "onnx", "onnxscript")}
     here = {k: export.versions()[k] for k in exporters}
     if here != exporters:
@@ -65,8 +67,6 @@ def test_committed_graph_is_up_to_date_with_the_code(name, manifest, tmp_path):
     options = ExportOptions(opset=entry["opset"], exporter=entry["exporter"], seed=entry["seed"],
                             dynamic_batch="0" in entry["inputs"][0]["dynamic_axes"])
     fresh = export_variants([name], tmp_path, options, overrides=entry["config"])[0].entry
-    committed = (GRAPHS / name / "model.onnx").read_bytes()
-    assert hashlib.sha256(committed).hexdigest() == entry["sha256"], "graphs/ edited by hand?"
     assert fresh["sha256"] == entry["sha256"], "graphs/ is stale: run ./scripts/export_graphs"
     assert fresh["config"] == entry["config"] and fresh["macs"] == entry["macs"]
     assert snapshot(tmp_path / name) == snapshot(GRAPHS / name)
@@ -181,6 +181,24 @@ def test_failed_export_leaves_previous_graphs_untouched(tmp_path, monkeypatch):
     assert calls == ["standard", "grouped"]
     assert snapshot(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grouped", "manifest.json", "standard"]
+
+
+def test_check_export_refuses_a_graph_that_onnx_runtime_runs_differently_from_pytorch():
+    spec = variants.get("grouped")
+    config = spec.config({"height": 8, "width": 8})
+    module = spec.build(config)
+    example = spec.example_input(config)
+    with torch.no_grad():
+        expected = module(example).numpy()
+    model = export.to_onnx(module, example, {}, ExportOptions())
+    export.check_export(model, spec, config, example.numpy(), expected)  # the real export passes
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    w = numpy_helper.to_array(weight).copy()
+    w[5] *= -1
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    with pytest.raises(CheckFailed, match="grouped: ONNX Runtime does not reproduce PyTorch"):
+        export.check_export(model, spec, config, example.numpy(), expected)
 
 
 def test_export_updates_only_its_own_manifest_entries(tmp_path):

@@ -1,4 +1,4 @@
-"""parity.compare / odd_one_out on hand-made arrays with known answers."""
+"""parity.compare on hand-made arrays with known answers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from onnxconv.parity import (
     compare,
     compare_outputs,
     default_tolerance,
-    odd_one_out,
 )
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
@@ -183,30 +182,3 @@ def test_compare_outputs_reports_missing_output():
     assert "b: output missing" in res[1].reason
     with pytest.raises(UserInputError, match="'b'"):
         compare_outputs({"a": np.ones(3)}, ref, {"a": TOL})
-
-
-def test_odd_one_out_finds_planted_opinion():
-    rng = np.random.default_rng(1)
-    truth = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
-    opinions = {
-        "onnxruntime": truth + 1e-6,
-        "torch": truth.copy(),
-        "reference_evaluator": truth - 1e-6,
-    }
-    assert odd_one_out(opinions, TOL) is None
-    bad = truth.copy()
-    bad[0, 3, 2, 1] += 1.0
-    assert odd_one_out({**opinions, "onnxruntime": bad}, TOL) == "onnxruntime"
-    assert odd_one_out({**opinions, "torch": bad}, TOL) == "torch"
-    four = {**opinions, "fp64": truth.astype(np.float64), "torch": bad}
-    assert odd_one_out(four, TOL) == "torch"
-
-
-def test_odd_one_out_none_without_a_single_odd_one():
-    a = np.zeros(4)
-    b = np.ones(4)
-    c = np.full(4, 2.0)
-    assert odd_one_out({"x": a, "y": b, "z": c}, TOL) is None  # everyone disagrees
-    assert odd_one_out({"w": a, "x": a, "y": b, "z": b}, TOL) is None  # two camps
-    with pytest.raises(UserInputError, match="at least 3"):
-        odd_one_out({"x": a, "y": b}, TOL)

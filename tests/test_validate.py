@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from cuda_marks import cuda_only
+from cuda_marks import CUDA_REASON, absent_ep, cuda_only
+from onnx_builders import make_model
 from onnx import numpy_helper
 
 import onnxconv
 from onnxconv import runtime, validate, variants
 from onnxconv.cli import main
+
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
@@ -23,26 +25,41 @@ LEVELS = ["disabled", "basic", "extended", "all"]
 ONNX_DATA = Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted"
 
 
-def copy_graph(name: str, tmp_path: Path) -> Path:
-    """A copy of graphs/<name> with its manifest, so it still counts as the zoo variant."""
+def copy_graph(name: str, tmp_path: Path, manifest: bool = True) -> Path:
+    """A copy of graphs/<name>; with its manifest entry it still names the zoo variant, without
+    it is a test-data folder like anyone's."""
     shutil.copytree(GRAPHS / name, tmp_path / name)
-    manifest = json.loads((GRAPHS / "manifest.json").read_text())
-    manifest["graphs"] = {name: manifest["graphs"][name]}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    if manifest:
+        entries = json.loads((GRAPHS / "manifest.json").read_text())
+        entries["graphs"] = {name: entries["graphs"][name]}
+        (tmp_path / "manifest.json").write_text(json.dumps(entries))
     return tmp_path / name
 
 
 def plant(folder: Path, edit) -> None:
-    """Edit model.onnx in place, keeping the manifest's hash so the variant link survives."""
+    """Edit model.onnx in place, as a hand edit would: the manifest's sha256 is left stale."""
     model = onnx.load(folder / "model.onnx")
     edit(model)
-    data = model.SerializeToString()
-    (folder / "model.onnx").write_bytes(data)
-    manifest_path = folder.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    import hashlib
-    manifest["graphs"][folder.name]["sha256"] = hashlib.sha256(data).hexdigest()
-    manifest_path.write_text(json.dumps(manifest))
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+
+
+def first_conv_weight(model: onnx.ModelProto) -> onnx.TensorProto:
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    return next(i for i in model.graph.initializer if i.name == conv.input[1])
+
+
+def edit_weight(model: onnx.ModelProto, change) -> None:
+    weight = first_conv_weight(model)
+    w = numpy_helper.to_array(weight).copy()
+    change(w)
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+
+
+def assert_every_case(cell, status: str, kind: str) -> None:
+    """Not only the stored case: every case, every output."""
+    for case in cell.cases:
+        for check in case.outputs:
+            assert (check.status, check.kind) == (status, kind), (case.case, check.note)
 
 
 def run(subjects, **kw):
@@ -63,79 +80,130 @@ def test_every_variant_passes_on_cpu_at_every_level(name):
     assert refs == {"torch", "stored", "reference_evaluator"}
     assert [c.case for c in cell.cases] == ["test_data_set_0", "normal/seed0/batch1",
                                             "wide/seed0/batch1"]
+    assert set(cell.worst) == refs and cell.deciders == ["torch"]
 
 
-def test_planted_wrong_shuffle_perm_fails_and_is_localised(tmp_path):
+def test_hand_edited_zoo_graph_is_judged_by_pytorch_and_localised(tmp_path):
     folder = copy_graph("shuffle_unit", tmp_path)
 
     def wrong_perm(model):
         node = next(n for n in model.graph.node if n.op_type == "Transpose")
         node.attribute[0].ints[:] = [0, 1, 2, 3, 4]  # the shuffle becomes a no-op
     plant(folder, wrong_perm)
-    report = run([validate.load_subject(str(folder))], distributions=("normal",))
+    subject = validate.load_subject(str(folder))
+    assert subject.variant == "shuffle_unit"  # a stale hash never drops PyTorch
+    assert "differs from the sha256" in subject.notes[0]
+    report = run([subject], distributions=("normal", "wide"))
     (cell,) = report.cells
-    assert cell.status == "fail"
-    failing = cell.cases[0].outputs[0]
-    # ORT and the reference evaluator agree on the wrong graph; PyTorch and the stored data don't
-    assert failing.results["reference_evaluator"].passed
-    assert not failing.results["torch"].passed and not failing.results["stored"].passed
+    assert (cell.status, cell.kind) == ("fail", "export")
+    assert_every_case(cell, "fail", "export")
+    assert cell.agreed == ["reference_evaluator"]  # the executors agree on the wrong graph
     assert "output 'output'" in cell.reason and "worst at" in cell.reason
-    divergence = cell.cases[0].divergence
-    assert divergence["op_type"] == "Transpose", divergence
+    for case in cell.cases:
+        assert case.divergence["op_type"] == "Transpose", case.divergence
+        assert case.divergence["against"] == "fresh export of shuffle_unit"
     assert "first departs at node node_transpose (Transpose)" in cell.reason
 
 
-def test_planted_weight_sign_flip_names_the_conv_and_the_element(tmp_path):
+def test_planted_weight_sign_flip_fails_every_case_in_the_sabotaged_channel(tmp_path):
     folder = copy_graph("grouped", tmp_path)
-
-    def flip(model):
-        conv = next(n for n in model.graph.node if n.op_type == "Conv")
-        weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
-        w = numpy_helper.to_array(weight).copy()
-        w[5] *= -1  # output channel 5 only
-        weight.CopyFrom(numpy_helper.from_array(w, weight.name))
-    plant(folder, flip)
-    report = run([validate.load_subject(str(folder))], distributions=("normal",))
+    plant(folder, lambda model: edit_weight(model, lambda w: w.__setitem__(5, -w[5])))
+    report = run([validate.load_subject(str(folder))], seeds=(0, 1))
     (cell,) = report.cells
-    assert cell.status == "fail"
-    worst = cell.cases[0].outputs[0].results["torch"].worst
-    assert worst.index[1] == 5  # the worst element sits in the sabotaged channel
-    assert cell.cases[0].divergence["op_type"] == "Conv"
+    assert_every_case(cell, "fail", "export")
+    for case in cell.cases:  # PyTorch is the source that caught it, never a dissenter
+        check = case.outputs[0]
+        assert check.decided_by == "torch" and check.results["torch"].worst.index[1] == 5
+        assert case.divergence["op_type"] == "Conv"
 
 
-def test_dissenting_stored_output_is_a_visible_warning_not_a_failure(tmp_path):
+def test_relu_made_clip_fails_where_activations_exceed_six(tmp_path):
+    folder = copy_graph("shuffle_unit", tmp_path)
+
+    def clip(model):
+        node = next(n for n in model.graph.node if n.op_type == "Relu")
+        six = numpy_helper.from_array(np.array(6.0, np.float32), "planted_six")
+        zero = numpy_helper.from_array(np.array(0.0, np.float32), "planted_zero")
+        model.graph.initializer.extend([zero, six])
+        node.op_type = "Clip"
+        node.input.extend(["planted_zero", "planted_six"])
+    plant(folder, clip)
+    (cell,) = run([validate.load_subject(str(folder))]).cells
+    statuses = {case.case: (case.status, case.outputs[0].kind) for case in cell.cases}
+    assert statuses["wide/seed0/batch1"] == ("fail", "export"), statuses
+    assert cell.status == "fail" and cell.worst["torch"]["case"] == "wide/seed0/batch1"
+
+
+def test_stale_stored_output_under_a_manifest_is_a_warning_pytorch_decides(tmp_path):
     folder = copy_graph("depthwise", tmp_path)
+    stale_output(folder)
+    (cell,) = run([validate.load_subject(str(folder))], distributions=("normal",)).cells
+    assert (cell.status, cell.kind) == ("warn", "stale_stored")
+    check = cell.cases[0].outputs[0]
+    assert check.decided_by == "torch" and check.results["stored"].worst.index == (0, 3, 4, 4)
+    assert "stale stored outputs" in cell.reason
+    assert [c.status for c in cell.cases[1:]] == ["pass"]
+
+
+def stale_output(folder: Path) -> None:
     out = folder / "test_data_set_0" / "output_0.pb"
     tensor = onnx.TensorProto()
     tensor.ParseFromString(out.read_bytes())
     y = numpy_helper.to_array(tensor).copy()
     y[0, 3, 4, 4] += 1.0
     out.write_bytes(numpy_helper.from_array(y, "output").SerializeToString())
-    report = run([validate.load_subject(str(folder))], distributions=("normal",))
-    (cell,) = report.cells
-    assert cell.status == "warn"
-    check = cell.cases[0].outputs[0]
-    assert check.dissenter == "stored"
-    assert "reference 'stored' disagrees" in cell.reason
-    assert check.results["stored"].worst.index == (0, 3, 4, 4)
-    assert [c.status for c in cell.cases[1:]] == ["pass"]
 
 
-def test_cuda_is_unavailable_never_passed_and_exit_1_when_asked(capsys):
-    if runtime.ep_unavailable_reason("cuda") is None:
-        pytest.skip("CUDA EP is active here; the unavailable path cannot be shown")
-    report = run([validate.load_subject("grouped", GRAPHS)], eps=["cpu", "cuda"])
+def test_stale_stored_output_without_pytorch_fails_unless_declared_untrusted(tmp_path, capsys):
+    folder = copy_graph("depthwise", tmp_path, manifest=False)
+    stale_output(folder)
+    argv = ["validate", str(folder), "--ep", "cpu", "--opt-level", "all", "--precision", "fp32",
+            "--seeds", "0", "--quiet"]
+    assert main(argv) == 1
+    assert "FAIL export" in capsys.readouterr().out
+    assert main(argv + ["--stored", "untrusted"]) == 0
+
+
+def nudge_one_weight(model: onnx.ModelProto) -> None:
+    edit_weight(model, lambda w: w.__setitem__((0, 0, 1, 1), w[0, 0, 1, 1] + 1e-3))
+
+
+def swap_shuffle_hw(model: onnx.ModelProto) -> None:
+    node = next(n for n in model.graph.node if n.op_type == "Transpose")
+    node.attribute[0].ints[:] = [0, 2, 1, 4, 3]
+
+
+@pytest.mark.parametrize("name,edit", [("shuffle_unit", swap_shuffle_hw),
+                                       ("standard", nudge_one_weight),
+                                       ("grouped", nudge_one_weight)])
+def test_broken_graph_with_a_right_stored_output_exits_1(name, edit, tmp_path, capsys):
+    folder = copy_graph(name, tmp_path, manifest=False)  # as a user would have it: no manifest
+    plant(folder, edit)
+    assert main(["validate", str(folder), "--ep", "cpu", "--opt-level", "disabled,all",
+                 "--precision", "fp32", "--seeds", "0", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL export" in out and "WARN" not in out
+
+
+def test_unavailable_ep_is_never_passed_and_exit_1_when_asked(capsys):
+    ep = absent_ep()  # not in this build, whatever the machine
+    report = run([validate.load_subject("grouped", GRAPHS)], eps=["cpu", ep])
     statuses = {c.target: c.status for c in report.cells}
-    assert statuses == {"cpu/all/fp32": "pass", "cuda/all/fp32": "unavailable"}
-    assert "onnxruntime-gpu" in report.cells[1].reason
+    assert statuses == {"cpu/all/fp32": "pass", f"{ep}/all/fp32": "unavailable"}
+    assert "does not include" in report.cells[1].reason
     argv = ["validate", "grouped", "--graphs", str(GRAPHS), "--opt-level", "all",
             "--precision", "fp32", "--seeds", "0", "--quiet"]
-    assert main(argv + ["--ep", "cpu", "--ep", "cuda"]) == 1
+    assert main(argv + ["--ep", "cpu", "--ep", ep]) == 1
     captured = capsys.readouterr()
     assert "UNAVAILABLE" in captured.out
-    assert "required EP cuda is not active" in captured.err
-    assert main(argv) == 0  # cuda in the default matrix: shown unavailable, not required
-    assert main(argv + ["--require-ep"]) == 1
+    assert f"required EP {ep} is not active" in captured.err
+
+
+def test_cuda_in_the_default_matrix_is_required_only_when_asked(capsys):
+    argv = ["validate", "grouped", "--graphs", str(GRAPHS), "--opt-level", "all",
+            "--precision", "fp32", "--seeds", "0", "--quiet"]
+    assert main(argv) == 0  # cuda passes, or is shown unavailable without being required
+    assert main(argv + ["--require-ep"]) == (0 if CUDA_REASON is None else 1)
 
 
 @cuda_only
@@ -156,10 +224,12 @@ def test_onnx_shipped_conv_test_data_validates_on_cpu(folder):
     subject = validate.load_subject(str(ONNX_DATA / folder))
     assert subject.variant is None and subject.test_sets
     report = run([subject], levels=LEVELS)
-    assert all(c.status in ("pass", "warn") for c in report.cells), \
+    assert all(c.status == "pass" for c in report.cells), \
         [(c.target, c.reason) for c in report.cells]
-    refs = {r for c in report.cells[0].cases for o in c.outputs for r in o.results}
-    assert refs == {"stored", "reference_evaluator"} or refs == {"reference_evaluator"}
+    stored_case = report.cells[0].cases[0]
+    assert stored_case.case == "test_data_set_0"
+    assert set(stored_case.outputs[0].results) == {"stored", "reference_evaluator"}
+    assert stored_case.outputs[0].decided_by == "stored"
 
 
 def test_bare_onnx_file_with_dynamic_batch_gets_two_batch_sizes(tmp_path):
@@ -178,13 +248,17 @@ def test_json_and_markdown_reports(tmp_path, capsys):
                  "--opt-level", "disabled,all", "--seeds", "0", "--quiet", "--json",
                  str(out_json), "--markdown", str(out_md)]) == 0
     report = json.loads(out_json.read_text())
-    assert report["kind"] == "validate" and report["schema"] == 1
+    assert report["kind"] == "validate" and report["schema"] == 2
     assert report["environment"]["versions"]["onnxruntime"]
     assert report["summary"] == {"pass": 4}
     assert report["settings"]["cuda_options"]["use_tf32"] == "0"
     cell = report["cells"][0]
     assert cell["target"] == "cpu/disabled/fp32" and cell["placement"] == {"cpu": 3}
-    result = cell["cases"][0]["outputs"][0]["results"]["torch"]
+    assert set(cell["worst"]) == {"torch", "stored", "reference_evaluator"}
+    check = cell["cases"][0]["outputs"][0]
+    assert (check["decided_by"], check["kind"], check["status"]) == ("torch", "", "pass")
+    assert check["reference_vs_source"]["passed"]
+    result = check["results"]["torch"]
     for key in ("max_abs", "max_rel", "mean_abs", "rms", "cosine", "n_bad", "frac_bad", "worst",
                 "histogram", "nan_actual"):
         assert key in result
@@ -292,7 +366,7 @@ def test_every_variant_with_dynamic_batch_height_width_validates(exporter, opset
     assert len(sizes) == 2  # the export's size and another
 
 
-def test_dissenting_reference_evaluator_is_named_and_the_cell_passes(monkeypatch):
+def test_dissenting_reference_evaluator_is_a_warning_naming_the_node(monkeypatch):
     real = validate.reference_outputs
 
     def buggy_reference(model, feeds):  # a reference implementation with a bug, planted
@@ -302,12 +376,13 @@ def test_dissenting_reference_evaluator_is_named_and_the_cell_passes(monkeypatch
     monkeypatch.setattr(validate, "reference_outputs", buggy_reference)
     report = run([validate.load_subject("grouped", GRAPHS)], distributions=("normal",))
     (cell,) = report.cells
-    assert cell.status == "warn"
-    assert {o.dissenter for c in cell.cases for o in c.outputs} == {"reference_evaluator"}
-    assert "reference 'reference_evaluator' disagrees with onnxruntime and torch" in cell.reason
+    assert (cell.status, cell.kind) == ("warn", "reference")
+    assert_every_case(cell, "warn", "reference")
+    assert "the reference evaluator departs from onnxruntime and torch" in cell.reason
     check = cell.cases[0].outputs[0]
     assert check.results["torch"].passed and check.results["stored"].passed
     assert check.results["reference_evaluator"].max_abs == pytest.approx(0.5, abs=1e-4)
+    assert cell.worst["reference_evaluator"]["max_abs"] == pytest.approx(0.5, abs=1e-4)
 
 
 def test_pytorch_opinion_uses_the_weights_the_graph_was_exported_with(tmp_path):
@@ -315,3 +390,35 @@ def test_pytorch_opinion_uses_the_weights_the_graph_was_exported_with(tmp_path):
     export_variants(["grouped"], tmp_path, ExportOptions(seed=3))
     report = run([validate.load_subject("grouped", tmp_path)], distributions=("normal",))
     assert report.cells[0].status == "pass", report.cells[0].reason
+
+
+def test_an_input_too_large_to_allocate_is_exit_2_naming_it(tmp_path, capsys):
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 100000, 100000])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 100000, 100000])
+    model = make_model([onnx.helper.make_node("Relu", ["x"], ["y"])], [x], [y], [])
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, path)
+    argv = ["validate", str(path), "--ep", "cpu", "--quiet", "--opt-level", "all"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(path) in err and "'x'" in err and "120 GB" in err and "4.29 GB limit" in err
+    assert main(argv + ["--max-input-gb", "0"]) == 2
+
+
+def test_a_graph_whose_outputs_are_all_nan_is_a_warning_with_the_counts(tmp_path, capsys):
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 3, 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 3, 3])
+    nodes = [onnx.helper.make_node("Abs", ["x"], ["a"]),
+             onnx.helper.make_node("Add", ["a", "one"], ["b"]),
+             onnx.helper.make_node("Neg", ["b"], ["c"]),
+             onnx.helper.make_node("Sqrt", ["c"], ["y"])]  # sqrt of a negative: NaN everywhere
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    path = tmp_path / "nan.onnx"
+    onnx.save(make_model(nodes, [x], [y], [one]), path)
+    (cell,) = run([validate.load_subject(str(path))]).cells
+    assert (cell.status, cell.kind) == ("warn", "nonfinite")
+    assert "36 NaN and 0 Inf of 36 elements" in cell.reason
+    assert main(["validate", str(path), "--ep", "cpu", "--quiet", "--opt-level", "all",
+                 "--precision", "fp32"]) == 0
+    assert "WARN nonfinite" in capsys.readouterr().out

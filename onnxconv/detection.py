@@ -1,0 +1,333 @@
+"""Detection power, measured: the mutation suite (:mod:`onnxconv.mutations`) through ``validate``.
+
+Every mutant of every graph is validated the way a user would meet it:
+
+- ``folder``: a test-data folder with ``model.onnx`` and ``test_data_set_0`` and no manifest, so
+  the stored outputs are the source that decides;
+- ``module``: the bare ``model.onnx`` beside the PyTorch module it was exported from (zoo graphs
+  only), so PyTorch decides.
+
+A mutant is *caught* when its cell fails (``validate`` exits 1). Subtle mutants (a change below
+the default fp32 tolerance by design) that pass are reported with their *margin* (the worst
+element's error as a fraction of what the tolerance allows) and validated again at
+:data:`TIGHT`, which must catch them while the unmutated graph still passes at :data:`TIGHT`.
+The unmutated graphs are validated over :data:`CLEAN_SEEDS` and both input distributions at every
+optimisation level: any failure or warning there is a false alarm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from . import mutations, validate
+from .errors import UserInputError
+from .parity import Tolerance
+
+TIGHT = Tolerance(atol=1e-6, rtol=1e-5)
+"""The stated tighter tolerance that subtle mutants are checked at."""
+CLEAN_SEEDS = (0, 1, 2, 3, 4)
+LAYOUTS = ("folder", "module")
+LEVELS = ("disabled", "basic", "extended", "all")
+
+
+@dataclass
+class Original:
+    """An unmutated graph with its stored test data, and the manifest entry naming its PyTorch
+    module when it is a zoo graph."""
+
+    label: str
+    model: onnx.ModelProto
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    entry: dict[str, Any] | None = None
+
+
+@dataclass
+class Planted:
+    graph: str
+    mutation: str
+    layout: str
+    description: str
+    subtle: bool
+    status: str
+    kind: str
+    reason: str
+    output: str | None = None
+    worst_index: list[int] | None = None
+    margin: float | None = None      # the worst error / what the tolerance allows (>1: caught)
+    tight_status: str | None = None  # the verdict at TIGHT, for a subtle mutant that passed
+    tight_clean: str | None = None   # the unmutated graph's verdict at TIGHT (must be pass)
+
+    @property
+    def caught(self) -> bool:
+        """Failed at the default tolerance, or at TIGHT where the unmutated graph passes."""
+        return self.status == "fail" or (self.tight_status == "fail"
+                                         and self.tight_clean == "pass")
+
+
+@dataclass
+class Clean:
+    graph: str
+    layout: str
+    tolerance: str
+    statuses: dict[str, int]
+    reason: str
+
+    @property
+    def false_alarm(self) -> bool:
+        return set(self.statuses) != {"pass"}
+
+    @property
+    def verdict(self) -> str:
+        return next(s for s in ("fail", "warn", "unavailable", "pass") if s in self.statuses)
+
+
+@dataclass
+class DetectionReport:
+    """JSON schema (``to_dict``): ``schema`` (1), ``kind`` ("detection"), ``environment``,
+    ``settings`` (levels, seeds, tolerances), ``planted`` (graph, mutation, layout, what was
+    planted, verdict, kind, the output and worst element reported, margin, the verdict at the
+    tight tolerance; null margin: NaN or Inf where the source is finite), ``clean`` (every unmutated graph and layout: cell statuses), ``summary``."""
+
+    environment: dict[str, Any]
+    settings: dict[str, Any]
+    planted: list[Planted] = field(default_factory=list)
+    clean: list[Clean] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        default = [p for p in self.planted if p.status == "fail"]
+        return {"planted": len(self.planted), "caught": sum(p.caught for p in self.planted),
+                "caught_at_default_tolerance": len(default),
+                "subtle_caught_only_at_tight": sum(p.caught and p.status != "fail"
+                                                   for p in self.planted),
+                "clean_checks": len(self.clean),
+                "false_alarms": sum(c.false_alarm for c in self.clean)}
+
+    @property
+    def ok(self) -> bool:
+        s = self.summary()
+        return s["caught"] == s["planted"] and s["false_alarms"] == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": 1, "kind": "detection", "environment": self.environment,
+                "settings": self.settings,
+                "planted": [{**asdict(p), "margin": _finite(p.margin), "caught": p.caught}
+                            for p in self.planted],
+                "clean": [{**asdict(c), "false_alarm": c.false_alarm} for c in self.clean],
+                "summary": self.summary()}
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no Inf: a non-finite margin (NaN or Inf where the source is finite) is null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def load_original(folder: Path, entry: dict[str, Any] | None = None) -> Original:
+    """A test-data folder (``model.onnx`` + ``test_data_set_0``) as a graph to mutate."""
+    subject = validate.load_folder(folder)
+    first = subject.test_sets[0]
+    return Original(folder.name, subject.model, first.inputs, first.outputs, entry)
+
+
+def zoo_originals(graphs_dir: Path, names: Iterable[str] | None = None) -> list[Original]:
+    """The graphs of a folder written by ``onnxconv export``, each with its manifest entry."""
+    manifest_path = graphs_dir / "manifest.json"
+    try:
+        entries = json.loads(manifest_path.read_text())["graphs"]
+    except (OSError, ValueError, KeyError) as error:
+        raise UserInputError(f"{manifest_path}: not a readable manifest ({error})") from None
+    wanted = list(entries) if names is None else list(names)
+    unknown = [n for n in wanted if n not in entries]
+    if unknown:
+        raise UserInputError(f"{manifest_path}: no graph named {', '.join(unknown)}")
+    return [load_original(graphs_dir / n, entries[n]) for n in wanted]
+
+
+def _write_folder(folder: Path, model: onnx.ModelProto, inputs: dict[str, np.ndarray],
+                  outputs: dict[str, np.ndarray]) -> None:
+    data = folder / "test_data_set_0"
+    data.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    for kind, arrays in (("input", inputs), ("output", outputs)):
+        for i, (name, array) in enumerate(arrays.items()):
+            (data / f"{kind}_{i}.pb").write_bytes(
+                numpy_helper.from_array(array, name).SerializeToString())
+
+
+def subject_for(original: Original, model: onnx.ModelProto, layout: str, work: Path,
+                stored_outputs: dict[str, np.ndarray] | None = None) -> validate.Subject:
+    """``model`` as a user would hold it: a test-data folder, or a bare file beside its module."""
+    folder = work / original.label
+    if layout == "folder":
+        _write_folder(folder, model, original.inputs, stored_outputs or original.outputs)
+        return validate.load_subject(str(folder))
+    if layout != "module" or original.entry is None:
+        raise UserInputError(f"{original.label}: layout {layout!r} needs a zoo graph's module")
+    folder.mkdir(parents=True)
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    subject = validate.load_subject(str(path))
+    subject.variant, subject.config = original.entry["variant"], original.entry["config"]
+    subject.entry = original.entry
+    return subject
+
+
+def _verdict(subject: validate.Subject, levels: Iterable[str], seeds: Iterable[int],
+             tol: Tolerance | None, localise: bool = True) -> list[validate.Cell]:
+    report = validate.validate([subject], ["cpu"], list(levels), ["fp32"], seeds=tuple(seeds),
+                               tol=tol, localise_failures=localise)
+    return report.cells
+
+
+def _first_problem(cells: list[validate.Cell]) -> validate.Cell:
+    order = {"fail": 0, "warn": 1, "pass": 2}
+    return min(cells, key=lambda c: order.get(c.status, 3))
+
+
+def _margin(cells: list[validate.Cell]) -> float:
+    """The largest worst-element ratio (error / allowed) against the deciding source."""
+    ratios = [check.results[check.decided_by or validate.REFERENCE].worst.tol_ratio
+              for cell in cells for case in cell.cases for check in case.outputs
+              if check.results[check.decided_by or validate.REFERENCE].worst is not None]
+    return max(ratios, default=0.0)
+
+
+def _planted(original: Original, mutant: mutations.Mutant, layout: str,
+             levels: Iterable[str], seeds: Iterable[int],
+             tight_clean: Callable[[], str]) -> Planted:
+    with tempfile.TemporaryDirectory(prefix="onnxconv-mutant-") as tmp:
+        subject = subject_for(original, mutant.model, layout, Path(tmp), mutant.stored_outputs)
+        cells = _verdict(subject, levels, seeds, None)
+        cell = _first_problem(cells)
+        record = Planted(original.label, mutant.name, layout, mutant.description, mutant.subtle,
+                         cell.status, cell.kind, cell.reason, margin=_margin(cells))
+        failing = next((o for case in cell.cases for o in case.outputs if o.status == "fail"),
+                       None)
+        if failing is not None:
+            worst = failing.results[failing.decided_by or validate.REFERENCE].worst
+            record.output = failing.output
+            record.worst_index = list(worst.index) if worst else None
+        elif mutant.subtle:
+            record.tight_status = _first_problem(
+                _verdict(subject, levels, seeds, TIGHT, localise=False)).status
+            record.tight_clean = tight_clean()
+    return record
+
+
+def _clean(original: Original, layout: str, tol: Tolerance | None, seeds: Iterable[int],
+           levels: Iterable[str] = LEVELS) -> Clean:
+    with tempfile.TemporaryDirectory(prefix="onnxconv-clean-") as tmp:
+        subject = subject_for(original, original.model, layout, Path(tmp))
+        cells = _verdict(subject, levels, seeds, tol)
+    statuses: dict[str, int] = {}
+    for cell in cells:
+        statuses[cell.status] = statuses.get(cell.status, 0) + 1
+    reason = next((f"{c.target}: {c.reason}" for c in cells if c.status != "pass"), "")
+    return Clean(original.label, layout, "default" if tol is None else str(tol), statuses,
+                 reason)
+
+
+def run_suite(originals: list[Original], *, layouts: Iterable[str] = LAYOUTS,
+              names: Iterable[str] | None = None, levels: Iterable[str] = ("all",),
+              seeds: Iterable[int] = (0,), clean_seeds: Iterable[int] = CLEAN_SEEDS,
+              progress: Callable[[str, int, int], None] | None = None) -> DetectionReport:
+    """Plant every applicable mutant (or only the mutations ``names``) in every original,
+    validate each in every layout that applies, and check the originals for false alarms at the
+    default and the tight tolerance."""
+    from .report import environment
+
+    wanted = None if names is None else set(names)
+    unknown = (wanted or set()) - set(mutations.MUTATIONS)
+    if unknown:
+        raise UserInputError(f"unknown mutation {', '.join(sorted(unknown))} (known: "
+                             f"{', '.join(mutations.MUTATIONS)})")
+    bad_layouts = set(layouts) - set(LAYOUTS)
+    if bad_layouts:
+        raise UserInputError(f"unknown layout {', '.join(sorted(bad_layouts))} (known: "
+                             f"{', '.join(LAYOUTS)})")
+    jobs: list[tuple[Original, mutations.Mutant, str]] = []
+    for original in originals:
+        for mutant in mutations.mutants(original.model, original.outputs):
+            if wanted is not None and mutant.name not in wanted:
+                continue
+            for layout in _layouts(original, layouts):
+                if layout == "module" and mutant.stored_outputs is not None:
+                    continue  # a bare graph has no stored outputs to go stale
+                jobs.append((original, mutant, layout))
+    report = DetectionReport(environment(), {
+        "ep": "cpu", "precision": "fp32", "levels": list(levels), "seeds": list(seeds),
+        "distributions": ["normal", "wide"], "clean_seeds": list(clean_seeds),
+        "clean_levels": list(LEVELS), "tight_tolerance": TIGHT.to_dict()})
+    tight: dict[tuple[str, str], str] = {}
+
+    def tight_clean(original: Original, layout: str) -> Callable[[], str]:
+        def status() -> str:  # once per graph and layout, and only where a subtle mutant needs it
+            key = (original.label, layout)
+            if key not in tight:
+                tight[key] = _clean(original, layout, TIGHT, seeds, levels).verdict
+            return tight[key]
+        return status
+
+    for index, (original, mutant, layout) in enumerate(jobs):
+        if progress:
+            progress(f"{original.label} {mutant.name} ({layout})", index, len(jobs))
+        report.planted.append(_planted(original, mutant, layout, levels, seeds,
+                                       tight_clean(original, layout)))
+    tested = {o.label for o, _, _ in jobs}
+    for original in (o for o in originals if o.label in tested):
+        for layout in _layouts(original, layouts):
+            report.clean.append(_clean(original, layout, None, clean_seeds))
+    if progress:
+        progress("", len(jobs), len(jobs))
+    return report
+
+
+def _layouts(original: Original, layouts: Iterable[str]) -> list[str]:
+    return [layout for layout in layouts if layout != "module" or original.entry is not None]
+
+
+def to_markdown(report: DetectionReport) -> str:
+    env, s = report.environment, report.summary()
+    lines = ["# onnxconv detection: the mutation suite", "",
+             f"- machine: {env['machine']['cpu_model']}; created {env['created']}",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
+                                        if isinstance(v, str)),
+             f"- validated: cpu, fp32, levels {', '.join(report.settings['levels'])}, seeds "
+             f"{report.settings['seeds']}, normal and wide inputs; tight tolerance "
+             f"atol {TIGHT.atol:g}, rtol {TIGHT.rtol:g}",
+             f"- **caught {s['caught']} of {s['planted']}** ({s['caught_at_default_tolerance']} "
+             f"at the default tolerance, {s['subtle_caught_only_at_tight']} subtle ones only at "
+             f"the tight tolerance); **false alarms {s['false_alarms']} of "
+             f"{s['clean_checks']}** clean checks (unmutated graphs, seeds "
+             f"{report.settings['clean_seeds']}, every level, default tolerance)", "",
+             "## Planted defects", "",
+             "| graph | mutation | layout | verdict | kind | output, worst element | margin | "
+             "at tight tolerance: mutant / unmutated | what was planted |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in report.planted:
+        where = f"{p.output} {tuple(p.worst_index)}" if p.output and p.worst_index else ""
+        margin = f"{p.margin:.3g}×" if p.margin is not None else ""
+        lines.append(f"| {p.graph} | {p.mutation}{' (subtle)' if p.subtle else ''} | {p.layout} "
+                     f"| {p.status} | {p.kind} | {where} | {margin} | "
+                     f"{p.tight_status + ' / ' + str(p.tight_clean) if p.tight_status else ''} | "
+                     f"{p.description.replace('|', '/')} |")
+    lines += ["", "Margin: the worst element's error over what the tolerance allows, against the "
+              "deciding source (above 1 fails). A subtle mutant below 1 passes at the default "
+              "tolerance by design and is then validated at the tight tolerance; it counts as "
+              "caught there only where the unmutated graph passes at the tight tolerance.", "",
+              "## Unmutated graphs (false alarms)", "",
+              "| graph | layout | tolerance | cells | first problem |", "|---|---|---|---|---|"]
+    for c in report.clean:
+        cells = ", ".join(f"{n} {status}" for status, n in sorted(c.statuses.items()))
+        lines.append(f"| {c.graph} | {c.layout} | {c.tolerance} | {cells} | "
+                     f"{c.reason.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,83 @@
+"""Inputs for a graph: shapes from its declared inputs, seeded values, and an allocation limit.
+
+A declared input such as ``1×3×100000×100000`` would need 120 GB; :func:`generate` refuses it
+with one line naming the input and its size (a :class:`UserInputError`, exit 2) before numpy
+tries, instead of a MemoryError traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .errors import UserInputError
+
+DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
+    "normal": lambda rng, shape: rng.standard_normal(shape),
+    "wide": lambda rng, shape: 8.0 * rng.standard_normal(shape),
+}
+"""``wide`` = 8 × normal: large activations, where rounding and overflow show."""
+
+DEFAULT_MAX_BYTES = 4 * 2**30
+"""Default limit on the bytes of one case's generated inputs (``--max-input-gb``)."""
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The inputs a caller feeds: graph inputs that are not initializers."""
+    weights = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in weights]
+
+
+def input_shape(info: onnx.ValueInfoProto, batch: int, spatial: dict[int, int]) -> tuple:
+    """Fixed dims as declared; a symbolic batch axis -> ``batch``, other symbolic axes ->
+    ``spatial[axis]`` (1 for a symbolic axis ``spatial`` does not name)."""
+    shape = []
+    for i, dim in enumerate(info.type.tensor_type.shape.dim):
+        if dim.HasField("dim_value"):
+            shape.append(dim.dim_value)
+        elif i == 0:
+            shape.append(batch)
+        else:
+            shape.append(spatial.get(i, 1))
+    return tuple(shape)
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.3g} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def generate(model: onnx.ModelProto, label: str, *, batch: int, spatial: dict[int, int],
+             distribution: str, seed: int,
+             max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, np.ndarray]:
+    """Seeded inputs for every graph input, shaped by :func:`input_shape`.
+
+    Raises :class:`UserInputError` (naming ``label``) for a non-float input, a non-positive
+    dimension, or inputs whose total size exceeds ``max_bytes``.
+    """
+    planned = []
+    total = 0
+    for info in graph_inputs(model):
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
+        if not np.issubdtype(dtype, np.floating):
+            raise UserInputError(f"{label}: input {info.name!r} is {dtype}; supply inputs with "
+                                 "--inputs FILE.npz")
+        shape = input_shape(info, batch, spatial)
+        if any(d <= 0 for d in shape):
+            raise UserInputError(f"{label}: input {info.name!r} would have shape "
+                                 f"{list(shape)}; every dimension must be positive")
+        nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        total += nbytes
+        if total > max_bytes:
+            raise UserInputError(f"{label}: input {info.name!r} of shape {list(shape)} {dtype} "
+                                 f"needs {_size(nbytes)}, over the {_size(max_bytes)} limit for "
+                                 f"generated inputs (--max-input-gb)")
+        planned.append((info.name, shape, dtype))
+    rng = np.random.default_rng(seed)
+    return {name: DISTRIBUTIONS[distribution](rng, shape).astype(dtype)
+            for name, shape, dtype in planned}

@@ -1,0 +1,194 @@
+"""The verdict on one output of one case: the sources decide, the executors are judged.
+
+Two kinds of opinion look at every output, and they are not votes of the same kind:
+
+- **Sources** say what the graph *should* compute: the PyTorch module it was exported from
+  (``torch``) and the expected outputs stored beside it (``stored``). PyTorch decides where it
+  exists; stored outputs decide where it does not, unless the user declared them untrusted.
+- **Executors** run the graph *as written*: ONNX Runtime on the target under test, and onnx's
+  reference evaluator (``reference_evaluator``, the spec in numpy, with onnxconv's fixes from
+  :mod:`onnxconv.reference`).
+
+=================  ======  ========================================================================
+kind               status  when
+=================  ======  ========================================================================
+(none)             pass    ONNX Runtime matches the deciding source (or, with no source, the
+                           reference evaluator) and every other opinion agrees.
+``reference``      warn    ONNX Runtime matches the source, the reference evaluator does not: the
+                           reference evaluator is suspect (the node type where it departs is named).
+``stale_stored``   warn    The executors match PyTorch, the stored outputs do not: they are stale.
+``nonfinite``      warn    The output holds NaN or Inf where the deciding opinion has them too.
+``export``         fail    Both executors agree with each other but not with the source: the graph
+                           is not what the source computes.
+``runtime``        fail    ONNX Runtime on this target departs from the source and from the
+                           reference evaluator, which agrees with the source.
+``overflow``       fail    The reference evaluator, computing in the graph's own precision,
+                           gives NaN or Inf where the source is finite: the graph as written
+                           overflows (e.g. an fp16 graph), even where this target hides it by
+                           computing in fp32 (ONNX Runtime's x86 CPU kernels do).
+``disagreement``   fail    Source, ONNX Runtime and the reference evaluator all differ (or the
+                           reference evaluator could not run): nobody can say which executor is
+                           wrong, only that the target does not compute the source.
+``executors``      fail    No source: ONNX Runtime and the reference evaluator differ (a warn when
+                           the first departing node is a known reference-evaluator fault; the
+                           caller decides that after localising).
+=================  ======  ========================================================================
+
+Only ``--stored untrusted`` turns a stored-output mismatch into something other than a decision,
+and it says so in the note; nothing else turns a source mismatch into a pass.
+
+Tolerances: every comparison uses the target's :class:`~onnxconv.parity.Tolerance` with ``atol``
+scaled by ``max(1, RMS of the opinion compared against)``: a convolution's absolute rounding error
+grows with the magnitude of what it sums, so large activations get a proportionally larger atol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .parity import ParityResult, Tolerance, compare
+
+ORT = "onnxruntime"
+TORCH, STORED, REFERENCE = "torch", "stored", "reference_evaluator"
+SOURCES = (TORCH, STORED)
+"""Source opinions, in order of authority."""
+
+FAIL_KINDS = ("export", "runtime", "overflow", "disagreement", "executors")
+WARN_KINDS = ("reference", "stale_stored", "nonfinite")
+
+
+def scaled(tol: Tolerance, reference: np.ndarray) -> Tolerance:
+    """``tol`` with atol multiplied by max(1, RMS of the finite elements of ``reference``)."""
+    values = np.asarray(reference, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    rms = float(np.sqrt(np.mean(np.square(finite)))) if finite.size else 0.0
+    return Tolerance(tol.atol * max(1.0, rms), tol.rtol)
+
+
+def deciding_source(opinions: Mapping[str, Any], trust_stored: bool = True) -> str | None:
+    """The source that decides: PyTorch where it exists, else trusted stored outputs, else none."""
+    for source in SOURCES:
+        if source in opinions and (source != STORED or trust_stored):
+            return source
+    return None
+
+
+@dataclass
+class OutputCheck:
+    """One output of one case on one target, judged."""
+
+    output: str
+    status: str                          # pass | warn | fail
+    kind: str                            # "" for a plain pass, else one of the kinds above
+    note: str
+    decided_by: str | None               # the deciding source, None when there is none
+    results: dict[str, ParityResult]     # ONNX Runtime against each opinion
+    agreed: list[str] = field(default_factory=list)   # opinions within tolerance of ORT
+    reference_vs_source: ParityResult | None = None    # the reference evaluator against the source
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "status": self.status, "kind": self.kind,
+                "note": self.note, "decided_by": self.decided_by, "agreed": self.agreed,
+                "results": {ref: r.to_dict() for ref, r in self.results.items()},
+                "reference_vs_source": self.reference_vs_source.to_dict()
+                if self.reference_vs_source else None}
+
+
+def _nonfinite(array: np.ndarray) -> str:
+    values = np.asarray(array)
+    if not np.issubdtype(values.dtype, np.floating):
+        return ""
+    nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+    return f"{nan} NaN and {inf} Inf of {values.size} elements" if nan or inf else ""
+
+
+def judge(name: str, actual: np.ndarray, opinions: Mapping[str, np.ndarray], tol: Tolerance,
+          *, trust_stored: bool = True) -> OutputCheck:
+    """The verdict on ONNX Runtime's ``actual`` output against every opinion of it.
+
+    ``opinions`` maps ``torch``/``stored``/``reference_evaluator`` to that opinion's array (any
+    subset). The deciding source is :func:`deciding_source`; the verdict follows the module table.
+    """
+    results = {op: compare(actual, value, scaled(tol, value), name=name)
+               for op, value in opinions.items()}
+    agreed = [op for op, r in results.items() if r.passed]
+    source = deciding_source(opinions, trust_stored)
+    check = OutputCheck(name, "pass", "", "", source, results, agreed)
+    if source is not None and REFERENCE in opinions:
+        check.reference_vs_source = compare(opinions[REFERENCE], opinions[source],
+                                            scaled(tol, opinions[source]), name=name)
+    if source is None:
+        _judge_without_source(check)
+    elif REFERENCE in opinions and _overflows(opinions[REFERENCE], opinions[source]):
+        check.status, check.kind = "fail", "overflow"
+        check.note = (f"the graph as written overflows: {_nonfinite(opinions[REFERENCE])} on the "
+                      f"reference evaluator where {source} is finite; onnxruntime: "
+                      f"{results[source].reason or 'within tolerance of ' + source}")
+    elif not results[source].passed:
+        _judge_source_mismatch(check, source)
+    else:
+        _judge_source_match(check, source, trust_stored)
+    nonfinite = _nonfinite(actual)
+    if nonfinite and check.status == "pass":
+        check.status, check.kind = "warn", "nonfinite"
+        check.note = f"{nonfinite}, where {source or REFERENCE} has them too"
+    if STORED in results and not trust_stored and not check.note:
+        stored = results[STORED]
+        check.note = "stored outputs (declared untrusted) " + \
+            ("agree" if stored.passed else f"differ: {stored.reason}")
+    return check
+
+
+def _overflows(reference: np.ndarray, source: np.ndarray) -> bool:
+    """NaN or Inf in the reference evaluator's output where the source has a finite value."""
+    reference, source = np.asarray(reference), np.asarray(source)
+    if reference.shape != source.shape or not np.issubdtype(reference.dtype, np.floating):
+        return False
+    return bool(np.any(~np.isfinite(reference) & np.isfinite(source)))
+
+
+def _judge_source_mismatch(check: OutputCheck, source: str) -> None:
+    mismatch = check.results[source].reason
+    check.status = "fail"
+    if check.reference_vs_source is None:
+        check.kind = "disagreement"
+        check.note = (f"onnxruntime departs from {source} and the reference evaluator could not "
+                      f"run: {mismatch}")
+    elif check.reference_vs_source.passed:
+        check.kind = "runtime"
+        check.note = (f"runtime defect: onnxruntime departs from {source}, which the reference "
+                      f"evaluator matches: {mismatch}")
+    elif check.results[REFERENCE].passed:
+        check.kind = "export"
+        check.note = (f"export defect: onnxruntime and the reference evaluator agree on a graph "
+                      f"that does not compute what {source} does: {mismatch}")
+    else:
+        check.kind = "disagreement"
+        check.note = (f"{source}, onnxruntime and the reference evaluator all differ: "
+                      f"{mismatch}")
+
+
+def _judge_source_match(check: OutputCheck, source: str, trust_stored: bool) -> None:
+    results = check.results
+    if REFERENCE in results and not results[REFERENCE].passed:
+        check.status, check.kind = "warn", "reference"
+        check.note = (f"the reference evaluator departs from onnxruntime and {source}, which "
+                      f"agree: {results[REFERENCE].reason}")
+    elif STORED in results and source != STORED and not results[STORED].passed \
+            and trust_stored:
+        check.status, check.kind = "warn", "stale_stored"
+        check.note = (f"stale stored outputs: the executors match {source}, the stored "
+                      f"outputs do not: {results[STORED].reason}")
+
+
+def _judge_without_source(check: OutputCheck) -> None:
+    result = check.results.get(REFERENCE)
+    if result is None:
+        raise ValueError(f"{check.output}: no opinion besides onnxruntime")
+    if not result.passed:
+        check.status, check.kind = "fail", "executors"
+        check.note = (f"no source: onnxruntime and the reference evaluator differ: "
+                      f"{result.reason}")

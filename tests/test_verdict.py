@@ -1,0 +1,119 @@
+"""verdict.judge on hand-made arrays: the sources decide, the executors are judged."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxconv.parity import Tolerance
+from onnxconv.verdict import REFERENCE, STORED, TORCH, deciding_source, judge, scaled
+
+TOL = Tolerance(atol=1e-4, rtol=1e-3)
+RNG = np.random.default_rng(0)
+TRUTH = RNG.standard_normal((1, 8, 4, 4)).astype(np.float32)
+
+
+def broken(at=(0, 3, 2, 1), by=1.0) -> np.ndarray:
+    wrong = TRUTH.copy()
+    wrong[at] += by
+    return wrong
+
+
+def test_everyone_agrees_is_a_pass_decided_by_pytorch():
+    check = judge("y", TRUTH + 1e-7, {TORCH: TRUTH, STORED: TRUTH, REFERENCE: TRUTH - 1e-7}, TOL)
+    assert (check.status, check.kind, check.decided_by) == ("pass", "", TORCH)
+    assert check.agreed == [TORCH, STORED, REFERENCE]
+    assert check.reference_vs_source.passed
+
+
+def test_executors_agree_against_the_source_is_an_export_defect():
+    # The graph is broken; ORT and the reference evaluator both run it faithfully.
+    graph = broken()
+    check = judge("y", graph, {STORED: TRUTH, REFERENCE: graph}, TOL)
+    assert (check.status, check.kind, check.decided_by) == ("fail", "export", STORED)
+    assert check.agreed == [REFERENCE]
+    assert check.results[STORED].worst.index == (0, 3, 2, 1)
+    assert "export defect" in check.note and "worst at (0, 3, 2, 1)" in check.note
+
+
+def test_a_stored_output_that_no_longer_matches_its_graph_fails():
+    # The same judgement from the other side: nothing tells a stale file from a broken graph
+    # unless the user says so.
+    check = judge("y", TRUTH, {STORED: broken(), REFERENCE: TRUTH}, TOL)
+    assert (check.status, check.kind) == ("fail", "export")
+    untrusted = judge("y", TRUTH, {STORED: broken(), REFERENCE: TRUTH}, TOL, trust_stored=False)
+    assert (untrusted.status, untrusted.decided_by) == ("pass", None)
+    assert "(declared untrusted) differ" in untrusted.note  # shown; the executors decide
+
+
+def test_ort_alone_against_source_and_reference_is_a_runtime_defect():
+    check = judge("y", broken(), {TORCH: TRUTH, REFERENCE: TRUTH}, TOL)
+    assert (check.status, check.kind) == ("fail", "runtime")
+    assert check.agreed == []
+
+
+def test_reference_evaluator_alone_is_suspect_and_only_a_warning():
+    check = judge("y", TRUTH, {TORCH: TRUTH, REFERENCE: broken()}, TOL)
+    assert (check.status, check.kind) == ("warn", "reference")
+    assert check.agreed == [TORCH]
+    assert not check.reference_vs_source.passed
+
+
+def test_pytorch_decides_over_stale_stored_outputs():
+    check = judge("y", TRUTH, {TORCH: TRUTH, STORED: broken(), REFERENCE: TRUTH}, TOL)
+    assert (check.status, check.kind, check.decided_by) == ("warn", "stale_stored", TORCH)
+    quiet = judge("y", TRUTH, {TORCH: TRUTH, STORED: broken(), REFERENCE: TRUTH}, TOL,
+                  trust_stored=False)
+    assert quiet.status == "pass" and "(declared untrusted) differ" in quiet.note
+
+
+def test_a_correct_stored_output_never_outvotes_pytorch():
+    # Stored and the executors agree; PyTorch does not: the graph is not PyTorch's function.
+    check = judge("y", broken(), {TORCH: TRUTH, STORED: broken(), REFERENCE: broken()}, TOL)
+    assert (check.status, check.kind, check.decided_by) == ("fail", "export", TORCH)
+
+
+def test_all_three_differ_is_a_failure_of_unknown_cause():
+    check = judge("y", broken(by=1.0), {TORCH: TRUTH, REFERENCE: broken(by=2.0)}, TOL)
+    assert (check.status, check.kind) == ("fail", "disagreement")
+
+
+def test_no_source_the_executors_decide():
+    assert judge("y", TRUTH, {REFERENCE: TRUTH}, TOL).status == "pass"
+    check = judge("y", broken(), {REFERENCE: TRUTH}, TOL)
+    assert (check.status, check.kind, check.decided_by) == ("fail", "executors", None)
+    with pytest.raises(ValueError, match="no opinion"):
+        judge("y", TRUTH, {}, TOL)
+
+
+def test_nan_is_a_warning_where_the_source_has_it_too_and_a_failure_where_it_does_not():
+    nan = TRUTH.copy()
+    nan[0, 0] = np.nan
+    shared = judge("y", nan, {STORED: nan, REFERENCE: nan}, TOL)
+    assert (shared.status, shared.kind) == ("warn", "nonfinite")
+    assert "16 NaN and 0 Inf of 128 elements" in shared.note
+    alone = judge("y", nan, {STORED: TRUTH, REFERENCE: nan}, TOL)
+    assert (alone.status, alone.kind) == ("fail", "overflow")
+    all_nan = np.full_like(TRUTH, np.nan)
+    assert judge("y", all_nan, {REFERENCE: all_nan}, TOL).status == "warn"
+
+
+def test_atol_scales_with_the_rms_of_the_opinion_compared_against():
+    assert scaled(TOL, np.full(4, 10.0)).atol == pytest.approx(1e-3)
+    assert scaled(TOL, np.full(4, 0.1)).atol == pytest.approx(1e-4)
+    assert scaled(TOL, np.array([np.nan, 10.0])).atol == pytest.approx(1e-3)
+
+
+def test_deciding_source_order():
+    assert deciding_source({TORCH: 1, STORED: 1, REFERENCE: 1}) == TORCH
+    assert deciding_source({STORED: 1, REFERENCE: 1}) == STORED
+    assert deciding_source({STORED: 1, REFERENCE: 1}, trust_stored=False) is None
+    assert deciding_source({REFERENCE: 1}) is None
+
+
+def test_a_graph_that_overflows_as_written_fails_even_where_ort_hides_it():
+    inf = TRUTH.copy()
+    inf[0, 1] = np.inf  # the spec, in fp16, overflows; ORT's x86 kernels compute in fp32
+    check = judge("y", TRUTH, {STORED: TRUTH, REFERENCE: inf}, TOL)
+    assert (check.status, check.kind) == ("fail", "overflow")
+    assert "0 NaN and 16 Inf" in check.note and "within tolerance of stored" in check.note
