@@ -276,7 +276,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for folder in args.folder:
         originals.append(detection.load_original(Path(folder)))
     report = detection.run_suite(
-        originals, layouts=args.layout, names=args.mutation or None, levels=args.opt_level,
+        originals, ep=args.ep, layouts=args.layout, names=args.mutation or None, levels=args.opt_level,
         seeds=args.seeds, clean_seeds=args.clean_seeds,
         progress=None if args.quiet else progress_printer("planting"))
     rows = [(p.graph, p.mutation + (" (subtle)" if p.subtle else ""), p.layout,
@@ -514,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also a test-data folder without a manifest (repeatable)")
     p.add_argument("--mutation", action="append", metavar="NAME",
                    help="only this mutation (repeatable; default all that apply)")
+    p.add_argument("--ep", default="cpu", help="the EP every mutant is validated on (default cpu)")
     p.add_argument("--layout", type=csv_list, default=["folder", "module"],
                    help="folder (test data, no manifest), module (bare graph beside its "
                         "PyTorch module); default both")

@@ -30,9 +30,11 @@ from onnx import numpy_helper
 
 from . import mutations, validate
 from .errors import UserInputError
+from .machine import describe_gpus
 from .parity import Tolerance
+from .runtime import EpUnavailable, ep_unavailable_reason
 
-TIGHT = Tolerance(atol=1e-6, rtol=1e-5)
+TIGHT = Tolerance(atol=1e-5, rtol=1e-5)
 """The stated tighter tolerance that subtle mutants are checked at."""
 CLEAN_SEEDS = (0, 1, 2, 3, 4)
 LAYOUTS = ("folder", "module")
@@ -181,10 +183,13 @@ def subject_for(original: Original, model: onnx.ModelProto, layout: str, work: P
     return subject
 
 
-def _verdict(subject: validate.Subject, levels: Iterable[str], seeds: Iterable[int],
+def _verdict(subject: validate.Subject, ep: str, levels: Iterable[str], seeds: Iterable[int],
              tol: Tolerance | None, localise: bool = True) -> list[validate.Cell]:
-    report = validate.validate([subject], ["cpu"], list(levels), ["fp32"], seeds=tuple(seeds),
+    report = validate.validate([subject], [ep], list(levels), ["fp32"], seeds=tuple(seeds),
                                tol=tol, localise_failures=localise)
+    unavailable = [c for c in report.cells if c.status == "unavailable"]
+    if unavailable:
+        raise EpUnavailable(ep, unavailable[0].reason)
     return report.cells
 
 
@@ -201,12 +206,12 @@ def _margin(cells: list[validate.Cell]) -> float:
     return max(ratios, default=0.0)
 
 
-def _planted(original: Original, mutant: mutations.Mutant, layout: str,
+def _planted(original: Original, mutant: mutations.Mutant, layout: str, ep: str,
              levels: Iterable[str], seeds: Iterable[int],
              tight_clean: Callable[[], str]) -> Planted:
     with tempfile.TemporaryDirectory(prefix="onnxconv-mutant-") as tmp:
         subject = subject_for(original, mutant.model, layout, Path(tmp), mutant.stored_outputs)
-        cells = _verdict(subject, levels, seeds, None)
+        cells = _verdict(subject, ep, levels, seeds, None)
         cell = _first_problem(cells)
         record = Planted(original.label, mutant.name, layout, mutant.description, mutant.subtle,
                          cell.status, cell.kind, cell.reason, margin=_margin(cells))
@@ -218,16 +223,16 @@ def _planted(original: Original, mutant: mutations.Mutant, layout: str,
             record.worst_index = list(worst.index) if worst else None
         elif mutant.subtle:
             record.tight_status = _first_problem(
-                _verdict(subject, levels, seeds, TIGHT, localise=False)).status
+                _verdict(subject, ep, levels, seeds, TIGHT, localise=False)).status
             record.tight_clean = tight_clean()
     return record
 
 
-def _clean(original: Original, layout: str, tol: Tolerance | None, seeds: Iterable[int],
-           levels: Iterable[str] = LEVELS) -> Clean:
+def _clean(original: Original, layout: str, ep: str, tol: Tolerance | None,
+           seeds: Iterable[int], levels: Iterable[str] = LEVELS) -> Clean:
     with tempfile.TemporaryDirectory(prefix="onnxconv-clean-") as tmp:
         subject = subject_for(original, original.model, layout, Path(tmp))
-        cells = _verdict(subject, levels, seeds, tol)
+        cells = _verdict(subject, ep, levels, seeds, tol)
     statuses: dict[str, int] = {}
     for cell in cells:
         statuses[cell.status] = statuses.get(cell.status, 0) + 1
@@ -236,15 +241,18 @@ def _clean(original: Original, layout: str, tol: Tolerance | None, seeds: Iterab
                  reason)
 
 
-def run_suite(originals: list[Original], *, layouts: Iterable[str] = LAYOUTS,
+def run_suite(originals: list[Original], *, ep: str = "cpu", layouts: Iterable[str] = LAYOUTS,
               names: Iterable[str] | None = None, levels: Iterable[str] = ("all",),
               seeds: Iterable[int] = (0,), clean_seeds: Iterable[int] = CLEAN_SEEDS,
               progress: Callable[[str, int, int], None] | None = None) -> DetectionReport:
     """Plant every applicable mutant (or only the mutations ``names``) in every original,
-    validate each in every layout that applies, and check the originals for false alarms at the
-    default and the tight tolerance."""
+    validate each on ``ep`` in every layout that applies, and check the originals for false
+    alarms. An EP that cannot run the graphs raises :class:`EpUnavailable` (never a count)."""
     from .report import environment
 
+    runtime_reason = ep_unavailable_reason(ep)
+    if runtime_reason is not None:
+        raise EpUnavailable(ep, runtime_reason)
     wanted = None if names is None else set(names)
     unknown = (wanted or set()) - set(mutations.MUTATIONS)
     if unknown:
@@ -264,7 +272,7 @@ def run_suite(originals: list[Original], *, layouts: Iterable[str] = LAYOUTS,
                     continue  # a bare graph has no stored outputs to go stale
                 jobs.append((original, mutant, layout))
     report = DetectionReport(environment(), {
-        "ep": "cpu", "precision": "fp32", "levels": list(levels), "seeds": list(seeds),
+        "ep": ep, "precision": "fp32", "levels": list(levels), "seeds": list(seeds),
         "distributions": ["normal", "wide"], "clean_seeds": list(clean_seeds),
         "clean_levels": list(LEVELS), "tight_tolerance": TIGHT.to_dict()})
     tight: dict[tuple[str, str], str] = {}
@@ -273,19 +281,19 @@ def run_suite(originals: list[Original], *, layouts: Iterable[str] = LAYOUTS,
         def status() -> str:  # once per graph and layout, and only where a subtle mutant needs it
             key = (original.label, layout)
             if key not in tight:
-                tight[key] = _clean(original, layout, TIGHT, seeds, levels).verdict
+                tight[key] = _clean(original, layout, ep, TIGHT, seeds, levels).verdict
             return tight[key]
         return status
 
     for index, (original, mutant, layout) in enumerate(jobs):
         if progress:
             progress(f"{original.label} {mutant.name} ({layout})", index, len(jobs))
-        report.planted.append(_planted(original, mutant, layout, levels, seeds,
+        report.planted.append(_planted(original, mutant, layout, ep, levels, seeds,
                                        tight_clean(original, layout)))
     tested = {o.label for o, _, _ in jobs}
     for original in (o for o in originals if o.label in tested):
         for layout in _layouts(original, layouts):
-            report.clean.append(_clean(original, layout, None, clean_seeds))
+            report.clean.append(_clean(original, layout, ep, None, clean_seeds))
     if progress:
         progress("", len(jobs), len(jobs))
     return report
@@ -301,7 +309,8 @@ def to_markdown(report: DetectionReport) -> str:
              f"- machine: {env['machine']['cpu_model']}; created {env['created']}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
                                         if isinstance(v, str)),
-             f"- validated: cpu, fp32, levels {', '.join(report.settings['levels'])}, seeds "
+             f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
+             f"- validated: {report.settings['ep']}, fp32, levels {', '.join(report.settings['levels'])}, seeds "
              f"{report.settings['seeds']}, normal and wide inputs; tight tolerance "
              f"atol {TIGHT.atol:g}, rtol {TIGHT.rtol:g}",
              f"- **caught {s['caught']} of {s['planted']}** ({s['caught_at_default_tolerance']} "

@@ -1,0 +1,94 @@
+"""The mutation suite through validate: every planted defect caught, no false alarm.
+
+The default run plants a fixed sample (one of each kind of defect, on the graphs where it
+applies); ``./scripts/test --all`` plants every mutant of every committed graph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from onnxconv import detection, mutations, variants
+from onnxconv.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPHS = ROOT / "graphs"
+COMMITTED = [n for n in variants.names() if variants.get(n).commit_graph]
+SAMPLE = {"shuffle_unit": ["shuffle_perm_identity", "shuffle_groups_swapped", "add_to_sub",
+                           "output_scaled"],
+          "grouped": ["weight_sign_flip", "weight_nudge", "conv_dilation", "fp16_overflow",
+                      "stale_output"],
+          "standard": ["conv_pads", "transpose_hw"]}
+
+
+def assert_all_caught(report: detection.DetectionReport) -> None:
+    missed = [(p.graph, p.mutation, p.layout, p.status, p.reason) for p in report.planted
+              if not p.caught]
+    assert not missed
+    alarms = [(c.graph, c.layout, c.reason) for c in report.clean if c.false_alarm]
+    assert not alarms
+
+
+@pytest.mark.parametrize("graph", sorted(SAMPLE))
+def test_sample_of_planted_defects_is_caught_with_the_element_named(graph):
+    (original,) = detection.zoo_originals(GRAPHS, [graph])
+    report = detection.run_suite([original], names=SAMPLE[graph], clean_seeds=(0, 1))
+    assert sorted({p.mutation for p in report.planted}) == sorted(SAMPLE[graph])
+    assert_all_caught(report)
+    for planted in report.planted:
+        if planted.status == "fail":
+            assert planted.output == "output"
+            assert planted.margin is None or planted.margin > 1  # None: NaN/Inf planted
+            assert planted.worst_index is not None
+        else:  # a subtle mutant: below the default tolerance by design, caught at the tight one
+            assert planted.mutation in ("weight_nudge", "output_scaled"), planted
+            assert 0 < planted.margin < 1 and planted.tight_clean == "pass"
+    layouts = {(p.mutation, p.layout) for p in report.planted}
+    assert ("stale_output", "module") not in layouts  # a bare graph has no stored outputs
+    if graph == "grouped":
+        flip = next(p for p in report.planted if p.mutation == "weight_sign_flip")
+        assert flip.worst_index[1] == 1  # the flipped output channel
+        assert {p.kind for p in report.planted if p.mutation == "fp16_overflow"} == {"overflow"}
+
+
+def test_detect_command_writes_its_reports_and_exits_0(tmp_path, capsys):
+    out_json, out_md = tmp_path / "d.json", tmp_path / "d.md"
+    assert main(["detect", "--graphs", str(GRAPHS), "--graph", "channel_shuffle",
+                 "--clean-seeds", "0", "--quiet", "--json", str(out_json),
+                 "--markdown", str(out_md)]) == 0
+    data = json.loads(out_json.read_text())
+    assert data["kind"] == "detection" and data["summary"]["false_alarms"] == 0
+    assert data["summary"]["caught"] == data["summary"]["planted"] > 0
+    assert "caught" in capsys.readouterr().out
+    assert "## Planted defects" in out_md.read_text()
+
+
+def test_a_missed_mutant_makes_detect_exit_1(monkeypatch, capsys):
+    def harmless(model):  # a "mutation" that changes nothing cannot be caught
+        return mutations.Mutant("harmless", "nothing planted", model, None)
+
+    monkeypatch.setitem(mutations.MUTATIONS, "harmless", harmless)
+    monkeypatch.setattr(mutations, "mutants",
+                        lambda model, stored=None: [harmless(model)])
+    assert main(["detect", "--graphs", str(GRAPHS), "--graph", "pointwise", "--layout",
+                 "folder", "--clean-seeds", "0", "--quiet"]) == 1
+    assert "MISSED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,word", [(["--graph", "nope"], "nope"),
+                                       (["--mutation", "melt"], "melt"),
+                                       (["--layout", "zip"], "zip")])
+def test_detect_bad_input_is_one_line_exit_2(argv, word, capsys):
+    assert main(["detect", "--graphs", str(GRAPHS), "--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and word in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("graph", COMMITTED)
+def test_every_mutant_of_every_committed_graph_is_caught(graph):
+    report = detection.run_suite(detection.zoo_originals(GRAPHS, [graph]))
+    assert report.planted
+    assert_all_caught(report)
