@@ -281,16 +281,14 @@ def export_network(name: str, folder: Path, *, exporter: str = "dynamo", opset: 
     return write_test_data(folder, model, example, expected)
 
 
-def export_opset9_shufflenet(folder: Path, *, size: int = 224, seed: int = 0) -> Path:
-    """ShuffleNet V2 x0.5 as an opset-9 graph with one BatchNormalization node per BatchNorm2d
-    (like the old model-zoo graphs), in the test-data layout; returns the path of model.onnx.
+def export_opset9(module: nn.Module, folder: Path, example: torch.Tensor) -> Path:
+    """``module`` as an opset-9 graph with one BatchNormalization node per BatchNorm2d (like the
+    old model-zoo graphs), in the test-data layout; returns the path of model.onnx.
 
     The TorchScript exporter writes opset 9 itself; ``TrainingMode.PRESERVE`` on the eval-mode
     module skips its Conv+BN fold (done only for ``TrainingMode.EVAL``) while each BatchNorm
     still exports in inference form, and constant folding is off.
     """
-    module = shufflenet_v2_x0_5(seed)
-    example = example_input(size, seed)
     with torch.no_grad():
         expected = module(example).numpy()
     with tempfile.TemporaryDirectory(prefix="onnxconv-opset9-") as tmp:
@@ -302,3 +300,8 @@ def export_opset9_shufflenet(folder: Path, *, size: int = 224, seed: int = 0) ->
                               training=torch.onnx.TrainingMode.PRESERVE)
         model = onnx.load(path)
     return write_test_data(folder, model, example, expected)
+
+
+def export_opset9_shufflenet(folder: Path, *, size: int = 224, seed: int = 0) -> Path:
+    """ShuffleNet V2 x0.5 as an opset-9 graph (see :func:`export_opset9`)."""
+    return export_opset9(shufflenet_v2_x0_5(seed), folder, example_input(size, seed))
