@@ -473,9 +473,9 @@ def _pair(ort_cell: Mapping[str, Any], torch_cell: Mapping[str, Any]) -> dict[st
 
 
 def default_eps() -> tuple[str, ...]:
-    """``cpu``, plus ``cuda`` when this ONNX Runtime build offers the CUDA EP."""
-    import onnxruntime as ort
-    return ("cpu", "cuda") if "CUDAExecutionProvider" in ort.get_available_providers() else ("cpu",)
+    """``cpu``, plus ``cuda`` where the CUDA EP is active (:func:`runtime.default_eps`)."""
+    from .runtime import default_eps as active_eps
+    return tuple(ep for ep in active_eps()[0] if ep in ("cpu", "cuda"))
 
 
 def run_bench(items: Sequence[str | os.PathLike], *,

@@ -200,7 +200,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not targets:
         raise OnnxconvError(f"{args.graphs}: no graphs to validate (run: onnxconv export "
                             f"--committed --out {args.graphs})")
-    eps = args.ep or validate.default_eps()
+    eps, left_out = args.ep, {}
+    if not eps:
+        eps, left_out = runtime.default_eps()
     for level in args.opt_level:
         if level not in runtime.OPT_LEVELS:
             raise OnnxconvError(f"unknown optimisation level {level!r} "
@@ -233,6 +235,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for subject in report.subjects:
         for note in subject["notes"]:
             print(f"note: {note}")
+    for ep, reason in left_out.items():
+        print(f"note: {ep} is not in the matrix: {reason} (name it with --ep {ep} to require it)")
     if args.brief:
         print(format_table(["graph", "ep", "cells", "worst max abs", "note"],
                            validate.brief_rows(report.cells)))
@@ -248,16 +252,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
                            rows))
     summary = report.summary()
     print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
+    report.settings["eps_left_out"] = left_out
     if args.json:
         write_json(args.json, report.to_dict())
     if args.markdown:
         write_text(args.markdown, validate.to_markdown(report))
-    required = set(args.ep or []) if not args.require_ep else set(eps)
-    missing = sorted({c.target.split("/")[0] for c in report.cells
-                      if c.status == "unavailable" and c.target.split("/")[0] in required})
+    required = set(args.ep or []) if not args.require_ep else set(eps) | set(left_out)
+    reasons = {**left_out, **{c.target.split("/")[0]: c.reason for c in report.cells
+                              if c.status == "unavailable"}}
+    missing = sorted(ep for ep in required if ep in reasons)
     if missing:
-        reasons = {c.target.split("/")[0]: c.reason for c in report.cells
-                   if c.status == "unavailable"}
         for ep in missing:
             print(f"onnxconv validate: required EP {ep} is not active: {reasons[ep]}",
                   file=sys.stderr)
@@ -435,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variant name, test-data folder or .onnx file (default: all in --graphs)")
     p.add_argument("--graphs", default="graphs", help="where variant graphs live")
     p.add_argument("--ep", action="append", metavar="EP",
-                   help="execution provider (repeatable; default: cpu, cuda and any other the "
-                        "installed onnxruntime offers); naming one makes it required")
+                   help="execution provider (repeatable; default: cpu and every other EP active "
+                        "here, the others named in one line); naming one makes it required")
     p.add_argument("--opt-level", type=csv_list, default=["disabled", "basic", "extended", "all"],
                    help="comma-separated: disabled,basic,extended,all (default: all four)")
     p.add_argument("--precision", type=csv_list, default=["fp32", "fp16"],
@@ -453,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 on the CUDA EP (off by default: it changes fp32 numerics)")
     p.add_argument("--require-ep", action="store_true",
-                   help="exit 1 when any EP in the matrix is unavailable")
+                   help="exit 1 when any EP of the matrix, or one left out of the default "
+                        "matrix (e.g. cuda without a GPU), is not active")
     p.add_argument("--no-localise", action="store_true",
                    help="do not search for the first divergent node of a failure")
     p.add_argument("--stored", choices=("trusted", "untrusted"), default="trusted",

@@ -98,7 +98,8 @@ class DetectionReport:
     """JSON schema (``to_dict``): ``schema`` (1), ``kind`` ("detection"), ``environment``,
     ``settings`` (levels, seeds, tolerances), ``planted`` (graph, mutation, layout, what was
     planted, verdict, kind, the output and worst element reported, margin, the verdict at the
-    tight tolerance; null margin: NaN or Inf where the source is finite), ``clean`` (every unmutated graph and layout: cell statuses), ``summary``."""
+    tight tolerance; null margin: NaN or Inf where the source is finite), ``clean`` (every
+    unmutated graph and layout: cell statuses), ``summary``."""
 
     environment: dict[str, Any]
     settings: dict[str, Any]
@@ -310,7 +311,8 @@ def to_markdown(report: DetectionReport) -> str:
              "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
                                         if isinstance(v, str)),
              f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
-             f"- validated: {report.settings['ep']}, fp32, levels {', '.join(report.settings['levels'])}, seeds "
+             f"- validated: {report.settings['ep']}, fp32, levels "
+             f"{', '.join(report.settings['levels'])}, seeds "
              f"{report.settings['seeds']}, normal and wide inputs; tight tolerance "
              f"atol {TIGHT.atol:g}, rtol {TIGHT.rtol:g}",
              f"- **caught {s['caught']} of {s['planted']}** ({s['caught_at_default_tolerance']} "

@@ -267,37 +267,38 @@ def _square(dims: tuple | None, rank: int) -> bool:
         dims[-1] == dims[-2])
 
 
-def weight_sign_flip(model: onnx.ModelProto) -> Mutant | None:
+def _weight_mutant(model: onnx.ModelProto, name: str,
+                   change: Callable[[np.ndarray, str], tuple[np.ndarray, str]],
+                   subtle: bool = False) -> Mutant | None:
+    """The first Conv's weight replaced by ``change(weight, weight_name)`` -> (new, what)."""
     ix = GraphIndex(model)
     found = _first_conv(ix)
     if found is None:
         return None
     index, weight = found
-    channel = 1 if weight.shape[0] > 1 else 0
-    flipped = weight.copy()
-    flipped[channel] = -flipped[channel]
+    changed, what = change(weight, ix.nodes[index].input[1])
     mutant = _copy(model)
-    _const_input(mutant, index, 1, flipped, "weight_sign_flip")
+    _const_input(mutant, index, 1, changed, name)
     label = ix.label(ix.nodes[index])
-    said = f"{label}: weight {ix.nodes[index].input[1]}[{channel}] (output channel) sign-flipped"
-    return Mutant("weight_sign_flip", said, mutant, label)
+    return Mutant(name, f"{label}: weight {what}", mutant, label, subtle=subtle)
+
+
+def weight_sign_flip(model: onnx.ModelProto) -> Mutant | None:
+    def flip(weight: np.ndarray, name: str) -> tuple[np.ndarray, str]:
+        channel = 1 if weight.shape[0] > 1 else 0
+        flipped = weight.copy()
+        flipped[channel] = -flipped[channel]
+        return flipped, f"{name}[{channel}] (output channel) sign-flipped"
+    return _weight_mutant(model, "weight_sign_flip", flip)
 
 
 def weight_nudge(model: onnx.ModelProto) -> Mutant | None:
-    ix = GraphIndex(model)
-    found = _first_conv(ix)
-    if found is None:
-        return None
-    index, weight = found
-    at = np.unravel_index(int(np.argmax(np.abs(weight))), weight.shape)
-    nudged = weight.copy()
-    nudged[at] *= 1 + 1e-3
-    mutant = _copy(model)
-    _const_input(mutant, index, 1, nudged, "weight_nudge")
-    label = ix.label(ix.nodes[index])
-    where = f"{ix.nodes[index].input[1]}{list(map(int, at))}"
-    said = f"{label}: weight {where} {weight[at]:.6g} -> {nudged[at]:.6g}"
-    return Mutant("weight_nudge", said, mutant, label, subtle=True)
+    def nudge(weight: np.ndarray, name: str) -> tuple[np.ndarray, str]:
+        at = np.unravel_index(int(np.argmax(np.abs(weight))), weight.shape)
+        nudged = weight.copy()
+        nudged[at] *= 1 + 1e-3
+        return nudged, f"{name}{list(map(int, at))} {weight[at]:.6g} -> {nudged[at]:.6g}"
+    return _weight_mutant(model, "weight_nudge", nudge, subtle=True)
 
 
 def conv_dilation(model: onnx.ModelProto) -> Mutant | None:

@@ -140,6 +140,25 @@ def available_eps() -> list[str]:
     return [short_name(p) for p in ort.get_available_providers()]
 
 
+def default_eps() -> tuple[list[str], dict[str, str]]:
+    """The EPs of a default matrix, and the ones left out with why.
+
+    In: ``cpu`` and every other compute EP (not ``azure``) that can run a session by itself
+    here. Out: ``cuda`` and any compute EP of this build that cannot, each with its reason. An
+    EP the user names is required instead (see the commands).
+    """
+    candidates = ["cpu", "cuda"] + [ep for ep in available_eps()
+                                    if ep not in ("cpu", "cuda", "azure")]
+    active, inactive = [], {}
+    for ep in candidates:
+        reason = ep_unavailable_reason(ep)
+        if reason is None:
+            active.append(ep)
+        else:
+            inactive[ep] = reason
+    return active, inactive
+
+
 @dataclass(frozen=True)
 class Target:
     """Where and how a session runs; ``id`` is ``ep/opt_level/precision``."""
@@ -660,6 +679,7 @@ __all__ = [
     "Target",
     "TensorSpec",
     "available_eps",
+    "default_eps",
     "ep_unavailable_reason",
     "make_session",
     "node_placement",

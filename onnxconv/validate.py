@@ -207,7 +207,8 @@ def spatial_sizes(subject: Subject) -> list[dict[int, int]]:
     return sizes
 
 
-def reference_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def reference_outputs(model: onnx.ModelProto,
+                      feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The reference evaluator's outputs (onnxconv's fixes applied); CheckFailed if it cannot."""
     return run_reference(model, feeds)
 
@@ -457,7 +458,7 @@ def run_cell(subject: Subject, target: runtime.Target, cases: list[Case],
     return cell
 
 
-# --- the whole run ----------------------------------------------------------------------------------
+# --- the whole run ------------------------------------------------------------------------------
 
 @dataclass
 class ValidationReport:
@@ -487,12 +488,6 @@ class ValidationReport:
         return {"schema": 2, "kind": "validate", "environment": self.environment,
                 "settings": self.settings, "subjects": self.subjects,
                 "cells": [c.to_dict() for c in self.cells], "summary": self.summary()}
-
-
-def default_eps() -> list[str]:
-    """cpu, cuda (reported unavailable where it is) and any other compute EP of this build."""
-    others = [ep for ep in runtime.available_eps() if ep not in ("cpu", "cuda", "azure")]
-    return ["cpu", "cuda", *others]
 
 
 def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
@@ -573,6 +568,8 @@ def to_markdown(report: ValidationReport) -> str:
                                         if isinstance(v, str)),
              f"- stored outputs: {report.settings['stored_outputs']}",
              f"- summary: {summary}"]
+    lines += [f"- {ep} is not in the matrix: {reason}"
+              for ep, reason in report.settings.get("eps_left_out", {}).items()]
     lines += [f"- note: {note}" for s in report.subjects for note in s["notes"]]
     lines += ["", "## Per graph and EP", "",
               "| graph | ep | cells | worst max abs | first problem |", "|---|---|---|---|---|"]

@@ -14,7 +14,7 @@ from onnx_builders import make_model
 from onnx import numpy_helper
 
 import onnxconv
-from onnxconv import runtime, validate, variants
+from onnxconv import validate, variants
 from onnxconv.cli import main
 
 
@@ -199,10 +199,17 @@ def test_unavailable_ep_is_never_passed_and_exit_1_when_asked(capsys):
     assert f"required EP {ep} is not active" in captured.err
 
 
-def test_cuda_in_the_default_matrix_is_required_only_when_asked(capsys):
+def test_default_matrix_holds_the_active_eps_and_names_the_others_once(capsys, tmp_path):
     argv = ["validate", "grouped", "--graphs", str(GRAPHS), "--opt-level", "all",
             "--precision", "fp32", "--seeds", "0", "--quiet"]
-    assert main(argv) == 0  # cuda passes, or is shown unavailable without being required
+    assert main(argv + ["--markdown", str(tmp_path / "v.md")]) == 0
+    out = capsys.readouterr().out
+    if CUDA_REASON is None:  # a GPU machine: cuda is in the matrix, and passes
+        assert "cuda/all/fp32" in out and "not in the matrix" not in out
+    else:  # no 88 unavailable rows: one line saying why cuda is left out
+        assert "cuda/all/fp32" not in out and "UNAVAILABLE" not in out
+        assert out.count("note: cuda is not in the matrix: ") == 1
+        assert "cuda is not in the matrix" in (tmp_path / "v.md").read_text()
     assert main(argv + ["--require-ep"]) == (0 if CUDA_REASON is None else 1)
 
 
