@@ -51,7 +51,7 @@ from .bench_report import BenchReport, measurement_notes
 from .bench_stats import median_or_none, paired_ratios, summarize
 from .errors import UserInputError
 from .graph import graph_cost
-from .graph_index import load_model
+from .graph.index import load_model
 from .errors import one_line as _one_line
 
 OPT_LEVELS = ("all", "extended", "basic", "disabled")

@@ -117,7 +117,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import graph, graph_checks
+    from . import graph
+    from .graph import checks as graph_checks
 
     path = Path(args.model)
     if path.is_dir() and (path / "model.onnx").exists():

@@ -49,7 +49,7 @@ from onnx import helper, numpy_helper
 from onnxconv.errors import UserInputError
 from onnxconv.fp16 import to_fp16
 from onnxconv.graph import SHUFFLE_PERM, ConvInfo, ShuffleInfo, conv_info, find_channel_shuffles
-from onnxconv.graph_index import GraphIndex, attr, is_default_domain
+from onnxconv.graph.index import GraphIndex, attr, is_default_domain
 
 
 @dataclass

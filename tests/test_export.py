@@ -14,7 +14,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from onnxconv import export, graph, graph_checks, variants
+from onnxconv import export, graph, variants
+from onnxconv.graph import checks as graph_checks
 from onnxconv.cli import main
 from onnxconv.errors import CheckFailed
 from onnxconv.export import ExportOptions, export_variants
@@ -118,7 +119,7 @@ def test_both_exporters_with_dynamic_batch(exporter, opset, name, tmp_path):
     (result,) = export_variants([name], tmp_path, options)
     model = onnx.load(result.model_path)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
-    graph_checks.assert_structure(model, spec.family, spec.structure(config))
+    graph_checks.assert_structure(model, spec.structure_kind, spec.structure(config))
     x = spec.example_input({**config, "batch": 3}, seed=7)
     with torch.no_grad():
         expected = spec.build(config)(x).numpy()

@@ -1,4 +1,4 @@
-"""Tests for onnxconv.graph and onnxconv.graph_checks on hand-built and exported graphs."""
+"""Tests for onnxconv.graph (inspection, cost, checks) on hand-built and exported graphs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from onnxconv.graph import (
     inspect_model,
     load_model,
 )
-from onnxconv.graph_checks import assert_structure, check_structure, lint_model
+from onnxconv.graph.checks import assert_structure, check_structure, lint_model
 
 F = TensorProto.FLOAT
 
@@ -156,9 +156,9 @@ def test_rank4_shuffle():
     model = shuffle_model("initializer", g=4, c=8, rank=4, perm=(0, 2, 1, 3))
     [s] = find_channel_shuffles(model)
     assert s.exact and s.rank == 4 and s.groups == 4 and s.channels_per_group == 2
-    assert check_structure(model, "shuffle_unit", {"groups": 4, "shuffle_rank": 4}) == []
+    assert check_structure(model, "channel_shuffle", {"groups": 4, "shuffle_rank": 4}) == []
     # rank-4 shuffle where rank 5 is expected
-    problems = check_structure(model, "shuffle_unit", {"groups": 4, "shuffles": 1})
+    problems = check_structure(model, "channel_shuffle", {"groups": 4, "shuffles": 1})
     assert [(p.node, p.found) for p in problems] == [("t", "rank 4"), ("<graph>", "0")]
 
 
@@ -167,10 +167,10 @@ def test_wrong_perm_is_not_exact_and_fails_structure(perm):
     model = shuffle_model("initializer", perm=perm)
     [s] = find_channel_shuffles(model)
     assert not s.exact and "perm" in s.problems[0]
-    problems = check_structure(model, "shufflenet", {"groups": 3})
+    problems = check_structure(model, "channel_shuffle", {"groups": 3})
     assert problems and problems[0].node == "t"
     with pytest.raises(CheckFailed, match=r"t: expected Reshape->Transpose\(perm \[0, 2, 1, 3, 4\]\)"):
-        assert_structure(model, "shufflenet", {"groups": 3}, source="graphs/x/model.onnx")
+        assert_structure(model, "channel_shuffle", {"groups": 3}, source="graphs/x/model.onnx")
 
 
 def test_identity_between_reshape_and_transpose_is_not_exact():
@@ -183,14 +183,14 @@ def test_identity_between_reshape_and_transpose_is_not_exact():
 
 def test_shuffle_structure_counts_groups_and_stray_transposes():
     model = shuffle_model("initializer", g=3)
-    [p] = check_structure(model, "shuffle_unit_s2", {"groups": 4})
+    [p] = check_structure(model, "channel_shuffle", {"groups": 4})
     assert (p.node, p.expected, p.found) == ("r1", "groups == 4", "groups 3")
-    [p] = check_structure(model, "shuffle_unit", {"groups": 3, "shuffles": 2})
+    [p] = check_structure(model, "channel_shuffle", {"groups": 3, "shuffles": 2})
     assert p.node == "<graph>" and p.found == "1"
     # a lone Transpose is not a shuffle
     lone = make([helper.make_node("Transpose", ["x"], ["y"], name="lone", perm=[0, 2, 1, 3])],
                 [vi("x", [1, 2, 3, 4])], [vi("y", None)])
-    nodes = [p.node for p in check_structure(lone, "shufflenet_v2_unit", {"groups": 2})]
+    nodes = [p.node for p in check_structure(lone, "channel_shuffle", {"groups": 2})]
     assert nodes == ["lone", "<graph>"]
 
 
@@ -251,7 +251,8 @@ def test_family_checks_on_single_convs():
     assert [p.node for p in check_structure(grp, "grouped", {"groups": 2})] == ["conv"]
     assert [p.node for p in check_structure(std, "pointwise", {})] == ["conv"]
     assert check_structure(std, "depthwise", {})[0].expected.startswith("a depthwise Conv")
-    assert check_structure(std, "no_such_family", {}) == []
+    with pytest.raises(UserInputError, match="unknown structure check 'no_such_check'"):
+        check_structure(std, "no_such_check", {})
 
 
 def test_separable_needs_pointwise_after_depthwise():

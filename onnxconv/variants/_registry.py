@@ -31,7 +31,9 @@ class VariantSpec:
     #: The config key that sets the input's channels; None for networks that take RGB images.
     input_channels_key: str | None = "in_channels"
     summary: str = ""
-    #: config -> what the exported graph must show (see onnxconv.graph_checks.check_structure).
+    #: Which structure check of onnxconv.graph.checks its graph must pass (None: none), and
+    #: config -> what that check expects (see onnxconv.graph.checks.check_structure).
+    structure_kind: str | None = None
     structure: Callable[[dict[str, Any]], dict[str, Any]] = lambda config: {}
     #: Whether scripts/export_graphs commits this variant's graph (whole networks are too big).
     commit_graph: bool = True

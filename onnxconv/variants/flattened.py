@@ -36,7 +36,7 @@ class FlattenedConv(nn.Module):
 
 
 register(VariantSpec(
-    name="flattened", family="flattened", paper="Flattened CNNs, Jin et al. (1412.5474)",
+    name="flattened", family="flattened", structure_kind="flattened", paper="Flattened CNNs, Jin et al. (1412.5474)",
     builder=FlattenedConv, cost_fn=cost.flattened,
     structure=lambda c: dict(kernel=c["kernel_size"]),
     summary="lateral 1×1 → vertical k×1 → horizontal 1×k",

@@ -31,7 +31,7 @@ class GroupedConv(nn.Module):
 
 
 register(VariantSpec(
-    name="grouped", family="grouped", paper="AlexNet (2012); ResNeXt (1611.05431)",
+    name="grouped", family="grouped", structure_kind="grouped", paper="AlexNet (2012); ResNeXt (1611.05431)",
     builder=GroupedConv, cost_fn=cost.grouped,
     structure=lambda c: dict(groups=c["groups"]), summary="grouped k×k convolution",
     defaults=dict(in_channels=64, out_channels=64, kernel_size=3, groups=8, stride=1,

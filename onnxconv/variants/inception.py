@@ -52,7 +52,7 @@ class InceptionBlock(nn.Module):
 
 
 register(VariantSpec(
-    name="inception", family="inception", paper="GoogLeNet, Szegedy et al. (1409.4842)",
+    name="inception", family="inception", structure_kind="inception", paper="GoogLeNet, Szegedy et al. (1409.4842)",
     builder=InceptionBlock, cost_fn=cost.inception,
     structure=lambda c: dict(convs=7 if c["factorized"] else 6),
     summary="1×1 | 1×1→3×3 | 1×1→5×5 | pool→1×1, concatenated",

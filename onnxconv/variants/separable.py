@@ -55,13 +55,13 @@ class SeparableConv(nn.Module):
 
 
 register(VariantSpec(
-    name="depthwise", family="depthwise", paper="MobileNet eq. 3 (1704.04861)",
+    name="depthwise", family="depthwise", structure_kind="depthwise", paper="MobileNet eq. 3 (1704.04861)",
     builder=DepthwiseConv, cost_fn=cost.depthwise, summary="k×k per-channel convolution",
     defaults=dict(in_channels=64, kernel_size=3, stride=1, multiplier=1, bias=True,
                   height=28, width=28)))
 
 register(VariantSpec(
-    name="separable", family="separable", paper="Xception (1610.02357); MobileNet (1704.04861)",
+    name="separable", family="separable", structure_kind="separable", paper="Xception (1610.02357); MobileNet (1704.04861)",
     builder=SeparableConv, cost_fn=cost.separable, summary="depthwise k×k → pointwise 1×1",
     defaults=dict(in_channels=64, out_channels=64, kernel_size=3, stride=1, bias=False,
                   activation=False, height=28, width=28)))

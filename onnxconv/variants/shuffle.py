@@ -152,28 +152,28 @@ def unit_structure(config: dict) -> dict:
 
 
 register(VariantSpec(
-    name="channel_shuffle", family="channel_shuffle", paper=SHUFFLENET_PAPER + " Sec. 3.1",
+    name="channel_shuffle", family="channel_shuffle", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Sec. 3.1",
     builder=ChannelShuffle, cost_fn=cost.channel_shuffle, input_channels_key="channels",
     structure=lambda c: dict(groups=c["groups"], shuffle_rank=c["shuffle_rank"], shuffles=1),
     summary="Reshape → Transpose → Reshape",
     defaults=dict(channels=64, groups=8, shuffle_rank=5, height=28, width=28)))
 
 register(VariantSpec(
-    name="shuffle_unit", family="shuffle_unit", paper=SHUFFLENET_PAPER + " Fig. 2b",
+    name="shuffle_unit", family="shuffle_unit", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Fig. 2b",
     builder=ShuffleUnit, cost_fn=cost.shuffle_unit, structure=unit_structure,
     summary="GConv → shuffle → DWConv → GConv, Add",
     defaults=dict(in_channels=960, out_channels=960, groups=3, stride=1, first_grouped=True,
                   shuffle_rank=5, height=7, width=7)))
 
 register(VariantSpec(
-    name="shuffle_unit_s2", family="shuffle_unit_s2", paper=SHUFFLENET_PAPER + " Fig. 2c",
+    name="shuffle_unit_s2", family="shuffle_unit_s2", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Fig. 2c",
     builder=ShuffleUnit, cost_fn=cost.shuffle_unit, structure=unit_structure,
     summary="stride 2: avg-pool shortcut, Concat",
     defaults=dict(in_channels=480, out_channels=960, groups=3, stride=2, first_grouped=True,
                   shuffle_rank=5, height=14, width=14)))
 
 register(VariantSpec(
-    name="shufflenet", family="shufflenet", paper=SHUFFLENET_PAPER + " Table 1",
+    name="shufflenet", family="shufflenet", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Table 1",
     builder=ShuffleNetV1, cost_fn=cost.shufflenet, input_channels_key=None,
     structure=lambda c: dict(groups=c["groups"], shuffle_rank=c["shuffle_rank"],
                              shuffles=sum(cost.SHUFFLENET_STAGE_REPEATS)),
@@ -182,7 +182,7 @@ register(VariantSpec(
                   height=224, width=224)))
 
 register(VariantSpec(
-    name="shufflenet_v2_unit", family="shufflenet_v2_unit",
+    name="shufflenet_v2_unit", family="shufflenet_v2_unit", structure_kind="channel_shuffle",
     paper="ShuffleNet V2, Ma et al. (1807.11164) Fig. 3c",
     builder=ShuffleNetV2Unit, cost_fn=cost.shufflenet_v2_unit, input_channels_key="channels",
     structure=lambda c: dict(groups=2, shuffle_rank=c["shuffle_rank"], shuffles=1),

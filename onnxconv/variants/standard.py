@@ -41,12 +41,12 @@ class PointwiseConv(nn.Module):
 
 
 register(VariantSpec(
-    name="standard", family="standard", paper="LeCun et al. 1998; MobileNet eq. 2 (1704.04861)",
+    name="standard", family="standard", structure_kind="standard", paper="LeCun et al. 1998; MobileNet eq. 2 (1704.04861)",
     builder=StandardConv, cost_fn=cost.standard, summary="k×k convolution",
     defaults=dict(in_channels=64, out_channels=64, kernel_size=3, stride=1, bias=True,
                   height=28, width=28)))
 
 register(VariantSpec(
-    name="pointwise", family="pointwise", paper="Network in Network (1312.4400); GoogLeNet",
+    name="pointwise", family="pointwise", structure_kind="pointwise", paper="Network in Network (1312.4400); GoogLeNet",
     builder=PointwiseConv, cost_fn=cost.pointwise, summary="1×1 convolution",
     defaults=dict(in_channels=64, out_channels=64, bias=True, height=28, width=28)))

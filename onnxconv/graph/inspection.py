@@ -1,8 +1,9 @@
-"""Read any ONNX graph: convolution kinds, channel shuffles, op counts and cost.
+"""Read any ONNX graph: convolution kinds, flattened pairs, channel shuffles, op counts.
 
 A library module: plain values in, dataclasses out, no printing. Loading and the graph index
-(producers, consumers, constant folding, shapes) live in :mod:`onnxconv.graph_index`; checks
-that judge a graph (lint, family structure) in :mod:`onnxconv.graph_checks`.
+(producers, consumers, constant folding, shapes) live in :mod:`onnxconv.graph.index`, cost in
+:mod:`onnxconv.graph.cost`, checks that judge a graph (lint, family structure) in
+:mod:`onnxconv.graph.checks`.
 
 Everything works on graphs from any exporter: weights may be initializers, ``Constant`` nodes or
 an ``Identity`` of an initializer; reshape shapes may be initializers, constants, a ``shape``
@@ -12,21 +13,13 @@ Concat``). What cannot be folded statically is read from ONNX shape inference.
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import onnx
 
-from onnxconv.graph_index import (  # noqa: F401 - load_model: the entry point, re-exported
-    Dim,
-    GraphIndex,
-    _static,
-    attr,
-    is_default_domain,
-    load_model,
-)
+from .index import Dim, GraphIndex, _static, as_index, attr, is_default_domain
 
 SHUFFLE_PERM = {5: [0, 2, 1, 3, 4], 4: [0, 2, 1, 3]}
 """Transpose perm of an exact channel shuffle, by rank of the grouped tensor."""
@@ -134,7 +127,7 @@ def _conv_kind(in_ch: int | None, out_ch: int | None, group: int, kernel) -> tup
 
 def find_convs(model_or_index: onnx.ModelProto | GraphIndex) -> list[ConvInfo]:
     """All default-domain Conv nodes, in graph order."""
-    ix = _index(model_or_index)
+    ix = as_index(model_or_index)
     return [conv_info(ix, n) for n in ix.nodes if n.op_type == "Conv" and is_default_domain(n)]
 
 
@@ -187,7 +180,7 @@ def find_channel_shuffles(model_or_index: onnx.ModelProto | GraphIndex) -> list[
     Ops from a small pass-through set (Identity, Cast, activations, ...) between the nodes are
     walked over and listed in ``between``; the chain is then reported but not exact.
     """
-    ix = _index(model_or_index)
+    ix = as_index(model_or_index)
     found = []
     for t in ix.nodes:
         if t.op_type == "Transpose" and is_default_domain(t):
@@ -332,138 +325,3 @@ def inspect_model(model: onnx.ModelProto) -> GraphReport:
         flattened_pairs=find_flattened_pairs(convs),
         shuffles=find_channel_shuffles(ix),
     )
-
-
-def _index(model_or_index: onnx.ModelProto | GraphIndex) -> GraphIndex:
-    return model_or_index if isinstance(model_or_index, GraphIndex) else GraphIndex(model_or_index)
-
-
-# --------------------------------------------------------------------------------------------
-# cost
-
-
-@dataclass
-class GraphCost:
-    """Parameters and multiply-accumulates read from the graph alone.
-
-    ``params`` counts constant weights and biases of Conv, Gemm and MatMul (initializers,
-    Constant outputs, Identity of either), each tensor name once: a weight shared by two ops
-    counts once, but an Identity alias counts on its own, because the torchscript exporter
-    merges equal-valued parameters (e.g. the zero biases of folded BNs) into one initializer
-    read through Identity nodes, and those are distinct parameters of the model.
-    BatchNormalization gamma + beta are reported apart in ``bn_affine_params`` (the analytic
-    cost in ``onnxconv.cost`` counts them; add them to compare) and running mean / variance
-    are never counted. ``macs`` counts Conv (N*C_out*H_out*W_out*(C_in/group)*kH*kW) and
-    Gemm / MatMul (M*K*N); bias adds, BN (folded or not), activations and pooling are not
-    counted. Both exporters fold eval-mode BN into the Conv (torchscript keeps a bias, the
-    dynamo exporter drops an all-zero one), so graph params differ from the analytic count.
-    ``unknown_macs`` names nodes whose output shape could not be resolved (excluded).
-    """
-
-    params: int
-    macs: int
-    params_by_op: dict[str, int]
-    macs_by_op: dict[str, int]
-    bn_affine_params: int
-    batch_size: int
-    unknown_macs: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-_WEIGHT_INPUTS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1)}
-
-
-def graph_cost(model: onnx.ModelProto, batch_size: int = 1) -> tuple[int, int]:
-    """``(params, macs)`` of the graph; see :class:`GraphCost` for what is counted.
-
-    ``batch_size`` replaces a symbolic batch dimension (dim 0) of activations.
-    """
-    cost = cost_breakdown(model, batch_size)
-    return cost.params, cost.macs
-
-
-def node_macs(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int = 1) -> list[int | None]:
-    """Multiply-adds of every node in graph order: an int for the ops :func:`graph_cost` counts
-    (Conv, Gemm, MatMul) when shapes allow, ``None`` for the rest."""
-    ix = _index(model_or_index)
-    return [_node_macs(ix, node, batch_size)
-            if is_default_domain(node) and node.op_type in _WEIGHT_INPUTS else None
-            for node in ix.nodes]
-
-
-def cost_breakdown(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int = 1) -> GraphCost:
-    """Like :func:`graph_cost`, with per-op-type numbers and BN affine parameters."""
-    ix = _index(model_or_index)
-    params: Counter = Counter()
-    macs: Counter = Counter()
-    seen: set[str] = set()
-    bn_affine = 0
-    unknown = []
-    for node in ix.nodes:
-        op = node.op_type
-        if not is_default_domain(node):
-            continue
-        if op == "BatchNormalization":
-            for i in (1, 2):
-                bn_affine += _count_once(ix, node, i, seen)
-        if op not in _WEIGHT_INPUTS:
-            continue
-        for i in _WEIGHT_INPUTS[op]:
-            params[op] += _count_once(ix, node, i, seen)
-        n = _node_macs(ix, node, batch_size)
-        if n is None:
-            unknown.append(ix.label(node))
-        else:
-            macs[op] += n
-    return GraphCost(
-        params=sum(params.values()),
-        macs=sum(macs.values()),
-        params_by_op=dict(params),
-        macs_by_op=dict(macs),
-        bn_affine_params=bn_affine,
-        batch_size=batch_size,
-        unknown_macs=unknown,
-    )
-
-
-def _count_once(ix: GraphIndex, node: onnx.NodeProto, i: int, seen: set[str]) -> int:
-    """Element count of constant input ``i`` unless that name was counted; 0 for activations."""
-    name = node.input[i] if i < len(node.input) else ""
-    dims = ix.const_dims(name) if name and name not in seen else None
-    if dims is None:
-        return 0
-    seen.add(name)
-    return math.prod(dims)
-
-
-def _numel(dims: tuple[Dim, ...] | None, batch_size: int) -> int | None:
-    if dims is None:
-        return None
-    total = 1
-    for i, d in enumerate(dims):
-        if isinstance(d, int):
-            total *= d
-        elif i == 0:
-            total *= batch_size
-        else:
-            return None
-    return total
-
-
-def _node_macs(ix: GraphIndex, node: onnx.NodeProto, batch_size: int) -> int | None:
-    out = _numel(ix.shape(node.output[0]), batch_size)
-    if out is None:
-        return None
-    if node.op_type == "Conv":
-        w = ix.shape(node.input[1])
-        if not _static(w) or len(w) < 2:
-            return None
-        return out * math.prod(w[1:])  # (C_in/group) * kH * kW per output element
-    a = ix.shape(node.input[0])
-    if not a:
-        return None
-    transposed = node.op_type == "Gemm" and attr(node, "transA", 0)
-    k = a[0] if transposed else a[-1]  # A is (M, K), (K, M) with transA, or (..., M, K)
-    return out * k if isinstance(k, int) else None

@@ -1,7 +1,7 @@
 """Load any ONNX model and index its graph: producers, consumers, constants and shapes.
 
 :class:`GraphIndex` is the engine under :mod:`onnxconv.graph` (what a graph holds) and
-:mod:`onnxconv.graph_checks` (what it should hold): it folds constant and shape-arithmetic
+:mod:`onnxconv.graph.checks` (what it should hold): it folds constant and shape-arithmetic
 tensors statically and fills the rest from ONNX shape inference.
 """
 
@@ -385,3 +385,7 @@ def _constant_node_dims(node: onnx.NodeProto) -> tuple[int, ...] | None:
         if a.name == "value_floats":
             return (len(a.floats),)
     return None
+
+
+def as_index(model_or_index: onnx.ModelProto | GraphIndex) -> GraphIndex:
+    return model_or_index if isinstance(model_or_index, GraphIndex) else GraphIndex(model_or_index)

@@ -1,6 +1,6 @@
-"""Judge an ONNX graph: lint findings and per-family structure checks.
+"""Judge an ONNX graph: lint findings and structure checks (a channel shuffle, a depthwise Conv...).
 
-Reading the graph (Conv kinds, channel shuffles, shapes) is :mod:`onnxconv.graph`; this module
+Reading the graph (Conv kinds, channel shuffles, shapes) is :mod:`onnxconv.graph.inspection`; this module
 turns what it reads into findings (advice) and structure problems (a variant's graph is not the
 shape its family promises). Only :func:`assert_structure` raises.
 """
@@ -14,8 +14,8 @@ from typing import Any
 import onnx
 
 from onnxconv.errors import CheckFailed, UserInputError
-from onnxconv.graph import SHUFFLE_PERM, ConvInfo, find_channel_shuffles, find_convs
-from onnxconv.graph_index import GraphIndex, attr, is_default_domain
+from .inspection import SHUFFLE_PERM, ConvInfo, find_channel_shuffles, find_convs
+from .index import GraphIndex, attr, is_default_domain
 
 GRAPH = "<graph>"
 """Node name used for findings / problems about the graph as a whole."""
@@ -146,35 +146,34 @@ class StructureProblem:
         return f"{self.node}: expected {self.expected}, found {self.found}"
 
 
-SHUFFLE_FAMILIES = ("channel_shuffle", "shuffle_unit", "shuffle_unit_s2", "shufflenet", "shufflenet_v2_unit")
+def check_structure(model: onnx.ModelProto, kind: str,
+                    expect: dict | None = None) -> list[StructureProblem]:
+    """Problems with the graph's structure of ``kind`` (a key of :data:`STRUCTURE_CHECKS`; a
+    variant names its own in ``VariantSpec.structure_kind``); empty when it is as expected.
 
-
-def check_structure(model: onnx.ModelProto, family: str, expect: dict | None = None) -> list[StructureProblem]:
-    """Problems with the graph's structure for ``family``; empty when it is as expected.
-
-    ``expect`` keys by family (all optional unless said):
-    shuffle families: ``groups``, ``shuffles`` (count), ``shuffle_rank`` (5 or 4; default 5);
+    ``expect`` keys by kind (all optional unless said):
+    ``channel_shuffle``: ``groups``, ``shuffles`` (count), ``shuffle_rank`` (5 or 4; default 5);
     ``depthwise``: ``depth_multiplier``, ``kernel``; ``separable``: ``between`` (op types allowed
     between the depthwise and the 1x1 Conv, default none); ``grouped``: ``groups``;
     ``flattened``: ``kernel``; ``standard`` / ``pointwise``: ``kernel``, ``convs`` (default 1);
-    ``inception``: ``convs``, ``branches`` (min inputs of the Concat). Unknown family: no checks.
+    ``inception``: ``convs``, ``branches`` (min inputs of the Concat).
     """
-    check = _FAMILY_CHECKS.get(family)
-    if check is None:
-        return []
+    if kind not in STRUCTURE_CHECKS:
+        raise UserInputError(f"unknown structure check {kind!r} (known: "
+                             f"{', '.join(STRUCTURE_CHECKS)})")
     ix = GraphIndex(model)
-    return check(ix, find_convs(ix), dict(expect or {}))
+    return STRUCTURE_CHECKS[kind](ix, find_convs(ix), dict(expect or {}))
 
 
-def assert_structure(model: onnx.ModelProto, family: str, expect: dict | None = None,
+def assert_structure(model: onnx.ModelProto, kind: str, expect: dict | None = None,
                      source: str | None = None) -> None:
     """Raise ``CheckFailed`` naming ``source`` (default: the graph name) and the first problems."""
-    problems = check_structure(model, family, expect)
+    problems = check_structure(model, kind, expect)
     if problems:
         shown = "; ".join(str(p) for p in problems[:3])
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         where = source or model.graph.name or "model"
-        raise CheckFailed(f"{where}: {family} structure check failed: {shown}{more}")
+        raise CheckFailed(f"{where}: {kind} structure check failed: {shown}{more}")
 
 
 def _check_shuffles(ix: GraphIndex, convs: list[ConvInfo], expect: dict) -> list[StructureProblem]:
@@ -309,7 +308,9 @@ def _k(c: ConvInfo) -> str:
     return "x".join(str(k) for k in c.kernel) or "unknown kernel"
 
 
-_FAMILY_CHECKS: dict[str, Callable[[GraphIndex, list[ConvInfo], dict], list[StructureProblem]]] = {
+STRUCTURE_CHECKS: dict[str, Callable[[GraphIndex, list[ConvInfo], dict],
+                                    list[StructureProblem]]] = {
+    "channel_shuffle": _check_shuffles,
     "depthwise": _check_depthwise,
     "separable": _check_separable,
     "grouped": _check_grouped,
@@ -317,5 +318,4 @@ _FAMILY_CHECKS: dict[str, Callable[[GraphIndex, list[ConvInfo], dict], list[Stru
     "standard": _single_conv("standard"),
     "pointwise": _single_conv("pointwise"),
     "inception": _check_inception,
-    **{family: _check_shuffles for family in SHUFFLE_FAMILIES},
 }
