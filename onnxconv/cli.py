@@ -21,6 +21,7 @@ def command(name: str):
     def decorate(function: Callable[[argparse.Namespace], int]):
         COMMANDS[name] = function
         return function
+
     return decorate
 
 
@@ -59,14 +60,32 @@ def cmd_list(args: argparse.Namespace) -> int:
     for spec in variants.REGISTRY.values():
         config = spec.config()
         cost = spec.cost(config)
-        entries.append(dict(name=spec.name, family=spec.family, paper=spec.paper,
-                            summary=spec.summary, input_shape=list(spec.input_shape(config)),
-                            params=cost.params, macs=cost.macs, config=config))
+        entries.append(
+            dict(
+                name=spec.name,
+                family=spec.family,
+                paper=spec.paper,
+                summary=spec.summary,
+                input_shape=list(spec.input_shape(config)),
+                params=cost.params,
+                macs=cost.macs,
+                config=config,
+            )
+        )
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
-    rows = [(e["name"], e["family"], "×".join(map(str, e["input_shape"])), human(e["params"]),
-             human(e["macs"]), e["paper"]) for e in entries]
+    rows = [
+        (
+            e["name"],
+            e["family"],
+            "×".join(map(str, e["input_shape"])),
+            human(e["params"]),
+            human(e["macs"]),
+            e["paper"],
+        )
+        for e in entries
+    ]
     print(format_table(["name", "family", "input", "params", "MACs", "paper"], rows))
     return 0
 
@@ -78,12 +97,16 @@ def progress_printer(verb: str) -> Callable[[str, int, int], None]:
     def show(name: str, done: int, total: int) -> None:
         width = 24
         bar = "#" * (width * done // max(total, 1))
-        text = f"[{bar:<{width}}] {done}/{total} {verb} {name}" if name else \
-            f"[{bar:<{width}}] {done}/{total} done"
+        text = (
+            f"[{bar:<{width}}] {done}/{total} {verb} {name}"
+            if name
+            else f"[{bar:<{width}}] {done}/{total} done"
+        )
         if tty:
             print("\r" + text.ljust(78), end="" if name else "\n", file=sys.stderr, flush=True)
         elif name:
             print(f"{verb} {name} ({done + 1}/{total})", file=sys.stderr, flush=True)
+
     return show
 
 
@@ -101,15 +124,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = dict(parse_config(args.config))
     if args.shuffle_rank is not None:  # export_variants refuses it when no variant shuffles
         overrides["shuffle_rank"] = args.shuffle_rank
-    options = ExportOptions(opset=args.opset, exporter=args.exporter,
-                            dynamic_batch=args.dynamic_batch, dynamic_hw=args.dynamic_hw,
-                            verbose=args.verbose)
-    results = export_variants(names, args.out, options, overrides,
-                              progress=None if args.quiet else progress_printer("exporting"))
+    options = ExportOptions(
+        opset=args.opset,
+        exporter=args.exporter,
+        dynamic_batch=args.dynamic_batch,
+        dynamic_hw=args.dynamic_hw,
+        verbose=args.verbose,
+    )
+    results = export_variants(
+        names,
+        args.out,
+        options,
+        overrides,
+        progress=None if args.quiet else progress_printer("exporting"),
+    )
     for result in results:
         entry = result.entry
-        print(f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
-              f"params {human(entry['params'])}  MACs {human(entry['macs'])}")
+        print(
+            f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
+            f"params {human(entry['params'])}  MACs {human(entry['macs'])}"
+        )
     return 0
 
 
@@ -128,43 +162,74 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     index = graph.GraphIndex(model)
     cost = graph.cost_breakdown(index, batch_size=args.batch)
     findings = graph_checks.lint_model(model, target_opset=args.target_opset)
-    macs_of = {node.name: m for node, m in zip(index.nodes,
-                                               graph.node_macs(index, batch_size=args.batch))
-               if m is not None and node.name}
+    macs_of = {
+        node.name: m
+        for node, m in zip(index.nodes, graph.node_macs(index, batch_size=args.batch))
+        if m is not None and node.name
+    }
     if args.json:
-        print(json.dumps({"model": str(path), **report.to_dict(), "cost": cost.to_dict(),
-                          "node_macs": macs_of,
-                          "lint": [f.to_dict() for f in findings]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": str(path),
+                    **report.to_dict(),
+                    "cost": cost.to_dict(),
+                    "node_macs": macs_of,
+                    "lint": [f.to_dict() for f in findings],
+                },
+                indent=2,
+            )
+        )
         return 0
     opsets = ", ".join(f"{d} {v}" for d, v in report.opsets.items())
-    print(f"{path}: IR {report.ir_version}, opset {opsets}, producer "
-          f"{report.producer_name} {report.producer_version}".rstrip())
+    print(
+        f"{path}: IR {report.ir_version}, opset {opsets}, producer "
+        f"{report.producer_name} {report.producer_version}".rstrip()
+    )
     print(f"inputs  {report.inputs}\noutputs {report.outputs}")
     print("ops     " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()))
-    print(f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
-          f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}")
+    print(
+        f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
+        f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}"
+    )
     if report.convs:
         print()
+
         def share(name: str) -> str:
             m = macs_of.get(name)
             if m is None:
                 return "—"
             return f"{human(m)} ({100 * m / cost.macs:.0f}%)" if cost.macs else human(m)
 
-        rows = [(c.name, c.kind + (f" x{c.depth_multiplier}" if c.depth_multiplier else ""),
-                 f"{c.in_channels}->{c.out_channels}", "x".join(map(str, c.kernel)),
-                 c.group, "x".join(map(str, c.stride)), ",".join(map(str, c.pads)),
-                 share(c.name))
-                for c in report.convs]
-        print(format_table(["conv", "kind", "channels", "kernel", "group", "stride", "pads",
-                            "MACs"], rows))
+        rows = [
+            (
+                c.name,
+                c.kind + (f" x{c.depth_multiplier}" if c.depth_multiplier else ""),
+                f"{c.in_channels}->{c.out_channels}",
+                "x".join(map(str, c.kernel)),
+                c.group,
+                "x".join(map(str, c.stride)),
+                ",".join(map(str, c.pads)),
+                share(c.name),
+            )
+            for c in report.convs
+        ]
+        print(
+            format_table(
+                ["conv", "kind", "channels", "kernel", "group", "stride", "pads", "MACs"], rows
+            )
+        )
     for pair in report.flattened_pairs:
-        print(f"flattened pair: {pair.vertical} ({pair.kernel}x1) -> {pair.horizontal} "
-              f"(1x{pair.kernel})")
+        print(
+            f"flattened pair: {pair.vertical} ({pair.kernel}x1) -> {pair.horizontal} "
+            f"(1x{pair.kernel})"
+        )
     for s in report.shuffles:
         state = "exact" if s.exact else "NOT exact: " + "; ".join(s.problems)
-        print(f"channel shuffle: {s.reshape_in} -> {s.transpose} -> {s.reshape_out}, rank "
-              f"{s.rank}, groups {s.groups}, perm {s.perm}, {state}")
+        print(
+            f"channel shuffle: {s.reshape_in} -> {s.transpose} -> {s.reshape_out}, rank "
+            f"{s.rank}, groups {s.groups}, perm {s.perm}, {state}"
+        )
     if findings:
         print()
         for finding in findings:
@@ -196,25 +261,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .parity import Tolerance, default_tolerance
     from .report import write_json, write_text
 
-    targets = args.targets or [p.name for p in sorted(Path(args.graphs).glob("*"))
-                               if (p / "model.onnx").exists()]
+    targets = args.targets or [
+        p.name for p in sorted(Path(args.graphs).glob("*")) if (p / "model.onnx").exists()
+    ]
     if not targets:
-        raise OnnxconvError(f"{args.graphs}: no graphs to validate (run: onnxconv export "
-                            f"--committed --out {args.graphs})")
+        raise OnnxconvError(
+            f"{args.graphs}: no graphs to validate (run: onnxconv export "
+            f"--committed --out {args.graphs})"
+        )
     eps, left_out = args.ep, {}
     if not eps:
         eps, left_out = runtime.default_eps()
     for level in args.opt_level:
         if level not in runtime.OPT_LEVELS:
-            raise OnnxconvError(f"unknown optimisation level {level!r} "
-                                f"(choose from {', '.join(runtime.OPT_LEVELS)})")
+            raise OnnxconvError(
+                f"unknown optimisation level {level!r} "
+                f"(choose from {', '.join(runtime.OPT_LEVELS)})"
+            )
     for ep in eps:
         runtime.Target(ep)  # unknown EP names fail here, as usage errors
     tol = None
     if args.atol is not None or args.rtol is not None:
         base = default_tolerance("fp32", "cpu")
-        tol = Tolerance(base.atol if args.atol is None else args.atol,
-                        base.rtol if args.rtol is None else args.rtol)
+        tol = Tolerance(
+            base.atol if args.atol is None else args.atol,
+            base.rtol if args.rtol is None else args.rtol,
+        )
     extra = None
     if args.inputs:
         try:
@@ -226,31 +298,55 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise OnnxconvError(f"--max-input-gb must be positive, got {args.max_input_gb}")
     subjects = [validate.load_subject(t, args.graphs) for t in targets]
     report = validate.validate(
-        subjects, eps, args.opt_level, args.precision, seeds=args.seeds,
-        batches=args.batch, extra_inputs=extra, tol=tol, threads=args.threads,
+        subjects,
+        eps,
+        args.opt_level,
+        args.precision,
+        seeds=args.seeds,
+        batches=args.batch,
+        extra_inputs=extra,
+        tol=tol,
+        threads=args.threads,
         localise_failures=not args.no_localise,
-        cuda_options={"cudnn_conv_algo_search": args.cudnn_conv_algo_search,
-                      "use_tf32": "1" if args.tf32 else "0"},
-        trust_stored=args.stored == "trusted", max_input_bytes=int(args.max_input_gb * 2**30),
-        progress=None if args.quiet else progress_printer("validating"))
+        cuda_options={
+            "cudnn_conv_algo_search": args.cudnn_conv_algo_search,
+            "use_tf32": "1" if args.tf32 else "0",
+        },
+        trust_stored=args.stored == "trusted",
+        max_input_bytes=int(args.max_input_gb * 2**30),
+        progress=None if args.quiet else progress_printer("validating"),
+    )
     for subject in report.subjects:
         for note in subject["notes"]:
             print(f"note: {note}")
     for ep, reason in left_out.items():
         print(f"note: {ep} is not in the matrix: {reason} (name it with --ep {ep} to require it)")
     if args.brief:
-        print(format_table(["graph", "ep", "cells", "worst max abs", "note"],
-                           validate.brief_rows(report.cells)))
+        print(
+            format_table(
+                ["graph", "ep", "cells", "worst max abs", "note"], validate.brief_rows(report.cells)
+            )
+        )
     else:
         rows = []
         for cell in report.cells:
             placement = ", ".join(f"{ep}:{n}" for ep, n in cell.placement.items())
-            status = cell.status if cell.status == "pass" else \
-                f"{cell.status.upper()} {cell.kind}".strip()
-            rows.append((cell.subject, cell.target, status, validate.headline_text(cell),
-                         placement, textwrap.shorten(cell.reason, 110, placeholder=" …")))
-        print(format_table(["graph", "target", "status", "worst max abs", "nodes", "note"],
-                           rows))
+            status = (
+                cell.status
+                if cell.status == "pass"
+                else f"{cell.status.upper()} {cell.kind}".strip()
+            )
+            rows.append(
+                (
+                    cell.subject,
+                    cell.target,
+                    status,
+                    validate.headline_text(cell),
+                    placement,
+                    textwrap.shorten(cell.reason, 110, placeholder=" …"),
+                )
+            )
+        print(format_table(["graph", "target", "status", "worst max abs", "nodes", "note"], rows))
     summary = report.summary()
     print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
     report.settings["eps_left_out"] = left_out
@@ -259,13 +355,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.markdown:
         write_text(args.markdown, validate.to_markdown(report))
     required = set(args.ep or []) if not args.require_ep else set(eps) | set(left_out)
-    reasons = {**left_out, **{c.target.split("/")[0]: c.reason for c in report.cells
-                              if c.status == "unavailable"}}
+    reasons = {
+        **left_out,
+        **{c.target.split("/")[0]: c.reason for c in report.cells if c.status == "unavailable"},
+    }
     missing = sorted(ep for ep in required if ep in reasons)
     if missing:
         for ep in missing:
-            print(f"onnxconv validate: required EP {ep} is not active: {reasons[ep]}",
-                  file=sys.stderr)
+            print(
+                f"onnxconv validate: required EP {ep} is not active: {reasons[ep]}", file=sys.stderr
+            )
         return 1
     return 1 if summary.get("fail") else 0
 
@@ -281,23 +380,40 @@ def cmd_detect(args: argparse.Namespace) -> int:
     for folder in args.folder:
         originals.append(detection.load_original(Path(folder)))
     report = detection.run_suite(
-        originals, ep=args.ep, layouts=args.layout, names=args.mutation or None, levels=args.opt_level,
-        seeds=args.seeds, clean_seeds=args.clean_seeds,
-        progress=None if args.quiet else progress_printer("planting"))
-    rows = [(p.graph, p.mutation + (" (subtle)" if p.subtle else ""), p.layout,
-             "caught" if p.caught else "MISSED", f"{p.status} {p.kind}".strip(),
-             f"{p.margin:.3g}x" if p.margin is not None else "",
-             f"{p.tight_status} (clean {p.tight_clean})" if p.tight_status else "")
-            for p in report.planted]
+        originals,
+        ep=args.ep,
+        layouts=args.layout,
+        names=args.mutation or None,
+        levels=args.opt_level,
+        seeds=args.seeds,
+        clean_seeds=args.clean_seeds,
+        progress=None if args.quiet else progress_printer("planting"),
+    )
+    rows = [
+        (
+            p.graph,
+            p.mutation + (" (subtle)" if p.subtle else ""),
+            p.layout,
+            "caught" if p.caught else "MISSED",
+            f"{p.status} {p.kind}".strip(),
+            f"{p.margin:.3g}x" if p.margin is not None else "",
+            f"{p.tight_status} (clean {p.tight_clean})" if p.tight_status else "",
+        )
+        for p in report.planted
+    ]
     print(format_table(["graph", "mutation", "layout", "", "verdict", "margin", "tight"], rows))
     for clean in report.clean:
         if clean.false_alarm:
-            print(f"FALSE ALARM {clean.graph} ({clean.layout}, {clean.tolerance}): "
-                  f"{textwrap.shorten(clean.reason, 200, placeholder=' …')}")
+            print(
+                f"FALSE ALARM {clean.graph} ({clean.layout}, {clean.tolerance}): "
+                f"{textwrap.shorten(clean.reason, 200, placeholder=' …')}"
+            )
     s = report.summary()
-    print(f"\ncaught {s['caught']} of {s['planted']} planted defects "
-          f"({s['subtle_caught_only_at_tight']} subtle ones at the tight tolerance); "
-          f"false alarms {s['false_alarms']} of {s['clean_checks']} clean checks")
+    print(
+        f"\ncaught {s['caught']} of {s['planted']} planted defects "
+        f"({s['subtle_caught_only_at_tight']} subtle ones at the tight tolerance); "
+        f"false alarms {s['false_alarms']} of {s['clean_checks']} clean checks"
+    )
     if args.json:
         write_json(args.json, report.to_dict())
     if args.markdown:
@@ -309,14 +425,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import bench, bench_compare, bench_report, variants
+    from . import variants
+    from .bench import compare as bench_compare
+    from .bench import harness as bench
+    from .bench import report as bench_report
 
     baseline = None
     if args.baseline:  # checked before anything is timed
         baseline = bench_report.load_report(args.baseline)
         bench_compare.check_max_slowdown(args.max_slowdown)
-    items = args.targets or [p.name for p in sorted(Path(args.graphs).glob("*"))
-                             if (p / "model.onnx").exists() and p.name in variants.REGISTRY]
+    items = args.targets or [
+        p.name
+        for p in sorted(Path(args.graphs).glob("*"))
+        if (p / "model.onnx").exists() and p.name in variants.REGISTRY
+    ]
     if not items:
         raise OnnxconvError(f"{args.graphs}: nothing to bench (name variants or .onnx files)")
     show: Callable[[int, int, str], None] | None = None
@@ -325,6 +447,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         def show_progress(done: int, total: int, message: str) -> None:
             printer(message if done < total else "", done, total)
+
         show = show_progress
     overrides: dict[str, str] = {}
     per_variant: dict[str, dict[str, str]] = {}
@@ -335,22 +458,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
         else:
             overrides[key] = value
     report = bench.run_bench(
-        items, overrides=overrides, variant_overrides=per_variant, threads=args.threads,
+        items,
+        overrides=overrides,
+        variant_overrides=per_variant,
+        threads=args.threads,
         batches=args.batch,
-        eps=args.ep, opt_levels=args.opt_level, rounds=args.rounds, blocks=args.blocks,
-        calls=args.calls, compile=args.compile, profile=not args.no_profile,
-        per_node=args.per_node, roofs=not args.no_roofs, progress=show,
-        cuda_options={"cudnn_conv_algo_search": args.cudnn_conv_algo_search,
-                      "use_tf32": "1" if args.tf32 else "0"})
+        eps=args.ep,
+        opt_levels=args.opt_level,
+        rounds=args.rounds,
+        blocks=args.blocks,
+        calls=args.calls,
+        compile=args.compile,
+        profile=not args.no_profile,
+        per_node=args.per_node,
+        roofs=not args.no_roofs,
+        progress=show,
+        cuda_options={
+            "cudnn_conv_algo_search": args.cudnn_conv_algo_search,
+            "use_tf32": "1" if args.tf32 else "0",
+        },
+    )
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
     headers, rows = bench_report.summary_rows(report)
     print(format_table(headers, rows))
-    print("\nreport: " + ", ".join(str(p) for p in [written["json"], written["markdown"],
-                                                     *written["plots"]] if p))
+    print(
+        "\nreport: "
+        + ", ".join(str(p) for p in [written["json"], written["markdown"], *written["plots"]] if p)
+    )
     cells = report.to_dict()["cells"]
     errors = [c for c in cells if c["status"] == "error"]
-    missing = {c["ep"]: c["error"] for c in cells
-               if c["status"] == "unavailable" and c["ep"] in (args.ep or [])}
+    missing = {
+        c["ep"]: c["error"]
+        for c in cells
+        if c["status"] == "unavailable" and c["ep"] in (args.ep or [])
+    }
     for cell in errors:
         print(f"onnxconv bench: {cell['id']}: {cell['error']}", file=sys.stderr)
     for ep, reason in sorted(missing.items()):
@@ -358,38 +499,53 @@ def cmd_bench(args: argparse.Namespace) -> int:
     slower = 0
     if baseline is not None:
         print()
-        slower = print_comparison(baseline, report, args.baseline, str(written["json"]),
-                                  args.max_slowdown)
+        slower = print_comparison(
+            baseline, report, args.baseline, str(written["json"]), args.max_slowdown
+        )
     return 1 if errors or missing or slower else 0
 
 
 @command("bench-compare")
 def cmd_bench_compare(args: argparse.Namespace) -> int:
-    from . import bench_report
+    from .bench import report as bench_report
 
     baseline = bench_report.load_report(args.baseline)
     current = bench_report.load_report(args.current)
-    return print_comparison(baseline, current, args.baseline, args.current, args.max_slowdown,
-                            args.json, args.markdown)
+    return print_comparison(
+        baseline, current, args.baseline, args.current, args.max_slowdown, args.json, args.markdown
+    )
 
 
-def print_comparison(baseline, current, baseline_path: str, current_path: str,
-                     max_slowdown: float, json_path: str | None = None,
-                     markdown_path: str | None = None) -> int:
+def print_comparison(
+    baseline,
+    current,
+    baseline_path: str,
+    current_path: str,
+    max_slowdown: float,
+    json_path: str | None = None,
+    markdown_path: str | None = None,
+) -> int:
     """Print (and write) the comparison of two bench reports; 1 when a cell got slower."""
-    from . import bench_compare
+    from .bench import compare as bench_compare
     from .report import write_json, write_text
 
     comparison = bench_compare.compare_reports(baseline, current, max_slowdown)
     comparison["baseline"]["path"], comparison["current"]["path"] = baseline_path, current_path
     for line in comparison["differences"]:
         print(f"differs: {line}")
-    rows = [(*values, "SLOWER" if verdict == "slower" else verdict)
-            for *values, verdict in bench_compare.cell_rows(comparison)]
-    print(format_table(["cell", "baseline p50 ms", "current p50 ms", "current/baseline",
-                        "verdict"], rows))
-    print(f"\n{len(comparison['slower'])} slower, {len(comparison['faster'])} faster "
-          f"(threshold ×{max_slowdown:g} and outside the other run's p90)")
+    rows = [
+        (*values, "SLOWER" if verdict == "slower" else verdict)
+        for *values, verdict in bench_compare.cell_rows(comparison)
+    ]
+    print(
+        format_table(
+            ["cell", "baseline p50 ms", "current p50 ms", "current/baseline", "verdict"], rows
+        )
+    )
+    print(
+        f"\n{len(comparison['slower'])} slower, {len(comparison['faster'])} faster "
+        f"(threshold ×{max_slowdown:g} and outside the other run's p90)"
+    )
     if json_path:
         write_json(json_path, comparison)
     if markdown_path:
@@ -400,32 +556,48 @@ def print_comparison(baseline, current, baseline_path: str, current_path: str,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onnxconv",
-        description="Convolution families from PyTorch to ONNX Runtime, with proof.")
+        description="Convolution families from PyTorch to ONNX Runtime, with proof.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="the convolution zoo: shapes, params, multiply-adds")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    from .bench_compare import DEFAULT_MAX_SLOWDOWN
+    from .bench.compare import DEFAULT_MAX_SLOWDOWN
     from .export import DEFAULT_OPSET, EXPORTERS
+
     p = sub.add_parser("export", help="export variants to ONNX in the ONNX test-data layout")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--variant", action="append", metavar="NAME",
-                       help="a variant to export (repeatable)")
+    which.add_argument(
+        "--variant", action="append", metavar="NAME", help="a variant to export (repeatable)"
+    )
     which.add_argument("--all", action="store_true", help="every variant, networks included")
-    which.add_argument("--committed", action="store_true",
-                       help="the variants committed under graphs/ (no whole networks)")
+    which.add_argument(
+        "--committed",
+        action="store_true",
+        help="the variants committed under graphs/ (no whole networks)",
+    )
     p.add_argument("--out", default="graphs", help="output folder (default: graphs)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
     p.add_argument("--exporter", choices=EXPORTERS, default="dynamo")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     p.add_argument("--dynamic-hw", action="store_true", help="make height and width dynamic")
-    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every variant that has KEY (repeatable)")
-    p.add_argument("--shuffle-rank", type=int, choices=(4, 5),
-                   help="channel shuffle through rank-4 tensors (N, g, C/g, H*W) or rank 5")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every variant that has KEY (repeatable)",
+    )
+    p.add_argument(
+        "--shuffle-rank",
+        type=int,
+        choices=(4, 5),
+        help="channel shuffle through rank-4 tensors (N, g, C/g, H*W) or rank 5",
+    )
     p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -436,110 +608,224 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-opset", type=int, help="flag ops newer than this opset")
 
     p = sub.add_parser("validate", help="parity PyTorch <-> ONNX Runtime per EP, level, precision")
-    p.add_argument("targets", nargs="*", metavar="TARGET",
-                   help="variant name, test-data folder or .onnx file (default: all in --graphs)")
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="variant name, test-data folder or .onnx file (default: all in --graphs)",
+    )
     p.add_argument("--graphs", default="graphs", help="where variant graphs live")
-    p.add_argument("--ep", action="append", metavar="EP",
-                   help="execution provider (repeatable; default: cpu and every other EP active "
-                        "here, the others named in one line); naming one makes it required")
-    p.add_argument("--opt-level", type=csv_list, default=["disabled", "basic", "extended", "all"],
-                   help="comma-separated: disabled,basic,extended,all (default: all four)")
-    p.add_argument("--precision", type=csv_list, default=["fp32", "fp16"],
-                   help="comma-separated: fp32,fp16 (default: both)")
+    p.add_argument(
+        "--ep",
+        action="append",
+        metavar="EP",
+        help="execution provider (repeatable; default: cpu and every other EP active "
+        "here, the others named in one line); naming one makes it required",
+    )
+    p.add_argument(
+        "--opt-level",
+        type=csv_list,
+        default=["disabled", "basic", "extended", "all"],
+        help="comma-separated: disabled,basic,extended,all (default: all four)",
+    )
+    p.add_argument(
+        "--precision",
+        type=csv_list,
+        default=["fp32", "fp16"],
+        help="comma-separated: fp32,fp16 (default: both)",
+    )
     p.add_argument("--seeds", type=int_list, default=[0, 1], help="comma-separated seeds")
-    p.add_argument("--batch", type=int_list, help="batch sizes for generated inputs (default: "
-                   "1, and 2 too when the batch axis is dynamic)")
+    p.add_argument(
+        "--batch",
+        type=int_list,
+        help="batch sizes for generated inputs (default: "
+        "1, and 2 too when the batch axis is dynamic)",
+    )
     p.add_argument("--inputs", help=".npz of inputs by name (one more case)")
     p.add_argument("--atol", type=float, help="absolute tolerance for every target")
     p.add_argument("--rtol", type=float, help="relative tolerance for every target")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--cudnn-conv-algo-search", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
-                   default="EXHAUSTIVE", help="CUDA EP convolution algorithm search")
-    p.add_argument("--tf32", action="store_true",
-                   help="allow TF32 on the CUDA EP (off by default: it changes fp32 numerics)")
-    p.add_argument("--require-ep", action="store_true",
-                   help="exit 1 when any EP of the matrix, or one left out of the default "
-                        "matrix (e.g. cuda without a GPU), is not active")
-    p.add_argument("--no-localise", action="store_true",
-                   help="do not search for the first divergent node of a failure")
-    p.add_argument("--stored", choices=("trusted", "untrusted"), default="trusted",
-                   help="whether stored test outputs decide where no PyTorch module does "
-                        "(default trusted; 'untrusted': shown, never deciding, for outputs "
-                        "known to be stale)")
-    p.add_argument("--max-input-gb", type=float, default=4.0,
-                   help="refuse generated inputs above this size per case (default 4 GiB)")
+    p.add_argument(
+        "--cudnn-conv-algo-search",
+        choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+        default="EXHAUSTIVE",
+        help="CUDA EP convolution algorithm search",
+    )
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 on the CUDA EP (off by default: it changes fp32 numerics)",
+    )
+    p.add_argument(
+        "--require-ep",
+        action="store_true",
+        help="exit 1 when any EP of the matrix, or one left out of the default "
+        "matrix (e.g. cuda without a GPU), is not active",
+    )
+    p.add_argument(
+        "--no-localise",
+        action="store_true",
+        help="do not search for the first divergent node of a failure",
+    )
+    p.add_argument(
+        "--stored",
+        choices=("trusted", "untrusted"),
+        default="trusted",
+        help="whether stored test outputs decide where no PyTorch module does "
+        "(default trusted; 'untrusted': shown, never deciding, for outputs "
+        "known to be stale)",
+    )
+    p.add_argument(
+        "--max-input-gb",
+        type=float,
+        default=4.0,
+        help="refuse generated inputs above this size per case (default 4 GiB)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the JSON report here")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown report here")
-    p.add_argument("--brief", action="store_true",
-                   help="one line per graph and EP instead of one per cell")
+    p.add_argument(
+        "--brief", action="store_true", help="one line per graph and EP instead of one per cell"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("bench", help="time ONNX Runtime against PyTorch, side by side")
-    p.add_argument("targets", nargs="*", metavar="TARGET",
-                   help="variant names or .onnx files (default: the variants in --graphs)")
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="variant names or .onnx files (default: the variants in --graphs)",
+    )
     p.add_argument("--graphs", default="graphs")
-    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every variant that has KEY, e.g. height=56; "
-                        "VARIANT.KEY=VALUE for one variant only")
-    p.add_argument("--threads", type=int, default=1,
-                   help="threads for both runtimes (default 1, the stable baseline)")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every variant that has KEY, e.g. height=56; "
+        "VARIANT.KEY=VALUE for one variant only",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for both runtimes (default 1, the stable baseline)",
+    )
     p.add_argument("--batch", type=int_list, default=[1], help="comma-separated batch sizes")
-    p.add_argument("--ep", action="append", metavar="EP",
-                   help="ONNX Runtime EP (repeatable; default cpu, and cuda where active)")
-    p.add_argument("--opt-level", type=csv_list, default=None,
-                   help="comma-separated optimisation levels (default: all four)")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="alternating ORT/PyTorch process pairs (default 2)")
+    p.add_argument(
+        "--ep",
+        action="append",
+        metavar="EP",
+        help="ONNX Runtime EP (repeatable; default cpu, and cuda where active)",
+    )
+    p.add_argument(
+        "--opt-level",
+        type=csv_list,
+        default=None,
+        help="comma-separated optimisation levels (default: all four)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=2, help="alternating ORT/PyTorch process pairs (default 2)"
+    )
     p.add_argument("--blocks", type=int, default=5, help="timed blocks per cell (default 5)")
     p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
     p.add_argument("--compile", action="store_true", help="add a torch.compile column")
     p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
-    p.add_argument("--cudnn-conv-algo-search", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
-                   default="EXHAUSTIVE", help="CUDA EP convolution algorithm search (recorded)")
-    p.add_argument("--tf32", action="store_true",
-                   help="allow TF32 on the CUDA EP and in PyTorch on CUDA (off by default)")
-    p.add_argument("--per-node", action="store_true",
-                   help="also time every node alone on the EP (device time on CUDA, where ORT's "
-                        "profile only sees launches)")
+    p.add_argument(
+        "--cudnn-conv-algo-search",
+        choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+        default="EXHAUSTIVE",
+        help="CUDA EP convolution algorithm search (recorded)",
+    )
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 on the CUDA EP and in PyTorch on CUDA (off by default)",
+    )
+    p.add_argument(
+        "--per-node",
+        action="store_true",
+        help="also time every node alone on the EP (device time on CUDA, where ORT's "
+        "profile only sees launches)",
+    )
     p.add_argument("--no-roofs", action="store_true", help="skip the roofline measurement")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default="reports/bench", help="report folder (default reports/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--baseline", metavar="BENCH_JSON",
-                   help="compare with an earlier bench.json afterwards (see bench-compare); "
-                        "exit 1 when a cell got slower")
-    p.add_argument("--max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
-                   help=f"with --baseline: the slowdown threshold (default {DEFAULT_MAX_SLOWDOWN})")
+    p.add_argument(
+        "--baseline",
+        metavar="BENCH_JSON",
+        help="compare with an earlier bench.json afterwards (see bench-compare); "
+        "exit 1 when a cell got slower",
+    )
+    p.add_argument(
+        "--max-slowdown",
+        type=float,
+        default=DEFAULT_MAX_SLOWDOWN,
+        help=f"with --baseline: the slowdown threshold (default {DEFAULT_MAX_SLOWDOWN})",
+    )
 
-    p = sub.add_parser("detect", help="the mutation suite: plant defects in graphs, count what "
-                                      "validate catches and its false alarms")
+    p = sub.add_parser(
+        "detect",
+        help="the mutation suite: plant defects in graphs, count what "
+        "validate catches and its false alarms",
+    )
     p.add_argument("--graphs", default="graphs", help="a folder written by onnxconv export")
-    p.add_argument("--graph", action="append", metavar="NAME",
-                   help="only this graph of --graphs (repeatable; default all)")
-    p.add_argument("--folder", action="append", default=[], metavar="PATH",
-                   help="also a test-data folder without a manifest (repeatable)")
-    p.add_argument("--mutation", action="append", metavar="NAME",
-                   help="only this mutation (repeatable; default all that apply)")
+    p.add_argument(
+        "--graph",
+        action="append",
+        metavar="NAME",
+        help="only this graph of --graphs (repeatable; default all)",
+    )
+    p.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also a test-data folder without a manifest (repeatable)",
+    )
+    p.add_argument(
+        "--mutation",
+        action="append",
+        metavar="NAME",
+        help="only this mutation (repeatable; default all that apply)",
+    )
     p.add_argument("--ep", default="cpu", help="the EP every mutant is validated on (default cpu)")
-    p.add_argument("--layout", type=csv_list, default=["folder", "module"],
-                   help="folder (test data, no manifest), module (bare graph beside its "
-                        "PyTorch module); default both")
-    p.add_argument("--opt-level", type=csv_list, default=["all"],
-                   help="levels each mutant is validated at (default all)")
+    p.add_argument(
+        "--layout",
+        type=csv_list,
+        default=["folder", "module"],
+        help="folder (test data, no manifest), module (bare graph beside its "
+        "PyTorch module); default both",
+    )
+    p.add_argument(
+        "--opt-level",
+        type=csv_list,
+        default=["all"],
+        help="levels each mutant is validated at (default all)",
+    )
     p.add_argument("--seeds", type=int_list, default=[0], help="seeds for each mutant")
-    p.add_argument("--clean-seeds", type=int_list, default=[0, 1, 2, 3, 4],
-                   help="seeds for the false-alarm check of the unmutated graphs")
+    p.add_argument(
+        "--clean-seeds",
+        type=int_list,
+        default=[0, 1, 2, 3, 4],
+        help="seeds for the false-alarm check of the unmutated graphs",
+    )
     p.add_argument("--json", metavar="PATH", help="write the JSON report here")
     p.add_argument("--markdown", metavar="PATH", help="write the Markdown report here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("bench-compare", help="two bench reports side by side; exit 1 when a "
-                                             "cell got slower")
+    p = sub.add_parser(
+        "bench-compare", help="two bench reports side by side; exit 1 when a cell got slower"
+    )
     p.add_argument("baseline", help="the earlier bench.json")
     p.add_argument("current", help="the later bench.json")
-    p.add_argument("--max-slowdown", type=float, default=DEFAULT_MAX_SLOWDOWN,
-                   help="a cell is slower when its p50 is above this × the baseline's and above "
-                        f"the baseline's p90 (default {DEFAULT_MAX_SLOWDOWN})")
+    p.add_argument(
+        "--max-slowdown",
+        type=float,
+        default=DEFAULT_MAX_SLOWDOWN,
+        help="a cell is slower when its p50 is above this × the baseline's and above "
+        f"the baseline's p90 (default {DEFAULT_MAX_SLOWDOWN})",
+    )
     p.add_argument("--json", help="write the comparison as JSON")
     p.add_argument("--markdown", help="write the comparison as Markdown")
     return parser

@@ -65,15 +65,14 @@ class Planted:
     reason: str
     output: str | None = None
     worst_index: list[int] | None = None
-    margin: float | None = None      # the worst error / what the tolerance allows (>1: caught)
+    margin: float | None = None  # the worst error / what the tolerance allows (>1: caught)
     tight_status: str | None = None  # the verdict at TIGHT, for a subtle mutant that passed
-    tight_clean: str | None = None   # the unmutated graph's verdict at TIGHT (must be pass)
+    tight_clean: str | None = None  # the unmutated graph's verdict at TIGHT (must be pass)
 
     @property
     def caught(self) -> bool:
         """Failed at the default tolerance, or at TIGHT where the unmutated graph passes."""
-        return self.status == "fail" or (self.tight_status == "fail"
-                                         and self.tight_clean == "pass")
+        return self.status == "fail" or (self.tight_status == "fail" and self.tight_clean == "pass")
 
 
 @dataclass
@@ -108,12 +107,16 @@ class DetectionReport:
 
     def summary(self) -> dict[str, Any]:
         default = [p for p in self.planted if p.status == "fail"]
-        return {"planted": len(self.planted), "caught": sum(p.caught for p in self.planted),
-                "caught_at_default_tolerance": len(default),
-                "subtle_caught_only_at_tight": sum(p.caught and p.status != "fail"
-                                                   for p in self.planted),
-                "clean_checks": len(self.clean),
-                "false_alarms": sum(c.false_alarm for c in self.clean)}
+        return {
+            "planted": len(self.planted),
+            "caught": sum(p.caught for p in self.planted),
+            "caught_at_default_tolerance": len(default),
+            "subtle_caught_only_at_tight": sum(
+                p.caught and p.status != "fail" for p in self.planted
+            ),
+            "clean_checks": len(self.clean),
+            "false_alarms": sum(c.false_alarm for c in self.clean),
+        }
 
     @property
     def ok(self) -> bool:
@@ -121,12 +124,17 @@ class DetectionReport:
         return s["caught"] == s["planted"] and s["false_alarms"] == 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": 1, "kind": "detection", "environment": self.environment,
-                "settings": self.settings,
-                "planted": [{**asdict(p), "margin": _finite(p.margin), "caught": p.caught}
-                            for p in self.planted],
-                "clean": [{**asdict(c), "false_alarm": c.false_alarm} for c in self.clean],
-                "summary": self.summary()}
+        return {
+            "schema": 1,
+            "kind": "detection",
+            "environment": self.environment,
+            "settings": self.settings,
+            "planted": [
+                {**asdict(p), "margin": _finite(p.margin), "caught": p.caught} for p in self.planted
+            ],
+            "clean": [{**asdict(c), "false_alarm": c.false_alarm} for c in self.clean],
+            "summary": self.summary(),
+        }
 
 
 def _finite(value: float | None) -> float | None:
@@ -155,19 +163,29 @@ def zoo_originals(graphs_dir: Path, names: Iterable[str] | None = None) -> list[
     return [load_original(graphs_dir / n, entries[n]) for n in wanted]
 
 
-def _write_folder(folder: Path, model: onnx.ModelProto, inputs: dict[str, np.ndarray],
-                  outputs: dict[str, np.ndarray]) -> None:
+def _write_folder(
+    folder: Path,
+    model: onnx.ModelProto,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+) -> None:
     data = folder / "test_data_set_0"
     data.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(model.SerializeToString())
     for kind, arrays in (("input", inputs), ("output", outputs)):
         for i, (name, array) in enumerate(arrays.items()):
             (data / f"{kind}_{i}.pb").write_bytes(
-                numpy_helper.from_array(array, name).SerializeToString())
+                numpy_helper.from_array(array, name).SerializeToString()
+            )
 
 
-def subject_for(original: Original, model: onnx.ModelProto, layout: str, work: Path,
-                stored_outputs: dict[str, np.ndarray] | None = None) -> validate.Subject:
+def subject_for(
+    original: Original,
+    model: onnx.ModelProto,
+    layout: str,
+    work: Path,
+    stored_outputs: dict[str, np.ndarray] | None = None,
+) -> validate.Subject:
     """``model`` as a user would hold it: a test-data folder, or a bare file beside its module."""
     folder = work / original.label
     if layout == "folder":
@@ -184,10 +202,23 @@ def subject_for(original: Original, model: onnx.ModelProto, layout: str, work: P
     return subject
 
 
-def _verdict(subject: validate.Subject, ep: str, levels: Iterable[str], seeds: Iterable[int],
-             tol: Tolerance | None, localise: bool = True) -> list[validate.Cell]:
-    report = validate.validate([subject], [ep], list(levels), ["fp32"], seeds=tuple(seeds),
-                               tol=tol, localise_failures=localise)
+def _verdict(
+    subject: validate.Subject,
+    ep: str,
+    levels: Iterable[str],
+    seeds: Iterable[int],
+    tol: Tolerance | None,
+    localise: bool = True,
+) -> list[validate.Cell]:
+    report = validate.validate(
+        [subject],
+        [ep],
+        list(levels),
+        ["fp32"],
+        seeds=tuple(seeds),
+        tol=tol,
+        localise_failures=localise,
+    )
     unavailable = [c for c in report.cells if c.status == "unavailable"]
     if unavailable:
         raise EpUnavailable(ep, unavailable[0].reason)
@@ -201,36 +232,61 @@ def _first_problem(cells: list[validate.Cell]) -> validate.Cell:
 
 def _margin(cells: list[validate.Cell]) -> float:
     """The largest worst-element ratio (error / allowed) against the deciding source."""
-    ratios = [check.results[check.decided_by or validate.REFERENCE].worst.tol_ratio
-              for cell in cells for case in cell.cases for check in case.outputs
-              if check.results[check.decided_by or validate.REFERENCE].worst is not None]
+    ratios = [
+        check.results[check.decided_by or validate.REFERENCE].worst.tol_ratio
+        for cell in cells
+        for case in cell.cases
+        for check in case.outputs
+        if check.results[check.decided_by or validate.REFERENCE].worst is not None
+    ]
     return max(ratios, default=0.0)
 
 
-def _planted(original: Original, mutant: mutations.Mutant, layout: str, ep: str,
-             levels: Iterable[str], seeds: Iterable[int],
-             tight_clean: Callable[[], str]) -> Planted:
+def _planted(
+    original: Original,
+    mutant: mutations.Mutant,
+    layout: str,
+    ep: str,
+    levels: Iterable[str],
+    seeds: Iterable[int],
+    tight_clean: Callable[[], str],
+) -> Planted:
     with tempfile.TemporaryDirectory(prefix="onnxconv-mutant-") as tmp:
         subject = subject_for(original, mutant.model, layout, Path(tmp), mutant.stored_outputs)
         cells = _verdict(subject, ep, levels, seeds, None)
         cell = _first_problem(cells)
-        record = Planted(original.label, mutant.name, layout, mutant.description, mutant.subtle,
-                         cell.status, cell.kind, cell.reason, margin=_margin(cells))
-        failing = next((o for case in cell.cases for o in case.outputs if o.status == "fail"),
-                       None)
+        record = Planted(
+            original.label,
+            mutant.name,
+            layout,
+            mutant.description,
+            mutant.subtle,
+            cell.status,
+            cell.kind,
+            cell.reason,
+            margin=_margin(cells),
+        )
+        failing = next((o for case in cell.cases for o in case.outputs if o.status == "fail"), None)
         if failing is not None:
             worst = failing.results[failing.decided_by or validate.REFERENCE].worst
             record.output = failing.output
             record.worst_index = list(worst.index) if worst else None
         elif mutant.subtle:
             record.tight_status = _first_problem(
-                _verdict(subject, ep, levels, seeds, TIGHT, localise=False)).status
+                _verdict(subject, ep, levels, seeds, TIGHT, localise=False)
+            ).status
             record.tight_clean = tight_clean()
     return record
 
 
-def _clean(original: Original, layout: str, ep: str, tol: Tolerance | None,
-           seeds: Iterable[int], levels: Iterable[str] = LEVELS) -> Clean:
+def _clean(
+    original: Original,
+    layout: str,
+    ep: str,
+    tol: Tolerance | None,
+    seeds: Iterable[int],
+    levels: Iterable[str] = LEVELS,
+) -> Clean:
     with tempfile.TemporaryDirectory(prefix="onnxconv-clean-") as tmp:
         subject = subject_for(original, original.model, layout, Path(tmp))
         cells = _verdict(subject, ep, levels, seeds, tol)
@@ -238,14 +294,20 @@ def _clean(original: Original, layout: str, ep: str, tol: Tolerance | None,
     for cell in cells:
         statuses[cell.status] = statuses.get(cell.status, 0) + 1
     reason = next((f"{c.target}: {c.reason}" for c in cells if c.status != "pass"), "")
-    return Clean(original.label, layout, "default" if tol is None else str(tol), statuses,
-                 reason)
+    return Clean(original.label, layout, "default" if tol is None else str(tol), statuses, reason)
 
 
-def run_suite(originals: list[Original], *, ep: str = "cpu", layouts: Iterable[str] = LAYOUTS,
-              names: Iterable[str] | None = None, levels: Iterable[str] = ("all",),
-              seeds: Iterable[int] = (0,), clean_seeds: Iterable[int] = CLEAN_SEEDS,
-              progress: Callable[[str, int, int], None] | None = None) -> DetectionReport:
+def run_suite(
+    originals: list[Original],
+    *,
+    ep: str = "cpu",
+    layouts: Iterable[str] = LAYOUTS,
+    names: Iterable[str] | None = None,
+    levels: Iterable[str] = ("all",),
+    seeds: Iterable[int] = (0,),
+    clean_seeds: Iterable[int] = CLEAN_SEEDS,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DetectionReport:
     """Plant every applicable mutant (or only the mutations ``names``) in every original,
     validate each on ``ep`` in every layout that applies, and check the originals for false
     alarms. An EP that cannot run the graphs raises :class:`EpUnavailable` (never a count)."""
@@ -257,12 +319,15 @@ def run_suite(originals: list[Original], *, ep: str = "cpu", layouts: Iterable[s
     wanted = None if names is None else set(names)
     unknown = (wanted or set()) - set(mutations.MUTATIONS)
     if unknown:
-        raise UserInputError(f"unknown mutation {', '.join(sorted(unknown))} (known: "
-                             f"{', '.join(mutations.MUTATIONS)})")
+        raise UserInputError(
+            f"unknown mutation {', '.join(sorted(unknown))} (known: "
+            f"{', '.join(mutations.MUTATIONS)})"
+        )
     bad_layouts = set(layouts) - set(LAYOUTS)
     if bad_layouts:
-        raise UserInputError(f"unknown layout {', '.join(sorted(bad_layouts))} (known: "
-                             f"{', '.join(LAYOUTS)})")
+        raise UserInputError(
+            f"unknown layout {', '.join(sorted(bad_layouts))} (known: {', '.join(LAYOUTS)})"
+        )
     jobs: list[tuple[Original, mutations.Mutant, str]] = []
     for original in originals:
         for mutant in mutations.mutants(original.model, original.outputs):
@@ -272,10 +337,19 @@ def run_suite(originals: list[Original], *, ep: str = "cpu", layouts: Iterable[s
                 if layout == "module" and mutant.stored_outputs is not None:
                     continue  # a bare graph has no stored outputs to go stale
                 jobs.append((original, mutant, layout))
-    report = DetectionReport(environment(), {
-        "ep": ep, "precision": "fp32", "levels": list(levels), "seeds": list(seeds),
-        "distributions": ["normal", "wide"], "clean_seeds": list(clean_seeds),
-        "clean_levels": list(LEVELS), "tight_tolerance": TIGHT.to_dict()})
+    report = DetectionReport(
+        environment(),
+        {
+            "ep": ep,
+            "precision": "fp32",
+            "levels": list(levels),
+            "seeds": list(seeds),
+            "distributions": ["normal", "wide"],
+            "clean_seeds": list(clean_seeds),
+            "clean_levels": list(LEVELS),
+            "tight_tolerance": TIGHT.to_dict(),
+        },
+    )
     tight: dict[tuple[str, str], str] = {}
 
     def tight_clean(original: Original, layout: str) -> Callable[[], str]:
@@ -284,13 +358,15 @@ def run_suite(originals: list[Original], *, ep: str = "cpu", layouts: Iterable[s
             if key not in tight:
                 tight[key] = _clean(original, layout, ep, TIGHT, seeds, levels).verdict
             return tight[key]
+
         return status
 
     for index, (original, mutant, layout) in enumerate(jobs):
         if progress:
             progress(f"{original.label} {mutant.name} ({layout})", index, len(jobs))
-        report.planted.append(_planted(original, mutant, layout, ep, levels, seeds,
-                                       tight_clean(original, layout)))
+        report.planted.append(
+            _planted(original, mutant, layout, ep, levels, seeds, tight_clean(original, layout))
+        )
     tested = {o.label for o, _, _ in jobs}
     for original in (o for o in originals if o.label in tested):
         for layout in _layouts(original, layouts):
@@ -306,39 +382,53 @@ def _layouts(original: Original, layouts: Iterable[str]) -> list[str]:
 
 def to_markdown(report: DetectionReport) -> str:
     env, s = report.environment, report.summary()
-    lines = ["# onnxconv detection: the mutation suite", "",
-             f"- machine: {env['machine']['cpu_model']}; created {env['created']}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
-                                        if isinstance(v, str)),
-             f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
-             f"- validated: {report.settings['ep']}, fp32, levels "
-             f"{', '.join(report.settings['levels'])}, seeds "
-             f"{report.settings['seeds']}, normal and wide inputs; tight tolerance "
-             f"atol {TIGHT.atol:g}, rtol {TIGHT.rtol:g}",
-             f"- **caught {s['caught']} of {s['planted']}** ({s['caught_at_default_tolerance']} "
-             f"at the default tolerance, {s['subtle_caught_only_at_tight']} subtle ones only at "
-             f"the tight tolerance); **false alarms {s['false_alarms']} of "
-             f"{s['clean_checks']}** clean checks (unmutated graphs, seeds "
-             f"{report.settings['clean_seeds']}, every level, default tolerance)", "",
-             "## Planted defects", "",
-             "| graph | mutation | layout | verdict | kind | output, worst element | margin | "
-             "at tight tolerance: mutant / unmutated | what was planted |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# onnxconv detection: the mutation suite",
+        "",
+        f"- machine: {env['machine']['cpu_model']}; created {env['created']}",
+        "- versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if isinstance(v, str)),
+        f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
+        f"- validated: {report.settings['ep']}, fp32, levels "
+        f"{', '.join(report.settings['levels'])}, seeds "
+        f"{report.settings['seeds']}, normal and wide inputs; tight tolerance "
+        f"atol {TIGHT.atol:g}, rtol {TIGHT.rtol:g}",
+        f"- **caught {s['caught']} of {s['planted']}** ({s['caught_at_default_tolerance']} "
+        f"at the default tolerance, {s['subtle_caught_only_at_tight']} subtle ones only at "
+        f"the tight tolerance); **false alarms {s['false_alarms']} of "
+        f"{s['clean_checks']}** clean checks (unmutated graphs, seeds "
+        f"{report.settings['clean_seeds']}, every level, default tolerance)",
+        "",
+        "## Planted defects",
+        "",
+        "| graph | mutation | layout | verdict | kind | output, worst element | margin | "
+        "at tight tolerance: mutant / unmutated | what was planted |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for p in report.planted:
         where = f"{p.output} {tuple(p.worst_index)}" if p.output and p.worst_index else ""
         margin = f"{p.margin:.3g}×" if p.margin is not None else ""
-        lines.append(f"| {p.graph} | {p.mutation}{' (subtle)' if p.subtle else ''} | {p.layout} "
-                     f"| {p.status} | {p.kind} | {where} | {margin} | "
-                     f"{p.tight_status + ' / ' + str(p.tight_clean) if p.tight_status else ''} | "
-                     f"{p.description.replace('|', '/')} |")
-    lines += ["", "Margin: the worst element's error over what the tolerance allows, against the "
-              "deciding source (above 1 fails). A subtle mutant below 1 passes at the default "
-              "tolerance by design and is then validated at the tight tolerance; it counts as "
-              "caught there only where the unmutated graph passes at the tight tolerance.", "",
-              "## Unmutated graphs (false alarms)", "",
-              "| graph | layout | tolerance | cells | first problem |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {p.graph} | {p.mutation}{' (subtle)' if p.subtle else ''} | {p.layout} "
+            f"| {p.status} | {p.kind} | {where} | {margin} | "
+            f"{p.tight_status + ' / ' + str(p.tight_clean) if p.tight_status else ''} | "
+            f"{p.description.replace('|', '/')} |"
+        )
+    lines += [
+        "",
+        "Margin: the worst element's error over what the tolerance allows, against the "
+        "deciding source (above 1 fails). A subtle mutant below 1 passes at the default "
+        "tolerance by design and is then validated at the tight tolerance; it counts as "
+        "caught there only where the unmutated graph passes at the tight tolerance.",
+        "",
+        "## Unmutated graphs (false alarms)",
+        "",
+        "| graph | layout | tolerance | cells | first problem |",
+        "|---|---|---|---|---|",
+    ]
     for c in report.clean:
         cells = ", ".join(f"{n} {status}" for status, n in sorted(c.statuses.items()))
-        lines.append(f"| {c.graph} | {c.layout} | {c.tolerance} | {cells} | "
-                     f"{c.reason.replace('|', '/')} |")
+        lines.append(
+            f"| {c.graph} | {c.layout} | {c.tolerance} | {cells} | {c.reason.replace('|', '/')} |"
+        )
     return "\n".join(lines) + "\n"

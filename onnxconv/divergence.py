@@ -40,7 +40,11 @@ def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
             if not out or out in present:
                 continue
             vi = types.get(out)
-            if vi is None or not vi.type.HasField("tensor_type") or vi.type.tensor_type.elem_type == 0:
+            if (
+                vi is None
+                or not vi.type.HasField("tensor_type")
+                or vi.type.tensor_type.elem_type == 0
+            ):
                 continue
             new = onnx.ValueInfoProto()
             new.CopyFrom(vi)
@@ -68,7 +72,9 @@ def run_intermediates_ort(
     return {name: got[name] for name in _node_outputs_in_order(proto) if name in got}
 
 
-def run_intermediates_reference(model: ModelSource, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_intermediates_reference(
+    model: ModelSource, feeds: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Every node output as computed by the reference evaluator (slow, exact; onnxconv's fixes
     of :mod:`onnxconv.reference` applied)."""
     proto, label = load_model_proto(model)
@@ -138,5 +144,7 @@ def first_divergence(
                     checked=checked,
                 )
     if checked == 0:
-        raise UserInputError(f"{label}: no intermediate tensor names in common with the reference model")
+        raise UserInputError(
+            f"{label}: no intermediate tensor names in common with the reference model"
+        )
     return None

@@ -35,8 +35,8 @@ import torch
 from onnx import numpy_helper
 
 from . import variants
-from .graph import checks as graph_checks
 from .errors import CheckFailed, UserInputError, one_line
+from .graph import checks as graph_checks
 from .report import write_json
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -62,12 +62,15 @@ class ExportOptions:
 
     def validate(self) -> None:
         if self.exporter not in EXPORTERS:
-            raise UserInputError(f"unknown exporter {self.exporter!r} (choose from "
-                                 f"{', '.join(EXPORTERS)})")
+            raise UserInputError(
+                f"unknown exporter {self.exporter!r} (choose from {', '.join(EXPORTERS)})"
+            )
         low, high = OPSET_RANGE[self.exporter]
         if not low <= self.opset <= high:
-            raise UserInputError(f"opset {self.opset} is not supported by the {self.exporter} "
-                                 f"exporter (supported: {low}..{high})")
+            raise UserInputError(
+                f"opset {self.opset} is not supported by the {self.exporter} "
+                f"exporter (supported: {low}..{high})"
+            )
 
 
 @dataclass
@@ -86,8 +89,14 @@ def versions() -> dict[str, str]:
     import onnxscript
 
     from . import __version__
-    return {"onnxconv": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
+
+    return {
+        "onnxconv": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def dynamic_axes(options: ExportOptions) -> dict[int, str]:
@@ -112,8 +121,11 @@ def quiet(verbose: bool):
     try:
         for logger in loggers:
             logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
-                contextlib.redirect_stderr(sink):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -121,8 +133,9 @@ def quiet(verbose: bool):
             logger.setLevel(level)
 
 
-def to_onnx(module: torch.nn.Module, example: torch.Tensor, axes: dict[int, str],
-            options: ExportOptions) -> onnx.ModelProto:
+def to_onnx(
+    module: torch.nn.Module, example: torch.Tensor, axes: dict[int, str], options: ExportOptions
+) -> onnx.ModelProto:
     """One module -> one self-contained ModelProto with input ``input`` and output ``output``."""
     with tempfile.TemporaryDirectory(prefix="onnxconv-export-") as tmp:
         path = os.path.join(tmp, "model.onnx")
@@ -131,15 +144,30 @@ def to_onnx(module: torch.nn.Module, example: torch.Tensor, axes: dict[int, str]
                 shapes = None
                 if axes:
                     shapes = ({i: torch.export.Dim(name, min=1) for i, name in axes.items()},)
-                torch.onnx.export(module, (example,), path, dynamo=True, external_data=False,
-                                  opset_version=options.opset, input_names=["input"],
-                                  output_names=["output"], dynamic_shapes=shapes)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    path,
+                    dynamo=True,
+                    external_data=False,
+                    opset_version=options.opset,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_shapes=shapes,
+                )
             else:
                 dyn = {"input": dict(axes), "output": {0: "batch"} if 0 in axes else {}}
-                torch.onnx.export(module, (example,), path, dynamo=False,
-                                  opset_version=options.opset, input_names=["input"],
-                                  output_names=["output"], dynamic_axes=dyn if axes else None,
-                                  do_constant_folding=True)
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    path,
+                    dynamo=False,
+                    opset_version=options.opset,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_axes=dyn if axes else None,
+                    do_constant_folding=True,
+                )
         return strip_stack_traces(onnx.load(path))
 
 
@@ -162,8 +190,13 @@ def tensor_pb(array: np.ndarray, name: str) -> bytes:
     return numpy_helper.from_array(np.ascontiguousarray(array), name=name).SerializeToString()
 
 
-def check_export(model: onnx.ModelProto, spec: variants.VariantSpec, config: dict[str, Any],
-                 example: np.ndarray, expected: np.ndarray) -> None:
+def check_export(
+    model: onnx.ModelProto,
+    spec: variants.VariantSpec,
+    config: dict[str, Any],
+    example: np.ndarray,
+    expected: np.ndarray,
+) -> None:
     """Raise CheckFailed naming the variant and the check that failed."""
     import onnxruntime as ort
 
@@ -174,40 +207,64 @@ def check_export(model: onnx.ModelProto, spec: variants.VariantSpec, config: dic
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise CheckFailed(f"{name}: exported graph is not valid ONNX: {one_line(error)}") from None
     if spec.structure_kind:
-        graph_checks.assert_structure(model, spec.structure_kind, spec.structure(config),
-                                      source=name)
+        graph_checks.assert_structure(
+            model, spec.structure_kind, spec.structure(config), source=name
+        )
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     (actual,) = session.run(["output"], {"input": example})
-    if actual.shape != expected.shape or not np.allclose(actual, expected, REPRODUCE_ATOL,
-                                                         REPRODUCE_RTOL):
+    if actual.shape != expected.shape or not np.allclose(
+        actual, expected, REPRODUCE_ATOL, REPRODUCE_RTOL
+    ):
         worst = np.abs(actual - expected).max() if actual.shape == expected.shape else "shape"
-        raise CheckFailed(f"{name}: ONNX Runtime does not reproduce PyTorch's output "
-                          f"(max abs error {worst}, atol {REPRODUCE_ATOL}, rtol {REPRODUCE_RTOL})")
+        raise CheckFailed(
+            f"{name}: ONNX Runtime does not reproduce PyTorch's output "
+            f"(max abs error {worst}, atol {REPRODUCE_ATOL}, rtol {REPRODUCE_RTOL})"
+        )
 
 
-def manifest_entry(spec: variants.VariantSpec, config: dict[str, Any], model: onnx.ModelProto,
-                   model_bytes: bytes, axes: dict[int, str], options: ExportOptions,
-                   output_shape: tuple[int, ...]) -> dict[str, Any]:
+def manifest_entry(
+    spec: variants.VariantSpec,
+    config: dict[str, Any],
+    model: onnx.ModelProto,
+    model_bytes: bytes,
+    axes: dict[int, str],
+    options: ExportOptions,
+    output_shape: tuple[int, ...],
+) -> dict[str, Any]:
     cost = spec.cost(config)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return {
-        "variant": spec.name, "family": spec.family, "paper": spec.paper, "config": config,
-        "opset": opset, "exporter": options.exporter, "ir_version": model.ir_version,
+        "variant": spec.name,
+        "family": spec.family,
+        "paper": spec.paper,
+        "config": config,
+        "opset": opset,
+        "exporter": options.exporter,
+        "ir_version": model.ir_version,
         "seed": options.seed,
-        "inputs": [{"name": "input", "shape": list(spec.input_shape(config)), "dtype": "float32",
-                    "dynamic_axes": {str(i): n for i, n in axes.items()}}],
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(spec.input_shape(config)),
+                "dtype": "float32",
+                "dynamic_axes": {str(i): n for i, n in axes.items()},
+            }
+        ],
         "outputs": [{"name": "output", "shape": list(output_shape), "dtype": "float32"}],
-        "params": cost.params, "macs": cost.macs,
+        "params": cost.params,
+        "macs": cost.macs,
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "versions": versions(),
     }
 
 
-def export_to_folder(spec: variants.VariantSpec, config: dict[str, Any],
-                     options: ExportOptions, folder: Path) -> dict[str, Any]:
+def export_to_folder(
+    spec: variants.VariantSpec, config: dict[str, Any], options: ExportOptions, folder: Path
+) -> dict[str, Any]:
     """Export, check and write one graph folder; returns its manifest entry."""
     module = spec.build(config, seed=options.seed)
     example = spec.example_input(config, seed=options.seed)
@@ -217,8 +274,9 @@ def export_to_folder(spec: variants.VariantSpec, config: dict[str, Any],
     try:
         model = to_onnx(module, example, axes, options)
     except Exception as error:  # the exporters raise many types; the user needs one line
-        raise CheckFailed(f"{spec.name}: the {options.exporter} exporter failed: "
-                          f"{one_line(error)}") from None
+        raise CheckFailed(
+            f"{spec.name}: the {options.exporter} exporter failed: {one_line(error)}"
+        ) from None
     check_export(model, spec, config, example.numpy(), expected)
     model_bytes = model.SerializeToString()
     data = folder / "test_data_set_0"
@@ -241,10 +299,13 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def export_variants(names: Iterable[str], out_dir: str | os.PathLike,
-                    options: ExportOptions = ExportOptions(),
-                    overrides: dict[str, Any] | None = None,
-                    progress: Callable[[str, int, int], None] | None = None) -> list[ExportResult]:
+def export_variants(
+    names: Iterable[str],
+    out_dir: str | os.PathLike,
+    options: ExportOptions = ExportOptions(),
+    overrides: dict[str, Any] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[ExportResult]:
     """Export ``names`` into ``out_dir`` (all or nothing) and update its manifest.
 
     ``overrides`` apply to every variant that has the key; a key no variant knows is an error.
@@ -254,12 +315,15 @@ def export_variants(names: Iterable[str], out_dir: str | os.PathLike,
     if not names:
         raise UserInputError("no variant to export (name one with --variant, or use --all)")
     specs = [variants.get(n) for n in names]
-    configs = [spec.config({k: v for k, v in (overrides or {}).items() if k in spec.config()})
-               for spec in specs]
+    configs = [
+        spec.config({k: v for k, v in (overrides or {}).items() if k in spec.config()})
+        for spec in specs
+    ]
     unknown = set(overrides or {}) - {k for c in configs for k in c}
     if unknown:
-        raise UserInputError(f"config key(s) {', '.join(sorted(unknown))} fit none of: "
-                             f"{', '.join(names)}")
+        raise UserInputError(
+            f"config key(s) {', '.join(sorted(unknown))} fit none of: {', '.join(names)}"
+        )
     for spec, config in zip(specs, configs):
         spec.build(config)  # impossible configs fail here, before anything is written
     out = Path(out_dir)
@@ -280,8 +344,9 @@ def export_variants(names: Iterable[str], out_dir: str | os.PathLike,
             replace_folder(staging / result.variant, result.folder)
             manifest["graphs"][result.variant] = result.entry
         manifest["schema"] = MANIFEST_SCHEMA
-        manifest["graphs"] = dict(sorted(manifest["graphs"].items(),
-                                         key=lambda kv: order_key(kv[0])))
+        manifest["graphs"] = dict(
+            sorted(manifest["graphs"].items(), key=lambda kv: order_key(kv[0]))
+        )
         write_json(out / MANIFEST, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

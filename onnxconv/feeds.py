@@ -52,9 +52,16 @@ def _size(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def generate(model: onnx.ModelProto, label: str, *, batch: int, spatial: dict[int, int],
-             distribution: str, seed: int,
-             max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, np.ndarray]:
+def generate(
+    model: onnx.ModelProto,
+    label: str,
+    *,
+    batch: int,
+    spatial: dict[int, int],
+    distribution: str,
+    seed: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> dict[str, np.ndarray]:
     """Seeded inputs for every graph input, shaped by :func:`input_shape`.
 
     Raises :class:`UserInputError` (naming ``label``) for a non-float input, a non-positive
@@ -65,19 +72,26 @@ def generate(model: onnx.ModelProto, label: str, *, batch: int, spatial: dict[in
     for info in graph_inputs(model):
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
         if not np.issubdtype(dtype, np.floating):
-            raise UserInputError(f"{label}: input {info.name!r} is {dtype}; supply inputs with "
-                                 "--inputs FILE.npz")
+            raise UserInputError(
+                f"{label}: input {info.name!r} is {dtype}; supply inputs with --inputs FILE.npz"
+            )
         shape = input_shape(info, batch, spatial)
         if any(d <= 0 for d in shape):
-            raise UserInputError(f"{label}: input {info.name!r} would have shape "
-                                 f"{list(shape)}; every dimension must be positive")
+            raise UserInputError(
+                f"{label}: input {info.name!r} would have shape "
+                f"{list(shape)}; every dimension must be positive"
+            )
         nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
         total += nbytes
         if total > max_bytes:
-            raise UserInputError(f"{label}: input {info.name!r} of shape {list(shape)} {dtype} "
-                                 f"needs {_size(nbytes)}, over the {_size(max_bytes)} limit for "
-                                 f"generated inputs (--max-input-gb)")
+            raise UserInputError(
+                f"{label}: input {info.name!r} of shape {list(shape)} {dtype} "
+                f"needs {_size(nbytes)}, over the {_size(max_bytes)} limit for "
+                f"generated inputs (--max-input-gb)"
+            )
         planned.append((info.name, shape, dtype))
     rng = np.random.default_rng(seed)
-    return {name: DISTRIBUTIONS[distribution](rng, shape).astype(dtype)
-            for name, shape, dtype in planned}
+    return {
+        name: DISTRIBUTIONS[distribution](rng, shape).astype(dtype)
+        for name, shape, dtype in planned
+    }

@@ -63,7 +63,8 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         for attr in node.attribute:
             if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
                 raise UserInputError(
-                    f"to_fp16: node {node.name or node.op_type!r} ({node.op_type}) has a subgraph; not supported"
+                    f"to_fp16: node {node.name or node.op_type!r} ({node.op_type}) has a "
+                    "subgraph; not supported"
                 )
 
     used: set[str] = set()
@@ -105,7 +106,9 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.attribute.append(helper.make_attribute("value", t))
         if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
             # the default fill value is float32 zero
-            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
+            node.attribute.append(
+                helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16)))
+            )
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == _FP32:
                 attr.t.CopyFrom(_tensor_to_fp16(attr.t))
@@ -135,7 +138,9 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         cast_out = fresh(f"{vi.name}_fp16")
         head.append(
-            helper.make_node("Cast", [vi.name], [cast_out], name=fresh(f"{vi.name}_to_fp16"), to=_FP16)
+            helper.make_node(
+                "Cast", [vi.name], [cast_out], name=fresh(f"{vi.name}_to_fp16"), to=_FP16
+            )
         )
         for node in g.node:
             for j, name in enumerate(node.input):
@@ -160,7 +165,9 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         for v in g.value_info:
             if v.name == vi.name:
                 v.name = inner
-        tail.append(helper.make_node("Cast", [inner], [vi.name], name=fresh(f"{vi.name}_to_fp32"), to=_FP32))
+        tail.append(
+            helper.make_node("Cast", [inner], [vi.name], name=fresh(f"{vi.name}_to_fp32"), to=_FP32)
+        )
 
     # 6. float-only inputs -> Cast back to fp32 right before the consumer
     body: list[onnx.NodeProto] = []
@@ -169,11 +176,15 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
             if j < len(node.input) and node.input[j]:
                 src = node.input[j]
                 dst = fresh(f"{src}_fp32")
-                body.append(helper.make_node("Cast", [src], [dst], name=fresh(f"{src}_to_fp32"), to=_FP32))
+                body.append(
+                    helper.make_node("Cast", [src], [dst], name=fresh(f"{src}_to_fp32"), to=_FP32)
+                )
                 node.input[j] = dst
         body.append(node)
 
     del g.node[:]
     g.node.extend(head + body + tail)
-    onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, "onnxconv.precision": "fp16"})
+    onnx.helper.set_model_props(
+        m, {**{p.key: p.value for p in m.metadata_props}, "onnxconv.precision": "fp16"}
+    )
     return m

@@ -69,7 +69,9 @@ class Mutant:
 
 
 _FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
     onnx.TensorProto.BFLOAT16,
 }
 
@@ -150,8 +152,9 @@ def _add_initializer(model: onnx.ModelProto, base: str, value: np.ndarray) -> st
     return name
 
 
-def _const_input(model: onnx.ModelProto, node_index: int, input_index: int,
-                 value: np.ndarray, mutation: str) -> None:
+def _const_input(
+    model: onnx.ModelProto, node_index: int, input_index: int, value: np.ndarray, mutation: str
+) -> None:
     """Point one input of one node at a new initializer; other readers keep the old tensor,
     an old initializer left without readers is removed."""
     g = model.graph
@@ -165,8 +168,14 @@ def _const_input(model: onnx.ModelProto, node_index: int, input_index: int,
                 seq.remove(item)
 
 
-def _insert_after(model: onnx.ModelProto, tensor: str, op_type: str, extra_inputs: list[str],
-                  mutation: str, **attrs) -> str:
+def _insert_after(
+    model: onnx.ModelProto,
+    tensor: str,
+    op_type: str,
+    extra_inputs: list[str],
+    mutation: str,
+    **attrs,
+) -> str:
     """Make ``op_type(tensor, *extra_inputs)`` produce ``tensor``, its producer now writing a
     fresh name, so readers and graph outputs keep the name; the new node's name."""
     g = model.graph
@@ -192,8 +201,13 @@ def _set_attr(node: onnx.NodeProto, name: str, value: object) -> None:
     node.attribute.append(helper.make_attribute(name, value))
 
 
-def _attr_mutant(model: onnx.ModelProto, ix: GraphIndex, index: int, mutation: str,
-                 changes: dict[str, tuple[object, object]]) -> Mutant:
+def _attr_mutant(
+    model: onnx.ModelProto,
+    ix: GraphIndex,
+    index: int,
+    mutation: str,
+    changes: dict[str, tuple[object, object]],
+) -> Mutant:
     """A copy with attributes of one node set; ``changes``: name -> (old value, new value)."""
     mutant = _copy(model)
     for name, (_, new) in changes.items():
@@ -214,8 +228,9 @@ def shuffle_perm_identity(model: onnx.ModelProto) -> Mutant | None:
         return None
     s = shuffles[0]
     identity = list(range(s.rank))
-    mutant = _attr_mutant(model, ix, _at(ix, s.transpose), "shuffle_perm_identity",
-                          {"perm": (s.perm, identity)})
+    mutant = _attr_mutant(
+        model, ix, _at(ix, s.transpose), "shuffle_perm_identity", {"perm": (s.perm, identity)}
+    )
     _forget_shapes(mutant.model, _shuffle_inner(ix, s))
     return mutant
 
@@ -254,8 +269,9 @@ def transpose_hw(model: onnx.ModelProto) -> Mutant | None:
     for _, conv in _convs(ix):
         if _square(ix.shape(conv.output), 4):
             mutant = _copy(model)
-            node = _insert_after(mutant, conv.output, "Transpose", [], "transpose_hw",
-                                 perm=[0, 1, 3, 2])
+            node = _insert_after(
+                mutant, conv.output, "Transpose", [], "transpose_hw", perm=[0, 1, 3, 2]
+            )
             said = f"{conv.name}: Transpose(perm [0, 1, 3, 2]) {node} inserted on {conv.output}"
             return Mutant("transpose_hw", said, mutant, node)
     return None
@@ -263,13 +279,20 @@ def transpose_hw(model: onnx.ModelProto) -> Mutant | None:
 
 def _square(dims: tuple | None, rank: int) -> bool:
     """Whether ``dims`` has this rank and its last two dims (H, W) are known and equal."""
-    return dims is not None and len(dims) == rank and isinstance(dims[-1], int) and (
-        dims[-1] == dims[-2])
+    return (
+        dims is not None
+        and len(dims) == rank
+        and isinstance(dims[-1], int)
+        and (dims[-1] == dims[-2])
+    )
 
 
-def _weight_mutant(model: onnx.ModelProto, name: str,
-                   change: Callable[[np.ndarray, str], tuple[np.ndarray, str]],
-                   subtle: bool = False) -> Mutant | None:
+def _weight_mutant(
+    model: onnx.ModelProto,
+    name: str,
+    change: Callable[[np.ndarray, str], tuple[np.ndarray, str]],
+    subtle: bool = False,
+) -> Mutant | None:
     """The first Conv's weight replaced by ``change(weight, weight_name)`` -> (new, what)."""
     ix = GraphIndex(model)
     found = _first_conv(ix)
@@ -289,6 +312,7 @@ def weight_sign_flip(model: onnx.ModelProto) -> Mutant | None:
         flipped = weight.copy()
         flipped[channel] = -flipped[channel]
         return flipped, f"{name}[{channel}] (output channel) sign-flipped"
+
     return _weight_mutant(model, "weight_sign_flip", flip)
 
 
@@ -298,6 +322,7 @@ def weight_nudge(model: onnx.ModelProto) -> Mutant | None:
         nudged = weight.copy()
         nudged[at] *= 1 + 1e-3
         return nudged, f"{name}{list(map(int, at))} {weight[at]:.6g} -> {nudged[at]:.6g}"
+
     return _weight_mutant(model, "weight_nudge", nudge, subtle=True)
 
 
@@ -313,9 +338,13 @@ def conv_dilation(model: onnx.ModelProto) -> Mutant | None:
         dilations[axis] += 1
         pads[axis] += grow // 2
         pads[axis + rank] += grow - grow // 2
-        return _attr_mutant(model, ix, index, "conv_dilation",
-                            {"dilations": (list(conv.dilations), dilations),
-                             "pads": (list(conv.pads), pads)})
+        return _attr_mutant(
+            model,
+            ix,
+            index,
+            "conv_dilation",
+            {"dilations": (list(conv.dilations), dilations), "pads": (list(conv.pads), pads)},
+        )
     return None
 
 
@@ -413,13 +442,16 @@ def fp16_overflow(model: onnx.ModelProto) -> Mutant | None:
     except UserInputError:  # subgraphs: not supported by the converter
         return None
     label = ix.label(conv)
-    said = (f"{label}: weight and bias x 2**16, output x 2**-16, graph converted to fp16: "
-            f"{conv.output[0]} 2**16 times larger, inf where it passes 65504")
+    said = (
+        f"{label}: weight and bias x 2**16, output x 2**-16, graph converted to fp16: "
+        f"{conv.output[0]} 2**16 times larger, inf where it passes 65504"
+    )
     return Mutant("fp16_overflow", said, half, label)
 
 
-def stale_output(model: onnx.ModelProto,
-                 stored_outputs: dict[str, np.ndarray] | None = None) -> Mutant | None:
+def stale_output(
+    model: onnx.ModelProto, stored_outputs: dict[str, np.ndarray] | None = None
+) -> Mutant | None:
     if not stored_outputs:
         return None
     name = next(iter(stored_outputs))
@@ -435,8 +467,18 @@ def stale_output(model: onnx.ModelProto,
 
 
 _PLANTED: tuple[Callable[[onnx.ModelProto], Mutant | None], ...] = (
-    shuffle_perm_identity, shuffle_groups_swapped, transpose_hw, weight_sign_flip, weight_nudge,
-    conv_dilation, conv_pads, bn_epsilon, bn_scale, add_to_sub, output_scaled, fp16_overflow,
+    shuffle_perm_identity,
+    shuffle_groups_swapped,
+    transpose_hw,
+    weight_sign_flip,
+    weight_nudge,
+    conv_dilation,
+    conv_pads,
+    bn_epsilon,
+    bn_scale,
+    add_to_sub,
+    output_scaled,
+    fp16_overflow,
 )
 
 MUTATIONS: dict[str, Callable[..., Mutant | None]] = {
@@ -445,8 +487,9 @@ MUTATIONS: dict[str, Callable[..., Mutant | None]] = {
 """Every mutation by name, in the documented order."""
 
 
-def mutants(model: onnx.ModelProto,
-            stored_outputs: dict[str, np.ndarray] | None = None) -> list[Mutant]:
+def mutants(
+    model: onnx.ModelProto, stored_outputs: dict[str, np.ndarray] | None = None
+) -> list[Mutant]:
     """Every applicable mutant of model (stale_output only when stored_outputs are given)."""
     found = [fn(model) for fn in _PLANTED] + [stale_output(model, stored_outputs)]
     return [m for m in found if m is not None]

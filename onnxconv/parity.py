@@ -82,7 +82,9 @@ class Tolerance:
     def __post_init__(self) -> None:
         for label, value in (("atol", self.atol), ("rtol", self.rtol)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise UserInputError(f"tolerance {label} must be a finite number >= 0, got {value!r}")
+                raise UserInputError(
+                    f"tolerance {label} must be a finite number >= 0, got {value!r}"
+                )
 
     def __str__(self) -> str:
         return f"atol={self.atol:g} rtol={self.rtol:g}"
@@ -101,7 +103,9 @@ _DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerance] = {
 def default_tolerance(precision: str, ep: str) -> Tolerance:
     """Tolerance for outputs computed at ``precision`` on ``ep`` (see the module table)."""
     if precision not in PRECISIONS:
-        raise UserInputError(f"unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}")
+        raise UserInputError(
+            f"unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}"
+        )
     key = (precision, ep) if (precision, ep) in _DEFAULT_TOLERANCES else (precision, "*")
     return _DEFAULT_TOLERANCES[key]
 
@@ -198,7 +202,8 @@ def compare(
     if a_in.shape != r_in.shape:
         return ParityResult(
             passed=False,
-            reason=f"{name}: shape mismatch: actual {tuple(a_in.shape)} vs reference {tuple(r_in.shape)}",
+            reason=f"{name}: shape mismatch: actual {tuple(a_in.shape)} vs reference "
+            f"{tuple(r_in.shape)}",
             size=int(a_in.size),
             **common,
         )
@@ -249,7 +254,9 @@ def compare(
     worst = None
     if size:
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(finite, err / allowed, 0.0)  # allowed == 0 only when atol == 0 and r == 0
+            ratio = np.where(
+                finite, err / allowed, 0.0
+            )  # allowed == 0 only when atol == 0 and r == 0
         ratio = np.where(finite & (err == 0), 0.0, ratio)
         ratio = np.where(nonfinite_bad, np.inf, ratio)
         flat = int(np.argmax(ratio))  # first maximum; a non-finite mismatch (inf) wins
@@ -314,14 +321,17 @@ def compare_outputs(
         elif name in tol:
             t = tol[name]
         else:
-            raise UserInputError(f"no tolerance given for output {name!r} (given for: {', '.join(tol)})")
+            raise UserInputError(
+                f"no tolerance given for output {name!r} (given for: {', '.join(tol)})"
+            )
         if name not in actual:
             r = np.asarray(ref)
             results.append(
                 ParityResult(
                     name=name,
                     passed=False,
-                    reason=f"{name}: output missing from actual results (got: {', '.join(actual) or 'none'})",
+                    reason=f"{name}: output missing from actual results "
+                    f"(got: {', '.join(actual) or 'none'})",
                     shape=(),
                     reference_shape=tuple(int(d) for d in r.shape),
                     dtype="missing",

@@ -100,8 +100,9 @@ def evaluator(model: onnx.ModelProto) -> ReferenceEvaluator:
     return ReferenceEvaluator(model, new_ops=OVERRIDES)
 
 
-def run_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
-                  names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def run_reference(
+    model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
     """Outputs ``names`` (default: the graph outputs) as numpy arrays; any exception of the
     evaluator becomes :class:`CheckFailed`. numpy's floating-point warnings are silenced."""
     names = [o.name for o in model.graph.output] if names is None else list(names)
@@ -114,6 +115,7 @@ def run_reference(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
 
 
 # --- the override mechanism --------------------------------------------------------------------
+
 
 class _Override(OpRun):
     """An op of the default domain computed here where :meth:`fixes` says, by onnx elsewhere.
@@ -130,8 +132,12 @@ class _Override(OpRun):
         super().__init__(onnx_node, run_params, schema=schema)
         self.onnx_impl = None
         if not self.fixes():
-            impl = load_op(onnx_node.domain, onnx_node.op_type, self.opset,
-                           evaluator_cls=run_params.get("evaluator_cls"))
+            impl = load_op(
+                onnx_node.domain,
+                onnx_node.op_type,
+                self.opset,
+                evaluator_cls=run_params.get("evaluator_cls"),
+            )
             self.onnx_impl = impl(onnx_node, run_params)
 
     def fixes(self) -> bool:
@@ -147,18 +153,29 @@ class _Override(OpRun):
 
 # --- BatchNormalization ------------------------------------------------------------------------
 
+
 class BatchNormalization(_Override):
     """Before opset 14 (no ``training_mode``) Y is computed from the running statistics."""
 
     def fixes(self) -> bool:
         return self.opset < 14
 
-    def _run(self, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
-             var: np.ndarray, epsilon: float = 1e-5, **_ignored: Any) -> tuple[np.ndarray]:
+    def _run(
+        self,
+        x: np.ndarray,
+        scale: np.ndarray,
+        bias: np.ndarray,
+        mean: np.ndarray,
+        var: np.ndarray,
+        epsilon: float = 1e-5,
+        **_ignored: Any,
+    ) -> tuple[np.ndarray]:
         # momentum and is_test only matter in training; spatial shows in the parameters' shape
         if any(self.onnx_node.output[1:]):
-            raise NotImplementedError(f"BatchNormalization-{self.opset} with training outputs "
-                                      f"{list(self.onnx_node.output[1:])}")
+            raise NotImplementedError(
+                f"BatchNormalization-{self.opset} with training outputs "
+                f"{list(self.onnx_node.output[1:])}"
+            )
         scale, bias, mean, var = (_per_channel(p, x.ndim) for p in (scale, bias, mean, var))
         return ((scale * (x - mean) / np.sqrt(var + epsilon) + bias).astype(x.dtype),)
 
@@ -171,26 +188,47 @@ def _per_channel(param: np.ndarray, ndim: int) -> np.ndarray:
 
 # --- MaxPool, AveragePool ----------------------------------------------------------------------
 
+
 class _Pool(_Override):
     """Every window of the spec's output shape, gathered at once as ``(N, C, *out, taps)``."""
 
-    def _run(self, x: np.ndarray, auto_pad: str = "NOTSET", ceil_mode: int = 0,
-             count_include_pad: int = 0, dilations: Sequence[int] | None = None,
-             kernel_shape: Sequence[int] = (), pads: Sequence[int] | None = None,
-             storage_order: int = 0, strides: Sequence[int] | None = None) -> tuple[Any, ...]:
+    def _run(
+        self,
+        x: np.ndarray,
+        auto_pad: str = "NOTSET",
+        ceil_mode: int = 0,
+        count_include_pad: int = 0,
+        dilations: Sequence[int] | None = None,
+        kernel_shape: Sequence[int] = (),
+        pads: Sequence[int] | None = None,
+        storage_order: int = 0,
+        strides: Sequence[int] | None = None,
+    ) -> tuple[Any, ...]:
         rank, sizes = len(kernel_shape), x.shape[2:]
         strides, dilations = strides or [1] * rank, dilations or [1] * rank
         pads = pads or [0] * (2 * rank)
-        geometry = [_pool_axis(sizes[i], kernel_shape[i], strides[i], dilations[i], pads[i],
-                               pads[rank + i], auto_pad, ceil_mode) for i in range(rank)]
+        geometry = [
+            _pool_axis(
+                sizes[i],
+                kernel_shape[i],
+                strides[i],
+                dilations[i],
+                pads[i],
+                pads[rank + i],
+                auto_pad,
+                ceil_mode,
+            )
+            for i in range(rank)
+        ]
         taps = _taps(geometry)
         inside = np.logical_and.reduce([(t >= 0) & (t < n) for t, n in zip(taps, sizes)])
         windows = x[(Ellipsis, *(np.clip(t, 0, n - 1) for t, n in zip(taps, sizes)))]
         out = tuple(g.out for g in geometry)
         windows, inside = windows.reshape(*x.shape[:2], *out, -1), inside.reshape(*out, -1)
         if self.onnx_node.op_type == "AveragePool":
-            padded = np.logical_and.reduce([t < n + g.end
-                                            for t, n, g in zip(taps, sizes, geometry)])
+            padded = np.logical_and.reduce(
+                [t < n + g.end for t, n, g in zip(taps, sizes, geometry)]
+            )
             counted = padded.reshape(*out, -1) if count_include_pad else inside
             total = np.where(inside, windows, 0).sum(axis=-1, dtype=np.float64)
             return ((total / counted.sum(axis=-1)).astype(x.dtype),)
@@ -213,8 +251,16 @@ class _Axis(NamedTuple):
     dilation: int
 
 
-def _pool_axis(length: int, kernel: int, stride: int, dilation: int, begin: int, end: int,
-               auto_pad: str, ceil_mode: int) -> _Axis:
+def _pool_axis(
+    length: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    begin: int,
+    end: int,
+    auto_pad: str,
+    ceil_mode: int,
+) -> _Axis:
     """Pads and output length along one spatial axis, by the spec's formulas."""
     span = (kernel - 1) * dilation + 1
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -238,21 +284,29 @@ def _taps(geometry: Sequence[_Axis]) -> list[np.ndarray]:
     shape = tuple(g.out for g in geometry) + tuple(g.kernel for g in geometry)
     taps = []
     for i, g in enumerate(geometry):
-        index = (np.arange(g.out)[:, None] * g.stride
-                 + np.arange(g.kernel)[None, :] * g.dilation - g.begin)
+        index = (
+            np.arange(g.out)[:, None] * g.stride
+            + np.arange(g.kernel)[None, :] * g.dilation
+            - g.begin
+        )
         axes = [1] * (2 * rank)
         axes[i], axes[rank + i] = g.out, g.kernel
         taps.append(np.broadcast_to(index.reshape(axes), shape))
     return taps
 
 
-def _argmax_indices(values: np.ndarray, taps: Sequence[np.ndarray], sizes: Sequence[int],
-                    storage_order: int) -> np.ndarray:
+def _argmax_indices(
+    values: np.ndarray, taps: Sequence[np.ndarray], sizes: Sequence[int], storage_order: int
+) -> np.ndarray:
     """MaxPool's Indices: the first maximum of each window as an index into the flattened
     input, (N, C, spatial) row major, or column major over the spatial axes."""
     best = values.argmax(axis=-1)[..., None]
-    coords = [np.take_along_axis(np.broadcast_to(t.reshape(*best.shape[2:-1], -1), values.shape),
-                                 best, axis=-1)[..., 0] for t in taps]
+    coords = [
+        np.take_along_axis(
+            np.broadcast_to(t.reshape(*best.shape[2:-1], -1), values.shape), best, axis=-1
+        )[..., 0]
+        for t in taps
+    ]
     offset, step = np.zeros(best.shape[:-1], np.int64), 1
     for i in range(len(sizes)) if storage_order else reversed(range(len(sizes))):
         offset, step = offset + coords[i] * step, step * sizes[i]
@@ -270,6 +324,7 @@ class AveragePool(_Pool):
 
 
 # --- Softmax, LogSoftmax, Gemm -----------------------------------------------------------------
+
 
 class Softmax(_Override):
     """Before opset 13 the input is coerced to 2-D, ``[prod(shape[:axis]), prod(shape[axis:])]``,
@@ -301,14 +356,23 @@ class Gemm(_Override):
     def fixes(self) -> bool:
         return self.opset < 7
 
-    def _run(self, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None,
-             alpha: float = 1.0, beta: float = 1.0, transA: int = 0, transB: int = 0,
-             broadcast: int = 0) -> tuple[np.ndarray]:
+    def _run(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        c: np.ndarray | None = None,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        transA: int = 0,
+        transB: int = 0,
+        broadcast: int = 0,
+    ) -> tuple[np.ndarray]:
         y = alpha * ((a.T if transA else a) @ (b.T if transB else b))
         if c is not None:
             if not broadcast and c.shape != y.shape:
-                raise ValueError(f"Gemm-{self.opset}: C {c.shape} is not Y's shape {y.shape} "
-                                 "and broadcast is 0")
+                raise ValueError(
+                    f"Gemm-{self.opset}: C {c.shape} is not Y's shape {y.shape} and broadcast is 0"
+                )
             y = y + beta * c
         return (y.astype(a.dtype),)
 
@@ -327,8 +391,14 @@ _ROUNDING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _resize(x: np.ndarray, scales: Sequence[float], sizes: Sequence[int] | None, mode: str,
-            coordinates: str, nearest_mode: str) -> np.ndarray:
+def _resize(
+    x: np.ndarray,
+    scales: Sequence[float],
+    sizes: Sequence[int] | None,
+    mode: str,
+    coordinates: str,
+    nearest_mode: str,
+) -> np.ndarray:
     """One axis at a time: output length ``sizes`` or ``floor(length * scale)``; each output
     index maps to ``x_original`` (``coordinates``), which ``nearest`` rounds (``nearest_mode``)
     and ``linear`` interpolates between its two neighbours, clamped to the edges. An axis of
@@ -362,11 +432,18 @@ class Resize(_Override):
 
     def fixes(self) -> bool:
         return self.opset < 11 or (
-            self.opset < 13 and self.coordinate_transformation_mode == "tf_half_pixel_for_nn")
+            self.opset < 13 and self.coordinate_transformation_mode == "tf_half_pixel_for_nn"
+        )
 
-    def _run(self, x: np.ndarray, *inputs: np.ndarray | None, mode: str = "nearest",
-             coordinate_transformation_mode: str = "asymmetric", nearest_mode: str = "floor",
-             **_unused: Any) -> tuple[np.ndarray]:
+    def _run(
+        self,
+        x: np.ndarray,
+        *inputs: np.ndarray | None,
+        mode: str = "nearest",
+        coordinate_transformation_mode: str = "asymmetric",
+        nearest_mode: str = "floor",
+        **_unused: Any,
+    ) -> tuple[np.ndarray]:
         if self.opset < 11:
             scales, sizes = inputs[0], None
         else:  # X, roi, scales, sizes
@@ -380,20 +457,28 @@ class Upsample(_Override):
     def fixes(self) -> bool:
         return self.opset >= 7
 
-    def _run(self, x: np.ndarray, scales: np.ndarray | Sequence[float],
-             mode: str = "nearest") -> tuple[np.ndarray]:
+    def _run(
+        self, x: np.ndarray, scales: np.ndarray | Sequence[float], mode: str = "nearest"
+    ) -> tuple[np.ndarray]:
         return (_resize(x, scales, None, mode, "asymmetric", "floor"),)
 
 
 # --- Pad ---------------------------------------------------------------------------------------
 
+
 class Pad(_Override):
     """Every opset: negative pads crop (then the others pad), which onnx's evaluator refuses."""
 
-    def _run(self, data: np.ndarray, pads: Sequence[int] | None = None,
-             constant_value: Any = None, axes: Sequence[int] | None = None,
-             mode: str = "constant", value: float = 0.0,
-             paddings: Sequence[int] | None = None) -> tuple[np.ndarray]:
+    def _run(
+        self,
+        data: np.ndarray,
+        pads: Sequence[int] | None = None,
+        constant_value: Any = None,
+        axes: Sequence[int] | None = None,
+        mode: str = "constant",
+        value: float = 0.0,
+        paddings: Sequence[int] | None = None,
+    ) -> tuple[np.ndarray]:
         pads = [int(p) for p in (paddings if pads is None else pads)]
         axes = range(data.ndim) if axes is None else [int(a) % data.ndim for a in axes]
         crop, width = [slice(None)] * data.ndim, [(0, 0)] * data.ndim
@@ -408,5 +493,14 @@ class Pad(_Override):
         return (np.pad(cropped, width, mode=mode).astype(data.dtype),)
 
 
-OVERRIDES: list[type[OpRun]] = [BatchNormalization, MaxPool, AveragePool, Softmax, LogSoftmax,
-                                Gemm, Resize, Upsample, Pad]
+OVERRIDES: list[type[OpRun]] = [
+    BatchNormalization,
+    MaxPool,
+    AveragePool,
+    Softmax,
+    LogSoftmax,
+    Gemm,
+    Resize,
+    Upsample,
+    Pad,
+]

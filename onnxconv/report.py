@@ -14,9 +14,12 @@ from . import machine
 
 def environment() -> dict[str, Any]:
     """When, where and with what: machine, library versions, the env vars that matter."""
-    return {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine.machine_info(), "versions": machine.versions(),
-            "env": machine.relevant_env()}
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine.machine_info(),
+        "versions": machine.versions(),
+        "env": machine.relevant_env(),
+    }
 
 
 def _umask() -> int:

@@ -42,14 +42,15 @@ CUDA provider options (defaults, override with ``cuda_options``)
 
 Precision
 ---------
-``fp16`` targets run :func:`onnxconv.fp16.to_fp16` of the model: weights and activations in float16, graph
-inputs and outputs kept float32 with Cast nodes, so callers feed the same fp32 arrays and compare
-against the same fp32 reference.
+``fp16`` targets run :func:`onnxconv.fp16.to_fp16` of the model: weights and activations in
+float16, graph inputs and outputs kept float32 with Cast nodes, so callers feed the same fp32
+arrays and compare against the same fp32 reference.
 
 Intermediate tensors
 --------------------
-:func:`onnxconv.divergence.with_all_outputs` exposes every node output as a graph output. ORT may fuse nodes away at
-opt levels above ``disabled`` (e.g. Conv+Relu -> FusedConv); a tensor that is a graph output must
+:func:`onnxconv.divergence.with_all_outputs` exposes every node output as a graph output. ORT
+may fuse nodes away at opt levels above ``disabled`` (e.g. Conv+Relu -> FusedConv); a tensor
+that is a graph output must
 be materialised, so exposing outputs *prevents* those fusions. ``first_divergence`` therefore
 localises defects of the unfused computation; a defect that lives only in a fused kernel shows
 up as a mismatch of the final outputs without a divergent intermediate.
@@ -147,8 +148,9 @@ def default_eps() -> tuple[list[str], dict[str, str]]:
     here. Out: ``cuda`` and any compute EP of this build that cannot, each with its reason. An
     EP the user names is required instead (see the commands).
     """
-    candidates = ["cpu", "cuda"] + [ep for ep in available_eps()
-                                    if ep not in ("cpu", "cuda", "azure")]
+    candidates = ["cpu", "cuda"] + [
+        ep for ep in available_eps() if ep not in ("cpu", "cuda", "azure")
+    ]
     active, inactive = [], {}
     for ep in candidates:
         reason = ep_unavailable_reason(ep)
@@ -171,7 +173,8 @@ class Target:
         object.__setattr__(self, "ep", short_name(provider_name(self.ep)))
         if self.opt_level not in OPT_LEVELS:
             raise UserInputError(
-                f"unknown optimisation level {self.opt_level!r}; expected one of: {', '.join(OPT_LEVELS)}"
+                f"unknown optimisation level {self.opt_level!r}; expected one of: "
+                f"{', '.join(OPT_LEVELS)}"
             )
         if self.precision not in PRECISIONS:
             raise UserInputError(
@@ -191,7 +194,9 @@ class Target:
         """``"cuda/all/fp16"``; trailing parts may be left out (``"cuda"`` = ``cuda/all/fp32``)."""
         parts = text.strip().split("/")
         if not 1 <= len(parts) <= 3 or not all(parts):
-            raise UserInputError(f"bad target {text!r}; expected ep[/opt_level[/precision]], e.g. cpu/all/fp32")
+            raise UserInputError(
+                f"bad target {text!r}; expected ep[/opt_level[/precision]], e.g. cpu/all/fp32"
+            )
         return cls(*parts)
 
     def __str__(self) -> str:
@@ -235,7 +240,9 @@ def _probe_model() -> bytes:
     """One Relu on float[1, 4]: every compute EP implements it."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="probe_relu")], "probe", [x], [y])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="probe_relu")], "probe", [x], [y]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     return model.SerializeToString()
@@ -283,7 +290,9 @@ def preload_cuda_libraries() -> str:
     CUDA EP fails to load unless ``LD_LIBRARY_PATH`` or an earlier ``import torch`` provides them.
     A no-op (empty string) on builds without the CUDA EP.
     """
-    if "CUDAExecutionProvider" not in ort.get_available_providers() or not hasattr(ort, "preload_dlls"):
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not hasattr(
+        ort, "preload_dlls"
+    ):
         return ""
     said = io.StringIO()
     with contextlib.redirect_stdout(said):  # ORT prints its warnings instead of raising
@@ -300,8 +309,14 @@ def _not_in_build_reason(provider: str) -> str | None:
         return None
     offers = ", ".join(short_name(p) for p in available)
     if short_name(provider) in ("cuda", "tensorrt"):
-        return f"onnxruntime-gpu is not installed (the installed {_installed_ort_package()} build offers: {offers})"
-    return f"the installed {_installed_ort_package()} build does not include {provider} (it offers: {offers})"
+        return (
+            f"onnxruntime-gpu is not installed (the installed {_installed_ort_package()} "
+            f"build offers: {offers})"
+        )
+    return (
+        f"the installed {_installed_ort_package()} build does not include {provider} "
+        f"(it offers: {offers})"
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -341,7 +356,10 @@ def ep_unavailable_reason(ep: str) -> str | None:
         return f"{provider} is listed but a session on it could not be created: {detail}"
     if not providers or providers[0] != provider:
         detail = f"; ORT logged: {logged}" if logged else ""
-        return f"{provider} is listed but the probe session fell back to {', '.join(providers) or 'nothing'}{detail}"
+        return (
+            f"{provider} is listed but the probe session fell back to "
+            f"{', '.join(providers) or 'nothing'}{detail}"
+        )
     return None
 
 
@@ -362,7 +380,11 @@ class TensorSpec:
     """numpy dtype for tensor types numpy has; ``None`` otherwise (e.g. bfloat16)."""
 
     def describe(self) -> str:
-        dims = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        dims = (
+            "?"
+            if self.shape is None
+            else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+        )
         return f"{self.dtype if self.dtype is not None else self.onnx_type} {dims}"
 
 
@@ -391,7 +413,9 @@ def _spec(arg: Any) -> TensorSpec:
     if shape is not None:
         shape = tuple(d if isinstance(d, (int, str)) or d is None else None for d in shape)
         shape = tuple(None if isinstance(d, int) and d < 0 else d for d in shape)
-    return TensorSpec(name=arg.name, shape=shape, onnx_type=arg.type, dtype=_ORT_TYPES.get(arg.type))
+    return TensorSpec(
+        name=arg.name, shape=shape, onnx_type=arg.type, dtype=_ORT_TYPES.get(arg.type)
+    )
 
 
 @dataclass
@@ -428,7 +452,9 @@ def load_model_proto(model: ModelSource) -> tuple[onnx.ModelProto, str]:
         try:
             return onnx.load_from_string(bytes(model)), "<in-memory model>"
         except Exception as exc:
-            raise UserInputError(f"<in-memory model>: not a valid ONNX model: {_one_line(exc)}") from exc
+            raise UserInputError(
+                f"<in-memory model>: not a valid ONNX model: {_one_line(exc)}"
+            ) from exc
     path = Path(model)
     if not path.is_file():
         raise UserInputError(f"{path}: no such model file")
@@ -482,7 +508,11 @@ def make_session(
     if target.ep != "cpu":
         # With CPU fallback allowed the EP need not run the probe by itself, only exist and be
         # ORT's first provider; node_placement() then tells what really ran on it.
-        reason = _not_in_build_reason(provider) if allow_cpu_fallback else ep_unavailable_reason(target.ep)
+        reason = (
+            _not_in_build_reason(provider)
+            if allow_cpu_fallback
+            else ep_unavailable_reason(target.ep)
+        )
         if reason is not None:
             raise EpUnavailable(target.ep, reason)
 
@@ -493,7 +523,10 @@ def make_session(
     if threads is not None:
         so.intra_op_num_threads = threads
     if profile:
-        prefix = profile_prefix or Path(tempfile.gettempdir()) / f"onnxconv_profile_{target.id.replace('/', '_')}"
+        prefix = (
+            profile_prefix
+            or Path(tempfile.gettempdir()) / f"onnxconv_profile_{target.id.replace('/', '_')}"
+        )
         so.enable_profiling = True
         so.profile_file_prefix = str(prefix)
 
@@ -514,22 +547,30 @@ def make_session(
     try:
         session = ort.InferenceSession(source, so, providers=providers, enable_fallback=0)
     except _INPUT_ERRORS as exc:
-        raise UserInputError(f"{label}: ONNX Runtime cannot load the model: {_one_line(exc)}") from exc
+        raise UserInputError(
+            f"{label}: ONNX Runtime cannot load the model: {_one_line(exc)}"
+        ) from exc
     except Exception as exc:
         msg = _one_line(exc)
         if target.ep != "cpu":
             if "assigned to the default CPU EP" in msg:
                 raise EpUnavailable(
                     target.ep,
-                    f"{provider} cannot run every node of {label} and CPU fallback is disabled ({msg})",
+                    f"{provider} cannot run every node of {label} and CPU fallback is "
+                    f"disabled ({msg})",
                 ) from exc
-            raise EpUnavailable(target.ep, f"creating a {provider} session for {label} failed: {msg}") from exc
-        raise CheckFailed(f"{label}: ONNX Runtime could not create a session for {target.id}: {msg}") from exc
+            raise EpUnavailable(
+                target.ep, f"creating a {provider} session for {label} failed: {msg}"
+            ) from exc
+        raise CheckFailed(
+            f"{label}: ONNX Runtime could not create a session for {target.id}: {msg}"
+        ) from exc
 
     got = session.get_providers()
     if not got or got[0] != provider:
         raise EpUnavailable(
-            target.ep, f"asked for {provider} but ONNX Runtime runs {label} on {', '.join(got) or 'nothing'}"
+            target.ep,
+            f"asked for {provider} but ONNX Runtime runs {label} on {', '.join(got) or 'nothing'}",
         )
     return SessionInfo(
         session=session,
@@ -559,7 +600,9 @@ def node_placement(session_profile_json_path: str | os.PathLike) -> dict[str, li
     except FileNotFoundError as exc:
         raise UserInputError(f"{path}: no such profile file") from exc
     except (OSError, ValueError) as exc:
-        raise UserInputError(f"{path}: not an ONNX Runtime profile (JSON): {_one_line(exc)}") from exc
+        raise UserInputError(
+            f"{path}: not an ONNX Runtime profile (JSON): {_one_line(exc)}"
+        ) from exc
     if isinstance(events, dict):  # some tools wrap the list as {"traceEvents": [...]}
         events = events.get("traceEvents", [])
     if not isinstance(events, list):
@@ -583,7 +626,9 @@ def node_placement(session_profile_json_path: str | os.PathLike) -> dict[str, li
     return placement
 
 
-def input_specs(model: onnx.ModelProto, names: Iterable[str] | None = None) -> tuple[TensorSpec, ...]:
+def input_specs(
+    model: onnx.ModelProto, names: Iterable[str] | None = None
+) -> tuple[TensorSpec, ...]:
     """The graph inputs of ``model`` as ORT would declare them, without a session.
 
     Initializers listed as graph inputs are left out (they are weights, not feeds); ``names``
@@ -599,14 +644,21 @@ def input_specs(model: onnx.ModelProto, names: Iterable[str] | None = None) -> t
         onnx_type = f"tensor({TensorProto.DataType.Name(t.elem_type).lower()})"
         shape = None
         if t.HasField("shape"):
-            shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                          for d in t.shape.dim)
-        specs.append(TensorSpec(name=vi.name, shape=shape, onnx_type=onnx_type,
-                                dtype=_ORT_TYPES.get(onnx_type)))
+            shape = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in t.shape.dim
+            )
+        specs.append(
+            TensorSpec(
+                name=vi.name, shape=shape, onnx_type=onnx_type, dtype=_ORT_TYPES.get(onnx_type)
+            )
+        )
     return tuple(specs)
 
 
-def check_feeds(label: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def check_feeds(
+    label: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """``feeds`` against declared inputs: names, numpy arrays, dtypes, fixed dims, and symbolic
     dims bound consistently across inputs. Returns contiguous arrays by name; otherwise one
     :class:`UserInputError` line starting with ``label``."""
@@ -620,7 +672,8 @@ def check_feeds(label: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any
     for name in feeds:
         if name not in expected:
             raise UserInputError(
-                f"{label}: unexpected input {name!r}; the model's inputs are: {', '.join(map(repr, expected))}"
+                f"{label}: unexpected input {name!r}; the model's inputs are: "
+                f"{', '.join(map(repr, expected))}"
             )
     checked: dict[str, np.ndarray] = {}
     bound: dict[str, tuple[int, str]] = {}
@@ -651,7 +704,8 @@ def check_feeds(label: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any
                     bound.setdefault(want, (have, spec.name))
             if bad:
                 raise UserInputError(
-                    f"{label}: input {spec.name!r} expected shape {spec.describe().split(' ', 1)[1]}, "
+                    f"{label}: input {spec.name!r} expected shape "
+                    f"{spec.describe().split(' ', 1)[1]}, "
                     f"got {list(got)}"
                 )
         checked[spec.name] = np.ascontiguousarray(arr)
@@ -666,7 +720,8 @@ def run(session_info: SessionInfo, feeds: Mapping[str, np.ndarray]) -> dict[str,
         values = session_info.session.run(names, checked)
     except Exception as exc:
         raise CheckFailed(
-            f"{session_info.model_label}: ONNX Runtime run failed on {session_info.target.id}: {_one_line(exc)}"
+            f"{session_info.model_label}: ONNX Runtime run failed on "
+            f"{session_info.target.id}: {_one_line(exc)}"
         ) from exc
     return dict(zip(names, values))
 

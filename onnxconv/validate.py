@@ -39,8 +39,8 @@ from .parity import Tolerance, default_tolerance
 from .reference import KNOWN_FAULTS, run_reference
 from .verdict import REFERENCE, SOURCES, STORED, TORCH, OutputCheck, judge
 
-
 # --- subjects ----------------------------------------------------------------------------------
+
 
 @dataclass
 class TestSet:
@@ -87,11 +87,15 @@ def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
         inputs = sorted(data.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
         outputs = sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
         if len(inputs) != len(in_names):
-            raise UserInputError(f"{data}: {len(inputs)} input_*.pb files but the model has "
-                                 f"{len(in_names)} inputs ({', '.join(in_names)})")
+            raise UserInputError(
+                f"{data}: {len(inputs)} input_*.pb files but the model has "
+                f"{len(in_names)} inputs ({', '.join(in_names)})"
+            )
         if len(outputs) != len(out_names):
-            raise UserInputError(f"{data}: {len(outputs)} output_*.pb files but the model has "
-                                 f"{len(out_names)} outputs ({', '.join(out_names)})")
+            raise UserInputError(
+                f"{data}: {len(outputs)} output_*.pb files but the model has "
+                f"{len(out_names)} outputs ({', '.join(out_names)})"
+            )
         feeds = {}
         for i, path in enumerate(inputs):
             name, array = read_pb(path)
@@ -164,12 +168,16 @@ def attach_variant(subject: Subject, manifest_path: Path) -> None:
         return
     subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
     import hashlib
+
     if entry.get("sha256") != hashlib.sha256(subject.model_path.read_bytes()).hexdigest():
-        subject.notes.append(f"{subject.model_path} differs from the sha256 in {manifest_path}: "
-                             f"changed since export; PyTorch ({entry['variant']}) still decides")
+        subject.notes.append(
+            f"{subject.model_path} differs from the sha256 in {manifest_path}: "
+            f"changed since export; PyTorch ({entry['variant']}) still decides"
+        )
 
 
 # --- cases ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -207,8 +215,9 @@ def spatial_sizes(subject: Subject) -> list[dict[int, int]]:
     return sizes
 
 
-def reference_outputs(model: onnx.ModelProto,
-                      feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def reference_outputs(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """The reference evaluator's outputs (onnxconv's fixes applied); CheckFailed if it cannot."""
     return run_reference(model, feeds)
 
@@ -231,12 +240,20 @@ def torch_outputs(subject: Subject, module, feeds: dict[str, np.ndarray]) -> dic
 def check_feeds(subject: Subject, feeds: dict[str, np.ndarray], source: str) -> None:
     """Inputs must match the model's declared names, dtypes and dimensions (checked before any
     session exists: the references run first)."""
-    runtime.check_feeds(f"{source} ({subject.model_path})",
-                        runtime.input_specs(subject.model, subject.input_names), feeds)
+    runtime.check_feeds(
+        f"{source} ({subject.model_path})",
+        runtime.input_specs(subject.model, subject.input_names),
+        feeds,
+    )
 
 
-def make_case(subject: Subject, label: str, feeds: dict[str, np.ndarray],
-              stored: dict[str, np.ndarray] | None, module) -> Case:
+def make_case(
+    subject: Subject,
+    label: str,
+    feeds: dict[str, np.ndarray],
+    stored: dict[str, np.ndarray] | None,
+    module,
+) -> Case:
     """A case with every opinion that applies: PyTorch, the stored outputs, the reference
     evaluator. A reference evaluator that cannot run is recorded, unless it is the only opinion
     (then the case cannot be judged: CheckFailed)."""
@@ -249,17 +266,22 @@ def make_case(subject: Subject, label: str, feeds: dict[str, np.ndarray],
         opinions[REFERENCE] = reference_outputs(subject.model, feeds)
     except CheckFailed as error:
         if not opinions:
-            raise CheckFailed(f"{subject.model_path}: {error}; no other opinion to judge "
-                              "onnxruntime by (no PyTorch module, no stored outputs)") from None
+            raise CheckFailed(
+                f"{subject.model_path}: {error}; no other opinion to judge "
+                "onnxruntime by (no PyTorch module, no stored outputs)"
+            ) from None
         return Case(label, feeds, opinions, str(error))
     return Case(label, feeds, opinions)
 
 
-def make_cases(subject: Subject, seeds: Iterable[int] = (0, 1),
-               distributions: Iterable[str] = ("normal", "wide"),
-               batches: Iterable[int] | None = None,
-               extra_inputs: dict[str, np.ndarray] | None = None,
-               max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES) -> list[Case]:
+def make_cases(
+    subject: Subject,
+    seeds: Iterable[int] = (0, 1),
+    distributions: Iterable[str] = ("normal", "wide"),
+    batches: Iterable[int] | None = None,
+    extra_inputs: dict[str, np.ndarray] | None = None,
+    max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
+) -> list[Case]:
     """The stored test sets plus generated inputs, each with every opinion that applies."""
     for s in subject.test_sets:
         check_feeds(subject, s.inputs, str(subject.model_path.parent / s.label))
@@ -273,9 +295,20 @@ def make_cases(subject: Subject, seeds: Iterable[int] = (0, 1),
         label = f"{dist}/seed{seed}/batch{batch}"
         if spatial != sizes[0]:
             label += f"/{spatial[2]}x{spatial[3]}"
-        generated.append((label, feeds_module.generate(
-            subject.model, str(subject.model_path), batch=batch, spatial=spatial,
-            distribution=dist, seed=seed, max_bytes=max_input_bytes)))
+        generated.append(
+            (
+                label,
+                feeds_module.generate(
+                    subject.model,
+                    str(subject.model_path),
+                    batch=batch,
+                    spatial=spatial,
+                    distribution=dist,
+                    seed=seed,
+                    max_bytes=max_input_bytes,
+                ),
+            )
+        )
     module = torch_module(subject) if subject.variant else None
     cases = [make_case(subject, s.label, s.inputs, s.outputs, module) for s in subject.test_sets]
     if extra_inputs is not None:
@@ -286,6 +319,7 @@ def make_cases(subject: Subject, seeds: Iterable[int] = (0, 1),
 
 # --- cells ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class CaseResult:
     case: str
@@ -295,8 +329,13 @@ class CaseResult:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "status": self.status, "note": self.note,
-                "divergence": self.divergence, "outputs": [o.to_dict() for o in self.outputs]}
+        return {
+            "case": self.case,
+            "status": self.status,
+            "note": self.note,
+            "divergence": self.divergence,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
 
 
 @dataclass
@@ -307,7 +346,7 @@ class Cell:
 
     subject: str
     target: str
-    status: str                     # pass | warn | fail | unavailable
+    status: str  # pass | warn | fail | unavailable
     reason: str = ""
     kind: str = ""
     agreed: list[str] = field(default_factory=list)
@@ -338,16 +377,20 @@ def fresh_export(subject: Subject) -> onnx.ModelProto:
     entry = subject.entry or {}
     spec = variants.get(subject.variant)
     axes = {int(i) for i in entry["inputs"][0]["dynamic_axes"]}
-    options = ExportOptions(opset=entry["opset"], exporter=entry["exporter"],
-                            seed=entry.get("seed", 0), dynamic_batch=0 in axes,
-                            dynamic_hw=2 in axes)
+    options = ExportOptions(
+        opset=entry["opset"],
+        exporter=entry["exporter"],
+        seed=entry.get("seed", 0),
+        dynamic_batch=0 in axes,
+        dynamic_hw=2 in axes,
+    )
     module = spec.build(subject.config, seed=options.seed)
-    return to_onnx(module, spec.example_input(subject.config), dynamic_axes(options),
-                   options)
+    return to_onnx(module, spec.example_input(subject.config), dynamic_axes(options), options)
 
 
-def localise(subject: Subject, case: Case, target: runtime.Target, tol: Tolerance,
-             kind: str) -> dict[str, Any] | None:
+def localise(
+    subject: Subject, case: Case, target: runtime.Target, tol: Tolerance, kind: str
+) -> dict[str, Any] | None:
     """The first node whose output departs, found by comparing intermediate tensors.
 
     An export defect of a zoo graph is found node by node against a fresh export of its variant
@@ -361,8 +404,9 @@ def localise(subject: Subject, case: Case, target: runtime.Target, tol: Toleranc
         return None
     try:
         reference_model = fresh_export(subject) if against_export else None
-        divergence = first_divergence(subject.model, case.feeds, target, tol,
-                                      reference_model=reference_model)
+        divergence = first_divergence(
+            subject.model, case.feeds, target, tol, reference_model=reference_model
+        )
     except Exception as error:  # localisation is evidence, not a verdict
         return {"error": f"could not localise: {one_line(error)}"}
     if divergence is None:
@@ -377,24 +421,35 @@ def _status(statuses: Iterable[str]) -> str:
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
 
 
-def judge_case(subject: Subject, case: Case, got: dict[str, np.ndarray], target: runtime.Target,
-               tol: Tolerance, trust_stored: bool, localise_failures: bool) -> CaseResult:
+def judge_case(
+    subject: Subject,
+    case: Case,
+    got: dict[str, np.ndarray],
+    target: runtime.Target,
+    tol: Tolerance,
+    trust_stored: bool,
+    localise_failures: bool,
+) -> CaseResult:
     checks = []
     for name in (o.name for o in subject.model.graph.output):
         opinions = {op: values[name] for op, values in case.opinions.items() if name in values}
         checks.append(judge(name, got[name], opinions, tol, trust_stored=trust_stored))
-    result = CaseResult(case.label, _status(c.status for c in checks), checks,
-                        note=case.reference_error)
-    problem = next((c for c in checks if c.status == "fail"), None) or \
-        next((c for c in checks if c.kind == "reference"), None)
+    result = CaseResult(
+        case.label, _status(c.status for c in checks), checks, note=case.reference_error
+    )
+    problem = next((c for c in checks if c.status == "fail"), None) or next(
+        (c for c in checks if c.kind == "reference"), None
+    )
     if problem is None or not localise_failures or target.precision != "fp32":
         return result
     result.divergence = localise(subject, case, target, tol, problem.kind)
     op_type = (result.divergence or {}).get("op_type")
     if problem.kind == "executors" and op_type in KNOWN_FAULTS:
         problem.status = "warn"
-        problem.note += f"; first departs at a {op_type}, a known reference-evaluator fault " \
-                        f"({KNOWN_FAULTS[op_type]})"
+        problem.note += (
+            f"; first departs at a {op_type}, a known reference-evaluator fault "
+            f"({KNOWN_FAULTS[op_type]})"
+        )
         result.status = _status(c.status for c in checks)
     return result
 
@@ -405,18 +460,23 @@ def _record_worst(cell: Cell, case: CaseResult) -> None:
             if result.max_abs is None:
                 continue
             if opinion not in cell.worst or result.max_abs > cell.worst[opinion]["max_abs"]:
-                cell.worst[opinion] = {"case": case.case, "output": check.output,
-                                       "max_abs": result.max_abs, "max_rel": result.max_rel,
-                                       "atol": result.tolerance.atol,
-                                       "rtol": result.tolerance.rtol}
+                cell.worst[opinion] = {
+                    "case": case.case,
+                    "output": check.output,
+                    "max_abs": result.max_abs,
+                    "max_rel": result.max_rel,
+                    "atol": result.tolerance.atol,
+                    "rtol": result.tolerance.rtol,
+                }
 
 
 def _summarise(cell: Cell) -> None:
     """Status, reason, kind and agreement of a cell from its cases."""
     cell.status = _status(c.status for c in cell.cases)
-    cell.deciders = sorted({c.decided_by or REFERENCE for case in cell.cases
-                            for c in case.outputs},
-                           key=lambda op: (*SOURCES, REFERENCE).index(op))
+    cell.deciders = sorted(
+        {c.decided_by or REFERENCE for case in cell.cases for c in case.outputs},
+        key=lambda op: (*SOURCES, REFERENCE).index(op),
+    )
     if cell.status == "pass":
         return
     case, check = next((c, o) for c in cell.cases for o in c.outputs if o.status == cell.status)
@@ -424,20 +484,33 @@ def _summarise(cell: Cell) -> None:
     cell.reason = f"{case.case}, output {check.output!r}: {check.note}"
     d = case.divergence or {}
     if "node_name" in d:
-        cell.reason += f"; first departs at node {d['node_name']} ({d['op_type']}), " \
-                       f"against {d['against']}"
+        cell.reason += (
+            f"; first departs at node {d['node_name']} ({d['op_type']}), against {d['against']}"
+        )
 
 
-def run_cell(subject: Subject, target: runtime.Target, cases: list[Case],
-             tol: Tolerance | None, threads: int | None, localise_failures: bool,
-             cuda_options: dict[str, str] | None = None, trust_stored: bool = True) -> Cell:
+def run_cell(
+    subject: Subject,
+    target: runtime.Target,
+    cases: list[Case],
+    tol: Tolerance | None,
+    threads: int | None,
+    localise_failures: bool,
+    cuda_options: dict[str, str] | None = None,
+    trust_stored: bool = True,
+) -> Cell:
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or default_tolerance(target.precision, target.ep)
     try:
         with tempfile.TemporaryDirectory(prefix="onnxconv-profile-") as tmp:
-            info = runtime.make_session(subject.model, target, threads=threads, profile=True,
-                                        cuda_options=cuda_options,
-                                        profile_prefix=Path(tmp) / "profile")
+            info = runtime.make_session(
+                subject.model,
+                target,
+                threads=threads,
+                profile=True,
+                cuda_options=cuda_options,
+                profile_prefix=Path(tmp) / "profile",
+            )
             cell.providers = info.providers
             outputs = [runtime.run(info, case.feeds) for case in cases]
             placement = runtime.node_placement(info.end_profiling())
@@ -459,6 +532,7 @@ def run_cell(subject: Subject, target: runtime.Target, cases: list[Case],
 
 
 # --- the whole run ------------------------------------------------------------------------------
+
 
 @dataclass
 class ValidationReport:
@@ -485,50 +559,96 @@ class ValidationReport:
         return counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": 2, "kind": "validate", "environment": self.environment,
-                "settings": self.settings, "subjects": self.subjects,
-                "cells": [c.to_dict() for c in self.cells], "summary": self.summary()}
+        return {
+            "schema": 2,
+            "kind": "validate",
+            "environment": self.environment,
+            "settings": self.settings,
+            "subjects": self.subjects,
+            "cells": [c.to_dict() for c in self.cells],
+            "summary": self.summary(),
+        }
 
 
-def validate(subjects: list[Subject], eps: list[str], opt_levels: list[str],
-             precisions: list[str], *, seeds=(0, 1), distributions=("normal", "wide"),
-             batches: list[int] | None = None, extra_inputs: dict[str, np.ndarray] | None = None,
-             tol: Tolerance | None = None, threads: int | None = None, localise_failures=True,
-             cuda_options: dict[str, str] | None = None, trust_stored: bool = True,
-             max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
-             progress: Callable[[str, int, int], None] | None = None) -> ValidationReport:
+def validate(
+    subjects: list[Subject],
+    eps: list[str],
+    opt_levels: list[str],
+    precisions: list[str],
+    *,
+    seeds=(0, 1),
+    distributions=("normal", "wide"),
+    batches: list[int] | None = None,
+    extra_inputs: dict[str, np.ndarray] | None = None,
+    tol: Tolerance | None = None,
+    threads: int | None = None,
+    localise_failures=True,
+    cuda_options: dict[str, str] | None = None,
+    trust_stored: bool = True,
+    max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ValidationReport:
     """Every subject on every target. ``trust_stored=False`` shows stored outputs without letting
     them decide (for a user who knows they are stale)."""
     from .report import environment
 
-    targets = [runtime.Target(ep, level, precision)
-               for ep in eps for precision in precisions for level in opt_levels]
+    targets = [
+        runtime.Target(ep, level, precision)
+        for ep in eps
+        for precision in precisions
+        for level in opt_levels
+    ]
     total = len(subjects) * len(targets)
     cells, subject_info = [], []
     for s_index, subject in enumerate(subjects):
         if progress:
             progress(f"{subject.label} (references)", s_index * len(targets), total)
         cases = make_cases(subject, seeds, distributions, batches, extra_inputs, max_input_bytes)
-        subject_info.append({"label": subject.label, "model": str(subject.model_path),
-                             "variant": subject.variant, "config": subject.config,
-                             "cases": [c.label for c in cases], "notes": subject.notes,
-                             "opinions": sorted({r for c in cases for r in c.opinions})})
+        subject_info.append(
+            {
+                "label": subject.label,
+                "model": str(subject.model_path),
+                "variant": subject.variant,
+                "config": subject.config,
+                "cases": [c.label for c in cases],
+                "notes": subject.notes,
+                "opinions": sorted({r for c in cases for r in c.opinions}),
+            }
+        )
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
-            cells.append(run_cell(subject, target, cases, tol, threads, localise_failures,
-                                  cuda_options, trust_stored))
+            cells.append(
+                run_cell(
+                    subject,
+                    target,
+                    cases,
+                    tol,
+                    threads,
+                    localise_failures,
+                    cuda_options,
+                    trust_stored,
+                )
+            )
     if progress:
         progress("", total, total)
-    settings = {"eps": eps, "opt_levels": opt_levels, "precisions": precisions,
-                "seeds": list(seeds), "distributions": list(distributions), "batches": batches,
-                "tolerance_override": tol.to_dict() if tol else None, "threads": threads,
-                "cuda_options": {**runtime.DEFAULT_CUDA_OPTIONS, **(cuda_options or {})},
-                "tolerance_defaults": {f"{p}/{ep}": default_tolerance(p, ep).to_dict()
-                                       for p in precisions for ep in eps},
-                "atol_scaling": "atol x max(1, RMS of the opinion compared against)",
-                "stored_outputs": "trusted" if trust_stored else "untrusted",
-                "max_input_bytes": max_input_bytes}
+    settings = {
+        "eps": eps,
+        "opt_levels": opt_levels,
+        "precisions": precisions,
+        "seeds": list(seeds),
+        "distributions": list(distributions),
+        "batches": batches,
+        "tolerance_override": tol.to_dict() if tol else None,
+        "threads": threads,
+        "cuda_options": {**runtime.DEFAULT_CUDA_OPTIONS, **(cuda_options or {})},
+        "tolerance_defaults": {
+            f"{p}/{ep}": default_tolerance(p, ep).to_dict() for p in precisions for ep in eps
+        },
+        "atol_scaling": "atol x max(1, RMS of the opinion compared against)",
+        "stored_outputs": "trusted" if trust_stored else "untrusted",
+        "max_input_bytes": max_input_bytes,
+    }
     return ValidationReport(environment(), settings, subject_info, cells)
 
 
@@ -552,34 +672,59 @@ def brief_rows(cells: Iterable[Cell], width: int = 110) -> list[tuple[str, ...]]
         worst = max(judged, key=lambda c: c.headline()[1]["max_abs"], default=None)
         problem = next((f"{c.target}: {c.reason}" for c in group if c.status != "pass"), "")
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        rows.append((subject, ep, summary, headline_text(worst) if worst else "",
-                     textwrap.shorten(problem, width, placeholder=" …")))
+        rows.append(
+            (
+                subject,
+                ep,
+                summary,
+                headline_text(worst) if worst else "",
+                textwrap.shorten(problem, width, placeholder=" …"),
+            )
+        )
     return rows
 
 
 def to_markdown(report: ValidationReport) -> str:
     env = report.environment
     summary = ", ".join(f"{n} {status}" for status, n in sorted(report.summary().items()))
-    lines = ["# onnxconv validate", "",
-             f"- machine: {env['machine']['cpu_model']}, {env['machine']['logical_cores']} "
-             f"logical cores; created {env['created']}",
-             f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()
-                                        if isinstance(v, str)),
-             f"- stored outputs: {report.settings['stored_outputs']}",
-             f"- summary: {summary}"]
-    lines += [f"- {ep} is not in the matrix: {reason}"
-              for ep, reason in report.settings.get("eps_left_out", {}).items()]
+    lines = [
+        "# onnxconv validate",
+        "",
+        f"- machine: {env['machine']['cpu_model']}, {env['machine']['logical_cores']} "
+        f"logical cores; created {env['created']}",
+        f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
+        "- versions: "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if isinstance(v, str)),
+        f"- stored outputs: {report.settings['stored_outputs']}",
+        f"- summary: {summary}",
+    ]
+    lines += [
+        f"- {ep} is not in the matrix: {reason}"
+        for ep, reason in report.settings.get("eps_left_out", {}).items()
+    ]
     lines += [f"- note: {note}" for s in report.subjects for note in s["notes"]]
-    lines += ["", "## Per graph and EP", "",
-              "| graph | ep | cells | worst max abs | first problem |", "|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(v.replace("|", "/") for v in row) + " |"
-              for row in brief_rows(report.cells, width=400)]
-    lines += ["", "## Every cell", "",
-              "| graph | target | status | kind | worst max abs per opinion | placement | note |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per graph and EP",
+        "",
+        "| graph | ep | cells | worst max abs | first problem |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        "| " + " | ".join(v.replace("|", "/") for v in row) + " |"
+        for row in brief_rows(report.cells, width=400)
+    ]
+    lines += [
+        "",
+        "## Every cell",
+        "",
+        "| graph | target | status | kind | worst max abs per opinion | placement | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for cell in report.cells:
         worst = ", ".join(f"{op} {w['max_abs']:.3g}" for op, w in cell.worst.items())
-        lines.append(f"| {cell.subject} | {cell.target} | {cell.status} | {cell.kind} | "
-                     f"{worst} | {cell.placement} | {cell.reason.replace('|', '/')} |")
+        lines.append(
+            f"| {cell.subject} | {cell.target} | {cell.status} | {cell.kind} | "
+            f"{worst} | {cell.placement} | {cell.reason.replace('|', '/')} |"
+        )
     return "\n".join(lines) + "\n"

@@ -81,20 +81,27 @@ class OutputCheck:
     """One output of one case on one target, judged."""
 
     output: str
-    status: str                          # pass | warn | fail
-    kind: str                            # "" for a plain pass, else one of the kinds above
+    status: str  # pass | warn | fail
+    kind: str  # "" for a plain pass, else one of the kinds above
     note: str
-    decided_by: str | None               # the deciding source, None when there is none
-    results: dict[str, ParityResult]     # ONNX Runtime against each opinion
-    agreed: list[str] = field(default_factory=list)   # opinions within tolerance of ORT
-    reference_vs_source: ParityResult | None = None    # the reference evaluator against the source
+    decided_by: str | None  # the deciding source, None when there is none
+    results: dict[str, ParityResult]  # ONNX Runtime against each opinion
+    agreed: list[str] = field(default_factory=list)  # opinions within tolerance of ORT
+    reference_vs_source: ParityResult | None = None  # the reference evaluator against the source
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "status": self.status, "kind": self.kind,
-                "note": self.note, "decided_by": self.decided_by, "agreed": self.agreed,
-                "results": {ref: r.to_dict() for ref, r in self.results.items()},
-                "reference_vs_source": self.reference_vs_source.to_dict()
-                if self.reference_vs_source else None}
+        return {
+            "output": self.output,
+            "status": self.status,
+            "kind": self.kind,
+            "note": self.note,
+            "decided_by": self.decided_by,
+            "agreed": self.agreed,
+            "results": {ref: r.to_dict() for ref, r in self.results.items()},
+            "reference_vs_source": self.reference_vs_source.to_dict()
+            if self.reference_vs_source
+            else None,
+        }
 
 
 def _nonfinite(array: np.ndarray) -> str:
@@ -105,28 +112,38 @@ def _nonfinite(array: np.ndarray) -> str:
     return f"{nan} NaN and {inf} Inf of {values.size} elements" if nan or inf else ""
 
 
-def judge(name: str, actual: np.ndarray, opinions: Mapping[str, np.ndarray], tol: Tolerance,
-          *, trust_stored: bool = True) -> OutputCheck:
+def judge(
+    name: str,
+    actual: np.ndarray,
+    opinions: Mapping[str, np.ndarray],
+    tol: Tolerance,
+    *,
+    trust_stored: bool = True,
+) -> OutputCheck:
     """The verdict on ONNX Runtime's ``actual`` output against every opinion of it.
 
     ``opinions`` maps ``torch``/``stored``/``reference_evaluator`` to that opinion's array (any
     subset). The deciding source is :func:`deciding_source`; the verdict follows the module table.
     """
-    results = {op: compare(actual, value, scaled(tol, value), name=name)
-               for op, value in opinions.items()}
+    results = {
+        op: compare(actual, value, scaled(tol, value), name=name) for op, value in opinions.items()
+    }
     agreed = [op for op, r in results.items() if r.passed]
     source = deciding_source(opinions, trust_stored)
     check = OutputCheck(name, "pass", "", "", source, results, agreed)
     if source is not None and REFERENCE in opinions:
-        check.reference_vs_source = compare(opinions[REFERENCE], opinions[source],
-                                            scaled(tol, opinions[source]), name=name)
+        check.reference_vs_source = compare(
+            opinions[REFERENCE], opinions[source], scaled(tol, opinions[source]), name=name
+        )
     if source is None:
         _judge_without_source(check)
     elif REFERENCE in opinions and _overflows(opinions[REFERENCE], opinions[source]):
         check.status, check.kind = "fail", "overflow"
-        check.note = (f"the graph as written overflows: {_nonfinite(opinions[REFERENCE])} on the "
-                      f"reference evaluator where {source} is finite; onnxruntime: "
-                      f"{results[source].reason or 'within tolerance of ' + source}")
+        check.note = (
+            f"the graph as written overflows: {_nonfinite(opinions[REFERENCE])} on the "
+            f"reference evaluator where {source} is finite; onnxruntime: "
+            f"{results[source].reason or 'within tolerance of ' + source}"
+        )
     elif not results[source].passed:
         _judge_source_mismatch(check, source)
     else:
@@ -137,8 +154,9 @@ def judge(name: str, actual: np.ndarray, opinions: Mapping[str, np.ndarray], tol
         check.note = f"{nonfinite}, where {source or REFERENCE} has them too"
     if STORED in results and not trust_stored and not check.note:
         stored = results[STORED]
-        check.note = "stored outputs (declared untrusted) " + \
-            ("agree" if stored.passed else f"differ: {stored.reason}")
+        check.note = "stored outputs (declared untrusted) " + (
+            "agree" if stored.passed else f"differ: {stored.reason}"
+        )
     return check
 
 
@@ -155,33 +173,41 @@ def _judge_source_mismatch(check: OutputCheck, source: str) -> None:
     check.status = "fail"
     if check.reference_vs_source is None:
         check.kind = "disagreement"
-        check.note = (f"onnxruntime departs from {source} and the reference evaluator could not "
-                      f"run: {mismatch}")
+        check.note = (
+            f"onnxruntime departs from {source} and the reference evaluator could not "
+            f"run: {mismatch}"
+        )
     elif check.reference_vs_source.passed:
         check.kind = "runtime"
-        check.note = (f"runtime defect: onnxruntime departs from {source}, which the reference "
-                      f"evaluator matches: {mismatch}")
+        check.note = (
+            f"runtime defect: onnxruntime departs from {source}, which the reference "
+            f"evaluator matches: {mismatch}"
+        )
     elif check.results[REFERENCE].passed:
         check.kind = "export"
-        check.note = (f"export defect: onnxruntime and the reference evaluator agree on a graph "
-                      f"that does not compute what {source} does: {mismatch}")
+        check.note = (
+            f"export defect: onnxruntime and the reference evaluator agree on a graph "
+            f"that does not compute what {source} does: {mismatch}"
+        )
     else:
         check.kind = "disagreement"
-        check.note = (f"{source}, onnxruntime and the reference evaluator all differ: "
-                      f"{mismatch}")
+        check.note = f"{source}, onnxruntime and the reference evaluator all differ: {mismatch}"
 
 
 def _judge_source_match(check: OutputCheck, source: str, trust_stored: bool) -> None:
     results = check.results
     if REFERENCE in results and not results[REFERENCE].passed:
         check.status, check.kind = "warn", "reference"
-        check.note = (f"the reference evaluator departs from onnxruntime and {source}, which "
-                      f"agree: {results[REFERENCE].reason}")
-    elif STORED in results and source != STORED and not results[STORED].passed \
-            and trust_stored:
+        check.note = (
+            f"the reference evaluator departs from onnxruntime and {source}, which "
+            f"agree: {results[REFERENCE].reason}"
+        )
+    elif STORED in results and source != STORED and not results[STORED].passed and trust_stored:
         check.status, check.kind = "warn", "stale_stored"
-        check.note = (f"stale stored outputs: the executors match {source}, the stored "
-                      f"outputs do not: {results[STORED].reason}")
+        check.note = (
+            f"stale stored outputs: the executors match {source}, the stored "
+            f"outputs do not: {results[STORED].reason}"
+        )
 
 
 def _judge_without_source(check: OutputCheck) -> None:
@@ -190,5 +216,4 @@ def _judge_without_source(check: OutputCheck) -> None:
         raise ValueError(f"{check.output}: no opinion besides onnxruntime")
     if not result.passed:
         check.status, check.kind = "fail", "executors"
-        check.note = (f"no source: onnxruntime and the reference evaluator differ: "
-                      f"{result.reason}")
+        check.note = f"no source: onnxruntime and the reference evaluator differ: {result.reason}"

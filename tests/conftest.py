@@ -18,7 +18,9 @@ def conv_case():
     b = rng.standard_normal(8).astype(np.float32)
     x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
     nodes = [
-        helper.make_node("Conv", ["x", "W", "B"], ["conv_out"], name="conv", group=2, pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv", ["x", "W", "B"], ["conv_out"], name="conv", group=2, pads=[1, 1, 1, 1]
+        ),
         helper.make_node("Relu", ["conv_out"], ["relu_out"], name="relu"),
         helper.make_node("Transpose", ["relu_out"], ["y"], name="transpose", perm=[0, 2, 3, 1]),
     ]
@@ -29,8 +31,9 @@ def conv_case():
         [make_init("W", w), make_init("B", b)],
     )
     with torch.no_grad():
-        ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
-                                         padding=1, groups=2)
+        ref = torch.nn.functional.conv2d(
+            torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=1, groups=2
+        )
         ref = ref.relu().permute(0, 2, 3, 1).numpy()
     return model, x, ref
 
@@ -56,18 +59,31 @@ def mini_net():
         make_init("Wg", f32(10, 16, scale=0.3)),
         make_init("Bg", f32(10, scale=0.1)),
     ]
-    bias_const = helper.make_tensor("bias_c", TensorProto.FLOAT, [1, 8, 1, 1], f32(8, scale=0.1).tolist())
+    bias_const = helper.make_tensor(
+        "bias_c", TensorProto.FLOAT, [1, 8, 1, 1], f32(8, scale=0.1).tolist()
+    )
     nodes = [
         helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["b1"], name="bn1"),
+        helper.make_node(
+            "BatchNormalization",
+            ["c1", "bn_scale", "bn_bias", "bn_mean", "bn_var"],
+            ["b1"],
+            name="bn1",
+        ),
         helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
         helper.make_node("Constant", [], ["cst"], name="const1", value=bias_const),
         helper.make_node("Add", ["r1", "cst"], ["a1"], name="add1"),
         helper.make_node("Reshape", ["a1", "shape5"], ["rs1"], name="shuffle_reshape1"),
-        helper.make_node("Transpose", ["rs1"], ["tr1"], name="shuffle_transpose", perm=[0, 2, 1, 3, 4]),
+        helper.make_node(
+            "Transpose", ["rs1"], ["tr1"], name="shuffle_transpose", perm=[0, 2, 1, 3, 4]
+        ),
         helper.make_node("Reshape", ["tr1", "shape4"], ["sh"], name="shuffle_reshape2"),
-        helper.make_node("MaxPool", ["sh"], ["mp"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("AveragePool", ["sh"], ["ap"], name="avgpool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node(
+            "MaxPool", ["sh"], ["mp"], name="maxpool", kernel_shape=[2, 2], strides=[2, 2]
+        ),
+        helper.make_node(
+            "AveragePool", ["sh"], ["ap"], name="avgpool", kernel_shape=[2, 2], strides=[2, 2]
+        ),
         helper.make_node("Concat", ["mp", "ap"], ["cat"], name="concat", axis=1),
         helper.make_node("GlobalAveragePool", ["cat"], ["gap"], name="gap"),
         helper.make_node("Flatten", ["gap"], ["fl"], name="flatten"),

@@ -24,5 +24,8 @@ def absent_ep() -> str:
     from onnxconv.runtime import short_name
 
     offered = set(ort.get_available_providers())
-    return next(short_name(p) for p in ort.get_all_providers()
-                if p not in offered and short_name(p) not in ("cuda", "tensorrt"))
+    return next(
+        short_name(p)
+        for p in ort.get_all_providers()
+        if p not in offered and short_name(p) not in ("cuda", "tensorrt")
+    )

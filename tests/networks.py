@@ -39,6 +39,7 @@ BN_MOMENTUM = 0.1
 
 # --- ShuffleNet V2 (torchvision models/shufflenetv2.py) ---------------------------------------
 
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """torchvision's shuffle: view (N, g, C/g, H, W) → transpose(1, 2) → contiguous → view."""
     batch, channels, height, width = x.size()
@@ -69,15 +70,22 @@ class ShuffleV2Block(nn.Module):
         self.branch1 = nn.Sequential()
         if stride > 1:
             self.branch1 = nn.Sequential(
-                depthwise_conv(inp, stride), nn.BatchNorm2d(inp),
-                nn.Conv2d(inp, branch, 1, 1, 0, bias=False), nn.BatchNorm2d(branch),
-                nn.ReLU(inplace=True))
+                depthwise_conv(inp, stride),
+                nn.BatchNorm2d(inp),
+                nn.Conv2d(inp, branch, 1, 1, 0, bias=False),
+                nn.BatchNorm2d(branch),
+                nn.ReLU(inplace=True),
+            )
         self.branch2 = nn.Sequential(
             nn.Conv2d(inp if stride > 1 else branch, branch, 1, 1, 0, bias=False),
-            nn.BatchNorm2d(branch), nn.ReLU(inplace=True),
-            depthwise_conv(branch, stride), nn.BatchNorm2d(branch),
-            nn.Conv2d(branch, branch, 1, 1, 0, bias=False), nn.BatchNorm2d(branch),
-            nn.ReLU(inplace=True))
+            nn.BatchNorm2d(branch),
+            nn.ReLU(inplace=True),
+            depthwise_conv(branch, stride),
+            nn.BatchNorm2d(branch),
+            nn.Conv2d(branch, branch, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(branch),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -92,12 +100,16 @@ class ShuffleNetV2(nn.Module):
     """torchvision's ``ShuffleNetV2``: conv1 3×3 s2 → maxpool → stages 2-4 → conv5 1×1 → mean
     over H, W → fc."""
 
-    def __init__(self, stages_repeats: list[int], stages_out_channels: list[int],
-                 num_classes: int = 1000) -> None:
+    def __init__(
+        self, stages_repeats: list[int], stages_out_channels: list[int], num_classes: int = 1000
+    ) -> None:
         super().__init__()
         channels = stages_out_channels[0]
-        self.conv1 = nn.Sequential(nn.Conv2d(3, channels, 3, 2, 1, bias=False),
-                                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, channels, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         stages = zip((2, 3, 4), stages_repeats, stages_out_channels[1:-1])
         for index, repeats, out in stages:
@@ -106,8 +118,11 @@ class ShuffleNetV2(nn.Module):
             setattr(self, f"stage{index}", nn.Sequential(*blocks))
             channels = out
         last = stages_out_channels[-1]
-        self.conv5 = nn.Sequential(nn.Conv2d(channels, last, 1, 1, 0, bias=False),
-                                   nn.BatchNorm2d(last), nn.ReLU(inplace=True))
+        self.conv5 = nn.Sequential(
+            nn.Conv2d(channels, last, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(last),
+            nn.ReLU(inplace=True),
+        )
         self.fc = nn.Linear(last, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,17 +138,20 @@ def build_shufflenet_v2_x0_5() -> nn.Module:
 
 # --- MobileNetV2 (torchvision models/mobilenetv2.py) ------------------------------------------
 
+
 def make_divisible(value: float, divisor: int) -> int:
     """torchvision's ``_make_divisible``: nearest multiple of ``divisor``, never 10% below."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def conv_bn_relu6(inp: int, oup: int, kernel_size: int = 3, stride: int = 1,
-                  groups: int = 1) -> nn.Sequential:
+def conv_bn_relu6(
+    inp: int, oup: int, kernel_size: int = 3, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     """torchvision's ``Conv2dNormActivation`` with BatchNorm2d and ReLU6."""
-    conv = nn.Conv2d(inp, oup, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
-                     bias=False)
+    conv = nn.Conv2d(
+        inp, oup, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False
+    )
     return nn.Sequential(conv, nn.BatchNorm2d(oup), nn.ReLU6(inplace=True))
 
 
@@ -148,8 +166,11 @@ class MobileV2Block(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(conv_bn_relu6(inp, hidden, kernel_size=1))
-        layers += [conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
-                   nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup)]
+        layers += [
+            conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(oup),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,15 +178,27 @@ class MobileV2Block(nn.Module):
 
 
 #: (t, c, n, s): expansion, output channels, repeats, first stride (arXiv 1801.04381, Table 2).
-MOBILENET_V2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENET_V2_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 class MobileNetV2(nn.Module):
     """torchvision's ``MobileNetV2`` with its weight initialisation."""
 
-    def __init__(self, width_mult: float = 1.0, num_classes: int = 1000,
-                 round_nearest: int = 8, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        round_nearest: int = 8,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)
@@ -177,8 +210,9 @@ class MobileNetV2(nn.Module):
                 channels = out
         features.append(conv_bn_relu6(channels, self.last_channel, kernel_size=1))
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout),
-                                        nn.Linear(self.last_channel, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout), nn.Linear(self.last_channel, num_classes)
+        )
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -199,6 +233,7 @@ class MobileNetV2(nn.Module):
 
 # --- seeded instances -------------------------------------------------------------------------
 
+
 def seeded(builder: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build with ``torch.manual_seed(seed)`` (the global RNG is restored after), give every
     BatchNorm non-trivial statistics and affine parameters, return in eval mode."""
@@ -215,8 +250,9 @@ def seeded(builder: Callable[[], nn.Module], seed: int) -> nn.Module:
     return module.eval()
 
 
-def calibrate(module: nn.Module, batchnorms: list[nn.BatchNorm2d],
-              generator: torch.Generator) -> None:
+def calibrate(
+    module: nn.Module, batchnorms: list[nn.BatchNorm2d], generator: torch.Generator
+) -> None:
     """Running statistics from one seeded batch, as training leaves them.
 
     Random running statistics (say mean 0 ± 0.2, variance in [0.5, 1.5]) do not match the
@@ -229,8 +265,11 @@ def calibrate(module: nn.Module, batchnorms: list[nn.BatchNorm2d],
         bn.momentum = None  # cumulative average: after one batch, exactly its statistics
     module.train()
     with torch.no_grad():
-        module(torch.randn((CALIBRATION_BATCH, 3, CALIBRATION_SIZE, CALIBRATION_SIZE),
-                           generator=generator))
+        module(
+            torch.randn(
+                (CALIBRATION_BATCH, 3, CALIBRATION_SIZE, CALIBRATION_SIZE), generator=generator
+            )
+        )
     for bn in batchnorms:
         bn.momentum = BN_MOMENTUM
 
@@ -244,17 +283,21 @@ def mobilenet_v2(width_mult: float = 1.0, seed: int = 0) -> nn.Module:
 
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
-    "shufflenet_v2_x0_5": shufflenet_v2_x0_5, "mobilenet_v2": mobilenet_v2}
+    "shufflenet_v2_x0_5": shufflenet_v2_x0_5,
+    "mobilenet_v2": mobilenet_v2,
+}
 
 
 # --- export into the ONNX test-data layout ----------------------------------------------------
+
 
 def example_input(size: int, seed: int) -> torch.Tensor:
     return torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(seed))
 
 
-def write_test_data(folder: Path, model: onnx.ModelProto, example: torch.Tensor,
-                    expected: np.ndarray) -> Path:
+def write_test_data(
+    folder: Path, model: onnx.ModelProto, example: torch.Tensor, expected: np.ndarray
+) -> Path:
     """``folder/model.onnx`` and ``folder/test_data_set_0/{input_0,output_0}.pb``."""
     data = folder / "test_data_set_0"
     data.mkdir(parents=True, exist_ok=True)
@@ -264,14 +307,21 @@ def write_test_data(folder: Path, model: onnx.ModelProto, example: torch.Tensor,
     return folder / "model.onnx"
 
 
-def export_network(name: str, folder: Path, *, exporter: str = "dynamo", opset: int = 18,
-                   dynamic_batch: bool = False, size: int = 224, seed: int = 0) -> Path:
+def export_network(
+    name: str,
+    folder: Path,
+    *,
+    exporter: str = "dynamo",
+    opset: int = 18,
+    dynamic_batch: bool = False,
+    size: int = 224,
+    seed: int = 0,
+) -> Path:
     """Export network ``name`` (see ``NETWORKS``) with ``onnxconv.export.to_onnx``; returns the
     path of ``model.onnx``. Input ``input`` [1, 3, size, size], output ``output`` [1, 1000]."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})")
-    options = ExportOptions(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch,
-                            seed=seed)
+    options = ExportOptions(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch, seed=seed)
     options.validate()
     module = NETWORKS[name](seed=seed)
     example = example_input(size, seed)
@@ -294,10 +344,17 @@ def export_opset9(module: nn.Module, folder: Path, example: torch.Tensor) -> Pat
     with tempfile.TemporaryDirectory(prefix="onnxconv-opset9-") as tmp:
         path = Path(tmp) / "model.onnx"
         with export.quiet(verbose=False), torch.no_grad():
-            torch.onnx.export(module, (example,), str(path), dynamo=False,
-                              opset_version=OLD_OPSET, input_names=["input"],
-                              output_names=["output"], do_constant_folding=False,
-                              training=torch.onnx.TrainingMode.PRESERVE)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=OLD_OPSET,
+                input_names=["input"],
+                output_names=["output"],
+                do_constant_folding=False,
+                training=torch.onnx.TrainingMode.PRESERVE,
+            )
         model = onnx.load(path)
     return write_test_data(folder, model, example, expected)
 

@@ -13,17 +13,28 @@ import statistics
 
 import numpy as np
 import pytest
-
-from onnxconv import bench, bench_report, bench_stats
-from onnxconv.bench_worker import time_calls
-from onnxconv.errors import UserInputError
-
 from cuda_marks import CUDA_REASON, cuda_only
+
+from onnxconv.bench import harness as bench
+from onnxconv.bench import report as bench_report
+from onnxconv.bench import stats as bench_stats
+from onnxconv.bench.worker import time_calls
+from onnxconv.errors import UserInputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = {"height": 8, "width": 8}
-FAST = dict(blocks=2, calls=3, warmup=1, warmup_s=0.0, rounds=2, opt_levels=["all"],
-            profile_calls=3, roof_matmul_n=128, roof_copy_mb=4, roof_repeats=1)
+FAST = dict(
+    blocks=2,
+    calls=3,
+    warmup=1,
+    warmup_s=0.0,
+    rounds=2,
+    opt_levels=["all"],
+    profile_calls=3,
+    roof_matmul_n=128,
+    roof_copy_mb=4,
+    roof_repeats=1,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,9 +91,15 @@ def test_paired_ratios_pair_round_by_round_and_skip_missing_rounds():
 
 
 def _fake_cell(cid, backend, p50s, abs_sum=10.0):
-    return {"id": cid, "label": "v", "batch": 1, "backend": backend, "target": "cpu/all/fp32",
-            "rounds": [{"round": i, "p50_ms": p} for i, p in enumerate(p50s)],
-            "outputs": [{"shape": [1], "dtype": "float32", "abs_sum": abs_sum}]}
+    return {
+        "id": cid,
+        "label": "v",
+        "batch": 1,
+        "backend": backend,
+        "target": "cpu/all/fp32",
+        "rounds": [{"round": i, "p50_ms": p} for i, p in enumerate(p50s)],
+        "outputs": [{"shape": [1], "dtype": "float32", "abs_sum": abs_sum}],
+    }
 
 
 def test_pair_reports_median_of_per_round_ratios():
@@ -110,8 +127,14 @@ def test_time_calls_shapes_and_counts():
 
 
 def _node(name, op, ts, dur, provider="CPUExecutionProvider"):
-    return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "ph": "X",
-            "args": {"op_name": op, "provider": provider}}
+    return {
+        "cat": "Node",
+        "name": f"{name}_kernel_time",
+        "ts": ts,
+        "dur": dur,
+        "ph": "X",
+        "args": {"op_name": op, "provider": provider},
+    }
 
 
 def _run(ts, dur):
@@ -121,27 +144,44 @@ def _run(ts, dur):
 HAND_PROFILE = [
     {"cat": "Session", "name": "session_initialization", "ts": 0, "dur": 500, "ph": "X"},
     # warm-up run: huge times that must not count with last_runs=2
-    _run(1000, 1000), _node("conv0", "Conv", 1010, 900),
+    _run(1000, 1000),
+    _node("conv0", "Conv", 1010, 900),
     _run(3000, 100),
-    _node("reorder_in", "ReorderInput", 3001, 5), _node("conv0", "NchwcConv", 3010, 40),
-    _node("conv1", "FusedConv", 3050, 20), _node("reorder_out", "ReorderOutput", 3071, 5),
-    _node("shuffle_r1", "Reshape", 3077, 2), _node("shuffle_t", "Transpose", 3080, 6),
-    _node("shuffle_r2", "Reshape", 3087, 2), _node("add", "Add", 3090, 4),
-    {"cat": "Node", "name": "conv0_fence_before", "ts": 3009, "dur": 0,
-     "args": {"op_name": "Conv"}},
+    _node("reorder_in", "ReorderInput", 3001, 5),
+    _node("conv0", "NchwcConv", 3010, 40),
+    _node("conv1", "FusedConv", 3050, 20),
+    _node("reorder_out", "ReorderOutput", 3071, 5),
+    _node("shuffle_r1", "Reshape", 3077, 2),
+    _node("shuffle_t", "Transpose", 3080, 6),
+    _node("shuffle_r2", "Reshape", 3087, 2),
+    _node("add", "Add", 3090, 4),
+    {
+        "cat": "Node",
+        "name": "conv0_fence_before",
+        "ts": 3009,
+        "dur": 0,
+        "args": {"op_name": "Conv"},
+    },
     _run(4000, 100),
-    _node("reorder_in", "ReorderInput", 4001, 5), _node("conv0", "NchwcConv", 4010, 40),
-    _node("conv1", "FusedConv", 4050, 20), _node("reorder_out", "ReorderOutput", 4071, 5),
-    _node("shuffle_r1", "Reshape", 4077, 2), _node("shuffle_t", "Transpose", 4080, 6),
-    _node("shuffle_r2", "Reshape", 4087, 2), _node("add", "Add", 4090, 4),
+    _node("reorder_in", "ReorderInput", 4001, 5),
+    _node("conv0", "NchwcConv", 4010, 40),
+    _node("conv1", "FusedConv", 4050, 20),
+    _node("reorder_out", "ReorderOutput", 4071, 5),
+    _node("shuffle_r1", "Reshape", 4077, 2),
+    _node("shuffle_t", "Transpose", 4080, 6),
+    _node("shuffle_r2", "Reshape", 4087, 2),
+    _node("add", "Add", 4090, 4),
 ]
 
 
 def test_op_group_names():
-    assert [bench_stats.op_group(op) for op in ("Conv", "FusedConv", "NchwcConv", "QLinearConv")] == \
-        ["conv"] * 4
+    assert [
+        bench_stats.op_group(op) for op in ("Conv", "FusedConv", "NchwcConv", "QLinearConv")
+    ] == ["conv"] * 4
     assert bench_stats.op_group("Reshape") == bench_stats.op_group("Transpose") == "shuffle"
-    assert bench_stats.op_group("ReorderInput") == bench_stats.op_group("ReorderOutput") == "reorder"
+    assert (
+        bench_stats.op_group("ReorderInput") == bench_stats.op_group("ReorderOutput") == "reorder"
+    )
     assert bench_stats.op_group("Add") == bench_stats.op_group("MaxPool") == "other"
 
 
@@ -150,17 +190,34 @@ def test_profile_grouping_on_hand_written_profile(tmp_path):
     path.write_text(json.dumps(HAND_PROFILE))
     per_op = bench_stats.parse_ort_profile(json.loads(path.read_text()), last_runs=2)
     assert per_op["runs"] == 2 and per_op["nodes"] == 8
-    assert per_op["by_op_us"] == {"NchwcConv": 40.0, "FusedConv": 20.0, "ReorderInput": 5.0,
-                                  "ReorderOutput": 5.0, "Reshape": 4.0, "Transpose": 6.0,
-                                  "Add": 4.0}
+    assert per_op["by_op_us"] == {
+        "NchwcConv": 40.0,
+        "FusedConv": 20.0,
+        "ReorderInput": 5.0,
+        "ReorderOutput": 5.0,
+        "Reshape": 4.0,
+        "Transpose": 6.0,
+        "Add": 4.0,
+    }
     assert per_op["groups_us"] == {"conv": 60.0, "shuffle": 10.0, "reorder": 10.0, "other": 4.0}
     assert per_op["node_us_per_run"] == 84.0
     assert per_op["fractions"]["conv"] == pytest.approx(60 / 84)
     assert per_op["fractions"]["shuffle"] == pytest.approx(10 / 84)
     assert math.fsum(per_op["fractions"].values()) == pytest.approx(1.0)
     assert per_op["run_us_per_run"] == 100
-    assert per_op["providers"] == {"CPUExecutionProvider": sorted(
-        ["Add", "FusedConv", "NchwcConv", "ReorderInput", "ReorderOutput", "Reshape", "Transpose"])}
+    assert per_op["providers"] == {
+        "CPUExecutionProvider": sorted(
+            [
+                "Add",
+                "FusedConv",
+                "NchwcConv",
+                "ReorderInput",
+                "ReorderOutput",
+                "Reshape",
+                "Transpose",
+            ]
+        )
+    }
 
 
 def test_profile_without_last_runs_counts_warm_up_too():
@@ -184,9 +241,14 @@ def e2e(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
     seen = []
     # eps named: by default a GPU build would add CUDA cells (tested apart, on a GPU).
-    report = bench.run_bench(["grouped", "channel_shuffle"], overrides=TINY, work_dir=work,
-                             progress=lambda done, total, msg: seen.append((done, total, msg)),
-                             eps=["cpu"], **FAST)
+    report = bench.run_bench(
+        ["grouped", "channel_shuffle"],
+        overrides=TINY,
+        work_dir=work,
+        progress=lambda done, total, msg: seen.append((done, total, msg)),
+        eps=["cpu"],
+        **FAST,
+    )
     written = bench_report.write_report(report, out)
     return report, written, seen, work, out
 
@@ -194,10 +256,24 @@ def e2e(tmp_path_factory):
 def test_e2e_report_follows_schema(e2e):
     report, written, _, _, _ = e2e
     data = json.loads(written["json"].read_text())
-    assert list(data) == ["schema", "schema_version", "created", "machine", "versions",
-                          "settings", "roofs", "roofs_error", "cuda_roofs", "cuda_roofs_error",
-                          "cells", "pairs", "notes"]
-    assert data["schema"] == "onnxconv.bench" and data["schema_version"] == bench_report.SCHEMA_VERSION
+    assert list(data) == [
+        "schema",
+        "schema_version",
+        "created",
+        "machine",
+        "versions",
+        "settings",
+        "roofs",
+        "roofs_error",
+        "cuda_roofs",
+        "cuda_roofs_error",
+        "cells",
+        "pairs",
+        "notes",
+    ]
+    assert (
+        data["schema"] == "onnxconv.bench" and data["schema_version"] == bench_report.SCHEMA_VERSION
+    )
     assert data["settings"]["threads"] == 1 and data["settings"]["blocks"] == 2
     assert data["settings"]["env"]["torch"]["OMP_NUM_THREADS"] == "1"
     assert data["settings"]["env"]["torch"]["MALLOC_MMAP_THRESHOLD_"] == str(1 << 30)
@@ -213,8 +289,12 @@ def test_e2e_report_follows_schema(e2e):
 def test_e2e_cells_and_pairs(e2e):
     report, _, _, _, _ = e2e
     ids = [c["id"] for c in report.cells]
-    assert ids == ["grouped/b1/ort/cpu/all/fp32", "grouped/b1/torch/cpu",
-                   "channel_shuffle/b1/ort/cpu/all/fp32", "channel_shuffle/b1/torch/cpu"]
+    assert ids == [
+        "grouped/b1/ort/cpu/all/fp32",
+        "grouped/b1/torch/cpu",
+        "channel_shuffle/b1/ort/cpu/all/fp32",
+        "channel_shuffle/b1/torch/cpu",
+    ]
     for cell in report.cells:
         assert cell["status"] == "ok", cell["error"]
         assert cell["threads"] == 1 and cell["batch"] == 1
@@ -242,11 +322,14 @@ def test_e2e_cells_and_pairs(e2e):
     torch_cell = report.cells[1]
     assert torch_cell["per_op"] is None and torch_cell["session"]["torch_threads"] == 1
     assert [(p["ort_cell"], p["torch_cell"]) for p in report.pairs] == [
-        (ids[0], ids[1]), (ids[2], ids[3])]
+        (ids[0], ids[1]),
+        (ids[2], ids[3]),
+    ]
     for pair in report.pairs:
         assert pair["n_pairs"] == 2 and pair["outputs_match"] is True
         assert pair["torch_over_ort"] == pytest.approx(
-            statistics.median(r["torch_over_ort"] for r in pair["rounds"]))
+            statistics.median(r["torch_over_ort"] for r in pair["rounds"])
+        )
 
 
 def test_e2e_progress_counts_every_worker(e2e):
@@ -291,8 +374,9 @@ def test_report_round_trips_through_json(e2e):
 def test_bench_a_bare_onnx_file(e2e, tmp_path):
     _, _, _, work, _ = e2e
     model = work / "grouped-b1" / "model.onnx"
-    report = bench.run_bench([model], **{**FAST, "rounds": 1}, eps=["cpu"], roofs=False,
-                             profile=False)
+    report = bench.run_bench(
+        [model], **{**FAST, "rounds": 1}, eps=["cpu"], roofs=False, profile=False
+    )
     assert [c["backend"] for c in report.cells] == ["ort"]  # no module to run in PyTorch
     cell = report.cells[0]
     assert cell["status"] == "ok" and cell["kind"] == "onnx" and cell["macs_source"] == "graph"
@@ -303,34 +387,62 @@ def test_bench_a_bare_onnx_file(e2e, tmp_path):
 
 def test_unavailable_ep_is_recorded_not_raised():
     from onnxconv.runtime import ep_unavailable_reason
+
     reason = ep_unavailable_reason("cuda")
     if reason is None:
         pytest.skip("the CUDA EP is active here: nothing unavailable to record")
-    report = bench.run_bench(["grouped"], overrides=TINY, eps=["cuda"], roofs=False,
-                             profile=False, **{**FAST, "rounds": 1})
+    report = bench.run_bench(
+        ["grouped"],
+        overrides=TINY,
+        eps=["cuda"],
+        roofs=False,
+        profile=False,
+        **{**FAST, "rounds": 1},
+    )
     assert [(c["backend"], c["status"]) for c in report.cells] == [("ort", "unavailable")]
     assert report.cells[0]["error"] == reason and report.cells[0]["stats"] is None
     assert "unavailable" in bench_report.to_markdown(report)
 
 
 def _synthetic_report(spread, ratios, gflops, load=0.1):
-    cell = {"id": "v/b1/ort/cpu/all/fp32", "gflops": gflops, "stats": {"block_spread": spread},
-            "rounds": [{"loadavg_1m": load}]}
-    pair = {"ort_cell": cell["id"], "torch_backend": "torch",
-            "rounds": [{"torch_over_ort": r} for r in ratios]}
-    return bench_report.BenchReport(machine={"usable_cores": 2}, versions={},
-                                    settings={"rounds": 3}, roofs={"compute_gflops": 100.0},
-                                    cells=[cell], pairs=[pair])
+    cell = {
+        "id": "v/b1/ort/cpu/all/fp32",
+        "gflops": gflops,
+        "stats": {"block_spread": spread},
+        "rounds": [{"loadavg_1m": load}],
+    }
+    pair = {
+        "ort_cell": cell["id"],
+        "torch_backend": "torch",
+        "rounds": [{"torch_over_ort": r} for r in ratios],
+    }
+    return bench_report.BenchReport(
+        machine={"usable_cores": 2},
+        versions={},
+        settings={"rounds": 3},
+        roofs={"compute_gflops": 100.0},
+        cells=[cell],
+        pairs=[pair],
+    )
 
 
 def test_cuda_cells_are_judged_against_the_gpu_roof_only():
     report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
-    gpu_cell = {"id": "v/b1/ort/cuda/all/fp32", "device": "cuda", "gflops": 5000.0,
-                "stats": {"block_spread": 0.1}, "rounds": [{"loadavg_1m": 0.1}]}
+    gpu_cell = {
+        "id": "v/b1/ort/cuda/all/fp32",
+        "device": "cuda",
+        "gflops": 5000.0,
+        "stats": {"block_spread": 0.1},
+        "rounds": [{"loadavg_1m": 0.1}],
+    }
     report.cells.append(gpu_cell)
     assert bench_report.measurement_notes(report) == []  # no GPU roof: not judged at all
-    report.cuda_roofs = {"compute_gflops": 4000.0, "memory_gbps": 3000.0, "device": "H100",
-                         "method": {"matmul_n": 8192, "copy_mb": 1024}}
+    report.cuda_roofs = {
+        "compute_gflops": 4000.0,
+        "memory_gbps": 3000.0,
+        "device": "H100",
+        "method": {"matmul_n": 8192, "copy_mb": 1024},
+    }
     (note,) = bench_report.measurement_notes(report)
     assert "GPU compute roof (4000 GFLOP/s)" in note and gpu_cell["id"] in note
     gpu_cell["gflops"] = 3000.0
@@ -343,31 +455,46 @@ def test_cuda_per_op_shares_are_flagged_as_launch_times():
     report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
     report.cells[0]["per_op"] = {"clock": "cpu", "node_us_per_run": 90.0, "run_us_per_run": 100.0}
     assert bench_report.measurement_notes(report) == []
-    report.cells.append({"id": "u/b32/ort/cuda/all/fp32", "device": "cuda", "stats": None,
-                         "rounds": [], "per_op": {"clock": "host", "node_us_per_run": 200.0,
-                                                  "run_us_per_run": 20900.0}})
+    report.cells.append(
+        {
+            "id": "u/b32/ort/cuda/all/fp32",
+            "device": "cuda",
+            "stats": None,
+            "rounds": [],
+            "per_op": {"clock": "host", "node_us_per_run": 200.0, "run_us_per_run": 20900.0},
+        }
+    )
     (note,) = bench_report.measurement_notes(report)
     assert "host-side kernel-launch" in note and "nodes 0.2 ms of a 20.9 ms run" in note
 
 
 def test_op_shares_prefer_nodes_timed_alone_and_name_their_basis():
     profile = {"fractions": {"conv": 0.7, "shuffle": 0.1, "reorder": 0.0, "other": 0.2}}
-    nodes = {"sum_ms": 2.0, "fractions": {"conv": 0.9, "shuffle": 0.05, "reorder": 0.0,
-                                          "other": 0.05}}
-    assert bench_report.op_shares({}) == (None, None)
-    assert bench_report.op_shares({"per_op": {**profile, "clock": "cpu"}}) == (
-        profile["fractions"], "profile")
-    assert bench_report.op_shares({"per_op": {**profile, "clock": "host"}})[1] == "launch"
-    assert bench_report.op_shares({"per_op": {**profile, "clock": "host"},
-                                   "per_node": nodes}) == (nodes["fractions"], "nodes")
+    nodes = {
+        "sum_ms": 2.0,
+        "fractions": {"conv": 0.9, "shuffle": 0.05, "reorder": 0.0, "other": 0.05},
+    }
+    assert bench_stats.op_shares({}) == (None, None)
+    assert bench_stats.op_shares({"per_op": {**profile, "clock": "cpu"}}) == (
+        profile["fractions"],
+        "profile",
+    )
+    assert bench_stats.op_shares({"per_op": {**profile, "clock": "host"}})[1] == "launch"
+    assert bench_stats.op_shares({"per_op": {**profile, "clock": "host"}, "per_node": nodes}) == (
+        nodes["fractions"],
+        "nodes",
+    )
 
 
 @cuda_only
 def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
-    report = bench.run_bench(["pointwise", "channel_shuffle"], overrides=TINY, eps=["cuda"],
-                             **{**FAST, "rounds": 1})
+    report = bench.run_bench(
+        ["pointwise", "channel_shuffle"], overrides=TINY, eps=["cuda"], **{**FAST, "rounds": 1}
+    )
     assert report.ok, [(c["id"], c["error"]) for c in report.cells]
-    assert report.cuda_roofs and report.cuda_roofs["compute_gflops"] > report.roofs["compute_gflops"]
+    assert (
+        report.cuda_roofs and report.cuda_roofs["compute_gflops"] > report.roofs["compute_gflops"]
+    )
     for cell in report.cells:
         assert cell["status"] == "ok" and cell["device"] == "cuda", cell["id"]
         if cell["backend"] == "ort":
@@ -383,8 +510,17 @@ def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
 
 def test_combine_roofs_keeps_the_best_of_start_and_end():
     def measured(compute, memory):
-        return {"ok": True, "roofs": {"compute_gflops": compute, "memory_gbps": memory,
-                                      "threads": 2, "method": {}, "details": {}}}
+        return {
+            "ok": True,
+            "roofs": {
+                "compute_gflops": compute,
+                "memory_gbps": memory,
+                "threads": 2,
+                "method": {},
+                "details": {},
+            },
+        }
+
     roofs, error = bench.combine_roofs([measured(150.0, 40.0), measured(200.0, 30.0)])
     assert error is None
     assert (roofs["compute_gflops"], roofs["memory_gbps"]) == (200.0, 40.0)
@@ -415,20 +551,26 @@ def test_worker_failure_is_returned_not_raised():
 # bad input: one-line UserInputError, before anything is timed
 
 
-@pytest.mark.parametrize("items, kwargs, match", [
-    (["no_such_variant"], {}, "unknown variant"),
-    (["missing/model.onnx"], {}, "no such file"),
-    ([], {}, "nothing to bench"),
-    (["grouped"], {"threads": 0}, "threads"),
-    (["grouped"], {"batches": []}, "batch list is empty"),
-    (["grouped"], {"batches": [0]}, "batch size"),
-    (["grouped"], {"opt_levels": ["turbo"]}, "optimisation level"),
-    (["grouped"], {"eps": ["tpu"]}, "execution provider"),
-    (["grouped"], {"overrides": {"colour": 3}}, "colour"),
-    (["grouped"], {"overrides": {"groups": 5}}, "grouped"),
-    (["grouped"], {"cuda_options": {"cudnn_conv_algo_search": "FASTEST"}},
-     "cudnn_conv_algo_search must be one of EXHAUSTIVE"),
-])
+@pytest.mark.parametrize(
+    "items, kwargs, match",
+    [
+        (["no_such_variant"], {}, "unknown variant"),
+        (["missing/model.onnx"], {}, "no such file"),
+        ([], {}, "nothing to bench"),
+        (["grouped"], {"threads": 0}, "threads"),
+        (["grouped"], {"batches": []}, "batch list is empty"),
+        (["grouped"], {"batches": [0]}, "batch size"),
+        (["grouped"], {"opt_levels": ["turbo"]}, "optimisation level"),
+        (["grouped"], {"eps": ["tpu"]}, "execution provider"),
+        (["grouped"], {"overrides": {"colour": 3}}, "colour"),
+        (["grouped"], {"overrides": {"groups": 5}}, "grouped"),
+        (
+            ["grouped"],
+            {"cuda_options": {"cudnn_conv_algo_search": "FASTEST"}},
+            "cudnn_conv_algo_search must be one of EXHAUSTIVE",
+        ),
+    ],
+)
 def test_bad_input_raises_one_line(items, kwargs, match):
     with pytest.raises(UserInputError, match=match) as info:
         bench.run_bench(items, **kwargs)
@@ -451,9 +593,15 @@ def test_non_onnx_file_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_torch_compile_column_records_result_or_error(tmp_path):
-    report = bench.run_bench(["grouped"], overrides=TINY, compile=True, eps=["cpu"], roofs=False,
-                             profile=False,
-                             **{**FAST, "rounds": 1})
+    report = bench.run_bench(
+        ["grouped"],
+        overrides=TINY,
+        compile=True,
+        eps=["cpu"],
+        roofs=False,
+        profile=False,
+        **{**FAST, "rounds": 1},
+    )
     cell = next(c for c in report.cells if c["backend"] == "torch_compile")
     assert cell["status"] in ("ok", "error")
     if cell["status"] == "ok":
@@ -464,34 +612,57 @@ def test_torch_compile_column_records_result_or_error(tmp_path):
 
 # --- the command line ----------------------------------------------------------------------------
 
+
 def test_cli_bench_writes_report_and_exit_codes(tmp_path, capsys):
     from onnxconv.cli import main
-    fast = ["--config", "height=8,width=8", "--rounds", "1", "--blocks", "2", "--calls", "3",
-            "--opt-level", "all", "--no-roofs", "--quiet"]
+
+    fast = [
+        "--config",
+        "height=8,width=8",
+        "--rounds",
+        "1",
+        "--blocks",
+        "2",
+        "--calls",
+        "3",
+        "--opt-level",
+        "all",
+        "--no-roofs",
+        "--quiet",
+    ]
     assert main(["bench", "grouped", *fast, "--per-node", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert "ort cpu/all/fp32" in out and "torch cpu" in out and "(nodes)" in out
     data = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert {c["backend"] for c in data["cells"]} == {"ort", "torch"}
-    assert [n["op_type"] for c in data["cells"] if c["backend"] == "ort"
-            for n in c["per_node"]["nodes"]] == ["Conv"]
-    assert data["settings"]["cuda_options"] == {"cudnn_conv_algo_search": "EXHAUSTIVE",
-                                                "use_tf32": "0"}
+    assert [
+        n["op_type"] for c in data["cells"] if c["backend"] == "ort" for n in c["per_node"]["nodes"]
+    ] == ["Conv"]
+    assert data["settings"]["cuda_options"] == {
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "use_tf32": "0",
+    }
     assert (tmp_path / "b" / "bench.md").exists()
     assert (tmp_path / "b" / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # --ep cuda: timed where CUDA is active, exit 1 naming it where it is not (both are shown,
     # on whichever machine this runs)
-    code = main(["bench", "grouped", *fast, "--ep", "cuda", "--no-plots",
-                 "--out", str(tmp_path / "c")])
+    code = main(
+        ["bench", "grouped", *fast, "--ep", "cuda", "--no-plots", "--out", str(tmp_path / "c")]
+    )
     if CUDA_REASON is None:
         assert code == 0 and "ort cuda/all/fp32" in capsys.readouterr().out
     else:
         assert code == 1 and "required EP cuda is not active" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,word", [(["nope"], "nope"), (["grouped", "--threads", "0"],
-                                                            "threads"),
-                                       (["grouped", "--opt-level", "fast"], "fast")])
+@pytest.mark.parametrize(
+    "argv,word",
+    [
+        (["nope"], "nope"),
+        (["grouped", "--threads", "0"], "threads"),
+        (["grouped", "--opt-level", "fast"], "fast"),
+    ],
+)
 def test_cli_bench_bad_input_is_one_line_exit_2(argv, word, tmp_path, capsys):
     from onnxconv.cli import main
 
@@ -504,11 +675,34 @@ def test_cli_bench_bad_input_is_one_line_exit_2(argv, word, tmp_path, capsys):
 def test_cli_bench_per_variant_config(tmp_path):
     from onnxconv.cli import main
 
-    assert main(["bench", "grouped", "channel_shuffle", "--config",
-                 "height=8,width=8,channel_shuffle.channels=16,grouped.groups=4", "--rounds", "1",
-                 "--blocks", "2", "--calls", "3", "--opt-level", "all", "--no-roofs",
-                 "--no-profile", "--no-plots", "--quiet", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "grouped",
+                "channel_shuffle",
+                "--config",
+                "height=8,width=8,channel_shuffle.channels=16,grouped.groups=4",
+                "--rounds",
+                "1",
+                "--blocks",
+                "2",
+                "--calls",
+                "3",
+                "--opt-level",
+                "all",
+                "--no-roofs",
+                "--no-profile",
+                "--no-plots",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     sources = json.loads((tmp_path / "bench.json").read_text())["settings"]["sources"]
     assert [s["overrides"] for s in sources] == [
         {"height": "8", "width": "8", "groups": "4"},
-        {"height": "8", "width": "8", "channels": "16"}]
+        {"height": "8", "width": "8", "channels": "16"},
+    ]

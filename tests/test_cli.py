@@ -28,12 +28,17 @@ def test_list_json_is_machine_readable(capsys):
 
 
 def test_console_script_runs_as_module():
-    result = subprocess.run([sys.executable, "-m", "onnxconv", "list", "--json"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxconv", "list", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(result.stdout)
 
 
 def test_usage_error_exits_2():
-    result = subprocess.run([sys.executable, "-m", "onnxconv", "frobnicate"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxconv", "frobnicate"], capture_output=True, text=True
+    )
     assert result.returncode == 2

@@ -37,8 +37,7 @@ def test_shufflenet_1x_g3_is_within_2_percent_of_paper_137m():
     assert macs == pytest.approx(137e6, rel=0.02)
 
 
-@pytest.mark.parametrize("groups,paper_mflops", [(1, 143), (2, 140), (3, 137), (4, 133),
-                                                 (8, 137)])
+@pytest.mark.parametrize("groups,paper_mflops", [(1, 143), (2, 140), (3, 137), (4, 133), (8, 137)])
 def test_shufflenet_1x_every_group_count_matches_table_1(groups, paper_mflops):
     # ShuffleNet Table 1, "Complexity" column (MFLOPs, i.e. multiply-adds)
     assert cost.shufflenet(groups, 224, 224).macs == pytest.approx(paper_mflops * 1e6, rel=0.02)

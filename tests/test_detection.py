@@ -16,16 +16,28 @@ from onnxconv.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
 COMMITTED = [n for n in variants.names() if variants.get(n).commit_graph]
-SAMPLE = {"shuffle_unit": ["shuffle_perm_identity", "shuffle_groups_swapped", "add_to_sub",
-                           "output_scaled"],
-          "grouped": ["weight_sign_flip", "weight_nudge", "conv_dilation", "fp16_overflow",
-                      "stale_output"],
-          "standard": ["conv_pads", "transpose_hw"]}
+SAMPLE = {
+    "shuffle_unit": [
+        "shuffle_perm_identity",
+        "shuffle_groups_swapped",
+        "add_to_sub",
+        "output_scaled",
+    ],
+    "grouped": [
+        "weight_sign_flip",
+        "weight_nudge",
+        "conv_dilation",
+        "fp16_overflow",
+        "stale_output",
+    ],
+    "standard": ["conv_pads", "transpose_hw"],
+}
 
 
 def assert_all_caught(report: detection.DetectionReport) -> None:
-    missed = [(p.graph, p.mutation, p.layout, p.status, p.reason) for p in report.planted
-              if not p.caught]
+    missed = [
+        (p.graph, p.mutation, p.layout, p.status, p.reason) for p in report.planted if not p.caught
+    ]
     assert not missed
     alarms = [(c.graph, c.layout, c.reason) for c in report.clean if c.false_alarm]
     assert not alarms
@@ -55,9 +67,25 @@ def test_sample_of_planted_defects_is_caught_with_the_element_named(graph):
 
 def test_detect_command_writes_its_reports_and_exits_0(tmp_path, capsys):
     out_json, out_md = tmp_path / "d.json", tmp_path / "d.md"
-    assert main(["detect", "--graphs", str(GRAPHS), "--graph", "channel_shuffle",
-                 "--clean-seeds", "0", "--quiet", "--json", str(out_json),
-                 "--markdown", str(out_md)]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--graphs",
+                str(GRAPHS),
+                "--graph",
+                "channel_shuffle",
+                "--clean-seeds",
+                "0",
+                "--quiet",
+                "--json",
+                str(out_json),
+                "--markdown",
+                str(out_md),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out_json.read_text())
     assert data["kind"] == "detection" and data["summary"]["false_alarms"] == 0
     assert data["summary"]["caught"] == data["summary"]["planted"] > 0
@@ -70,16 +98,31 @@ def test_a_missed_mutant_makes_detect_exit_1(monkeypatch, capsys):
         return mutations.Mutant("harmless", "nothing planted", model, None)
 
     monkeypatch.setitem(mutations.MUTATIONS, "harmless", harmless)
-    monkeypatch.setattr(mutations, "mutants",
-                        lambda model, stored=None: [harmless(model)])
-    assert main(["detect", "--graphs", str(GRAPHS), "--graph", "pointwise", "--layout",
-                 "folder", "--clean-seeds", "0", "--quiet"]) == 1
+    monkeypatch.setattr(mutations, "mutants", lambda model, stored=None: [harmless(model)])
+    assert (
+        main(
+            [
+                "detect",
+                "--graphs",
+                str(GRAPHS),
+                "--graph",
+                "pointwise",
+                "--layout",
+                "folder",
+                "--clean-seeds",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert "MISSED" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv,word", [(["--graph", "nope"], "nope"),
-                                       (["--mutation", "melt"], "melt"),
-                                       (["--layout", "zip"], "zip")])
+@pytest.mark.parametrize(
+    "argv,word",
+    [(["--graph", "nope"], "nope"), (["--mutation", "melt"], "melt"), (["--layout", "zip"], "zip")],
+)
 def test_detect_bad_input_is_one_line_exit_2(argv, word, capsys):
     assert main(["detect", "--graphs", str(GRAPHS), "--quiet", *argv]) == 2
     err = capsys.readouterr().err.strip()

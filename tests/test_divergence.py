@@ -16,6 +16,7 @@ from onnxconv.runtime import Target
 
 FP32_CPU = default_tolerance("fp32", "cpu")
 
+
 def test_with_all_outputs_exposes_every_node_output(mini_net):
     model = mini_net[0]
     exposed = with_all_outputs(model)
@@ -40,7 +41,12 @@ def test_intermediates_ort_agree_with_reference(mini_net, opt_level):
 def test_first_divergence_none_on_clean_graph(mini_net):
     model, x, _ = mini_net
     assert first_divergence(model, {"x": x}, Target("cpu", "all"), FP32_CPU) is None
-    assert first_divergence(model, {"x": x}, Target("cpu", "all", "fp16"), default_tolerance("fp16", "cpu")) is None
+    assert (
+        first_divergence(
+            model, {"x": x}, Target("cpu", "all", "fp16"), default_tolerance("fp16", "cpu")
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,10 @@ import torch
 from onnx import numpy_helper
 
 from onnxconv import export, graph, variants
-from onnxconv.graph import checks as graph_checks
 from onnxconv.cli import main
 from onnxconv.errors import CheckFailed
 from onnxconv.export import ExportOptions, export_variants
+from onnxconv.graph import checks as graph_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
@@ -37,8 +37,9 @@ def load_pb(path):
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def manifest():
 
 
 # --- the committed graphs/ --------------------------------------------------------------------
+
 
 def test_committed_graphs_are_the_committed_variants(manifest):
     assert list(manifest["graphs"]) == COMMITTED
@@ -65,8 +67,12 @@ def test_committed_graph_is_up_to_date_with_the_code(name, manifest, tmp_path):
     here = {k: export.versions()[k] for k in exporters}
     if here != exporters:
         pytest.skip(f"graphs/ was exported with {exporters}; this environment has {here}")
-    options = ExportOptions(opset=entry["opset"], exporter=entry["exporter"], seed=entry["seed"],
-                            dynamic_batch="0" in entry["inputs"][0]["dynamic_axes"])
+    options = ExportOptions(
+        opset=entry["opset"],
+        exporter=entry["exporter"],
+        seed=entry["seed"],
+        dynamic_batch="0" in entry["inputs"][0]["dynamic_axes"],
+    )
     fresh = export_variants([name], tmp_path, options, overrides=entry["config"])[0].entry
     assert fresh["sha256"] == entry["sha256"], "graphs/ is stale: run ./scripts/export_graphs"
     assert fresh["config"] == entry["config"] and fresh["macs"] == entry["macs"]
@@ -94,8 +100,11 @@ def test_graph_cost_agrees_with_analytic_cost(name, manifest):
     assert cost.macs == entry["macs"] == spec.cost(entry["config"]).macs
     # The dynamo exporter folds each BatchNorm (2 affine params per channel) into the bias-free
     # conv before it (1 bias per channel): the graph holds one parameter per BN channel fewer.
-    bn_channels = sum(m.num_features for m in spec.build(entry["config"]).modules()
-                      if isinstance(m, torch.nn.BatchNorm2d))
+    bn_channels = sum(
+        m.num_features
+        for m in spec.build(entry["config"]).modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    )
     assert cost.params + cost.bn_affine_params == entry["params"] - bn_channels
 
 
@@ -110,6 +119,7 @@ def test_manifest_records_versions_shapes_and_hash(manifest):
 
 # --- exporters and options ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("exporter,opset", [("dynamo", 18), ("torchscript", 17)])
 @pytest.mark.parametrize("name", ["shuffle_unit", "flattened", "separable"])
 def test_both_exporters_with_dynamic_batch(exporter, opset, name, tmp_path):
@@ -123,8 +133,9 @@ def test_both_exporters_with_dynamic_batch(exporter, opset, name, tmp_path):
     x = spec.example_input({**config, "batch": 3}, seed=7)
     with torch.no_grad():
         expected = spec.build(config)(x).numpy()
-    np.testing.assert_allclose(run_ort(result.model_path, x.numpy()), expected,
-                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        run_ort(result.model_path, x.numpy()), expected, rtol=1e-3, atol=1e-4
+    )
     assert result.entry["inputs"][0]["dynamic_axes"] == {"0": "batch"}
 
 
@@ -158,10 +169,13 @@ def test_export_is_byte_reproducible_and_independent_of_the_checkout_path(tmp_pa
 
 # --- checks and atomic writes -------------------------------------------------------------------
 
+
 def test_structure_failure_fails_the_export_naming_the_node(tmp_path, monkeypatch):
     wrong = dataclasses.replace(variants.get("grouped"), structure=lambda config: {"groups": 4})
     monkeypatch.setitem(variants.REGISTRY, "grouped", wrong)
-    with pytest.raises(CheckFailed, match=r"grouped.*node_conv2d: expected group == 4, found group 8"):
+    with pytest.raises(
+        CheckFailed, match=r"grouped.*node_conv2d: expected group == 4, found group 8"
+    ):
         export_variants(["grouped"], tmp_path)
     assert not (tmp_path / "grouped").exists()
 
@@ -212,15 +226,24 @@ def test_export_updates_only_its_own_manifest_entries(tmp_path):
 
 # --- bad input through the CLI --------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv,words", [
-    (["export", "--variant", "nope"], ["unknown variant 'nope'"]),
-    (["export", "--variant", "grouped", "--config", "groups=5"], ["in_channels=64", "groups=5"]),
-    (["export", "--variant", "grouped", "--config", "colour=red"], ["colour"]),
-    (["export", "--variant", "grouped", "--opset", "12"], ["opset 12", "dynamo", "18..23"]),
-    (["export", "--variant", "grouped", "--exporter", "torchscript", "--opset", "21"],
-     ["opset 21", "torchscript"]),
-    (["export"], ["no variant"]),
-])
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["export", "--variant", "nope"], ["unknown variant 'nope'"]),
+        (
+            ["export", "--variant", "grouped", "--config", "groups=5"],
+            ["in_channels=64", "groups=5"],
+        ),
+        (["export", "--variant", "grouped", "--config", "colour=red"], ["colour"]),
+        (["export", "--variant", "grouped", "--opset", "12"], ["opset 12", "dynamo", "18..23"]),
+        (
+            ["export", "--variant", "grouped", "--exporter", "torchscript", "--opset", "21"],
+            ["opset 21", "torchscript"],
+        ),
+        (["export"], ["no variant"]),
+    ],
+)
 def test_export_bad_input_is_one_line_exit_2_nothing_written(argv, words, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(argv + ["--out", str(out)]) == 2
@@ -239,8 +262,9 @@ def test_export_to_unwritable_place_is_exit_2(tmp_path, capsys):
     assert str(blocker) in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("content", [None, b"", b"hello, I am text\n", b"\x08\x07\x12\x00garbage",
-                                     "truncated"])
+@pytest.mark.parametrize(
+    "content", [None, b"", b"hello, I am text\n", b"\x08\x07\x12\x00garbage", "truncated"]
+)
 def test_inspect_bad_file_is_one_line_naming_it(content, tmp_path, capsys):
     path = tmp_path / "model.onnx"
     if content == "truncated":
@@ -258,8 +282,10 @@ def test_inspect_reports_shuffle_and_convs(capsys):
     assert [c["kind"] for c in report["convs"]] == ["grouped", "depthwise", "grouped"]
     (shuffle,) = report["shuffles"]
     assert shuffle["exact"] and shuffle["groups"] == 3 and shuffle["perm"] == [0, 2, 1, 3, 4]
-    assert report["cost"]["macs"] == variants.get("shuffle_unit").cost(
-        variants.get("shuffle_unit").config()).macs
+    assert (
+        report["cost"]["macs"]
+        == variants.get("shuffle_unit").cost(variants.get("shuffle_unit").config()).macs
+    )
     per_conv = [report["node_macs"][c["name"]] for c in report["convs"]]
     assert sum(per_conv) == report["cost"]["macs"] and per_conv[0] == per_conv[2] > per_conv[1]
     assert main(["inspect", str(GRAPHS / "flattened" / "model.onnx")]) == 0
@@ -270,8 +296,21 @@ def test_inspect_reports_shuffle_and_convs(capsys):
 
 
 def test_export_cli_writes_the_layout(tmp_path, capsys):
-    assert main(["export", "--variant", "channel_shuffle", "--shuffle-rank", "4", "--quiet",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--variant",
+                "channel_shuffle",
+                "--shuffle-rank",
+                "4",
+                "--quiet",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "channel_shuffle" / "test_data_set_0" / "output_0.pb").exists()
     entry = json.loads((tmp_path / "manifest.json").read_text())["graphs"]["channel_shuffle"]
     assert entry["config"]["shuffle_rank"] == 4

@@ -14,6 +14,7 @@ from onnxconv.runtime import Target, make_session, run
 
 FP32_CPU = default_tolerance("fp32", "cpu")
 
+
 def test_to_fp16_converts_weights_and_keeps_io_float32(mini_net):
     model, x, ref = mini_net
     before = model.SerializeToString()
@@ -21,7 +22,9 @@ def test_to_fp16_converts_weights_and_keeps_io_float32(mini_net):
     assert model.SerializeToString() == before  # input untouched
     onnx.checker.check_model(half, full_check=True)
 
-    float_inits = [i for i in half.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)]
+    float_inits = [
+        i for i in half.graph.initializer if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
+    ]
     assert float_inits and all(i.data_type == TensorProto.FLOAT16 for i in float_inits)
     assert {i.name: i.data_type for i in half.graph.initializer}["shape5"] == TensorProto.INT64
     const = next(n for n in half.graph.node if n.op_type == "Constant")
@@ -50,17 +53,27 @@ def test_fp16_session_matches_fp32_reference(mini_net, opt_level):
         assert result.max_abs > 0  # it really ran in fp16: not bit-identical to fp32
     # and fp16 is genuinely less accurate than the fp32 tolerance allows somewhere
     fp32_out = run(make_session(model, Target("cpu", opt_level)), {"x": x})
-    assert compare(fp32_out["cat"], ref["cat"], FP32_CPU).max_abs < compare(out["cat"], ref["cat"], tol).max_abs
+    assert (
+        compare(fp32_out["cat"], ref["cat"], FP32_CPU).max_abs
+        < compare(out["cat"], ref["cat"], tol).max_abs
+    )
 
 
 def test_to_fp16_rejects_subgraphs():
-    then = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
-                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])])
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1])],
+    )
     node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=then)
     graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     with pytest.raises(UserInputError, match="'branch'.*subgraph"):

@@ -50,8 +50,18 @@ def const_node(out, values):
     return helper.make_node("Constant", [], [out], value=i64(out + "_v", values))
 
 
-def shuffle_model(mode="initializer", g=3, c=12, h=5, w=5, batch="N", perm=(0, 2, 1, 3, 4),
-                  rank=5, identity_between=False, shape_batch=-1):
+def shuffle_model(
+    mode="initializer",
+    g=3,
+    c=12,
+    h=5,
+    w=5,
+    batch="N",
+    perm=(0, 2, 1, 3, 4),
+    rank=5,
+    identity_between=False,
+    shape_batch=-1,
+):
     """x -> Reshape(name "r1") -> Transpose("t") -> Reshape("r2") -> y, shape given per ``mode``:
     initializer | constant | computed (Shape/Gather/Unsqueeze/Concat) | attribute (opset 4)."""
     first = [shape_batch, g, c // g, h, w] if rank == 5 else [shape_batch, g, c // g, h * w]
@@ -65,15 +75,19 @@ def shuffle_model(mode="initializer", g=3, c=12, h=5, w=5, batch="N", perm=(0, 2
     elif mode == "computed":  # as the torchscript exporter emits with dynamic axes
         nodes = [helper.make_node("Shape", ["x"], ["shp"]), const_node("ax0", [0])]
         for i in range(4):
-            nodes += [helper.make_node("Constant", [], [f"i{i}"], value=i64(f"i{i}_v", i)),
-                      helper.make_node("Gather", ["shp", f"i{i}"], [f"d{i}"], axis=0),
-                      helper.make_node("Unsqueeze", [f"d{i}", "ax0"], [f"u{i}"])]
-        nodes += [helper.make_node("Constant", [], ["gc"], value=i64("gc_v", g)),
-                  helper.make_node("Div", ["d1", "gc"], ["cpg"]),
-                  helper.make_node("Unsqueeze", ["cpg", "ax0"], ["ucpg"]),
-                  const_node("g1", [g]),
-                  helper.make_node("Concat", ["u0", "g1", "ucpg", "u2", "u3"], ["s1"], axis=0),
-                  helper.make_node("Concat", ["u0", "u1", "u2", "u3"], ["s2"], axis=0)]
+            nodes += [
+                helper.make_node("Constant", [], [f"i{i}"], value=i64(f"i{i}_v", i)),
+                helper.make_node("Gather", ["shp", f"i{i}"], [f"d{i}"], axis=0),
+                helper.make_node("Unsqueeze", [f"d{i}", "ax0"], [f"u{i}"]),
+            ]
+        nodes += [
+            helper.make_node("Constant", [], ["gc"], value=i64("gc_v", g)),
+            helper.make_node("Div", ["d1", "gc"], ["cpg"]),
+            helper.make_node("Unsqueeze", ["cpg", "ax0"], ["ucpg"]),
+            const_node("g1", [g]),
+            helper.make_node("Concat", ["u0", "g1", "ucpg", "u2", "u3"], ["s1"], axis=0),
+            helper.make_node("Concat", ["u0", "u1", "u2", "u3"], ["s2"], axis=0),
+        ]
         x, y = vi("x", [batch, c, "H", "W"]), vi("y", [batch, c, "H", "W"])
     elif mode == "attribute":
         opset = 4
@@ -93,7 +107,9 @@ def shuffle_model(mode="initializer", g=3, c=12, h=5, w=5, batch="N", perm=(0, 2
     return make(nodes, [x], [y], inits, opset)
 
 
-def conv_model(x_shape, w_shape, group=1, pads=None, bias=True, kernel_attr=True, weight_via=None, y_shape=None):
+def conv_model(
+    x_shape, w_shape, group=1, pads=None, bias=True, kernel_attr=True, weight_via=None, y_shape=None
+):
     """One Conv "conv"; ``weight_via``: None (initializer) | "constant" | "identity"."""
     k = list(w_shape[2:])
     attrs = {"group": group, "pads": pads if pads is not None else [0] * 2 * len(k)}
@@ -169,7 +185,9 @@ def test_wrong_perm_is_not_exact_and_fails_structure(perm):
     assert not s.exact and "perm" in s.problems[0]
     problems = check_structure(model, "channel_shuffle", {"groups": 3})
     assert problems and problems[0].node == "t"
-    with pytest.raises(CheckFailed, match=r"t: expected Reshape->Transpose\(perm \[0, 2, 1, 3, 4\]\)"):
+    with pytest.raises(
+        CheckFailed, match=r"t: expected Reshape->Transpose\(perm \[0, 2, 1, 3, 4\]\)"
+    ):
         assert_structure(model, "channel_shuffle", {"groups": 3}, source="graphs/x/model.onnx")
 
 
@@ -188,8 +206,11 @@ def test_shuffle_structure_counts_groups_and_stray_transposes():
     [p] = check_structure(model, "channel_shuffle", {"groups": 3, "shuffles": 2})
     assert p.node == "<graph>" and p.found == "1"
     # a lone Transpose is not a shuffle
-    lone = make([helper.make_node("Transpose", ["x"], ["y"], name="lone", perm=[0, 2, 1, 3])],
-                [vi("x", [1, 2, 3, 4])], [vi("y", None)])
+    lone = make(
+        [helper.make_node("Transpose", ["x"], ["y"], name="lone", perm=[0, 2, 1, 3])],
+        [vi("x", [1, 2, 3, 4])],
+        [vi("y", None)],
+    )
     nodes = [p.node for p in check_structure(lone, "channel_shuffle", {"groups": 2})]
     assert nodes == ["lone", "<graph>"]
 
@@ -227,13 +248,31 @@ def test_kernel_from_weight_when_attribute_missing(via):
 def test_flattened_pair_and_structure():
     nodes = [
         helper.make_node("Conv", ["x", "wl"], ["l"], name="lateral", kernel_shape=[1, 1]),
-        helper.make_node("Conv", ["l", "wv"], ["v"], name="vertical", kernel_shape=[3, 1], group=4, pads=[1, 0] * 2),
-        helper.make_node("Conv", ["v", "wh"], ["y"], name="horizontal", kernel_shape=[1, 3], group=4, pads=[0, 1] * 2),
+        helper.make_node(
+            "Conv",
+            ["l", "wv"],
+            ["v"],
+            name="vertical",
+            kernel_shape=[3, 1],
+            group=4,
+            pads=[1, 0] * 2,
+        ),
+        helper.make_node(
+            "Conv",
+            ["v", "wh"],
+            ["y"],
+            name="horizontal",
+            kernel_shape=[1, 3],
+            group=4,
+            pads=[0, 1] * 2,
+        ),
     ]
     inits = [weight("wl", [4, 3, 1, 1]), weight("wv", [4, 1, 3, 1]), weight("wh", [4, 1, 1, 3])]
     model = make(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", None)], inits)
     report = inspect_model(model)
-    assert [(p.vertical, p.horizontal, p.kernel) for p in report.flattened_pairs] == [("vertical", "horizontal", 3)]
+    assert [(p.vertical, p.horizontal, p.kernel) for p in report.flattened_pairs] == [
+        ("vertical", "horizontal", 3)
+    ]
     assert check_structure(model, "flattened", {"kernel": 3}) == []
     [p] = check_structure(model, "flattened", {"kernel": 5})[:1]
     assert p.node == "vertical" and p.expected == "kernel 5x1"
@@ -257,7 +296,11 @@ def test_family_checks_on_single_convs():
 
 def test_separable_needs_pointwise_after_depthwise():
     def model(between):
-        nodes = [helper.make_node("Conv", ["x", "wd"], ["d"], name="dw", kernel_shape=[3, 3], group=4, pads=[1] * 4)]
+        nodes = [
+            helper.make_node(
+                "Conv", ["x", "wd"], ["d"], name="dw", kernel_shape=[3, 3], group=4, pads=[1] * 4
+            )
+        ]
         src = "d"
         if between:
             nodes.append(helper.make_node("Relu", ["d"], ["r"], name="relu"))
@@ -273,9 +316,17 @@ def test_separable_needs_pointwise_after_depthwise():
 
 
 def test_inception_counts_convs_and_one_channel_concat():
-    nodes = [helper.make_node("Conv", ["x", f"w{i}"], [f"b{i}"], name=f"c{i}", kernel_shape=[1, 1]) for i in range(4)]
+    nodes = [
+        helper.make_node("Conv", ["x", f"w{i}"], [f"b{i}"], name=f"c{i}", kernel_shape=[1, 1])
+        for i in range(4)
+    ]
     nodes.append(helper.make_node("Concat", [f"b{i}" for i in range(4)], ["y"], name="cat", axis=1))
-    model = make(nodes, [vi("x", [1, 4, 8, 8])], [vi("y", None)], [weight(f"w{i}", [2, 4, 1, 1]) for i in range(4)])
+    model = make(
+        nodes,
+        [vi("x", [1, 4, 8, 8])],
+        [vi("y", None)],
+        [weight(f"w{i}", [2, 4, 1, 1]) for i in range(4)],
+    )
     assert check_structure(model, "inception", {"convs": 4}) == []
     assert [p.found for p in check_structure(model, "inception", {"convs": 6})] == ["4"]
 
@@ -326,7 +377,12 @@ def test_cost_counts_shared_weight_once_but_identity_aliases_apart():
         helper.make_node("Conv", ["x", "w", "b1"], ["h"], kernel_shape=[1, 1]),
         helper.make_node("Conv", ["h", "w", "b2"], ["y"], kernel_shape=[1, 1]),
     ]
-    model = make(nodes, [vi("x", [1, 4, 2, 2])], [vi("y", None)], [weight("w", [4, 4, 1, 1]), weight("b", [4])])
+    model = make(
+        nodes,
+        [vi("x", [1, 4, 2, 2])],
+        [vi("y", None)],
+        [weight("w", [4, 4, 1, 1]), weight("b", [4])],
+    )
     # MACs: two convs, each 1*4*2*2 outputs * 4*1*1 = 16 * 4 = 64
     assert graph_cost(model) == (16 + 4 + 4, 2 * 64)
 
@@ -371,7 +427,9 @@ def model_bytes():
     return conv_model([1, 3, 8, 8], [8, 3, 3, 3], y_shape=[1, 8, 6, 6]).SerializeToString()
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated", "random", "text", "parses"])
+@pytest.mark.parametrize(
+    "case", ["missing", "directory", "empty", "truncated", "random", "text", "parses"]
+)
 def test_load_model_errors_name_the_path(tmp_path, model_bytes, case):
     path = tmp_path / f"{case}.onnx"
     if case == "directory":
@@ -404,8 +462,13 @@ def test_load_model_reads_and_checks(tmp_path, model_bytes):
 
 def test_load_model_external_data(tmp_path, model_bytes):
     path = tmp_path / "ext.onnx"
-    onnx.save(onnx.load_from_string(model_bytes), path, save_as_external_data=True,
-              location="ext.data", size_threshold=0)
+    onnx.save(
+        onnx.load_from_string(model_bytes),
+        path,
+        save_as_external_data=True,
+        location="ext.data",
+        size_threshold=0,
+    )
     assert len(load_model(path, check=True).graph.initializer) == 2
     (tmp_path / "ext.data").unlink()
     with pytest.raises(UserInputError, match=r"ext\.onnx: cannot load ONNX model"):
@@ -439,8 +502,16 @@ def test_lint_rank5_and_fixed_batch_shuffle():
     assert [f.node for f in fixed] == ["r1", "r2"]
     assert "shuffle reshape fixes batch to 1 but input batch is dynamic" in fixed[0].message
     # a fixed batch is fine when the input batch is fixed too, and 0 copies the batch
-    assert not [f for f in lint_model(shuffle_model(batch=1, shape_batch=1)) if f.code == "shuffle-fixed-batch"]
-    assert not [f for f in lint_model(shuffle_model(batch="N", shape_batch=0)) if f.code == "shuffle-fixed-batch"]
+    assert not [
+        f
+        for f in lint_model(shuffle_model(batch=1, shape_batch=1))
+        if f.code == "shuffle-fixed-batch"
+    ]
+    assert not [
+        f
+        for f in lint_model(shuffle_model(batch="N", shape_batch=0))
+        if f.code == "shuffle-fixed-batch"
+    ]
 
 
 def test_lint_ops_above_target_opset():
@@ -448,7 +519,12 @@ def test_lint_ops_above_target_opset():
     [f] = [f for f in lint_model(model, target_opset=13) if f.code == "op-above-target-opset"]
     assert (f.node, f.severity) == ("r1", "warning") and "Reshape" in f.message
     assert not [f for f in lint_model(model, target_opset=17) if f.code == "op-above-target-opset"]
-    gelu = make([helper.make_node("Gelu", ["x"], ["y"], name="gelu")], [vi("x", [2])], [vi("y", None)], opset=20)
+    gelu = make(
+        [helper.make_node("Gelu", ["x"], ["y"], name="gelu")],
+        [vi("x", [2])],
+        [vi("y", None)],
+        opset=20,
+    )
     [f] = lint_model(gelu, target_opset=17)
     assert (f.code, f.severity, f.node) == ("op-above-target-opset", "error", "gelu")
 
@@ -464,7 +540,9 @@ def shuffle_module(groups):
     class Shuffle(torch.nn.Module):
         def forward(self, x):
             n, c, h, w = x.shape
-            return x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+            return (
+                x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+            )
 
     return Shuffle()
 
@@ -476,11 +554,22 @@ def test_torch_export_shuffle_detected(tmp_path, dynamo):
         pytest.importorskip("onnxscript")
     path = tmp_path / "shuffle.onnx"
     kwargs = {"external_data": False} if dynamo else {"dynamic_axes": {"x": {0: "batch"}}}
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
-        torch.onnx.export(shuffle_module(4), (torch.randn(2, 8, 5, 5),), str(path), dynamo=dynamo,
-                          opset_version=17, input_names=["x"], output_names=["y"], **kwargs)
+        torch.onnx.export(
+            shuffle_module(4),
+            (torch.randn(2, 8, 5, 5),),
+            str(path),
+            dynamo=dynamo,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["y"],
+            **kwargs,
+        )
     model = load_model(path, check=True)
     [s] = find_channel_shuffles(model)
     assert s.exact and s.groups == 4 and s.channels_per_group == 2 and s.rank == 5

@@ -16,14 +16,17 @@ from onnxconv.cli import main
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data" / "pytorch-converted"
 
 
-@pytest.mark.parametrize("folder,kind,group,multiplier", [
-    ("test_Conv2d", "standard", 1, None),
-    ("test_Conv2d_groups", "grouped", 2, None),
-    ("test_Conv2d_depthwise", "depthwise", 4, 1),
-    ("test_Conv2d_depthwise_with_multiplier", "depthwise", 4, 2),
-    ("test_Conv2d_depthwise_strided", "depthwise", 4, 1),
-    ("test_Conv2d_dilated", "standard", 1, None),
-])
+@pytest.mark.parametrize(
+    "folder,kind,group,multiplier",
+    [
+        ("test_Conv2d", "standard", 1, None),
+        ("test_Conv2d_groups", "grouped", 2, None),
+        ("test_Conv2d_depthwise", "depthwise", 4, 1),
+        ("test_Conv2d_depthwise_with_multiplier", "depthwise", 4, 2),
+        ("test_Conv2d_depthwise_strided", "depthwise", 4, 1),
+        ("test_Conv2d_dilated", "standard", 1, None),
+    ],
+)
 def test_inspect_classifies_and_counts_third_party_convs(folder, kind, group, multiplier, capsys):
     assert main(["inspect", str(DATA / folder), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

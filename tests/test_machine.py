@@ -16,14 +16,25 @@ def _fake_nvidia_smi(tmp_path, body: str) -> str:
 
 
 def test_gpu_info_parses_nvidia_smi_csv(tmp_path):
-    smi = _fake_nvidia_smi(tmp_path, 'echo "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB, 9.0"\n'
-                                     'echo "NVIDIA L4, 580.159.04, 23034 MiB, 8.9"\n')
+    smi = _fake_nvidia_smi(
+        tmp_path,
+        'echo "NVIDIA H100 80GB HBM3, 580.159.04, 81559 MiB, 9.0"\n'
+        'echo "NVIDIA L4, 580.159.04, 23034 MiB, 8.9"\n',
+    )
     gpus = machine.gpu_info(smi)
     assert gpus == [
-        {"name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "memory": "81559 MiB",
-         "compute_capability": "9.0"},
-        {"name": "NVIDIA L4", "driver": "580.159.04", "memory": "23034 MiB",
-         "compute_capability": "8.9"},
+        {
+            "name": "NVIDIA H100 80GB HBM3",
+            "driver": "580.159.04",
+            "memory": "81559 MiB",
+            "compute_capability": "9.0",
+        },
+        {
+            "name": "NVIDIA L4",
+            "driver": "580.159.04",
+            "memory": "23034 MiB",
+            "compute_capability": "8.9",
+        },
     ]
     text = machine.describe_gpus({"gpus": gpus})
     assert text.startswith("NVIDIA H100 80GB HBM3 (driver 580.159.04, 81559 MiB, compute 9.0); ")

@@ -21,8 +21,14 @@ GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
 VARIANTS = sorted(p.name for p in GRAPHS.iterdir() if (p / "model.onnx").exists())
 
 SHUFFLE = {"shuffle_perm_identity", "shuffle_groups_swapped", "transpose_hw"}
-CONV = {"transpose_hw", "weight_sign_flip", "weight_nudge", "conv_dilation", "conv_pads",
-        "fp16_overflow"}
+CONV = {
+    "transpose_hw",
+    "weight_sign_flip",
+    "weight_nudge",
+    "conv_dilation",
+    "conv_pads",
+    "fp16_overflow",
+}
 ANY = {"output_scaled", "stale_output"}
 APPLIES = {
     "channel_shuffle": (SHUFFLE - {"shuffle_groups_swapped"}) | ANY,  # g == C/g == 8
@@ -37,8 +43,12 @@ APPLIES = {
     "shufflenet_v2_unit": SHUFFLE | CONV | ANY,
     "standard": CONV | ANY,
 }
-PLANTED = [(v, name) for v in VARIANTS for name in MUTATIONS
-           if name in APPLIES.get(v, ()) and name != "stale_output"]
+PLANTED = [
+    (v, name)
+    for v in VARIANTS
+    for name in MUTATIONS
+    if name in APPLIES.get(v, ()) and name != "stale_output"
+]
 
 
 def read_pb(path: Path) -> np.ndarray:
@@ -50,8 +60,9 @@ def read_pb(path: Path) -> np.ndarray:
 def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     return session.run(None, feeds)[0]
 
 
@@ -97,9 +108,19 @@ def test_which_mutations_apply_to_which_graph():
 
 def test_mutations_are_listed_in_order():
     assert list(MUTATIONS) == [
-        "shuffle_perm_identity", "shuffle_groups_swapped", "transpose_hw", "weight_sign_flip",
-        "weight_nudge", "conv_dilation", "conv_pads", "bn_epsilon", "bn_scale", "add_to_sub",
-        "output_scaled", "fp16_overflow", "stale_output",
+        "shuffle_perm_identity",
+        "shuffle_groups_swapped",
+        "transpose_hw",
+        "weight_sign_flip",
+        "weight_nudge",
+        "conv_dilation",
+        "conv_pads",
+        "bn_epsilon",
+        "bn_scale",
+        "add_to_sub",
+        "output_scaled",
+        "fp16_overflow",
+        "stale_output",
     ]
 
 
@@ -180,15 +201,18 @@ def test_batchnorm_mutations_on_an_opset9_graph(ir_version):
     ]
     nodes = [
         helper.make_node("Conv", ["x", "W", "B"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["n"],
-                         name="bn"),
+        helper.make_node(
+            "BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["n"], name="bn"
+        ),
         helper.make_node("Relu", ["n"], ["y"], name="relu"),
     ]
     declared = [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in inits]
     model = make_model(
         nodes,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
-         *(declared if ir_version < 4 else [])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+            *(declared if ir_version < 4 else []),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
         inits,
         opset=9,
@@ -197,8 +221,11 @@ def test_batchnorm_mutations_on_an_opset9_graph(ir_version):
     feeds = {"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}
     original = run_ort(model, feeds)
     found = {m.name: m for m in mutants(model, {"y": original})}
-    assert set(found) == set(MUTATIONS) - {"shuffle_perm_identity", "shuffle_groups_swapped",
-                                           "add_to_sub"}
+    assert set(found) == set(MUTATIONS) - {
+        "shuffle_perm_identity",
+        "shuffle_groups_swapped",
+        "add_to_sub",
+    }
     for name in ("bn_epsilon", "bn_scale"):
         mutant = found[name]
         assert mutant.node == "bn"
@@ -215,8 +242,7 @@ def test_mutants_of_mini_net(mini_net):
     feeds = {"x": x}
     original = run_ort(model, feeds)
     found = {m.name: m for m in mutants(model)}
-    assert list(found) == [name for name in MUTATIONS
-                           if name not in {"add_to_sub", "stale_output"}]
+    assert list(found) == [name for name in MUTATIONS if name not in {"add_to_sub", "stale_output"}]
     for mutant in found.values():
         assert_valid(mutant, model)
         out = run_ort(mutant.model, feeds)
@@ -231,8 +257,9 @@ def test_shared_reshape_shape_is_left_to_its_other_reader():
     for i, src in ((1, "x"), (2, "s1")):
         nodes += [
             helper.make_node("Reshape", [src, "shape5"], [f"r{i}"], name=f"reshape{i}"),
-            helper.make_node("Transpose", [f"r{i}"], [f"t{i}"], name=f"transpose{i}",
-                             perm=[0, 2, 1, 3, 4]),
+            helper.make_node(
+                "Transpose", [f"r{i}"], [f"t{i}"], name=f"transpose{i}", perm=[0, 2, 1, 3, 4]
+            ),
             helper.make_node("Reshape", [f"t{i}", "shape4"], [f"s{i}"], name=f"flatten{i}"),
         ]
     model = make_model(

@@ -75,6 +75,7 @@ def batchnorms(module: torch.nn.Module) -> list[torch.nn.BatchNorm2d]:
 
 # --- the modules ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", NETWORKS)
 def test_parameter_count_matches_torchvision(name):
     module = NETWORKS[name]()
@@ -103,12 +104,13 @@ def test_weights_are_seeded_and_batchnorm_is_not_the_identity(name):
 
 # --- both exporters ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("exporter, opset, dynamic_batch", EXPORTS)
 @pytest.mark.parametrize("name", NETWORKS)
-def test_export_runs_on_onnx_runtime_like_pytorch(name, exporter, opset, dynamic_batch,
-                                                  tmp_path):
-    path = export_network(name, tmp_path, exporter=exporter, opset=opset,
-                          dynamic_batch=dynamic_batch, size=SIZE)
+def test_export_runs_on_onnx_runtime_like_pytorch(name, exporter, opset, dynamic_batch, tmp_path):
+    path = export_network(
+        name, tmp_path, exporter=exporter, opset=opset, dynamic_batch=dynamic_batch, size=SIZE
+    )
     model, x, y = graph_and_data(path)
     onnx.checker.check_model(model, full_check=True)
     assert default_opset(model) == opset
@@ -130,6 +132,7 @@ def test_unknown_network_is_refused(tmp_path):
 
 
 # --- the opset-9 graph with unfolded BatchNormalization ---------------------------------------
+
 
 @pytest.fixture(scope="module")
 def opset9(tmp_path_factory) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray, Path]:

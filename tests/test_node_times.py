@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from cuda_marks import cuda_only
+from onnx import TensorProto, helper
 from onnx_builders import make_init, make_model
-from onnxconv import bench, bench_report
+
+from onnxconv.bench import harness as bench
+from onnxconv.bench import report as bench_report
+from onnxconv.bench.node_times import split_nodes, time_nodes
 from onnxconv.divergence import with_all_outputs
 from onnxconv.errors import UserInputError
-from onnxconv.node_times import split_nodes, time_nodes
 from onnxconv.runtime import EpUnavailable, Target, ep_unavailable_reason, make_session, run
 
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
@@ -24,10 +25,15 @@ GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
 @pytest.mark.parametrize("name", ["shuffle_unit", "inception", "flattened"])
 def test_one_node_models_reproduce_the_graphs_own_intermediates(name):
     model = onnx.load(GRAPHS / name / "model.onnx")
-    x = np.random.default_rng(0).standard_normal(
-        [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)
-    every = run(make_session(with_all_outputs(model), Target("cpu", "disabled")),
-                {model.graph.input[0].name: x})
+    x = (
+        np.random.default_rng(0)
+        .standard_normal([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
+        .astype(np.float32)
+    )
+    every = run(
+        make_session(with_all_outputs(model), Target("cpu", "disabled")),
+        {model.graph.input[0].name: x},
+    )
     every[model.graph.input[0].name] = x
     parts = split_nodes(model)
     assert [p.op_type for p in parts] == [n.op_type for n in model.graph.node]
@@ -45,8 +51,13 @@ def _shape_driven_graph() -> onnx.ModelProto:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 96])
     nodes = [
         helper.make_node("Shape", ["x"], ["s"], name="shape", end=1),
-        helper.make_node("Constant", [], ["minus_one"], name="const",
-                         value=helper.make_tensor("v", TensorProto.INT64, [1], [-1])),
+        helper.make_node(
+            "Constant",
+            [],
+            ["minus_one"],
+            name="const",
+            value=helper.make_tensor("v", TensorProto.INT64, [1], [-1]),
+        ),
         helper.make_node("Concat", ["s", "minus_one"], ["target"], name="concat", axis=0),
         helper.make_node("Relu", ["x"], ["r"], name="relu"),
         helper.make_node("Reshape", ["r", "target"], ["flat"], name="reshape"),
@@ -87,16 +98,36 @@ def test_time_nodes_refuses_an_unavailable_ep():
 
 
 def test_bench_per_node_lands_in_the_report(tmp_path):
-    report = bench.run_bench(["shuffle_unit"], overrides={"height": 8, "width": 8}, eps=["cpu"],
-                             opt_levels=["all"], rounds=1, blocks=2, calls=3, warmup=1,
-                             warmup_s=0.0, profile=False, roofs=False, per_node=True,
-                             per_node_calls=3)
+    report = bench.run_bench(
+        ["shuffle_unit"],
+        overrides={"height": 8, "width": 8},
+        eps=["cpu"],
+        opt_levels=["all"],
+        rounds=1,
+        blocks=2,
+        calls=3,
+        warmup=1,
+        warmup_s=0.0,
+        profile=False,
+        roofs=False,
+        per_node=True,
+        per_node_calls=3,
+    )
     ort_cell = next(c for c in report.cells if c["backend"] == "ort")
     torch_cell = next(c for c in report.cells if c["backend"] == "torch")
     assert torch_cell["per_node"] is None
     nodes = ort_cell["per_node"]["nodes"]
-    assert [n["op_type"] for n in nodes] == ["Conv", "Relu", "Reshape", "Transpose", "Reshape",
-                                             "Conv", "Conv", "Add", "Relu"]
+    assert [n["op_type"] for n in nodes] == [
+        "Conv",
+        "Relu",
+        "Reshape",
+        "Transpose",
+        "Reshape",
+        "Conv",
+        "Conv",
+        "Add",
+        "Relu",
+    ]
     assert all(n["ms"] > 0 for n in nodes)
     convs = [n for n in nodes if n["op_type"] == "Conv"]
     assert sum(n["macs"] for n in convs) == ort_cell["macs"]
@@ -119,20 +150,38 @@ def test_node_macs_add_up_to_the_graph_cost(name):
     per_node = node_macs(model)
     assert len(per_node) == len(model.graph.node)
     assert sum(m for m in per_node if m) == graph_cost(model)[1]
-    assert all((m is not None) == (n.op_type in ("Conv", "Gemm", "MatMul"))
-               for m, n in zip(per_node, model.graph.node))
+    assert all(
+        (m is not None) == (n.op_type in ("Conv", "Gemm", "MatMul"))
+        for m, n in zip(per_node, model.graph.node)
+    )
 
 
 def test_dynamic_batch_graph_is_timed_at_the_batch_fed(tmp_path):
     from onnxconv.export import ExportOptions, export_variants
 
-    (exported,) = export_variants(["shuffle_unit"], tmp_path / "g", ExportOptions(
-        dynamic_batch=True), overrides={"height": 8, "width": 8})
+    (exported,) = export_variants(
+        ["shuffle_unit"],
+        tmp_path / "g",
+        ExportOptions(dynamic_batch=True),
+        overrides={"height": 8, "width": 8},
+    )
     model = onnx.load(exported.model_path)
     assert all(p.skipped for p in split_nodes(model) if p.op_type == "Conv")  # batch unknown
-    report = bench.run_bench([exported.model_path], batches=[2], eps=["cpu"], opt_levels=["all"],
-                             rounds=1, blocks=2, calls=3, warmup=1, warmup_s=0.0, profile=False,
-                             roofs=False, per_node=True, per_node_calls=3)
+    report = bench.run_bench(
+        [exported.model_path],
+        batches=[2],
+        eps=["cpu"],
+        opt_levels=["all"],
+        rounds=1,
+        blocks=2,
+        calls=3,
+        warmup=1,
+        warmup_s=0.0,
+        profile=False,
+        roofs=False,
+        per_node=True,
+        per_node_calls=3,
+    )
     (cell,) = report.cells
     convs = [n for n in cell["per_node"]["nodes"] if n["op_type"] == "Conv"]
     assert len(convs) == 3 and all(n["ms"] > 0 and n["skipped"] is None for n in convs)
@@ -143,8 +192,9 @@ def test_dynamic_batch_graph_is_timed_at_the_batch_fed(tmp_path):
 
 @cuda_only
 def test_every_node_of_the_shuffle_unit_runs_alone_on_cuda():
-    result = time_nodes(onnx.load(GRAPHS / "shuffle_unit" / "model.onnx"), "cuda", "all",
-                        warmup=2, calls=5)
+    result = time_nodes(
+        onnx.load(GRAPHS / "shuffle_unit" / "model.onnx"), "cuda", "all", warmup=2, calls=5
+    )
     assert all(r["ms"] is not None and r["ms"] > 0 for r in result["nodes"]), result["nodes"]
 
 

@@ -27,6 +27,7 @@ Input = np.ndarray | None
 
 # --- helpers -----------------------------------------------------------------------------------
 
+
 def randn(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -35,16 +36,21 @@ def f32(values: Any) -> np.ndarray:
     return np.array(values, np.float32)
 
 
-def node_model(op: str, opset: int, inputs: Sequence[Input], n_outputs: int = 1,
-               **attrs: Any) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def node_model(
+    op: str, opset: int, inputs: Sequence[Input], n_outputs: int = 1, **attrs: Any
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """One ``op`` node at ``opset`` and its feeds: the first input is fed, the others are
     initializers, ``None`` is an absent optional input."""
     names = ["" if value is None else f"in{i}" for i, value in enumerate(inputs)]
     outputs = [f"out{i}" for i in range(n_outputs)]
     graph = helper.make_graph(
-        [helper.make_node(op, names, outputs, **attrs)], "g",
-        [helper.make_tensor_value_info("in0", helper.np_dtype_to_tensor_dtype(inputs[0].dtype),
-                                       inputs[0].shape)],
+        [helper.make_node(op, names, outputs, **attrs)],
+        "g",
+        [
+            helper.make_tensor_value_info(
+                "in0", helper.np_dtype_to_tensor_dtype(inputs[0].dtype), inputs[0].shape
+            )
+        ],
         [helper.make_empty_tensor_value_info(name) for name in outputs],
         [numpy_helper.from_array(v, n) for n, v in zip(names[1:], inputs[1:]) if v is not None],
     )
@@ -52,8 +58,9 @@ def node_model(op: str, opset: int, inputs: Sequence[Input], n_outputs: int = 1,
     return model, {"in0": inputs[0]}
 
 
-def run_node(op: str, opset: int, inputs: Sequence[Input], n_outputs: int = 1,
-             **attrs: Any) -> list[np.ndarray]:
+def run_node(
+    op: str, opset: int, inputs: Sequence[Input], n_outputs: int = 1, **attrs: Any
+) -> list[np.ndarray]:
     """The outputs of one ``op`` node at ``opset``, computed by onnxconv's evaluator."""
     model, feeds = node_model(op, opset, inputs, n_outputs, **attrs)
     return evaluator(model).run(None, feeds)
@@ -73,11 +80,16 @@ def torch_truth(fn: Callable[..., torch.Tensor], *arrays: np.ndarray, **kwargs: 
 
 def expand(cases: Sequence[tuple[Any, ...]], opsets: Sequence[int]) -> list[Any]:
     """``(label, min_opset, *rest)`` cases, one param per opset from ``min_opset`` on."""
-    return [pytest.param(opset, *rest, id=f"{opset}-{label}")
-            for label, min_opset, *rest in cases for opset in opsets if opset >= min_opset]
+    return [
+        pytest.param(opset, *rest, id=f"{opset}-{label}")
+        for label, min_opset, *rest in cases
+        for opset in opsets
+        if opset >= min_opset
+    ]
 
 
 # --- the API -----------------------------------------------------------------------------------
+
 
 def test_every_override_is_listed_in_fixed() -> None:
     assert {cls.__name__ for cls in OVERRIDES} == set(FIXED)
@@ -92,12 +104,16 @@ def test_run_reference_returns_graph_outputs_or_the_names_asked() -> None:
     np.testing.assert_array_equal(run_reference(model, feeds, ["out0"])["out0"], np.maximum(x, 0))
 
 
-@pytest.mark.parametrize("op, inputs", [
-    ("NoSuchOp", [randn(2, 3)]),                                   # fails building the evaluator
-    ("Reshape", [randn(2, 3), np.array([4, -1], np.int64)]),       # fails running
-])
+@pytest.mark.parametrize(
+    "op, inputs",
+    [
+        ("NoSuchOp", [randn(2, 3)]),  # fails building the evaluator
+        ("Reshape", [randn(2, 3), np.array([4, -1], np.int64)]),  # fails running
+    ],
+)
 def test_run_reference_turns_evaluator_errors_into_check_failed(
-        op: str, inputs: list[np.ndarray]) -> None:
+    op: str, inputs: list[np.ndarray]
+) -> None:
     model, feeds = node_model(op, 13, inputs)
     with pytest.raises(CheckFailed, match="^onnx ReferenceEvaluator failed: .+"):
         run_reference(model, feeds)
@@ -109,54 +125,102 @@ ROW = f32([[[[1, 2]]]])
 SOFTMAX_IN = f32([[[[0]], [[np.log(3)]]]])  # (1, 2, 1, 1)
 
 
-@pytest.mark.parametrize("op, opset, inputs, attrs, expected", [
-    # k2 s2 SAME_LOWER on 5: ceil(5/2) = 3 outputs, the 1 pad first: max(1), max(5, 2), max(4, 3)
-    ("MaxPool", 12, [f32([[[1, 5, 2, 4, 3]]])],
-     {"kernel_shape": [2], "strides": [2], "auto_pad": "SAME_LOWER"}, f32([[[1, 5, 4]]])),
-    # k3 s3 ceil_mode on 7: windows [1 2 3] [4 5 6] [7]
-    ("AveragePool", 11, [f32([[[1, 2, 3, 4, 5, 6, 7]]])],
-     {"kernel_shape": [3], "strides": [3], "ceil_mode": 1}, f32([[[2, 5, 7]]])),
-    # coerced to 2-D [1, 2] at axis 1: softmax(0, ln 3) = (1/4, 3/4)
-    ("Softmax", 11, [SOFTMAX_IN], {}, f32([[[[0.25]], [[0.75]]]])),
-    ("LogSoftmax", 11, [SOFTMAX_IN], {}, np.log(f32([[[[0.25]], [[0.75]]]]))),
-    # 1 * (1*3 + 2*4) + 2 * 1
-    ("Gemm", 6, [f32([[1, 2]]), f32([[3], [4]]), f32([[1]])], {"beta": 2.0}, f32([[13]])),
-    # x_original = x / 2 = 0, 0.5, 1, 1.5: floor -> 0 0 1 1; linear -> 1, 1.5, 2, 2 (edge)
-    ("Resize", 10, [ROW, f32([1, 1, 1, 2])], {"mode": "nearest"}, f32([[[[1, 1, 2, 2]]]])),
-    ("Resize", 10, [ROW, f32([1, 1, 1, 2])], {"mode": "linear"}, f32([[[[1, 1.5, 2, 2]]]])),
-    ("Upsample", 7, [ROW], {"mode": "linear", "scales": [1.0, 1.0, 1.0, 2.0]},
-     f32([[[[1, 1.5, 2, 2]]]])),
-    ("Upsample", 9, [ROW, f32([1, 1, 1, 1.5])], {"mode": "nearest"}, f32([[[[1, 1, 2]]]])),
-    # (x + 0.5) / 2 = .25 .75 1.25 1.75 2.25 2.75, half rounds down, clamp: 0 1 1 2 2 2
-    ("Resize", 11, [f32([[[[1, 2, 3]]]]), f32([]), f32([1, 1, 1, 2])],
-     {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn"},
-     f32([[[[1, 2, 2, 3, 3, 3]]]])),
-    # axis 1: crop 1 at the beginning, pad 2 zeros at the end
-    ("Pad", 11, [f32([[1, 2, 3]]), np.array([0, -1, 0, 2], np.int64)], {}, f32([[2, 3, 0, 0]])),
-], ids=["MaxPool-same-lower", "AveragePool-ceil", "Softmax-2d", "LogSoftmax-2d", "Gemm6-beta",
-        "Resize10-nearest", "Resize10-linear", "Upsample7-linear", "Upsample9-fractional",
-        "Resize11-tf-half-pixel", "Pad-negative"])
-def test_fix_by_hand(op: str, opset: int, inputs: list[np.ndarray], attrs: dict[str, Any],
-                     expected: np.ndarray) -> None:
+@pytest.mark.parametrize(
+    "op, opset, inputs, attrs, expected",
+    [
+        # k2 s2 SAME_LOWER on 5: ceil(5/2) = 3 outputs, the 1 pad first:
+        # max(1), max(5, 2), max(4, 3)
+        (
+            "MaxPool",
+            12,
+            [f32([[[1, 5, 2, 4, 3]]])],
+            {"kernel_shape": [2], "strides": [2], "auto_pad": "SAME_LOWER"},
+            f32([[[1, 5, 4]]]),
+        ),
+        # k3 s3 ceil_mode on 7: windows [1 2 3] [4 5 6] [7]
+        (
+            "AveragePool",
+            11,
+            [f32([[[1, 2, 3, 4, 5, 6, 7]]])],
+            {"kernel_shape": [3], "strides": [3], "ceil_mode": 1},
+            f32([[[2, 5, 7]]]),
+        ),
+        # coerced to 2-D [1, 2] at axis 1: softmax(0, ln 3) = (1/4, 3/4)
+        ("Softmax", 11, [SOFTMAX_IN], {}, f32([[[[0.25]], [[0.75]]]])),
+        ("LogSoftmax", 11, [SOFTMAX_IN], {}, np.log(f32([[[[0.25]], [[0.75]]]]))),
+        # 1 * (1*3 + 2*4) + 2 * 1
+        ("Gemm", 6, [f32([[1, 2]]), f32([[3], [4]]), f32([[1]])], {"beta": 2.0}, f32([[13]])),
+        # x_original = x / 2 = 0, 0.5, 1, 1.5: floor -> 0 0 1 1; linear -> 1, 1.5, 2, 2 (edge)
+        ("Resize", 10, [ROW, f32([1, 1, 1, 2])], {"mode": "nearest"}, f32([[[[1, 1, 2, 2]]]])),
+        ("Resize", 10, [ROW, f32([1, 1, 1, 2])], {"mode": "linear"}, f32([[[[1, 1.5, 2, 2]]]])),
+        (
+            "Upsample",
+            7,
+            [ROW],
+            {"mode": "linear", "scales": [1.0, 1.0, 1.0, 2.0]},
+            f32([[[[1, 1.5, 2, 2]]]]),
+        ),
+        ("Upsample", 9, [ROW, f32([1, 1, 1, 1.5])], {"mode": "nearest"}, f32([[[[1, 1, 2]]]])),
+        # (x + 0.5) / 2 = .25 .75 1.25 1.75 2.25 2.75, half rounds down, clamp: 0 1 1 2 2 2
+        (
+            "Resize",
+            11,
+            [f32([[[[1, 2, 3]]]]), f32([]), f32([1, 1, 1, 2])],
+            {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn"},
+            f32([[[[1, 2, 2, 3, 3, 3]]]]),
+        ),
+        # axis 1: crop 1 at the beginning, pad 2 zeros at the end
+        ("Pad", 11, [f32([[1, 2, 3]]), np.array([0, -1, 0, 2], np.int64)], {}, f32([[2, 3, 0, 0]])),
+    ],
+    ids=[
+        "MaxPool-same-lower",
+        "AveragePool-ceil",
+        "Softmax-2d",
+        "LogSoftmax-2d",
+        "Gemm6-beta",
+        "Resize10-nearest",
+        "Resize10-linear",
+        "Upsample7-linear",
+        "Upsample9-fractional",
+        "Resize11-tf-half-pixel",
+        "Pad-negative",
+    ],
+)
+def test_fix_by_hand(
+    op: str, opset: int, inputs: list[np.ndarray], attrs: dict[str, Any], expected: np.ndarray
+) -> None:
     assert_outputs(run_node(op, opset, inputs, **attrs), [expected])
 
 
 # --- BatchNormalization (fixed for opsets < 14) ------------------------------------------------
 
+
 def bn_inputs() -> list[np.ndarray]:
     x = randn(2, 3, 4, 4, seed=1) * 2 + 1
     mean, var = np.array([0.5, -1.0, 2.0], np.float32), np.array([0.25, 4.0, 1.0], np.float32)
-    return [x, np.array([1.5, -0.5, 2.0], np.float32), np.array([0.1, 0.2, -0.3], np.float32),
-            mean, var]
+    return [
+        x,
+        np.array([1.5, -0.5, 2.0], np.float32),
+        np.array([0.1, 0.2, -0.3], np.float32),
+        mean,
+        var,
+    ]
 
 
-def bn_by_hand(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
-               var: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+def bn_by_hand(
+    x: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float = 1e-5,
+) -> np.ndarray:
     """The spec's inference formula, per channel, in float64."""
     c = (-1, 1, 1)
     x64 = x.astype(np.float64)
-    return (scale.reshape(c) * (x64 - mean.reshape(c)) / np.sqrt(var.reshape(c) + eps)
-            + bias.reshape(c))
+    return scale.reshape(c) * (x64 - mean.reshape(c)) / np.sqrt(
+        var.reshape(c) + eps
+    ) + bias.reshape(c)
 
 
 def test_opset9_bn_plain_evaluator_is_wrong_and_evaluator_is_right() -> None:
@@ -170,16 +234,29 @@ def test_opset9_bn_plain_evaluator_is_wrong_and_evaluator_is_right() -> None:
     assert_outputs(evaluator(model).run(None, feeds), [expected])
 
 
-@pytest.mark.parametrize("opset, attrs", [
-    (6, {}), (6, {"is_test": 1}), (6, {"is_test": 0, "momentum": 0.9}), (7, {}),
-    (7, {"spatial": 1}), (9, {}), (9, {"momentum": 0.5, "epsilon": 1e-3}), (13, {}),
-    (14, {"training_mode": 0}), (14, {}), (15, {"training_mode": 0}), (15, {}),
-])
+@pytest.mark.parametrize(
+    "opset, attrs",
+    [
+        (6, {}),
+        (6, {"is_test": 1}),
+        (6, {"is_test": 0, "momentum": 0.9}),
+        (7, {}),
+        (7, {"spatial": 1}),
+        (9, {}),
+        (9, {"momentum": 0.5, "epsilon": 1e-3}),
+        (13, {}),
+        (14, {"training_mode": 0}),
+        (14, {}),
+        (15, {"training_mode": 0}),
+        (15, {}),
+    ],
+)
 def test_bn_inference(opset: int, attrs: dict[str, Any]) -> None:
     inputs = bn_inputs()
     eps = attrs.get("epsilon", 1e-5)
-    assert_outputs(run_node("BatchNormalization", opset, inputs, **attrs),
-                   [bn_by_hand(*inputs, eps=eps)])
+    assert_outputs(
+        run_node("BatchNormalization", opset, inputs, **attrs), [bn_by_hand(*inputs, eps=eps)]
+    )
 
 
 def test_bn_opset7_per_activation_parameters() -> None:
@@ -188,14 +265,14 @@ def test_bn_opset7_per_activation_parameters() -> None:
     scale, bias, mean = (randn(3, 4, 4, seed=s) for s in (1, 2, 3))
     var = np.abs(randn(3, 4, 4, seed=4)) + 0.5
     truth = scale * (x - mean) / np.sqrt(var + 1e-5) + bias
-    assert_outputs(run_node("BatchNormalization", 7, [x, scale, bias, mean, var], spatial=0),
-                   [truth])
+    assert_outputs(
+        run_node("BatchNormalization", 7, [x, scale, bias, mean, var], spatial=0), [truth]
+    )
 
 
 def test_bn_opset15_training_mode_is_onnx_own() -> None:
     """Where ``training_mode`` is explicit (opset >= 14) onnx's implementation runs unchanged."""
-    model, feeds = node_model("BatchNormalization", 15, bn_inputs(), n_outputs=3,
-                              training_mode=1)
+    model, feeds = node_model("BatchNormalization", 15, bn_inputs(), n_outputs=3, training_mode=1)
     ours, plain = evaluator(model), ReferenceEvaluator(model)
     assert type(ours.rt_nodes_[0].onnx_impl) is type(plain.rt_nodes_[0])
     for got, expected in zip(ours.run(None, feeds), plain.run(None, feeds)):
@@ -210,6 +287,7 @@ def test_bn_before_opset14_training_outputs_give_no_opinion() -> None:
 
 # --- Conv (right) ------------------------------------------------------------------------------
 
+
 def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
     """SAME_UPPER/SAME_LOWER: pad so that the output is ceil(size / stride); an odd total puts
     the extra pixel at the end (UPPER) or the beginning (LOWER)."""
@@ -218,8 +296,9 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -
     return (total // 2, total - total // 2) if upper else (total - total // 2, total // 2)
 
 
-def torch_pads(x: np.ndarray, kernel: int, stride: int, dilation: int,
-               auto_pad: str) -> tuple[int, int, int, int]:
+def torch_pads(
+    x: np.ndarray, kernel: int, stride: int, dilation: int, auto_pad: str
+) -> tuple[int, int, int, int]:
     """F.pad's (left, right, top, bottom) for an auto_pad on a 2-D input."""
     if auto_pad == "VALID":
         return (0, 0, 0, 0)
@@ -232,14 +311,31 @@ def torch_pads(x: np.ndarray, kernel: int, stride: int, dilation: int,
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dilation, group", [(1, 1), (2, 1), (1, 4)], ids=["d1g1", "d2", "dw"])
-def test_conv_auto_pad(opset: int, auto_pad: str, stride: int, dilation: int,
-                       group: int) -> None:
+def test_conv_auto_pad(opset: int, auto_pad: str, stride: int, dilation: int, group: int) -> None:
     x, w, b = randn(1, 4, 9, 8), randn(4, 4 // group, 3, 3, seed=1), randn(4, seed=2)
-    truth = torch_truth(lambda x, w, b: F.conv2d(
-        F.pad(x, torch_pads(x.numpy(), 3, stride, dilation, auto_pad)), w, b, stride,
-        dilation=dilation, groups=group), x, w, b)
-    got = run_node("Conv", opset, [x, w, b], auto_pad=auto_pad, strides=[stride] * 2,
-                   dilations=[dilation] * 2, group=group, kernel_shape=[3, 3])
+    truth = torch_truth(
+        lambda x, w, b: F.conv2d(
+            F.pad(x, torch_pads(x.numpy(), 3, stride, dilation, auto_pad)),
+            w,
+            b,
+            stride,
+            dilation=dilation,
+            groups=group,
+        ),
+        x,
+        w,
+        b,
+    )
+    got = run_node(
+        "Conv",
+        opset,
+        [x, w, b],
+        auto_pad=auto_pad,
+        strides=[stride] * 2,
+        dilations=[dilation] * 2,
+        group=group,
+        kernel_shape=[3, 3],
+    )
     assert_outputs(got, [truth])
 
 
@@ -252,6 +348,7 @@ def test_conv_asymmetric_pads(opset: int) -> None:
 
 # --- MaxPool, AveragePool (fixed), GlobalAveragePool (right) -----------------------------------
 
+
 def onnx_pads_to_torch(pads: Sequence[int]) -> tuple[int, int, int, int]:
     """ONNX [h_begin, w_begin, h_end, w_end] -> F.pad's (left, right, top, bottom)."""
     return (pads[1], pads[3], pads[0], pads[2])
@@ -261,8 +358,9 @@ def max_padded(x: torch.Tensor, pads: Sequence[int], k: int, s: int) -> torch.Te
     return F.max_pool2d(F.pad(x, onnx_pads_to_torch(pads), value=-math.inf), k, s)
 
 
-def avg_by_windows(x: torch.Tensor, pads: Sequence[int], k: int, s: int, d: int,
-                   count_include_pad: int) -> torch.Tensor:
+def avg_by_windows(
+    x: torch.Tensor, pads: Sequence[int], k: int, s: int, d: int, count_include_pad: int
+) -> torch.Tensor:
     """Window sums over the zero-padded input (F.unfold) divided by the number of input pixels
     in the window, or of input-or-pad pixels with count_include_pad."""
     torch_pads_ = onnx_pads_to_torch(pads)
@@ -288,21 +386,49 @@ K3S2 = {"kernel_shape": [3, 3], "strides": [2, 2]}
 MAX_CASES = [  # label, min opset, attributes, truth
     ("k3s2p1", 1, {**K3S2, "pads": [1] * 4}, lambda x: F.max_pool2d(x, 3, 2, 1)),
     ("k3s2-valid", 1, {**K3S2, "auto_pad": "VALID"}, lambda x: F.max_pool2d(x, 3, 2)),
-    ("k3s2-same-upper", 1, {**K3S2, "auto_pad": "SAME_UPPER"},
-     lambda x: max_padded(x, same(X_POOL, 3, 2, 1, True), 3, 2)),
-    ("k3s2-same-lower", 1, {**K3S2, "auto_pad": "SAME_LOWER"},
-     lambda x: max_padded(x, same(X_POOL, 3, 2, 1, False), 3, 2)),
-    ("k2s1-asym-pads", 1, {"kernel_shape": [2, 2], "pads": [0, 1, 1, 0]},
-     lambda x: max_padded(x, [0, 1, 1, 0], 2, 1)),
-    ("k2s1-pads-w-begin", 1, {"kernel_shape": [2, 2], "pads": [0, 1, 0, 0]},
-     lambda x: max_padded(x, [0, 1, 0, 0], 2, 1)),
-    ("k3s1p1-ceil", 10, {"kernel_shape": [3, 3], "pads": [1] * 4, "ceil_mode": 1},
-     lambda x: F.max_pool2d(x, 3, 1, 1, ceil_mode=True)),
+    (
+        "k3s2-same-upper",
+        1,
+        {**K3S2, "auto_pad": "SAME_UPPER"},
+        lambda x: max_padded(x, same(X_POOL, 3, 2, 1, True), 3, 2),
+    ),
+    (
+        "k3s2-same-lower",
+        1,
+        {**K3S2, "auto_pad": "SAME_LOWER"},
+        lambda x: max_padded(x, same(X_POOL, 3, 2, 1, False), 3, 2),
+    ),
+    (
+        "k2s1-asym-pads",
+        1,
+        {"kernel_shape": [2, 2], "pads": [0, 1, 1, 0]},
+        lambda x: max_padded(x, [0, 1, 1, 0], 2, 1),
+    ),
+    (
+        "k2s1-pads-w-begin",
+        1,
+        {"kernel_shape": [2, 2], "pads": [0, 1, 0, 0]},
+        lambda x: max_padded(x, [0, 1, 0, 0], 2, 1),
+    ),
+    (
+        "k3s1p1-ceil",
+        10,
+        {"kernel_shape": [3, 3], "pads": [1] * 4, "ceil_mode": 1},
+        lambda x: F.max_pool2d(x, 3, 1, 1, ceil_mode=True),
+    ),
     ("k3s2-ceil", 10, {**K3S2, "ceil_mode": 1}, lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True)),
-    ("k3s3p1-ceil", 10, {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [1] * 4,
-                         "ceil_mode": 1}, lambda x: F.max_pool2d(x, 3, 3, 1, ceil_mode=True)),
-    ("k2s1p1-dil2", 10, {"kernel_shape": [2, 2], "pads": [1] * 4, "dilations": [2, 2]},
-     lambda x: F.max_pool2d(x, 2, 1, 1, dilation=2)),
+    (
+        "k3s3p1-ceil",
+        10,
+        {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [1] * 4, "ceil_mode": 1},
+        lambda x: F.max_pool2d(x, 3, 3, 1, ceil_mode=True),
+    ),
+    (
+        "k2s1p1-dil2",
+        10,
+        {"kernel_shape": [2, 2], "pads": [1] * 4, "dilations": [2, 2]},
+        lambda x: F.max_pool2d(x, 2, 1, 1, dilation=2),
+    ),
 ]
 
 
@@ -330,40 +456,83 @@ def test_max_pool_indices(stride: int, storage_order: int) -> None:
     plane = np.arange(6).reshape(2, 3, 1, 1) * 30
     h, w = np.divmod(index.numpy(), 6)
     flat = plane + (h + w * 5 if storage_order else h * 6 + w)
-    got = run_node("MaxPool", 12, [x], n_outputs=2, kernel_shape=[3, 3], strides=[stride] * 2,
-                   pads=[1] * 4, storage_order=storage_order)
+    got = run_node(
+        "MaxPool",
+        12,
+        [x],
+        n_outputs=2,
+        kernel_shape=[3, 3],
+        strides=[stride] * 2,
+        pads=[1] * 4,
+        storage_order=storage_order,
+    )
     assert_outputs(got[:1], [y.numpy()])
     np.testing.assert_array_equal(got[1], flat)
 
 
 AVG_CASES = [  # label, min opset, attributes, truth(x, count_include_pad)
-    ("k3s2p1", 7, {**K3S2, "pads": [1] * 4},
-     lambda x, c: F.avg_pool2d(x, 3, 2, 1, count_include_pad=bool(c))),
-    ("k2s1-asym-pads", 7, {"kernel_shape": [2, 2], "pads": [0, 1, 1, 0]},
-     lambda x, c: avg_by_windows(x, [0, 1, 1, 0], 2, 1, 1, c)),
-    ("k3s2-same-upper", 7, {**K3S2, "auto_pad": "SAME_UPPER"},
-     lambda x, c: avg_by_windows(x, same(X_POOL, 3, 2, 1, True), 3, 2, 1, c)),
-    ("k3s2-same-lower", 7, {**K3S2, "auto_pad": "SAME_LOWER"},
-     lambda x, c: avg_by_windows(x, same(X_POOL, 3, 2, 1, False), 3, 2, 1, c)),
-    ("k3s1p1-ceil", 10, {"kernel_shape": [3, 3], "pads": [1] * 4, "ceil_mode": 1},
-     lambda x, c: F.avg_pool2d(x, 3, 1, 1, ceil_mode=True, count_include_pad=bool(c))),
-    ("k3s3-ceil", 10, {"kernel_shape": [3, 3], "strides": [3, 3], "ceil_mode": 1},
-     lambda x, c: F.avg_pool2d(x, 3, 3, ceil_mode=True, count_include_pad=bool(c))),
-    ("k3s3p1-ceil", 10, {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [1] * 4,
-                         "ceil_mode": 1},
-     lambda x, c: F.avg_pool2d(x, 3, 3, 1, ceil_mode=True, count_include_pad=bool(c))),
-    ("k2s1p1-dil2", 19, {"kernel_shape": [2, 2], "pads": [1] * 4, "dilations": [2, 2]},
-     lambda x, c: avg_by_windows(x, [1] * 4, 2, 1, 2, c)),
-    ("k3s1-dil2-same-upper", 19, {"kernel_shape": [3, 3], "dilations": [2, 2],
-                                  "auto_pad": "SAME_UPPER"},
-     lambda x, c: avg_by_windows(x, same(X_POOL, 3, 1, 2, True), 3, 1, 2, c)),
+    (
+        "k3s2p1",
+        7,
+        {**K3S2, "pads": [1] * 4},
+        lambda x, c: F.avg_pool2d(x, 3, 2, 1, count_include_pad=bool(c)),
+    ),
+    (
+        "k2s1-asym-pads",
+        7,
+        {"kernel_shape": [2, 2], "pads": [0, 1, 1, 0]},
+        lambda x, c: avg_by_windows(x, [0, 1, 1, 0], 2, 1, 1, c),
+    ),
+    (
+        "k3s2-same-upper",
+        7,
+        {**K3S2, "auto_pad": "SAME_UPPER"},
+        lambda x, c: avg_by_windows(x, same(X_POOL, 3, 2, 1, True), 3, 2, 1, c),
+    ),
+    (
+        "k3s2-same-lower",
+        7,
+        {**K3S2, "auto_pad": "SAME_LOWER"},
+        lambda x, c: avg_by_windows(x, same(X_POOL, 3, 2, 1, False), 3, 2, 1, c),
+    ),
+    (
+        "k3s1p1-ceil",
+        10,
+        {"kernel_shape": [3, 3], "pads": [1] * 4, "ceil_mode": 1},
+        lambda x, c: F.avg_pool2d(x, 3, 1, 1, ceil_mode=True, count_include_pad=bool(c)),
+    ),
+    (
+        "k3s3-ceil",
+        10,
+        {"kernel_shape": [3, 3], "strides": [3, 3], "ceil_mode": 1},
+        lambda x, c: F.avg_pool2d(x, 3, 3, ceil_mode=True, count_include_pad=bool(c)),
+    ),
+    (
+        "k3s3p1-ceil",
+        10,
+        {"kernel_shape": [3, 3], "strides": [3, 3], "pads": [1] * 4, "ceil_mode": 1},
+        lambda x, c: F.avg_pool2d(x, 3, 3, 1, ceil_mode=True, count_include_pad=bool(c)),
+    ),
+    (
+        "k2s1p1-dil2",
+        19,
+        {"kernel_shape": [2, 2], "pads": [1] * 4, "dilations": [2, 2]},
+        lambda x, c: avg_by_windows(x, [1] * 4, 2, 1, 2, c),
+    ),
+    (
+        "k3s1-dil2-same-upper",
+        19,
+        {"kernel_shape": [3, 3], "dilations": [2, 2], "auto_pad": "SAME_UPPER"},
+        lambda x, c: avg_by_windows(x, same(X_POOL, 3, 1, 2, True), 3, 1, 2, c),
+    ),
 ]
 
 
 @pytest.mark.parametrize("count_include_pad", [0, 1])
 @pytest.mark.parametrize("opset, attrs, truth", expand(AVG_CASES, [7, 10, 11, 19, 22]))
-def test_average_pool(opset: int, attrs: dict[str, Any], truth: Callable,
-                      count_include_pad: int) -> None:
+def test_average_pool(
+    opset: int, attrs: dict[str, Any], truth: Callable, count_include_pad: int
+) -> None:
     x = randn(*X_POOL)
     got = run_node("AveragePool", opset, [x], count_include_pad=count_include_pad, **attrs)
     assert_outputs(got, [torch_truth(truth, x, c=count_include_pad)])
@@ -376,6 +545,7 @@ def test_global_average_pool(opset: int) -> None:
 
 
 # --- Gemm (fixed for opsets < 7), MatMul, Flatten (right) --------------------------------------
+
 
 @pytest.mark.parametrize("opset", [6, 7, 9, 11, 13])
 @pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
@@ -408,8 +578,10 @@ def test_matmul(opset: int, b_shape: tuple[int, ...]) -> None:
     assert_outputs(run_node("MatMul", opset, [a, b]), [torch_truth(torch.matmul, a, b)])
 
 
-FLATTEN = [*((opset, axis) for opset in (1, 9) for axis in (0, 1, 2, 4)),
-           *((opset, axis) for opset in (11, 13, 21) for axis in (0, 1, 3, -1, -3))]
+FLATTEN = [
+    *((opset, axis) for opset in (1, 9) for axis in (0, 1, 2, 4)),
+    *((opset, axis) for opset in (11, 13, 21) for axis in (0, 1, 3, -1, -3)),
+]
 
 
 @pytest.mark.parametrize("opset, axis", FLATTEN)
@@ -421,8 +593,10 @@ def test_flatten(opset: int, axis: int) -> None:
 
 # --- Resize, Upsample --------------------------------------------------------------------------
 
-def original_coordinate(out: np.ndarray, n_in: int, n_out: int, scale: float,
-                        mode: str) -> np.ndarray:
+
+def original_coordinate(
+    out: np.ndarray, n_in: int, n_out: int, scale: float, mode: str
+) -> np.ndarray:
     """x_original of output index ``out`` (the spec's coordinate_transformation_mode)."""
     if mode == "half_pixel":
         return (out + 0.5) / scale - 0.5
@@ -436,19 +610,34 @@ def original_coordinate(out: np.ndarray, n_in: int, n_out: int, scale: float,
     return (out + 0.5) / scale
 
 
-ROUND = {"round_prefer_floor": lambda v: np.ceil(v - 0.5),
-         "round_prefer_ceil": lambda v: np.floor(v + 0.5), "floor": np.floor, "ceil": np.ceil}
+ROUND = {
+    "round_prefer_floor": lambda v: np.ceil(v - 0.5),
+    "round_prefer_ceil": lambda v: np.floor(v + 0.5),
+    "floor": np.floor,
+    "ceil": np.ceil,
+}
 
 
-def resize_by_hand(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float], mode: str,
-                   coordinates: str, nearest_mode: str = "round_prefer_floor") -> np.ndarray:
+def resize_by_hand(
+    x: np.ndarray,
+    sizes: Sequence[int],
+    scales: Sequence[float],
+    mode: str,
+    coordinates: str,
+    nearest_mode: str = "round_prefer_floor",
+) -> np.ndarray:
     """The spec's Resize along H and W, in float64: nearest rounds x_original, linear
     interpolates its two neighbours; both clamp to the edges."""
     y = x.astype(np.float64)
     for axis in (2, 3):
         n = y.shape[axis]
-        src = original_coordinate(np.arange(sizes[axis], dtype=np.float64), n, sizes[axis],
-                                  float(scales[axis]), coordinates)
+        src = original_coordinate(
+            np.arange(sizes[axis], dtype=np.float64),
+            n,
+            sizes[axis],
+            float(scales[axis]),
+            coordinates,
+        )
         if mode == "nearest":
             y = np.take(y, np.clip(ROUND[nearest_mode](src), 0, n - 1).astype(int), axis=axis)
             continue
@@ -462,11 +651,15 @@ def resize_by_hand(x: np.ndarray, sizes: Sequence[int], scales: Sequence[float],
 
 X_RESIZE = (1, 2, 4, 5)
 RESIZE_TARGETS = [  # scales, or sizes (then scale = size / length)
-    ([1, 1, 2, 2], None), (None, [1, 2, 7, 8]), (None, [1, 2, 3, 3])]
+    ([1, 1, 2, 2], None),
+    (None, [1, 2, 7, 8]),
+    (None, [1, 2, 3, 3]),
+]
 
 
-def resize_inputs(opset: int, scales: Sequence[float] | None,
-                  sizes: Sequence[int] | None) -> list[Input]:
+def resize_inputs(
+    opset: int, scales: Sequence[float] | None, sizes: Sequence[int] | None
+) -> list[Input]:
     """Resize-11's X, roi, scales, sizes; from opset 13 roi and scales may be absent."""
     empty = None if opset >= 13 else np.array([], np.float32)
     if scales is not None:
@@ -474,16 +667,20 @@ def resize_inputs(opset: int, scales: Sequence[float] | None,
     return [randn(*X_RESIZE), empty, empty, np.array(sizes, np.int64)]
 
 
-@pytest.mark.parametrize("sizes, align_corners", [
-    ([8, 10], True), ([8, 10], False), ([7, 8], True), ([7, 8], False), ([3, 3], False)])
+@pytest.mark.parametrize(
+    "sizes, align_corners",
+    [([8, 10], True), ([8, 10], False), ([7, 8], True), ([7, 8], False), ([3, 3], False)],
+)
 def test_resize_by_hand_agrees_with_torch(sizes: list[int], align_corners: bool) -> None:
     """The by-hand truth below is itself anchored on torch where torch has the mode."""
     x = randn(*X_RESIZE)
     full = [1, 2, *sizes]
     scales = [o / n for o, n in zip(full, x.shape)]
     same_as_torch = [  # torch's interpolate, the spec's (mode, coordinates, nearest_mode)
-        ({"mode": "bilinear", "align_corners": align_corners},
-         ("linear", "align_corners" if align_corners else "pytorch_half_pixel")),
+        (
+            {"mode": "bilinear", "align_corners": align_corners},
+            ("linear", "align_corners" if align_corners else "pytorch_half_pixel"),
+        ),
         ({"mode": "nearest"}, ("nearest", "asymmetric", "floor")),
         ({"mode": "nearest-exact"}, ("nearest", "half_pixel", "round_prefer_ceil")),
     ]
@@ -494,11 +691,14 @@ def test_resize_by_hand_agrees_with_torch(sizes: list[int], align_corners: bool)
 
 RESIZE_MODES = [  # mode, coordinate_transformation_mode, nearest_mode
     *(("nearest", "half_pixel", r) for r in ROUND),
-    ("nearest", "asymmetric", "floor"), ("nearest", "asymmetric", "round_prefer_floor"),
+    ("nearest", "asymmetric", "floor"),
+    ("nearest", "asymmetric", "round_prefer_floor"),
     ("nearest", "align_corners", "round_prefer_floor"),
     ("nearest", "pytorch_half_pixel", "round_prefer_ceil"),
-    *(("linear", c, None) for c in ("half_pixel", "pytorch_half_pixel", "align_corners",
-                                   "asymmetric")),
+    *(
+        ("linear", c, None)
+        for c in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
+    ),
 ]
 
 
@@ -509,10 +709,22 @@ def test_resize(opset: int, mode: str, coordinates: str, nearest_mode: str | Non
     for scales, sizes in RESIZE_TARGETS:
         inputs = resize_inputs(opset, scales, sizes)
         out = sizes or [int(n * s) for n, s in zip(X_RESIZE, scales)]
-        truth = resize_by_hand(inputs[0], out, scales or [o / n for o, n in zip(out, X_RESIZE)],
-                               mode, coordinates, nearest_mode or "round_prefer_floor")
-        got = run_node("Resize", opset, inputs, mode=mode,
-                       coordinate_transformation_mode=coordinates, **rounding)
+        truth = resize_by_hand(
+            inputs[0],
+            out,
+            scales or [o / n for o, n in zip(out, X_RESIZE)],
+            mode,
+            coordinates,
+            nearest_mode or "round_prefer_floor",
+        )
+        got = run_node(
+            "Resize",
+            opset,
+            inputs,
+            mode=mode,
+            coordinate_transformation_mode=coordinates,
+            **rounding,
+        )
         assert_outputs(got, [truth])
 
 
@@ -521,10 +733,22 @@ def test_resize11_tf_half_pixel_for_nn(nearest_mode: str) -> None:
     for scales, sizes in RESIZE_TARGETS:
         inputs = resize_inputs(11, scales, sizes)
         out = sizes or [int(n * s) for n, s in zip(X_RESIZE, scales)]
-        truth = resize_by_hand(inputs[0], out, scales or [o / n for o, n in zip(out, X_RESIZE)],
-                               "nearest", "tf_half_pixel_for_nn", nearest_mode)
-        got = run_node("Resize", 11, inputs, mode="nearest", nearest_mode=nearest_mode,
-                       coordinate_transformation_mode="tf_half_pixel_for_nn")
+        truth = resize_by_hand(
+            inputs[0],
+            out,
+            scales or [o / n for o, n in zip(out, X_RESIZE)],
+            "nearest",
+            "tf_half_pixel_for_nn",
+            nearest_mode,
+        )
+        got = run_node(
+            "Resize",
+            11,
+            inputs,
+            mode="nearest",
+            nearest_mode=nearest_mode,
+            coordinate_transformation_mode="tf_half_pixel_for_nn",
+        )
         assert_outputs(got, [truth])
 
 
@@ -557,15 +781,21 @@ X4 = (2, 3, 4, 5)
 LOW, HIGH = np.array(-0.5, np.float32), np.array(0.7, np.float32)
 
 
-@pytest.mark.parametrize("opset, inputs, attrs, low, high", [
-    (6, [], {"min": -0.5, "max": 0.7}, -0.5, 0.7), (6, [], {"max": 0.7}, None, 0.7),
-    (6, [], {}, None, None),
-    *((o, [LOW, HIGH], {}, -0.5, 0.7) for o in (11, 12, 13)),
-    *((o, [None, HIGH], {}, None, 0.7) for o in (11, 13)),
-    *((o, [LOW], {}, -0.5, None) for o in (11, 13)), (13, [], {}, None, None),
-])
-def test_clip(opset: int, inputs: list[Input], attrs: dict[str, float], low: float | None,
-              high: float | None) -> None:
+@pytest.mark.parametrize(
+    "opset, inputs, attrs, low, high",
+    [
+        (6, [], {"min": -0.5, "max": 0.7}, -0.5, 0.7),
+        (6, [], {"max": 0.7}, None, 0.7),
+        (6, [], {}, None, None),
+        *((o, [LOW, HIGH], {}, -0.5, 0.7) for o in (11, 12, 13)),
+        *((o, [None, HIGH], {}, None, 0.7) for o in (11, 13)),
+        *((o, [LOW], {}, -0.5, None) for o in (11, 13)),
+        (13, [], {}, None, None),
+    ],
+)
+def test_clip(
+    opset: int, inputs: list[Input], attrs: dict[str, float], low: float | None, high: float | None
+) -> None:
     x = randn(*X4)
     assert_outputs(run_node("Clip", opset, [x, *inputs], **attrs), [np.clip(x, low, high)])
 
@@ -580,8 +810,9 @@ def test_relu_sigmoid(opset: int, op: str, truth: Callable) -> None:
 def test_hard_sigmoid() -> None:
     x = randn(*X4) * 4
     assert_outputs(run_node("HardSigmoid", 6, [x]), [np.clip(0.2 * x + 0.5, 0, 1)])
-    assert_outputs(run_node("HardSigmoid", 6, [x], alpha=1 / 6, beta=0.5),
-                   [torch_truth(F.hardsigmoid, x)])
+    assert_outputs(
+        run_node("HardSigmoid", 6, [x], alpha=1 / 6, beta=0.5), [torch_truth(F.hardsigmoid, x)]
+    )
 
 
 @pytest.mark.parametrize("opset", [14, 22])
@@ -597,9 +828,15 @@ def coerced(fn: Callable, x: np.ndarray, axis: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("op, fn", [("Softmax", F.softmax), ("LogSoftmax", F.log_softmax)])
-@pytest.mark.parametrize("opset, axis", [
-    *((o, a) for o in (1, 11) for a in (None, 0, 1, 2, 3)), (11, -1), (11, -3),
-    *((o, a) for o in (13, 21) for a in (None, 0, 1, -1))])
+@pytest.mark.parametrize(
+    "opset, axis",
+    [
+        *((o, a) for o in (1, 11) for a in (None, 0, 1, 2, 3)),
+        (11, -1),
+        (11, -3),
+        *((o, a) for o in (13, 21) for a in (None, 0, 1, -1)),
+    ],
+)
 def test_softmax(op: str, fn: Callable, opset: int, axis: int | None) -> None:
     x = randn(*X4)
     attrs = {} if axis is None else {"axis": axis}
@@ -619,14 +856,23 @@ def test_concat(opset: int, axis: int) -> None:
 SPLIT_INPUT = np.array([2, 4], np.int64)
 
 
-@pytest.mark.parametrize("opset, inputs, attrs, sizes", [
-    (2, [], {"split": [2, 4]}, [2, 4]), (11, [], {"split": [2, 4]}, [2, 4]),
-    (11, [], {}, [2, 2, 2]), (13, [SPLIT_INPUT], {}, [2, 4]), (13, [], {}, [2, 2, 2]),
-    (18, [SPLIT_INPUT], {}, [2, 4]), (18, [], {"num_outputs": 3}, [2, 2, 2]),
-    (18, [], {"num_outputs": 4}, [2, 2, 2, 1]), (18, [], {"num_outputs": 3}, [3, 3, 1]),
-])
-def test_split(opset: int, inputs: list[np.ndarray], attrs: dict[str, Any],
-               sizes: list[int]) -> None:
+@pytest.mark.parametrize(
+    "opset, inputs, attrs, sizes",
+    [
+        (2, [], {"split": [2, 4]}, [2, 4]),
+        (11, [], {"split": [2, 4]}, [2, 4]),
+        (11, [], {}, [2, 2, 2]),
+        (13, [SPLIT_INPUT], {}, [2, 4]),
+        (13, [], {}, [2, 2, 2]),
+        (18, [SPLIT_INPUT], {}, [2, 4]),
+        (18, [], {"num_outputs": 3}, [2, 2, 2]),
+        (18, [], {"num_outputs": 4}, [2, 2, 2, 1]),
+        (18, [], {"num_outputs": 3}, [3, 3, 1]),
+    ],
+)
+def test_split(
+    opset: int, inputs: list[np.ndarray], attrs: dict[str, Any], sizes: list[int]
+) -> None:
     """Along axis -2 of (2, sum(sizes), 3); num_outputs that do not divide: ceil, last smaller."""
     x = randn(2, sum(sizes), 3)
     expected = np.split(x, np.cumsum(sizes)[:-1], axis=1)
@@ -643,9 +889,15 @@ def test_transpose(opset: int, perm: list[int] | None) -> None:
 
 
 @pytest.mark.parametrize("opset", [5, 13, 14, 21])
-@pytest.mark.parametrize("shape, expected", [
-    ([0, -1], (2, 60)), ([0, 3, -1, 1], (2, 3, 20, 1)), ([-1, 0, 20], (2, 3, 20)),
-    ([4, 0, -1], (4, 3, 10))])
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        ([0, -1], (2, 60)),
+        ([0, 3, -1, 1], (2, 3, 20, 1)),
+        ([-1, 0, 20], (2, 3, 20)),
+        ([4, 0, -1], (4, 3, 10)),
+    ],
+)
 def test_reshape(opset: int, shape: list[int], expected: tuple[int, ...]) -> None:
     x = randn(*X4)
     got = run_node("Reshape", opset, [x, np.array(shape, np.int64)])
@@ -669,8 +921,9 @@ def test_pad(opset: int, mode: str) -> None:
     if opset == 2:
         got = run_node("Pad", opset, [x], pads=PADS, mode=mode, value=1.5)
     else:
-        got = run_node("Pad", opset, [x, np.array(PADS, np.int64), np.array(1.5, np.float32)],
-                       mode=mode)
+        got = run_node(
+            "Pad", opset, [x, np.array(PADS, np.int64), np.array(1.5, np.float32)], mode=mode
+        )
     value = {"constant_values": 1.5} if mode == "constant" else {}
     assert_outputs(got, [np.pad(x, NP_PADS, mode=mode, **value)])
 
@@ -686,8 +939,10 @@ def test_pad_axes(opset: int, axes: list[int]) -> None:
 
 def test_pad_wrap_and_default_value() -> None:
     x, pads = randn(1, 2, 3, 4), np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
-    assert_outputs(run_node("Pad", 19, [x, pads], mode="wrap"),
-                   [np.pad(x, NP_PADS[:2] + ((1, 1), (1, 1)), mode="wrap")])
+    assert_outputs(
+        run_node("Pad", 19, [x, pads], mode="wrap"),
+        [np.pad(x, NP_PADS[:2] + ((1, 1), (1, 1)), mode="wrap")],
+    )
     assert_outputs(run_node("Pad", 11, [x, pads]), [np.pad(x, NP_PADS[:2] + ((1, 1), (1, 1)))])
 
 
@@ -702,25 +957,34 @@ def test_pad_negative_crops(opset: int) -> None:
 
 
 @pytest.mark.parametrize("opset", [1, 11, 13])
-@pytest.mark.parametrize("attrs, truth", [
-    ({"axes": [2, 3]}, lambda x: x.mean((2, 3), keepdims=True)),
-    ({"axes": [1], "keepdims": 0}, lambda x: x.mean(1)),
-    ({}, lambda x: x.mean(keepdims=True)),
-], ids=["axes23", "nokeep", "all"])
+@pytest.mark.parametrize(
+    "attrs, truth",
+    [
+        ({"axes": [2, 3]}, lambda x: x.mean((2, 3), keepdims=True)),
+        ({"axes": [1], "keepdims": 0}, lambda x: x.mean(1)),
+        ({}, lambda x: x.mean(keepdims=True)),
+    ],
+    ids=["axes23", "nokeep", "all"],
+)
 def test_reduce_mean_attribute_axes(opset: int, attrs: dict[str, Any], truth: Callable) -> None:
     x = randn(*X4)
     assert_outputs(run_node("ReduceMean", opset, [x], **attrs), [truth(x)])
 
 
-@pytest.mark.parametrize("axes, attrs, truth", [
-    ([2, 3], {}, lambda x: x.mean((2, 3), keepdims=True)),
-    ([-1], {"keepdims": 0}, lambda x: x.mean(-1)),
-    (None, {}, lambda x: x.mean(keepdims=True)),
-    ([], {}, lambda x: x.mean(keepdims=True)),
-    (None, {"noop_with_empty_axes": 1}, lambda x: x),
-], ids=["axes23", "nokeep", "absent", "empty", "noop"])
-def test_reduce_mean18_input_axes(axes: list[int] | None, attrs: dict[str, Any],
-                                  truth: Callable) -> None:
+@pytest.mark.parametrize(
+    "axes, attrs, truth",
+    [
+        ([2, 3], {}, lambda x: x.mean((2, 3), keepdims=True)),
+        ([-1], {"keepdims": 0}, lambda x: x.mean(-1)),
+        (None, {}, lambda x: x.mean(keepdims=True)),
+        ([], {}, lambda x: x.mean(keepdims=True)),
+        (None, {"noop_with_empty_axes": 1}, lambda x: x),
+    ],
+    ids=["axes23", "nokeep", "absent", "empty", "noop"],
+)
+def test_reduce_mean18_input_axes(
+    axes: list[int] | None, attrs: dict[str, Any], truth: Callable
+) -> None:
     x = randn(*X4)
     inputs = [x] if axes is None else [x, np.array(axes, np.int64)]
     assert_outputs(run_node("ReduceMean", 18, inputs, **attrs), [truth(x)])

@@ -1,4 +1,5 @@
-"""runtime: sessions per target on ORT CPU, EP truth, input checks (fp16 and intermediates: their own files)."""
+"""runtime: sessions per target on ORT CPU, EP truth, input checks (fp16 and intermediates:
+their own files)."""
 
 from __future__ import annotations
 
@@ -136,7 +137,9 @@ def test_end_profiling_without_profile_is_user_error(conv_case):
 def test_wrong_inputs_raise_user_error_naming_the_input(conv_case):
     model, x, _ = conv_case
     info = make_session(model, Target("cpu"))
-    with pytest.raises(UserInputError, match=r"input 'x' expected shape \[1, 8, 16, 16\], got \[1, 8, 16, 15\]"):
+    with pytest.raises(
+        UserInputError, match=r"input 'x' expected shape \[1, 8, 16, 16\], got \[1, 8, 16, 15\]"
+    ):
         run(info, {"x": x[..., :15]})
     with pytest.raises(UserInputError, match=r"input 'x' expected shape .* got \[8, 16, 16\]"):
         run(info, {"x": x[0]})
@@ -167,7 +170,9 @@ def test_input_specs_without_a_session_match_what_ort_declares(mini_net, conv_ca
     for model in (mini_net[0], conv_case[0]):
         assert input_specs(model) == make_session(model, Target("cpu")).inputs
     specs = input_specs(mini_net[0])
-    with pytest.raises(UserInputError, match=r"^case 1: input 'x' expected dtype float32, got int64"):
+    with pytest.raises(
+        UserInputError, match=r"^case 1: input 'x' expected dtype float32, got int64"
+    ):
         check_feeds("case 1", specs, {"x": np.zeros((1, 4, 8, 8), np.int64)})
     assert check_feeds("case 1", specs, {"x": mini_net[1][:1]})["x"].shape == (1, 4, 8, 8)
 
@@ -202,12 +207,18 @@ def test_ort_rejects_cpu_listed_with_cpu_fallback_disabled(conv_case):
     so = ort.SessionOptions()
     so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     with pytest.raises(Exception, match="Conflicting session configuration"):
-        ort.InferenceSession(conv_case[0].SerializeToString(), so, providers=["CPUExecutionProvider"],
-                             enable_fallback=0)
+        ort.InferenceSession(
+            conv_case[0].SerializeToString(),
+            so,
+            providers=["CPUExecutionProvider"],
+            enable_fallback=0,
+        )
 
 
-@pytest.mark.skipif("AzureExecutionProvider" not in ort.get_available_providers(),
-                    reason="needs an EP that is listed but runs no compute op (the CPU build's Azure EP)")
+@pytest.mark.skipif(
+    "AzureExecutionProvider" not in ort.get_available_providers(),
+    reason="needs an EP that is listed but runs no compute op (the CPU build's Azure EP)",
+)
 def test_listed_ep_that_runs_nothing_is_caught(conv_case):
     model, x, _ = conv_case
     reason = ep_unavailable_reason("azure")  # probes a 1-node session with CPU fallback disabled
@@ -241,7 +252,6 @@ def test_cuda_fp16_parity(mini_net):
     for name in ("logits", "cat"):
         result = compare(out[name], ref[name], default_tolerance("fp16", "cuda"), name=name)
         assert result.passed, result.reason
-
 
 
 def test_preloading_cuda_libraries_is_a_no_op_without_the_cuda_ep():

@@ -10,13 +10,12 @@ import numpy as np
 import onnx
 import pytest
 from cuda_marks import CUDA_REASON, absent_ep, cuda_only
-from onnx_builders import make_model
 from onnx import numpy_helper
+from onnx_builders import make_model
 
 import onnxconv
 from onnxconv import validate, variants
 from onnxconv.cli import main
-
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPHS = ROOT / "graphs"
@@ -64,8 +63,13 @@ def assert_every_case(cell, status: str, kind: str) -> None:
 
 def run(subjects, **kw):
     kw.setdefault("seeds", (0,))
-    return validate.validate(subjects, kw.pop("eps", ["cpu"]), kw.pop("levels", ["all"]),
-                             kw.pop("precisions", ["fp32"]), **kw)
+    return validate.validate(
+        subjects,
+        kw.pop("eps", ["cpu"]),
+        kw.pop("levels", ["all"]),
+        kw.pop("precisions", ["fp32"]),
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name", COMMITTED)
@@ -78,8 +82,11 @@ def test_every_variant_passes_on_cpu_at_every_level(name):
     assert cell.placement and set(cell.placement) == {"cpu"}
     refs = {r for case in cell.cases for out in case.outputs for r in out.results}
     assert refs == {"torch", "stored", "reference_evaluator"}
-    assert [c.case for c in cell.cases] == ["test_data_set_0", "normal/seed0/batch1",
-                                            "wide/seed0/batch1"]
+    assert [c.case for c in cell.cases] == [
+        "test_data_set_0",
+        "normal/seed0/batch1",
+        "wide/seed0/batch1",
+    ]
     assert set(cell.worst) == refs and cell.deciders == ["torch"]
 
 
@@ -89,6 +96,7 @@ def test_hand_edited_zoo_graph_is_judged_by_pytorch_and_localised(tmp_path):
     def wrong_perm(model):
         node = next(n for n in model.graph.node if n.op_type == "Transpose")
         node.attribute[0].ints[:] = [0, 1, 2, 3, 4]  # the shuffle becomes a no-op
+
     plant(folder, wrong_perm)
     subject = validate.load_subject(str(folder))
     assert subject.variant == "shuffle_unit"  # a stale hash never drops PyTorch
@@ -127,6 +135,7 @@ def test_relu_made_clip_fails_where_activations_exceed_six(tmp_path):
         model.graph.initializer.extend([zero, six])
         node.op_type = "Clip"
         node.input.extend(["planted_zero", "planted_six"])
+
     plant(folder, clip)
     (cell,) = run([validate.load_subject(str(folder))]).cells
     statuses = {case.case: (case.status, case.outputs[0].kind) for case in cell.cases}
@@ -157,8 +166,19 @@ def stale_output(folder: Path) -> None:
 def test_stale_stored_output_without_pytorch_fails_unless_declared_untrusted(tmp_path, capsys):
     folder = copy_graph("depthwise", tmp_path, manifest=False)
     stale_output(folder)
-    argv = ["validate", str(folder), "--ep", "cpu", "--opt-level", "all", "--precision", "fp32",
-            "--seeds", "0", "--quiet"]
+    argv = [
+        "validate",
+        str(folder),
+        "--ep",
+        "cpu",
+        "--opt-level",
+        "all",
+        "--precision",
+        "fp32",
+        "--seeds",
+        "0",
+        "--quiet",
+    ]
     assert main(argv) == 1
     assert "FAIL export" in capsys.readouterr().out
     assert main(argv + ["--stored", "untrusted"]) == 0
@@ -173,14 +193,35 @@ def swap_shuffle_hw(model: onnx.ModelProto) -> None:
     node.attribute[0].ints[:] = [0, 2, 1, 4, 3]
 
 
-@pytest.mark.parametrize("name,edit", [("shuffle_unit", swap_shuffle_hw),
-                                       ("standard", nudge_one_weight),
-                                       ("grouped", nudge_one_weight)])
+@pytest.mark.parametrize(
+    "name,edit",
+    [
+        ("shuffle_unit", swap_shuffle_hw),
+        ("standard", nudge_one_weight),
+        ("grouped", nudge_one_weight),
+    ],
+)
 def test_broken_graph_with_a_right_stored_output_exits_1(name, edit, tmp_path, capsys):
     folder = copy_graph(name, tmp_path, manifest=False)  # as a user would have it: no manifest
     plant(folder, edit)
-    assert main(["validate", str(folder), "--ep", "cpu", "--opt-level", "disabled,all",
-                 "--precision", "fp32", "--seeds", "0", "--quiet"]) == 1
+    assert (
+        main(
+            [
+                "validate",
+                str(folder),
+                "--ep",
+                "cpu",
+                "--opt-level",
+                "disabled,all",
+                "--precision",
+                "fp32",
+                "--seeds",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert "FAIL export" in out and "WARN" not in out
 
@@ -191,8 +232,19 @@ def test_unavailable_ep_is_never_passed_and_exit_1_when_asked(capsys):
     statuses = {c.target: c.status for c in report.cells}
     assert statuses == {"cpu/all/fp32": "pass", f"{ep}/all/fp32": "unavailable"}
     assert "does not include" in report.cells[1].reason
-    argv = ["validate", "grouped", "--graphs", str(GRAPHS), "--opt-level", "all",
-            "--precision", "fp32", "--seeds", "0", "--quiet"]
+    argv = [
+        "validate",
+        "grouped",
+        "--graphs",
+        str(GRAPHS),
+        "--opt-level",
+        "all",
+        "--precision",
+        "fp32",
+        "--seeds",
+        "0",
+        "--quiet",
+    ]
     assert main(argv + ["--ep", "cpu", "--ep", ep]) == 1
     captured = capsys.readouterr()
     assert "UNAVAILABLE" in captured.out
@@ -200,8 +252,19 @@ def test_unavailable_ep_is_never_passed_and_exit_1_when_asked(capsys):
 
 
 def test_default_matrix_holds_the_active_eps_and_names_the_others_once(capsys, tmp_path):
-    argv = ["validate", "grouped", "--graphs", str(GRAPHS), "--opt-level", "all",
-            "--precision", "fp32", "--seeds", "0", "--quiet"]
+    argv = [
+        "validate",
+        "grouped",
+        "--graphs",
+        str(GRAPHS),
+        "--opt-level",
+        "all",
+        "--precision",
+        "fp32",
+        "--seeds",
+        "0",
+        "--quiet",
+    ]
     assert main(argv + ["--markdown", str(tmp_path / "v.md")]) == 0
     out = capsys.readouterr().out
     if CUDA_REASON is None:  # a GPU machine: cuda is in the matrix, and passes
@@ -216,23 +279,35 @@ def test_default_matrix_holds_the_active_eps_and_names_the_others_once(capsys, t
 @cuda_only
 @pytest.mark.parametrize("name", ["grouped", "depthwise", "shuffle_unit", "inception"])
 def test_cuda_parity_every_level_and_precision_with_all_nodes_on_cuda(name):
-    report = run([validate.load_subject(name, GRAPHS)], eps=["cuda"], levels=LEVELS,
-                 precisions=["fp32", "fp16"])
+    report = run(
+        [validate.load_subject(name, GRAPHS)],
+        eps=["cuda"],
+        levels=LEVELS,
+        precisions=["fp32", "fp16"],
+    )
     for cell in report.cells:
         assert cell.status == "pass", (cell.target, cell.reason)
         assert set(cell.placement) == {"cuda"}, cell.placement
         assert cell.providers[0] == "CUDAExecutionProvider"
 
 
-@pytest.mark.parametrize("folder", ["test_Conv2d", "test_Conv2d_groups", "test_Conv2d_depthwise",
-                                    "test_Conv2d_depthwise_with_multiplier",
-                                    "test_Conv2d_depthwise_strided"])
+@pytest.mark.parametrize(
+    "folder",
+    [
+        "test_Conv2d",
+        "test_Conv2d_groups",
+        "test_Conv2d_depthwise",
+        "test_Conv2d_depthwise_with_multiplier",
+        "test_Conv2d_depthwise_strided",
+    ],
+)
 def test_onnx_shipped_conv_test_data_validates_on_cpu(folder):
     subject = validate.load_subject(str(ONNX_DATA / folder))
     assert subject.variant is None and subject.test_sets
     report = run([subject], levels=LEVELS)
-    assert all(c.status == "pass" for c in report.cells), \
-        [(c.target, c.reason) for c in report.cells]
+    assert all(c.status == "pass" for c in report.cells), [
+        (c.target, c.reason) for c in report.cells
+    ]
     stored_case = report.cells[0].cases[0]
     assert stored_case.case == "test_data_set_0"
     assert set(stored_case.outputs[0].results) == {"stored", "reference_evaluator"}
@@ -241,6 +316,7 @@ def test_onnx_shipped_conv_test_data_validates_on_cpu(folder):
 
 def test_bare_onnx_file_with_dynamic_batch_gets_two_batch_sizes(tmp_path):
     from onnxconv.export import ExportOptions, export_variants
+
     (result,) = export_variants(["separable"], tmp_path, ExportOptions(dynamic_batch=True))
     subject = validate.load_subject(str(result.model_path))
     cases = validate.make_cases(subject, seeds=(0,), distributions=("normal",))
@@ -251,9 +327,28 @@ def test_bare_onnx_file_with_dynamic_batch_gets_two_batch_sizes(tmp_path):
 
 def test_json_and_markdown_reports(tmp_path, capsys):
     out_json, out_md = tmp_path / "v.json", tmp_path / "v.md"
-    assert main(["validate", "channel_shuffle", "--graphs", str(GRAPHS), "--ep", "cpu",
-                 "--opt-level", "disabled,all", "--seeds", "0", "--quiet", "--json",
-                 str(out_json), "--markdown", str(out_md)]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                "channel_shuffle",
+                "--graphs",
+                str(GRAPHS),
+                "--ep",
+                "cpu",
+                "--opt-level",
+                "disabled,all",
+                "--seeds",
+                "0",
+                "--quiet",
+                "--json",
+                str(out_json),
+                "--markdown",
+                str(out_md),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out_json.read_text())
     assert report["kind"] == "validate" and report["schema"] == 2
     assert report["environment"]["versions"]["onnxruntime"]
@@ -266,8 +361,18 @@ def test_json_and_markdown_reports(tmp_path, capsys):
     assert (check["decided_by"], check["kind"], check["status"]) == ("torch", "", "pass")
     assert check["reference_vs_source"]["passed"]
     result = check["results"]["torch"]
-    for key in ("max_abs", "max_rel", "mean_abs", "rms", "cosine", "n_bad", "frac_bad", "worst",
-                "histogram", "nan_actual"):
+    for key in (
+        "max_abs",
+        "max_rel",
+        "mean_abs",
+        "rms",
+        "cosine",
+        "n_bad",
+        "frac_bad",
+        "worst",
+        "histogram",
+        "nan_actual",
+    ):
         assert key in result
     text = out_md.read_text()
     assert "| channel_shuffle | cpu/all/fp16 | pass |" in text
@@ -275,6 +380,7 @@ def test_json_and_markdown_reports(tmp_path, capsys):
 
 
 # --- bad input ------------------------------------------------------------------------------------
+
 
 def bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
     truncated = tmp_path / "truncated.onnx"
@@ -291,7 +397,8 @@ def bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
     shutil.copytree(GRAPHS / "grouped", wrong_shape)
     x = np.zeros((1, 3, 28, 28), np.float32)
     (wrong_shape / "test_data_set_0" / "input_0.pb").write_bytes(
-        numpy_helper.from_array(x, "input").SerializeToString())
+        numpy_helper.from_array(x, "input").SerializeToString()
+    )
     npz = tmp_path / "inputs.npz"
     np.savez(npz, input=np.zeros((1, 64, 28, 28), np.float64))
     return [
@@ -309,8 +416,23 @@ def bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
 
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
     for argv, word in bad_inputs(tmp_path):
-        code = main(["validate", "--graphs", str(GRAPHS), "--quiet", "--seeds", "0",
-                     "--opt-level", "all", "--precision", "fp32", "--ep", "cpu"] + argv)
+        code = main(
+            [
+                "validate",
+                "--graphs",
+                str(GRAPHS),
+                "--quiet",
+                "--seeds",
+                "0",
+                "--opt-level",
+                "all",
+                "--precision",
+                "fp32",
+                "--ep",
+                "cpu",
+            ]
+            + argv
+        )
         err = capsys.readouterr().err.strip()
         assert code == 2, (argv, err)
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -323,16 +445,20 @@ def test_version_is_exposed():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("exporter,opset", [("dynamo", 18), ("torchscript", 17)])
-def test_whole_networks_export_and_validate_at_every_level_and_precision(exporter, opset,
-                                                                        tmp_path):
+def test_whole_networks_export_and_validate_at_every_level_and_precision(exporter, opset, tmp_path):
     from onnxconv.export import ExportOptions, export_variants
-    export_variants(["shufflenet", "mobilenet_v1"], tmp_path,
-                    ExportOptions(exporter=exporter, opset=opset, dynamic_batch=True))
+
+    export_variants(
+        ["shufflenet", "mobilenet_v1"],
+        tmp_path,
+        ExportOptions(exporter=exporter, opset=opset, dynamic_batch=True),
+    )
     subjects = [validate.load_subject(n, tmp_path) for n in ("shufflenet", "mobilenet_v1")]
     assert [s.variant for s in subjects] == ["shufflenet", "mobilenet_v1"]
     report = run(subjects, levels=LEVELS, precisions=["fp32", "fp16"])
-    assert {c.status for c in report.cells} == {"pass"}, \
-        [(c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"]
+    assert {c.status for c in report.cells} == {"pass"}, [
+        (c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"
+    ]
     assert [c.case for c in report.cells[0].cases][-1] == "wide/seed0/batch2"
 
 
@@ -346,8 +472,10 @@ def test_variant_without_a_graph_is_exported_now_and_validated(tmp_path):
 
 def test_dynamic_height_and_width_get_a_second_spatial_size(tmp_path):
     from onnxconv.export import ExportOptions, export_variants
-    export_variants(["shuffle_unit_s2"], tmp_path, ExportOptions(dynamic_batch=True,
-                                                                  dynamic_hw=True))
+
+    export_variants(
+        ["shuffle_unit_s2"], tmp_path, ExportOptions(dynamic_batch=True, dynamic_hw=True)
+    )
     subject = validate.load_subject("shuffle_unit_s2", tmp_path)
     cases = validate.make_cases(subject, seeds=(0,), distributions=("normal",))
     shapes = {c.label: c.feeds["input"].shape for c in cases}
@@ -362,13 +490,17 @@ def test_dynamic_height_and_width_get_a_second_spatial_size(tmp_path):
 @pytest.mark.parametrize("exporter,opset", [("dynamo", 18), ("torchscript", 17)])
 def test_every_variant_with_dynamic_batch_height_width_validates(exporter, opset, tmp_path):
     from onnxconv.export import ExportOptions, export_variants
-    export_variants(variants.names(), tmp_path, ExportOptions(exporter=exporter, opset=opset,
-                                                              dynamic_batch=True,
-                                                              dynamic_hw=True))
+
+    export_variants(
+        variants.names(),
+        tmp_path,
+        ExportOptions(exporter=exporter, opset=opset, dynamic_batch=True, dynamic_hw=True),
+    )
     subjects = [validate.load_subject(n, tmp_path) for n in variants.names()]
     report = run(subjects, levels=["disabled", "all"], distributions=("normal",))
-    assert {c.status for c in report.cells} == {"pass"}, \
-        [(c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"]
+    assert {c.status for c in report.cells} == {"pass"}, [
+        (c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"
+    ]
     sizes = {c.feeds["input"].shape[2:] for c in validate.make_cases(subjects[0], seeds=(0,))}
     assert len(sizes) == 2  # the export's size and another
 
@@ -394,6 +526,7 @@ def test_dissenting_reference_evaluator_is_a_warning_naming_the_node(monkeypatch
 
 def test_pytorch_opinion_uses_the_weights_the_graph_was_exported_with(tmp_path):
     from onnxconv.export import ExportOptions, export_variants
+
     export_variants(["grouped"], tmp_path, ExportOptions(seed=3))
     report = run([validate.load_subject("grouped", tmp_path)], distributions=("normal",))
     assert report.cells[0].status == "pass", report.cells[0].reason
@@ -416,16 +549,32 @@ def test_an_input_too_large_to_allocate_is_exit_2_naming_it(tmp_path, capsys):
 def test_a_graph_whose_outputs_are_all_nan_is_a_warning_with_the_counts(tmp_path, capsys):
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 3, 3])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 3, 3])
-    nodes = [onnx.helper.make_node("Abs", ["x"], ["a"]),
-             onnx.helper.make_node("Add", ["a", "one"], ["b"]),
-             onnx.helper.make_node("Neg", ["b"], ["c"]),
-             onnx.helper.make_node("Sqrt", ["c"], ["y"])]  # sqrt of a negative: NaN everywhere
+    nodes = [
+        onnx.helper.make_node("Abs", ["x"], ["a"]),
+        onnx.helper.make_node("Add", ["a", "one"], ["b"]),
+        onnx.helper.make_node("Neg", ["b"], ["c"]),
+        onnx.helper.make_node("Sqrt", ["c"], ["y"]),
+    ]  # sqrt of a negative: NaN everywhere
     one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
     path = tmp_path / "nan.onnx"
     onnx.save(make_model(nodes, [x], [y], [one]), path)
     (cell,) = run([validate.load_subject(str(path))]).cells
     assert (cell.status, cell.kind) == ("warn", "nonfinite")
     assert "36 NaN and 0 Inf of 36 elements" in cell.reason
-    assert main(["validate", str(path), "--ep", "cpu", "--quiet", "--opt-level", "all",
-                 "--precision", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                str(path),
+                "--ep",
+                "cpu",
+                "--quiet",
+                "--opt-level",
+                "all",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     assert "WARN nonfinite" in capsys.readouterr().out

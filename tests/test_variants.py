@@ -54,6 +54,7 @@ def test_batchnorm_statistics_are_not_trivial(name):
 
 # --- channel shuffle -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("rank", [5, 4])
 @pytest.mark.parametrize("channels,groups", [(12, 3), (64, 8), (6, 2), (5, 1)])
 def test_channel_shuffle_is_the_paper_permutation(channels, groups, rank):
@@ -79,21 +80,23 @@ def test_channel_shuffle_rank4_equals_rank5():
 
 # --- grouped, depthwise, separable -------------------------------------------------------------
 
+
 @torch.no_grad()
 def test_grouped_is_block_diagonal():
     spec = variants.get("grouped")
-    config = spec.config({"in_channels": 32, "out_channels": 48, "groups": 4, "height": 9,
-                          "width": 9})
+    config = spec.config(
+        {"in_channels": 32, "out_channels": 48, "groups": 4, "height": 9, "width": 9}
+    )
     module = spec.build(config)
     x = spec.example_input(config)
     base = module(x)
     cin, cout = 32 // 4, 48 // 4
     for k in range(4):
         x2 = x.clone()
-        x2[:, k * cin:(k + 1) * cin] += rand(1, cin, 9, 9, seed=k + 1)
+        x2[:, k * cin : (k + 1) * cin] += rand(1, cin, 9, 9, seed=k + 1)
         changed = (module(x2) - base).abs().amax(dim=(0, 2, 3)) > 0
         expected = torch.zeros(48, dtype=torch.bool)
-        expected[k * cout:(k + 1) * cout] = True
+        expected[k * cout : (k + 1) * cout] = True
         assert torch.equal(changed, expected)
 
 
@@ -108,7 +111,7 @@ def test_depthwise_output_channel_depends_only_on_its_input_channel(multiplier):
         x2[:, c] += 1.0
         changed = (module(x2) - base).abs().amax(dim=(0, 2, 3)) > 0
         expected = torch.zeros(6 * multiplier, dtype=torch.bool)
-        expected[c * multiplier:(c + 1) * multiplier] = True
+        expected[c * multiplier : (c + 1) * multiplier] = True
         assert torch.equal(changed, expected)
 
 
@@ -117,20 +120,22 @@ def test_separable_equals_depthwise_then_pointwise_with_same_weights():
     module = SeparableConv(16, 24, kernel_size=5, stride=2, bias=True).eval()
     x = rand(2, 16, 11, 11)
     dw, pw = module.depthwise, module.pointwise
-    expected = F.conv2d(F.conv2d(x, dw.weight, dw.bias, stride=2, padding=2, groups=16),
-                        pw.weight, pw.bias)
+    expected = F.conv2d(
+        F.conv2d(x, dw.weight, dw.bias, stride=2, padding=2, groups=16), pw.weight, pw.bias
+    )
     torch.testing.assert_close(module(x), expected, rtol=0, atol=0)
 
 
 # --- flattened --------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_flattened_equals_full_convolution_of_outer_products(kernel_size):
     module = FlattenedConv(7, 10, kernel_size, bias=True).double().eval()
-    lateral = module.lateral.weight[:, :, 0, 0]          # (F, C)
-    vertical = module.vertical.weight[:, 0, :, 0]        # (F, k)
-    horizontal = module.horizontal.weight[:, 0, 0, :]    # (F, k)
+    lateral = module.lateral.weight[:, :, 0, 0]  # (F, C)
+    vertical = module.vertical.weight[:, 0, :, 0]  # (F, k)
+    horizontal = module.horizontal.weight[:, 0, 0, :]  # (F, k)
     full = torch.einsum("fc,fi,fj->fcij", lateral, vertical, horizontal)
     x = rand(2, 7, 9, 6)  # small and non-square so every output touches a border
     expected = F.conv2d(x.double(), full, module.horizontal.bias, padding=kernel_size // 2)
@@ -148,6 +153,7 @@ def test_flattened_with_nonlinearity_is_not_a_full_convolution():
 
 # --- inception ---------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 @pytest.mark.parametrize("factorized", [False, True])
 def test_inception_is_the_concatenation_of_its_branches(factorized):
@@ -158,12 +164,13 @@ def test_inception_is_the_concatenation_of_its_branches(factorized):
     start = 0
     for branch in module.branches():
         alone = branch(x)
-        torch.testing.assert_close(y[:, start:start + alone.shape[1]], alone, rtol=0, atol=0)
+        torch.testing.assert_close(y[:, start : start + alone.shape[1]], alone, rtol=0, atol=0)
         start += alone.shape[1]
     assert start == y.shape[1]
 
 
 # --- ShuffleNet units -------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def test_shuffle_units_keep_or_halve_the_size_with_the_paper_channels():
@@ -206,8 +213,9 @@ def test_shufflenet_v2_unit_passes_half_the_channels_through_shuffled():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("name", ["shuffle_unit", "shuffle_unit_s2", "shufflenet_v2_unit",
-                                  "channel_shuffle"])
+@pytest.mark.parametrize(
+    "name", ["shuffle_unit", "shuffle_unit_s2", "shufflenet_v2_unit", "channel_shuffle"]
+)
 def test_shuffle_rank_option_does_not_change_outputs(name):
     spec = variants.get(name)
     config = spec.config()
@@ -219,22 +227,29 @@ def test_shuffle_rank_option_does_not_change_outputs(name):
 
 # --- impossible configs -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,overrides,words", [
-    ("grouped", {"in_channels": 30, "groups": 4}, ["in_channels=30", "groups=4", "divisible"]),
-    ("grouped", {"out_channels": 30, "groups": 4}, ["out_channels=30", "divisible"]),
-    ("standard", {"kernel_size": 4}, ["kernel_size=4", "odd"]),
-    ("depthwise", {"kernel_size": 2}, ["kernel_size=2", "odd"]),
-    ("separable", {"stride": 3}, ["stride=3"]),
-    ("channel_shuffle", {"channels": 10, "groups": 3}, ["channels=10", "groups=3"]),
-    ("channel_shuffle", {"shuffle_rank": 3}, ["shuffle_rank=3"]),
-    ("shuffle_unit", {"out_channels": 240}, ["in_channels == out_channels"]),
-    ("shuffle_unit_s2", {"out_channels": 200}, ["out_channels > in_channels"]),
-    ("shuffle_unit", {"in_channels": 200, "out_channels": 200, "first_grouped": False},
-     ["out_channels/4=50", "groups=3"]),
-    ("shufflenet", {"groups": 5}, ["groups=5"]),
-    ("shufflenet_v2_unit", {"channels": 115}, ["channels=115"]),
-    ("pointwise", {"in_channels": 0}, ["in_channels=0", "positive"]),
-])
+
+@pytest.mark.parametrize(
+    "name,overrides,words",
+    [
+        ("grouped", {"in_channels": 30, "groups": 4}, ["in_channels=30", "groups=4", "divisible"]),
+        ("grouped", {"out_channels": 30, "groups": 4}, ["out_channels=30", "divisible"]),
+        ("standard", {"kernel_size": 4}, ["kernel_size=4", "odd"]),
+        ("depthwise", {"kernel_size": 2}, ["kernel_size=2", "odd"]),
+        ("separable", {"stride": 3}, ["stride=3"]),
+        ("channel_shuffle", {"channels": 10, "groups": 3}, ["channels=10", "groups=3"]),
+        ("channel_shuffle", {"shuffle_rank": 3}, ["shuffle_rank=3"]),
+        ("shuffle_unit", {"out_channels": 240}, ["in_channels == out_channels"]),
+        ("shuffle_unit_s2", {"out_channels": 200}, ["out_channels > in_channels"]),
+        (
+            "shuffle_unit",
+            {"in_channels": 200, "out_channels": 200, "first_grouped": False},
+            ["out_channels/4=50", "groups=3"],
+        ),
+        ("shufflenet", {"groups": 5}, ["groups=5"]),
+        ("shufflenet_v2_unit", {"channels": 115}, ["channels=115"]),
+        ("pointwise", {"in_channels": 0}, ["in_channels=0", "positive"]),
+    ],
+)
 def test_impossible_configs_name_the_parameter_and_the_rule(name, overrides, words):
     with pytest.raises(UserInputError) as info:
         variants.get(name).build(overrides)

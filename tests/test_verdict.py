@@ -62,8 +62,9 @@ def test_reference_evaluator_alone_is_suspect_and_only_a_warning():
 def test_pytorch_decides_over_stale_stored_outputs():
     check = judge("y", TRUTH, {TORCH: TRUTH, STORED: broken(), REFERENCE: TRUTH}, TOL)
     assert (check.status, check.kind, check.decided_by) == ("warn", "stale_stored", TORCH)
-    quiet = judge("y", TRUTH, {TORCH: TRUTH, STORED: broken(), REFERENCE: TRUTH}, TOL,
-                  trust_stored=False)
+    quiet = judge(
+        "y", TRUTH, {TORCH: TRUTH, STORED: broken(), REFERENCE: TRUTH}, TOL, trust_stored=False
+    )
     assert quiet.status == "pass" and "(declared untrusted) differ" in quiet.note
 
 

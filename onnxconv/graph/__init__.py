@@ -25,7 +25,20 @@ from .inspection import (
 )
 
 __all__ = [
-    "SHUFFLE_PERM", "ConvInfo", "FlattenedPair", "GraphCost", "GraphIndex", "GraphReport",
-    "ShuffleInfo", "conv_info", "cost_breakdown", "find_channel_shuffles", "find_convs",
-    "find_flattened_pairs", "graph_cost", "inspect_model", "load_model", "node_macs",
+    "SHUFFLE_PERM",
+    "ConvInfo",
+    "FlattenedPair",
+    "GraphCost",
+    "GraphIndex",
+    "GraphReport",
+    "ShuffleInfo",
+    "conv_info",
+    "cost_breakdown",
+    "find_channel_shuffles",
+    "find_convs",
+    "find_flattened_pairs",
+    "graph_cost",
+    "inspect_model",
+    "load_model",
+    "node_macs",
 ]

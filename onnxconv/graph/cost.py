@@ -16,6 +16,7 @@ import onnx
 
 from .index import Dim, GraphIndex, _static, as_index, attr, is_default_domain
 
+
 @dataclass
 class GraphCost:
     """Parameters and multiply-accumulates read from the graph alone.
@@ -58,13 +59,18 @@ def graph_cost(model: onnx.ModelProto, batch_size: int = 1) -> tuple[int, int]:
     return cost.params, cost.macs
 
 
-def node_macs(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int = 1) -> list[int | None]:
+def node_macs(
+    model_or_index: onnx.ModelProto | GraphIndex, batch_size: int = 1
+) -> list[int | None]:
     """Multiply-adds of every node in graph order: an int for the ops :func:`graph_cost` counts
     (Conv, Gemm, MatMul) when shapes allow, ``None`` for the rest."""
     ix = as_index(model_or_index)
-    return [_node_macs(ix, node, batch_size)
-            if is_default_domain(node) and node.op_type in _WEIGHT_INPUTS else None
-            for node in ix.nodes]
+    return [
+        _node_macs(ix, node, batch_size)
+        if is_default_domain(node) and node.op_type in _WEIGHT_INPUTS
+        else None
+        for node in ix.nodes
+    ]
 
 
 def cost_breakdown(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int = 1) -> GraphCost:

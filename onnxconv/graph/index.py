@@ -43,7 +43,9 @@ def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except DecodeError as exc:
-        raise UserInputError(f"{path}: not an ONNX model (protobuf parse failed: {_one_line(exc)})") from exc
+        raise UserInputError(
+            f"{path}: not an ONNX model (protobuf parse failed: {_one_line(exc)})"
+        ) from exc
     except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as exc:
         # unreadable file, external data missing or outside the model's folder
         raise UserInputError(f"{path}: cannot load ONNX model: {_one_line(exc)}") from exc
@@ -146,13 +148,19 @@ class GraphIndex:
                 if name in folded or name in self.initializers or name not in self.producer:
                     continue
                 dims, elem = self._inferred.get(name), self._elem_type.get(name)
-                if self.producer[name].op_type == "Constant" or elem not in _INT_TYPES or dims is None:
+                if (
+                    self.producer[name].op_type == "Constant"
+                    or elem not in _INT_TYPES
+                    or dims is None
+                ):
                     continue
                 if len(dims) > 1 or not all(isinstance(d, int) for d in dims):
                     continue
                 values = self.partial(name)
                 if values is not None and None not in values and len(values) == math.prod(dims):
-                    array = np.array(values, dtype=helper.tensor_dtype_to_np_dtype(elem)).reshape(dims)
+                    array = np.array(values, dtype=helper.tensor_dtype_to_np_dtype(elem)).reshape(
+                        dims
+                    )
                     folded[name] = numpy_helper.from_array(array, f"{name}__folded")
         if not folded:
             return None
@@ -193,7 +201,7 @@ class GraphIndex:
         return dims if dims is not None else self._inferred.get(name)
 
     def const_dims(self, name: str) -> tuple[int, ...] | None:
-        """Dims of a constant tensor (initializer / Constant / Identity of one), without its data."""
+        """Dims of a constant tensor (initializer / Constant / Identity of one), not its data."""
         root = self.const_root(name)
         if root is None:
             return None
@@ -264,7 +272,9 @@ class GraphIndex:
             dims = self._inferred.get(node.input[0])
             if dims is None:
                 return None
-            return [d if isinstance(d, int) else None for d in list(dims)[_shape_slice(node, len(dims))]]
+            return [
+                d if isinstance(d, int) else None for d in list(dims)[_shape_slice(node, len(dims))]
+            ]
         if op in ("Cast", "Identity", "Unsqueeze", "Squeeze"):  # 0-D <-> 1-D: same elements
             return self.partial(node.input[0])
         if op == "Concat":
@@ -274,7 +284,9 @@ class GraphIndex:
             data, idx = self.partial(node.input[0]), self.const(node.input[1])
             if data is None or idx is None or idx.ndim > 1:
                 return None
-            return [data[int(i)] if -len(data) <= int(i) < len(data) else None for i in idx.reshape(-1)]
+            return [
+                data[int(i)] if -len(data) <= int(i) < len(data) else None for i in idx.reshape(-1)
+            ]
         if op in ("Add", "Sub", "Mul", "Div"):
             a, b = self.partial(node.input[0]), self.partial(node.input[1])
             if a is None or b is None or (len(a) != len(b) and 1 not in (len(a), len(b))):

@@ -27,8 +27,24 @@ SHUFFLE_PERM = {5: [0, 2, 1, 3, 4], 4: [0, 2, 1, 3]}
 # Ops that may sit between the three nodes of a channel shuffle without hiding it: the chain is
 # still found (and reported as not exact). Anything else breaks the chain.
 _PASS_THROUGH = {
-    "Identity", "Cast", "Dropout", "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid",
-    "HardSwish", "Neg", "Abs", "Add", "Sub", "Mul", "Div", "QuantizeLinear", "DequantizeLinear",
+    "Identity",
+    "Cast",
+    "Dropout",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Neg",
+    "Abs",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "QuantizeLinear",
+    "DequantizeLinear",
 }
 _MAX_BETWEEN = 4
 
@@ -258,7 +274,11 @@ def _walk_forward(ix: GraphIndex, name: str):
         if not users:
             return None, [], False
         shared = shared or len(users) > 1 or name in ix.graph_outputs
-        node = users[0] if len(users) == 1 else next((u for u in users if u.op_type == "Reshape"), None)
+        node = (
+            users[0]
+            if len(users) == 1
+            else next((u for u in users if u.op_type == "Reshape"), None)
+        )
         if node is None or not is_default_domain(node):
             return None, [], False
         if node.op_type == "Reshape" and node.input[0] == name:
@@ -304,7 +324,9 @@ class GraphReport:
 def inspect_model(model: onnx.ModelProto) -> GraphReport:
     """Opsets, producer, op counts (top-level graph only), Convs, flattened pairs, shuffles."""
     ix = GraphIndex(model)
-    counts = Counter(n.op_type if is_default_domain(n) else f"{n.domain}:{n.op_type}" for n in ix.nodes)
+    counts = Counter(
+        n.op_type if is_default_domain(n) else f"{n.domain}:{n.op_type}" for n in ix.nodes
+    )
     convs = find_convs(ix)
 
     def dims(name: str) -> list[Dim] | None:

@@ -5,8 +5,10 @@
 >>> module = spec.build({"in_channels": 32})
 """
 
-# isort: off  -- import order is the listing order: single convolutions first, networks last.
+# The import order is the listing order: single convolutions first, networks last.
+# isort: off
 from . import standard, flattened, inception, separable, grouped, shuffle, mobilenet  # noqa: F401
+
 # isort: on
 from ._registry import REGISTRY, VariantSpec, get
 from .shuffle import channel_shuffle

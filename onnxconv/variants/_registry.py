@@ -45,7 +45,8 @@ class VariantSpec:
             if key not in config:
                 known = ", ".join(sorted(config))
                 raise UserInputError(
-                    f"unknown config key {key!r} for variant {self.name!r} (known: {known})")
+                    f"unknown config key {key!r} for variant {self.name!r} (known: {known})"
+                )
             config[key] = coerce(key, value, config[key], self.name)
         return config
 
@@ -93,8 +94,10 @@ def coerce(key: str, value: Any, default: Any, variant: str) -> Any:
             return type(default)(value)
         except (TypeError, ValueError):
             pass
-    raise UserInputError(f"config {key}={value!r} for variant {variant!r}: "
-                         f"expected {type(default).__name__} like {default!r}")
+    raise UserInputError(
+        f"config {key}={value!r} for variant {variant!r}: "
+        f"expected {type(default).__name__} like {default!r}"
+    )
 
 
 def randomize_batchnorm(module: nn.Module, generator: torch.Generator) -> None:

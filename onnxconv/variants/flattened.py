@@ -20,8 +20,14 @@ class FlattenedConv(nn.Module):
     Cost per pixel: C·F + 2·k·F instead of C·F·k².
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 bias: bool = False, nonlinearity: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        bias: bool = False,
+        nonlinearity: bool = False,
+    ) -> None:
         super().__init__()
         _checks.positive(in_channels=in_channels, out_channels=out_channels)
         _checks.odd_kernel(kernel_size)
@@ -35,10 +41,24 @@ class FlattenedConv(nn.Module):
         return self.horizontal(self.act(self.vertical(self.act(self.lateral(x)))))
 
 
-register(VariantSpec(
-    name="flattened", family="flattened", structure_kind="flattened", paper="Flattened CNNs, Jin et al. (1412.5474)",
-    builder=FlattenedConv, cost_fn=cost.flattened,
-    structure=lambda c: dict(kernel=c["kernel_size"]),
-    summary="lateral 1×1 → vertical k×1 → horizontal 1×k",
-    defaults=dict(in_channels=64, out_channels=64, kernel_size=3, bias=False,
-                  nonlinearity=False, height=28, width=28)))
+register(
+    VariantSpec(
+        name="flattened",
+        family="flattened",
+        structure_kind="flattened",
+        paper="Flattened CNNs, Jin et al. (1412.5474)",
+        builder=FlattenedConv,
+        cost_fn=cost.flattened,
+        structure=lambda c: dict(kernel=c["kernel_size"]),
+        summary="lateral 1×1 → vertical k×1 → horizontal 1×k",
+        defaults=dict(
+            in_channels=64,
+            out_channels=64,
+            kernel_size=3,
+            bias=False,
+            nonlinearity=False,
+            height=28,
+            width=28,
+        ),
+    )
+)

@@ -20,8 +20,11 @@ class MobileNetV1(nn.Module):
         if not 0 < width_multiplier <= 4:
             raise ValueError(f"width_multiplier={width_multiplier} must be in (0, 4]")
         c = int(32 * width_multiplier)
-        layers: list[nn.Module] = [nn.Conv2d(3, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c),
-                                   nn.ReLU()]
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, c, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+        ]
         for out, stride in cost.MOBILENET_V1_LAYERS:
             out = int(out * width_multiplier)
             layers.append(SeparableConv(c, out, 3, stride, bias=False, activation=True))
@@ -34,8 +37,16 @@ class MobileNetV1(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
-register(VariantSpec(
-    name="mobilenet_v1", family="mobilenet_v1", paper="MobileNets, Howard et al. (1704.04861)",
-    builder=MobileNetV1, cost_fn=cost.mobilenet_v1, input_channels_key=None,
-    summary="13 depthwise separable layers", commit_graph=False,
-    defaults=dict(num_classes=1000, width_multiplier=1.0, height=224, width=224)))
+register(
+    VariantSpec(
+        name="mobilenet_v1",
+        family="mobilenet_v1",
+        paper="MobileNets, Howard et al. (1704.04861)",
+        builder=MobileNetV1,
+        cost_fn=cost.mobilenet_v1,
+        input_channels_key=None,
+        summary="13 depthwise separable layers",
+        commit_graph=False,
+        defaults=dict(num_classes=1000, width_multiplier=1.0, height=224, width=224),
+    )
+)

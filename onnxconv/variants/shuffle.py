@@ -43,11 +43,13 @@ class ChannelShuffle(nn.Module):
         return channel_shuffle(x, self.groups, self.rank)
 
 
-def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, groups: int = 1,
-            relu: bool = False) -> nn.Sequential:
+def conv_bn(
+    c_in: int, c_out: int, kernel_size: int, stride: int = 1, groups: int = 1, relu: bool = False
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, c_out, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(c_out)]
+        nn.BatchNorm2d(c_out),
+    ]
     if relu:
         layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -63,17 +65,28 @@ class ShuffleUnit(nn.Module):
     has too few channels to group.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, groups: int = 3, stride: int = 1,
-                 first_grouped: bool = True, shuffle_rank: int = 5) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        groups: int = 3,
+        stride: int = 1,
+        first_grouped: bool = True,
+        shuffle_rank: int = 5,
+    ) -> None:
         super().__init__()
         _checks.positive(in_channels=in_channels, out_channels=out_channels, groups=groups)
         _checks.stride_1_or_2(stride)
         if stride == 1 and in_channels != out_channels:
-            raise ValueError(f"stride=1 needs in_channels == out_channels for the residual Add "
-                             f"(got {in_channels} and {out_channels})")
+            raise ValueError(
+                f"stride=1 needs in_channels == out_channels for the residual Add "
+                f"(got {in_channels} and {out_channels})"
+            )
         if stride == 2 and out_channels <= in_channels:
-            raise ValueError(f"stride=2 needs out_channels > in_channels for the Concat "
-                             f"(got {out_channels} and {in_channels})")
+            raise ValueError(
+                f"stride=2 needs out_channels > in_channels for the Concat "
+                f"(got {out_channels} and {in_channels})"
+            )
         mid = out_channels // 4
         branch_out = out_channels - in_channels if stride == 2 else out_channels
         g1 = groups if first_grouped else 1
@@ -100,21 +113,29 @@ class ShuffleNetV1(nn.Module):
     of 4/8/4 units (the first of each with stride 2), global average pool, FC. g=3 gives
     240/480/960 channels and 137 M multiply-adds at 224×224."""
 
-    def __init__(self, groups: int = 3, num_classes: int = 1000, stem_channels: int = 24,
-                 shuffle_rank: int = 5) -> None:
+    def __init__(
+        self,
+        groups: int = 3,
+        num_classes: int = 1000,
+        stem_channels: int = 24,
+        shuffle_rank: int = 5,
+    ) -> None:
         super().__init__()
         if groups not in cost.SHUFFLENET_STAGE_CHANNELS:
             known = sorted(cost.SHUFFLENET_STAGE_CHANNELS)
             raise ValueError(f"groups={groups} must be one of the paper's {known}")
-        self.stem = nn.Sequential(conv_bn(3, stem_channels, 3, stride=2, relu=True),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            conv_bn(3, stem_channels, 3, stride=2, relu=True), nn.MaxPool2d(3, 2, 1)
+        )
         units: list[nn.Module] = []
         c = stem_channels
-        for stage, (out, repeats) in enumerate(zip(cost.SHUFFLENET_STAGE_CHANNELS[groups],
-                                                    cost.SHUFFLENET_STAGE_REPEATS)):
+        for stage, (out, repeats) in enumerate(
+            zip(cost.SHUFFLENET_STAGE_CHANNELS[groups], cost.SHUFFLENET_STAGE_REPEATS)
+        ):
             units.append(ShuffleUnit(c, out, groups, 2, stage > 0, shuffle_rank))
-            units += [ShuffleUnit(out, out, groups, 1, True, shuffle_rank)
-                      for _ in range(repeats - 1)]
+            units += [
+                ShuffleUnit(out, out, groups, 1, True, shuffle_rank) for _ in range(repeats - 1)
+            ]
             c = out
         self.stages = nn.Sequential(*units)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -135,9 +156,11 @@ class ShuffleNetV2Unit(nn.Module):
         _checks.divisible("channels", channels, "2 (the channel split)", 2)
         half = channels // 2
         self.shuffle_rank = shuffle_rank
-        self.branch = nn.Sequential(conv_bn(half, half, 1, relu=True),
-                                    conv_bn(half, half, 3, groups=half),
-                                    conv_bn(half, half, 1, relu=True))
+        self.branch = nn.Sequential(
+            conv_bn(half, half, 1, relu=True),
+            conv_bn(half, half, 3, groups=half),
+            conv_bn(half, half, 1, relu=True),
+        )
 
     def forward(self, x):
         x1, x2 = x.chunk(2, dim=1)
@@ -151,40 +174,100 @@ def unit_structure(config: dict) -> dict:
     return dict(groups=config["groups"], shuffle_rank=config["shuffle_rank"], shuffles=1)
 
 
-register(VariantSpec(
-    name="channel_shuffle", family="channel_shuffle", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Sec. 3.1",
-    builder=ChannelShuffle, cost_fn=cost.channel_shuffle, input_channels_key="channels",
-    structure=lambda c: dict(groups=c["groups"], shuffle_rank=c["shuffle_rank"], shuffles=1),
-    summary="Reshape → Transpose → Reshape",
-    defaults=dict(channels=64, groups=8, shuffle_rank=5, height=28, width=28)))
+register(
+    VariantSpec(
+        name="channel_shuffle",
+        family="channel_shuffle",
+        structure_kind="channel_shuffle",
+        paper=SHUFFLENET_PAPER + " Sec. 3.1",
+        builder=ChannelShuffle,
+        cost_fn=cost.channel_shuffle,
+        input_channels_key="channels",
+        structure=lambda c: dict(groups=c["groups"], shuffle_rank=c["shuffle_rank"], shuffles=1),
+        summary="Reshape → Transpose → Reshape",
+        defaults=dict(channels=64, groups=8, shuffle_rank=5, height=28, width=28),
+    )
+)
 
-register(VariantSpec(
-    name="shuffle_unit", family="shuffle_unit", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Fig. 2b",
-    builder=ShuffleUnit, cost_fn=cost.shuffle_unit, structure=unit_structure,
-    summary="GConv → shuffle → DWConv → GConv, Add",
-    defaults=dict(in_channels=960, out_channels=960, groups=3, stride=1, first_grouped=True,
-                  shuffle_rank=5, height=7, width=7)))
+register(
+    VariantSpec(
+        name="shuffle_unit",
+        family="shuffle_unit",
+        structure_kind="channel_shuffle",
+        paper=SHUFFLENET_PAPER + " Fig. 2b",
+        builder=ShuffleUnit,
+        cost_fn=cost.shuffle_unit,
+        structure=unit_structure,
+        summary="GConv → shuffle → DWConv → GConv, Add",
+        defaults=dict(
+            in_channels=960,
+            out_channels=960,
+            groups=3,
+            stride=1,
+            first_grouped=True,
+            shuffle_rank=5,
+            height=7,
+            width=7,
+        ),
+    )
+)
 
-register(VariantSpec(
-    name="shuffle_unit_s2", family="shuffle_unit_s2", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Fig. 2c",
-    builder=ShuffleUnit, cost_fn=cost.shuffle_unit, structure=unit_structure,
-    summary="stride 2: avg-pool shortcut, Concat",
-    defaults=dict(in_channels=480, out_channels=960, groups=3, stride=2, first_grouped=True,
-                  shuffle_rank=5, height=14, width=14)))
+register(
+    VariantSpec(
+        name="shuffle_unit_s2",
+        family="shuffle_unit_s2",
+        structure_kind="channel_shuffle",
+        paper=SHUFFLENET_PAPER + " Fig. 2c",
+        builder=ShuffleUnit,
+        cost_fn=cost.shuffle_unit,
+        structure=unit_structure,
+        summary="stride 2: avg-pool shortcut, Concat",
+        defaults=dict(
+            in_channels=480,
+            out_channels=960,
+            groups=3,
+            stride=2,
+            first_grouped=True,
+            shuffle_rank=5,
+            height=14,
+            width=14,
+        ),
+    )
+)
 
-register(VariantSpec(
-    name="shufflenet", family="shufflenet", structure_kind="channel_shuffle", paper=SHUFFLENET_PAPER + " Table 1",
-    builder=ShuffleNetV1, cost_fn=cost.shufflenet, input_channels_key=None,
-    structure=lambda c: dict(groups=c["groups"], shuffle_rank=c["shuffle_rank"],
-                             shuffles=sum(cost.SHUFFLENET_STAGE_REPEATS)),
-    summary="ShuffleNet v1 1×, 16 units", commit_graph=False,
-    defaults=dict(groups=3, num_classes=1000, stem_channels=24, shuffle_rank=5,
-                  height=224, width=224)))
+register(
+    VariantSpec(
+        name="shufflenet",
+        family="shufflenet",
+        structure_kind="channel_shuffle",
+        paper=SHUFFLENET_PAPER + " Table 1",
+        builder=ShuffleNetV1,
+        cost_fn=cost.shufflenet,
+        input_channels_key=None,
+        structure=lambda c: dict(
+            groups=c["groups"],
+            shuffle_rank=c["shuffle_rank"],
+            shuffles=sum(cost.SHUFFLENET_STAGE_REPEATS),
+        ),
+        summary="ShuffleNet v1 1×, 16 units",
+        commit_graph=False,
+        defaults=dict(
+            groups=3, num_classes=1000, stem_channels=24, shuffle_rank=5, height=224, width=224
+        ),
+    )
+)
 
-register(VariantSpec(
-    name="shufflenet_v2_unit", family="shufflenet_v2_unit", structure_kind="channel_shuffle",
-    paper="ShuffleNet V2, Ma et al. (1807.11164) Fig. 3c",
-    builder=ShuffleNetV2Unit, cost_fn=cost.shufflenet_v2_unit, input_channels_key="channels",
-    structure=lambda c: dict(groups=2, shuffle_rank=c["shuffle_rank"], shuffles=1),
-    summary="channel split → branch → Concat → shuffle",
-    defaults=dict(channels=232, shuffle_rank=5, height=14, width=14)))
+register(
+    VariantSpec(
+        name="shufflenet_v2_unit",
+        family="shufflenet_v2_unit",
+        structure_kind="channel_shuffle",
+        paper="ShuffleNet V2, Ma et al. (1807.11164) Fig. 3c",
+        builder=ShuffleNetV2Unit,
+        cost_fn=cost.shufflenet_v2_unit,
+        input_channels_key="channels",
+        structure=lambda c: dict(groups=2, shuffle_rank=c["shuffle_rank"], shuffles=1),
+        summary="channel split → branch → Concat → shuffle",
+        defaults=dict(channels=232, shuffle_rank=5, height=14, width=14),
+    )
+)

@@ -24,11 +24,15 @@ from typing import Any, Mapping
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .bench_report import op_shares
-from .report import write_bytes
+from ..report import write_bytes
+from .stats import op_shares
 
-GROUP_LABELS = {"conv": "Conv / FusedConv / NchwcConv", "shuffle": "Reshape / Transpose",
-                "reorder": "ReorderInput / ReorderOutput", "other": "other"}
+GROUP_LABELS = {
+    "conv": "Conv / FusedConv / NchwcConv",
+    "shuffle": "Reshape / Transpose",
+    "reorder": "ReorderInput / ReorderOutput",
+    "other": "other",
+}
 GROUP_COLORS = {"conv": "#4477aa", "shuffle": "#ee6677", "reorder": "#ccbb44", "other": "#bbbbbb"}
 
 
@@ -66,7 +70,8 @@ def plot_latency_vs_macs(data: Mapping[str, Any], path: str | os.PathLike) -> Pa
             zero_macs.add(cell["label"])
             continue
         series.setdefault(_where(cell), []).append(
-            (cell["macs"], cell["stats"]["p50_ms"], f"{cell['label']} b{cell['batch']}"))
+            (cell["macs"], cell["stats"]["p50_ms"], f"{cell['label']} b{cell['batch']}")
+        )
     markers = "osD^v<>pP*X"
     for i, (where, points) in enumerate(sorted(series.items())):
         xs, ys, names = zip(*points)
@@ -95,8 +100,11 @@ def plot_speedup(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(series))
     for j, name in enumerate(series):
-        values = {f"{p['label']} b{p['batch']}": p["torch_over_ort"] for p in pairs
-                  if f"{p['ort_target']} vs {p['torch_backend']}" == name}
+        values = {
+            f"{p['label']} b{p['batch']}": p["torch_over_ort"]
+            for p in pairs
+            if f"{p['ort_target']} vs {p['torch_backend']}" == name
+        }
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(labels))]
         ax.bar(xs, [values.get(label, 0.0) for label in labels], width, label=name)
     ax.axhline(1.0, color="black", linewidth=0.8)
@@ -106,8 +114,9 @@ def plot_speedup(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     if series:
         ax.legend(fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(_title(data, "PyTorch eager against ONNX Runtime (median of paired rounds)"),
-                 fontsize=9)
+    ax.set_title(
+        _title(data, "PyTorch eager against ONNX Runtime (median of paired rounds)"), fontsize=9
+    )
     return _save(fig, Path(path))
 
 
@@ -121,8 +130,9 @@ def plot_op_breakdown(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     bottom = [0.0] * len(cells)
     for group, label in GROUP_LABELS.items():
         values = [100.0 * fractions.get(group, 0.0) for _, fractions, _ in shares]
-        ax.bar(range(len(cells)), values, 0.7, bottom=bottom, label=label,
-               color=GROUP_COLORS[group])
+        ax.bar(
+            range(len(cells)), values, 0.7, bottom=bottom, label=label, color=GROUP_COLORS[group]
+        )
         bottom = [b + v for b, v in zip(bottom, values)]
     ax.set_xticks(range(len(cells)))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
@@ -133,8 +143,11 @@ def plot_op_breakdown(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return _save(fig, Path(path))
 
 
-PLOTS = {"latency_vs_macs.png": plot_latency_vs_macs, "speedup.png": plot_speedup,
-         "op_breakdown.png": plot_op_breakdown}
+PLOTS = {
+    "latency_vs_macs.png": plot_latency_vs_macs,
+    "speedup.png": plot_speedup,
+    "op_breakdown.png": plot_op_breakdown,
+}
 
 
 def write_plots(data: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:

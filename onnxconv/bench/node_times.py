@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxconv.bench_stats import group_op_times, op_group, percentile
+from onnxconv.bench.stats import group_op_times, op_group, percentile
 from onnxconv.errors import UserInputError
 from onnxconv.errors import one_line as _one_line
 from onnxconv.graph import node_macs
@@ -59,11 +59,17 @@ def _constant_values(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
 
 def _static(vi: onnx.ValueInfoProto) -> bool:
     t = vi.type.tensor_type
-    return (vi.type.HasField("tensor_type") and t.elem_type != 0 and t.HasField("shape")
-            and all(d.HasField("dim_value") and d.dim_value > 0 for d in t.shape.dim))
+    return (
+        vi.type.HasField("tensor_type")
+        and t.elem_type != 0
+        and t.HasField("shape")
+        and all(d.HasField("dim_value") and d.dim_value > 0 for d in t.shape.dim)
+    )
 
 
-def with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> onnx.ModelProto:
+def with_input_shapes(
+    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]
+) -> onnx.ModelProto:
     """A copy of ``model`` whose named graph inputs have these fixed shapes (symbolic dims of a
     dynamic-batch export become the numbers actually fed), so shape inference gives every node
     static shapes. A shape of the wrong rank is a :class:`UserInputError`."""
@@ -107,8 +113,10 @@ def split_nodes(model: onnx.ModelProto) -> list[NodeModel]:
         if node.op_type == "Constant":
             skip("a constant: no computation")
             continue
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for a in node.attribute):
+        if any(
+            a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+            for a in node.attribute
+        ):
             skip("has subgraphs")
             continue
         inputs, initializers, problem, seen = [], [], None, set()
@@ -123,9 +131,11 @@ def split_nodes(model: onnx.ModelProto) -> list[NodeModel]:
             if vi is None or not _static(vi):
                 problem = f"input {tensor!r} has no static shape"
                 break
-            if vi.type.tensor_type.elem_type not in (onnx.TensorProto.FLOAT,
-                                                     onnx.TensorProto.FLOAT16,
-                                                     onnx.TensorProto.DOUBLE):
+            if vi.type.tensor_type.elem_type not in (
+                onnx.TensorProto.FLOAT,
+                onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.DOUBLE,
+            ):
                 problem = f"input {tensor!r} is computed at run time and is not floating point"
                 break
             inputs.append(vi)
@@ -144,14 +154,23 @@ def split_nodes(model: onnx.ModelProto) -> list[NodeModel]:
 
 def _random_feeds(session, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {spec.name: rng.standard_normal(spec.shape).astype(spec.dtype)
-            for spec in session.inputs}
+    return {
+        spec.name: rng.standard_normal(spec.shape).astype(spec.dtype) for spec in session.inputs
+    }
 
 
-def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", *,
-               input_shapes: Mapping[str, Sequence[int]] | None = None,
-               threads: int | None = 1, cuda_options: Mapping[str, Any] | None = None,
-               warmup: int = 5, calls: int = 30, seed: int = 0) -> dict[str, Any]:
+def time_nodes(
+    model: onnx.ModelProto,
+    ep: str = "cpu",
+    opt_level: str = "all",
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    threads: int | None = 1,
+    cuda_options: Mapping[str, Any] | None = None,
+    warmup: int = 5,
+    calls: int = 30,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Time every node of ``model`` alone on ``ep``: ``{"nodes": [...], "sum_ms", "groups_ms",
     "fractions", "clock"}``; a node row has ``macs`` (Conv, Gemm, MatMul) and then ``gflops``.
 
@@ -171,16 +190,24 @@ def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", 
     rows: list[dict[str, Any]] = []
     macs = node_macs(model)
     for part in split_nodes(model):
-        row: dict[str, Any] = {"index": part.index, "name": part.name, "op_type": part.op_type,
-                               "group": op_group(part.op_type), "macs": macs[part.index],
-                               "ms": None, "p90_ms": None, "gflops": None,
-                               "skipped": part.skipped}
+        row: dict[str, Any] = {
+            "index": part.index,
+            "name": part.name,
+            "op_type": part.op_type,
+            "group": op_group(part.op_type),
+            "macs": macs[part.index],
+            "ms": None,
+            "p90_ms": None,
+            "gflops": None,
+            "skipped": part.skipped,
+        }
         rows.append(row)
         if part.model is None:
             continue
         try:
-            info = make_session(part.model, Target(ep, opt_level), threads=threads,
-                                cuda_options=cuda_options)
+            info = make_session(
+                part.model, Target(ep, opt_level), threads=threads, cuda_options=cuda_options
+            )
         except EpUnavailable as exc:
             row["skipped"] = f"{ep} cannot run it alone: {exc.reason}"
             continue
@@ -202,10 +229,16 @@ def time_nodes(model: onnx.ModelProto, ep: str = "cpu", opt_level: str = "all", 
         if r["ms"] is not None:
             by_op[r["op_type"]] = by_op.get(r["op_type"], 0.0) + r["ms"]
     grouped = group_op_times(by_op)
-    return {"nodes": rows, "sum_ms": grouped["total"], "groups_ms": grouped["groups"],
-            "fractions": grouped["fractions"],
-            "clock": "each node alone, wall time of a synchronised call",
-            "ep": ep, "opt_level": opt_level, "calls": calls}
+    return {
+        "nodes": rows,
+        "sum_ms": grouped["total"],
+        "groups_ms": grouped["groups"],
+        "fractions": grouped["fractions"],
+        "clock": "each node alone, wall time of a synchronised call",
+        "ep": ep,
+        "opt_level": opt_level,
+        "calls": calls,
+    }
 
 
 def _bound_call(info, feeds: Mapping[str, np.ndarray], ep: str):

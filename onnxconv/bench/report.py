@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .bench_stats import OP_GROUPS
-from .errors import UserInputError
-from .errors import one_line as _one_line
-from .machine import describe_gpus
-from .report import write_text
+from ..errors import UserInputError
+from ..errors import one_line as _one_line
+from ..machine import describe_gpus
+from ..report import write_text
+from .stats import OP_GROUPS, op_shares
 
 SCHEMA = "onnxconv.bench"
 #: 2 added cuda_roofs, per_op.clock, per_node and settings.cuda_options (absent in 1: reads fine).
@@ -61,7 +61,7 @@ class BenchReport:
       nodes, providers, clock: "cpu", or "host" for CUDA cells, whose node times are kernel
       launches, not GPU time) or null (``per_op_error`` says why when the profiled run failed);
       ``per_node`` (ORT only, with ``--per-node``: every node timed alone on the device, see
-      :func:`onnxconv.node_times.time_nodes`: nodes[] {index, name, op_type, group, macs, ms,
+      :func:`onnxconv.bench.node_times.time_nodes`: nodes[] {index, name, op_type, group, macs, ms,
       p90_ms, gflops, skipped}, sum_ms, groups_ms, fractions, clock, ep, opt_level, calls) or null
       (``per_node_error`` says why when it failed);
       ``session`` (ORT session options and providers, CUDA options, IO binding and copy times;
@@ -81,30 +81,48 @@ class BenchReport:
     roofs: dict[str, Any] | None
     cells: list[dict[str, Any]] = field(default_factory=list)
     pairs: list[dict[str, Any]] = field(default_factory=list)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc)
-                         .isoformat(timespec="seconds"))
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
     roofs_error: str | None = None
     notes: list[str] = field(default_factory=list)
     cuda_roofs: dict[str, Any] | None = None
     cuda_roofs_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": self.created,
-                "machine": self.machine, "versions": self.versions, "settings": self.settings,
-                "roofs": self.roofs, "roofs_error": self.roofs_error,
-                "cuda_roofs": self.cuda_roofs, "cuda_roofs_error": self.cuda_roofs_error,
-                "cells": self.cells,
-                "pairs": self.pairs, "notes": self.notes}
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "machine": self.machine,
+            "versions": self.versions,
+            "settings": self.settings,
+            "roofs": self.roofs,
+            "roofs_error": self.roofs_error,
+            "cuda_roofs": self.cuda_roofs,
+            "cuda_roofs_error": self.cuda_roofs_error,
+            "cells": self.cells,
+            "pairs": self.pairs,
+            "notes": self.notes,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BenchReport":
         if data.get("schema") != SCHEMA:
             raise UserInputError(f"not an onnxconv bench report (schema {data.get('schema')!r})")
-        return cls(machine=data["machine"], versions=data["versions"], settings=data["settings"],
-                   roofs=data.get("roofs"), cells=list(data["cells"]), pairs=list(data["pairs"]),
-                   created=data["created"], roofs_error=data.get("roofs_error"),
-                   notes=list(data.get("notes", [])), cuda_roofs=data.get("cuda_roofs"),
-                   cuda_roofs_error=data.get("cuda_roofs_error"))
+        return cls(
+            machine=data["machine"],
+            versions=data["versions"],
+            settings=data["settings"],
+            roofs=data.get("roofs"),
+            cells=list(data["cells"]),
+            pairs=list(data["pairs"]),
+            created=data["created"],
+            roofs_error=data.get("roofs_error"),
+            notes=list(data.get("notes", [])),
+            cuda_roofs=data.get("cuda_roofs"),
+            cuda_roofs_error=data.get("cuda_roofs_error"),
+        )
 
     @property
     def ok(self) -> bool:
@@ -126,21 +144,32 @@ def measurement_notes(report: BenchReport) -> list[str]:
     for roofs, on_gpu in ((report.roofs, False), (report.cuda_roofs, True)):
         if not roofs:
             continue
-        above = [c["id"] for c in report.cells
-                 if (c.get("device") == "cuda") == on_gpu
-                 and c.get("gflops") and c["gflops"] > ABOVE_ROOF * roofs["compute_gflops"]]
+        above = [
+            c["id"]
+            for c in report.cells
+            if (c.get("device") == "cuda") == on_gpu
+            and c.get("gflops")
+            and c["gflops"] > ABOVE_ROOF * roofs["compute_gflops"]
+        ]
         if above:
-            notes.append(f"{len(above)} cell(s) ran above the measured "
-                         f"{'GPU' if on_gpu else 'CPU'} compute roof "
-                         f"({roofs['compute_gflops']:.0f} GFLOP/s), e.g. {above[0]}: the roof was "
-                         "probably measured while the machine was busy, or the cell's kernels "
-                         "beat the fp32 matmul; % roof is then too high")
-    unsteady = [c["id"] for c in report.cells
-                if c.get("stats") and c["stats"]["block_spread"] > UNSTEADY_SPREAD]
+            notes.append(
+                f"{len(above)} cell(s) ran above the measured "
+                f"{'GPU' if on_gpu else 'CPU'} compute roof "
+                f"({roofs['compute_gflops']:.0f} GFLOP/s), e.g. {above[0]}: the roof was "
+                "probably measured while the machine was busy, or the cell's kernels "
+                "beat the fp32 matmul; % roof is then too high"
+            )
+    unsteady = [
+        c["id"]
+        for c in report.cells
+        if c.get("stats") and c["stats"]["block_spread"] > UNSTEADY_SPREAD
+    ]
     if unsteady:
-        notes.append(f"{len(unsteady)} of {len(report.cells)} cell(s) have block medians that "
-                     f"spread more than {UNSTEADY_SPREAD:.0%} (e.g. {unsteady[0]}): the machine "
-                     "was not steady; trust the paired medians, rerun with more rounds")
+        notes.append(
+            f"{len(unsteady)} of {len(report.cells)} cell(s) have block medians that "
+            f"spread more than {UNSTEADY_SPREAD:.0%} (e.g. {unsteady[0]}): the machine "
+            "was not steady; trust the paired medians, rerun with more rounds"
+        )
     disagree = []
     for p in report.pairs:
         ratios = [r["torch_over_ort"] for r in p["rounds"] if r["torch_over_ort"]]
@@ -148,30 +177,48 @@ def measurement_notes(report: BenchReport) -> list[str]:
             disagree.append(f"{p['ort_cell']} vs {p['torch_backend']}")
     if disagree:
         even = report.settings.get("rounds", 1) % 2 == 0
-        notes.append(f"{len(disagree)} pair(s) whose rounds disagree by more than "
-                     f"{ROUNDS_DISAGREE}x (e.g. {disagree[0]})"
-                     + ("; with an even number of rounds the median is the mean of the middle "
-                        "two: use an odd number" if even else ""))
-    loads = [r["loadavg_1m"] for c in report.cells for r in c["rounds"]
-             if r.get("loadavg_1m") is not None]
+        notes.append(
+            f"{len(disagree)} pair(s) whose rounds disagree by more than "
+            f"{ROUNDS_DISAGREE}x (e.g. {disagree[0]})"
+            + (
+                "; with an even number of rounds the median is the mean of the middle "
+                "two: use an odd number"
+                if even
+                else ""
+            )
+        )
+    loads = [
+        r["loadavg_1m"]
+        for c in report.cells
+        for r in c["rounds"]
+        if r.get("loadavg_1m") is not None
+    ]
     usable = report.machine.get("usable_cores") or 1
     if loads and max(loads) > usable + 0.5:  # our own worker accounts for up to `threads`
-        notes.append(f"1-minute load average reached {max(loads):.1f} on {usable} cores during "
-                     "the run: other processes competed for the CPU")
+        notes.append(
+            f"1-minute load average reached {max(loads):.1f} on {usable} cores during "
+            "the run: other processes competed for the CPU"
+        )
     no_profile = [c for c in report.cells if c.get("per_op_error")]
     if no_profile:
-        notes.append(f"{len(no_profile)} cell(s) have no per-op breakdown: the profiled run "
-                     f"failed (e.g. {no_profile[0]['id']}: {no_profile[0]['per_op_error']})")
+        notes.append(
+            f"{len(no_profile)} cell(s) have no per-op breakdown: the profiled run "
+            f"failed (e.g. {no_profile[0]['id']}: {no_profile[0]['per_op_error']})"
+        )
     launched = [c for c in report.cells if (c.get("per_op") or {}).get("clock") == "host"]
     if launched:
-        worst = max(launched, key=lambda c: c["per_op"]["run_us_per_run"]
-                    / max(c["per_op"]["node_us_per_run"], 1e-9))
+        worst = max(
+            launched,
+            key=lambda c: c["per_op"]["run_us_per_run"] / max(c["per_op"]["node_us_per_run"], 1e-9),
+        )
         op = worst["per_op"]
-        notes.append(f"{len(launched)} CUDA cell(s): the per-op shares are host-side kernel-launch "
-                     "times from ORT's profile, not GPU kernel time (e.g. "
-                     f"{worst['id']}: nodes {op['node_us_per_run'] / 1e3:.3g} ms of a "
-                     f"{op['run_us_per_run'] / 1e3:.3g} ms run); time the GPU side with Nsight "
-                     "Systems")
+        notes.append(
+            f"{len(launched)} CUDA cell(s): the per-op shares are host-side kernel-launch "
+            "times from ORT's profile, not GPU kernel time (e.g. "
+            f"{worst['id']}: nodes {op['node_us_per_run'] / 1e3:.3g} ms of a "
+            f"{op['run_us_per_run'] / 1e3:.3g} ms run); time the GPU side with Nsight "
+            "Systems"
+        )
     return notes
 
 
@@ -191,11 +238,12 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
     m, v, s, roofs = data["machine"], data["versions"], data["settings"], data.get("roofs")
     isa = ", ".join(flag for flag, on in m.get("isa", {}).items() if on) or "—"
     lines = [
-        "# onnxconv bench", "",
+        "# onnxconv bench",
+        "",
         f"- created: {data['created']}",
         f"- machine: {m.get('cpu_model')} — {m.get('usable_cores')} usable / "
         f"{m.get('logical_cores')} logical cores, "
-        f"{_fmt(m.get('memory_bytes'), '.1f', 2 ** -30, ' GiB')}"
+        f"{_fmt(m.get('memory_bytes'), '.1f', 2**-30, ' GiB')}"
         f", {m.get('os')}",
         f"- ISA: {isa}",
         f"- GPU: {describe_gpus(m) or 'none seen by nvidia-smi'}",
@@ -207,50 +255,64 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
         f"- method: warm-up ≥ {s['warmup']} calls and ≥ {s['warmup_s']} s, then {s['blocks']} "
         f"blocks × {s['calls']} calls per process, {s['rounds']} rounds alternating ORT and "
         "torch, each in a fresh process; ratios paired by round, medians quoted",
-        *([_cuda_line(s["cuda_options"])] if "cuda" in s.get("eps", []) and "cuda_options" in s
-          else []),
-        "- torch malloc env: " + (", ".join(f"{k}={x}" for k, x in
-                                            s.get("torch_malloc_env", {}).items()) or "default"),
+        *(
+            [_cuda_line(s["cuda_options"])]
+            if "cuda" in s.get("eps", []) and "cuda_options" in s
+            else []
+        ),
+        "- torch malloc env: "
+        + (", ".join(f"{k}={x}" for k, x in s.get("torch_malloc_env", {}).items()) or "default"),
     ]
     if roofs:
-        lines.append(f"- roofs ({roofs['threads']} threads): compute {roofs['compute_gflops']:.1f} "
-                     f"GFLOP/s (fp32 matmul {roofs['method']['matmul_n']}²), memory "
-                     f"{roofs['memory_gbps']:.1f} GB/s (copy {roofs['method']['copy_mb']} MiB, "
-                     f"read+write); ridge {roofs['ridge_flops_per_byte']:.1f} FLOP/byte")
+        lines.append(
+            f"- roofs ({roofs['threads']} threads): compute {roofs['compute_gflops']:.1f} "
+            f"GFLOP/s (fp32 matmul {roofs['method']['matmul_n']}²), memory "
+            f"{roofs['memory_gbps']:.1f} GB/s (copy {roofs['method']['copy_mb']} MiB, "
+            f"read+write); ridge {roofs['ridge_flops_per_byte']:.1f} FLOP/byte"
+        )
     else:
         lines.append(f"- roofs: not measured ({data.get('roofs_error')})")
     cuda_roofs = data.get("cuda_roofs")
     if cuda_roofs:
-        lines.append(f"- GPU roofs ({cuda_roofs.get('device')}, for CUDA cells): compute "
-                     f"{cuda_roofs['compute_gflops']:.0f} GFLOP/s (fp32 matmul "
-                     f"{cuda_roofs['method']['matmul_n']}², TF32 off), memory "
-                     f"{cuda_roofs['memory_gbps']:.0f} GB/s (device copy "
-                     f"{cuda_roofs['method']['copy_mb']} MiB, read+write)")
+        lines.append(
+            f"- GPU roofs ({cuda_roofs.get('device')}, for CUDA cells): compute "
+            f"{cuda_roofs['compute_gflops']:.0f} GFLOP/s (fp32 matmul "
+            f"{cuda_roofs['method']['matmul_n']}², TF32 off), memory "
+            f"{cuda_roofs['memory_gbps']:.0f} GB/s (device copy "
+            f"{cuda_roofs['method']['copy_mb']} MiB, read+write)"
+        )
     elif data.get("cuda_roofs_error"):
         lines.append(f"- GPU roofs: not measured ({data['cuda_roofs_error']})")
     ratio_of = {}
     for p in data["pairs"]:
         if p["torch_backend"] == "torch":
             ratio_of[p["ort_cell"]] = p
-    lines += ["", "## Cells", "",
-              "Latencies in ms (p50 over every timed call of every round). ORT/torch is ORT p50 "
-              "over PyTorch eager p50 and torch/ORT its inverse (median of per-round pairs; "
-              "torch/ORT > 1: ORT faster). % peak is GFLOP/s over the compute roof; % roof over "
-              "the cell's roofline bound min(compute roof, arithmetic intensity × memory roof). "
-              "Shares: conv, Reshape/Transpose (shuffle), ReorderInput/Output (reorder), other; "
-              "`shares from` says how they were measured: `profile` (ORT's profile, CPU), "
-              "`launch` (ORT's profile of a CUDA cell: kernel launches, not GPU time), `nodes` "
-              "(every node timed alone on the device, `--per-node`).", "",
-              "| variant | batch | backend/target | p50 ms | p90 | p99 | spread | GFLOP/s | % peak "
-              "| % roof | ORT/torch | torch/ORT | conv % | shuffle % | reorder % | other % "
-              "| shares from | faults/call |",
-              "|---|---:|---|" + "---:|" * 13 + "---|---:|"]
+    lines += [
+        "",
+        "## Cells",
+        "",
+        "Latencies in ms (p50 over every timed call of every round). ORT/torch is ORT p50 "
+        "over PyTorch eager p50 and torch/ORT its inverse (median of per-round pairs; "
+        "torch/ORT > 1: ORT faster). % peak is GFLOP/s over the compute roof; % roof over "
+        "the cell's roofline bound min(compute roof, arithmetic intensity × memory roof). "
+        "Shares: conv, Reshape/Transpose (shuffle), ReorderInput/Output (reorder), other; "
+        "`shares from` says how they were measured: `profile` (ORT's profile, CPU), "
+        "`launch` (ORT's profile of a CUDA cell: kernel launches, not GPU time), `nodes` "
+        "(every node timed alone on the device, `--per-node`).",
+        "",
+        "| variant | batch | backend/target | p50 ms | p90 | p99 | spread | GFLOP/s | % peak "
+        "| % roof | ORT/torch | torch/ORT | conv % | shuffle % | reorder % | other % "
+        "| shares from | faults/call |",
+        "|---|---:|---|" + "---:|" * 13 + "---|---:|",
+    ]
     for c in data["cells"]:
         st = c.get("stats") or {}
         where = f"{c['backend']} {c['target']}"
         if c["status"] != "ok":
-            lines.append(f"| {c['label']} | {c['batch']} | {where} | {c['status']}: "
-                         f"{(c.get('error') or '').replace('|', '/')} |" + " |" * 14)
+            lines.append(
+                f"| {c['label']} | {c['batch']} | {where} | {c['status']}: "
+                f"{(c.get('error') or '').replace('|', '/')} |" + " |" * 14
+            )
             continue
         pair = ratio_of.get(c["id"])
         fr, basis = op_shares(c)
@@ -262,46 +324,41 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
             f"{_fmt(c.get('roof_fraction'), '.0f', 100)} | "
             f"{_fmt(pair and pair['ort_over_torch'], '.2f')} | "
             f"{_fmt(pair and pair['torch_over_ort'], '.2f')} | "
-            + " | ".join(_fmt(fr.get(g), '.0f', 100) if fr else "—" for g in OP_GROUPS)
-            + f" | {basis or '—'} | {_fmt(c.get('page_faults_per_call'), '.3g')} |")
+            + " | ".join(_fmt(fr.get(g), ".0f", 100) if fr else "—" for g in OP_GROUPS)
+            + f" | {basis or '—'} | {_fmt(c.get('page_faults_per_call'), '.3g')} |"
+        )
     if data.get("notes"):
         lines += ["", "## Notes on this measurement", ""] + [f"- {n}" for n in data["notes"]]
     if data["pairs"]:
-        lines += ["", "## ORT against PyTorch, pair by pair", "",
-                  "| variant | batch | ORT target | torch | torch p50 / ORT p50 per round | "
-                  "median torch/ORT | outputs match |", "|---|---:|---|---|---|---:|---|"]
+        lines += [
+            "",
+            "## ORT against PyTorch, pair by pair",
+            "",
+            "| variant | batch | ORT target | torch | torch p50 / ORT p50 per round | "
+            "median torch/ORT | outputs match |",
+            "|---|---:|---|---|---|---:|---|",
+        ]
         for p in data["pairs"]:
             per_round = ", ".join(_fmt(r["torch_over_ort"], ".2f") for r in p["rounds"]) or "—"
-            lines.append(f"| {p['label']} | {p['batch']} | {p['ort_target']} | "
-                         f"{p['torch_backend']} | {per_round} | {_fmt(p['torch_over_ort'], '.2f')} "
-                         f"| {p['outputs_match']} |")
+            lines.append(
+                f"| {p['label']} | {p['batch']} | {p['ort_target']} | "
+                f"{p['torch_backend']} | {per_round} | {_fmt(p['torch_over_ort'], '.2f')} "
+                f"| {p['outputs_match']} |"
+            )
     lines += _per_node_section(data["cells"], data.get("roofs"), data.get("cuda_roofs"))
     return "\n".join(lines) + "\n"
 
 
-def op_shares(cell: Mapping[str, Any]) -> tuple[dict[str, float] | None, str | None]:
-    """The conv/shuffle/reorder/other shares of a cell and what they are made of.
-
-    ``"nodes"``: each node timed alone (``--per-node``; device time, also on CUDA), preferred;
-    ``"profile"``: ORT's profile on CPU; ``"launch"``: ORT's profile of a CUDA cell, which times
-    kernel launches, not the GPU. ``(None, None)`` when the cell has neither.
-    """
-    per_node = cell.get("per_node")
-    if per_node and per_node.get("sum_ms"):
-        return per_node["fractions"], "nodes"
-    per_op = cell.get("per_op")
-    if per_op and per_op.get("fractions"):
-        return per_op["fractions"], "launch" if per_op.get("clock") == "host" else "profile"
-    return None, None
-
-
 def _cuda_line(cuda_options: Mapping[str, str]) -> str:
-    from .runtime import DEFAULT_CUDA_OPTIONS  # imports onnxruntime: only for CUDA reports
+    from ..runtime import DEFAULT_CUDA_OPTIONS  # imports onnxruntime: only for CUDA reports
 
     options = {**DEFAULT_CUDA_OPTIONS, **cuda_options}
     tf32 = "on" if options.get("use_tf32") == "1" else "off"
-    return ("- CUDA: ORT EP " + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
-            + f", IO binding; PyTorch cudnn.benchmark on, TF32 {tf32}, synchronised after every call")
+    return (
+        "- CUDA: ORT EP "
+        + ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        + f", IO binding; PyTorch cudnn.benchmark on, TF32 {tf32}, synchronised after every call"
+    )
 
 
 def by_op_type(per_node: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -311,8 +368,9 @@ def by_op_type(per_node: Mapping[str, Any]) -> list[dict[str, Any]]:
     for n in per_node["nodes"]:
         if n["ms"] is None:
             continue
-        op = ops.setdefault(n["op_type"], {"op_type": n["op_type"], "nodes": 0, "ms": 0.0,
-                                           "macs": 0})
+        op = ops.setdefault(
+            n["op_type"], {"op_type": n["op_type"], "nodes": 0, "ms": 0.0, "macs": 0}
+        )
         op["nodes"] += 1
         op["ms"] += n["ms"]
         op["macs"] += n.get("macs") or 0
@@ -323,18 +381,25 @@ def by_op_type(per_node: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted(ops.values(), key=lambda op: -op["ms"])
 
 
-def _per_node_section(cells: list[Mapping[str, Any]], roofs: Mapping[str, Any] | None,
-                      cuda_roofs: Mapping[str, Any] | None) -> list[str]:
+def _per_node_section(
+    cells: list[Mapping[str, Any]],
+    roofs: Mapping[str, Any] | None,
+    cuda_roofs: Mapping[str, Any] | None,
+) -> list[str]:
     """Markdown for the cells that have ``per_node`` (``bench --per-node``); a node's % peak is
     against the compute roof of the cell's device."""
     timed = [c for c in cells if c.get("per_node") or c.get("per_node_error")]
     if not timed:
         return []
-    lines = ["", "## Per node, each timed alone", "",
-             "Every node in a one-node model of its own on the cell's EP and level (CUDA: IO "
-             "binding, the call returns after the stream synchronised), median of "
-             f"{(timed[0].get('per_node') or {}).get('calls', '?')} calls. No fusion with "
-             "neighbours, so the sum is compared with the whole graph, not substituted for it."]
+    lines = [
+        "",
+        "## Per node, each timed alone",
+        "",
+        "Every node in a one-node model of its own on the cell's EP and level (CUDA: IO "
+        "binding, the call returns after the stream synchronised), median of "
+        f"{(timed[0].get('per_node') or {}).get('calls', '?')} calls. No fusion with "
+        "neighbours, so the sum is compared with the whole graph, not substituted for it.",
+    ]
     for c in timed:
         pn = c.get("per_node")
         lines += ["", f"### {c['id']}", ""]
@@ -342,31 +407,45 @@ def _per_node_section(cells: list[Mapping[str, Any]], roofs: Mapping[str, Any] |
             lines.append(f"not measured: {c.get('per_node_error')}")
             continue
         whole = (c.get("stats") or {}).get("p50_ms")
-        lines.append(f"sum of nodes {pn['sum_ms']:.4g} ms; whole graph p50 {_fmt(whole, '.4g')} ms; "
-                     + ", ".join(f"{g} {100 * f:.0f}%" for g, f in pn["fractions"].items()))
+        lines.append(
+            f"sum of nodes {pn['sum_ms']:.4g} ms; whole graph p50 {_fmt(whole, '.4g')} ms; "
+            + ", ".join(f"{g} {100 * f:.0f}%" for g, f in pn["fractions"].items())
+        )
         roof = cuda_roofs if c.get("device") == "cuda" else roofs
         peak = roof["compute_gflops"] if roof else None
-        lines += ["", "| op | nodes | ms | share | M MACs | GFLOP/s | % peak |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| op | nodes | ms | share | M MACs | GFLOP/s | % peak |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for op in by_op_type(pn):
             pct = op["gflops"] / peak if op["gflops"] and peak else None
-            lines.append(f"| {op['op_type']} | {op['nodes']} | {op['ms']:.4g} | "
-                         f"{100 * op['share']:.0f}% | {_fmt(op['macs'] or None, '.4g', 1e-6)} | "
-                         f"{_fmt(op['gflops'], '.1f')} | {_fmt(pct, '.0f', 100)} |")
-        lines += ["", "| # | node | op | ms | p90 ms | share | M MACs | GFLOP/s | % peak |",
-                  "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+            lines.append(
+                f"| {op['op_type']} | {op['nodes']} | {op['ms']:.4g} | "
+                f"{100 * op['share']:.0f}% | {_fmt(op['macs'] or None, '.4g', 1e-6)} | "
+                f"{_fmt(op['gflops'], '.1f')} | {_fmt(pct, '.0f', 100)} |"
+            )
+        lines += [
+            "",
+            "| # | node | op | ms | p90 ms | share | M MACs | GFLOP/s | % peak |",
+            "|---:|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for n in pn["nodes"]:
             macs = _fmt(n.get("macs"), ".4g", 1e-6)
             if n["ms"] is None:
-                lines.append(f"| {n['index']} | {n['name']} | {n['op_type']} | — | — | "
-                             f"skipped: {n['skipped']} | {macs} | — | — |")
+                lines.append(
+                    f"| {n['index']} | {n['name']} | {n['op_type']} | — | — | "
+                    f"skipped: {n['skipped']} | {macs} | — | — |"
+                )
                 continue
             share = n["ms"] / pn["sum_ms"] if pn["sum_ms"] else 0.0
             gflops = n.get("gflops")
-            lines.append(f"| {n['index']} | {n['name']} | {n['op_type']} | {n['ms']:.4g} | "
-                         f"{n['p90_ms']:.4g} | {100 * share:.0f}% | {macs} | "
-                         f"{_fmt(gflops, '.1f')} | "
-                         f"{_fmt(gflops / peak if gflops and peak else None, '.0f', 100)} |")
+            lines.append(
+                f"| {n['index']} | {n['name']} | {n['op_type']} | {n['ms']:.4g} | "
+                f"{n['p90_ms']:.4g} | {100 * share:.0f}% | {macs} | "
+                f"{_fmt(gflops, '.1f')} | "
+                f"{_fmt(gflops / peak if gflops and peak else None, '.0f', 100)} |"
+            )
     return lines
 
 
@@ -374,25 +453,48 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
     """``(headers, rows)`` for a console table: one row per cell, strings only."""
     data = report.to_dict() if isinstance(report, BenchReport) else report
     pairs = {p["ort_cell"]: p for p in data["pairs"] if p["torch_backend"] == "torch"}
-    headers = ["variant", "batch", "backend/target", "p50 ms", "p90 ms", "spread", "GFLOP/s",
-               "% peak", "torch/ORT", "conv/shuffle/reorder/other %"]
+    headers = [
+        "variant",
+        "batch",
+        "backend/target",
+        "p50 ms",
+        "p90 ms",
+        "spread",
+        "GFLOP/s",
+        "% peak",
+        "torch/ORT",
+        "conv/shuffle/reorder/other %",
+    ]
     rows = []
     for c in data["cells"]:
         st = c.get("stats") or {}
         fr, basis = op_shares(c)
         pair = pairs.get(c["id"])
-        rows.append([
-            c["label"], str(c["batch"]), f"{c['backend']} {c['target']}",
-            _fmt(st.get("p50_ms"), ".4g") if c["status"] == "ok" else c["status"],
-            _fmt(st.get("p90_ms"), ".4g"), _fmt(st.get("block_spread"), ".0f", 100, "%"),
-            _fmt(c.get("gflops"), ".1f"), _fmt(c.get("compute_roof_fraction"), ".0f", 100),
-            _fmt(pair and pair["torch_over_ort"], ".2f"),
-            "/".join(f"{100 * fr[g]:.0f}" for g in OP_GROUPS) + f" ({basis})" if fr else "—"])
+        rows.append(
+            [
+                c["label"],
+                str(c["batch"]),
+                f"{c['backend']} {c['target']}",
+                _fmt(st.get("p50_ms"), ".4g") if c["status"] == "ok" else c["status"],
+                _fmt(st.get("p90_ms"), ".4g"),
+                _fmt(st.get("block_spread"), ".0f", 100, "%"),
+                _fmt(c.get("gflops"), ".1f"),
+                _fmt(c.get("compute_roof_fraction"), ".0f", 100),
+                _fmt(pair and pair["torch_over_ort"], ".2f"),
+                "/".join(f"{100 * fr[g]:.0f}" for g in OP_GROUPS) + f" ({basis})" if fr else "—",
+            ]
+        )
     return headers, rows
 
 
-def write_report(report: BenchReport, out_dir: str | os.PathLike, *, markdown: bool = True,
-                 plots: bool = True, stem: str = "bench") -> dict[str, Any]:
+def write_report(
+    report: BenchReport,
+    out_dir: str | os.PathLike,
+    *,
+    markdown: bool = True,
+    plots: bool = True,
+    stem: str = "bench",
+) -> dict[str, Any]:
     """Write ``<stem>.json`` (+ ``<stem>.md``, + PNG plots) into ``out_dir``, each atomically.
 
     Returns ``{"json": Path, "markdown": Path | None, "plots": [Path, ...]}``.
@@ -404,12 +506,16 @@ def write_report(report: BenchReport, out_dir: str | os.PathLike, *, markdown: b
         raise UserInputError(f"{out}: cannot write there ({error.strerror})") from None
     data = report.to_dict()
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    written: dict[str, Any] = {"json": write_text(out / f"{stem}.json", text),
-                               "markdown": None, "plots": []}
+    written: dict[str, Any] = {
+        "json": write_text(out / f"{stem}.json", text),
+        "markdown": None,
+        "plots": [],
+    }
     if markdown:
         written["markdown"] = write_text(out / f"{stem}.md", to_markdown(data))
     if plots:
         from .plots import write_plots
+
         written["plots"] = write_plots(data, out)
     return written
 

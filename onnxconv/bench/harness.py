@@ -3,8 +3,8 @@
 Library code: plain values in, a :class:`~onnxconv.bench_report.BenchReport` out; nothing is
 printed (pass ``progress`` to hear about each step). ``cli.py`` wires ``onnxconv bench`` to
 :func:`run_bench` and :func:`onnxconv.bench_report.write_report`. The statistics live in
-:mod:`onnxconv.bench_stats`, the report and its files in :mod:`onnxconv.bench_report`, the timed
-process in :mod:`onnxconv.bench_worker`.
+:mod:`onnxconv.bench.stats`, the report and its files in :mod:`onnxconv.bench.report`, the timed
+process in :mod:`onnxconv.bench.worker`.
 
 Method (why the numbers can be trusted on a shared 2-core machine)
 ------------------------------------------------------------------
@@ -12,7 +12,7 @@ Method (why the numbers can be trusted on a shared 2-core machine)
   ``cpu/all/fp32``; or PyTorch eager on ``cpu``. Sources are registry variants (ORT runs the graph
   exported from the very module PyTorch runs, both fed the same saved input) or bare ``.onnx``
   files / test-data folders (ORT only: there is no module to run in PyTorch).
-- Every cell runs in its own fresh process (:mod:`onnxconv.bench_worker`), with the thread count
+- Every cell runs in its own fresh process (:mod:`onnxconv.bench.worker`), with the thread count
   set explicitly and equal for both runtimes (ORT ``intra_op_num_threads`` + inter-op 1,
   sequential; torch ``set_num_threads`` + ``set_num_interop_threads(1)``; ``OMP_NUM_THREADS``,
   ``MKL_NUM_THREADS`` and ``OPENBLAS_NUM_THREADS`` in the child's environment).
@@ -47,12 +47,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .bench_report import BenchReport, measurement_notes
-from .bench_stats import median_or_none, paired_ratios, summarize
-from .errors import UserInputError
-from .graph import graph_cost
-from .graph.index import load_model
-from .errors import one_line as _one_line
+from ..errors import UserInputError
+from ..errors import one_line as _one_line
+from ..graph import graph_cost
+from ..graph.index import load_model
+from .report import BenchReport, measurement_notes
+from .stats import median_or_none, paired_ratios, summarize
 
 OPT_LEVELS = ("all", "extended", "basic", "disabled")
 EPS = ("cpu", "cuda")
@@ -88,7 +88,8 @@ class BenchSettings:
     profile_calls: int = 50
     per_node: bool = False
     per_node_calls: int = 30
-    #: CUDA EP options over runtime.DEFAULT_CUDA_OPTIONS, e.g. {"cudnn_conv_algo_search": "DEFAULT"}.
+    #: CUDA EP options over runtime.DEFAULT_CUDA_OPTIONS,
+    #: e.g. {"cudnn_conv_algo_search": "DEFAULT"}.
     cuda_options: dict[str, str] = field(default_factory=dict)
     roofs: bool = True
     seed: int = 0
@@ -110,8 +111,16 @@ class BenchSettings:
             raise UserInputError("batch list is empty: give at least one batch size, e.g. 1")
         for b in self.batches:
             positive("batch size", b)
-        for name in ("rounds", "blocks", "calls", "profile_calls", "per_node_calls", "roof_matmul_n",
-                     "roof_copy_mb", "roof_repeats"):
+        for name in (
+            "rounds",
+            "blocks",
+            "calls",
+            "profile_calls",
+            "per_node_calls",
+            "roof_matmul_n",
+            "roof_copy_mb",
+            "roof_repeats",
+        ):
             positive(name, getattr(self, name))
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise UserInputError(f"warmup must be an integer >= 0, got {self.warmup!r}")
@@ -121,21 +130,24 @@ class BenchSettings:
             raise UserInputError("no execution provider to bench (eps is empty)")
         search = self.cuda_options.get("cudnn_conv_algo_search")
         if search is not None and search not in CUDNN_SEARCH:
-            raise UserInputError(f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}, "
-                                 f"got {search!r}")
+            raise UserInputError(
+                f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}, got {search!r}"
+            )
         for ep in self.eps:
             if ep not in EPS:
-                raise UserInputError(f"unknown execution provider {ep!r} (bench knows: "
-                                     f"{', '.join(EPS)})")
+                raise UserInputError(
+                    f"unknown execution provider {ep!r} (bench knows: {', '.join(EPS)})"
+                )
         if not self.opt_levels:
             raise UserInputError("no optimisation level to bench (opt_levels is empty)")
         for level in self.opt_levels:
             if level not in OPT_LEVELS:
-                raise UserInputError(f"unknown optimisation level {level!r} (expected one of: "
-                                     f"{', '.join(OPT_LEVELS)})")
+                raise UserInputError(
+                    f"unknown optimisation level {level!r} (expected one of: "
+                    f"{', '.join(OPT_LEVELS)})"
+                )
         if self.precision != "fp32":
-            raise UserInputError(f"precision {self.precision!r} is not benchmarked yet "
-                                 "(only fp32)")
+            raise UserInputError(f"precision {self.precision!r} is not benchmarked yet (only fp32)")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -155,16 +167,17 @@ class Source:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_sources(items: Sequence[str | os.PathLike],
-                    overrides: Mapping[str, Any] | None = None,
-                    variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                    ) -> list[Source]:
+def resolve_sources(
+    items: Sequence[str | os.PathLike],
+    overrides: Mapping[str, Any] | None = None,
+    variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Source]:
     """Variant names and ``.onnx`` paths (or folders holding ``model.onnx``) -> sources.
 
     ``overrides`` apply to every variant whose config has the key (a key no variant knows is an
     error); ``variant_overrides[name]`` apply to that variant only, strictly.
     """
-    from . import variants
+    from .. import variants
 
     items = list(dict.fromkeys(items))  # the same name twice is benched once
     if not items:
@@ -176,14 +189,17 @@ def resolve_sources(items: Sequence[str | os.PathLike],
             sources.append(Source(label=text, kind="variant", variant=text))
             continue
         path = Path(item)
-        looks_like_path = (not isinstance(item, str) or path.suffix == ".onnx" or os.sep in text
-                           or path.exists())
+        looks_like_path = (
+            not isinstance(item, str) or path.suffix == ".onnx" or os.sep in text or path.exists()
+        )
         if not looks_like_path:
             variants.get(text)  # raises the one-line "unknown variant ... (known: ...)"
         if path.is_dir():
             if not (path / "model.onnx").is_file():
-                raise UserInputError(f"{path}: folder without model.onnx (expected an .onnx file "
-                                     "or a test-data folder)")
+                raise UserInputError(
+                    f"{path}: folder without model.onnx (expected an .onnx file "
+                    "or a test-data folder)"
+                )
             path = path / "model.onnx"
         if not path.exists():
             raise UserInputError(f"{path}: no such file")
@@ -210,8 +226,10 @@ def resolve_sources(items: Sequence[str | os.PathLike],
         spec.build(spec.config(source.overrides))  # impossible configs fail here, up front
     unknown = set(common) - used - {"batch"}
     if unknown:
-        raise UserInputError(f"config key(s) {', '.join(sorted(unknown))} fit none of the "
-                             f"variants benched ({', '.join(names) or 'none'})")
+        raise UserInputError(
+            f"config key(s) {', '.join(sorted(unknown))} fit none of the "
+            f"variants benched ({', '.join(names) or 'none'})"
+        )
     if "batch" in common:
         raise UserInputError("set batch sizes with batches, not in the config overrides")
     return sources
@@ -237,12 +255,17 @@ def worker_env(threads: int, extra: Mapping[str, str] | None = None) -> dict[str
 
 
 def run_worker(job: Mapping[str, Any], env: Mapping[str, str], timeout_s: float) -> dict[str, Any]:
-    """Run one job in a fresh ``python -m onnxconv.bench_worker``; failures come back as
+    """Run one job in a fresh ``python -m onnxconv.bench.worker``; failures come back as
     ``{"ok": False, "error": ...}``, never as exceptions."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "onnxconv.bench_worker"],
-                              input=json.dumps(job), capture_output=True, text=True,
-                              env=dict(env), timeout=timeout_s)
+        proc = subprocess.run(
+            [sys.executable, "-m", "onnxconv.bench.worker"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            env=dict(env),
+            timeout=timeout_s,
+        )
     except subprocess.TimeoutExpired:
         return {"ok": False, "status": "error", "error": f"worker timed out after {timeout_s:g} s"}
     try:
@@ -277,8 +300,8 @@ class _Prepared:
 def _prepare_variant(source: Source, batch: int, settings: BenchSettings, work: Path) -> _Prepared:
     import numpy as np
 
-    from . import variants
-    from .export import ExportOptions, to_onnx
+    from .. import variants
+    from ..export import ExportOptions, to_onnx
 
     spec = variants.get(source.variant)
     config = spec.config({**source.overrides, "batch": batch})
@@ -290,11 +313,21 @@ def _prepare_variant(source: Source, batch: int, settings: BenchSettings, work: 
     np.save(x_path, example.numpy())
     model_path = folder / "model.onnx"
     cost = spec.cost(config)
-    prepared = _Prepared(source, batch, config, model_path, {"input": x_path},
-                         int(example.numel()), cost.macs * batch, cost.params, "analytic")
+    prepared = _Prepared(
+        source,
+        batch,
+        config,
+        model_path,
+        {"input": x_path},
+        int(example.numel()),
+        cost.macs * batch,
+        cost.params,
+        "analytic",
+    )
     try:
-        options = ExportOptions(opset=settings.opset, exporter=settings.exporter,
-                                seed=settings.seed)
+        options = ExportOptions(
+            opset=settings.opset, exporter=settings.exporter, seed=settings.seed
+        )
         model = to_onnx(module, example, {}, options)
     except Exception as error:  # the exporters raise many types: the cell records one line
         prepared.error = f"export failed: {_one_line(error)}"
@@ -327,21 +360,31 @@ def _prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Pat
             elif axis == 0:
                 shape.append(batch)
             else:
-                raise UserInputError(f"{source.path}: input {vi.name!r} has a symbolic "
-                                     f"dimension {axis} ({d.dim_param or '?'}); only the batch "
-                                     "may be dynamic")
+                raise UserInputError(
+                    f"{source.path}: input {vi.name!r} has a symbolic "
+                    f"dimension {axis} ({d.dim_param or '?'}); only the batch "
+                    "may be dynamic"
+                )
         if shape and shape[0] != batch:
-            raise UserInputError(f"{source.path}: input {vi.name!r} has a fixed batch of "
-                                 f"{shape[0]}; cannot bench batch {batch}")
+            raise UserInputError(
+                f"{source.path}: input {vi.name!r} has a fixed batch of "
+                f"{shape[0]}; cannot bench batch {batch}"
+            )
         dtype = _NP_DTYPES.get(tt.elem_type)
         if dtype is None:
-            raise UserInputError(f"{source.path}: input {vi.name!r} has an element type "
-                                 f"({tt.elem_type}) the bench cannot generate")
-        data = (rng.standard_normal(shape).astype(dtype) if dtype.startswith("float")
-                else np.zeros(shape, dtype=dtype))
+            raise UserInputError(
+                f"{source.path}: input {vi.name!r} has an element type "
+                f"({tt.elem_type}) the bench cannot generate"
+            )
+        data = (
+            rng.standard_normal(shape).astype(dtype)
+            if dtype.startswith("float")
+            else np.zeros(shape, dtype=dtype)
+        )
         test_input = source.path.parent / "test_data_set_0" / f"input_{i}.pb"
         if test_input.is_file():  # a test-data folder: use its input when the shape fits
             from onnx import TensorProto, numpy_helper
+
             tensor = TensorProto()
             tensor.ParseFromString(test_input.read_bytes())
             stored = numpy_helper.to_array(tensor)
@@ -359,43 +402,80 @@ def _prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Pat
 # the run
 
 
-def _cell_base(prep: _Prepared, backend: str, target: str, settings: BenchSettings,
-               **extra: Any) -> dict[str, Any]:
+def _cell_base(
+    prep: _Prepared, backend: str, target: str, settings: BenchSettings, **extra: Any
+) -> dict[str, Any]:
     s = prep.source
     return {
         "id": f"{s.label}/b{prep.batch}/{backend}/{target}",
-        "label": s.label, "source": s.variant if s.kind == "variant" else str(s.path),
-        "kind": s.kind, "config": prep.config, "batch": prep.batch, "backend": backend,
-        "target": target, "ep": None, "device": None, "opt_level": None,
-        "precision": settings.precision, "threads": settings.threads,
-        "status": "ok", "error": None, "macs": prep.macs, "params": prep.params,
-        "macs_source": prep.macs_source, "rounds": [], "per_op": None, "per_node": None,
+        "label": s.label,
+        "source": s.variant if s.kind == "variant" else str(s.path),
+        "kind": s.kind,
+        "config": prep.config,
+        "batch": prep.batch,
+        "backend": backend,
+        "target": target,
+        "ep": None,
+        "device": None,
+        "opt_level": None,
+        "precision": settings.precision,
+        "threads": settings.threads,
+        "status": "ok",
+        "error": None,
+        "macs": prep.macs,
+        "params": prep.params,
+        "macs_source": prep.macs_source,
+        "rounds": [],
+        "per_op": None,
+        "per_node": None,
         "session": {},
         **extra,
     }
 
 
 def _timing(settings: BenchSettings) -> dict[str, Any]:
-    return {"warmup": settings.warmup, "warmup_s": settings.warmup_s,
-            "blocks": settings.blocks, "calls": settings.calls}
+    return {
+        "warmup": settings.warmup,
+        "warmup_s": settings.warmup_s,
+        "blocks": settings.blocks,
+        "calls": settings.calls,
+    }
 
 
-def _record_round(cell: dict[str, Any], index: int, result: Mapping[str, Any],
-                  blocks: dict[str, list]) -> None:
-    entry: dict[str, Any] = {"round": index, "pid": result.get("pid"),
-                             "wall_s": result.get("wall_s"), "loadavg_1m": _loadavg()}
+def _record_round(
+    cell: dict[str, Any], index: int, result: Mapping[str, Any], blocks: dict[str, list]
+) -> None:
+    entry: dict[str, Any] = {
+        "round": index,
+        "pid": result.get("pid"),
+        "wall_s": result.get("wall_s"),
+        "loadavg_1m": _loadavg(),
+    }
     if result.get("ok"):
         stats = summarize(result["blocks_ns"])
         blocks[cell["id"]].extend(result["blocks_ns"])
-        entry.update(p50_ms=stats.p50_ms, block_medians_ms=stats.block_medians_ms,
-                     page_faults_per_call=result.get("page_faults_per_call"),
-                     major_faults=result.get("majflt"), warmup_calls=result.get("warmup_calls"),
-                     involuntary_ctx_switches_per_call=result.get(
-                         "involuntary_ctx_switches_per_call"),
-                     error=None)
-        for key in ("providers", "session_options", "cuda_options", "io_binding", "copies_ms",
-                    "torch_threads", "torch_interop_threads", "malloc_env", "compile_s", "device",
-                    "cuda_settings"):
+        entry.update(
+            p50_ms=stats.p50_ms,
+            block_medians_ms=stats.block_medians_ms,
+            page_faults_per_call=result.get("page_faults_per_call"),
+            major_faults=result.get("majflt"),
+            warmup_calls=result.get("warmup_calls"),
+            involuntary_ctx_switches_per_call=result.get("involuntary_ctx_switches_per_call"),
+            error=None,
+        )
+        for key in (
+            "providers",
+            "session_options",
+            "cuda_options",
+            "io_binding",
+            "copies_ms",
+            "torch_threads",
+            "torch_interop_threads",
+            "malloc_env",
+            "compile_s",
+            "device",
+            "cuda_settings",
+        ):
             if key in result:
                 cell["session"][key] = result[key]
         cell["outputs"] = result.get("outputs")
@@ -407,20 +487,33 @@ def _record_round(cell: dict[str, Any], index: int, result: Mapping[str, Any],
     cell["rounds"].append(entry)
 
 
-def _finish_cell(cell: dict[str, Any], prep: _Prepared, blocks: list,
-                 roofs: Mapping | None) -> None:
+def _finish_cell(
+    cell: dict[str, Any], prep: _Prepared, blocks: list, roofs: Mapping | None
+) -> None:
     cell["stats"] = None
-    for key in ("throughput_per_s", "gflops", "arithmetic_intensity", "roof_bound_gflops",
-                "roof_fraction", "compute_roof_fraction", "achieved_gbps",
-                "memory_roof_fraction", "page_faults_per_call"):
+    for key in (
+        "throughput_per_s",
+        "gflops",
+        "arithmetic_intensity",
+        "roof_bound_gflops",
+        "roof_fraction",
+        "compute_roof_fraction",
+        "achieved_gbps",
+        "memory_roof_fraction",
+        "page_faults_per_call",
+    ):
         cell[key] = None
     out_elems = sum(math.prod(o["shape"]) for o in cell.get("outputs") or [])
-    cell["bytes"] = (4 * ((prep.params or 0) + prep.input_elems + out_elems)
-                     if cell.get("outputs") else None)
+    cell["bytes"] = (
+        4 * ((prep.params or 0) + prep.input_elems + out_elems) if cell.get("outputs") else None
+    )
     cell["flops"] = 2 * prep.macs if prep.macs is not None else None
     cell.setdefault("outputs", None)
-    faults = [r["page_faults_per_call"] for r in cell["rounds"]
-              if r.get("page_faults_per_call") is not None]
+    faults = [
+        r["page_faults_per_call"]
+        for r in cell["rounds"]
+        if r.get("page_faults_per_call") is not None
+    ]
     cell["page_faults_per_call"] = median_or_none(faults)
     if not blocks:
         return
@@ -442,8 +535,9 @@ def _finish_cell(cell: dict[str, Any], prep: _Prepared, blocks: list,
         if cell["gflops"] is not None:
             cell["compute_roof_fraction"] = cell["gflops"] / roofs["compute_gflops"]
         if cell["arithmetic_intensity"] is not None:
-            bound = min(roofs["compute_gflops"],
-                        cell["arithmetic_intensity"] * roofs["memory_gbps"])
+            bound = min(
+                roofs["compute_gflops"], cell["arithmetic_intensity"] * roofs["memory_gbps"]
+            )
             cell["roof_bound_gflops"] = bound
             cell["roof_fraction"] = cell["gflops"] / bound if bound > 0 else None
 
@@ -458,41 +552,72 @@ def _pair(ort_cell: Mapping[str, Any], torch_cell: Mapping[str, Any]) -> dict[st
     if ort_cell.get("outputs") and torch_cell.get("outputs"):
         a = [o["abs_sum"] for o in ort_cell["outputs"]]
         b = [o["abs_sum"] for o in torch_cell["outputs"]]
-        match = len(a) == len(b) and all(abs(x - y) <= 1e-3 * max(abs(x), abs(y), 1e-12)
-                                         for x, y in zip(a, b))
+        match = len(a) == len(b) and all(
+            abs(x - y) <= 1e-3 * max(abs(x), abs(y), 1e-12) for x, y in zip(a, b)
+        )
     return {
-        "label": ort_cell["label"], "batch": ort_cell["batch"], "ort_cell": ort_cell["id"],
-        "torch_cell": torch_cell["id"], "ort_target": ort_cell["target"],
+        "label": ort_cell["label"],
+        "batch": ort_cell["batch"],
+        "ort_cell": ort_cell["id"],
+        "torch_cell": torch_cell["id"],
+        "ort_target": ort_cell["target"],
         "torch_backend": torch_cell["backend"],
-        "rounds": [{"round": i, "ort_p50_ms": o, "torch_p50_ms": t,
-                    "torch_over_ort": (t / o if o and t else None)}
-                   for i, (o, t) in enumerate(zip(ort_p50, torch_p50))],
-        "torch_over_ort": median_or_none(ratios), "ort_over_torch": median_or_none(inverse),
-        "n_pairs": len(ratios), "outputs_match": match,
+        "rounds": [
+            {
+                "round": i,
+                "ort_p50_ms": o,
+                "torch_p50_ms": t,
+                "torch_over_ort": (t / o if o and t else None),
+            }
+            for i, (o, t) in enumerate(zip(ort_p50, torch_p50))
+        ],
+        "torch_over_ort": median_or_none(ratios),
+        "ort_over_torch": median_or_none(inverse),
+        "n_pairs": len(ratios),
+        "outputs_match": match,
     }
 
 
 def default_eps() -> tuple[str, ...]:
     """``cpu``, plus ``cuda`` where the CUDA EP is active (:func:`runtime.default_eps`)."""
-    from .runtime import default_eps as active_eps
+    from ..runtime import default_eps as active_eps
+
     return tuple(ep for ep in active_eps()[0] if ep in ("cpu", "cuda"))
 
 
-def run_bench(items: Sequence[str | os.PathLike], *,
-              overrides: Mapping[str, Any] | None = None,
-              variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-              threads: int = 1, batches: Sequence[int] = (1,), eps: Sequence[str] | None = None,
-              opt_levels: Sequence[str] | None = None, precision: str = "fp32",
-              rounds: int = 2, blocks: int = 5, calls: int = 100, warmup: int = 10,
-              warmup_s: float = 0.3, compile: bool = False, profile: bool = True,
-              profile_calls: int = 50, per_node: bool = False, per_node_calls: int = 30,
-              cuda_options: Mapping[str, Any] | None = None,
-              roofs: bool = True, seed: int = 0, opset: int = 18,
-              exporter: str = "dynamo",
-              roof_matmul_n: int = 2048, roof_copy_mb: int = 256, roof_repeats: int = 5,
-              torch_malloc_env: Mapping[str, str] | None = None,
-              timeout_s: float = 600.0, work_dir: str | os.PathLike | None = None,
-              progress: Progress | None = None) -> BenchReport:
+def run_bench(
+    items: Sequence[str | os.PathLike],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    threads: int = 1,
+    batches: Sequence[int] = (1,),
+    eps: Sequence[str] | None = None,
+    opt_levels: Sequence[str] | None = None,
+    precision: str = "fp32",
+    rounds: int = 2,
+    blocks: int = 5,
+    calls: int = 100,
+    warmup: int = 10,
+    warmup_s: float = 0.3,
+    compile: bool = False,
+    profile: bool = True,
+    profile_calls: int = 50,
+    per_node: bool = False,
+    per_node_calls: int = 30,
+    cuda_options: Mapping[str, Any] | None = None,
+    roofs: bool = True,
+    seed: int = 0,
+    opset: int = 18,
+    exporter: str = "dynamo",
+    roof_matmul_n: int = 2048,
+    roof_copy_mb: int = 256,
+    roof_repeats: int = 5,
+    torch_malloc_env: Mapping[str, str] | None = None,
+    timeout_s: float = 600.0,
+    work_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> BenchReport:
     """Bench ``items`` (variant names, ``.onnx`` paths or test-data folders) on ORT and PyTorch.
 
     Raises :class:`UserInputError` (one line) for bad input before anything is timed: unknown
@@ -503,21 +628,39 @@ def run_bench(items: Sequence[str | os.PathLike], *,
     :data:`TORCH_MALLOC_ENV` for the PyTorch workers (``{}``: glibc's defaults, for an A/B).
     """
     settings = BenchSettings(
-        threads=threads, batches=tuple(batches), eps=tuple(eps) if eps is not None else (),
+        threads=threads,
+        batches=tuple(batches),
+        eps=tuple(eps) if eps is not None else (),
         opt_levels=tuple(opt_levels) if opt_levels is not None else OPT_LEVELS,
-        precision=precision, rounds=rounds, blocks=blocks, calls=calls, warmup=warmup,
-        warmup_s=warmup_s, compile=compile, profile=profile, profile_calls=profile_calls,
-        per_node=per_node, per_node_calls=per_node_calls,
-        cuda_options={k: str(v) for k, v in (cuda_options or {}).items()}, roofs=roofs,
-        seed=seed, opset=opset, exporter=exporter, roof_matmul_n=roof_matmul_n,
-        roof_copy_mb=roof_copy_mb, roof_repeats=roof_repeats, timeout_s=timeout_s,
-        torch_malloc_env=dict(TORCH_MALLOC_ENV if torch_malloc_env is None else torch_malloc_env))
+        precision=precision,
+        rounds=rounds,
+        blocks=blocks,
+        calls=calls,
+        warmup=warmup,
+        warmup_s=warmup_s,
+        compile=compile,
+        profile=profile,
+        profile_calls=profile_calls,
+        per_node=per_node,
+        per_node_calls=per_node_calls,
+        cuda_options={k: str(v) for k, v in (cuda_options or {}).items()},
+        roofs=roofs,
+        seed=seed,
+        opset=opset,
+        exporter=exporter,
+        roof_matmul_n=roof_matmul_n,
+        roof_copy_mb=roof_copy_mb,
+        roof_repeats=roof_repeats,
+        timeout_s=timeout_s,
+        torch_malloc_env=dict(TORCH_MALLOC_ENV if torch_malloc_env is None else torch_malloc_env),
+    )
     if eps is None:
         settings = BenchSettings(**{**settings.__dict__, "eps": default_eps()})
     settings.validate()
     sources = resolve_sources(items, overrides, variant_overrides)
     if any(s.kind == "variant" for s in sources):
-        from .export import ExportOptions
+        from ..export import ExportOptions
+
         ExportOptions(opset=opset, exporter=exporter, seed=seed).validate()
     if work_dir is None:
         with tempfile.TemporaryDirectory(prefix="onnxconv-bench-") as tmp:
@@ -531,22 +674,25 @@ def _torch_devices(settings: BenchSettings) -> list[str]:
     devices = ["cpu"] if "cpu" in settings.eps else []
     if "cuda" in settings.eps:
         import torch
+
         if torch.cuda.is_available():
             devices.append("cuda")
     return devices
 
 
-def _run(sources: list[Source], settings: BenchSettings, work: Path,
-         progress: Progress | None) -> BenchReport:
+def _run(
+    sources: list[Source], settings: BenchSettings, work: Path, progress: Progress | None
+) -> BenchReport:
     return _Harness(sources, settings, work, progress).run()
 
 
 class _Harness:
     """One bench run: the worker environments, the targets, the progress count, the report."""
 
-    def __init__(self, sources: list[Source], settings: BenchSettings, work: Path,
-                 progress: Progress | None) -> None:
-        from .runtime import ep_unavailable_reason
+    def __init__(
+        self, sources: list[Source], settings: BenchSettings, work: Path, progress: Progress | None
+    ) -> None:
+        from ..runtime import ep_unavailable_reason
 
         self.sources, self.settings, self.work, self.progress = sources, settings, work, progress
         self.env = worker_env(settings.threads)
@@ -554,14 +700,19 @@ class _Harness:
         self.ort_targets = [(ep, level) for ep in settings.eps for level in settings.opt_levels]
         self.torch_backends = ["torch"] + (["torch_compile"] if settings.compile else [])
         self.devices = _torch_devices(settings)
-        self.unavailable_eps = {ep: reason for ep in settings.eps if ep != "cpu"
-                                and (reason := ep_unavailable_reason(ep)) is not None}
-        per_source = len(self.ort_targets) * (settings.rounds + settings.profile
-                                              + settings.per_node)
+        self.unavailable_eps = {
+            ep: reason
+            for ep in settings.eps
+            if ep != "cpu" and (reason := ep_unavailable_reason(ep)) is not None
+        }
+        per_source = len(self.ort_targets) * (
+            settings.rounds + settings.profile + settings.per_node
+        )
         per_variant = settings.rounds * len(self.torch_backends) * len(self.devices)
         n_variants = sum(1 for s in sources if s.kind == "variant")
         self.total = (2 if settings.roofs else 1) + len(settings.batches) * (
-            len(sources) * per_source + n_variants * per_variant)
+            len(sources) * per_source + n_variants * per_variant
+        )
         self.done = 0
         self.roof_results: list[dict[str, Any]] = []
         self.cuda_roof_results: list[dict[str, Any]] = []
@@ -572,8 +723,11 @@ class _Harness:
         self.done += 1
 
     def worker(self, job: dict[str, Any], torch_side: bool = False) -> dict[str, Any]:
-        return run_worker({"threads": self.settings.threads, **job},
-                          self.torch_env if torch_side else self.env, self.settings.timeout_s)
+        return run_worker(
+            {"threads": self.settings.threads, **job},
+            self.torch_env if torch_side else self.env,
+            self.settings.timeout_s,
+        )
 
     def measure_roofs(self, when: str) -> None:
         """The CPU's roofs, and the GPU's when CUDA cells run (what their % of roof is against)."""
@@ -583,49 +737,78 @@ class _Harness:
             self.roof_results.append({"ok": False, "error": "not measured (roofs=False)"})
             return
         if "cuda" in s.eps and "cuda" in self.devices:
-            self.cuda_roof_results.append(self.worker(
-                {"kind": "roofs", "device": "cuda", "threads": 1, "repeats": s.roof_repeats},
-                torch_side=True))
-        self.roof_results.append(self.worker(
-            {"kind": "roofs", "matmul_n": s.roof_matmul_n, "copy_mb": s.roof_copy_mb,
-             "repeats": s.roof_repeats}, torch_side=True))
+            self.cuda_roof_results.append(
+                self.worker(
+                    {"kind": "roofs", "device": "cuda", "threads": 1, "repeats": s.roof_repeats},
+                    torch_side=True,
+                )
+            )
+        self.roof_results.append(
+            self.worker(
+                {
+                    "kind": "roofs",
+                    "matmul_n": s.roof_matmul_n,
+                    "copy_mb": s.roof_copy_mb,
+                    "repeats": s.roof_repeats,
+                },
+                torch_side=True,
+            )
+        )
 
     def run(self) -> BenchReport:
-        from .machine import machine_info, relevant_env, versions
+        from ..machine import machine_info, relevant_env, versions
 
         self.measure_roofs("start")
         report = BenchReport(
-            machine=machine_info(), versions=versions(),
-            settings={**self.settings.to_dict(),
-                      "env": {"ort": relevant_env(self.env), "torch": relevant_env(self.torch_env)},
-                      "sources": [{"label": s.label, "kind": s.kind, "variant": s.variant,
-                                   "path": str(s.path) if s.path else None,
-                                   "overrides": s.overrides} for s in self.sources],
-                      "order": "per round: every ORT target, then every torch backend"},
-            roofs=None)
+            machine=machine_info(),
+            versions=versions(),
+            settings={
+                **self.settings.to_dict(),
+                "env": {"ort": relevant_env(self.env), "torch": relevant_env(self.torch_env)},
+                "sources": [
+                    {
+                        "label": s.label,
+                        "kind": s.kind,
+                        "variant": s.variant,
+                        "path": str(s.path) if s.path else None,
+                        "overrides": s.overrides,
+                    }
+                    for s in self.sources
+                ],
+                "order": "per round: every ORT target, then every torch backend",
+            },
+            roofs=None,
+        )
         finishing: list[tuple[dict[str, Any], _Prepared, list]] = []
         for source in self.sources:
             for batch in self.settings.batches:
                 prep = (_prepare_variant if source.kind == "variant" else _prepare_onnx)(
-                    source, batch, self.settings, self.work)
+                    source, batch, self.settings, self.work
+                )
                 ort_cells, torch_cells = self.cells_of(source, prep)
                 blocks = self.time_rounds(source, prep, ort_cells, torch_cells)
                 self.extra_passes(prep, ort_cells)
                 for cell in [*ort_cells.values(), *torch_cells.values()]:
                     finishing.append((cell, prep, blocks.get(cell["id"], [])))
                     report.cells.append(cell)
-                report.pairs += [_pair(ort_cell, torch_cell)
-                                 for (ep, _level), ort_cell in ort_cells.items()
-                                 for (_backend, device), torch_cell in torch_cells.items()
-                                 if device == ep]
+                report.pairs += [
+                    _pair(ort_cell, torch_cell)
+                    for (ep, _level), ort_cell in ort_cells.items()
+                    for (_backend, device), torch_cell in torch_cells.items()
+                    if device == ep
+                ]
         if self.settings.roofs:
             self.measure_roofs("end")
         report.roofs, report.roofs_error = combine_roofs(self.roof_results)
         if self.cuda_roof_results:
             report.cuda_roofs, report.cuda_roofs_error = combine_roofs(self.cuda_roof_results)
         for cell, prep, blocks_of_cell in finishing:
-            _finish_cell(cell, prep, blocks_of_cell,
-                         report.cuda_roofs if cell.get("device") == "cuda" else report.roofs)
+            _finish_cell(
+                cell,
+                prep,
+                blocks_of_cell,
+                report.cuda_roofs if cell.get("device") == "cuda" else report.roofs,
+            )
         report.notes = measurement_notes(report)
         if self.progress is not None:
             self.progress(self.total, self.total, "done")
@@ -635,17 +818,24 @@ class _Harness:
         """The empty cells of one source at one batch: ``{(ep, level): cell}``, and
         ``{(backend, device): cell}`` for PyTorch (variants only: a bare graph has no module)."""
         s = self.settings
-        ort_cells = {(ep, level): _cell_base(prep, "ort", f"{ep}/{level}/{s.precision}", s,
-                                             ep=ep, device=ep, opt_level=level)
-                     for ep, level in self.ort_targets}
+        ort_cells = {
+            (ep, level): _cell_base(
+                prep, "ort", f"{ep}/{level}/{s.precision}", s, ep=ep, device=ep, opt_level=level
+            )
+            for ep, level in self.ort_targets
+        }
         torch_cells = {}
         if source.kind == "variant":
-            torch_cells = {(backend, device): _cell_base(prep, backend, device, s, device=device)
-                           for device in self.devices for backend in self.torch_backends}
+            torch_cells = {
+                (backend, device): _cell_base(prep, backend, device, s, device=device)
+                for device in self.devices
+                for backend in self.torch_backends
+            }
         return ort_cells, torch_cells
 
-    def time_rounds(self, source: Source, prep: _Prepared, ort_cells: dict,
-                    torch_cells: dict) -> dict[str, list]:
+    def time_rounds(
+        self, source: Source, prep: _Prepared, ort_cells: dict, torch_cells: dict
+    ) -> dict[str, list]:
         """``rounds`` × (every ORT target, then every torch backend), each in a fresh worker."""
         s = self.settings
         blocks: dict[str, list] = defaultdict(list)
@@ -656,21 +846,40 @@ class _Harness:
                 if prep.error:
                     result = {"ok": False, "error": prep.error}
                 elif ep in self.unavailable_eps:
-                    result = {"ok": False, "status": "unavailable",
-                              "error": self.unavailable_eps[ep]}
+                    result = {
+                        "ok": False,
+                        "status": "unavailable",
+                        "error": self.unavailable_eps[ep],
+                    }
                 else:
-                    result = self.worker({"kind": "ort", "model": str(prep.model_path),
-                                          "inputs": inputs, "ep": ep, "opt_level": level,
-                                          "cuda_options": s.cuda_options, **_timing(s)})
+                    result = self.worker(
+                        {
+                            "kind": "ort",
+                            "model": str(prep.model_path),
+                            "inputs": inputs,
+                            "ep": ep,
+                            "opt_level": level,
+                            "cuda_options": s.cuda_options,
+                            **_timing(s),
+                        }
+                    )
                 _record_round(cell, r, result, blocks)
             for (backend, device), cell in torch_cells.items():
                 self.step(f"{cell['id']} round {r + 1}/{s.rounds}")
-                result = self.worker({"kind": "torch", "variant": source.variant,
-                                      "config": prep.config, "seed": s.seed,
-                                      "input": inputs[next(iter(inputs))], "device": device,
-                                      "compile": backend == "torch_compile",
-                                      "tf32": s.cuda_options.get("use_tf32") == "1",
-                                      **_timing(s)}, torch_side=True)
+                result = self.worker(
+                    {
+                        "kind": "torch",
+                        "variant": source.variant,
+                        "config": prep.config,
+                        "seed": s.seed,
+                        "input": inputs[next(iter(inputs))],
+                        "device": device,
+                        "compile": backend == "torch_compile",
+                        "tf32": s.cuda_options.get("use_tf32") == "1",
+                        **_timing(s),
+                    },
+                    torch_side=True,
+                )
                 _record_round(cell, r, result, blocks)
         return blocks
 
@@ -680,19 +889,39 @@ class _Harness:
         for (ep, level), cell in ort_cells.items():
             self.step(f"{cell['id']} {what}")
             if cell["status"] == "ok":
-                yield ep, cell, self.worker(
-                    {"model": str(prep.model_path),
-                     "inputs": {k: str(v) for k, v in prep.inputs.items()}, "ep": ep,
-                     "opt_level": level, "cuda_options": s.cuda_options, "warmup": s.warmup,
-                     **job})
+                yield (
+                    ep,
+                    cell,
+                    self.worker(
+                        {
+                            "model": str(prep.model_path),
+                            "inputs": {k: str(v) for k, v in prep.inputs.items()},
+                            "ep": ep,
+                            "opt_level": level,
+                            "cuda_options": s.cuda_options,
+                            "warmup": s.warmup,
+                            **job,
+                        }
+                    ),
+                )
 
     def extra_passes(self, prep: _Prepared, ort_cells: dict) -> None:
         """ORT's per-op profile and the per-node times: separate workers, never the timed one."""
         s = self.settings
         if s.profile:
-            for ep, cell, result in self.each_ort_cell(prep, ort_cells, "profile", {
-                    "kind": "ort", "profile": True, "profile_prefix": str(self.work / "profile"),
-                    "warmup_s": s.warmup_s, "blocks": 1, "calls": s.profile_calls}):
+            for ep, cell, result in self.each_ort_cell(
+                prep,
+                ort_cells,
+                "profile",
+                {
+                    "kind": "ort",
+                    "profile": True,
+                    "profile_prefix": str(self.work / "profile"),
+                    "warmup_s": s.warmup_s,
+                    "blocks": 1,
+                    "calls": s.profile_calls,
+                },
+            ):
                 cell["per_op"] = result.get("profile") if result.get("ok") else None
                 if cell["per_op"] is not None:
                     # ORT's release builds time a CUDA node's host side (its kernel launch), not
@@ -701,15 +930,17 @@ class _Harness:
                 if not result.get("ok"):
                     cell["per_op_error"] = result.get("error")
         if s.per_node:
-            for _ep, cell, result in self.each_ort_cell(prep, ort_cells, "per node", {
-                    "kind": "nodes", "calls": s.per_node_calls}):
+            for _ep, cell, result in self.each_ort_cell(
+                prep, ort_cells, "per node", {"kind": "nodes", "calls": s.per_node_calls}
+            ):
                 cell["per_node"] = result.get("per_node") if result.get("ok") else None
                 if not result.get("ok"):
                     cell["per_node_error"] = result.get("error")
 
 
-def combine_roofs(results: Sequence[Mapping[str, Any]],
-                  ) -> tuple[dict[str, Any] | None, str | None]:
+def combine_roofs(
+    results: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, Any] | None, str | None]:
     """Roof measurements (start and end of the run) -> the roofs used, best of each figure.
 
     A roof is what the machine *can* do, so a measurement disturbed by another process only ever
@@ -724,13 +955,14 @@ def combine_roofs(results: Sequence[Mapping[str, Any]],
     memory = max(r["memory_gbps"] for r in good)
     when = ["start", "end"]
     return {
-        "compute_gflops": compute, "memory_gbps": memory,
-        "ridge_flops_per_byte": compute / memory, "threads": good[0]["threads"],
+        "compute_gflops": compute,
+        "memory_gbps": memory,
+        "ridge_flops_per_byte": compute / memory,
+        "threads": good[0]["threads"],
         **({"device": good[0]["device"]} if "device" in good[0] else {}),
         "method": {**good[0]["method"], "combined": "best of the start and end measurements"},
         "details": good[0]["details"],
-        "measurements": [{"when": when[i] if i < 2 else str(i), **r}
-                         for i, r in enumerate(good)],
+        "measurements": [{"when": when[i] if i < 2 else str(i), **r} for i, r in enumerate(good)],
     }, None
 
 

@@ -1,4 +1,4 @@
-"""One timed backend in one fresh process: ``python -m onnxconv.bench_worker``.
+"""One timed backend in one fresh process: ``python -m onnxconv.bench.worker``.
 
 The harness (:mod:`onnxconv.bench`) starts one worker per cell and round, writes a JSON job to its
 stdin and reads one JSON result from its stdout. A fresh process per backend means two spinning
@@ -14,7 +14,8 @@ Job (all kinds): ``{"kind": "ort" | "torch" | "roofs" | "nodes", "threads": int,
   ``blocks``, ``calls``.
 - ``roofs``: ``matmul_n``, ``copy_mb``, ``repeats``, ``device`` (``cpu``/``cuda``).
 - ``nodes``: ``model``, ``inputs`` (their shapes fix dynamic dims), ``ep``, ``opt_level``,
-  ``cuda_options``, ``warmup``, ``calls``: every node timed alone (:mod:`onnxconv.node_times`).
+  ``cuda_options``, ``warmup``, ``calls``: every node timed alone
+  (:mod:`onnxconv.bench.node_times`).
 
 Result: ``{"ok": true, "blocks_ns": [[int, ...], ...], "minflt": int, "majflt": int,
 "page_faults_per_call": float, "outputs": [{"shape": [...], "abs_sum": float}], ...}`` or
@@ -37,8 +38,15 @@ import traceback
 from typing import Any, Callable
 
 
-def time_calls(fn: Callable[[], Any], *, warmup: int, warmup_s: float, blocks: int, calls: int,
-               sync: Callable[[], Any] | None = None) -> dict[str, Any]:
+def time_calls(
+    fn: Callable[[], Any],
+    *,
+    warmup: int,
+    warmup_s: float,
+    blocks: int,
+    calls: int,
+    sync: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
     """Warm up, then ``blocks`` x ``calls`` timed calls with ``perf_counter_ns`` around each call.
 
     Warm-up runs at least ``warmup`` calls and at least ``warmup_s`` seconds. The garbage collector
@@ -73,19 +81,28 @@ def time_calls(fn: Callable[[], Any], *, warmup: int, warmup_s: float, blocks: i
             gc.enable()
     n = blocks * calls
     minflt = after.ru_minflt - before.ru_minflt
-    return {"blocks_ns": out, "warmup_calls": done, "minflt": minflt,
-            "majflt": after.ru_majflt - before.ru_majflt,
-            "page_faults_per_call": minflt / n if n else 0.0,
-            "voluntary_ctx_switches_per_call":
-                (after.ru_nvcsw - before.ru_nvcsw) / n if n else 0.0,
-            "involuntary_ctx_switches_per_call":
-                (after.ru_nivcsw - before.ru_nivcsw) / n if n else 0.0}
+    return {
+        "blocks_ns": out,
+        "warmup_calls": done,
+        "minflt": minflt,
+        "majflt": after.ru_majflt - before.ru_majflt,
+        "page_faults_per_call": minflt / n if n else 0.0,
+        "voluntary_ctx_switches_per_call": (after.ru_nvcsw - before.ru_nvcsw) / n if n else 0.0,
+        "involuntary_ctx_switches_per_call": (after.ru_nivcsw - before.ru_nivcsw) / n if n else 0.0,
+    }
 
 
 def _describe(arrays) -> list[dict[str, Any]]:
     import numpy as np
-    return [{"shape": list(a.shape), "dtype": str(a.dtype),
-             "abs_sum": float(np.abs(np.asarray(a, dtype=np.float64)).sum())} for a in arrays]
+
+    return [
+        {
+            "shape": list(a.shape),
+            "dtype": str(a.dtype),
+            "abs_sum": float(np.abs(np.asarray(a, dtype=np.float64)).sum()),
+        }
+        for a in arrays
+    ]
 
 
 def _timing_args(job: dict[str, Any]) -> dict[str, Any]:
@@ -131,12 +148,16 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     if not active or active[0] != wanted:
         if job.get("profile"):
             os.remove(session.end_profiling())
-        return {"ok": False, "status": "unavailable",
-                "error": f"asked for {wanted} but ONNX Runtime runs "
-                         f"{', '.join(active) or 'nothing'}"}
+        return {
+            "ok": False,
+            "status": "unavailable",
+            "error": f"asked for {wanted} but ONNX Runtime runs {', '.join(active) or 'nothing'}",
+        }
     feeds = {name: np.load(path) for name, path in job["inputs"].items()}
     result: dict[str, Any] = {
-        "ok": True, "providers": active, "session_s": session_s,
+        "ok": True,
+        "providers": active,
+        "session_s": session_s,
         "session_options": {
             "intra_op_num_threads": so.intra_op_num_threads,
             "inter_op_num_threads": so.inter_op_num_threads,
@@ -153,8 +174,9 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         # run_with_iobinding returns after ORT synchronised the CUDA stream (ORT's default).
         binding = session.io_binding()
         t0 = time.perf_counter_ns()
-        device_inputs = {n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0)
-                         for n, a in feeds.items()}
+        device_inputs = {
+            n: ort.OrtValue.ortvalue_from_numpy(a, "cuda", 0) for n, a in feeds.items()
+        }
         h2d_ns = time.perf_counter_ns() - t0
         for name, value in device_inputs.items():
             binding.bind_ortvalue_input(name, value)
@@ -167,12 +189,16 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         result.update(time_calls(call, **_timing_args(job)))
         t0 = time.perf_counter_ns()
         outputs = binding.copy_outputs_to_cpu()
-        result["copies_ms"] = {"host_to_device": h2d_ns / 1e6,
-                               "device_to_host": (time.perf_counter_ns() - t0) / 1e6}
+        result["copies_ms"] = {
+            "host_to_device": h2d_ns / 1e6,
+            "device_to_host": (time.perf_counter_ns() - t0) / 1e6,
+        }
         result["io_binding"] = True
-        result["cuda_options"] = session.get_provider_options().get("CUDAExecutionProvider",
-                                                                    cuda_options)
+        result["cuda_options"] = session.get_provider_options().get(
+            "CUDAExecutionProvider", cuda_options
+        )
     else:
+
         def call() -> None:
             session.run(None, feeds)
 
@@ -181,7 +207,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         result["io_binding"] = False
     result["outputs"] = _describe(outputs)
     if job.get("profile"):
-        from onnxconv.bench_stats import parse_ort_profile  # pure functions: no torch, no onnx
+        from onnxconv.bench.stats import parse_ort_profile  # pure functions: no torch, no onnx
 
         path = session.end_profiling()
         try:
@@ -232,15 +258,22 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True
         module, x = module.cuda(), x.cuda()
         sync = torch.cuda.synchronize
-    result: dict[str, Any] = {"ok": True, "torch_threads": torch.get_num_threads(),
-                              "torch_interop_threads": torch.get_num_interop_threads(),
-                              "device": device,
-                              "cuda_settings": ({"allow_tf32": bool(job.get("tf32", False)),
-                                                 "cudnn_benchmark": True,
-                                                 "device_name": torch.cuda.get_device_name()}
-                                                if device == "cuda" else None),
-                              "malloc_env": {k: v for k, v in os.environ.items()
-                                             if k.startswith("MALLOC_")}}
+    result: dict[str, Any] = {
+        "ok": True,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "device": device,
+        "cuda_settings": (
+            {
+                "allow_tf32": bool(job.get("tf32", False)),
+                "cudnn_benchmark": True,
+                "device_name": torch.cuda.get_device_name(),
+            }
+            if device == "cuda"
+            else None
+        ),
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+    }
     with torch.inference_mode():
         fn: Callable[[], Any] = module
         if job.get("compile"):
@@ -253,8 +286,11 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
                 result["compile_s"] = time.perf_counter() - t0
                 fn = compiled
             except Exception as error:  # any compiler failure becomes the cell's error
-                return {"ok": False, "status": "error",
-                        "error": "torch.compile failed: " + _one_line(error)}
+                return {
+                    "ok": False,
+                    "status": "error",
+                    "error": "torch.compile failed: " + _one_line(error),
+                }
         result.update(time_calls(lambda: fn(x), sync=sync, **_timing_args(job)))
         out = fn(x)
         outs = out if isinstance(out, (tuple, list)) else [out]
@@ -266,14 +302,23 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_roofs(job: dict[str, Any]) -> dict[str, Any]:
-    from onnxconv.machine import measure_cuda_roofs, measure_roofs
+    from onnxconv.bench.roofs import measure_cuda_roofs, measure_roofs
 
     if job.get("device") == "cuda":
-        return {"ok": True, "roofs": measure_cuda_roofs(
-            matmul_n=int(job.get("matmul_n", 8192)), copy_mb=int(job.get("copy_mb", 1024)),
-            repeats=int(job.get("repeats", 5)))}
-    roofs = measure_roofs(int(job["threads"]), matmul_n=int(job.get("matmul_n", 2048)),
-                          copy_mb=int(job.get("copy_mb", 256)), repeats=int(job.get("repeats", 5)))
+        return {
+            "ok": True,
+            "roofs": measure_cuda_roofs(
+                matmul_n=int(job.get("matmul_n", 8192)),
+                copy_mb=int(job.get("copy_mb", 1024)),
+                repeats=int(job.get("repeats", 5)),
+            ),
+        }
+    roofs = measure_roofs(
+        int(job["threads"]),
+        matmul_n=int(job.get("matmul_n", 2048)),
+        copy_mb=int(job.get("copy_mb", 256)),
+        repeats=int(job.get("repeats", 5)),
+    )
     return {"ok": True, "roofs": roofs}
 
 
@@ -284,19 +329,25 @@ def _one_line(error: BaseException) -> str:
 
 
 def run_nodes(job: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
     import onnx
 
-    from onnxconv.node_times import time_nodes
-
-    import numpy as np
+    from onnxconv.bench.node_times import time_nodes
 
     ep = job.get("ep", "cpu")
-    shapes = {name: np.load(path, mmap_mode="r").shape
-              for name, path in (job.get("inputs") or {}).items()}
-    nodes = time_nodes(onnx.load(job["model"]), ep, job["opt_level"], input_shapes=shapes,
-                       threads=int(job["threads"]),
-                       cuda_options=job.get("cuda_options"), warmup=int(job.get("warmup", 5)),
-                       calls=int(job.get("calls", 30)))
+    shapes = {
+        name: np.load(path, mmap_mode="r").shape for name, path in (job.get("inputs") or {}).items()
+    }
+    nodes = time_nodes(
+        onnx.load(job["model"]),
+        ep,
+        job["opt_level"],
+        input_shapes=shapes,
+        threads=int(job["threads"]),
+        cuda_options=job.get("cuda_options"),
+        warmup=int(job.get("warmup", 5)),
+        calls=int(job.get("calls", 30)),
+    )
     return {"ok": True, "per_node": nodes}
 
 

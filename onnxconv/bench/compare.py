@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .bench_report import BenchReport
-from .errors import UserInputError
+from ..errors import UserInputError
+from .report import BenchReport
 
 #: The default threshold of ``onnxconv bench-compare`` (20% slower p50).
 DEFAULT_MAX_SLOWDOWN = 1.2
@@ -48,36 +48,55 @@ def _differences(old: BenchReport, new: BenchReport) -> list[str]:
 def _run_summary(report: BenchReport) -> dict[str, Any]:
     """When, where and with what a report was measured: the line each figure needs."""
     m, v, s = report.machine, report.versions, report.settings
-    return {"created": report.created, "cpu": m.get("cpu_model"),
-            "gpus": [g.get("name") for g in (m.get("gpus") or [])],
-            "onnxruntime": v.get("onnxruntime"), "torch": v.get("torch"),
-            "threads": s.get("threads"), "cuda_options": s.get("cuda_options")}
+    return {
+        "created": report.created,
+        "cpu": m.get("cpu_model"),
+        "gpus": [g.get("name") for g in (m.get("gpus") or [])],
+        "onnxruntime": v.get("onnxruntime"),
+        "torch": v.get("torch"),
+        "threads": s.get("threads"),
+        "cuda_options": s.get("cuda_options"),
+    }
 
 
 def _describe_run(run: Mapping[str, Any]) -> str:
     gpu = f", {', '.join(run['gpus'])}" if run.get("gpus") else ""
-    return (f"{run.get('path', '')} — created {run['created']}, {run.get('cpu')}{gpu}, "
-            f"onnxruntime {run.get('onnxruntime')}, torch {run.get('torch')}, "
-            f"{run.get('threads')} thread(s)")
+    return (
+        f"{run.get('path', '')} — created {run['created']}, {run.get('cpu')}{gpu}, "
+        f"onnxruntime {run.get('onnxruntime')}, torch {run.get('torch')}, "
+        f"{run.get('threads')} thread(s)"
+    )
 
 
 def check_max_slowdown(max_slowdown: float) -> None:
     """A threshold must be above 1.0 (1.2: 20% slower); otherwise a :class:`UserInputError`."""
     if not max_slowdown > 1.0:
-        raise UserInputError(f"max slowdown must be above 1.0 (e.g. 1.2 for 20%), got {max_slowdown}")
+        raise UserInputError(
+            f"max slowdown must be above 1.0 (e.g. 1.2 for 20%), got {max_slowdown}"
+        )
 
 
 def cell_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """``(id, baseline p50, current p50, ratio, verdict)`` per cell, as text ("—" when absent)."""
+
     def fmt(value: float | None, spec: str) -> str:
         return "—" if value is None else f"{value:{spec}}"
 
-    return [(r["id"], fmt(r["baseline_p50_ms"], ".4g"), fmt(r["current_p50_ms"], ".4g"),
-             fmt(r["ratio"], ".2f"), r["verdict"]) for r in comparison["cells"]]
+    return [
+        (
+            r["id"],
+            fmt(r["baseline_p50_ms"], ".4g"),
+            fmt(r["current_p50_ms"], ".4g"),
+            fmt(r["ratio"], ".2f"),
+            r["verdict"],
+        )
+        for r in comparison["cells"]
+    ]
 
 
-def compare_reports(baseline: BenchReport, current: BenchReport,
-                    max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> dict[str, Any]:
+def compare_reports(
+    baseline: BenchReport, current: BenchReport, max_slowdown: float = DEFAULT_MAX_SLOWDOWN
+) -> dict[str, Any]:
     """Pair the cells of two reports by id.
 
     Returns ``{"baseline": {created, cpu, gpus, onnxruntime, torch, threads, cuda_options},
@@ -94,16 +113,25 @@ def compare_reports(baseline: BenchReport, current: BenchReport,
     rows = []
     for cell_id in [i for i in new_cells if i in old_cells]:
         old, new = (old_cells[cell_id].get("stats") or {}), (new_cells[cell_id].get("stats") or {})
-        row: dict[str, Any] = {"id": cell_id, "baseline_p50_ms": old.get("p50_ms"),
-                               "baseline_p90_ms": old.get("p90_ms"),
-                               "current_p50_ms": new.get("p50_ms"),
-                               "current_p90_ms": new.get("p90_ms"), "ratio": None,
-                               "verdict": "not timed"}
-        changed = [key for key in ("source", "config", "macs")
-                   if old_cells[cell_id].get(key) != new_cells[cell_id].get(key)]
+        row: dict[str, Any] = {
+            "id": cell_id,
+            "baseline_p50_ms": old.get("p50_ms"),
+            "baseline_p90_ms": old.get("p90_ms"),
+            "current_p50_ms": new.get("p50_ms"),
+            "current_p90_ms": new.get("p90_ms"),
+            "ratio": None,
+            "verdict": "not timed",
+        }
+        changed = [
+            key
+            for key in ("source", "config", "macs")
+            if old_cells[cell_id].get(key) != new_cells[cell_id].get(key)
+        ]
         if changed:  # same name, another graph: a ratio would mean nothing
-            row["verdict"] = (f"not comparable ({', '.join(changed)} "
-                              f"{'differs' if len(changed) == 1 else 'differ'})")
+            row["verdict"] = (
+                f"not comparable ({', '.join(changed)} "
+                f"{'differs' if len(changed) == 1 else 'differ'})"
+            )
         elif old.get("p50_ms") and new.get("p50_ms"):
             ratio = new["p50_ms"] / old["p50_ms"]
             row["ratio"] = ratio
@@ -115,8 +143,10 @@ def compare_reports(baseline: BenchReport, current: BenchReport,
                 row["verdict"] = "same"
         rows.append(row)
     return {
-        "baseline": _run_summary(baseline), "current": _run_summary(current),
-        "max_slowdown": max_slowdown, "differences": _differences(baseline, current),
+        "baseline": _run_summary(baseline),
+        "current": _run_summary(current),
+        "max_slowdown": max_slowdown,
+        "differences": _differences(baseline, current),
         "cells": rows,
         "only_in_baseline": [i for i in old_cells if i not in new_cells],
         "only_in_current": [i for i in new_cells if i not in old_cells],
@@ -127,24 +157,39 @@ def compare_reports(baseline: BenchReport, current: BenchReport,
 
 def to_markdown(comparison: Mapping[str, Any]) -> str:
     c = comparison
-    lines = ["# onnxconv bench-compare", "",
-             f"- baseline: {_describe_run(c['baseline'])}",
-             f"- current: {_describe_run(c['current'])}",
-             f"- slower / faster means p50 beyond ×{c['max_slowdown']:g} (or ÷) and outside the "
-             "other run's p90",
-             f"- verdict: {len(c['slower'])} slower, {len(c['faster'])} faster, "
-             f"{sum(r['verdict'] == 'same' for r in c['cells'])} the same"]
+    lines = [
+        "# onnxconv bench-compare",
+        "",
+        f"- baseline: {_describe_run(c['baseline'])}",
+        f"- current: {_describe_run(c['current'])}",
+        f"- slower / faster means p50 beyond ×{c['max_slowdown']:g} (or ÷) and outside the "
+        "other run's p90",
+        f"- verdict: {len(c['slower'])} slower, {len(c['faster'])} faster, "
+        f"{sum(r['verdict'] == 'same' for r in c['cells'])} the same",
+    ]
     if c["differences"]:
         lines += ["", "## The runs differ in", ""] + [f"- {d}" for d in c["differences"]]
     else:
         lines += ["", "Same machine, versions and settings."]
-    lines += ["", "## Cells", "", "| cell | baseline p50 ms | current p50 ms | current / baseline "
-              "| verdict |", "|---|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "## Cells",
+        "",
+        "| cell | baseline p50 ms | current p50 ms | current / baseline | verdict |",
+        "|---|---:|---:|---:|---|",
+    ]
     for *values, verdict in cell_rows(c):
-        lines.append("| " + " | ".join(values) + " | "
-                     + ("**slower**" if verdict == "slower" else verdict) + " |")
-    for key, what in (("only_in_baseline", "only in the baseline"),
-                      ("only_in_current", "only in the current run")):
+        lines.append(
+            "| "
+            + " | ".join(values)
+            + " | "
+            + ("**slower**" if verdict == "slower" else verdict)
+            + " |"
+        )
+    for key, what in (
+        ("only_in_baseline", "only in the baseline"),
+        ("only_in_current", "only in the current run"),
+    ):
         if c[key]:
             lines += ["", f"{len(c[key])} cell(s) {what}: " + ", ".join(c[key])]
     return "\n".join(lines) + "\n"

@@ -70,24 +70,35 @@ def summarize(blocks_ns: Sequence[Sequence[int]]) -> LatencyStats:
     ms = [t / 1e6 for b in blocks for t in b]
     medians = [statistics.median(b) / 1e6 for b in blocks]
     return LatencyStats(
-        n=len(ms), p50_ms=percentile(ms, 50), p90_ms=percentile(ms, 90),
-        p99_ms=percentile(ms, 99), mean_ms=statistics.fmean(ms),
-        stdev_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0, min_ms=min(ms), max_ms=max(ms),
-        block_medians_ms=medians, block_spread=block_spread(medians))
+        n=len(ms),
+        p50_ms=percentile(ms, 50),
+        p90_ms=percentile(ms, 90),
+        p99_ms=percentile(ms, 99),
+        mean_ms=statistics.fmean(ms),
+        stdev_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0,
+        min_ms=min(ms),
+        max_ms=max(ms),
+        block_medians_ms=medians,
+        block_spread=block_spread(medians),
+    )
 
 
-def paired_ratios(numerators: Sequence[float | None],
-                  denominators: Sequence[float | None]) -> list[float]:
+def paired_ratios(
+    numerators: Sequence[float | None], denominators: Sequence[float | None]
+) -> list[float]:
     """Ratio per round, ``numerators[i] / denominators[i]``; rounds missing on either side skipped.
 
     Use with torch p50s over ORT p50s of the same rounds: the median of the result is the
     reported torch/ORT speedup.
     """
     if len(numerators) != len(denominators):
-        raise ValueError(f"paired ratios need as many rounds on both sides, got "
-                         f"{len(numerators)} and {len(denominators)}")
-    return [a / b for a, b in zip(numerators, denominators)
-            if a is not None and b is not None and b > 0]
+        raise ValueError(
+            f"paired ratios need as many rounds on both sides, got "
+            f"{len(numerators)} and {len(denominators)}"
+        )
+    return [
+        a / b for a, b in zip(numerators, denominators) if a is not None and b is not None and b > 0
+    ]
 
 
 def median_or_none(values: Sequence[float]) -> float | None:
@@ -120,8 +131,9 @@ def group_op_times(by_op: Mapping[str, float]) -> dict[str, Any]:
     return {"groups": groups, "fractions": fractions, "total": total}
 
 
-def parse_ort_profile(events: Sequence[Mapping[str, Any]],
-                      last_runs: int | None = None) -> dict[str, Any]:
+def parse_ort_profile(
+    events: Sequence[Mapping[str, Any]], last_runs: int | None = None
+) -> dict[str, Any]:
     """Sum node kernel time by op type from an ORT profile (the list of Chrome-trace events).
 
     Node events are ``cat == "Node"`` with a name ending ``_kernel_time`` and ``args.op_name``.
@@ -129,8 +141,11 @@ def parse_ort_profile(events: Sequence[Mapping[str, Any]],
     warm-up runs are left out). Times are microseconds per run, means over the runs counted
     (``run_us_per_run`` is the mean ``model_run`` duration, framework overhead included).
     """
-    runs = sorted((int(e["ts"]), int(e["ts"]) + int(e.get("dur", 0))) for e in events
-                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = sorted(
+        (int(e["ts"]), int(e["ts"]) + int(e.get("dur", 0)))
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
     if last_runs is not None and last_runs > 0:
         runs = runs[-last_runs:]
     starts = [start for start, _ in runs]
@@ -164,3 +179,19 @@ def parse_ort_profile(events: Sequence[Mapping[str, Any]],
         "nodes": len(nodes),
         "providers": {p: sorted(ops) for p, ops in sorted(placement.items())},
     }
+
+
+def op_shares(cell: Mapping[str, Any]) -> tuple[dict[str, float] | None, str | None]:
+    """The conv/shuffle/reorder/other shares of a cell and what they are made of.
+
+    ``"nodes"``: each node timed alone (``--per-node``; device time, also on CUDA), preferred;
+    ``"profile"``: ORT's profile on CPU; ``"launch"``: ORT's profile of a CUDA cell, which times
+    kernel launches, not the GPU. ``(None, None)`` when the cell has neither.
+    """
+    per_node = cell.get("per_node")
+    if per_node and per_node.get("sum_ms"):
+        return per_node["fractions"], "nodes"
+    per_op = cell.get("per_op")
+    if per_op and per_op.get("fractions"):
+        return per_op["fractions"], "launch" if per_op.get("clock") == "host" else "profile"
+    return None, None
