@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import textwrap
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import OnnxconvError
 
@@ -56,6 +56,15 @@ def human(n: int) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     from . import variants
 
+    if args.name:
+        spec = variants.get(args.name)
+        config = spec.config()
+        cost = spec.cost(config)
+        print(f"{spec.name}: {spec.summary or spec.family} ({spec.paper})")
+        print(f"params {human(cost.params)}, MACs {human(cost.macs)} at the defaults")
+        print("config keys (set with --config KEY=VALUE):")
+        print(format_table(["key", "default"], [(k, v) for k, v in config.items()]))
+        return 0
     entries = []
     for spec in variants.REGISTRY.values():
         config = spec.config()
@@ -78,7 +87,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [
         (
             e["name"],
-            e["family"],
             "×".join(map(str, e["input_shape"])),
             human(e["params"]),
             human(e["macs"]),
@@ -86,7 +94,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         for e in entries
     ]
-    print(format_table(["name", "family", "input", "params", "MACs", "paper"], rows))
+    print(format_table(["name", "input", "params", "MACs", "paper"], rows))
+    print("\nonnxconv list NAME: a variant's config keys and defaults")
     return 0
 
 
@@ -140,11 +149,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     for result in results:
         entry = result.entry
+        defaults = variants.get(entry["variant"]).config()
+        changed = {k: v for k, v in entry["config"].items() if defaults.get(k) != v}
         print(
             f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
             f"params {human(entry['params'])}  MACs {human(entry['macs'])}"
+            + ("  config " + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
         )
+        if changed and variants.get(entry["variant"]).commit_graph and _is_committed(args.out):
+            print(
+                f"note: {result.model_path.parent} now holds a non-default config; "
+                "./scripts/export_graphs restores the committed graph",
+                file=sys.stderr,
+            )
     return 0
+
+
+def _is_committed(out: str) -> bool:
+    """Whether ``out`` is this checkout's committed graphs/ folder."""
+    from pathlib import Path
+
+    return Path(out).resolve() == (Path(__file__).resolve().parents[1] / "graphs")
 
 
 @command("inspect")
@@ -155,7 +180,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .graph import checks as graph_checks
 
     path = Path(args.model)
-    if path.is_dir() and (path / "model.onnx").exists():
+    if path.is_dir():
+        if not (path / "model.onnx").exists():
+            raise OnnxconvError(f"{path}: no model.onnx in this folder")
         path = path / "model.onnx"
     model = graph.load_model(path)
     report = graph.inspect_model(model)
@@ -190,7 +217,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("ops     " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()))
     print(
         f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
-        f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}"
+        f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}\n"
+        "        (params as stored in the graph: where the exporter folded BatchNorm into the "
+        "Conv,\n        its scale and shift became Conv weights and biases, so `onnxconv list`, "
+        "which counts\n        the module's BatchNorm affine, can differ)"
     )
     if report.convs:
         print()
@@ -232,19 +262,69 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         )
     if findings:
         print()
-        for finding in findings:
-            print(f"lint: {finding}")
+        for line in lint_lines(findings):
+            print(line)
     return 0
 
 
+def lint_lines(findings: Sequence[Any], shown: int = 2) -> list[str]:
+    """Each kind of finding at most ``shown`` times, the rest counted, then a summary line."""
+    by_code: dict[str, list[Any]] = {}
+    for finding in findings:
+        by_code.setdefault(f"{finding.severity} {finding.code}", []).append(finding)
+    lines = []
+    for group in by_code.values():
+        lines += [f"lint: {finding}" for finding in group[:shown]]
+        if len(group) > shown:
+            more = ", ".join(f.node for f in group[shown:])
+            lines.append(
+                textwrap.shorten(
+                    f"lint: ... {len(group) - shown} more {group[0].code} at {more}",
+                    100,
+                    placeholder=" …",
+                )
+            )
+    summary = ", ".join(f"{len(group)} {code}" for code, group in by_code.items())
+    return lines + [f"lint summary: {len(findings)} finding(s): {summary}"]
+
+
 def int_list(text: str) -> list[int]:
+    """Comma-separated integers >= 0 (seeds)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
     return values
+
+
+def positive_int(text: str) -> int:
+    """A size: an integer >= 1 (batch sizes, threads, counts); 0 and below are refused."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive integer")
+    return value
+
+
+def positive_int_list(text: str) -> list[int]:
+    """Comma-separated sizes, each >= 1."""
+    values = [positive_int(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers, got {text!r}"
+        )
+    return values
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (prog: error: message), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def csv_list(text: str) -> list[str]:
@@ -457,6 +537,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             per_variant.setdefault(name, {})[field] = value
         else:
             overrides[key] = value
+    from .runtime import ep_unavailable_reason
+
+    for ep in args.ep or []:  # a required EP is checked before anything is timed or written
+        reason = ep_unavailable_reason(ep) if ep in bench.EPS else None
+        if reason is not None:
+            print(f"onnxconv bench: required EP {ep} is not active: {reason}", file=sys.stderr)
+            return 1
     report = bench.run_bench(
         items,
         overrides=overrides,
@@ -481,6 +568,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
     headers, rows = bench_report.summary_rows(report)
     print(format_table(headers, rows))
+    for note in bench_report.measurement_notes(report):
+        print(f"note: {note}")
     print(
         "\nreport: "
         + ", ".join(str(p) for p in [written["json"], written["markdown"], *written["plots"]] if p)
@@ -554,14 +643,17 @@ def print_comparison(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="onnxconv",
         description="Convolution families from PyTorch to ONNX Runtime, with proof.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
 
     p = sub.add_parser("list", help="the convolution zoo: shapes, params, multiply-adds")
+    p.add_argument("name", nargs="?", help="one variant: its config keys and defaults")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     from .bench.compare import DEFAULT_MAX_SLOWDOWN
@@ -603,8 +695,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="what any ONNX graph holds: convs, shuffles, cost, lint")
     p.add_argument("model", help="an .onnx file, or a folder holding model.onnx")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--batch", type=int, default=1, help="batch size for dynamic batch axes")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--batch", type=positive_int, default=1, help="batch size for dynamic batch axes"
+    )
     p.add_argument("--target-opset", type=int, help="flag ops newer than this opset")
 
     p = sub.add_parser("validate", help="parity PyTorch <-> ONNX Runtime per EP, level, precision")
@@ -634,10 +728,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=["fp32", "fp16"],
         help="comma-separated: fp32,fp16 (default: both)",
     )
-    p.add_argument("--seeds", type=int_list, default=[0, 1], help="comma-separated seeds")
+    p.add_argument(
+        "--seeds", type=int_list, default=[0, 1], help="comma-separated seeds (default 0,1)"
+    )
     p.add_argument(
         "--batch",
-        type=int_list,
+        type=positive_int_list,
         help="batch sizes for generated inputs (default: "
         "1, and 2 too when the batch axis is dynamic)",
     )
@@ -695,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TARGET",
         help="variant names or .onnx files (default: the variants in --graphs)",
     )
-    p.add_argument("--graphs", default="graphs")
+    p.add_argument("--graphs", default="graphs", help="where variant graphs live (default: graphs)")
     p.add_argument(
         "--config",
         action="append",
@@ -710,7 +806,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="threads for both runtimes (default 1, the stable baseline)",
     )
-    p.add_argument("--batch", type=int_list, default=[1], help="comma-separated batch sizes")
+    p.add_argument(
+        "--batch", type=positive_int_list, default=[1], help="comma-separated batch sizes"
+    )
     p.add_argument(
         "--ep",
         action="append",
@@ -724,7 +822,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated optimisation levels (default: all four)",
     )
     p.add_argument(
-        "--rounds", type=int, default=2, help="alternating ORT/PyTorch process pairs (default 2)"
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="alternating ORT/PyTorch process pairs (default 3: odd, so the median is a round)",
     )
     p.add_argument("--blocks", type=int, default=5, help="timed blocks per cell (default 5)")
     p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
@@ -748,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
         "profile only sees launches)",
     )
     p.add_argument("--no-roofs", action="store_true", help="skip the roofline measurement")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     p.add_argument("--out", default="reports/bench", help="report folder (default reports/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
@@ -828,6 +929,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="write the comparison as JSON")
     p.add_argument("--markdown", help="write the comparison as Markdown")
+    for subparser in sub.choices.values():  # --debug after the command works too
+        subparser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 

@@ -125,7 +125,9 @@ def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
         attach_variant(subject, path.parent / "manifest.json")
         return subject
     if not path.exists():
-        raise UserInputError(f"{path}: no such file, folder or variant")
+        raise UserInputError(
+            f"{path}: no such file, folder or variant{variants.did_you_mean(target)}"
+        )
     return Subject(path.stem, path, graph.load_model(path))
 
 

@@ -706,3 +706,14 @@ def test_cli_bench_per_variant_config(tmp_path):
         {"height": "8", "width": "8", "groups": "4"},
         {"height": "8", "width": "8", "channels": "16"},
     ]
+
+
+@pytest.mark.skipif(CUDA_REASON is None, reason="CUDA is active here: the EP would be timed")
+def test_bench_with_an_inactive_ep_stops_before_timing_or_writing(tmp_path, capsys):
+    from onnxconv.cli import main
+
+    out = tmp_path / "b"
+    assert main(["bench", "grouped", "--ep", "cuda", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "required EP cuda is not active" in captured.err and "timing" not in captured.err
+    assert not out.exists()

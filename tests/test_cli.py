@@ -42,3 +42,84 @@ def test_usage_error_exits_2():
         [sys.executable, "-m", "onnxconv", "frobnicate"], capture_output=True, text=True
     )
     assert result.returncode == 2
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_usage_errors_are_one_line_naming_the_argument(capsys):
+    for argv in (["frobnicate"], ["validate", "--opt-level"], ["bench", "--threads", "x"]):
+        try:
+            main(argv)
+        except SystemExit as exit:
+            assert exit.code == 2
+        assert "error:" in one_line_error(capsys)
+
+
+def test_zero_and_negative_sizes_are_refused_everywhere_exit_2(capsys, tmp_path):
+    for argv in (
+        ["validate", "graphs/standard", "--batch", "0"],
+        ["inspect", "graphs/standard", "--batch", "0"],
+        ["bench", "standard", "--batch", "-1"],
+        ["bench", "standard", "--batch", "0"],
+    ):
+        try:
+            main(argv)
+        except SystemExit as exit:
+            assert exit.code == 2
+        assert "must be a positive integer" in one_line_error(capsys), argv
+    out = tmp_path / "g"
+    assert main(["export", "--variant", "standard", "--config", "batch=0", "--out", str(out)]) == 2
+    assert "batch=0 must be a positive integer" in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_near_misses_get_a_suggestion(capsys):
+    assert main(["validate", "shufle_unit"]) == 2
+    assert "did you mean 'shuffle_unit'?" in one_line_error(capsys)
+    assert main(["bench", "grouped_conv", "--quiet"]) == 2
+    assert "did you mean 'grouped'?" in one_line_error(capsys)
+
+
+def test_debug_works_after_the_command_too(capsys):
+    assert main(["inspect", "no/such.onnx"]) == 2
+    one_line_error(capsys)
+    for argv in (["--debug", "inspect", "no/such.onnx"], ["inspect", "no/such.onnx", "--debug"]):
+        try:
+            main(argv)
+            raise AssertionError("--debug should re-raise")
+        except Exception as error:  # the traceback a --debug user asked for
+            assert "no such file" in str(error)
+
+
+def test_inspect_a_folder_without_model_onnx_says_so(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "no model.onnx in this folder" in one_line_error(capsys)
+
+
+def test_inspect_groups_repeated_lint_findings(capsys):
+    from onnxconv.cli import lint_lines
+    from onnxconv.graph.checks import LintFinding
+
+    findings = [LintFinding("rank5-tensor", "info", f"n{i}", "rank 5") for i in range(32)]
+    lines = lint_lines(findings)
+    assert len(lines) == 4  # two shown, the other 30 counted, a summary
+    assert lines[2].startswith("lint: ... 30 more rank5-tensor at n2, n3")
+    assert lines[3] == "lint summary: 32 finding(s): 32 info rank5-tensor"
+
+
+def test_list_name_shows_the_config_keys(capsys):
+    assert main(["list", "shuffle_unit"]) == 0
+    out = capsys.readouterr().out
+    assert "config keys" in out and "shuffle_rank" in out and "first_grouped" in out
+    assert main(["list"]) == 0
+    assert "family" not in capsys.readouterr().out.splitlines()[0]  # no column equal to name
+
+
+def test_export_names_a_non_default_config(tmp_path, capsys):
+    argv = ["export", "--variant", "shuffle_unit", "--shuffle-rank", "4", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path)]) == 0
+    assert "config shuffle_rank=4" in capsys.readouterr().out

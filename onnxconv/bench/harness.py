@@ -523,11 +523,11 @@ def _finish_cell(
     if seconds <= 0:  # below the clock's resolution: no rates
         return
     cell["throughput_per_s"] = prep.batch / seconds
-    if cell["flops"] is not None:
+    if cell["flops"]:  # a graph without multiply-adds (a bare shuffle) has no GFLOP/s: "—"
         cell["gflops"] = cell["flops"] / seconds / 1e9
     if cell["bytes"]:
         cell["achieved_gbps"] = cell["bytes"] / seconds / 1e9
-        if cell["flops"] is not None:
+        if cell["flops"]:
             cell["arithmetic_intensity"] = cell["flops"] / cell["bytes"]
     if roofs:
         if cell["achieved_gbps"] is not None:

@@ -10,10 +10,10 @@
 from . import standard, flattened, inception, separable, grouped, shuffle, mobilenet  # noqa: F401
 
 # isort: on
-from ._registry import REGISTRY, VariantSpec, get
+from ._registry import REGISTRY, VariantSpec, did_you_mean, get
 from .shuffle import channel_shuffle
 
-__all__ = ["REGISTRY", "VariantSpec", "get", "channel_shuffle", "names"]
+__all__ = ["REGISTRY", "VariantSpec", "channel_shuffle", "did_you_mean", "get", "names"]
 
 
 def names() -> list[str]:

@@ -6,6 +6,7 @@ input's ``height`` and ``width``), the paper it comes from and its closed-form c
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..cost import Cost
 from ..errors import UserInputError
+from ._checks import positive
 
 #: Config keys that describe the example input rather than the module.
 INPUT_KEYS = ("batch", "height", "width")
@@ -48,6 +50,10 @@ class VariantSpec:
                     f"unknown config key {key!r} for variant {self.name!r} (known: {known})"
                 )
             config[key] = coerce(key, value, config[key], self.name)
+        try:
+            positive(**{key: config[key] for key in INPUT_KEYS})
+        except ValueError as error:
+            raise UserInputError(f"variant {self.name!r}: {error}") from None
         return config
 
     def module_config(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -125,9 +131,15 @@ def register(spec: VariantSpec) -> VariantSpec:
     return spec
 
 
+def did_you_mean(name: str) -> str:
+    """`` (did you mean 'shuffle_unit'?)`` for a near miss of a variant name, else ``""``."""
+    close = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def get(name: str) -> VariantSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        known = ", ".join(REGISTRY)
-        raise UserInputError(f"unknown variant {name!r} (known: {known})") from None
+        hint = did_you_mean(name) or f" (known: {', '.join(REGISTRY)})"
+        raise UserInputError(f"unknown variant {name!r}{hint}") from None
