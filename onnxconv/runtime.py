@@ -455,13 +455,9 @@ def load_model_proto(model: ModelSource) -> tuple[onnx.ModelProto, str]:
             raise UserInputError(
                 f"<in-memory model>: not a valid ONNX model: {_one_line(exc)}"
             ) from exc
-    path = Path(model)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such model file")
-    try:
-        return onnx.load(path), str(path)
-    except Exception as exc:
-        raise UserInputError(f"{path}: not a valid ONNX model: {_one_line(exc)}") from exc
+    from .graph.index import load_model  # the one loader: one-line errors naming the file
+
+    return load_model(model), str(model)
 
 
 def _session_source(model: ModelSource, precision: str) -> tuple[bytes | str, str]:
