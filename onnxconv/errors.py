@@ -29,6 +29,18 @@ class CheckFailed(OnnxconvError):
     exit_code = 1
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived (see ``cli.main``). A BaseException, like KeyboardInterrupt, so
+    ``except Exception`` never swallows it and every ``finally`` block runs on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(signal.Signals(signum).name)
+
+
 def one_line(error: BaseException | str, limit: int = 300) -> str:
     """The first non-empty line of an error's text, whitespace collapsed, colour codes and
     excess length cut: what a user sees of a library's multi-line error."""

@@ -12,6 +12,12 @@ inference, the structure its family promises (``graph.checks``), and ONNX Runtim
 PyTorch's output. All graphs of one call are staged in a temporary folder beside the output and
 moved into place only when every one passed, so a failed or interrupted export leaves the
 previous graphs untouched.
+
+The swap-in and the manifest update happen under the output folder's lock
+(:mod:`onnxconv.locking`), with the manifest re-read there, so concurrent exports into one folder
+each add their graphs and none is lost. The swap is recorded first in a commit journal
+(``.onnxconv-commit.json``): an export killed in the middle of it is rolled forward by the next
+export into that folder, so the manifest describes exactly the graph folders on disk.
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ from onnx import numpy_helper
 from . import variants
 from .errors import CheckFailed, UserInputError, one_line
 from .graph import checks as graph_checks
+from .locking import (
+    JOURNAL,
+    clean_leftovers,
+    folder_lock,
+    replace_folder,
+    signals_deferred,
+    staging_dir,
+)
 from .report import write_json
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -293,10 +307,26 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
         return {"schema": MANIFEST_SCHEMA, "graphs": {}}
     try:
         manifest = json.loads(path.read_text())
-        manifest["graphs"]
-    except (ValueError, KeyError, TypeError):
-        raise UserInputError(f"{path}: not an onnxconv manifest (invalid JSON or no 'graphs')")
+        if not isinstance(manifest["graphs"], dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise UserInputError(
+            f"{path}: not an onnxconv manifest (invalid JSON or no 'graphs')"
+        ) from None
     return manifest
+
+
+def graph_folders(out_dir: str | os.PathLike) -> list[Path]:
+    """The graph folders of ``out_dir`` (those holding a model.onnx), by name; names that start
+    with a dot (an export's staging or set-aside folders) are never graphs."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    return [
+        p
+        for p in sorted(out.iterdir())
+        if not p.name.startswith(".") and (p / "model.onnx").exists()
+    ]
 
 
 def export_variants(
@@ -327,10 +357,11 @@ def export_variants(
     for spec, config in zip(specs, configs):
         spec.build(config)  # impossible configs fail here, before anything is written
     out = Path(out_dir)
-    manifest = read_manifest(out) if out.is_dir() else {"schema": MANIFEST_SCHEMA, "graphs": {}}
+    if out.is_dir():
+        read_manifest(out)  # an unreadable manifest stops the export before any work
     try:
         out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+        staging = staging_dir(out)
     except OSError as error:
         raise UserInputError(f"{out}: cannot write there ({error.strerror})") from None
     results = []
@@ -340,14 +371,7 @@ def export_variants(
                 progress(spec.name, i, len(specs))
             entry = export_to_folder(spec, config, options, staging / spec.name)
             results.append(ExportResult(spec.name, out / spec.name, entry))
-        for result in results:
-            replace_folder(staging / result.variant, result.folder)
-            manifest["graphs"][result.variant] = result.entry
-        manifest["schema"] = MANIFEST_SCHEMA
-        manifest["graphs"] = dict(
-            sorted(manifest["graphs"].items(), key=lambda kv: order_key(kv[0]))
-        )
-        write_json(out / MANIFEST, manifest)
+        commit(out, staging, results)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if progress:
@@ -355,17 +379,54 @@ def export_variants(
     return results
 
 
+def commit(out: Path, staging: Path, results: list[ExportResult]) -> None:
+    """Swap the staged graphs in and update the manifest, under ``out``'s lock and with SIGINT /
+    SIGTERM held off: the manifest is re-read there (another export may have added graphs since)
+    and the swap goes through the journal, so even SIGKILL leaves nothing the next export cannot
+    finish."""
+    with folder_lock(out), signals_deferred():
+        recover(out)
+        manifest = read_manifest(out)
+        graphs = {
+            name: entry
+            for name, entry in manifest["graphs"].items()
+            if (out / name / "model.onnx").exists()  # a folder removed by hand: its entry goes
+        }
+        graphs.update({result.variant: result.entry for result in results})
+        manifest["schema"] = MANIFEST_SCHEMA
+        manifest["graphs"] = dict(sorted(graphs.items(), key=lambda kv: order_key(kv[0])))
+        # relative to ``out``: the export that rolls a journal forward may run elsewhere
+        moves = [[f"{staging.name}/{result.variant}", result.variant] for result in results]
+        write_json(out / JOURNAL, {"pid": os.getpid(), "moves": moves, "manifest": manifest})
+        apply_journal(out, moves, manifest)
+
+
+def apply_journal(out: Path, moves: list[list[str]], manifest: dict[str, Any]) -> None:
+    """Move each staged folder (a path relative to ``out``) that is still there into place, write
+    the manifest, drop the journal. Doing it twice is harmless: what was moved already is not
+    there to move."""
+    for source, name in moves:
+        if (out / source).is_dir():
+            replace_folder(out / source, out / name)
+    write_json(out / MANIFEST, manifest)
+    (out / JOURNAL).unlink(missing_ok=True)
+
+
+def recover(out: Path) -> None:
+    """Finish what an export killed in ``out`` left (call it holding ``out``'s lock): a journal
+    there belongs to a dead writer, since the live one removes it before it lets the lock go."""
+    journal_path = out / JOURNAL
+    if journal_path.exists():
+        try:
+            journal = json.loads(journal_path.read_text())
+            moves, manifest = journal["moves"], journal["manifest"]
+        except (ValueError, KeyError, TypeError):  # written atomically: not expected
+            journal_path.unlink()
+        else:
+            apply_journal(out, moves, manifest)
+    clean_leftovers(out)
+
+
 def order_key(name: str) -> tuple[int, str]:
     names = variants.names()
     return (names.index(name), name) if name in names else (len(names), name)
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``'s place; the old folder is removed only after the swap."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old)

@@ -1,15 +1,26 @@
-"""Shared pieces of every report: the environment record and atomic file writes."""
+"""Shared pieces of every report: the environment record and atomic file writes.
+
+One file is written whole or not at all (:func:`write_bytes`). Several files that belong together
+(a JSON report and its Markdown) are written under their folders' locks (:func:`write_files`), and
+a report folder is built beside its old self and swapped in whole (:func:`staged_folder`), so that
+of two runs aimed at the same place the last one wins whole and an interrupted one leaves the
+previous report as it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, Mapping
 
 from . import machine
+from .errors import UserInputError
+from .locking import clean_leftovers, folder_lock, replace_folder, signals_deferred, staging_dir
 
 
 def environment() -> dict[str, Any]:
@@ -58,3 +69,63 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def write_files(files: Mapping[str | os.PathLike, bytes | str]) -> list[Path]:
+    """Write several files, each atomically, holding the lock of every folder they go to (and
+    with SIGINT/SIGTERM held off), so that of two runs writing the same files neither leaves a
+    mix: the last one wins whole."""
+    paths = {
+        Path(p): data.encode("utf-8") if isinstance(data, str) else data
+        for p, data in files.items()
+    }
+    folders = sorted({p.parent.resolve() for p in paths})  # one order for everyone: no deadlock
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserInputError(f"{folder}: cannot write there ({error.strerror})") from None
+            stack.enter_context(folder_lock(folder))
+        stack.enter_context(signals_deferred())
+        return [write_bytes(path, data) for path, data in paths.items()]
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike, owned: Iterable[str]) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``out_dir``; when the block ends without an exception,
+    its files replace ``out_dir``'s whole, under the parent folder's lock.
+
+    ``owned`` names the files this kind of report consists of. When ``out_dir`` holds nothing
+    else, the staging folder takes its place (two renames, the old folder set aside as
+    ``.old-<name>-<pid>`` for that instant). When it also holds other files (``--out`` aimed at a
+    folder shared with other things), those are kept: the new files are renamed in one by one
+    and the owned files the new report lacks are removed. On an exception nothing changes.
+    """
+    out = Path(out_dir)
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise UserInputError(f"{out}: exists and is not a folder")
+        stage = staging_dir(parent)
+    except OSError as error:
+        raise UserInputError(f"{out}: cannot write there ({error.strerror})") from None
+    try:
+        yield stage
+        with folder_lock(parent), signals_deferred():
+            clean_leftovers(parent)
+            _swap_in(stage, out, set(owned))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(stage: Path, out: Path, owned: set[str]) -> None:
+    if not out.is_dir() or all(p.name in owned for p in out.iterdir()):
+        replace_folder(stage, out)
+        return
+    new = {p.name for p in stage.iterdir()}
+    for name in sorted(new):
+        os.replace(stage / name, out / name)
+    for name in sorted(owned - new):
+        (out / name).unlink(missing_ok=True)

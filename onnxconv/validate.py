@@ -103,9 +103,33 @@ def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
         expected = {}
         for i, path in enumerate(outputs):
             name, array = read_pb(path)
-            expected[name if name in out_names else out_names[i]] = array
+            name = name if name in out_names else out_names[i]
+            check_stored_output(path, model, name, array)
+            expected[name] = array
         sets.append(TestSet(feeds, expected, data.name))
     return sets
+
+
+def check_stored_output(path: Path, model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
+    """A stored output must have the dtype, rank and fixed dims the model declares for it:
+    otherwise the file, not the graph, is wrong (UserInputError naming both)."""
+    (declared,) = [o for o in model.graph.output if o.name == name]
+    tensor = declared.type.tensor_type
+    want = ""
+    if tensor.elem_type:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        want = str(dtype) if array.dtype != dtype else ""
+    if tensor.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        fits = len(dims) == array.ndim and all(d in (None, n) for d, n in zip(dims, array.shape))
+        if not fits or want:
+            shown = ["?" if d is None else str(d) for d in dims]
+            want = f"{want or array.dtype} [{', '.join(shown)}]"
+    if want:
+        raise UserInputError(
+            f"{path}: stored output {name!r} is {array.dtype} {list(array.shape)}, "
+            f"but the model declares {want}"
+        )
 
 
 def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
@@ -119,6 +143,7 @@ def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
     if not path.exists() and target in variants.REGISTRY:
         path = graphs_dir / target
         if not (path / "model.onnx").exists():
+            check_graphs_dir(graphs_dir, [target])
             return export_subject(target, graphs_dir)
     if path.is_dir():
         subject = load_folder(path)
@@ -129,6 +154,27 @@ def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
             f"{path}: no such file, folder or variant{variants.did_you_mean(target)}"
         )
     return Subject(path.stem, path, graph.load_model(path))
+
+
+def check_graphs_dir(graphs_dir: Path, names: Iterable[str] | None = None) -> None:
+    """``graphs_dir``'s manifest, if there is one, must be readable and every graph it lists
+    (of ``names``, default all) must be on disk: UserInputError otherwise."""
+    from .export import MANIFEST, read_manifest
+
+    if not (graphs_dir / MANIFEST).exists():
+        return
+    listed = read_manifest(graphs_dir)["graphs"]
+    missing = [
+        n
+        for n in (listed if names is None else [n for n in names if n in listed])
+        if not (graphs_dir / n / "model.onnx").is_file()
+    ]
+    if missing:
+        raise UserInputError(
+            f"{graphs_dir / MANIFEST} lists {', '.join(missing)} but "
+            f"{graphs_dir / missing[0] / 'model.onnx'} is missing "
+            f"(re-export: onnxconv export --variant {missing[0]} --out {graphs_dir})"
+        )
 
 
 def load_folder(path: Path) -> Subject:
@@ -163,8 +209,12 @@ def attach_variant(subject: Subject, manifest_path: Path) -> None:
     if not manifest_path.exists():
         return
     try:
-        entry = json.loads(manifest_path.read_text())["graphs"][subject.label]
-    except (ValueError, KeyError, TypeError):
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise UserInputError(f"{manifest_path}: not JSON (a broken onnxconv manifest?)") from None
+    try:
+        entry = manifest["graphs"][subject.label]
+    except (KeyError, TypeError):  # someone else's manifest.json, or a graph it does not list
         return
     if entry.get("variant") not in variants.REGISTRY:
         return
@@ -500,7 +550,11 @@ def run_cell(
     localise_failures: bool,
     cuda_options: dict[str, str] | None = None,
     trust_stored: bool = True,
+    session_config: dict[str, str] | None = None,
+    session_options: dict[str, Any] | None = None,
 ) -> Cell:
+    """One subject on one target; ``session_config`` / ``session_options`` go to
+    :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``)."""
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or default_tolerance(target.precision, target.ep)
     try:
@@ -512,6 +566,8 @@ def run_cell(
                 profile=True,
                 cuda_options=cuda_options,
                 profile_prefix=Path(tmp) / "profile",
+                session_config=session_config,
+                session_options=session_options,
             )
             cell.providers = info.providers
             outputs = [runtime.run(info, case.feeds) for case in cases]

@@ -58,7 +58,45 @@ def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
             onnx.checker.check_model(str(path), full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
             raise UserInputError(f"{path}: fails onnx.checker: {_one_line(exc)}") from exc
+    problem = wiring_problem(model.graph)  # what the checker says first when asked, else this
+    if problem:
+        raise UserInputError(f"{path}: not a runnable graph: {problem}")
     return model
+
+
+def wiring_problem(graph: onnx.GraphProto) -> str | None:
+    """What makes the top-level graph unrunnable whatever the runtime, or None: a node input
+    that nothing provides (no graph input, initializer or node output), or a cycle. Nodes need
+    not be listed in order; subgraphs (If/Loop bodies, which may read outer names) are not
+    walked."""
+    provided = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    provided |= {i.name for i in graph.sparse_initializer if i.values.name}
+    producer = {out: node for node in graph.node for out in node.output if out}
+    for node in graph.node:
+        for name in node.input:
+            if name and name not in provided and name not in producer:
+                label = node.name or node.op_type
+                return f"node {label!r} reads {name!r}, which no input, initializer or node gives"
+    waiting = {id(n): sum(1 for i in n.input if i in producer) for n in graph.node}
+    readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            if name in producer:
+                readers[name].append(node)
+    ready = [n for n in graph.node if waiting[id(n)] == 0]
+    done = 0
+    while ready:
+        node = ready.pop()
+        done += 1
+        for out in node.output:
+            for reader in readers.get(out, []):
+                waiting[id(reader)] -= 1
+                if waiting[id(reader)] == 0:
+                    ready.append(reader)
+    if done < len(graph.node):
+        stuck = [n.name or n.op_type for n in graph.node if waiting[id(n)] > 0]
+        return f"a cycle through node(s) {', '.join(map(repr, stuck[:3]))}"
+    return None
 
 
 def default_opset(model: onnx.ModelProto) -> int | None:

@@ -24,3 +24,18 @@ def odd_kernel(kernel_size: int) -> None:
 def stride_1_or_2(stride: int) -> None:
     if stride not in (1, 2):
         raise ValueError(f"stride={stride} must be 1 or 2")
+
+
+def shuffle_rank(rank: int) -> None:
+    if rank not in (4, 5):
+        raise ValueError(f"shuffle_rank={rank} must be 4 or 5")
+
+
+def depthwise_channels(in_channels: int) -> None:
+    """With one channel a depthwise convolution is an ordinary one (group 1): no such family."""
+    positive(in_channels=in_channels)
+    if in_channels < 2:
+        raise ValueError(
+            f"in_channels={in_channels} must be at least 2 for a depthwise convolution "
+            "(with one channel it is an ordinary convolution, group 1)"
+        )

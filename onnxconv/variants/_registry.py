@@ -20,6 +20,11 @@ from ._checks import positive
 
 #: Config keys that describe the example input rather than the module.
 INPUT_KEYS = ("batch", "height", "width")
+#: An exported graph is one protobuf file, which cannot exceed 2 GiB: fp32 parameters above this
+#: are refused before anything is allocated.
+MAX_PARAM_BYTES = 2**31
+#: The example input (batch × channels × height × width, fp32) is refused above this.
+MAX_INPUT_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class VariantSpec:
     def build(self, config: dict[str, Any] | None = None, seed: int = 0) -> nn.Module:
         """The module in eval mode, with seeded weights and non-trivial BatchNorm statistics."""
         config = self.config(config)
+        self.check_size(config)
         generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -79,6 +85,30 @@ class VariantSpec:
                 raise UserInputError(f"variant {self.name!r}: {error}") from None
         randomize_batchnorm(module, generator)
         return module.eval()
+
+    def check_size(self, config: dict[str, Any]) -> None:
+        """Refuse configs whose parameters or example input could not be held (UserInputError
+        naming the config), before torch tries to allocate them."""
+        changed = ", ".join(
+            f"{k}={v}" for k, v in config.items() if v != {"batch": 1, **self.defaults}.get(k)
+        )
+        shape = self.input_shape(config)
+        elements = shape[0] * shape[1] * shape[2] * shape[3]
+        if 4 * elements > MAX_INPUT_BYTES:
+            raise UserInputError(
+                f"variant {self.name!r}: the input {'x'.join(map(str, shape))} "
+                f"({changed}) is {4 * elements / 2**30:.1f} GiB as float32, above the "
+                f"{MAX_INPUT_BYTES / 2**30:g} GiB limit"
+            )
+        try:
+            params = self.cost(config).params
+        except (ArithmeticError, KeyError, ValueError):
+            return  # a config the builder refuses with its own rule
+        if 4 * params > MAX_PARAM_BYTES:
+            raise UserInputError(
+                f"variant {self.name!r}: {changed} gives {params:,} parameters, "
+                f"{4 * params / 2**30:.1f} GiB as float32, above ONNX's 2 GiB single-file limit"
+            )
 
     def example_input(self, config: dict[str, Any], seed: int = 0) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
@@ -95,6 +125,10 @@ def coerce(key: str, value: Any, default: Any, variant: str) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
+    elif isinstance(value, bool) or (
+        isinstance(default, int) and isinstance(value, float) and not value.is_integer()
+    ):
+        pass  # True is not a channel count, 3.5 is not 3
     else:
         try:
             return type(default)(value)

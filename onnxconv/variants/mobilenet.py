@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import cost
+from . import _checks
 from ._registry import VariantSpec, register
 from .separable import SeparableConv
 
@@ -17,8 +18,12 @@ class MobileNetV1(nn.Module):
 
     def __init__(self, num_classes: int = 1000, width_multiplier: float = 1.0) -> None:
         super().__init__()
-        if not 0 < width_multiplier <= 4:
-            raise ValueError(f"width_multiplier={width_multiplier} must be in (0, 4]")
+        if not 1 / 16 <= width_multiplier <= 4:
+            raise ValueError(
+                f"width_multiplier={width_multiplier} must be in [1/16, 4] (below 1/16 the "
+                "32-channel stem keeps under 2 channels: no depthwise convolution)"
+            )
+        _checks.positive(num_classes=num_classes)
         c = int(32 * width_multiplier)
         layers: list[nn.Module] = [
             nn.Conv2d(3, c, 3, 2, 1, bias=False),

@@ -24,6 +24,7 @@ class DepthwiseConv(nn.Module):
     ) -> None:
         super().__init__()
         _checks.positive(in_channels=in_channels, multiplier=multiplier)
+        _checks.depthwise_channels(in_channels)
         _checks.odd_kernel(kernel_size)
         _checks.stride_1_or_2(stride)
         self.conv = nn.Conv2d(
@@ -59,6 +60,7 @@ class SeparableConv(nn.Module):
     ) -> None:
         super().__init__()
         _checks.positive(in_channels=in_channels, out_channels=out_channels)
+        _checks.depthwise_channels(in_channels)
         _checks.odd_kernel(kernel_size)
         _checks.stride_1_or_2(stride)
         self.depthwise = nn.Conv2d(
@@ -104,6 +106,8 @@ register(
         paper="Xception (1610.02357); MobileNet (1704.04861)",
         builder=SeparableConv,
         cost_fn=cost.separable,
+        # MobileNet's BN → ReLU sits between the two; the TorchScript exporter folds the BN
+        structure=lambda c: dict(between=("BatchNormalization", "Relu") if c["activation"] else ()),
         summary="depthwise k×k → pointwise 1×1",
         defaults=dict(
             in_channels=64,

@@ -17,8 +17,13 @@ def channel_shuffle(x: torch.Tensor, groups: int, rank: int = 5) -> torch.Tensor
     Exports as Reshape → Transpose → Reshape. ``rank=5`` reshapes to (N, g, C/g, H, W) and
     swaps axes 1 and 2; ``rank=4`` reshapes to (N, g, C/g, H·W) with perm (0, 2, 1, 3), for
     deployment targets that reject rank-5 tensors. Both give the same result.
+
+    With one group, or one channel per group, the shuffle is the identity and emits nothing
+    (the dynamo exporter would drop its no-op Reshapes anyway and leave a lone Transpose).
     """
     n, c, h, w = x.shape
+    if is_identity_shuffle(c, groups):
+        return x
     if rank == 5:
         x = x.reshape(n, groups, c // groups, h, w).transpose(1, 2)
     elif rank == 4:
@@ -28,6 +33,11 @@ def channel_shuffle(x: torch.Tensor, groups: int, rank: int = 5) -> torch.Tensor
     return x.reshape(n, c, h, w)
 
 
+def is_identity_shuffle(channels: int, groups: int) -> bool:
+    """Channel i·(C/g) + j goes to j·g + i: with g = 1 or g = C every channel stays put."""
+    return groups == 1 or groups == channels
+
+
 class ChannelShuffle(nn.Module):
     """The channel shuffle alone (ShuffleNet, arXiv 1707.01083, Fig. 1c)."""
 
@@ -35,8 +45,12 @@ class ChannelShuffle(nn.Module):
         super().__init__()
         _checks.positive(channels=channels, groups=groups)
         _checks.divisible("channels", channels, "groups", groups)
-        if shuffle_rank not in (4, 5):
-            raise ValueError(f"shuffle_rank={shuffle_rank} must be 4 or 5")
+        _checks.shuffle_rank(shuffle_rank)
+        if is_identity_shuffle(channels, groups):
+            raise ValueError(
+                f"groups={groups} with channels={channels} makes the channel shuffle the "
+                "identity: groups must be above 1 and below channels"
+            )
         self.groups, self.rank = groups, shuffle_rank
 
     def forward(self, x):
@@ -77,6 +91,12 @@ class ShuffleUnit(nn.Module):
         super().__init__()
         _checks.positive(in_channels=in_channels, out_channels=out_channels, groups=groups)
         _checks.stride_1_or_2(stride)
+        _checks.shuffle_rank(shuffle_rank)
+        if out_channels < 4:
+            raise ValueError(
+                f"out_channels={out_channels} must be at least 4 "
+                "(the bottleneck has out_channels // 4 channels)"
+            )
         if stride == 1 and in_channels != out_channels:
             raise ValueError(
                 f"stride=1 needs in_channels == out_channels for the residual Add "
@@ -124,6 +144,15 @@ class ShuffleNetV1(nn.Module):
         if groups not in cost.SHUFFLENET_STAGE_CHANNELS:
             known = sorted(cost.SHUFFLENET_STAGE_CHANNELS)
             raise ValueError(f"groups={groups} must be one of the paper's {known}")
+        _checks.positive(num_classes=num_classes, stem_channels=stem_channels)
+        _checks.shuffle_rank(shuffle_rank)
+        first = cost.SHUFFLENET_STAGE_CHANNELS[groups][0]
+        if stem_channels >= first or (first - stem_channels) % groups:
+            raise ValueError(
+                f"stem_channels={stem_channels} must be below {first} (stage 2's channels at "
+                f"groups={groups}) with {first} - stem_channels divisible by groups: the first "
+                "unit's branch makes the difference"
+            )
         self.stem = nn.Sequential(
             conv_bn(3, stem_channels, 3, stride=2, relu=True), nn.MaxPool2d(3, 2, 1)
         )
@@ -154,6 +183,7 @@ class ShuffleNetV2Unit(nn.Module):
         super().__init__()
         _checks.positive(channels=channels)
         _checks.divisible("channels", channels, "2 (the channel split)", 2)
+        _checks.shuffle_rank(shuffle_rank)
         half = channels // 2
         self.shuffle_rank = shuffle_rank
         self.branch = nn.Sequential(
@@ -171,7 +201,10 @@ SHUFFLENET_PAPER = "ShuffleNet, Zhang et al. (1707.01083)"
 
 
 def unit_structure(config: dict) -> dict:
-    return dict(groups=config["groups"], shuffle_rank=config["shuffle_rank"], shuffles=1)
+    identity = is_identity_shuffle(config["out_channels"] // 4, config["groups"])
+    return dict(
+        groups=config["groups"], shuffle_rank=config["shuffle_rank"], shuffles=0 if identity else 1
+    )
 
 
 register(
@@ -247,7 +280,7 @@ register(
         structure=lambda c: dict(
             groups=c["groups"],
             shuffle_rank=c["shuffle_rank"],
-            shuffles=sum(cost.SHUFFLENET_STAGE_REPEATS),
+            shuffles=0 if c["groups"] == 1 else sum(cost.SHUFFLENET_STAGE_REPEATS),
         ),
         summary="ShuffleNet v1 1×, 16 units",
         commit_graph=False,
@@ -266,7 +299,9 @@ register(
         builder=ShuffleNetV2Unit,
         cost_fn=cost.shufflenet_v2_unit,
         input_channels_key="channels",
-        structure=lambda c: dict(groups=2, shuffle_rank=c["shuffle_rank"], shuffles=1),
+        structure=lambda c: dict(
+            groups=2, shuffle_rank=c["shuffle_rank"], shuffles=0 if c["channels"] == 2 else 1
+        ),
         summary="channel split → branch → Concat → shuffle",
         defaults=dict(channels=232, shuffle_rank=5, height=14, width=14),
     )

@@ -55,6 +55,7 @@ register(
         paper="LeCun et al. 1998; MobileNet eq. 2 (1704.04861)",
         builder=StandardConv,
         cost_fn=cost.standard,
+        structure=lambda c: dict(kernel=c["kernel_size"]),
         summary="k×k convolution",
         defaults=dict(
             in_channels=64, out_channels=64, kernel_size=3, stride=1, bias=True, height=28, width=28

@@ -1,0 +1,663 @@
+"""Nothing lost: concurrent writers, interrupted runs, killed runs and broken files.
+
+The concurrency and signal tests run the real command (``python -m onnxconv``) in subprocesses
+and wait for a point in the run (a staging folder, a progress line, a bench worker) before they
+act, with generous timeouts: the machine may be a loaded 2-core one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxconv.cli import main
+from onnxconv.export import JOURNAL, ExportOptions, export_variants, graph_folders
+from onnxconv.locking import LOCK_NAME
+
+ROOT = Path(__file__).resolve().parents[1]
+#: A process on a loaded 2-core machine: torch's import alone can take seconds.
+PROCESS_TIMEOUT_S = 300
+TORCHSCRIPT = ExportOptions(exporter="torchscript")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One ``python -m onnxconv`` process, its output in files (no pipe to fill up)."""
+
+    proc: subprocess.Popen
+    stdout: Path
+    stderr: Path
+
+    def finish(self, timeout: float = PROCESS_TIMEOUT_S) -> tuple[int, str, str]:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        return rc, self.stdout.read_text(), self.stderr.read_text()
+
+
+def start(args: list[str], cwd: Path, name: str, env: dict[str, str] | None = None) -> Run:
+    out, err = cwd / f"{name}.stdout", cwd / f"{name}.stderr"
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    environ["PYTHONPATH"] = str(ROOT) + os.pathsep + environ.get("PYTHONPATH", "")
+    with out.open("w") as o, err.open("w") as e:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "onnxconv", *args], cwd=cwd, stdout=o, stderr=e, env=environ
+        )
+    return Run(proc, out, err)
+
+
+def wait_for(what: str, ready: Callable[[], bool], *runs: Run, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for run in runs:
+            if run.proc.poll() is not None:
+                raise AssertionError(
+                    f"exited ({run.proc.returncode}) before {what}: {run.stderr.read_text()}"
+                )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, the lock file aside."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.startswith((".staging-", ".old-", JOURNAL)) or p.name.endswith(".tmp")
+    )
+
+
+def assert_manifest_matches_disk(out: Path) -> dict:
+    """The manifest lists exactly the graph folders, each with its model's sha256."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["graphs"]) == sorted(p.name for p in graph_folders(out))
+    for name, entry in manifest["graphs"].items():
+        digest = hashlib.sha256((out / name / "model.onnx").read_bytes()).hexdigest()
+        assert digest == entry["sha256"], name
+    assert leftovers(out) == []
+    return manifest
+
+
+def assert_folder_whole(folder: Path) -> None:
+    """A graph folder is one export's: its stored output is what its model computes."""
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    data = folder / "test_data_set_0"
+    x = numpy_helper.to_array(onnx.load_tensor(str(data / "input_0.pb")))
+    y = numpy_helper.to_array(onnx.load_tensor(str(data / "output_0.pb")))
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], y, rtol=1e-3, atol=1e-4)
+
+
+def staged_variants(out: Path) -> list[str]:
+    """Variant folders already written into this export's staging folder(s)."""
+    return [
+        v.name
+        for s in out.glob(".staging-*")
+        for v in s.iterdir()
+        if (v / "test_data_set_0" / "output_0.pb").exists()
+    ]
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class HeldLock:
+    """This test process holding a folder's writer lock, as another onnxconv run would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def one_error_line(stderr: str, command: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"onnxconv {command}: error: "), lines[0]
+    return lines[0]
+
+
+# --- concurrent writers ------------------------------------------------------------------------
+
+
+def test_two_exports_into_one_folder_keep_every_graph(tmp_path):
+    """The issue's case: standard+grouped and standard+depthwise at once. The test holds the
+    folder's lock until both have staged their graphs, so both swap in after the other read the
+    manifest: the second must re-read it, or grouped is lost."""
+    out = tmp_path / "g"
+    out.mkdir()
+    lock = HeldLock(out)
+    common = ["--exporter", "torchscript", "--config", "height=8,width=8", "--quiet"]
+    a = start(["export", "--variant", "standard", "--variant", "grouped", "--out", "g", *common],
+              tmp_path, "a")  # fmt: skip
+    b = start(["export", "--variant", "standard", "--variant", "depthwise", "--out", "g", *common],
+              tmp_path, "b")  # fmt: skip
+    try:
+        wait_for("both exports staged", lambda: len(staged_variants(out)) == 4, a, b)
+        time.sleep(0.5)  # both are past staging: at the lock, or nearly
+        assert a.proc.poll() is None and b.proc.poll() is None, "did not wait for the lock"
+    finally:
+        lock.release()
+    assert a.finish()[0] == 0 and b.finish()[0] == 0
+    manifest = assert_manifest_matches_disk(out)
+    assert list(manifest["graphs"]) == ["standard", "depthwise", "grouped"]
+    for name in manifest["graphs"]:
+        assert_folder_whole(out / name)
+
+
+@pytest.mark.slow
+def test_many_concurrent_exports_keep_every_graph(tmp_path):
+    out = tmp_path / "g"
+    sets = [
+        ["standard", "grouped"],
+        ["standard", "depthwise"],
+        ["pointwise"],
+        ["grouped", "separable"],
+    ]
+    for round_ in range(3):
+        runs = [
+            start(
+                [
+                    "export",
+                    *[f"--variant={v}" for v in names],
+                    "--exporter",
+                    "torchscript",
+                    "--config",
+                    f"height={7 + round_},width=7",
+                    "--out",
+                    "g",
+                    "--quiet",
+                ],
+                tmp_path,
+                f"r{round_}w{i}",
+            )  # fmt: skip
+            for i, names in enumerate(sets)
+        ]
+        assert [run.finish()[0] for run in runs] == [0] * len(runs)
+        manifest = assert_manifest_matches_disk(out)
+        assert sorted(manifest["graphs"]) == sorted({v for names in sets for v in names})
+
+
+def test_a_lock_held_past_the_timeout_is_one_line_naming_the_folder_and_holder(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "g"
+    export_variants(["pointwise"], out, TORCHSCRIPT, {"height": 4, "width": 4})
+    before = snapshot(out)
+    monkeypatch.setenv("ONNXCONV_LOCK_TIMEOUT_S", "0.5")
+    lock = HeldLock(out)
+    try:
+        argv = ["export", "--variant", "standard", "--exporter", "torchscript", "--out", str(out)]
+        rc = main([*argv, "--config", "height=4,width=4", "--quiet"])
+    finally:
+        lock.release()
+    assert rc == 2
+    line = one_error_line(capsys.readouterr().err, "export")
+    assert str(out) in line and f"pid {os.getpid()}" in line and "0.5 s" in line
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory) -> Path:
+    """standard and grouped, tiny, exported once for the validate and reader tests."""
+    out = tmp_path_factory.mktemp("graphs") / "g"
+    export_variants(["standard", "grouped"], out, TORCHSCRIPT, {"height": 6, "width": 6})
+    return out
+
+
+QUICK_VALIDATE = ["--ep", "cpu", "--opt-level", "all", "--precision", "fp32", "--seeds", "0"]
+
+
+def test_two_validates_writing_one_report_leave_one_whole(tmp_path, graphs):
+    """Both write JSON and Markdown to the same paths; the test holds the folder's lock until
+    both have printed their table (they then wait to write): the pair on disk is one run's."""
+    lock = HeldLock(tmp_path)
+    files = ["--json", "r.json", "--markdown", "r.md", "--quiet", "--graphs", str(graphs)]
+    a = start(["validate", "standard", *QUICK_VALIDATE, *files], tmp_path, "a")
+    b = start(["validate", "grouped", *QUICK_VALIDATE, *files], tmp_path, "b")
+    try:
+        printed = lambda run: "1 pass" in run.stdout.read_text()  # noqa: E731
+        wait_for("both tables", lambda: printed(a) and printed(b), a, b)
+        assert not (tmp_path / "r.json").exists()
+    finally:
+        lock.release()
+    assert a.finish()[0] == 0 and b.finish()[0] == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    (subject,) = [s["label"] for s in report["subjects"]]
+    other = {"standard": "grouped", "grouped": "standard"}[subject]
+    markdown = (tmp_path / "r.md").read_text()
+    assert f"| {subject} " in markdown and f"| {other} " not in markdown
+    assert leftovers(tmp_path) == []
+
+
+BENCH = ["--rounds", "1", "--blocks", "1", "--calls", "3", "--no-roofs", "--no-profile"]
+BENCH += ["--opt-level", "all", "--quiet"]
+
+
+def bench_source(folder: Path) -> str:
+    (source,) = {c["source"] for c in json.loads((folder / "bench.json").read_text())["cells"]}
+    return source
+
+
+def test_two_benches_into_one_folder_leave_one_whole_report(tmp_path):
+    """One with plots, one without: the folder holds exactly one run's files."""
+    config = ["--config", "height=6,width=6,in_channels=4,out_channels=4"]
+    a = start(["bench", "standard", *config, *BENCH, "--out", "b"], tmp_path, "a")
+    b = start(["bench", "pointwise", *config, *BENCH, "--no-plots", "--out", "b"], tmp_path, "b")
+    assert a.finish()[0] == 0 and b.finish()[0] == 0
+    out = tmp_path / "b"
+    source = bench_source(out)
+    plots = {"latency_vs_macs.png", "speedup.png", "op_breakdown.png"}
+    files = {p.name for p in out.iterdir()}
+    assert files == {"bench.json", "bench.md"} | (plots if source == "standard" else set())
+    assert f"{source}" in (out / "bench.md").read_text()
+    assert leftovers(tmp_path) == []
+
+
+def test_a_bench_report_folder_shared_with_other_files_keeps_them(tmp_path):
+    from onnxconv.report import staged_folder
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "speedup.png").write_bytes(b"an old plot")
+    owned = ["bench.json", "bench.md", "speedup.png"]
+    with staged_folder(out, owned) as stage:
+        (stage / "bench.json").write_text("{}")
+    assert {p.name for p in out.iterdir()} == {"notes.txt", "bench.json"}
+    with pytest.raises(RuntimeError):
+        with staged_folder(out, owned) as stage:
+            (stage / "bench.json").write_text("half")
+            raise RuntimeError("interrupted")
+    assert (out / "bench.json").read_text() == "{}" and leftovers(tmp_path) == []
+
+
+# --- interrupted runs --------------------------------------------------------------------------
+
+
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+
+
+def interrupted(run: Run, sig: int, command: str) -> list[str]:
+    """Send ``sig``; the run exits 128 + sig with one line saying what was interrupted."""
+    run.proc.send_signal(sig)
+    rc, _, stderr = run.finish()
+    assert rc == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    name = signal.Signals(sig).name
+    assert lines[-1] == f"onnxconv {command}: interrupted by {name}; nothing was left half-written"
+    return lines
+
+
+def export_under_way(tmp_path: Path) -> tuple[Path, dict[str, bytes], Run]:
+    """A folder with an earlier export in it, and a slow export into it (dynamo, five variants)
+    that has staged its first graph."""
+    out = tmp_path / "g"
+    export_variants(["pointwise"], out, TORCHSCRIPT, {"height": 4, "width": 4})
+    before = snapshot(out)
+    names = ["standard", "inception", "separable", "grouped", "depthwise"]
+    args = ["export", *[f"--variant={n}" for n in names], "--config", "height=8,width=8"]
+    run = start([*args, "--out", "g", "--quiet"], tmp_path, "export")
+    wait_for("the first staged graph", lambda: len(staged_variants(out)) >= 1, run)
+    return out, before, run
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_export_leaves_the_folder_as_it_was(tmp_path, sig):
+    out, before, run = export_under_way(tmp_path)
+    interrupted(run, SIGNALS[sig], "export")
+    assert snapshot(out) == before and leftovers(out) == []
+
+
+def old_validate_report(folder: Path) -> dict[str, bytes]:
+    (folder / "r.json").write_text('{"old": true}\n')
+    (folder / "r.md").write_text("old report\n")
+    return snapshot(folder)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_validate_keeps_the_previous_report(tmp_path, graphs, sig):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    before = old_validate_report(reports)
+    args = ["validate", "--graphs", str(graphs), "--json", "reports/r.json"]
+    run = start([*args, "--markdown", "reports/r.md"], tmp_path, "validate")  # whole matrix
+    wait_for("validating", lambda: "validating" in run.stderr.read_text(), run)
+    interrupted(run, SIGNALS[sig], "validate")
+    assert snapshot(reports) == before and leftovers(reports) == []
+
+
+#: A bench whose every worker times 5 × 100,000 calls (tens of seconds): a worker still alive a
+#: few seconds after its bench died would be one that outlived it.
+LONG_WORKER = ["--rounds", "3", "--calls", "100000"]
+
+
+def old_bench_report(folder: Path) -> dict[str, bytes]:
+    folder.mkdir()
+    (folder / "bench.json").write_text('{"old": true}\n')
+    (folder / "bench.md").write_text("old report\n")
+    return snapshot(folder)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_bench_keeps_the_previous_report_and_no_worker(tmp_path, sig):
+    before = old_bench_report(tmp_path / "b")
+    args = ["bench", "standard", "--config", "height=6,width=6", *LONG_WORKER]
+    run = start([*args, "--no-roofs", "--opt-level", "all", "--out", "b"], tmp_path, "bench")
+    workers: list[int] = []
+
+    def worker_running() -> bool:
+        workers[:] = children(run.proc.pid)
+        return bool(workers)
+
+    wait_for("a bench worker", worker_running, run)
+    interrupted(run, SIGNALS[sig], "bench")
+    deadline = time.monotonic() + 5  # the worker's own job would take far longer
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers), "a worker outlived the bench"
+    assert snapshot(tmp_path / "b") == before and leftovers(tmp_path) == []
+
+
+def test_a_signal_during_a_swap_acts_only_once_the_swap_is_done():
+    from onnxconv.cli import _catch_signals
+    from onnxconv.errors import Interrupted
+    from onnxconv.locking import signals_deferred
+
+    steps = []
+    previous = _catch_signals()
+    try:
+        with pytest.raises(Interrupted) as caught:
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler would run here, half-way through a swap
+                steps.append("swap done")
+        assert steps == ["swap done"] and caught.value.exit_code == 143
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# --- killed runs (SIGKILL) ----------------------------------------------------------------------
+
+
+def test_sigkill_mid_export_leaves_old_graphs_and_the_next_export_cleans_up(tmp_path, capsys):
+    out, before, run = export_under_way(tmp_path)
+    run.proc.kill()
+    run.finish()
+    stale = leftovers(out)
+    assert stale and all(name.startswith(".staging-") for name in stale)
+    assert {k: v for k, v in snapshot(out).items() if not k.startswith(".")} == before
+    assert [p.name for p in graph_folders(out)] == ["pointwise"]  # staging is never a graph
+    rc = main(["validate", "--graphs", str(out), *QUICK_VALIDATE, "--quiet", "--brief"])
+    assert rc == 0 and "pointwise" in capsys.readouterr().out
+    export_variants(["standard"], out, TORCHSCRIPT, {"height": 4, "width": 4})
+    assert sorted(assert_manifest_matches_disk(out)["graphs"]) == ["pointwise", "standard"]
+
+
+def test_sigkill_of_bench_takes_its_worker_down(tmp_path):
+    args = ["bench", "standard", "--config", "height=6,width=6", *LONG_WORKER]
+    run = start([*args, "--no-roofs", "--opt-level", "all", "--out", "b"], tmp_path, "bench")
+    workers: list[int] = []
+
+    def worker_running() -> bool:
+        workers[:] = children(run.proc.pid)
+        return bool(workers)
+
+    wait_for("a bench worker", worker_running, run)
+    run.proc.kill()
+    run.finish()
+    deadline = time.monotonic() + 5  # the worker's own job would take far longer
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers), "a worker outlived the bench"
+    assert not (tmp_path / "b").exists()
+
+
+#: Where a child export kills itself (SIGKILL) inside the swap-in: after the journal is written,
+#: between the two renames of a folder swap, after the first folder is in place, after the
+#: manifest is written (before the journal goes).
+KILL_POINTS = {
+    "journal": """
+        export.apply_journal = lambda *args: die()
+    """,
+    "between_renames": """
+        real_replace = os.replace
+        def replace(src, dst):
+            if ".staging-" in str(src) and Path(dst).name == "standard":
+                die()
+            return real_replace(src, dst)
+        os.replace = replace
+    """,
+    "after_first_swap": """
+        real_swap = export.replace_folder
+        export.replace_folder = lambda new, target: (real_swap(new, target), die())
+    """,
+    "after_manifest": """
+        real_write = export.write_json
+        def write_json(path, data):
+            real_write(path, data)
+            if Path(path).name == "manifest.json":
+                die()
+        export.write_json = write_json
+    """,
+}
+CHILD = """
+import os, signal, sys
+from pathlib import Path
+from onnxconv import export
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+{patch}
+export.export_variants(["standard", "depthwise"], sys.argv[1],
+                       export.ExportOptions(exporter="torchscript"), {{"height": 7, "width": 7}})
+"""
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["journal", "between_renames", "after_first_swap", "after_manifest"],
+)
+def test_sigkill_inside_the_swap_is_rolled_forward_by_the_next_export(tmp_path, point):
+    out = tmp_path / "g"
+    export_variants(["standard", "grouped"], out, TORCHSCRIPT, {"height": 6, "width": 6})
+    code = CHILD.format(patch=textwrap.dedent(KILL_POINTS[point]))
+    # a relative --out, as users give it: the recovery below runs from another folder
+    child = subprocess.run([sys.executable, "-c", code, "g"], cwd=tmp_path, timeout=600)
+    assert child.returncode == -signal.SIGKILL
+    assert (out / JOURNAL).exists()  # every kill point is after the journal
+    json.loads((out / "manifest.json").read_text())  # old or new, whole
+    for folder in graph_folders(out):
+        assert_folder_whole(folder)  # each graph folder is one export's, old or new
+    export_variants(["pointwise"], out, TORCHSCRIPT, {"height": 4, "width": 4})
+    manifest = assert_manifest_matches_disk(out)
+    assert list(manifest["graphs"]) == ["standard", "pointwise", "depthwise", "grouped"]
+    for name in ("standard", "depthwise"):  # the killed export's graphs, rolled forward
+        assert manifest["graphs"][name]["config"]["height"] == 7
+    for folder in graph_folders(out):
+        assert_folder_whole(folder)
+
+
+# --- readers: broken files are one line and exit 2 ---------------------------------------------
+
+
+def copy_graph(graphs: Path, tmp_path: Path, name: str = "standard") -> Path:
+    folder = tmp_path / name
+    shutil.copytree(graphs / name, folder)
+    return folder
+
+
+def rewrite_pb(path: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    tensor = onnx.load_tensor(str(path))
+    onnx.save_tensor(numpy_helper.from_array(change(numpy_helper.to_array(tensor)), tensor.name),
+                     str(path))  # fmt: skip
+
+
+def tiny_graph(tmp_path: Path, name: str, nodes: list[onnx.NodeProto]) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph(nodes, name, [x], [y])
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def bad_input_dtype(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    rewrite_pb(folder / "test_data_set_0" / "input_0.pb", lambda a: a.astype(np.float64))
+    return folder
+
+
+def bad_input_rank(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    rewrite_pb(folder / "test_data_set_0" / "input_0.pb", lambda a: a[0])
+    return folder
+
+
+def bad_output_dtype(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    rewrite_pb(folder / "test_data_set_0" / "output_0.pb", lambda a: a.astype(np.int32))
+    return folder
+
+
+def bad_output_rank(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    rewrite_pb(folder / "test_data_set_0" / "output_0.pb", lambda a: a[None])
+    return folder
+
+
+def missing_external_data(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    model = onnx.load(folder / "model.onnx")
+    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True,
+                    location="weights.bin", size_threshold=0)  # fmt: skip
+    (folder / "weights.bin").unlink()
+    return folder / "model.onnx"
+
+
+def cycle(graphs: Path, tmp_path: Path) -> Path:
+    return tiny_graph(tmp_path, "cycle", [
+        helper.make_node("Add", ["x", "b"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["b"], name="relu"),
+        helper.make_node("Identity", ["b"], ["y"], name="out"),
+    ])  # fmt: skip
+
+
+def dangling_input(graphs: Path, tmp_path: Path) -> Path:
+    return tiny_graph(tmp_path, "dangling", [helper.make_node("Add", ["x", "ghost"], ["y"])])
+
+
+def manifest_not_json(graphs: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "g"
+    shutil.copytree(graphs, out)
+    (out / "manifest.json").write_text('{"graphs": {"standard": ')  # cut short
+    return out
+
+
+def manifest_lists_a_missing_folder(graphs: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "g"
+    shutil.copytree(graphs, out)
+    shutil.rmtree(out / "grouped")
+    return out
+
+
+#: (broken file, command line with {path}, words the one line must hold)
+READERS = [
+    (bad_input_dtype, ["validate", "{path}"], ["test_data_set_0", "float32", "float64"]),
+    (bad_input_rank, ["validate", "{path}"], ["input", "shape", "got [64, 6, 6]"]),
+    (bad_output_dtype, ["validate", "{path}"], ["output_0.pb", "int32", "float32"]),
+    (bad_output_rank, ["validate", "{path}"], ["output_0.pb", "[1, 1, 64, 6, 6]"]),
+    (missing_external_data, ["validate", "{path}"], ["model.onnx", "weights.bin"]),
+    (missing_external_data, ["inspect", "{path}"], ["model.onnx", "weights.bin"]),
+    (missing_external_data, ["bench", "{path}"], ["model.onnx", "weights.bin"]),
+    (cycle, ["validate", "{path}"], ["cycle.onnx", "cycle"]),
+    (cycle, ["inspect", "{path}"], ["cycle.onnx", "cycle"]),
+    (cycle, ["bench", "{path}"], ["cycle.onnx", "cycle"]),
+    (dangling_input, ["validate", "{path}"], ["dangling.onnx", "ghost"]),
+    (dangling_input, ["inspect", "{path}"], ["dangling.onnx", "ghost"]),
+    (dangling_input, ["bench", "{path}"], ["dangling.onnx", "ghost"]),
+    (manifest_not_json, ["validate", "--graphs", "{path}"], ["manifest.json"]),
+    (manifest_not_json, ["validate", "{path}/standard"], ["manifest.json", "JSON"]),
+    (manifest_not_json, ["export", "--variant", "pointwise", "--out", "{path}"], ["manifest"]),
+    (manifest_not_json, ["detect", "--graphs", "{path}"], ["manifest.json"]),
+    (manifest_lists_a_missing_folder, ["validate", "--graphs", "{path}"], ["grouped"]),
+    (manifest_lists_a_missing_folder, ["validate", "grouped", "--graphs", "{path}"], ["grouped"]),
+    (manifest_lists_a_missing_folder, ["detect", "--graphs", "{path}"], ["grouped"]),
+]
+
+
+@pytest.mark.parametrize(
+    "make,argv,words",
+    READERS,
+    ids=[f"{make.__name__}-{argv[0]}-{i}" for i, (make, argv, _) in enumerate(READERS)],
+)
+def test_a_broken_file_is_one_line_and_exit_2(graphs, tmp_path, capsys, make, argv, words):
+    path = make(graphs, tmp_path)
+    args = [a.format(path=path) for a in argv]
+    if args[0] in ("validate", "detect"):
+        args += ["--quiet"]
+    if args[0] == "bench":
+        args += [*BENCH, "--out", str(tmp_path / "bench")]
+    rc = main(args)
+    line = one_error_line(capsys.readouterr().err, args[0])
+    assert rc == 2, line
+    for word in words:
+        assert word in line, (word, line)
+    assert not (tmp_path / "bench").exists()
