@@ -218,6 +218,7 @@ def test_profile_grouping_on_hand_written_profile(tmp_path):
             ]
         )
     }
+    assert per_op["provider_nodes"] == {"CPUExecutionProvider": 8}
 
 
 def test_profile_without_last_runs_counts_warm_up_too():
@@ -306,6 +307,9 @@ def test_e2e_cells_and_pairs(e2e):
         assert cell["throughput_per_s"] == pytest.approx(1e3 / stats["p50_ms"])
         assert cell["page_faults_per_call"] >= 0
         assert cell["outputs"][0]["shape"] == [1, 64, 8, 8]
+        assert list(cell["input_shapes"].values()) == [[1, 64, 8, 8]]
+        pressures = [r["cpu_pressure"] for r in cell["rounds"]]
+        assert all(p is None or 0 <= p <= 1 for p in pressures)  # None without Linux PSI
     grouped_ort = report.cells[0]
     assert grouped_ort["macs"] == 64 * 8 * 9 * 64  # C_out * (C_in / g) * k * k * H * W
     assert grouped_ort["flops"] == 2 * grouped_ort["macs"]
@@ -315,6 +319,7 @@ def test_e2e_cells_and_pairs(e2e):
     assert grouped_ort["session"]["session_options"]["intra_op_num_threads"] == 1
     assert grouped_ort["session"]["providers"][0] == "CPUExecutionProvider"
     assert grouped_ort["per_op"]["groups_us"]["conv"] > 0
+    assert grouped_ort["per_op"]["provider_nodes"] == {"CPUExecutionProvider": 1}
     shuffle_ort = report.cells[2]
     assert shuffle_ort["macs"] == 0 and shuffle_ort["roof_fraction"] is None
     assert set(shuffle_ort["per_op"]["by_op_us"]) <= {"Reshape", "Transpose"}
@@ -345,9 +350,10 @@ def test_e2e_markdown_and_plots(e2e):
     _, written, _, _, out = e2e
     text = written["markdown"].read_text()
     assert text.startswith("# onnxconv bench")
-    assert "| variant | batch | backend/target | p50 ms |" in text
-    assert "| grouped | 1 | ort cpu/all/fp32 |" in text
-    assert "| channel_shuffle | 1 | torch cpu |" in text
+    assert "| variant | batch | input | backend/target | ran on | p50 ms |" in text
+    assert "| grouped | 1 | 1×64×8×8 | ort cpu/all/fp32 | cpu:1 |" in text  # placement: profile
+    assert "| channel_shuffle | 1 | 1×64×8×8 | torch cpu | cpu |" in text
+    assert "  - grouped: input 1×64×8×8; config in_channels=64" in text
     assert "threads: 1" in text and "onnxruntime" in text
     names = sorted(p.name for p in written["plots"])
     assert names == ["latency_vs_macs.png", "op_breakdown.png", "speedup.png"]
@@ -360,7 +366,7 @@ def test_summary_rows_for_the_console(e2e):
     report = e2e[0]
     headers, rows = bench_report.summary_rows(report)
     assert len(rows) == len(report.cells) and all(len(r) == len(headers) for r in rows)
-    assert rows[0][:3] == ["grouped", "1", "ort cpu/all/fp32"]
+    assert rows[0][:4] == ["grouped", "1", "ort cpu/all/fp32", "cpu:1"]
     assert rows[0][-1].count("/") == 3 and rows[1][-1] == "—"  # torch: no ORT profile
 
 

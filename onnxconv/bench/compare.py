@@ -1,12 +1,39 @@
-"""Two bench reports side by side: which cells got slower or faster, and whether the two runs
-are comparable at all.
+"""Two bench reports side by side: which cells got slower or faster, with the interval that
+decided, and whether the two runs are comparable at all.
 
 The question a deployment engineer asks after upgrading ONNX Runtime, changing a CUDA option or
 re-exporting a graph: did anything get slower? Cells are paired by id (variant, batch, backend,
-target). A cell counts as *slower* only when its p50 is above ``max_slowdown`` × the baseline's
-p50 **and** above the baseline's p90, so one noisy median does not fail a gate; *faster* the same
-way round. What differs between the two runs (machine, GPU, thread count, library versions, CUDA
-options) is listed first: a ratio between two machines compares machines, not code.
+target).
+
+The verdict is statistical, over what both runs recorded: every cell keeps the median of each
+timed block, round by round (``rounds[].block_medians_ms``; a round is one fresh process). The
+statistic is the ratio of the medians of those block medians, current over baseline. Its
+interval comes from a two-level bootstrap (resample the rounds with replacement, then the blocks
+within each drawn round, independently for both runs; :data:`RESAMPLES` draws from a NumPy
+generator seeded from the cell id, so the same two files always give the same interval). Blocks
+of one process share that process's luck (its memory layout, its neighbours on the machine), so
+resampling the rounds first keeps the process-to-process noise in the interval instead of
+treating 15 blocks of 3 processes as 15 independent samples.
+
+- *slower*: the whole interval lies above ``max_slowdown`` (the data support a slowdown of more
+  than, by default, 20%);
+- *faster*: the whole interval lies below ``1 / max_slowdown``;
+- *same*: the whole interval lies within ``[1 / max_slowdown, max_slowdown]``;
+- *unclear*: the interval reaches beyond a threshold but not wholly: the runs cannot tell (more
+  rounds narrow it). Only *slower* fails a gate.
+
+Contention only ever slows a cell, and on a shared machine it does so for minutes at a time: a
+whole run can sit in a slow mode (measured here: ORT at 2 threads up to 2x, PyTorch's OpenMP
+threads up to 50x when another process holds a core), which no statistic over that run's own
+rounds can tell from a regression. So a cell that would be *slower* is held as *unclear* when a
+round of the current run was contended (CPU pressure, recorded per round, above
+:data:`BUSY_PRESSURE`; the load average above the cores in older reports), and one that would be
+*faster* when a round of the baseline was: the row says why. A contended baseline cannot fake a
+slowdown, nor a contended current run a speed-up, so those verdicts stand.
+
+What differs between the two runs (machine, GPU, versions, every setting: rounds, blocks,
+calls, threads, levels, batches, CUDA options, ...) is listed first: a ratio between two machines
+compares machines, not code.
 
 Library: :func:`compare_reports` returns a plain dict (schema in its docstring);
 :func:`to_markdown` renders it. ``onnxconv bench-compare`` is the command.
@@ -14,35 +41,135 @@ Library: :func:`compare_reports` returns a plain dict (schema in its docstring);
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+import statistics
+import zlib
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import UserInputError
-from .report import BenchReport
+from .report import CONTENDED_PRESSURE, BenchReport
 
-#: The default threshold of ``onnxconv bench-compare`` (20% slower p50).
+if TYPE_CHECKING:  # numpy is imported where it is used: the CLI starts faster without it
+    import numpy as np
+
+SCHEMA = "onnxconv.bench-compare"
+#: 2: the bootstrap verdict (interval, rounds and blocks per cell, ``unclear``, ``method``), every
+#: settings difference, ``schema``/``schema_version`` keys. 1 (unversioned): p50 against p90.
+SCHEMA_VERSION = 2
+
+#: The default threshold of ``onnxconv bench-compare`` (a slowdown of more than 20%).
 DEFAULT_MAX_SLOWDOWN = 1.2
+#: Two-sided confidence of the interval that decides.
+CONFIDENCE = 0.95
+#: Bootstrap draws per cell.
+RESAMPLES = 4000
+#: Mixed into every cell's seed: change it and every interval is drawn afresh.
+SEED = 13
+#: A median ratio over all cells beyond this (or its inverse) is worth a warning.
+MACHINE_SHIFT = 1.1
+#: A round in which some task waited for a CPU more than this share of the time was contended.
+BUSY_PRESSURE = CONTENDED_PRESSURE
 
-_SETTINGS_COMPARED = ("threads", "precision", "blocks", "calls", "cuda_options")
+_MACHINE_KEYS = (
+    "cpu_model",
+    "arch",
+    "logical_cores",
+    "usable_cores",
+    "memory_bytes",
+    "os",
+    "kernel",
+    "libc",
+    "python",
+    "python_implementation",
+)
+_SETTINGS_FIRST = (
+    "rounds",
+    "blocks",
+    "calls",
+    "warmup",
+    "warmup_s",
+    "threads",
+    "batches",
+    "eps",
+    "opt_levels",
+    "precision",
+    "cuda_options",
+    "compile",
+)
+#: Settings keys that describe the run rather than set it.
+_SETTINGS_IGNORED = ("order",)
 
 
-def _differences(old: BenchReport, new: BenchReport) -> list[str]:
-    out = []
-    for key in ("cpu_model", "logical_cores", "os"):
-        a, b = old.machine.get(key), new.machine.get(key)
-        if a != b:
-            out.append(f"machine {key}: {a} -> {b}")
-    gpus = [[g.get("name") for g in (r.machine.get("gpus") or [])] for r in (old, new)]
+# ---------------------------------------------------------------------------------------------
+# what differs between the runs
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "absent"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_show(v)}" for k, v in sorted(value.items())) or "none"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_show(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _changed(what: str, a: Any, b: Any) -> list[str]:
+    return [] if a == b else [f"{what}: {_show(a)} -> {_show(b)}"]
+
+
+def _machine_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    rest = sorted((set(old) | set(new)) - set(_MACHINE_KEYS) - {"isa", "gpus"})
+    for key in (*_MACHINE_KEYS, *rest):
+        a, b = old.get(key), new.get(key)
+        if key == "memory_bytes" and a != b:
+            a, b = (f"{x / 2**30:.1f} GiB" if x else x for x in (a, b))
+        out += _changed(f"machine {key}", a, b)
+    isa_a, isa_b = old.get("isa") or {}, new.get("isa") or {}
+    flags = sorted(set(isa_a) | set(isa_b))
+    gained = [f for f in flags if isa_b.get(f) and not isa_a.get(f)]
+    lost = [f for f in flags if isa_a.get(f) and not isa_b.get(f)]
+    if gained or lost:
+        out.append("machine isa: " + ", ".join([f"+{f}" for f in gained] + [f"-{f}" for f in lost]))
+    gpus = [[g.get("name") for g in (m.get("gpus") or [])] for m in (old, new)]
     if gpus[0] != gpus[1]:
         out.append(f"GPU: {', '.join(gpus[0]) or 'none'} -> {', '.join(gpus[1]) or 'none'}")
-    for key in sorted(set(old.versions) | set(new.versions)):
-        a, b = old.versions.get(key), new.versions.get(key)
-        if isinstance(a, (str, type(None))) and isinstance(b, (str, type(None))) and a != b:
-            out.append(f"{key}: {a} -> {b}")
-    for key in _SETTINGS_COMPARED:
-        a, b = old.settings.get(key), new.settings.get(key)
-        if a != b:
-            out.append(f"setting {key}: {a} -> {b}")
     return out
+
+
+def _sources(settings: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{s.get('label')}" + (f" ({_show(s['overrides'])})" if s.get("overrides") else "")
+        for s in settings.get("sources") or []
+    ]
+
+
+def _settings_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    rest = sorted((set(old) | set(new)) - set(_SETTINGS_FIRST) - set(_SETTINGS_IGNORED))
+    for key in (*_SETTINGS_FIRST, *rest):
+        if key == "sources":
+            a, b = _sources(old), _sources(new)
+            removed, added = [s for s in a if s not in b], [s for s in b if s not in a]
+            if removed or added:
+                out.append(
+                    "setting sources: "
+                    + "; ".join([f"-{s}" for s in removed] + [f"+{s}" for s in added])
+                )
+            continue
+        out += _changed(f"setting {key}", old.get(key), new.get(key))
+    return out
+
+
+def differences(old: BenchReport, new: BenchReport) -> list[str]:
+    """Every difference between two runs but the timings: machine, GPU, versions, settings."""
+    out = _machine_differences(old.machine, new.machine)
+    for key in sorted(set(old.versions) | set(new.versions)):
+        out += _changed(key, old.versions.get(key), new.versions.get(key))
+    return out + _settings_differences(old.settings, new.settings)
 
 
 def _run_summary(report: BenchReport) -> dict[str, Any]:
@@ -55,6 +182,9 @@ def _run_summary(report: BenchReport) -> dict[str, Any]:
         "onnxruntime": v.get("onnxruntime"),
         "torch": v.get("torch"),
         "threads": s.get("threads"),
+        "rounds": s.get("rounds"),
+        "blocks": s.get("blocks"),
+        "calls": s.get("calls"),
         "cuda_options": s.get("cuda_options"),
     }
 
@@ -64,8 +194,13 @@ def _describe_run(run: Mapping[str, Any]) -> str:
     return (
         f"{run.get('path', '')} — created {run['created']}, {run.get('cpu')}{gpu}, "
         f"onnxruntime {run.get('onnxruntime')}, torch {run.get('torch')}, "
-        f"{run.get('threads')} thread(s)"
+        f"{run.get('threads')} thread(s), {run.get('rounds')} round(s) × {run.get('blocks')} "
+        f"blocks × {run.get('calls')} calls"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistic and its interval
 
 
 def check_max_slowdown(max_slowdown: float) -> None:
@@ -76,83 +211,346 @@ def check_max_slowdown(max_slowdown: float) -> None:
         )
 
 
-def cell_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """``(id, baseline p50, current p50, ratio, verdict)`` per cell, as text ("—" when absent)."""
+def block_medians_by_round(cell: Mapping[str, Any]) -> list[list[float]]:
+    """The block medians (ms) of every round that ran, one list per round.
 
-    def fmt(value: float | None, spec: str) -> str:
-        return "—" if value is None else f"{value:{spec}}"
-
-    return [
-        (
-            r["id"],
-            fmt(r["baseline_p50_ms"], ".4g"),
-            fmt(r["current_p50_ms"], ".4g"),
-            fmt(r["ratio"], ".2f"),
-            r["verdict"],
-        )
-        for r in comparison["cells"]
+    A report without per-round block medians gives its pooled ``stats.block_medians_ms`` as one
+    round; a cell that did not run gives ``[]``.
+    """
+    rounds = [
+        [float(x) for x in r["block_medians_ms"]]
+        for r in cell.get("rounds") or []
+        if r.get("block_medians_ms")
     ]
+    if rounds:
+        return rounds
+    pooled = (cell.get("stats") or {}).get("block_medians_ms")
+    return [[float(x) for x in pooled]] if pooled else []
+
+
+def _median_of_pooled(rounds: Sequence[Sequence[float]]) -> float:
+    import numpy as np
+
+    return float(np.median(np.concatenate([np.asarray(r, dtype=float) for r in rounds])))
+
+
+def _bootstrap_medians(
+    rounds: Sequence[Sequence[float]], resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``resamples`` medians of the pooled block medians, rounds drawn first, then blocks."""
+    import numpy as np
+
+    sizes = np.array([len(r) for r in rounds])
+    width = int(sizes.max())
+    table = np.full((len(rounds), width), np.nan)
+    for i, r in enumerate(rounds):
+        table[i, : len(r)] = r
+    picked = rng.integers(0, len(rounds), size=(resamples, len(rounds)))
+    n = sizes[picked][..., None]  # blocks of each drawn round
+    blocks = (rng.random((resamples, len(rounds), width)) * n).astype(int)
+    draws = table[picked[..., None], blocks]
+    draws[np.arange(width) >= n] = np.nan  # a drawn round contributes as many blocks as it has
+    return np.nanmedian(draws.reshape(resamples, -1), axis=1)
+
+
+def ratio_interval(
+    baseline: Sequence[Sequence[float]],
+    current: Sequence[Sequence[float]],
+    *,
+    seed: int,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float, float]:
+    """``(ratio, low, high)``: current over baseline median of block medians, and the
+    percentile interval of that ratio under the two-level bootstrap (rounds, then blocks)."""
+    import numpy as np
+
+    if not baseline or not current:
+        raise ValueError("a ratio interval needs block medians on both sides")
+    rng = np.random.default_rng(seed)
+    ratios = _bootstrap_medians(current, resamples, rng) / _bootstrap_medians(
+        baseline, resamples, rng
+    )
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return _median_of_pooled(current) / _median_of_pooled(baseline), float(low), float(high)
+
+
+def verdict(low: float, high: float, max_slowdown: float) -> str:
+    """``slower``, ``faster``, ``same`` or ``unclear`` from the interval (see the module doc)."""
+    if low > max_slowdown:
+        return "slower"
+    if high < 1 / max_slowdown:
+        return "faster"
+    if low >= 1 / max_slowdown and high <= max_slowdown:
+        return "same"
+    return "unclear"
+
+
+def cell_seed(cell_id: str) -> int:
+    """The bootstrap seed of a cell: from its id, so a cell's interval is independent of the
+    other cells and of their order."""
+    return zlib.crc32(cell_id.encode()) ^ SEED
+
+
+# ---------------------------------------------------------------------------------------------
+# pairing the cells
+
+
+def busy(cell: Mapping[str, Any], cores: int | None) -> str | None:
+    """Why a cell's rounds cannot be trusted to show its own speed, or None.
+
+    Contention only ever slows a cell down. A round counts as contended when some runnable task
+    waited for a CPU more than :data:`BUSY_PRESSURE` of its time (Linux PSI, recorded per round
+    as ``cpu_pressure`` since bench schema 3) or, in reports without it, when the 1-minute load
+    average exceeded the usable cores by more than half a core (a lagging sign).
+    """
+    rounds = [r for r in cell.get("rounds") or [] if r.get("block_medians_ms")]
+    pressures = [r["cpu_pressure"] for r in rounds if r.get("cpu_pressure") is not None]
+    if pressures:
+        worst = max(pressures)
+        return f"pressure {worst:.0%}" if worst > BUSY_PRESSURE else None
+    loads = [r["loadavg_1m"] for r in rounds if r.get("loadavg_1m") is not None]
+    if loads and cores and max(loads) > cores + 0.5:
+        return f"load {max(loads):.1f}/{cores}"
+    return None
+
+
+def _judge(
+    row: dict[str, Any], low: float, high: float, max_slowdown: float, hold_contended: bool
+) -> None:
+    """The verdict from the interval; a slowdown measured on a busy machine (or a speed-up
+    against a busy baseline) is only ``unclear`` with ``hold_contended``: contention alone does
+    that."""
+    row["verdict"] = verdict(low, high, max_slowdown)
+    side = {"slower": "current", "faster": "baseline"}.get(row["verdict"])
+    if hold_contended and side and row[f"{side}_busy"]:
+        row["verdict"] = "unclear"
+        row["why"] = (
+            f"the {side} run was contended ({row[f'{side}_busy']}): other processes slow a cell "
+            "this much"
+        )
+
+
+def _compare_cell(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    max_slowdown: float,
+    cores: tuple[int | None, int | None],
+    hold_contended: bool,
+) -> dict:
+    old_stats, new_stats = old.get("stats") or {}, new.get("stats") or {}
+    base, cur = block_medians_by_round(old), block_medians_by_round(new)
+    row: dict[str, Any] = {
+        "id": old["id"],
+        "baseline_ms": None,
+        "current_ms": None,
+        "ratio": None,
+        "interval": None,
+        "verdict": "not timed",
+        "baseline_rounds": len(base),
+        "current_rounds": len(cur),
+        "baseline_blocks": sum(len(r) for r in base),
+        "current_blocks": sum(len(r) for r in cur),
+        "baseline_p50_ms": old_stats.get("p50_ms"),
+        "current_p50_ms": new_stats.get("p50_ms"),
+        "baseline_p90_ms": old_stats.get("p90_ms"),
+        "current_p90_ms": new_stats.get("p90_ms"),
+        "baseline_busy": busy(old, cores[0]),
+        "current_busy": busy(new, cores[1]),
+        "why": None,
+    }
+    changed = [key for key in ("source", "config", "macs") if old.get(key) != new.get(key)]
+    if changed:  # same name, another graph: a ratio would mean nothing
+        row["verdict"] = (
+            f"not comparable ({', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'})"
+        )
+    elif base and cur and min(min(r) for r in base) > 0:  # 0 ms: below the clock, no ratio
+        ratio, low, high = ratio_interval(base, cur, seed=cell_seed(old["id"]))
+        row.update(
+            baseline_ms=_median_of_pooled(base),
+            current_ms=_median_of_pooled(cur),
+            ratio=ratio,
+            interval=[low, high],
+        )
+        _judge(row, low, high, max_slowdown, hold_contended)
+    return row
+
+
+def _warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What limits the verdicts: runs of one round, and a shift that most cells share."""
+    out = []
+    judged = [r for r in rows if r["interval"]]
+    single = [s for s in ("baseline", "current") if any(r[f"{s}_rounds"] == 1 for r in judged)]
+    if single:
+        out.append(
+            f"the {' and the '.join(single)} timed each cell in one round (one process): the "
+            "interval then holds the noise of blocks within that process only, not the larger "
+            "noise from process to process; gate on runs of 3 rounds or more"
+        )
+    held = [r for r in judged if r["why"]]
+    if held:
+        out.append(
+            f"{len(held)} cell(s) beyond the threshold were left unclear because the run that "
+            f"looked slower was contended (e.g. {held[0]['id']}: {held[0]['why']}); rerun both "
+            "on an idle machine to judge them"
+        )
+    ratios = [r["ratio"] for r in judged]
+    if len(ratios) >= 4 and any(r["verdict"] in ("slower", "faster") for r in judged):
+        mid = statistics.median(ratios)
+        along = sum((x > 1) == (mid > 1) for x in ratios) / len(ratios)
+        if abs(math.log(mid)) > math.log(MACHINE_SHIFT) and along >= 0.75:
+            out.append(
+                f"{along:.0%} of the cells moved the same way (median ratio {mid:.2f}): a "
+                "machine busier or idler during one run does that as well as a code change"
+            )
+    return out
 
 
 def compare_reports(
-    baseline: BenchReport, current: BenchReport, max_slowdown: float = DEFAULT_MAX_SLOWDOWN
+    baseline: BenchReport,
+    current: BenchReport,
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    *,
+    hold_contended: bool = True,
 ) -> dict[str, Any]:
-    """Pair the cells of two reports by id.
+    """Pair the cells of two reports by id and judge each by its bootstrap interval.
 
-    Returns ``{"baseline": {created, cpu, gpus, onnxruntime, torch, threads, cuda_options},
-    "current": {...}, "max_slowdown", "differences":
-    [str], "cells": [{id, baseline_p50_ms, current_p50_ms, baseline_p90_ms, ratio, verdict}],
-    "only_in_baseline": [id], "only_in_current": [id], "slower": [id], "faster": [id]}``;
-    ``ratio`` is current p50 / baseline p50; ``verdict`` is ``slower``, ``faster``, ``same``,
-    ``not timed`` (a cell that did not run in one of the reports) or ``not comparable (...)``
-    (the same id names another graph: its source, config or multiply-adds differ).
+    Returns (schema ``onnxconv.bench-compare`` version 2) ``{"schema", "schema_version",
+    "baseline": {created, cpu, gpus, onnxruntime, torch, threads, rounds, blocks, calls,
+    cuda_options}, "current": {...}, "max_slowdown", "method": {statistic, interval,
+    confidence, resamples, seed, contended_held, busy_pressure}, "differences": [str],
+    "warnings": [str], "cells": [{id, baseline_ms, current_ms (medians of the block medians),
+    ratio (current_ms / baseline_ms), interval ([low, high] of the ratio), verdict, why (null,
+    or why a verdict beyond the threshold was held as unclear), baseline_busy, current_busy
+    (null, or the contention seen: "pressure 85%", "load 4.2/2"), baseline_rounds,
+    current_rounds, baseline_blocks, current_blocks, baseline_p50_ms, current_p50_ms,
+    baseline_p90_ms, current_p90_ms}], "only_in_baseline": [id], "only_in_current": [id],
+    "slower": [id], "faster": [id], "unclear": [id]}``. ``verdict`` is ``slower``, ``faster``,
+    ``same``, ``unclear`` (module doc), ``not timed`` (a cell that did not run in one of the
+    reports) or ``not comparable (...)`` (the same id names another graph: its source, config
+    or multiply-adds differ); ``ratio`` and ``interval`` are null then. ``hold_contended=False``
+    judges by the interval alone (to measure what the contention rule adds).
     """
     check_max_slowdown(max_slowdown)
     old_cells = {c["id"]: c for c in baseline.cells}
     new_cells = {c["id"]: c for c in current.cells}
-    rows = []
-    for cell_id in [i for i in new_cells if i in old_cells]:
-        old, new = (old_cells[cell_id].get("stats") or {}), (new_cells[cell_id].get("stats") or {})
-        row: dict[str, Any] = {
-            "id": cell_id,
-            "baseline_p50_ms": old.get("p50_ms"),
-            "baseline_p90_ms": old.get("p90_ms"),
-            "current_p50_ms": new.get("p50_ms"),
-            "current_p90_ms": new.get("p90_ms"),
-            "ratio": None,
-            "verdict": "not timed",
-        }
-        changed = [
-            key
-            for key in ("source", "config", "macs")
-            if old_cells[cell_id].get(key) != new_cells[cell_id].get(key)
-        ]
-        if changed:  # same name, another graph: a ratio would mean nothing
-            row["verdict"] = (
-                f"not comparable ({', '.join(changed)} "
-                f"{'differs' if len(changed) == 1 else 'differ'})"
-            )
-        elif old.get("p50_ms") and new.get("p50_ms"):
-            ratio = new["p50_ms"] / old["p50_ms"]
-            row["ratio"] = ratio
-            if ratio > max_slowdown and new["p50_ms"] > old["p90_ms"]:
-                row["verdict"] = "slower"
-            elif ratio < 1 / max_slowdown and old["p50_ms"] > new["p90_ms"]:
-                row["verdict"] = "faster"
-            else:
-                row["verdict"] = "same"
-        rows.append(row)
+    cores = (baseline.machine.get("usable_cores"), current.machine.get("usable_cores"))
+    rows = [
+        _compare_cell(old_cells[i], new_cells[i], max_slowdown, cores, hold_contended)
+        for i in new_cells
+        if i in old_cells
+    ]
     return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
         "baseline": _run_summary(baseline),
         "current": _run_summary(current),
         "max_slowdown": max_slowdown,
-        "differences": _differences(baseline, current),
+        "method": {
+            "statistic": "current / baseline median of the per-block medians",
+            "interval": "percentile bootstrap: rounds drawn with replacement, then the blocks "
+            "of each drawn round, both runs independently",
+            "confidence": CONFIDENCE,
+            "resamples": RESAMPLES,
+            "seed": f"crc32(cell id) xor {SEED}",
+            "contended_held": hold_contended,
+            "busy_pressure": BUSY_PRESSURE,
+        },
+        "differences": differences(baseline, current),
+        "warnings": _warnings(rows),
         "cells": rows,
         "only_in_baseline": [i for i in old_cells if i not in new_cells],
         "only_in_current": [i for i in new_cells if i not in old_cells],
-        "slower": [r["id"] for r in rows if r["verdict"] == "slower"],
-        "faster": [r["id"] for r in rows if r["verdict"] == "faster"],
+        **{
+            v: [r["id"] for r in rows if r["verdict"] == v] for v in ("slower", "faster", "unclear")
+        },
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering (cli.py prints, to_markdown writes)
+
+CELL_HEADERS = (
+    "cell",
+    "baseline ms",
+    "current ms",
+    "current / baseline",
+    f"{CONFIDENCE:.0%} interval",
+    "rounds×blocks",
+    "contended",
+    "verdict",
+)
+
+
+def cell_rows(comparison: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """One row of :data:`CELL_HEADERS` per cell, as text ("—" when absent)."""
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "—" if value is None else f"{value:{spec}}"
+
+    def ratio(value: float) -> str:
+        return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+
+    rows = []
+    for r in comparison["cells"]:
+        interval = r.get("interval")
+        rows.append(
+            (
+                r["id"],
+                fmt(r.get("baseline_ms"), ".4g"),
+                fmt(r.get("current_ms"), ".4g"),
+                ratio(r["ratio"]) if r["ratio"] is not None else "—",
+                f"{ratio(interval[0])}–{ratio(interval[1])}" if interval else "—",
+                f"{r.get('baseline_rounds', '?')}×{_per_round(r, 'baseline')} / "
+                f"{r.get('current_rounds', '?')}×{_per_round(r, 'current')}",
+                f"{r.get('baseline_busy') or '—'} / {r.get('current_busy') or '—'}",
+                r["verdict"],
+            )
+        )
+    return rows
+
+
+def _per_round(row: Mapping[str, Any], side: str) -> str:
+    rounds, blocks = row.get(f"{side}_rounds"), row.get(f"{side}_blocks")
+    if not rounds or blocks is None:
+        return "0"
+    return f"{blocks // rounds}" if blocks % rounds == 0 else f"{blocks / rounds:.1f}"
+
+
+def rule(comparison: Mapping[str, Any]) -> str:
+    """The decision rule in one sentence, with this comparison's threshold."""
+    t = comparison["max_slowdown"]
+    m = comparison.get("method") or {}
+    return (
+        f"slower: the whole {m.get('confidence', CONFIDENCE):.0%} interval of current / baseline "
+        f"is above ×{t:g}; faster: below ×{1 / t:.3g}; same: within both; unclear: it crosses "
+        f"one, or the slower (faster) side was contended (CPU pressure above "
+        f"{BUSY_PRESSURE:.0%} in a round, or load above the cores): contention only slows "
+        f"(bootstrap over rounds, then blocks; {m.get('resamples', RESAMPLES)} draws, seeded)"
+    )
+
+
+def tally(comparison: Mapping[str, Any]) -> str:
+    """``"1 slower, 0 faster, 2 unclear, 5 the same"``."""
+    same = sum(r["verdict"] == "same" for r in comparison["cells"])
+    c = comparison
+    return (
+        f"{len(c['slower'])} slower, {len(c['faster'])} faster, "
+        f"{len(c.get('unclear', []))} unclear, {same} the same"
+    )
+
+
+def only_in_lines(comparison: Mapping[str, Any]) -> list[str]:
+    """One line per side that holds cells the other lacks."""
+    lines = []
+    for key, what in (
+        ("only_in_baseline", "only in the baseline"),
+        ("only_in_current", "only in the current run"),
+    ):
+        if comparison[key]:
+            lines.append(f"{len(comparison[key])} cell(s) {what}: " + ", ".join(comparison[key]))
+    return lines
 
 
 def to_markdown(comparison: Mapping[str, Any]) -> str:
@@ -162,34 +560,29 @@ def to_markdown(comparison: Mapping[str, Any]) -> str:
         "",
         f"- baseline: {_describe_run(c['baseline'])}",
         f"- current: {_describe_run(c['current'])}",
-        f"- slower / faster means p50 beyond ×{c['max_slowdown']:g} (or ÷) and outside the "
-        "other run's p90",
-        f"- verdict: {len(c['slower'])} slower, {len(c['faster'])} faster, "
-        f"{sum(r['verdict'] == 'same' for r in c['cells'])} the same",
+        f"- rule: {rule(c)}",
+        f"- verdict: {tally(c)}",
     ]
     if c["differences"]:
         lines += ["", "## The runs differ in", ""] + [f"- {d}" for d in c["differences"]]
     else:
         lines += ["", "Same machine, versions and settings."]
+    if c.get("warnings"):
+        lines += ["", "## Read the verdicts with care", ""] + [f"- {w}" for w in c["warnings"]]
     lines += [
         "",
         "## Cells",
         "",
-        "| cell | baseline p50 ms | current p50 ms | current / baseline | verdict |",
-        "|---|---:|---:|---:|---|",
+        "ms: the median of the per-block medians (all rounds); rounds×blocks and contended "
+        "(the worst round's CPU pressure, or load / cores): baseline / current.",
+        "",
+        "| " + " | ".join(CELL_HEADERS) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for *values, verdict in cell_rows(c):
-        lines.append(
-            "| "
-            + " | ".join(values)
-            + " | "
-            + ("**slower**" if verdict == "slower" else verdict)
-            + " |"
-        )
-    for key, what in (
-        ("only_in_baseline", "only in the baseline"),
-        ("only_in_current", "only in the current run"),
-    ):
-        if c[key]:
-            lines += ["", f"{len(c[key])} cell(s) {what}: " + ", ".join(c[key])]
+    for *values, cell_verdict in cell_rows(c):
+        shown = "**slower**" if cell_verdict == "slower" else cell_verdict
+        lines.append("| " + " | ".join([*values, shown]) + " |")
+    only = only_in_lines(c)
+    if only:
+        lines += [""] + only
     return "\n".join(lines) + "\n"

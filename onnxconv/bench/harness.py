@@ -42,6 +42,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -425,11 +426,23 @@ def _cell_base(
         "macs": prep.macs,
         "params": prep.params,
         "macs_source": prep.macs_source,
+        "input_shapes": _input_shapes(prep),
         "rounds": [],
         "per_op": None,
         "per_node": None,
         "session": {},
         **extra,
+    }
+
+
+def _input_shapes(prep: _Prepared) -> dict[str, list[int]]:
+    """``{input name: shape}`` of the arrays the cell is fed (read from the saved .npy header)."""
+    import numpy as np
+
+    return {
+        name: list(np.load(path, mmap_mode="r").shape)
+        for name, path in prep.inputs.items()
+        if path.is_file()
     }
 
 
@@ -450,6 +463,7 @@ def _record_round(
         "pid": result.get("pid"),
         "wall_s": result.get("wall_s"),
         "loadavg_1m": _loadavg(),
+        "cpu_pressure": result.get("cpu_pressure"),
     }
     if result.get("ok"):
         stats = summarize(result["blocks_ns"])
@@ -723,11 +737,13 @@ class _Harness:
         self.done += 1
 
     def worker(self, job: dict[str, Any], torch_side: bool = False) -> dict[str, Any]:
-        return run_worker(
+        before = _cpu_stall()
+        result = run_worker(
             {"threads": self.settings.threads, **job},
             self.torch_env if torch_side else self.env,
             self.settings.timeout_s,
         )
+        return {**result, "cpu_pressure": _cpu_pressure_since(before)}
 
     def measure_roofs(self, when: str) -> None:
         """The CPU's roofs, and the GPU's when CUDA cells run (what their % of roof is against)."""
@@ -964,6 +980,28 @@ def combine_roofs(
         "details": good[0]["details"],
         "measurements": [{"when": when[i] if i < 2 else str(i), **r} for i, r in enumerate(good)],
     }, None
+
+
+def _cpu_stall() -> tuple[float, int] | None:
+    """``(monotonic s, µs some task waited for a CPU)`` from Linux PSI; None without
+    ``/proc/pressure/cpu``."""
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as f:
+            some = f.readline().split()
+    except OSError:
+        return None
+    total = [x for x in some if x.startswith("total=")]
+    return (time.monotonic(), int(total[0][6:])) if total else None
+
+
+def _cpu_pressure_since(before: tuple[float, int] | None) -> float | None:
+    """The share of the time since ``before`` in which some runnable task waited for a CPU
+    (PSI ``some``): about 0 on a machine with a core free for every thread, up to 1 when other
+    processes compete with the worker."""
+    after = _cpu_stall()
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    return round(min(1.0, (after[1] - before[1]) / 1e6 / (after[0] - before[0])), 4)
 
 
 def _loadavg() -> float | None:

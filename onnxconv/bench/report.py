@@ -13,19 +13,21 @@ from typing import Any, Mapping
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..machine import describe_gpus
-from ..report import write_text
+from ..report import staged_folder, write_text
 from .stats import OP_GROUPS, op_shares
 
 SCHEMA = "onnxconv.bench"
 #: 2 added cuda_roofs, per_op.clock, per_node and settings.cuda_options (absent in 1: reads fine).
-SCHEMA_VERSION = 2
+#: 3 added cells[].input_shapes, rounds[].cpu_pressure and per_op.provider_nodes (absent in 1
+#: and 2: reads fine).
+SCHEMA_VERSION = 3
 
 
 @dataclass
 class BenchReport:
     """Everything one bench run measured; :meth:`to_dict` is the JSON written to disk.
 
-    Schema ``onnxconv.bench`` version 1, top-level keys:
+    Schema ``onnxconv.bench`` version 3 (see :data:`SCHEMA_VERSION`), top-level keys:
 
     - ``schema`` ("onnxconv.bench"), ``schema_version`` (int), ``created`` (ISO 8601, UTC).
     - ``machine``: CPU model, arch, logical/usable cores, ``isa`` {flag: bool}, memory_bytes, OS,
@@ -48,18 +50,21 @@ class BenchReport:
       ORT, the device for torch), ``ep``, ``device``, ``opt_level``, ``precision``, ``threads``,
       ``status`` ("ok" | "error" | "unavailable"), ``error``; cost: ``macs`` and ``flops``
       (2·MACs, for the whole batch), ``params``, ``bytes`` (fp32 weights + input + output),
-      ``macs_source`` ("analytic" | "graph"); timing: ``stats`` (:class:`LatencyStats`: n, p50/
+      ``macs_source`` ("analytic" | "graph"), ``input_shapes`` ({input name: shape} fed to the
+      cell); timing: ``stats`` (:class:`LatencyStats`: n, p50/
       p90/p99/mean/stdev/min/max in ms, block medians, block spread, pooled over rounds),
       ``rounds[]`` (per process: round, pid, p50_ms, block_medians_ms, page_faults_per_call,
       major_faults, involuntary_ctx_switches_per_call, warmup_calls, wall_s, loadavg_1m,
-      error), ``page_faults_per_call`` (median over rounds),
+      cpu_pressure (the share of the worker's life in which some task waited for a CPU, Linux
+      PSI; null where the kernel has none), error), ``page_faults_per_call`` (median over rounds),
       ``throughput_per_s`` (batch / p50), ``gflops`` (flops / p50), ``arithmetic_intensity``
       (flops / bytes), ``roof_bound_gflops`` (min(compute roof, AI x memory roof)),
       ``roof_fraction`` (gflops / bound), ``compute_roof_fraction``, ``achieved_gbps`` (bytes /
       p50) and ``memory_roof_fraction``; ``per_op`` (ORT only, from the profiled run: by_op_us,
       groups_us, fractions {conv, shuffle, reorder, other}, node_us_per_run, run_us_per_run,
-      nodes, providers, clock: "cpu", or "host" for CUDA cells, whose node times are kernel
-      launches, not GPU time) or null (``per_op_error`` says why when the profiled run failed);
+      nodes, providers {EP: op types}, provider_nodes {EP: nodes it ran}, clock: "cpu", or
+      "host" for CUDA cells, whose node times are kernel launches, not GPU time) or null
+      (``per_op_error`` says why when the profiled run failed);
       ``per_node`` (ORT only, with ``--per-node``: every node timed alone on the device, see
       :func:`onnxconv.bench.node_times.time_nodes`: nodes[] {index, name, op_type, group, macs, ms,
       p90_ms, gflops, skipped}, sum_ms, groups_ms, fractions, clock, ep, opt_level, calls) or null
@@ -136,6 +141,9 @@ UNSTEADY_SPREAD = 0.5
 ROUNDS_DISAGREE = 1.5
 #: A cell this far above the measured compute roof means the roof was measured too low.
 ABOVE_ROOF = 1.05
+#: A round in which some task waited for a CPU more than this share of its time (Linux PSI
+#: ``some``, ``rounds[].cpu_pressure``) was contended: other processes competed with the worker.
+CONTENDED_PRESSURE = 0.1
 
 
 def measurement_notes(report: BenchReport) -> list[str]:
@@ -199,6 +207,19 @@ def measurement_notes(report: BenchReport) -> list[str]:
             f"1-minute load average reached {max(loads):.1f} on {usable} cores during "
             "the run: other processes competed for the CPU"
         )
+    contended = [
+        c["id"]
+        for c in report.cells
+        if any((r.get("cpu_pressure") or 0) > CONTENDED_PRESSURE for r in c["rounds"])
+    ]
+    if contended:
+        worst = max(r.get("cpu_pressure") or 0 for c in report.cells for r in c["rounds"])
+        notes.append(
+            f"{len(contended)} of {len(report.cells)} cell(s) had a round in which some task "
+            f"waited for a CPU more than {CONTENDED_PRESSURE:.0%} of the time (CPU pressure up "
+            f"to {worst:.0%}, e.g. {contended[0]}): other processes competed, the times may be "
+            "inflated, and bench-compare calls a slowdown there unclear"
+        )
     no_profile = [c for c in report.cells if c.get("per_op_error")]
     if no_profile:
         notes.append(
@@ -232,6 +253,129 @@ def _fmt(value: Any, spec: str = ".3g", scale: float = 1.0, suffix: str = "") ->
     return f"{value * scale:{spec}}{suffix}"
 
 
+def _ep_short(provider: str) -> str:
+    """``CUDAExecutionProvider`` -> ``cuda`` (as :func:`onnxconv.runtime.short_name`, without
+    importing onnxruntime)."""
+    return provider.removesuffix("ExecutionProvider").lower() or provider
+
+
+def placement(cell: Mapping[str, Any]) -> str:
+    """Where a cell's nodes ran: ``"cpu:3"``, ``"cuda:12, cpu:2"`` (ORT, from its profile),
+    ``"cpu"`` / ``"cuda"`` for PyTorch (its device), ``"—"`` for an ORT cell without a profile.
+
+    Reports before schema 3 name each EP's op types, not its node count: with one EP every
+    node ran there; with several the op types are shown (``"cuda: Conv, Relu; cpu: Reshape"``).
+    """
+    if cell.get("backend") != "ort":
+        return str(cell.get("device") or "—")
+    per_op = cell.get("per_op") or {}
+    counts = per_op.get("provider_nodes")
+    if counts:
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return ", ".join(f"{_ep_short(p)}:{n}" for p, n in ordered)
+    providers = per_op.get("providers") or {}
+    if len(providers) == 1 and per_op.get("nodes"):
+        return f"{_ep_short(next(iter(providers)))}:{per_op['nodes']}"
+    if providers:
+        return "; ".join(f"{_ep_short(p)}: {', '.join(ops)}" for p, ops in providers.items())
+    return "—"
+
+
+def _variant_input_shape(cell: Mapping[str, Any]) -> list[int] | None:
+    """The input shape of a variant cell from its config (reports before schema 3)."""
+    if cell.get("kind") != "variant" or not cell.get("config"):
+        return None
+    from .. import variants
+
+    try:
+        return list(variants.get(cell["source"]).input_shape(cell["config"]))
+    except (UserInputError, KeyError, TypeError):
+        return None
+
+
+def input_text(cell: Mapping[str, Any]) -> str:
+    """The input shape(s) a cell was fed, e.g. ``1×64×56×56`` (``"—"`` when unknown)."""
+    shapes = list((cell.get("input_shapes") or {}).values())
+    if not shapes:
+        shape = _variant_input_shape(cell)
+        shapes = [shape] if shape else []
+    return ", ".join("×".join(str(d) for d in shape) for shape in shapes) or "—"
+
+
+def _config_text(config: Mapping[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (config or {}).items() if k != "batch") or "—"
+
+
+def describe_inputs(data: Mapping[str, Any]) -> list[str]:
+    """One line per source: its label, the input shape at every batch, and its full config
+    (a bare graph: its path)."""
+    first: dict[str, list[Mapping[str, Any]]] = {}
+    for c in data["cells"]:
+        batches = first.setdefault(c["label"], [])
+        if all(b["batch"] != c["batch"] for b in batches):
+            batches.append(c)
+    lines = []
+    for label, cells in first.items():
+        shapes = " and ".join(input_text(c) for c in cells)
+        what = (
+            f"config {_config_text(cells[0].get('config'))}"
+            if cells[0].get("kind") == "variant"
+            else f"graph {cells[0].get('source')}"
+        )
+        lines.append(f"{label}: input {shapes}; {what}")
+    return lines
+
+
+def _variant_defaults(source: Mapping[str, Any]) -> dict[str, Any]:
+    if source.get("kind") != "variant" or not source.get("variant"):
+        return {}
+    from .. import variants
+
+    try:
+        return variants.get(source["variant"]).config()
+    except UserInputError:
+        return {}
+
+
+def _overrides_text(sources: list[Mapping[str, Any]]) -> str:
+    """What the run set: the overrides every source shares, then each source's own, leaving out
+    values equal to the variant's default (reports before schema 3 recorded those too)."""
+    given = [
+        {
+            k: v
+            for k, v in (s.get("overrides") or {}).items()
+            if str(_variant_defaults(s).get(k, object())) != str(v)
+        }
+        for s in sources
+    ]
+    common = dict(given[0]) if given else {}
+    for overrides in given[1:]:
+        common = {k: v for k, v in common.items() if str(overrides.get(k)) == str(v)}
+    own = [
+        f"{s.get('label')}: {_config_text({k: v for k, v in g.items() if k not in common})}"
+        for s, g in zip(sources, given)
+        if set(g) - set(common)
+    ]
+    return "; ".join([_config_text(common) if common else "defaults", *own])
+
+
+def run_caption(data: Mapping[str, Any]) -> str:
+    """The input shapes and config overrides of a run in a few words, for plot captions."""
+    by_shape: dict[str, list[str]] = {}  # "64×56×56" (batch left out) -> the labels fed it
+    batches: list[int] = []
+    for c in data["cells"]:
+        text = input_text(c)
+        prefix = f"{c['batch']}×"
+        labels = by_shape.setdefault(text.removeprefix(prefix) if "," not in text else text, [])
+        if c["label"] not in labels:
+            labels.append(c["label"])
+        batches += [] if c["batch"] in batches else [c["batch"]]
+    inputs = "; ".join(f"{shape} ({', '.join(labels)})" for shape, labels in by_shape.items())
+    inputs = f"batch {', '.join(str(b) for b in batches)} × {inputs}"
+    config = _overrides_text(data["settings"].get("sources") or [])
+    return f"inputs: {inputs} · config set: {config}"
+
+
 def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
     """A Markdown page: machine / threads / versions / roofs header, the cell table, the pairs."""
     data = report.to_dict() if isinstance(report, BenchReport) else dict(report)
@@ -262,6 +406,8 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
         ),
         "- torch malloc env: "
         + (", ".join(f"{k}={x}" for k, x in s.get("torch_malloc_env", {}).items()) or "default"),
+        "- inputs and configs:",
+        *(f"  - {line}" for line in describe_inputs(data)),
     ]
     if roofs:
         lines.append(
@@ -298,26 +444,28 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
         "Shares: conv, Reshape/Transpose (shuffle), ReorderInput/Output (reorder), other; "
         "`shares from` says how they were measured: `profile` (ORT's profile, CPU), "
         "`launch` (ORT's profile of a CUDA cell: kernel launches, not GPU time), `nodes` "
-        "(every node timed alone on the device, `--per-node`).",
+        "(every node timed alone on the device, `--per-node`). `ran on`: the nodes each EP "
+        "ran, from ORT's profile (`—`: not profiled); PyTorch's device.",
         "",
-        "| variant | batch | backend/target | p50 ms | p90 | p99 | spread | GFLOP/s | % peak "
-        "| % roof | ORT/torch | torch/ORT | conv % | shuffle % | reorder % | other % "
-        "| shares from | faults/call |",
-        "|---|---:|---|" + "---:|" * 13 + "---|---:|",
+        "| variant | batch | input | backend/target | ran on | p50 ms | p90 | p99 | spread "
+        "| GFLOP/s | % peak | % roof | ORT/torch | torch/ORT | conv % | shuffle % | reorder % "
+        "| other % | shares from | faults/call |",
+        "|---|---:|---|---|---|" + "---:|" * 13 + "---|---:|",
     ]
     for c in data["cells"]:
         st = c.get("stats") or {}
         where = f"{c['backend']} {c['target']}"
         if c["status"] != "ok":
             lines.append(
-                f"| {c['label']} | {c['batch']} | {where} | {c['status']}: "
+                f"| {c['label']} | {c['batch']} | {input_text(c)} | {where} | — | {c['status']}: "
                 f"{(c.get('error') or '').replace('|', '/')} |" + " |" * 14
             )
             continue
         pair = ratio_of.get(c["id"])
         fr, basis = op_shares(c)
         lines.append(
-            f"| {c['label']} | {c['batch']} | {where} | {_fmt(st.get('p50_ms'), '.4g')} | "
+            f"| {c['label']} | {c['batch']} | {input_text(c)} | {where} | {placement(c)} | "
+            f"{_fmt(st.get('p50_ms'), '.4g')} | "
             f"{_fmt(st.get('p90_ms'), '.4g')} | {_fmt(st.get('p99_ms'), '.4g')} | "
             f"{_fmt(st.get('block_spread'), '.1f', 100, '%')} | {_fmt(c.get('gflops'), '.1f')} | "
             f"{_fmt(c.get('compute_roof_fraction'), '.0f', 100)} | "
@@ -457,6 +605,7 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
         "variant",
         "batch",
         "backend/target",
+        "ran on",
         "p50 ms",
         "p90 ms",
         "spread",
@@ -475,6 +624,7 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
                 c["label"],
                 str(c["batch"]),
                 f"{c['backend']} {c['target']}",
+                placement(c) if c["status"] == "ok" else "—",
                 _fmt(st.get("p50_ms"), ".4g") if c["status"] == "ok" else c["status"],
                 _fmt(st.get("p90_ms"), ".4g"),
                 _fmt(st.get("block_spread"), ".0f", 100, "%"),
@@ -495,29 +645,25 @@ def write_report(
     plots: bool = True,
     stem: str = "bench",
 ) -> dict[str, Any]:
-    """Write ``<stem>.json`` (+ ``<stem>.md``, + PNG plots) into ``out_dir``, each atomically.
+    """Write ``<stem>.json`` (+ ``<stem>.md``, + PNG plots) into ``out_dir``, all of them whole:
+    built in a staging folder beside it and swapped in under a lock (:func:`staged_folder`), so
+    of two runs the last wins whole and an interrupted one leaves the old report.
 
     Returns ``{"json": Path, "markdown": Path | None, "plots": [Path, ...]}``.
     """
+    from .plots import PLOTS, write_plots
+
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserInputError(f"{out}: cannot write there ({error.strerror})") from None
     data = report.to_dict()
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    written: dict[str, Any] = {
-        "json": write_text(out / f"{stem}.json", text),
-        "markdown": None,
-        "plots": [],
-    }
-    if markdown:
-        written["markdown"] = write_text(out / f"{stem}.md", to_markdown(data))
-    if plots:
-        from .plots import write_plots
-
-        written["plots"] = write_plots(data, out)
-    return written
+    with staged_folder(out, [f"{stem}.json", f"{stem}.md", *PLOTS]) as stage:
+        written: dict[str, Any] = {
+            "json": write_text(stage / f"{stem}.json", text),
+            "markdown": write_text(stage / f"{stem}.md", to_markdown(data)) if markdown else None,
+            "plots": write_plots(data, stage) if plots else [],
+        }
+    moved = {k: out / v.name if isinstance(v, Path) else v for k, v in written.items()}
+    return {**moved, "plots": [out / p.name for p in written["plots"]]}
 
 
 def load_report(path: str | os.PathLike) -> BenchReport:
@@ -527,3 +673,37 @@ def load_report(path: str | os.PathLike) -> BenchReport:
         return BenchReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError, KeyError) as error:
         raise UserInputError(f"{path}: not a readable bench report ({_one_line(error)})") from None
+
+
+def rerender(path: str | os.PathLike, *, plots: bool = True) -> list[Path]:
+    """Write ``bench.md`` (and the plots) again beside a ``bench.json``, from its data and with
+    today's renderer; the JSON itself is left as it is. Returns the files written."""
+    path = Path(path)
+    data = load_report(path).to_dict()
+    written = [write_text(path.with_suffix(".md"), to_markdown(data))]
+    if plots:
+        from .plots import write_plots
+
+        written += write_plots(data, path.parent)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m onnxconv.bench.report BENCH_JSON ...``: re-render committed reports."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m onnxconv.bench.report BENCH_JSON ...", file=sys.stderr)
+        return 2
+    try:
+        for p in paths:
+            print(", ".join(str(f) for f in rerender(p)))
+    except UserInputError as error:
+        print(f"onnxconv.bench.report: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -140,6 +140,7 @@ def parse_ort_profile(
     With ``last_runs``, only nodes inside the last ``last_runs`` ``model_run`` windows count (the
     warm-up runs are left out). Times are microseconds per run, means over the runs counted
     (``run_us_per_run`` is the mean ``model_run`` duration, framework overhead included).
+    ``providers`` names the op types each EP ran, ``provider_nodes`` counts its nodes.
     """
     runs = sorted(
         (int(e["ts"]), int(e["ts"]) + int(e.get("dur", 0)))
@@ -151,6 +152,7 @@ def parse_ort_profile(
     starts = [start for start, _ in runs]
     by_op: dict[str, float] = defaultdict(float)
     placement: dict[str, set[str]] = defaultdict(set)
+    nodes_on: dict[str, set[str]] = defaultdict(set)
     nodes = set()
     for e in events:
         if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
@@ -165,6 +167,7 @@ def parse_ort_profile(
         by_op[op] += float(e.get("dur", 0))
         placement[args.get("provider", "?")].add(op)
         nodes.add(e["name"][: -len("_kernel_time")])
+        nodes_on[args.get("provider", "?")].add(e["name"][: -len("_kernel_time")])
     n_runs = len(runs) or 1
     per_run = {op: t / n_runs for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])}
     grouped = group_op_times(per_run)
@@ -178,6 +181,7 @@ def parse_ort_profile(
         "run_us_per_run": run_us,
         "nodes": len(nodes),
         "providers": {p: sorted(ops) for p, ops in sorted(placement.items())},
+        "provider_nodes": {p: len(names) for p, names in sorted(nodes_on.items())},
     }
 
 
