@@ -1,18 +1,21 @@
 """The ``onnxconv`` command. The only module that parses arguments, prints and picks exit codes.
 
 Exit codes: 0 every check passed; 1 a check failed; 2 usage or input error (one line, no
-traceback unless --debug).
+traceback unless --debug); 130 / 143 interrupted by SIGINT / SIGTERM (one line; nothing
+half-written).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import textwrap
+import threading
 from typing import Any, Callable, Sequence
 
-from .errors import OnnxconvError
+from .errors import Interrupted, OnnxconvError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -50,6 +53,20 @@ def human(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(n)
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def write_reports(files: dict[str | None, Callable[[], str]]) -> None:
+    """Write the report files asked for (paths that are not None), together: of two runs
+    writing the same files the last wins whole (:func:`onnxconv.report.write_files`)."""
+    from .report import write_files
+
+    wanted = {path: render() for path, render in files.items() if path}
+    if wanted:
+        write_files(wanted)
 
 
 @command("list")
@@ -333,17 +350,17 @@ def csv_list(text: str) -> list[str]:
 
 @command("validate")
 def cmd_validate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from . import runtime, validate
+    from .export import graph_folders
     from .parity import Tolerance, default_tolerance
-    from .report import write_json, write_text
 
-    targets = args.targets or [
-        p.name for p in sorted(Path(args.graphs).glob("*")) if (p / "model.onnx").exists()
-    ]
+    if not args.targets:  # the folder's own list: its manifest must match what is on disk
+        from pathlib import Path
+
+        validate.check_graphs_dir(Path(args.graphs))
+    targets = args.targets or [p.name for p in graph_folders(args.graphs)]
     if not targets:
         raise OnnxconvError(
             f"{args.graphs}: no graphs to validate (run: onnxconv export "
@@ -430,10 +447,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     summary = report.summary()
     print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
     report.settings["eps_left_out"] = left_out
-    if args.json:
-        write_json(args.json, report.to_dict())
-    if args.markdown:
-        write_text(args.markdown, validate.to_markdown(report))
+    write_reports(
+        {
+            args.json: lambda: json_text(report.to_dict()),
+            args.markdown: lambda: validate.to_markdown(report),
+        }
+    )
     required = set(args.ep or []) if not args.require_ep else set(eps) | set(left_out)
     reasons = {
         **left_out,
@@ -454,7 +473,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import detection
-    from .report import write_json, write_text
 
     originals = detection.zoo_originals(Path(args.graphs), args.graph or None)
     for folder in args.folder:
@@ -494,10 +512,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
         f"({s['subtle_caught_only_at_tight']} subtle ones at the tight tolerance); "
         f"false alarms {s['false_alarms']} of {s['clean_checks']} clean checks"
     )
-    if args.json:
-        write_json(args.json, report.to_dict())
-    if args.markdown:
-        write_text(args.markdown, detection.to_markdown(report))
+    write_reports(
+        {
+            args.json: lambda: json_text(report.to_dict()),
+            args.markdown: lambda: detection.to_markdown(report),
+        }
+    )
     return 0 if report.ok else 1
 
 
@@ -594,6 +614,111 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if errors or missing or slower else 0
 
 
+@command("tune")
+def cmd_tune(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from . import runtime, validate
+    from .errors import CheckFailed
+    from .tune import report as tune_report
+    from .tune.rewrites import REWRITES, check_names
+    from .tune.search import TuneOptions, tune
+    from .tune.timing import Method
+
+    for flag, value in (
+        ("--threads", args.threads),
+        ("--rounds", args.rounds),
+        ("--blocks", args.blocks),
+        ("--calls", args.calls),
+    ):
+        if value < 1:
+            raise OnnxconvError(f"{flag} must be a positive integer, got {value}")
+    if args.retries < 0:
+        raise OnnxconvError(f"--retries must be 0 or more, got {args.retries}")
+    if args.ep not in ("cpu", "cuda"):
+        runtime.Target(args.ep)  # an unknown EP name is a usage error
+        raise OnnxconvError(f"tune times the cpu and cuda EPs only, not {args.ep!r}")
+    rewrites = list(REWRITES) if args.rewrites is None else args.rewrites
+    rewrites = [] if rewrites == ["none"] else rewrites
+    check_names(rewrites)
+    if args.ep != "cpu" and (reason := runtime.ep_unavailable_reason(args.ep)) is not None:
+        raise CheckFailed(f"{args.ep} EP unavailable: {reason}")
+    subject = validate.load_subject(args.target, args.graphs)
+    if not subject.model_path.is_file() and not args.out:
+        raise OnnxconvError(
+            f"{args.target}: exported now, so there is nothing to write beside; name --out DIR"
+        )
+    out = Path(args.out) if args.out else subject.model_path.parent
+    if out.exists() and not out.is_dir():
+        raise OnnxconvError(f"{out}: not a folder (--out)")
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"tune: {message}", file=sys.stderr, flush=True)
+
+    options = TuneOptions(
+        ep=args.ep,
+        batch=args.batch,
+        rewrites=tuple(rewrites),
+        search_settings=not args.no_settings,
+        profile=not args.no_profile,
+        method=Method(
+            threads=args.threads,
+            rounds=args.rounds,
+            blocks=args.blocks,
+            calls=args.calls,
+            retries=args.retries,
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="onnxconv-tune-") as tmp:
+        report = tune(subject, options, Path(tmp), say)
+    rows = []
+    for c in report.candidates:
+        stats = (c.timing.stats if c.timing else None) or {}
+        proof = c.proof
+        rows.append(
+            (
+                c.stage,
+                c.name + ("  <- winner" if c is report.winner else ""),
+                "pass" if proof.disqualified is None else f"NO {proof.status} {proof.kind}",
+                "—" if proof.bit_identical is None else "yes" if proof.bit_identical else "no",
+                f"{stats['p50_ms']:.4g}" if stats else "—",
+                f"{stats['p90_ms']:.4g}" if stats else "—",
+                f"{c.speedup:.2f}" if c.speedup is not None else "—",
+                f"{c.torch_over_ort:.2f}" if c.torch_over_ort is not None else "—",
+            )
+        )
+    print(
+        format_table(
+            [
+                "stage",
+                "candidate",
+                "proof",
+                "bit-identical",
+                "p50 ms",
+                "p90 ms",
+                "x default",
+                "torch/ORT",
+            ],
+            rows,
+        )
+    )
+    for c in report.candidates:
+        if c.proof.disqualified:
+            print(f"disqualified {c.name}: {textwrap.shorten(c.proof.disqualified, 200)}")
+    model_path, json_path = tune_report.write_tuned(report, out)
+    tune_report.write_report(report, args.json, args.markdown)
+    print(f"\n{report.decision}")
+    if report.winner.torch_over_ort is not None:
+        print(
+            f"PyTorch eager p50 / {report.winner.name} p50: {report.winner.torch_over_ort:.2f} "
+            "(> 1: ORT faster)"
+        )
+    print(f"wrote {model_path}, {json_path}")
+    return 0
+
+
 @command("bench-compare")
 def cmd_bench_compare(args: argparse.Namespace) -> int:
     from .bench import report as bench_report
@@ -614,31 +739,30 @@ def print_comparison(
     json_path: str | None = None,
     markdown_path: str | None = None,
 ) -> int:
-    """Print (and write) the comparison of two bench reports; 1 when a cell got slower."""
+    """Print (and write) the comparison of two bench reports; 1 when the interval of a cell
+    lies wholly above the threshold (a statistically supported slowdown)."""
     from .bench import compare as bench_compare
-    from .report import write_json, write_text
 
     comparison = bench_compare.compare_reports(baseline, current, max_slowdown)
     comparison["baseline"]["path"], comparison["current"]["path"] = baseline_path, current_path
-    for line in comparison["differences"]:
+    for line in comparison["differences"] or ["nothing (same machine, versions and settings)"]:
         print(f"differs: {line}")
+    for line in comparison["warnings"]:
+        print(f"warning: {line}")
     rows = [
         (*values, "SLOWER" if verdict == "slower" else verdict)
         for *values, verdict in bench_compare.cell_rows(comparison)
     ]
-    print(
-        format_table(
-            ["cell", "baseline p50 ms", "current p50 ms", "current/baseline", "verdict"], rows
-        )
+    print(format_table(bench_compare.CELL_HEADERS, rows))
+    for line in bench_compare.only_in_lines(comparison):
+        print(line)
+    print(f"\n{bench_compare.tally(comparison)}\n{bench_compare.rule(comparison)}")
+    write_reports(
+        {
+            json_path: lambda: json_text(comparison),
+            markdown_path: lambda: bench_compare.to_markdown(comparison),
+        }
     )
-    print(
-        f"\n{len(comparison['slower'])} slower, {len(comparison['faster'])} faster "
-        f"(threshold ×{max_slowdown:g} and outside the other run's p90)"
-    )
-    if json_path:
-        write_json(json_path, comparison)
-    if markdown_path:
-        write_text(markdown_path, bench_compare.to_markdown(comparison))
     return 1 if comparison["slower"] else 0
 
 
@@ -856,13 +980,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         metavar="BENCH_JSON",
         help="compare with an earlier bench.json afterwards (see bench-compare); "
-        "exit 1 when a cell got slower",
+        "exit 1 when a cell is slower beyond the noise",
     )
     p.add_argument(
         "--max-slowdown",
         type=float,
         default=DEFAULT_MAX_SLOWDOWN,
-        help=f"with --baseline: the slowdown threshold (default {DEFAULT_MAX_SLOWDOWN})",
+        help="with --baseline: slower means the whole 95%% interval of current / baseline lies "
+        f"above this (default {DEFAULT_MAX_SLOWDOWN})",
     )
 
     p = sub.add_parser(
@@ -916,7 +1041,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
-        "bench-compare", help="two bench reports side by side; exit 1 when a cell got slower"
+        "tune",
+        help="the fastest proven-equal formulation and session settings of one graph on one EP",
+    )
+    p.add_argument("target", metavar="TARGET", help="variant name, test-data folder or .onnx file")
+    p.add_argument("--graphs", default="graphs", help="where variant graphs live")
+    p.add_argument("--ep", default="cpu", help="execution provider: cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=1, help="threads for ORT and PyTorch (default 1)")
+    p.add_argument(
+        "--batch", type=int, help="batch size (default: the graph's; any when it is dynamic)"
+    )
+    p.add_argument(
+        "--rewrites",
+        type=csv_list,
+        help="comma-separated rewrites to try, or none (default: all: "
+        "shuffle_rank4, shuffle_gather, shuffle_fold, shuffle_fold_dense, grouped_split, "
+        "grouped_dense)",
+    )
+    p.add_argument("--no-settings", action="store_true", help="keep the default session settings")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per stage (default 3)")
+    p.add_argument("--blocks", type=int, default=5, help="timed blocks per process (default 5)")
+    p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="run a timing again when other processes contended for the CPU (pressure above "
+        "10%%), after waiting up to 60 s for quiet, up to this many times (default 2)",
+    )
+    p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where model.tuned.onnx and tuned.json go (default: beside the original)",
+    )
+    p.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    p.add_argument("--markdown", metavar="PATH", help="write the Markdown report here")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    p = sub.add_parser(
+        "bench-compare",
+        help="two bench reports side by side; exit 1 when a cell is slower beyond the noise",
     )
     p.add_argument("baseline", help="the earlier bench.json")
     p.add_argument("current", help="the later bench.json")
@@ -924,8 +1089,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-slowdown",
         type=float,
         default=DEFAULT_MAX_SLOWDOWN,
-        help="a cell is slower when its p50 is above this × the baseline's and above "
-        f"the baseline's p90 (default {DEFAULT_MAX_SLOWDOWN})",
+        help="a cell is slower when the whole 95%% interval of current / baseline (bootstrap "
+        f"over rounds and blocks) lies above this (default {DEFAULT_MAX_SLOWDOWN})",
     )
     p.add_argument("--json", help="write the comparison as JSON")
     p.add_argument("--markdown", help="write the comparison as Markdown")
@@ -936,25 +1101,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT/SIGTERM: unwind (``finally`` blocks remove staging files; bench's workers are
+    killed); a second signal while that runs is ignored so the cleanup finishes."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _catch_signals() -> dict[int, Any]:
+    """Install :func:`_interrupt` (main thread only); returns the handlers it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.debug:
-        # ORT's own logger warns once per CUDA session ("No registered plugin EP device found ...")
-        # and would bury the table; errors still show, and --debug shows everything.
-        from onnxconv.runtime import set_ort_log_severity
-
-        set_ort_log_severity(3)
+    previous = _catch_signals()
     try:
+        if not args.debug:
+            # ORT's own logger warns once per CUDA session ("No registered plugin EP device
+            # found ...") and would bury the table; errors still show, --debug shows everything.
+            from onnxconv.runtime import set_ort_log_severity
+
+            set_ort_log_severity(3)
         return COMMANDS[args.command](args)
     except OnnxconvError as error:
         if args.debug:
             raise
         print(f"onnxconv {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("onnxconv: interrupted", file=sys.stderr)
-        return 130
+    except (Interrupted, KeyboardInterrupt) as error:
+        signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
+        print(
+            f"onnxconv {args.command}: interrupted by {signal.Signals(signum).name}; "
+            "nothing was left half-written",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

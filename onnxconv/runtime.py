@@ -491,8 +491,13 @@ def make_session(
     profile_prefix: str | os.PathLike | None = None,
     cuda_options: Mapping[str, Any] | None = None,
     allow_cpu_fallback: bool = False,
+    session_config: Mapping[str, str] | None = None,
+    session_options: Mapping[str, Any] | None = None,
 ) -> SessionInfo:
     """Build an ORT session for ``target`` and prove it runs on ``target.ep``.
+
+    ``session_config``: session config entries (``{"session.intra_op.allow_spinning": "0"}``);
+    ``session_options``: ``SessionOptions`` attributes (``{"enable_cpu_mem_arena": False}``).
 
     Raises :class:`EpUnavailable` when the EP is not in this build, cannot be created, cannot
     run every node (CPU fallback is disabled unless ``allow_cpu_fallback``), or ORT's own
@@ -518,6 +523,7 @@ def make_session(
     so.graph_optimization_level = OPT_LEVELS[target.opt_level]
     if threads is not None:
         so.intra_op_num_threads = threads
+    apply_session_settings(so, session_config, session_options)
     if profile:
         prefix = (
             profile_prefix
@@ -580,6 +586,21 @@ def make_session(
         cpu_fallback_allowed=allow_cpu_fallback and target.ep != "cpu",
         profiling=profile,
     )
+
+
+def apply_session_settings(
+    so: ort.SessionOptions,
+    config: Mapping[str, str] | None,
+    options: Mapping[str, Any] | None,
+) -> None:
+    """Config entries and ``SessionOptions`` attributes onto ``so``; an unknown attribute is a
+    :class:`UserInputError`."""
+    for key, value in (config or {}).items():
+        so.add_session_config_entry(str(key), str(value))
+    for key, value in (options or {}).items():
+        if not hasattr(so, key):
+            raise UserInputError(f"SessionOptions has no attribute {key!r}")
+        setattr(so, key, value)
 
 
 def node_placement(session_profile_json_path: str | os.PathLike) -> dict[str, list[str]]:
@@ -729,6 +750,7 @@ __all__ = [
     "SessionInfo",
     "Target",
     "TensorSpec",
+    "apply_session_settings",
     "available_eps",
     "default_eps",
     "ep_unavailable_reason",

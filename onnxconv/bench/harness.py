@@ -42,7 +42,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..graph import graph_cost
 from ..graph.index import load_model
+from .pressure import cpu_pressure_since, cpu_stall
 from .report import BenchReport, measurement_notes
 from .stats import median_or_none, paired_ratios, summarize
 
@@ -737,13 +737,13 @@ class _Harness:
         self.done += 1
 
     def worker(self, job: dict[str, Any], torch_side: bool = False) -> dict[str, Any]:
-        before = _cpu_stall()
+        before = cpu_stall()
         result = run_worker(
             {"threads": self.settings.threads, **job},
             self.torch_env if torch_side else self.env,
             self.settings.timeout_s,
         )
-        return {**result, "cpu_pressure": _cpu_pressure_since(before)}
+        return {**result, "cpu_pressure": cpu_pressure_since(before)}
 
     def measure_roofs(self, when: str) -> None:
         """The CPU's roofs, and the GPU's when CUDA cells run (what their % of roof is against)."""
@@ -980,28 +980,6 @@ def combine_roofs(
         "details": good[0]["details"],
         "measurements": [{"when": when[i] if i < 2 else str(i), **r} for i, r in enumerate(good)],
     }, None
-
-
-def _cpu_stall() -> tuple[float, int] | None:
-    """``(monotonic s, µs some task waited for a CPU)`` from Linux PSI; None without
-    ``/proc/pressure/cpu``."""
-    try:
-        with open("/proc/pressure/cpu", encoding="ascii") as f:
-            some = f.readline().split()
-    except OSError:
-        return None
-    total = [x for x in some if x.startswith("total=")]
-    return (time.monotonic(), int(total[0][6:])) if total else None
-
-
-def _cpu_pressure_since(before: tuple[float, int] | None) -> float | None:
-    """The share of the time since ``before`` in which some runnable task waited for a CPU
-    (PSI ``some``): about 0 on a machine with a core free for every thread, up to 1 when other
-    processes compete with the worker."""
-    after = _cpu_stall()
-    if before is None or after is None or after[0] <= before[0]:
-        return None
-    return round(min(1.0, (after[1] - before[1]) / 1e6 / (after[0] - before[0])), 4)
 
 
 def _loadavg() -> float | None:

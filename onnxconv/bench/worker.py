@@ -8,7 +8,10 @@ Job (all kinds): ``{"kind": "ort" | "torch" | "roofs" | "nodes", "threads": int,
 
 - ``ort``: ``model`` (path), ``inputs`` ({input name: .npy path}), ``ep`` (``cpu``/``cuda``),
   ``opt_level``, ``cuda_options``, ``warmup``, ``warmup_s``, ``blocks``, ``calls``, ``profile``
-  (bool), ``profile_prefix``.
+  (bool), ``profile_prefix``; optional ``session_config`` (session config entries) and
+  ``session_options`` (``SessionOptions`` attributes), as :func:`onnxconv.runtime.make_session`
+  takes them. With ``cuda_options.enable_cuda_graph == "1"`` the outputs are bound to buffers
+  allocated once (CUDA graphs replay fixed addresses).
 - ``torch``: ``variant``, ``config``, ``seed``, ``input`` (.npy path), ``device``
   (``cpu``/``cuda``), ``compile`` (bool), ``tf32`` (bool, CUDA), ``warmup``, ``warmup_s``,
   ``blocks``, ``calls``.
@@ -117,7 +120,12 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import onnxruntime as ort
 
-    from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS, preload_cuda_libraries
+    from onnxconv.runtime import (
+        DEFAULT_CUDA_OPTIONS,
+        OPT_LEVELS,
+        apply_session_settings,
+        preload_cuda_libraries,
+    )
 
     threads = int(job["threads"])
     so = ort.SessionOptions()
@@ -126,6 +134,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = OPT_LEVELS[job["opt_level"]]
     so.log_severity_level = 3
+    apply_session_settings(so, job.get("session_config"), job.get("session_options"))
     if job.get("profile"):
         so.enable_profiling = True
         so.profile_file_prefix = job["profile_prefix"]
@@ -166,6 +175,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
             "enable_cpu_mem_arena": so.enable_cpu_mem_arena,
             "enable_mem_pattern": so.enable_mem_pattern,
             "enable_profiling": bool(job.get("profile")),
+            "session_config": dict(job.get("session_config") or {}),
         },
     }
     if ep == "cuda":
@@ -180,8 +190,14 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         h2d_ns = time.perf_counter_ns() - t0
         for name, value in device_inputs.items():
             binding.bind_ortvalue_input(name, value)
+        cuda_graph = cuda_options.get("enable_cuda_graph") == "1"
         for out in session.get_outputs():
-            binding.bind_output(out.name, "cuda", 0)
+            if cuda_graph:
+                dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}[out.type]
+                buffer = ort.OrtValue.ortvalue_from_shape_and_type(out.shape, dtype, "cuda", 0)
+                binding.bind_ortvalue_output(out.name, buffer)
+            else:
+                binding.bind_output(out.name, "cuda", 0)
 
         def call() -> None:
             session.run_with_iobinding(binding)
@@ -354,7 +370,24 @@ def run_nodes(job: dict[str, Any]) -> dict[str, Any]:
 KINDS = {"ort": run_ort, "torch": run_torch, "roofs": run_roofs, "nodes": run_nodes}
 
 
+def die_with_parent() -> None:
+    """On Linux, have the kernel SIGKILL this worker when the bench process that started it dies,
+    even by SIGKILL, so no worker outlives its run (SIGINT/SIGTERM kill it through
+    ``subprocess.run``). Elsewhere a no-op. (A parent gone before this call leaves stdin at EOF:
+    the worker then fails at once.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
+    die_with_parent()
     result_stream = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything the libraries print goes to stderr
     sys.stdout = sys.stderr

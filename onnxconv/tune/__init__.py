@@ -1,0 +1,11 @@
+"""``onnxconv tune``: the fastest deployment of one graph on one target that is provably the
+same function.
+
+The package owns the search: equivalent formulations of the graph (:mod:`.rewrites`, with the
+shuffle fold in :mod:`.fold`, on top of the checked edits of :mod:`.edit` and the sites of
+:mod:`.sites`), session-setting candidates per execution provider (:mod:`.settings`), the proof
+that every candidate computes what the original's sources say (:mod:`.proof`, through
+:mod:`onnxconv.validate`), the timing (:mod:`.timing`, through the bench's worker processes), the
+choice (:mod:`.search`, its records in :mod:`.candidates`) and the files it writes
+(:mod:`.report`). Only ``cli.py`` prints.
+"""

@@ -1,0 +1,119 @@
+"""The records of a tune run: one :class:`Candidate` (a formulation under some session
+settings, with its proof and timings) and the :class:`TuneReport` over all of them."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from onnxconv.bench.stats import median_or_none
+
+from .proof import Proof
+from .settings import SessionSettings
+from .timing import Timing
+
+ORIGINAL = "original"
+SCHEMA, SCHEMA_VERSION = "onnxconv.tune", 1
+FORMULATIONS = "formulations"
+
+
+@dataclass(eq=False)
+class Candidate:
+    """One formulation under one settings: its proof, timings and how it compares (compared
+    and hashed by identity: a later stage's copy is another candidate)."""
+
+    formulation: str
+    rewrites: list[str]
+    changes: list[str]
+    settings: SessionSettings
+    stage: str
+    exact_permutation: bool
+    macs: int | None
+    proof: Proof
+    model: onnx.ModelProto = field(repr=False, compare=False)
+    timing: Timing | None = None
+    speedup_rounds: list[float] = field(default_factory=list)
+    """Default p50 over this candidate's p50, per round (> 1: faster than the default)."""
+    torch_rounds: list[float] = field(default_factory=list)
+    """PyTorch eager p50 over this candidate's p50, per round (> 1: ORT faster)."""
+    reference: str | None = None
+    beats_reference: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.formulation} @ {self.settings.name}"
+
+    @property
+    def speedup(self) -> float | None:
+        return median_or_none(self.speedup_rounds)
+
+    @property
+    def torch_over_ort(self) -> float | None:
+        return median_or_none(self.torch_rounds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "formulation": self.formulation,
+            "rewrites": self.rewrites,
+            "changes": self.changes,
+            "settings": self.settings.to_dict(),
+            "exact_permutation": self.exact_permutation,
+            "macs": self.macs,
+            "proof": self.proof.to_dict(),
+            "timing": self.timing.to_dict() if self.timing else None,
+            "speedup_vs_default": self.speedup,
+            "speedup_rounds": self.speedup_rounds,
+            "torch_over_ort": self.torch_over_ort,
+            "torch_rounds": self.torch_rounds,
+            "reference": self.reference,
+            "beats_reference": self.beats_reference,
+        }
+
+
+@dataclass
+class TuneReport:
+    """Everything one tune run found; :meth:`to_dict` is the JSON (schema in :mod:`.report`)."""
+
+    subject: dict[str, Any]
+    ep: str
+    threads: int
+    batch: int
+    options: dict[str, Any]
+    candidates: list[Candidate]
+    winner: Candidate
+    default: Candidate
+    decision: str
+    torch: dict[str, dict[str, Any] | None]
+    per_op: dict[str, Any]
+    machine: dict[str, Any]
+    versions: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "subject": self.subject,
+            "ep": self.ep,
+            "threads": self.threads,
+            "batch": self.batch,
+            "options": self.options,
+            "default": self.default.name,
+            "winner": self.winner.name,
+            "decision": self.decision,
+            "candidates": [{**c.to_dict(), "winner": c is self.winner} for c in self.candidates],
+            "torch": self.torch,
+            "per_op": self.per_op,
+            "machine": self.machine,
+            "versions": self.versions,
+            "notes": self.notes,
+        }

@@ -1,0 +1,140 @@
+"""Small, checked edits on a copy of an ONNX model: what every rewrite in :mod:`.rewrites` and
+:mod:`.fold` is made of.
+
+An :class:`Editor` holds a copy of the model; rewrites replace nodes, add initializers under
+fresh names (an initializer another node also reads is never changed in place) and rename
+tensors. :meth:`Editor.finish` drops what no node reads any more (initializers, stale
+``value_info``) and proves the result is a valid graph: ``onnx.checker`` (full check) and strict
+shape inference with type checking. A rewrite that breaks either is a bug in the rewrite, raised
+as :class:`RewriteError`, never a candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxconv.errors import CheckFailed, one_line
+
+
+class RewriteError(CheckFailed):
+    """A rewrite produced a graph that fails onnx.checker or strict shape inference."""
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+class Editor:
+    """A copy of ``model`` and the edits made to it; ``model`` itself is never touched."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = copy_model(model)
+        self.graph = self.model.graph
+        self.changed_tensors: set[str] = set()
+        """Tensors whose shape or meaning changed: their ``value_info`` is dropped."""
+        self._given: set[str] = set()
+
+    # -- names
+
+    def used_names(self) -> set[str]:
+        g = self.graph
+        used = {n.name for n in g.node} | {t for n in g.node for t in (*n.input, *n.output)}
+        used |= {t.name for t in g.initializer}
+        return used | {vi.name for vi in (*g.input, *g.output, *g.value_info)} | self._given
+
+    def fresh(self, base: str) -> str:
+        """``base``, or ``base_<k>``, unused in the model and not given out before."""
+        used = self.used_names()
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        self._given.add(name)
+        return name
+
+    # -- tensors
+
+    def add_initializer(self, base: str, value: np.ndarray) -> str:
+        """A new initializer under a fresh name (also a graph input before IR 4); its name."""
+        name = self.fresh(base)
+        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        if self.model.ir_version < 4:
+            elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+            self.graph.input.append(helper.make_tensor_value_info(name, elem, value.shape))
+        return name
+
+    def rename_tensor(self, old: str, new: str) -> None:
+        """Every producer and reader of ``old`` now writes / reads ``new``."""
+        for node in self.graph.node:
+            for i, name in enumerate(node.input):
+                if name == old:
+                    node.input[i] = new
+            for i, name in enumerate(node.output):
+                if name == old:
+                    node.output[i] = new
+        self.changed_tensors.update((old, new))
+
+    # -- nodes
+
+    def index_of(self, node_name: str) -> int:
+        """Index of the node with this name, or ``OpType(first output)`` label for unnamed ones."""
+        for i, node in enumerate(self.graph.node):
+            label = node.name or f"{node.op_type}({node.output[0] if node.output else ''})"
+            if label == node_name:
+                return i
+        raise KeyError(node_name)
+
+    def replace_nodes(self, indices: Sequence[int], new: Sequence[onnx.NodeProto]) -> None:
+        """Remove the nodes at ``indices`` and put ``new`` where the last of them stood."""
+        unique = sorted(set(indices), reverse=True)
+        at = unique[0] - (len(unique) - 1)
+        for i in unique:
+            self.changed_tensors.update(self.graph.node[i].output)
+            del self.graph.node[i]
+        for offset, node in enumerate(new):
+            self.graph.node.insert(at + offset, node)
+            self.changed_tensors.update(node.output)
+
+    # -- the end
+
+    def finish(self, rewrite: str) -> onnx.ModelProto:
+        """Prune, then prove the model valid; the edited model."""
+        self._prune()
+        try:
+            onnx.checker.check_model(self.model, full_check=True)
+            onnx.shape_inference.infer_shapes(self.model, check_type=True, strict_mode=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+            raise RewriteError(
+                f"rewrite {rewrite} made an invalid graph: {one_line(error)}"
+            ) from error
+        return self.model
+
+    def _prune(self) -> None:
+        g = self.graph
+        read = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+        for init in [t for t in g.initializer if t.name not in read]:
+            g.initializer.remove(init)
+            for vi in [vi for vi in g.input if vi.name == init.name]:
+                g.input.remove(vi)  # graph inputs name initializers before IR 4
+        produced = {t for n in g.node for t in n.output}
+        for vi in [
+            vi for vi in g.value_info if vi.name in self.changed_tensors or vi.name not in produced
+        ]:
+            g.value_info.remove(vi)
+
+
+def set_attr(node: onnx.NodeProto, name: str, value: object) -> None:
+    """Set (or replace) one attribute of a node."""
+    for a in [a for a in node.attribute if a.name == name]:
+        node.attribute.remove(a)
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def drop_attr(node: onnx.NodeProto, name: str) -> None:
+    for a in [a for a in node.attribute if a.name == name]:
+        node.attribute.remove(a)

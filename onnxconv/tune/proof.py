@@ -1,0 +1,239 @@
+"""The proof that a candidate (a formulation of the graph under some session settings) computes
+what the original graph's sources say, before it may win.
+
+Each candidate becomes a :class:`onnxconv.validate.Subject` that carries the *original's*
+sources: its stored test sets and, for a zoo graph, its variant, config and manifest entry, so
+PyTorch decides; a graph without PyTorch gets test sets holding the original graph's outputs on
+the reference evaluator for every seed and distribution (stored outputs then decide). The
+candidate then goes through validate's own checks (:func:`onnxconv.validate.make_cases`,
+:func:`onnxconv.validate.run_cell`): fp32, the target EP at the settings' optimisation level,
+with the settings' session options, seeds 0, 1, 2 × ``normal`` and ``wide`` inputs. Any warning
+or failure disqualifies.
+
+A formulation that only moves data (``exact_permutation``) must moreover give bit-identical
+outputs to the original graph on ONNX Runtime's CPU EP under the same settings, every case
+(``np.array_equal``); every candidate records whether it does and its largest difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxconv import feeds as feeds_module
+from onnxconv import runtime, validate
+from onnxconv.errors import CheckFailed, one_line
+from onnxconv.parity import Tolerance
+from onnxconv.reference import run_reference
+
+from .settings import SessionSettings
+
+SEEDS = (0, 1, 2)
+DISTRIBUTIONS = ("normal", "wide")
+
+
+@dataclass
+class Proof:
+    """A candidate's proof: validate's verdict and the bit-identity check."""
+
+    status: str  # pass | warn | fail | unavailable
+    kind: str = ""
+    reason: str = ""
+    deciders: list[str] = field(default_factory=list)
+    worst: dict[str, dict[str, Any]] = field(default_factory=dict)
+    placement: dict[str, int] = field(default_factory=dict)
+    cases: list[str] = field(default_factory=list)
+    bit_identical: bool | None = None
+    bit_identical_required: bool = False
+    max_abs_vs_original: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def disqualified(self) -> str | None:
+        """Why this candidate may not win; None when it is proven."""
+        if self.status != "pass":
+            return f"validate: {self.status} {self.kind}: {self.reason}".strip(": ")
+        if self.bit_identical_required and not self.bit_identical:
+            return (
+                "a pure permutation, yet not bit-identical to the original on CPU "
+                f"(max abs difference {self.max_abs_vs_original:.3g})"
+            )
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "disqualified": self.disqualified}
+
+
+def _source_test_sets(original: validate.Subject, max_input_bytes: int) -> list[validate.TestSet]:
+    """The source of a graph without PyTorch: its own outputs on the reference evaluator for the
+    proof's seeds and distributions, at batch 1 (every candidate must compute the same)."""
+    spatial = validate.spatial_sizes(original)[0]
+    sets = []
+    for dist in DISTRIBUTIONS:
+        for seed in SEEDS:
+            feeds = feeds_module.generate(
+                original.model,
+                str(original.model_path),
+                batch=1,
+                spatial=spatial,
+                distribution=dist,
+                seed=seed,
+                max_bytes=max_input_bytes,
+            )
+            try:
+                outputs = run_reference(original.model, feeds)
+            except CheckFailed as error:
+                raise CheckFailed(
+                    f"{original.model_path}: no source to prove candidates against (no PyTorch "
+                    f"module, no stored outputs) and {one_line(error)}"
+                ) from None
+            sets.append(
+                validate.TestSet(feeds, outputs, f"original-on-reference/{dist}/seed{seed}")
+            )
+    return sets
+
+
+class Prover:
+    """Proves candidates of one original graph on one EP; references are computed once per
+    formulation, the original's CPU outputs once per settings."""
+
+    def __init__(
+        self,
+        original: validate.Subject,
+        ep: str,
+        *,
+        threads: int | None,
+        batches: list[int] | None = None,
+        tol: Tolerance | None = None,
+        max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.original, self.ep, self.threads, self.tol = original, ep, threads, tol
+        self.batches, self.max_input_bytes = batches, max_input_bytes
+        # Without PyTorch, generated inputs would have no source: the original's outputs on the
+        # reference evaluator become one (stored test sets of the original still decide theirs).
+        self.test_sets = list(original.test_sets)
+        if not original.variant:
+            self.test_sets += _source_test_sets(original, max_input_bytes)
+        self.seeds = SEEDS if original.variant else ()
+        self.distributions = DISTRIBUTIONS
+        self._cases: dict[str, list[validate.Case]] = {}
+        self._original_cpu: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
+
+    def sources(self) -> list[str]:
+        """What decides, in the report's words."""
+        o = self.original
+        said = [f"torch: PyTorch module of variant {o.variant}"] if o.variant else []
+        if o.test_sets:
+            said.append(f"stored: {len(o.test_sets)} stored test set(s) of the original")
+        if not o.variant:
+            said.append(
+                "stored: the original graph's outputs on the reference evaluator, "
+                f"seeds {list(SEEDS)} x {list(DISTRIBUTIONS)}"
+            )
+        return said
+
+    def subject(self, label: str, model: onnx.ModelProto) -> validate.Subject:
+        o = self.original
+        return validate.Subject(
+            label=label,
+            model_path=Path(o.model_path).with_name(f"{label}.onnx"),
+            model=model,
+            test_sets=self.test_sets,
+            variant=o.variant,
+            config=o.config,
+            entry=o.entry,
+        )
+
+    def cases(self, label: str, model: onnx.ModelProto) -> list[validate.Case]:
+        if label not in self._cases:
+            self._cases[label] = validate.make_cases(
+                self.subject(label, model),
+                self.seeds,
+                self.distributions,
+                self.batches,
+                max_input_bytes=self.max_input_bytes,
+            )
+        return self._cases[label]
+
+    def prove(
+        self,
+        label: str,
+        model: onnx.ModelProto,
+        exact_permutation: bool,
+        settings: SessionSettings,
+    ) -> Proof:
+        """Validate ``model`` under ``settings`` against the original's sources, then compare
+        it with the original on CPU bit for bit."""
+        subject, cases = self.subject(label, model), self.cases(label, model)
+        cuda = settings.cuda_options() if self.ep == "cuda" else None
+        notes = []
+        if cuda and cuda.pop("enable_cuda_graph", None):
+            notes.append(
+                "validated without enable_cuda_graph: a CUDA graph replays the kernels "
+                "validated here, and needs IO binding, which validate does not use"
+            )
+        cell = validate.run_cell(
+            subject,
+            runtime.Target(self.ep, settings.opt_level, "fp32"),
+            cases,
+            self.tol,
+            self.threads,
+            localise_failures=True,
+            cuda_options=cuda,
+            session_config=settings.session_config(),
+            session_options=settings.session_options(),
+        )
+        proof = Proof(
+            status=cell.status,
+            kind=cell.kind,
+            reason=cell.reason,
+            deciders=cell.deciders,
+            worst=cell.worst,
+            placement=cell.placement,
+            cases=[c.label for c in cases],
+            bit_identical_required=exact_permutation,
+            notes=notes,
+        )
+        if cell.status != "unavailable":
+            proof.bit_identical, proof.max_abs_vs_original = self._compare_cpu(
+                model, settings, cases
+            )
+        return proof
+
+    def _cpu_outputs(
+        self, model: onnx.ModelProto, settings: SessionSettings, cases: list[validate.Case]
+    ) -> dict[str, dict[str, np.ndarray]]:
+        info = runtime.make_session(
+            model,
+            runtime.Target("cpu", settings.opt_level, "fp32"),
+            threads=self.threads,
+            session_config=settings.session_config() if self.ep == "cpu" else None,
+            session_options=settings.session_options() if self.ep == "cpu" else None,
+        )
+        return {case.label: runtime.run(info, case.feeds) for case in cases}
+
+    def _compare_cpu(
+        self, model: onnx.ModelProto, settings: SessionSettings, cases: list[validate.Case]
+    ) -> tuple[bool, float]:
+        key = (
+            (settings.opt_level, settings.config, settings.options)
+            if self.ep == "cpu"
+            else (settings.opt_level,)
+        )
+        if key not in self._original_cpu:
+            self._original_cpu[key] = self._cpu_outputs(self.original.model, settings, cases)
+        original = self._original_cpu[key]
+        candidate = self._cpu_outputs(model, settings, cases)
+        identical, worst = True, 0.0
+        for label, outputs in candidate.items():
+            for name, value in outputs.items():
+                want = original[label][name]
+                identical = identical and np.array_equal(value, want)
+                if value.size:
+                    worst = max(worst, float(np.max(np.abs(value.astype(np.float64) - want))))
+        return identical, worst

@@ -1,0 +1,208 @@
+"""A tune run's files: the report (JSON, Markdown) and the deployment beside the original
+(``model.tuned.onnx`` and ``tuned.json``), each written atomically.
+
+Report JSON (schema ``onnxconv.tune`` version 1; :meth:`.search.TuneReport.to_dict`): ``created``;
+``subject`` (label, model, variant, config, the ``sources`` that decide, notes); ``ep``,
+``threads``, ``batch``; ``options`` (rewrites allowed, whether settings were searched, the timing
+``method``, proof ``seeds`` and ``distributions``); ``default`` and ``winner`` (candidate names) and
+``decision`` (one sentence); ``candidates[]``: ``name`` (``formulation @ settings``), ``winner``
+(bool), ``stage`` (``formulations``, ``settings-1``, ...), ``formulation``, ``rewrites``,
+``changes`` (what each rewrite did where), ``settings`` (opt_level, session_config, session_options,
+cuda_options), ``exact_permutation``, ``macs``, ``proof`` (validate's
+``status``/``kind``/``reason``, ``deciders``, ``worst`` error per opinion, ``placement``, ``cases``,
+``bit_identical`` and whether it was required, ``max_abs_vs_original``, ``disqualified``),
+``timing`` (``rounds_p50_ms``, ``rounds_pressure``, ``rounds_retries``, pooled ``stats`` as bench's
+LatencyStats, ``session``) or null when not timed, ``speedup_vs_default`` and ``speedup_rounds``
+(default p50 over this p50, per round; > 1 faster), ``torch_over_ort`` and ``torch_rounds`` (PyTorch
+eager p50 over this p50; > 1: ORT faster), ``reference`` and ``beats_reference``; ``torch`` (per
+stage, PyTorch eager's timing); ``per_op`` (ORT's profile by op group for the default and the
+winner); ``machine``, ``versions``; ``notes``.
+
+``tuned.json`` (schema ``onnxconv.tuned`` version 1): ``model`` (``model.tuned.onnx``) and its
+``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/fp32``), ``ep``, ``threads``,
+``batch``, ``session`` (the settings to build the session with), ``rewrites`` and ``changes``,
+``default_kept``, ``timing`` (p50/p90, speedup over the default, torch/ORT), ``proof`` (the
+winner's), ``decision``, ``machine``, ``versions``, ``created``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from onnxconv.bench.stats import OP_GROUPS
+from onnxconv.machine import describe_gpus
+from onnxconv.report import write_bytes, write_json, write_text
+
+from .candidates import ORIGINAL, TuneReport
+from .rewrites import REWRITES
+from .settings import DEFAULT
+
+TUNED_SCHEMA = "onnxconv.tuned"
+TUNED_MODEL, TUNED_JSON = "model.tuned.onnx", "tuned.json"
+
+
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "—" if value is None else f"{value:{spec}}"
+
+
+def _proof_cell(c: dict[str, Any]) -> str:
+    proof = c["proof"]
+    if proof["disqualified"]:
+        return f"**no**: {proof['status']} {proof['kind']}".strip()
+    worst = ", ".join(f"{op} {w['max_abs']:.2g}" for op, w in proof["worst"].items())
+    return f"pass ({worst})" if worst else "pass"
+
+
+def _bits(c: dict[str, Any]) -> str:
+    proof = c["proof"]
+    if proof["bit_identical"] is None:
+        return "—"
+    said = "yes" if proof["bit_identical"] else f"no ({proof['max_abs_vs_original']:.2g})"
+    return said + (" (required)" if proof["bit_identical_required"] else "")
+
+
+def to_markdown(report: TuneReport | dict[str, Any]) -> str:
+    data = report.to_dict() if isinstance(report, TuneReport) else report
+    m, v, s, method = data["machine"], data["versions"], data["subject"], data["options"]["method"]
+    lines = [
+        f"# onnxconv tune: {s['label']}",
+        "",
+        f"- created: {data['created']}",
+        f"- graph: `{s['model']}`"
+        + (f" (variant {s['variant']}, config {s['config']})" if s["variant"] else ""),
+        f"- target: {data['ep']}, fp32, batch {data['batch']}, {data['threads']} thread(s)",
+        f"- machine: {m.get('cpu_model')} — {m.get('usable_cores')} usable / "
+        f"{m.get('logical_cores')} logical cores; GPU: {describe_gpus(m) or 'none'}",
+        f"- versions: onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, onnx "
+        f"{v.get('onnx')}, numpy {v.get('numpy')}, Python {v.get('python')}",
+        "- proof: validate's checks against " + "; ".join(s["sources"]) + f", seeds "
+        f"{data['options']['seeds']} × {data['options']['distributions']}, fp32, on the target "
+        "EP at each candidate's level and session settings; formulations that only move data "
+        "must be bit-identical to the original on ORT CPU",
+        f"- method: as `onnxconv bench`: each run a fresh process, warm-up ≥ {method['warmup']} "
+        f"calls and ≥ {method['warmup_s']} s, {method['blocks']} blocks × {method['calls']} "
+        f"calls; {method['rounds']} rounds per stage alternating the default, every candidate "
+        "and PyTorch eager; ratios paired by round, medians quoted",
+        "- a candidate wins only when it is faster than its reference in every round and its "
+        "slowest round beats the reference's fastest",
+        f"- **decision**: {data['decision']}",
+        "",
+        "## Candidates",
+        "",
+        "p50/p90 in ms over every timed call of the stage; × default: the default's p50 over "
+        "this one's (median of paired rounds, > 1 faster); torch/ORT: PyTorch eager's p50 over "
+        "this one's (> 1: ORT faster).",
+        "",
+        "| stage | candidate | MACs | proof (worst abs error) | bit-identical | p50 | p90 | "
+        "× default | torch/ORT | beats reference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in data["candidates"]:
+        stats = (c["timing"] or {}).get("stats") or {}
+        winner = " **(winner)**" if c["winner"] else ""
+        lines.append(
+            f"| {c['stage']} | `{c['name']}`{winner} | {_fmt(c['macs'], ',')} | "
+            f"{_proof_cell(c)} | {_bits(c)} | {_fmt(stats.get('p50_ms'), '.4g')} | "
+            f"{_fmt(stats.get('p90_ms'), '.4g')} | {_fmt(c['speedup_vs_default'], '.2f')} | "
+            f"{_fmt(c['torch_over_ort'], '.2f')} | "
+            f"{'—' if not c['reference'] else 'yes' if c['beats_reference'] else 'no'} |"
+        )
+    for stage, torch in data["torch"].items():
+        stats = (torch or {}).get("stats")
+        if not stats:
+            continue
+        lines.append(
+            f"\nPyTorch eager ({stage}): p50 {_fmt(stats.get('p50_ms'), '.4g')} ms, "
+            f"p90 {_fmt(stats.get('p90_ms'), '.4g')} ms"
+        )
+    lines += _details(data)
+    return "\n".join(lines) + "\n"
+
+
+def _details(data: dict[str, Any]) -> list[str]:
+    used = sorted({r for c in data["candidates"] for r in c["rewrites"]}, key=list(REWRITES).index)
+    lines = ["", "## Rewrites", ""]
+    lines += [f"- `{name}`: {REWRITES[name].description}" for name in used]
+    lines += ["", "What each formulation changed:", ""]
+    formulations = {c["formulation"]: c for c in data["candidates"]}
+    for name, c in formulations.items():
+        if c["changes"]:
+            lines.append(f"- `{name}`:")
+            lines += [f"  - {change}" for change in c["changes"]]
+    rejected = [c for c in data["candidates"] if c["proof"]["disqualified"]]
+    if rejected:
+        lines += ["", "## Disqualified", ""]
+        lines += [f"- `{c['name']}`: {c['proof']['disqualified']}" for c in rejected]
+    profiles = {k: v for k, v in data["per_op"].items() if v}
+    if profiles:
+        lines += [
+            "",
+            "## Where the time goes (ORT profile, µs per run)",
+            "",
+            "| candidate | " + " | ".join(OP_GROUPS) + " | run |",
+            "|---|" + "---|" * (len(OP_GROUPS) + 1),
+        ]
+        for name, p in profiles.items():
+            groups = " | ".join(f"{p['groups_us'][g]:.1f}" for g in OP_GROUPS)
+            lines.append(f"| `{name}` | {groups} | {_fmt(p.get('run_us_per_run'), '.1f')} |")
+    notes = [*data["subject"]["notes"], *data["notes"]]
+    if notes:
+        lines += ["", *(f"- note: {note}" for note in notes)]
+    return lines
+
+
+def write_report(report: TuneReport, json_path: str | None, markdown_path: str | None) -> None:
+    if json_path:
+        write_json(json_path, report.to_dict())
+    if markdown_path:
+        write_text(markdown_path, to_markdown(report))
+
+
+def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
+    """What ``tuned.json`` says: how to deploy the tuned model, and why it may be trusted."""
+    w = report.winner
+    stats = (w.timing.stats if w.timing else None) or {}
+    original = Path(report.subject["model"])
+    return {
+        "schema": TUNED_SCHEMA,
+        "schema_version": 1,
+        "created": report.created,
+        "model": TUNED_MODEL,
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "original": {
+            "path": str(original),
+            "sha256": hashlib.sha256(original.read_bytes()).hexdigest()
+            if original.is_file()
+            else None,
+        },
+        "target": f"{report.ep}/{w.settings.opt_level}/fp32",
+        "ep": report.ep,
+        "threads": report.threads,
+        "batch": report.batch,
+        "session": w.settings.to_dict(),
+        "candidate": w.name,
+        "rewrites": w.rewrites,
+        "changes": w.changes,
+        "default_kept": w.formulation == ORIGINAL and w.settings == DEFAULT,
+        "timing": {
+            "p50_ms": stats.get("p50_ms"),
+            "p90_ms": stats.get("p90_ms"),
+            "speedup_vs_default": w.speedup,
+            "torch_over_ort": w.torch_over_ort,
+        },
+        "proof": w.proof.to_dict(),
+        "decision": report.decision,
+        "machine": report.machine,
+        "versions": report.versions,
+    }
+
+
+def write_tuned(report: TuneReport, out_dir: str | Path) -> tuple[Path, Path]:
+    """``model.tuned.onnx`` (the winner's graph; the original's when no rewrite won) and
+    ``tuned.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    data = report.winner.model.SerializeToString()
+    model_path = write_bytes(out / TUNED_MODEL, data)
+    return model_path, write_json(out / TUNED_JSON, tuned_record(report, data))

@@ -1,0 +1,296 @@
+"""Equivalent formulations of a graph: named rewrites that work on any ONNX graph.
+
+Each rewrite takes a model and returns a :class:`Rewritten` copy (or None where it does not
+apply). Every result passes ``onnx.checker`` (full check) and strict shape inference
+(:meth:`onnxconv.tune.edit.Editor.finish`), keeps the graph's input and output names and shapes,
+and says whether it only *moves* data (``exact_permutation``: the same arithmetic on the same
+numbers, so ONNX Runtime on CPU must give bit-identical outputs) or reorders arithmetic (equal up
+to fp32 rounding). :mod:`onnxconv.tune.proof` holds every candidate to that claim.
+
+========================  ============================================================  =====
+rewrite                   what                                                          exact
+========================  ============================================================  =====
+``shuffle_rank4``         rank-5 R/T/R shuffle -> rank-4 (N, g, C/g, H·W) R/T/R         perm
+``shuffle_gather``        shuffle -> one Gather(axis=1) with the constant permutation   perm
+``shuffle_fold``          shuffle folded into a group-1 Conv's weight, through          perm*
+                          per-channel ops (:mod:`.fold`)
+``shuffle_fold_dense``    as ``shuffle_fold``, a grouped Conv made dense to take it     no
+``grouped_split``         grouped Conv -> Split -> one Conv per group -> Concat         no
+``grouped_dense``         grouped Conv -> dense Conv with a block-diagonal weight       no
+========================  ============================================================  =====
+
+(*) a fold into the producing Conv permutes its output rows (bit-identical); a fold into the
+consuming Conv permutes its input columns, which reorders its sums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxconv.errors import UserInputError
+from onnxconv.graph import GraphIndex
+from onnxconv.graph.index import attr, default_opset
+
+from .edit import Editor, drop_attr, set_attr
+from .fold import fold_shuffles
+from .sites import block_diagonal, grouped_conv_sites, shuffle_sites
+
+
+@dataclass
+class Rewritten:
+    """A rewritten copy of a model: what changed where, and whether it only moves data."""
+
+    model: onnx.ModelProto
+    changes: list[str]
+    exact_permutation: bool
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    name: str
+    description: str
+    apply: Callable[[onnx.ModelProto], Rewritten | None]
+
+
+# --------------------------------------------------------------------------------------------
+# channel shuffle
+
+
+def _set_reshape_target(ed: Editor, index: int, target: list[int], base: str) -> None:
+    """Point a Reshape at a new constant target; 0 copies the input's dim (allowzero off)."""
+    node = ed.graph.node[index]
+    if attr(node, "shape") is not None:  # Reshape-1: the target is an attribute
+        set_attr(node, "shape", target)
+    else:
+        node.input[1] = ed.add_initializer(base, np.array(target, dtype=np.int64))
+    drop_attr(node, "allowzero")
+
+
+def shuffle_rank4(model: onnx.ModelProto) -> Rewritten | None:
+    ix = GraphIndex(model)
+    ed = Editor(model)
+    changes = []
+    for site in shuffle_sites(ix):
+        dims = ix.shape(site.input)
+        if site.rank != 5 or dims is None or len(dims) != 4:
+            continue
+        _, channels, height, width = dims
+        if not all(isinstance(d, int) for d in (channels, height, width)):
+            continue
+        per_group = site.channels // site.groups
+        first, transpose = ed.index_of(site.reshape_in), ed.index_of(site.transpose)
+        last = ed.index_of(site.reshape_out)
+        _set_reshape_target(ed, first, [0, site.groups, per_group, -1], "tune_shuffle_rank4_in")
+        set_attr(ed.graph.node[transpose], "perm", [0, 2, 1, 3])
+        _set_reshape_target(ed, last, [0, site.channels, height, width], "tune_shuffle_rank4_out")
+        ed.changed_tensors.update(
+            (ed.graph.node[first].output[0], ed.graph.node[transpose].output[0])
+        )
+        changes.append(
+            f"{site.reshape_in} -> {site.transpose} -> {site.reshape_out}: rank 5 -> "
+            f"(N, {site.groups}, {per_group}, {height * width})"
+        )
+    if not changes:
+        return None
+    return Rewritten(ed.finish("shuffle_rank4"), changes, exact_permutation=True)
+
+
+def shuffle_gather(model: onnx.ModelProto) -> Rewritten | None:
+    ix = GraphIndex(model)
+    ed = Editor(model)
+    changes = []
+    for site in shuffle_sites(ix):
+        indices = ed.add_initializer("tune_shuffle_perm", site.perm)
+        gather = helper.make_node(
+            "Gather",
+            [site.input, indices],
+            [site.output],
+            name=ed.fresh(f"tune_gather_{site.transpose}"),
+            axis=1,
+        )
+        nodes = [ed.index_of(n) for n in (site.reshape_in, site.transpose, site.reshape_out)]
+        ed.replace_nodes(nodes, [gather])
+        changes.append(
+            f"{site.reshape_in} -> {site.transpose} -> {site.reshape_out}: "
+            f"Gather(axis=1) {gather.name}, {site.channels} channels, {site.groups} groups"
+        )
+    if not changes:
+        return None
+    return Rewritten(ed.finish("shuffle_gather"), changes, exact_permutation=True)
+
+
+def shuffle_fold(model: onnx.ModelProto) -> Rewritten | None:
+    folded = fold_shuffles(model, densify=False)
+    if folded is None:
+        return None
+    return Rewritten(folded.model, folded.changes, folded.exact_permutation)
+
+
+def shuffle_fold_dense(model: onnx.ModelProto) -> Rewritten | None:
+    folded = fold_shuffles(model, densify=True)
+    if folded is None or not folded.densified:  # then the same graph as shuffle_fold
+        return None
+    return Rewritten(folded.model, folded.changes, folded.exact_permutation)
+
+
+# --------------------------------------------------------------------------------------------
+# grouped convolution
+
+
+def grouped_split(model: onnx.ModelProto) -> Rewritten | None:
+    ix = GraphIndex(model)
+    ed = Editor(model)
+    opset = default_opset(model) or 1
+    changes = []
+    for site in grouped_conv_sites(ix):
+        node, g = site.node, site.info.group
+        in_per_group = site.weight.shape[1]
+        out_per_group = site.weight.shape[0] // g
+        label = ix.label(node)
+        parts = [ed.fresh(f"{node.input[0]}_tune_split_{j}") for j in range(g)]
+        sizes = [in_per_group] * g
+        if opset >= 13:
+            split_input = ed.add_initializer("tune_split_sizes", np.array(sizes, np.int64))
+            split = helper.make_node("Split", [node.input[0], split_input], parts, axis=1)
+        else:
+            split = helper.make_node("Split", [node.input[0]], parts, axis=1, split=sizes)
+        split.name = ed.fresh(f"tune_split_{label}")
+        kept = [a for a in node.attribute if a.name != "group"]
+        convs, outs = [], []
+        for j in range(g):
+            rows = slice(j * out_per_group, (j + 1) * out_per_group)
+            inputs = [parts[j], ed.add_initializer(f"{node.input[1]}_g{j}", site.weight[rows])]
+            if site.bias is not None:
+                inputs.append(ed.add_initializer(f"{node.input[2]}_g{j}", site.bias[rows]))
+            out = ed.fresh(f"{node.output[0]}_tune_g{j}")
+            conv = helper.make_node("Conv", inputs, [out], name=ed.fresh(f"{label}_g{j}"))
+            conv.attribute.extend(kept)
+            convs.append(conv)
+            outs.append(out)
+        concat = helper.make_node(
+            "Concat", outs, [node.output[0]], name=ed.fresh(f"tune_concat_{label}"), axis=1
+        )
+        ed.replace_nodes([ed.index_of(label)], [split, *convs, concat])
+        ed.changed_tensors.update(parts)
+        changes.append(f"{label}: group {g} -> Split, {g} Convs, Concat")
+    if not changes:
+        return None
+    return Rewritten(ed.finish("grouped_split"), changes, exact_permutation=False)
+
+
+def grouped_dense(model: onnx.ModelProto) -> Rewritten | None:
+    ix = GraphIndex(model)
+    ed = Editor(model)
+    changes = []
+    for site in grouped_conv_sites(ix):
+        label = ix.label(site.node)
+        node = ed.graph.node[ed.index_of(label)]
+        dense = block_diagonal(site.weight, site.info.group)
+        node.input[1] = ed.add_initializer(f"{node.input[1]}_tune_dense", dense)
+        set_attr(node, "group", 1)
+        changes.append(
+            f"{label}: group {site.info.group} -> dense {dense.shape[0]}x{dense.shape[1]} "
+            f"block-diagonal weight ({site.info.group}x the multiply-adds)"
+        )
+    if not changes:
+        return None
+    return Rewritten(ed.finish("grouped_dense"), changes, exact_permutation=False)
+
+
+# --------------------------------------------------------------------------------------------
+# the registry
+
+
+REWRITES: dict[str, Rewrite] = {
+    r.name: r
+    for r in (
+        Rewrite(
+            "shuffle_rank4",
+            "every rank-5 channel shuffle as Reshape (N, g, C/g, H·W) -> Transpose -> Reshape",
+            shuffle_rank4,
+        ),
+        Rewrite(
+            "shuffle_gather",
+            "every channel shuffle as one Gather(axis=1) with its constant int64 permutation",
+            shuffle_gather,
+        ),
+        Rewrite(
+            "shuffle_fold",
+            "channel shuffles folded into a neighbouring group-1 Conv's weight (through "
+            "per-channel ops): the shuffle disappears",
+            shuffle_fold,
+        ),
+        Rewrite(
+            "shuffle_fold_dense",
+            "channel shuffles folded into a neighbouring grouped Conv made dense "
+            "(block-diagonal weight, permuted): the shuffle disappears, that Conv's "
+            "multiply-adds grow g-fold",
+            shuffle_fold_dense,
+        ),
+        Rewrite(
+            "grouped_split",
+            "every grouped Conv as Split -> one Conv per group -> Concat",
+            grouped_split,
+        ),
+        Rewrite(
+            "grouped_dense",
+            "every grouped Conv as a dense Conv with a block-diagonal weight (zeros off the "
+            "blocks)",
+            grouped_dense,
+        ),
+    )
+}
+
+#: Rewrites that reformulate the channel shuffle, and those that reformulate grouped Convs: a
+#: formulation takes at most one of each, shuffle first.
+SHUFFLE_REWRITES = ("shuffle_rank4", "shuffle_gather", "shuffle_fold", "shuffle_fold_dense")
+GROUPED_REWRITES = ("grouped_split", "grouped_dense")
+
+
+def check_names(names: Sequence[str]) -> None:
+    unknown = [n for n in names if n not in REWRITES]
+    if unknown:
+        raise UserInputError(
+            f"unknown rewrite(s) {', '.join(unknown)}; known: {', '.join(REWRITES)}"
+        )
+
+
+def apply_rewrites(model: onnx.ModelProto, names: Sequence[str]) -> Rewritten | None:
+    """``names`` applied in order; None when any of them does not apply (the formulation would
+    repeat a shorter one)."""
+    check_names(names)
+    result = Rewritten(model, [], exact_permutation=True)
+    for name in names:
+        step = REWRITES[name].apply(result.model)
+        if step is None:
+            return None
+        result = Rewritten(
+            step.model,
+            result.changes + [f"{name}: {c}" for c in step.changes],
+            result.exact_permutation and step.exact_permutation,
+        )
+    return result
+
+
+def formulations(model: onnx.ModelProto, allowed: Sequence[str]) -> dict[str, Rewritten]:
+    """Every applicable formulation from ``allowed`` rewrites: at most one shuffle rewrite then
+    at most one grouped rewrite, keyed ``"shuffle_gather+grouped_dense"``; the original is not
+    included."""
+    check_names(allowed)
+    shuffles = [None, *(n for n in SHUFFLE_REWRITES if n in allowed)]
+    grouped = [None, *(n for n in GROUPED_REWRITES if n in allowed)]
+    found = {}
+    for s in shuffles:
+        for g in grouped:
+            names = [n for n in (s, g) if n is not None]
+            if not names:
+                continue
+            result = apply_rewrites(model, names)
+            if result is not None:
+                found["+".join(names)] = result
+    return found

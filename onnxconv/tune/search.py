@@ -1,0 +1,349 @@
+"""The search: formulations first, then session settings on the best one, every candidate proven
+before it is timed, and the choice.
+
+Stages (each timed in its own alternating rounds, the default re-timed in every stage):
+
+1. **formulations**: the original and every applicable formulation (:func:`.rewrites.formulations`)
+   under the default settings.
+2. **settings**: the best formulation of stage 1 under every settings candidate of the EP
+   (:mod:`.settings`); on CUDA a second settings stage refines the best of the first.
+
+**The choice.** A candidate *beats* a reference when, in every round, its p50 is below the
+reference's (every paired ratio > 1) *and* its slowest round is faster than the reference's
+fastest round: it wins by more than the spread the rounds measured. In stage 1 the reference is
+the default (the original graph, default settings); in a settings stage it is the stage's
+incumbent (the best formulation under the default settings, re-timed), which must itself beat
+the default again. The winner is the candidate with the largest median speedup among those that
+beat their reference; otherwise the default stays. Only a proven candidate is timed
+(:class:`.proof.Proof`: validate passes, and bit-identical where the formulation only moves data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxconv import feeds as feeds_module
+from onnxconv import validate
+from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.graph import graph_cost
+from onnxconv.machine import machine_info, versions
+
+from . import settings as settings_module
+from .candidates import FORMULATIONS, ORIGINAL, Candidate, TuneReport
+from .proof import Prover
+from .rewrites import REWRITES, formulations
+from .settings import DEFAULT, SessionSettings
+from .timing import Job, Method, Timing, profile, time_rounds
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    ep: str = "cpu"
+    batch: int | None = None
+    rewrites: tuple[str, ...] = tuple(REWRITES)
+    search_settings: bool = True
+    profile: bool = True
+    method: Method = Method()
+
+
+def beats(candidate: Timing, reference: Timing) -> bool:
+    """Faster in every paired round, and the slowest round faster than the reference's
+    fastest: a win larger than the spread the rounds measured."""
+    mine = [p for p in candidate.rounds_p50_ms if p is not None]
+    theirs = [p for p in reference.rounds_p50_ms if p is not None]
+    ratios = candidate.ratios_over(reference)
+    complete = len(ratios) == len(candidate.rounds_p50_ms) == len(reference.rounds_p50_ms)
+    return bool(ratios) and complete and all(r > 1 for r in ratios) and max(mine) < min(theirs)
+
+
+def batch_of(subject: validate.Subject, requested: int | None) -> int:
+    """The batch to tune at: the graph's fixed batch, or ``requested`` (default 1) if dynamic."""
+    if requested is not None and requested < 1:
+        raise UserInputError(f"batch must be a positive integer, got {requested}")
+    dim = feeds_module.graph_inputs(subject.model)[0].type.tensor_type.shape.dim[0]
+    if dim.HasField("dim_value"):
+        if requested not in (None, dim.dim_value):
+            raise UserInputError(
+                f"{subject.model_path}: the graph's batch is fixed at {dim.dim_value}; cannot "
+                f"tune batch {requested} (export it with --dynamic-batch)"
+            )
+        return dim.dim_value
+    return requested or 1
+
+
+class _Search:
+    def __init__(
+        self,
+        subject: validate.Subject,
+        options: TuneOptions,
+        work: Path,
+        progress: Callable[[str], None] | None,
+    ) -> None:
+        self.subject, self.options, self.work, self.progress = subject, options, work, progress
+        self.method = options.method
+        self.batch = batch_of(subject, options.batch)
+        dynamic = validate.dynamic_batch(subject.model)
+        self.prover = Prover(
+            subject,
+            options.ep,
+            threads=self.method.threads,
+            batches=sorted({1, 2, self.batch}) if dynamic else None,
+        )
+        self.models: dict[str, tuple[onnx.ModelProto, Path]] = {}
+        self.inputs = self._inputs()
+        self.torch_job = self._torch_job()
+        self.torch: dict[str, dict[str, Any] | None] = {}
+        self.torch_timings: list[Timing] = []
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
+    def _inputs(self) -> dict[str, Path]:
+        feeds = feeds_module.generate(
+            self.subject.model,
+            str(self.subject.model_path),
+            batch=self.batch,
+            spatial=validate.spatial_sizes(self.subject)[0],
+            distribution="normal",
+            seed=0,
+        )
+        paths = {}
+        for i, (name, value) in enumerate(feeds.items()):
+            paths[name] = self.work / f"input_{i}.npy"
+            np.save(paths[name], value)
+        return paths
+
+    def _torch_job(self) -> dict[str, Any] | None:
+        s = self.subject
+        if not s.variant:
+            return None
+        return {
+            "variant": s.variant,
+            "config": s.config,
+            "seed": (s.entry or {}).get("seed", 0),
+            "input": str(next(iter(self.inputs.values()))),
+        }
+
+    def model_file(self, formulation: str, model: onnx.ModelProto) -> Path:
+        if formulation not in self.models:
+            path = self.work / f"{formulation}.onnx"
+            path.write_bytes(model.SerializeToString())
+            self.models[formulation] = (model, path)
+        return self.models[formulation][1]
+
+    def candidate(
+        self,
+        formulation: str,
+        model: onnx.ModelProto,
+        rewrites: list[str],
+        changes: list[str],
+        exact: bool,
+        settings: SessionSettings,
+        stage: str,
+    ) -> Candidate:
+        self.say(f"proving {formulation} @ {settings.name}")
+        proof = self.prover.prove(formulation, model, exact, settings)
+        blocker = settings_module.cuda_graph_blocker(model, proof.placement)
+        if settings.cuda_graph and blocker:
+            proof.status, proof.reason = "unavailable", f"CUDA graphs: {blocker}"
+        return Candidate(
+            formulation=formulation,
+            rewrites=rewrites,
+            changes=changes,
+            settings=settings,
+            stage=stage,
+            exact_permutation=exact,
+            macs=graph_cost(model, self.batch)[1],
+            proof=proof,
+            model=model,
+        )
+
+    def time_stage(
+        self, stage: str, entries: list[Candidate], incumbent: Candidate
+    ) -> tuple[Candidate, Candidate, list[Candidate]]:
+        """Time the default, the incumbent and every proven entry in alternating rounds; the
+        default and incumbent are re-timed as this stage's copies. Returns the stage's default,
+        incumbent, and every candidate it added to the report."""
+        default = self.default if stage == FORMULATIONS else _retimed(self.default, stage)
+        if incumbent.formulation == ORIGINAL and incumbent.settings == DEFAULT:
+            incumbent = default
+        elif incumbent.stage != stage:
+            incumbent = _retimed(incumbent, stage)
+        listed = list(dict.fromkeys([default, incumbent, *entries]))
+        timed = [c for c in listed if c.proof.disqualified is None]
+        jobs = [Job(c.name, self.model_file(c.formulation, c.model), c.settings) for c in timed]
+        timings, torch = time_rounds(
+            jobs, self.options.ep, self.inputs, self.method, self.torch_job, self.say
+        )
+        self.torch[stage] = torch.to_dict() if torch else None
+        if torch:
+            self.torch_timings.append(torch)
+        if timings[default.name].error:
+            raise CheckFailed(f"timing the default failed: {timings[default.name].error}")
+        for c in timed:
+            c.timing = timings[c.name]
+            c.speedup_rounds = c.timing.ratios_over(timings[default.name])
+            c.torch_rounds = c.timing.ratios_over(torch) if torch else []
+        for c in timed:
+            if c is default:
+                continue
+            reference = default if c is incumbent else incumbent
+            c.reference = reference.name
+            c.beats_reference = beats(c.timing, reference.timing) and beats(
+                c.timing, default.timing
+            )
+        return default, incumbent, [c for c in listed if c is not self.default]
+
+    def run(self) -> TuneReport:
+        s, ep = self.subject, self.options.ep
+        self.default = self.candidate(ORIGINAL, s.model, [], [], True, DEFAULT, FORMULATIONS)
+        if self.default.proof.disqualified:
+            raise CheckFailed(
+                f"{s.model_path}: the original graph itself fails validate on {ep}: "
+                f"{self.default.proof.disqualified}; tune proves candidates against its sources"
+            )
+        stage1 = [
+            self.candidate(
+                name,
+                r.model,
+                name.split("+"),
+                r.changes,
+                r.exact_permutation,
+                DEFAULT,
+                FORMULATIONS,
+            )
+            for name, r in formulations(s.model, self.options.rewrites).items()
+        ]
+        default, _, added = self.time_stage(FORMULATIONS, stage1, self.default)
+        candidates = [self.default, *added]
+        winner = _best(default, stage1)
+        best: SessionSettings | None = None
+        for n in itertools.count(1):
+            trials = settings_module.candidates(ep, best) if self.options.search_settings else []
+            trials = [t for t in trials if t != winner.settings]
+            if not trials:
+                break
+            stage = f"settings-{n}"
+            entries = [
+                self.candidate(
+                    winner.formulation,
+                    winner.model,
+                    winner.rewrites,
+                    winner.changes,
+                    winner.exact_permutation,
+                    t,
+                    stage,
+                )
+                for t in trials
+            ]
+            default, incumbent, added = self.time_stage(stage, entries, winner)
+            candidates += added
+            holds = incumbent is default or incumbent.beats_reference
+            winner = _best(incumbent if holds else default, entries)
+            best = winner.settings
+        return self._report(candidates, winner, default)
+
+    def _report(
+        self, candidates: list[Candidate], winner: Candidate, default: Candidate
+    ) -> TuneReport:
+        per_op = {}
+        if self.options.profile:
+            for c in dict.fromkeys((default, winner)):
+                job = Job(c.name, self.model_file(c.formulation, c.model), c.settings)
+                per_op[c.name] = profile(job, self.options.ep, self.inputs, self.method, self.work)
+        s = self.subject
+        runs = [
+            (pressure, retries)
+            for t in [*(c.timing for c in candidates if c.timing), *self.torch_timings]
+            for pressure, retries in zip(t.rounds_pressure, t.rounds_retries, strict=True)
+        ]
+        contended = [p for p, _ in runs if p is not None and p > self.method.max_pressure]
+        notes = []
+        if any(r for _, r in runs):
+            notes.append(
+                f"{sum(r for _, r in runs)} run(s) were repeated because other processes "
+                f"contended for the CPU (pressure above {self.method.max_pressure:.0%})"
+            )
+        if contended:
+            notes.append(
+                f"{len(contended)} of {len(runs)} kept runs were still contended after "
+                f"{self.method.retries} retries (CPU pressure up to {max(contended):.0%}): "
+                "their timings are slower than this machine alone gives; a win must still hold "
+                "in every round"
+            )
+        return TuneReport(
+            subject={
+                "label": s.label,
+                "model": str(s.model_path),
+                "variant": s.variant,
+                "config": s.config,
+                "sources": self.prover.sources(),
+                "notes": s.notes,
+            },
+            ep=self.options.ep,
+            threads=self.method.threads,
+            batch=self.batch,
+            options={
+                "rewrites": list(self.options.rewrites),
+                "search_settings": self.options.search_settings,
+                "method": dataclasses.asdict(self.method),
+                "seeds": list(self.prover.seeds),
+                "distributions": list(self.prover.distributions),
+            },
+            candidates=candidates,
+            winner=winner,
+            default=default,
+            decision=_decision(winner),
+            torch=self.torch,
+            per_op=per_op,
+            machine=machine_info(),
+            versions=versions(),
+            notes=notes,
+        )
+
+
+def _best(incumbent: Candidate, entries: list[Candidate]) -> Candidate:
+    winners = [c for c in entries if c.beats_reference]
+    return max(winners, key=lambda c: c.speedup or 0.0, default=incumbent)
+
+
+def _retimed(candidate: Candidate, stage: str) -> Candidate:
+    """A copy of a candidate for a later stage, where it is timed again."""
+    return dataclasses.replace(
+        candidate,
+        stage=stage,
+        timing=None,
+        speedup_rounds=[],
+        torch_rounds=[],
+        reference=None,
+        beats_reference=False,
+    )
+
+
+def _decision(winner: Candidate) -> str:
+    if winner.formulation == ORIGINAL and winner.settings == DEFAULT:
+        return "the default stays: no proven candidate beat it by more than the measured spread"
+    return (
+        f"{winner.name}: {winner.speedup:.2f}x the default's speed (median of paired rounds), "
+        "faster in every round and beyond the spread of the rounds, proven by validate"
+    )
+
+
+def tune(
+    subject: validate.Subject,
+    options: TuneOptions,
+    work: Path,
+    progress: Callable[[str], None] | None = None,
+) -> TuneReport:
+    """Search, prove, time and choose for one graph on one EP (see the module docstring).
+    ``work``: a folder for the candidates' model files and inputs."""
+    return _Search(subject, options, work, progress).run()

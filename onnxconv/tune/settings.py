@@ -1,0 +1,166 @@
+"""Session-setting candidates per execution provider.
+
+A :class:`SessionSettings` is everything about an ONNX Runtime session that is not the graph:
+the optimisation level, session config entries (``session.intra_op.allow_spinning``),
+``SessionOptions`` attributes (``enable_cpu_mem_arena``) and CUDA provider options. The thread
+count is not a candidate: it is what the user deploys with and stays as given.
+
+CPU candidates: level ``all`` (NCHWc layout, ORT's default) or ``extended``, spinning on (ORT's
+default) or off, the CPU memory arena on (default) or off — 8, the first being the default.
+
+CUDA candidates (written for the GPU session; not run on a CPU-only machine):
+``cudnn_conv_algo_search`` EXHAUSTIVE (ORT's default) / HEURISTIC / DEFAULT × ``prefer_nhwc``
+0 / 1, then ``cudnn_conv_use_max_workspace`` 0 (ORT's default is 1) and CUDA graphs
+(``enable_cuda_graph``, timed with IO binding) on the best of those. CUDA graphs need every node on
+CUDA and fixed shapes; :func:`cuda_graph_blocker` says when a graph cannot have them. TF32 stays
+off everywhere: it changes fp32 numerics, and the proof would (rightly) reject it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from onnxconv.errors import UserInputError
+from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS
+
+SPINNING = "session.intra_op.allow_spinning"
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """One way to build the session. ``config``: session config entries; ``options``:
+    ``SessionOptions`` attributes; ``cuda``: CUDA provider options over the defaults."""
+
+    opt_level: str = "all"
+    config: tuple[tuple[str, str], ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    cuda: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.opt_level not in OPT_LEVELS:
+            raise UserInputError(
+                f"unknown optimisation level {self.opt_level!r}; expected one of: "
+                f"{', '.join(OPT_LEVELS)}"
+            )
+
+    @property
+    def name(self) -> str:
+        """``level=all`` plus every non-default entry, e.g. ``level=extended,spinning=0``."""
+        parts = [f"level={self.opt_level}"]
+        parts += [f"{_short(k)}={v}" for k, v in self.config]
+        parts += [f"{_short(k)}={_plain(v)}" for k, v in self.options]
+        parts += [f"{_short(k)}={v}" for k, v in self.cuda]
+        return ",".join(parts)
+
+    @property
+    def cuda_graph(self) -> bool:
+        return dict(self.cuda).get("enable_cuda_graph") == "1"
+
+    def session_config(self) -> dict[str, str]:
+        return dict(self.config)
+
+    def session_options(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def cuda_options(self) -> dict[str, str]:
+        """The CUDA provider options of the session (defaults, then these)."""
+        return {**DEFAULT_CUDA_OPTIONS, **dict(self.cuda)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "opt_level": self.opt_level,
+            "session_config": self.session_config(),
+            "session_options": self.session_options(),
+            "cuda_options": dict(self.cuda),
+        }
+
+
+_SHORT = {
+    SPINNING: "spinning",
+    "enable_cpu_mem_arena": "arena",
+    "cudnn_conv_algo_search": "algo",
+    "prefer_nhwc": "nhwc",
+    "cudnn_conv_use_max_workspace": "max_workspace",
+    "enable_cuda_graph": "cuda_graph",
+}
+
+
+def _short(key: str) -> str:
+    return _SHORT.get(key, key)
+
+
+def _plain(value: Any) -> str:
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+DEFAULT = SessionSettings()
+"""What ``make_session`` and ``onnxconv bench`` use: level ``all``, ORT's defaults otherwise."""
+
+
+def cpu_candidates() -> list[SessionSettings]:
+    """Level × spinning × arena; the default first."""
+    found = []
+    for level, spin, arena in itertools.product(("all", "extended"), ("1", "0"), (True, False)):
+        found.append(
+            SessionSettings(
+                opt_level=level,
+                config=() if spin == "1" else ((SPINNING, "0"),),
+                options=() if arena else (("enable_cpu_mem_arena", False),),
+            )
+        )
+    return found
+
+
+def cuda_candidates(best_of_first: SessionSettings | None = None) -> list[SessionSettings]:
+    """Without ``best_of_first``: algorithm search × NHWC (the default first). With it: that
+    one with the max workspace off, and with CUDA graphs."""
+    if best_of_first is None:
+        return [
+            SessionSettings(
+                cuda=tuple(
+                    (k, v)
+                    for k, v in (("cudnn_conv_algo_search", algo), ("prefer_nhwc", nhwc))
+                    if (k, v)
+                    not in (("cudnn_conv_algo_search", "EXHAUSTIVE"), ("prefer_nhwc", "0"))
+                )
+            )
+            for algo, nhwc in itertools.product(("EXHAUSTIVE", "HEURISTIC", "DEFAULT"), ("0", "1"))
+        ]
+    base = best_of_first.cuda
+    return [
+        SessionSettings(
+            best_of_first.opt_level, cuda=(*base, ("cudnn_conv_use_max_workspace", "0"))
+        ),
+        SessionSettings(best_of_first.opt_level, cuda=(*base, ("enable_cuda_graph", "1"))),
+    ]
+
+
+def candidates(ep: str, best_of_first: SessionSettings | None = None) -> list[SessionSettings]:
+    """The settings to try on ``ep``: one pass on CPU; two on CUDA (see :func:`cuda_candidates`).
+    Any other EP: the default only."""
+    if ep == "cpu":
+        return cpu_candidates() if best_of_first is None else []
+    if ep == "cuda":
+        return cuda_candidates(best_of_first)
+    return [DEFAULT] if best_of_first is None else []
+
+
+def cuda_graph_blocker(model: onnx.ModelProto, placement: dict[str, int]) -> str | None:
+    """Why CUDA graphs cannot run this graph (None when they can): every node must be on CUDA
+    (``placement``: nodes per EP from the proof's profile) and every input shape fixed."""
+    outside = {ep: n for ep, n in placement.items() if ep != "cuda"}
+    if outside:
+        return f"nodes run outside CUDA: {outside}"
+    weights = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in weights:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims):
+            return f"input {vi.name!r} has a dynamic dimension"
+    return None

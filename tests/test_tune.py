@@ -1,0 +1,420 @@
+"""onnxconv tune: every rewrite is a valid graph that computes the same function and has the
+structure it claims; the proof rejects a wrong candidate; the CLI writes the tuned model and its
+record. Timings are never asserted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnx_builders import make_init, make_model
+
+from onnxconv import validate
+from onnxconv.bench.harness import run_worker, worker_env
+from onnxconv.cli import main
+from onnxconv.errors import UserInputError
+from onnxconv.graph import find_channel_shuffles, find_convs
+from onnxconv.runtime import Target, make_session
+from onnxconv.tune import timing
+from onnxconv.tune.proof import Prover
+from onnxconv.tune.rewrites import REWRITES, apply_rewrites, formulations
+from onnxconv.tune.search import beats
+from onnxconv.tune.settings import DEFAULT, SPINNING, cpu_candidates
+from onnxconv.tune.sites import shuffle_permutation
+from onnxconv.tune.timing import Job, Method, Timing, ort_job
+
+GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
+
+#: Which rewrites apply to which committed graph (no committed graph has a group-1 Conv beside
+#: its shuffle, so shuffle_fold is tested on hand-built graphs below).
+APPLIES = {
+    "channel_shuffle": {"shuffle_rank4", "shuffle_gather"},
+    "shuffle_unit": {
+        "shuffle_rank4",
+        "shuffle_gather",
+        "shuffle_fold_dense",
+        "grouped_split",
+        "grouped_dense",
+    },
+    "shuffle_unit_s2": {
+        "shuffle_rank4",
+        "shuffle_gather",
+        "shuffle_fold_dense",
+        "grouped_split",
+        "grouped_dense",
+    },
+    "shufflenet_v2_unit": {"shuffle_rank4", "shuffle_gather"},
+    "grouped": {"grouped_split", "grouped_dense"},
+}
+
+
+def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in model.graph.input:
+        shape = [d.dim_value or 2 for d in vi.type.tensor_type.shape.dim]
+        feeds[vi.name] = (3 * rng.standard_normal(shape)).astype(np.float32)
+    return feeds
+
+
+def _assert_same_function(original, rewritten) -> None:
+    """Bit-identical where the rewrite only moves data, else equal to fp32 rounding."""
+    onnx.checker.check_model(rewritten.model, full_check=True)
+    onnx.shape_inference.infer_shapes(rewritten.model, check_type=True, strict_mode=True)
+    assert [i.name for i in rewritten.model.graph.input] == [i.name for i in original.graph.input]
+    assert [o.name for o in rewritten.model.graph.output] == [o.name for o in original.graph.output]
+    feeds = _feeds(original)
+    for want, got in zip(_ort(original, feeds), _ort(rewritten.model, feeds), strict=True):
+        if rewritten.exact_permutation:
+            assert np.array_equal(got, want)
+        else:
+            scale = max(1.0, float(np.sqrt(np.mean(want.astype(np.float64) ** 2))))
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
+
+
+def _ops(model: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in model.graph.node]
+
+
+@pytest.mark.parametrize("graph", sorted(APPLIES))
+def test_rewrites_apply_where_they_should(graph):
+    model = onnx.load(GRAPHS / graph / "model.onnx")
+    found = {name for name in REWRITES if apply_rewrites(model, [name]) is not None}
+    assert found == APPLIES[graph]
+
+
+@pytest.mark.parametrize(
+    "graph, rewrite", [(g, r) for g in sorted(APPLIES) for r in sorted(APPLIES[g])]
+)
+def test_rewrite_is_the_same_function_with_the_structure_it_claims(graph, rewrite):
+    model = onnx.load(GRAPHS / graph / "model.onnx")
+    result = apply_rewrites(model, [rewrite])
+    _assert_same_function(model, result)
+    before, after = _ops(model), _ops(result.model)
+    grouped = [c for c in find_convs(result.model) if c.kind == "grouped"]
+    if rewrite == "shuffle_gather":
+        assert "Transpose" not in after and "Reshape" not in after and "Gather" in after
+        shuffle = find_channel_shuffles(model)[0]
+        gather = next(n for n in result.model.graph.node if n.op_type == "Gather")
+        indices = next(i for i in result.model.graph.initializer if i.name == gather.input[1])
+        assert indices.data_type == TensorProto.INT64
+        perm = shuffle_permutation(shuffle.groups, shuffle.channels_per_group)
+        assert np.array_equal(numpy_helper.to_array(indices), perm)
+    elif rewrite == "shuffle_rank4":
+        (shuffle,) = find_channel_shuffles(result.model)
+        assert shuffle.rank == 4 and shuffle.exact and shuffle.perm == [0, 2, 1, 3]
+        assert result.exact_permutation
+    elif rewrite == "shuffle_fold_dense":
+        assert "Transpose" not in after and not find_channel_shuffles(result.model)
+        assert len(grouped) == len([c for c in find_convs(model) if c.kind == "grouped"]) - 1
+    elif rewrite == "grouped_dense":
+        assert not grouped and after.count("Conv") == before.count("Conv")
+    elif rewrite == "grouped_split":
+        groups = sum(c.group for c in find_convs(model) if c.kind == "grouped")
+        n_grouped = len([c for c in find_convs(model) if c.kind == "grouped"])
+        assert not grouped and after.count("Split") >= n_grouped
+        assert after.count("Conv") == before.count("Conv") - n_grouped + groups
+
+
+def test_formulations_combine_one_shuffle_and_one_grouped_rewrite():
+    model = onnx.load(GRAPHS / "shuffle_unit" / "model.onnx")
+    found = formulations(model, list(REWRITES))
+    assert "shuffle_gather+grouped_dense" in found and "shuffle_gather" in found
+    combined = found["shuffle_gather+grouped_dense"]
+    assert not combined.exact_permutation
+    assert "Transpose" not in _ops(combined.model)
+    assert not [c for c in find_convs(combined.model) if c.kind == "grouped"]
+    _assert_same_function(model, combined)
+
+
+# --------------------------------------------------------------------------------------------
+# the fold, on hand-built graphs with group-1 neighbours
+
+
+def _f32(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _shuffle_nodes(x: str, y: str, c: int, g: int, hw: int):
+    inits = [
+        make_init("s5", np.array([1, g, c // g, hw, hw], np.int64)),
+        make_init("s4", np.array([1, c, hw, hw], np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Reshape", [x, "s5"], ["r5"], name="view"),
+        helper.make_node("Transpose", ["r5"], ["t5"], name="shuffle", perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Reshape", ["t5", "s4"], [y], name="unview"),
+    ]
+    return nodes, inits
+
+
+def _backward_graph() -> onnx.ModelProto:
+    """Conv (group 1) -> BatchNormalization -> Relu -> shuffle -> depthwise Conv -> Conv."""
+    rng, c = np.random.default_rng(3), 8
+    shuffle, inits = _shuffle_nodes("r", "s", c, 4, 6)
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1"),
+        helper.make_node("BatchNormalization", ["c1", "g", "b", "m", "v"], ["bn"], name="bn"),
+        helper.make_node("Relu", ["bn"], ["r"], name="relu"),
+        *shuffle,
+        helper.make_node("Conv", ["s", "Wd", "Bd"], ["d"], name="dw", group=c, pads=[1] * 4),
+        helper.make_node("Conv", ["d", "W2"], ["y"], name="conv2"),
+    ]
+    inits += [
+        make_init("W1", _f32(rng, c, 4, 1, 1)),
+        make_init("B1", _f32(rng, c)),
+        make_init("g", 1 + 0.1 * _f32(rng, c)),
+        make_init("b", _f32(rng, c)),
+        make_init("m", _f32(rng, c)),
+        make_init("v", 0.5 + np.abs(_f32(rng, c))),
+        make_init("Wd", _f32(rng, c, 1, 3, 3)),
+        make_init("Bd", _f32(rng, c)),
+        make_init("W2", _f32(rng, 5, c, 1, 1)),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 6, 6])],
+        inits,
+    )
+
+
+def _forward_graph(shared: bool = False) -> onnx.ModelProto:
+    """graph input -> shuffle -> Mul by a per-channel constant -> Conv (group 1); with ``shared``
+    the Mul's output is also a graph output (the fold would change it: not foldable)."""
+    rng, c = np.random.default_rng(4), 6
+    shuffle, inits = _shuffle_nodes("x", "s", c, 3, 5)
+    nodes = [
+        *shuffle,
+        helper.make_node("Mul", ["s", "k"], ["m"], name="scale"),
+        helper.make_node("Conv", ["m", "W"], ["y"], name="conv"),
+    ]
+    inits += [make_init("k", _f32(rng, c, 1, 1)), make_init("W", _f32(rng, 4, c, 1, 1))]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])]
+    if shared:
+        outputs.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, c, 5, 5]))
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 5, 5])],
+        outputs,
+        inits,
+    )
+
+
+def test_fold_backward_into_a_group1_conv_is_bit_identical():
+    model = _backward_graph()
+    result = apply_rewrites(model, ["shuffle_fold"])
+    assert result.exact_permutation
+    assert not find_channel_shuffles(result.model)
+    assert _ops(result.model) == ["Conv", "BatchNormalization", "Relu", "Conv", "Conv"]
+    assert "folded backward" in result.changes[0] and "conv1: output rows" in result.changes[0]
+    _assert_same_function(model, result)
+    assert apply_rewrites(model, ["shuffle_fold_dense"]) is None  # nothing to densify
+
+
+def test_fold_forward_into_a_group1_conv_reorders_sums():
+    model = _forward_graph()
+    result = apply_rewrites(model, ["shuffle_fold"])
+    assert not result.exact_permutation and "folded forward" in result.changes[0]
+    assert _ops(result.model) == ["Mul", "Conv"]
+    _assert_same_function(model, result)
+
+
+def test_fold_refuses_where_a_permuted_tensor_is_read_elsewhere():
+    assert apply_rewrites(_forward_graph(shared=True), ["shuffle_fold"]) is None
+
+
+# --------------------------------------------------------------------------------------------
+# the proof
+
+
+@pytest.fixture(scope="module")
+def shuffle_subject() -> validate.Subject:
+    return validate.load_subject(str(GRAPHS / "channel_shuffle"))
+
+
+def _wrong_gather(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The Gather rewrite with a wrong permutation (two channels swapped)."""
+    bad = apply_rewrites(model, ["shuffle_gather"]).model
+    for i, init in enumerate(bad.graph.initializer):
+        if init.data_type == TensorProto.INT64 and len(init.dims) == 1:
+            perm = numpy_helper.to_array(init).copy()
+            perm[[1, 2]] = perm[[2, 1]]
+            bad.graph.initializer[i].CopyFrom(numpy_helper.from_array(perm, init.name))
+    return bad
+
+
+def test_proof_passes_the_gather_and_disqualifies_a_wrong_permutation(shuffle_subject):
+    assert shuffle_subject.variant == "channel_shuffle"  # PyTorch decides
+    prover = Prover(shuffle_subject, "cpu", threads=1)
+    good = prover.prove(
+        "gather", apply_rewrites(shuffle_subject.model, ["shuffle_gather"]).model, True, DEFAULT
+    )
+    assert good.disqualified is None and good.bit_identical and "torch" in good.deciders
+    assert len(good.cases) == 7  # the stored set + seeds 0, 1, 2 x normal, wide
+    bad = prover.prove("wrong_gather", _wrong_gather(shuffle_subject.model), True, DEFAULT)
+    assert bad.status == "fail" and bad.kind == "export" and not bad.bit_identical
+    assert bad.disqualified.startswith("validate: fail export")
+
+
+def test_proof_holds_a_claimed_permutation_to_bit_identity():
+    subject = validate.load_subject(str(GRAPHS / "grouped"))
+    dense = apply_rewrites(subject.model, ["grouped_dense"]).model
+    prover = Prover(subject, "cpu", threads=1)
+    honest = prover.prove("dense", dense, False, DEFAULT)
+    assert honest.disqualified is None and honest.bit_identical is False
+    claimed = prover.prove("dense", dense, True, DEFAULT)  # as if it only moved data
+    assert claimed.status == "pass" and "not bit-identical" in claimed.disqualified
+
+
+def test_proof_of_a_bare_graph_uses_the_original_on_the_reference_evaluator(tmp_path):
+    shutil.copy(GRAPHS / "channel_shuffle" / "model.onnx", tmp_path / "bare.onnx")
+    subject = validate.load_subject(str(tmp_path / "bare.onnx"))
+    prover = Prover(subject, "cpu", threads=1)
+    assert any("reference evaluator" in s for s in prover.sources())
+    bad = prover.prove("wrong_gather", _wrong_gather(subject.model), True, DEFAULT)
+    assert bad.status == "fail" and "stored" in bad.deciders
+
+
+# --------------------------------------------------------------------------------------------
+# settings, sessions, the choice
+
+
+def test_cpu_settings_candidates_start_with_the_default():
+    found = cpu_candidates()
+    assert found[0] == DEFAULT and len(set(found)) == len(found) == 8
+    names = {s.name for s in found}
+    assert "level=extended,spinning=0,arena=0" in names
+
+
+def test_make_session_takes_config_entries_and_options():
+    model = onnx.load(GRAPHS / "channel_shuffle" / "model.onnx")
+    info = make_session(
+        model,
+        Target("cpu"),
+        session_config={SPINNING: "0"},
+        session_options={"enable_cpu_mem_arena": False},
+    )
+    assert info.session.get_session_options().enable_cpu_mem_arena is False
+    with pytest.raises(UserInputError, match="no attribute"):
+        make_session(model, Target("cpu"), session_options={"no_such_option": 1})
+
+
+def test_worker_applies_the_settings(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 64, 28, 28), np.float32))
+    settings = cpu_candidates()[-1]  # extended, spinning off, arena off
+    job = Job("c", GRAPHS / "channel_shuffle" / "model.onnx", settings)
+    method = Method(blocks=1, calls=2, warmup=1, warmup_s=0.0)
+    result = run_worker(ort_job(job, "cpu", {"input": x}, method), worker_env(1), 120)
+    assert result["ok"], result
+    options = result["session_options"]
+    assert options["enable_cpu_mem_arena"] is False
+    assert options["session_config"] == {SPINNING: "0"}
+    assert options["graph_optimization_level"] == "ORT_ENABLE_EXTENDED"
+
+
+def test_a_win_must_hold_in_every_round_and_beyond_the_spread():
+    default = Timing(rounds_p50_ms=[10.0, 11.0, 10.5])
+    assert beats(Timing(rounds_p50_ms=[5.0, 5.2, 5.1]), default)
+    assert not beats(Timing(rounds_p50_ms=[9.0, 12.0, 9.0]), default)  # one round slower
+    assert not beats(Timing(rounds_p50_ms=[9.9, 10.6, 10.4]), default)  # inside the spread
+    assert not beats(Timing(rounds_p50_ms=[5.0, None, 5.0]), default)  # a round failed
+
+
+def test_a_run_contended_by_other_processes_is_run_again(monkeypatch):
+    # PSI totals (s, µs waited): the first run waited half its time, the second 1%
+    stalls = iter([(0.0, 0), (1.0, 500_000), (1.0, 500_000), (2.0, 510_000)])
+    from onnxconv.bench import pressure
+
+    for module in (timing, pressure):  # before (timing's name) and after (pressure's own)
+        monkeypatch.setattr(module, "cpu_stall", lambda: next(stalls))
+    runs = []
+
+    def fake_worker(job, env, timeout_s):
+        runs.append(job["model"])
+        return {"ok": True, "blocks_ns": [[1000, 1000]]}
+
+    monkeypatch.setattr(timing, "run_worker", fake_worker)
+    job = Job("a", GRAPHS / "channel_shuffle" / "model.onnx", DEFAULT)
+    timings, torch = timing.time_rounds([job], "cpu", {}, Method(rounds=1, quiet_wait_s=0))
+    assert len(runs) == 2 and torch is None
+    assert timings["a"].rounds_retries == [1] and timings["a"].rounds_pressure == [0.01]
+
+
+# --------------------------------------------------------------------------------------------
+# the command
+
+
+def _folder(tmp_path: Path, graph: str) -> Path:
+    """A copy of a committed graph folder with its manifest (so PyTorch decides)."""
+    shutil.copytree(GRAPHS / graph, tmp_path / graph)
+    shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
+    return tmp_path / graph
+
+
+def test_cli_writes_the_tuned_model_and_its_record(tmp_path, capsys):
+    folder = _folder(tmp_path, "channel_shuffle")
+    args = ["tune", str(folder), "--rewrites", "shuffle_gather", "--no-settings", "--rounds", "1"]
+    args += ["--blocks", "1", "--calls", "5", "--retries", "0", "--no-profile", "--quiet"]
+    args += ["--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "shuffle_gather @ level=all" in out and "wrote" in out
+    tuned = json.loads((folder / "tuned.json").read_text())
+    model_bytes = (folder / "model.tuned.onnx").read_bytes()
+    onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
+    assert tuned["schema"] == "onnxconv.tuned" and tuned["target"].startswith("cpu/")
+    assert tuned["sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    assert tuned["proof"]["status"] == "pass" and tuned["proof"]["disqualified"] is None
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["schema"] == "onnxconv.tune"
+    names = [c["name"] for c in report["candidates"]]
+    assert names == ["original @ level=all", "shuffle_gather @ level=all"]
+    assert all(c["timing"]["stats"] for c in report["candidates"])
+    assert report["torch"]["formulations"]["stats"]  # PyTorch timed for the ratio
+    assert "decision" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["tune", "no/such/graph.onnx"], "no such file"),
+        (["tune", "channel_shuffle", "--rewrites", "frobnicate"], "unknown rewrite"),
+        (["tune", "channel_shuffle", "--rounds", "0"], "--rounds must be"),
+        (["tune", "channel_shuffle", "--ep", "nope"], "unknown execution provider"),
+        (["tune", "channel_shuffle", "--batch", "4"], "fixed at 1"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(args, says, tmp_path, capsys):
+    if args[1] == "channel_shuffle":
+        args = [args[0], str(_folder(tmp_path, "channel_shuffle")), *args[2:]]
+    assert main([*args, "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0]
+
+
+def test_cli_bad_input_as_a_process_prints_no_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "onnxconv", "tune", "no/such/graph.onnx"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "onnxconv tune: error: no/such/graph.onnx: no such file, folder or variant"
+    )
