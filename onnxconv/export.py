@@ -240,6 +240,12 @@ def check_export(
         )
 
 
+def symbolic_dims(info: onnx.ValueInfoProto) -> dict[str, str]:
+    """``{axis: name}`` of a graph input's or output's symbolic dims (what may vary at run time)."""
+    dims = info.type.tensor_type.shape.dim
+    return {str(i): d.dim_param or "?" for i, d in enumerate(dims) if not d.HasField("dim_value")}
+
+
 def manifest_entry(
     spec: variants.VariantSpec,
     config: dict[str, Any],
@@ -268,7 +274,14 @@ def manifest_entry(
                 "dynamic_axes": {str(i): n for i, n in axes.items()},
             }
         ],
-        "outputs": [{"name": "output", "shape": list(output_shape), "dtype": "float32"}],
+        "outputs": [
+            {
+                "name": "output",
+                "shape": list(output_shape),
+                "dtype": "float32",
+                "dynamic_axes": symbolic_dims(model.graph.output[0]),
+            }
+        ],
         "params": cost.params,
         "macs": cost.macs,
         "sha256": hashlib.sha256(model_bytes).hexdigest(),

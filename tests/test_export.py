@@ -129,6 +129,8 @@ def test_both_exporters_with_dynamic_batch(exporter, opset, name, tmp_path):
     (result,) = export_variants([name], tmp_path, options)
     model = onnx.load(result.model_path)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert result.entry["inputs"][0]["dynamic_axes"] == {"0": "batch"}
+    assert set(result.entry["outputs"][0]["dynamic_axes"]) == {"0"}  # outputs say so too
     graph_checks.assert_structure(model, spec.structure_kind, spec.structure(config))
     x = spec.example_input({**config, "batch": 3}, seed=7)
     with torch.no_grad():
