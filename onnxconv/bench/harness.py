@@ -264,7 +264,7 @@ def run_worker(job: Mapping[str, Any], env: Mapping[str, str], timeout_s: float)
             input=json.dumps(job),
             capture_output=True,
             text=True,
-            env=dict(env),
+            env={**env, "ONNXCONV_BENCH_PARENT": str(os.getpid())},
             timeout=timeout_s,
         )
     except subprocess.TimeoutExpired:

@@ -232,11 +232,10 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
             runs = int(job["calls"]) * int(job["blocks"])
             result["profile"] = parse_ort_profile(events, last_runs=runs)
         finally:
-            if not job.get("keep_profile"):
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
+            try:
+                os.remove(path)
+            except OSError:
+                pass
         result.pop("blocks_ns")  # profiled timings are not measurements
     return result
 
@@ -373,8 +372,8 @@ KINDS = {"ort": run_ort, "torch": run_torch, "roofs": run_roofs, "nodes": run_no
 def die_with_parent() -> None:
     """On Linux, have the kernel SIGKILL this worker when the bench process that started it dies,
     even by SIGKILL, so no worker outlives its run (SIGINT/SIGTERM kill it through
-    ``subprocess.run``). Elsewhere a no-op. (A parent gone before this call leaves stdin at EOF:
-    the worker then fails at once.)"""
+    ``subprocess.run``). Elsewhere a no-op. A parent already gone when this runs (killed while
+    the worker started) is seen by its pid (``ONNXCONV_BENCH_PARENT``): the worker exits."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -383,7 +382,10 @@ def die_with_parent() -> None:
     try:
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    parent = os.environ.get("ONNXCONV_BENCH_PARENT")
+    if parent and os.getppid() != int(parent):  # reparented: the bench died before the prctl
+        os._exit(1)
 
 
 def main() -> int:
