@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -304,47 +304,6 @@ def compare(
     )
 
 
-def compare_outputs(
-    actual: Mapping[str, np.ndarray],
-    reference: Mapping[str, np.ndarray],
-    tol: Tolerance | Mapping[str, Tolerance],
-) -> list[ParityResult]:
-    """Compare every reference output by name; a missing actual output is a failed result.
-
-    ``tol`` is one tolerance for all outputs or a per-output mapping (outputs missing from the
-    mapping are an input error).
-    """
-    results = []
-    for name, ref in reference.items():
-        if isinstance(tol, Tolerance):
-            t = tol
-        elif name in tol:
-            t = tol[name]
-        else:
-            raise UserInputError(
-                f"no tolerance given for output {name!r} (given for: {', '.join(tol)})"
-            )
-        if name not in actual:
-            r = np.asarray(ref)
-            results.append(
-                ParityResult(
-                    name=name,
-                    passed=False,
-                    reason=f"{name}: output missing from actual results "
-                    f"(got: {', '.join(actual) or 'none'})",
-                    shape=(),
-                    reference_shape=tuple(int(d) for d in r.shape),
-                    dtype="missing",
-                    reference_dtype=str(r.dtype),
-                    tolerance=t,
-                    size=0,
-                )
-            )
-            continue
-        results.append(compare(actual[name], ref, t, name=name))
-    return results
-
-
 __all__ = [
     "HISTOGRAM_EDGES",
     "REL_EPS",
@@ -353,6 +312,5 @@ __all__ = [
     "Tolerance",
     "WorstElement",
     "compare",
-    "compare_outputs",
     "default_tolerance",
 ]

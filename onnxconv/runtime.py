@@ -189,16 +189,6 @@ class Target:
     def provider(self) -> str:
         return provider_name(self.ep)
 
-    @classmethod
-    def parse(cls, text: str) -> "Target":
-        """``"cuda/all/fp16"``; trailing parts may be left out (``"cuda"`` = ``cuda/all/fp32``)."""
-        parts = text.strip().split("/")
-        if not 1 <= len(parts) <= 3 or not all(parts):
-            raise UserInputError(
-                f"bad target {text!r}; expected ep[/opt_level[/precision]], e.g. cpu/all/fp32"
-            )
-        return cls(*parts)
-
     def __str__(self) -> str:
         return self.id
 

@@ -13,7 +13,6 @@ from onnxconv.parity import (
     HISTOGRAM_EDGES,
     Tolerance,
     compare,
-    compare_outputs,
     default_tolerance,
 )
 
@@ -173,12 +172,3 @@ def test_default_tolerance_table():
         default_tolerance("bf16", "cpu")
     with pytest.raises(UserInputError, match="atol"):
         Tolerance(-1.0, 0.0)
-
-
-def test_compare_outputs_reports_missing_output():
-    ref = {"a": np.ones(3), "b": np.ones(2)}
-    res = compare_outputs({"a": np.ones(3)}, ref, TOL)
-    assert [r.passed for r in res] == [True, False]
-    assert "b: output missing" in res[1].reason
-    with pytest.raises(UserInputError, match="'b'"):
-        compare_outputs({"a": np.ones(3)}, ref, {"a": TOL})
