@@ -44,11 +44,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from onnxconv.errors import UserInputError
 from onnxconv.fp16 import to_fp16
 from onnxconv.graph import SHUFFLE_PERM, ConvInfo, ShuffleInfo, conv_info, find_channel_shuffles
+from onnxconv.graph.edit import add_initializer, copy_model, fresh_name, set_attr
 from onnxconv.graph.index import GraphIndex, attr, is_default_domain
 
 
@@ -124,32 +125,13 @@ def _is_float(ix: GraphIndex, name: str) -> bool:
 # editing a copy
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
-
-
 def _fresh(model: onnx.ModelProto, base: str) -> str:
-    """``base``, or ``base_<k>``, unused as a node or tensor name in the model."""
-    g = model.graph
-    used = {n.name for n in g.node} | {t for n in g.node for t in (*n.input, *n.output)}
-    used |= {t.name for t in g.initializer}
-    used |= {vi.name for vi in (*g.input, *g.output, *g.value_info)}
-    name, k = base, 1
-    while name in used:
-        name, k = f"{base}_{k}", k + 1
-    return name
+    return fresh_name(model.graph, base)
 
 
 def _add_initializer(model: onnx.ModelProto, base: str, value: np.ndarray) -> str:
     """Add an initializer under a fresh name (also as a graph input before IR 4); its name."""
-    name = _fresh(model, base)
-    model.graph.initializer.append(numpy_helper.from_array(value, name))
-    if model.ir_version < 4:
-        elem = helper.np_dtype_to_tensor_dtype(value.dtype)
-        model.graph.input.append(helper.make_tensor_value_info(name, elem, value.shape))
-    return name
+    return add_initializer(model, _fresh(model, base), value)
 
 
 def _const_input(
@@ -195,12 +177,6 @@ def _forget_shapes(model: onnx.ModelProto, tensors: list[str]) -> None:
         model.graph.value_info.remove(vi)
 
 
-def _set_attr(node: onnx.NodeProto, name: str, value: object) -> None:
-    for a in [a for a in node.attribute if a.name == name]:
-        node.attribute.remove(a)
-    node.attribute.append(helper.make_attribute(name, value))
-
-
 def _attr_mutant(
     model: onnx.ModelProto,
     ix: GraphIndex,
@@ -209,9 +185,9 @@ def _attr_mutant(
     changes: dict[str, tuple[object, object]],
 ) -> Mutant:
     """A copy with attributes of one node set; ``changes``: name -> (old value, new value)."""
-    mutant = _copy(model)
+    mutant = copy_model(model)
     for name, (_, new) in changes.items():
-        _set_attr(mutant.graph.node[index], name, new)
+        set_attr(mutant.graph.node[index], name, new)
     label = ix.label(ix.nodes[index])
     said = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items())
     return Mutant(mutation, f"{label}: {said}", mutant, label)
@@ -243,10 +219,10 @@ def shuffle_groups_swapped(model: onnx.ModelProto) -> Mutant | None:
         if dims is None or None in dims[1:] or dims[1] == dims[2]:
             continue
         target = [-1, dims[2], dims[1], *dims[3:]]
-        mutant = _copy(model)
+        mutant = copy_model(model)
         node = mutant.graph.node[index]
         if attr(node, "shape") is not None:  # Reshape-1: the shape is an attribute
-            _set_attr(node, "shape", target)
+            set_attr(node, "shape", target)
         else:
             _const_input(mutant, index, 1, np.array(target, np.int64), "shuffle_groups_swapped")
         _forget_shapes(mutant, _shuffle_inner(ix, s))
@@ -268,7 +244,7 @@ def transpose_hw(model: onnx.ModelProto) -> Mutant | None:
             return mutant
     for _, conv in _convs(ix):
         if _square(ix.shape(conv.output), 4):
-            mutant = _copy(model)
+            mutant = copy_model(model)
             node = _insert_after(
                 mutant, conv.output, "Transpose", [], "transpose_hw", perm=[0, 1, 3, 2]
             )
@@ -300,7 +276,7 @@ def _weight_mutant(
         return None
     index, weight = found
     changed, what = change(weight, ix.nodes[index].input[1])
-    mutant = _copy(model)
+    mutant = copy_model(model)
     _const_input(mutant, index, 1, changed, name)
     label = ix.label(ix.nodes[index])
     return Mutant(name, f"{label}: weight {what}", mutant, label, subtle=subtle)
@@ -380,7 +356,7 @@ def bn_scale(model: onnx.ModelProto) -> Mutant | None:
         at = int(np.argmax(np.abs(scale.reshape(-1))))
         scaled = scale.copy()
         scaled.flat[at] *= 1.5
-        mutant = _copy(model)
+        mutant = copy_model(model)
         _const_input(mutant, index, 1, scaled, "bn_scale")
         label = ix.label(ix.nodes[index])
         where = f"{ix.nodes[index].input[1]}[{at}]"
@@ -394,7 +370,7 @@ def add_to_sub(model: onnx.ModelProto) -> Mutant | None:
     for index in _nodes(ix, "Add"):
         node = ix.nodes[index]
         if all(ix.const_root(i) is None for i in node.input) and _is_float(ix, node.output[0]):
-            mutant = _copy(model)
+            mutant = copy_model(model)
             mutant.graph.node[index].op_type = "Sub"
             label = ix.label(node)
             said = f"{label}: Add({', '.join(node.input)}) -> Sub"
@@ -411,7 +387,7 @@ def output_scaled(model: onnx.ModelProto) -> Mutant | None:
     if output.name not in ix.producer or elem not in _FLOAT_TYPES:
         return None
     factor = 1 + 1e-4
-    mutant = _copy(model)
+    mutant = copy_model(model)
     scale = np.array(factor, helper.tensor_dtype_to_np_dtype(elem))
     scale_name = _add_initializer(mutant, "mutant_output_scaled_factor", scale)
     node = _insert_after(mutant, output.name, "Mul", [scale_name], "output_scaled")
@@ -431,7 +407,7 @@ def fp16_overflow(model: onnx.ModelProto) -> Mutant | None:
     bias = ix.const(conv.input[2]) if has_bias else None
     if has_bias and (bias is None or bias.dtype != np.float32):
         return None
-    mutant = _copy(model)
+    mutant = copy_model(model)
     _const_input(mutant, index, 1, weight * up, "fp16_overflow")
     if bias is not None:
         _const_input(mutant, index, 2, bias * up, "fp16_overflow")
@@ -463,7 +439,7 @@ def stale_output(
     old = flat[at]
     flat[at] = old + max(1, abs(old))
     said = f"stored output {name}: element {at} {old:.6g} -> {flat[at]:.6g}"
-    return Mutant("stale_output", said, _copy(model), None, stored_outputs=stale)
+    return Mutant("stale_output", said, copy_model(model), None, stored_outputs=stale)
 
 
 _PLANTED: tuple[Callable[[onnx.ModelProto], Mutant | None], ...] = (

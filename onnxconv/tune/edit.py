@@ -15,19 +15,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from onnxconv.errors import CheckFailed, one_line
+from onnxconv.graph.edit import add_initializer, copy_model, fresh_name
 
 
 class RewriteError(CheckFailed):
     """A rewrite produced a graph that fails onnx.checker or strict shape inference."""
-
-
-def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    return copy
 
 
 class Editor:
@@ -42,18 +36,9 @@ class Editor:
 
     # -- names
 
-    def used_names(self) -> set[str]:
-        g = self.graph
-        used = {n.name for n in g.node} | {t for n in g.node for t in (*n.input, *n.output)}
-        used |= {t.name for t in g.initializer}
-        return used | {vi.name for vi in (*g.input, *g.output, *g.value_info)} | self._given
-
     def fresh(self, base: str) -> str:
         """``base``, or ``base_<k>``, unused in the model and not given out before."""
-        used = self.used_names()
-        name, k = base, 1
-        while name in used:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(self.graph, base, self._given)
         self._given.add(name)
         return name
 
@@ -61,12 +46,7 @@ class Editor:
 
     def add_initializer(self, base: str, value: np.ndarray) -> str:
         """A new initializer under a fresh name (also a graph input before IR 4); its name."""
-        name = self.fresh(base)
-        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        if self.model.ir_version < 4:
-            elem = helper.np_dtype_to_tensor_dtype(value.dtype)
-            self.graph.input.append(helper.make_tensor_value_info(name, elem, value.shape))
-        return name
+        return add_initializer(self.model, self.fresh(base), value)
 
     def rename_tensor(self, old: str, new: str) -> None:
         """Every producer and reader of ``old`` now writes / reads ``new``."""
@@ -126,13 +106,6 @@ class Editor:
             vi for vi in g.value_info if vi.name in self.changed_tensors or vi.name not in produced
         ]:
             g.value_info.remove(vi)
-
-
-def set_attr(node: onnx.NodeProto, name: str, value: object) -> None:
-    """Set (or replace) one attribute of a node."""
-    for a in [a for a in node.attribute if a.name == name]:
-        node.attribute.remove(a)
-    node.attribute.append(helper.make_attribute(name, value))
 
 
 def drop_attr(node: onnx.NodeProto, name: str) -> None:

@@ -30,8 +30,9 @@ import numpy as np
 import onnx
 
 from onnxconv.graph import GraphIndex
+from onnxconv.graph.edit import set_attr
 
-from .edit import Editor, set_attr
+from .edit import Editor
 from .sites import ShuffleSite, block_diagonal, conv_site, shuffle_sites
 
 #: Elementwise ops without per-channel parameters: a channel permutation passes through as is.

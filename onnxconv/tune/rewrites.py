@@ -34,9 +34,10 @@ from onnx import helper
 
 from onnxconv.errors import UserInputError
 from onnxconv.graph import GraphIndex
+from onnxconv.graph.edit import set_attr
 from onnxconv.graph.index import attr, default_opset
 
-from .edit import Editor, drop_attr, set_attr
+from .edit import Editor, drop_attr
 from .fold import fold_shuffles
 from .sites import block_diagonal, grouped_conv_sites, shuffle_sites
 
