@@ -141,6 +141,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from . import variants
     from .export import ExportOptions, export_variants
 
+    if args.module:
+        return export_user_module(args)
+    if args.name or args.input or args.input_from or args.module_args:
+        raise OnnxconvError("--name, --input, --input-from and --module-args go with --module")
     if args.all:
         names = variants.names()
     elif args.committed:
@@ -180,6 +184,98 @@ def cmd_export(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0
+
+
+def export_folder_graphs(target: str) -> list:
+    """The graph folders of an export folder (manifest.json, no model.onnx), else []."""
+    from pathlib import Path
+
+    from .export import MANIFEST, graph_folders
+
+    path = Path(target)
+    if path.is_dir() and (path / MANIFEST).exists() and not (path / "model.onnx").exists():
+        from . import validate
+
+        validate.check_graphs_dir(path)
+        return graph_folders(path)
+    return []
+
+
+def recipe_from_args(args: argparse.Namespace, need_inputs: bool = True):
+    """The user's module named by --module / --module-args / --input / --input-from, and the
+    example inputs (None when generated from the recipe's shapes)."""
+    from .user_model import InputSpec, ModuleRecipe, inputs_from_npz, parse_module_args
+
+    examples = None
+    given, given_npz = getattr(args, "input", None), getattr(args, "input_from", None)
+    if given and given_npz:
+        raise OnnxconvError("give --input or --input-from, not both")
+    if given_npz:
+        specs, examples = inputs_from_npz(given_npz)
+    elif given:
+        specs = tuple(InputSpec.parse(text) for text in given)
+    elif need_inputs:
+        raise OnnxconvError(
+            f"--module {args.module}: say what the module takes with --input 1,3,224,224 "
+            "(repeatable) or --input-from inputs.npz"
+        )
+    else:
+        specs = ()
+    recipe = ModuleRecipe(args.module, parse_module_args(args.module_args), specs)
+    return recipe, examples
+
+
+def attach_cli_module(args: argparse.Namespace, subject: Any) -> None:
+    """--module: the user's module speaks for ``subject`` (validate, tune)."""
+    from . import validate
+
+    recipe, _ = recipe_from_args(args, need_inputs=False)
+    module, notes = recipe.build()
+    validate.attach_module(subject, module, recipe.path, recipe.to_dict())
+    subject.notes += notes
+
+
+def export_user_module(args: argparse.Namespace) -> int:
+    from .export import ExportOptions
+    from .export_module import describe, export_recipe
+
+    if args.config or args.shuffle_rank is not None:
+        raise OnnxconvError("--config and --shuffle-rank are for zoo variants, not --module")
+    recipe, examples = recipe_from_args(args)
+    options = ExportOptions(
+        opset=args.opset,
+        exporter=args.exporter,
+        dynamic_batch=args.dynamic_batch,
+        dynamic_hw=args.dynamic_hw,
+        verbose=args.verbose,
+    )
+    result = export_recipe(recipe, args.out, args.name, options, examples)
+    entry = result.entry
+    for note in entry["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(
+        f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
+        f"params {human(entry['params'])}  MACs {human(entry['macs'])}  {describe(entry)}"
+    )
+    return 0
+
+
+def module_arguments(p: argparse.ArgumentParser, inputs: bool) -> None:
+    """--module and --module-args (and, for export, --input / --input-from)."""
+    p.add_argument(
+        "--module-args",
+        metavar="KEY=VALUE,...",
+        help="keyword arguments for the --module factory (Python literals, e.g. num_classes=10)",
+    )
+    if inputs:
+        p.add_argument(
+            "--input",
+            action="append",
+            metavar="SHAPE[:DTYPE]",
+            help="an input of the --module, e.g. 1,3,224,224 (repeatable; dtype float32 "
+            "unless given: float16, float64, int64, int32, bool)",
+        )
+        p.add_argument("--input-from", metavar="NPZ", help="the --module's inputs, from a .npz")
 
 
 def _is_committed(out: str) -> bool:
@@ -360,7 +456,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         validate.check_graphs_dir(Path(args.graphs))
-    targets = args.targets or [p.name for p in graph_folders(args.graphs)]
+    targets = [str(p) for t in args.targets for p in (export_folder_graphs(t) or [t])] or [
+        str(p) for p in graph_folders(args.graphs)
+    ]
     if not targets:
         raise OnnxconvError(
             f"{args.graphs}: no graphs to validate (run: onnxconv export "
@@ -394,6 +492,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.max_input_gb <= 0:
         raise OnnxconvError(f"--max-input-gb must be positive, got {args.max_input_gb}")
     subjects = [validate.load_subject(t, args.graphs) for t in targets]
+    if args.module:
+        if len(subjects) != 1:
+            raise OnnxconvError("--module speaks for one graph: name exactly one TARGET")
+        attach_cli_module(args, subjects[0])
     report = validate.validate(
         subjects,
         eps,
@@ -534,11 +636,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.baseline:  # checked before anything is timed
         baseline = bench_report.load_report(args.baseline)
         bench_compare.check_max_slowdown(args.max_slowdown)
-    items = args.targets or [
+    items = [str(p) for t in args.targets for p in (export_folder_graphs(t) or [t])] or [
         p.name
         for p in sorted(Path(args.graphs).glob("*"))
         if (p / "model.onnx").exists() and p.name in variants.REGISTRY
     ]
+    module = recipe_from_args(args, need_inputs=False)[0].to_dict() if args.module else None
     if not items:
         raise OnnxconvError(f"{args.graphs}: nothing to bench (name variants or .onnx files)")
     show: Callable[[int, int, str], None] | None = None
@@ -584,6 +687,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "cudnn_conv_algo_search": args.cudnn_conv_algo_search,
             "use_tf32": "1" if args.tf32 else "0",
         },
+        module=module,
     )
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
     headers, rows = bench_report.summary_rows(report)
@@ -645,6 +749,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.ep != "cpu" and (reason := runtime.ep_unavailable_reason(args.ep)) is not None:
         raise CheckFailed(f"{args.ep} EP unavailable: {reason}")
     subject = validate.load_subject(args.target, args.graphs)
+    if args.module:
+        attach_cli_module(args, subject)
     if not subject.model_path.is_file() and not args.out:
         raise OnnxconvError(
             f"{args.target}: exported now, so there is nothing to write beside; name --out DIR"
@@ -794,6 +900,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the variants committed under graphs/ (no whole networks)",
     )
+    which.add_argument(
+        "--module",
+        metavar="PKG.MOD:FACTORY",
+        help="your own model: a class or a function returning an nn.Module, by import path "
+        "(imported, so its code runs), e.g. torchvision.models:shufflenet_v2_x1_0",
+    )
+    module_arguments(p, inputs=True)
+    p.add_argument("--name", help="graph folder name for --module (default: the factory's name)")
     p.add_argument("--out", default="graphs", help="output folder (default: graphs)")
     p.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
@@ -833,6 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="variant name, test-data folder or .onnx file (default: all in --graphs)",
     )
     p.add_argument("--graphs", default="graphs", help="where variant graphs live")
+    p.add_argument(
+        "--module",
+        metavar="PKG.MOD:FACTORY",
+        help="the PyTorch module the one TARGET graph should compute (imported, so its code "
+        "runs): adds the PyTorch opinion to a bare .onnx or a folder without a manifest",
+    )
+    module_arguments(p, inputs=False)
     p.add_argument(
         "--ep",
         action="append",
@@ -909,6 +1030,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("bench", help="time ONNX Runtime against PyTorch, side by side")
+    p.add_argument(
+        "--module",
+        metavar="PKG.MOD:FACTORY",
+        help="the PyTorch module of the one .onnx TARGET, timed beside it (imported, so its "
+        "code runs); graphs exported with --module bring their own",
+    )
+    module_arguments(p, inputs=False)
     p.add_argument(
         "targets",
         nargs="*",
@@ -1046,6 +1174,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="TARGET", help="variant name, test-data folder or .onnx file")
     p.add_argument("--graphs", default="graphs", help="where variant graphs live")
+    p.add_argument(
+        "--module",
+        metavar="PKG.MOD:FACTORY",
+        help="the PyTorch module TARGET should compute (imported, so its code runs): it decides "
+        "the proofs and is timed beside",
+    )
+    module_arguments(p, inputs=False)
     p.add_argument("--ep", default="cpu", help="execution provider: cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=1, help="threads for ORT and PyTorch (default 1)")
     p.add_argument(

@@ -23,17 +23,19 @@ export into that folder, so the manifest describes exactly the graph folders on 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -125,7 +127,8 @@ def dynamic_axes(options: ExportOptions) -> dict[int, str]:
 
 @contextlib.contextmanager
 def quiet(verbose: bool):
-    """Keep the exporters' progress prints, warnings and log lines off the terminal."""
+    """Keep the exporters' progress prints, warnings and log lines off the terminal, those that
+    torch's C++ side writes straight to file descriptors 1 and 2 included."""
     if verbose:
         yield
         return
@@ -139,6 +142,7 @@ def quiet(verbose: bool):
             warnings.catch_warnings(),
             contextlib.redirect_stdout(sink),
             contextlib.redirect_stderr(sink),
+            _descriptors_silenced(),
         ):
             warnings.simplefilter("ignore")
             yield
@@ -147,42 +151,101 @@ def quiet(verbose: bool):
             logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _descriptors_silenced():
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def io_names(prefix: str, count: int) -> list[str]:
+    """``["input"]`` for one tensor, ``["input_0", "input_1", ...]`` for several."""
+    return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
+
+
+def input_axes(options: ExportOptions, ranks: Sequence[int]) -> list[dict[int, str]]:
+    """Per input of the given ranks, the axes the options make dynamic: the batch (axis 0) of
+    every input, height and width (axes 2, 3) of the rank-4 ones."""
+    axes = []
+    for rank in ranks:
+        named = dynamic_axes(options) if rank == 4 else {}
+        if rank != 4 and options.dynamic_batch and rank >= 1:
+            named = {0: "batch"}
+        axes.append(named)
+    return axes
+
+
 def to_onnx(
-    module: torch.nn.Module, example: torch.Tensor, axes: dict[int, str], options: ExportOptions
+    module: torch.nn.Module,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
+    axes: dict[int, str] | list[dict[int, str]],
+    options: ExportOptions,
+    output_count: int = 1,
 ) -> onnx.ModelProto:
-    """One module -> one self-contained ModelProto with input ``input`` and output ``output``."""
+    """One module -> one self-contained ModelProto. Inputs are named ``input`` (or ``input_0``,
+    ``input_1``, ...), outputs ``output`` (or ``output_0``, ...); ``axes`` holds the dynamic axes
+    of each input (one dict applies to every input)."""
+    examples = example if isinstance(example, tuple) else (example,)
+    per_input = axes if isinstance(axes, list) else [axes] * len(examples)
+    in_names, out_names = io_names("input", len(examples)), io_names("output", output_count)
     with tempfile.TemporaryDirectory(prefix="onnxconv-export-") as tmp:
         path = os.path.join(tmp, "model.onnx")
         with quiet(options.verbose), torch.no_grad():
             if options.exporter == "dynamo":
                 shapes = None
-                if axes:
-                    shapes = ({i: torch.export.Dim(name, min=1) for i, name in axes.items()},)
+                if any(per_input):
+                    dims = {n: torch.export.Dim(n, min=1) for a in per_input for n in a.values()}
+                    shapes = tuple({i: dims[n] for i, n in a.items()} or None for a in per_input)
                 torch.onnx.export(
                     module,
-                    (example,),
+                    examples,
                     path,
                     dynamo=True,
                     external_data=False,
                     opset_version=options.opset,
-                    input_names=["input"],
-                    output_names=["output"],
+                    input_names=in_names,
+                    output_names=out_names,
                     dynamic_shapes=shapes,
                 )
             else:
-                dyn = {"input": dict(axes), "output": {0: "batch"} if 0 in axes else {}}
+                batch = {0: "batch"} if any(0 in a for a in per_input) else {}
+                dyn = {n: dict(a) for n, a in zip(in_names, per_input)}
+                dyn.update({n: dict(batch) for n in out_names})
                 torch.onnx.export(
                     module,
-                    (example,),
+                    examples,
                     path,
                     dynamo=False,
                     opset_version=options.opset,
-                    input_names=["input"],
-                    output_names=["output"],
-                    dynamic_axes=dyn if axes else None,
+                    input_names=in_names,
+                    output_names=out_names,
+                    dynamic_axes=dyn if any(per_input) else None,
                     do_constant_folding=True,
                 )
         return strip_stack_traces(onnx.load(path))
+
+
+def exporter_failure(label: str, exporter: str, error: BaseException) -> CheckFailed:
+    """One line from an exporter's long message: the line that names the operator when there is
+    one (``aten::...``, ``aten.``, "Unsupported ..."), its first line otherwise."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    keys = ("aten::", "aten.", "torch.ops.", "Unsupported", "not supported")
+    said = next((line for line in lines if any(key in line for key in keys)), None)
+    return CheckFailed(
+        f"{label}: the {exporter} exporter failed: {one_line(said or error)}"
+        + ("" if said else " (--verbose shows the exporter's own output)")
+    )
 
 
 #: Node metadata the dynamo exporter fills with absolute source paths and line numbers: it would
@@ -212,32 +275,44 @@ def check_export(
     expected: np.ndarray,
 ) -> None:
     """Raise CheckFailed naming the variant and the check that failed."""
-    import onnxruntime as ort
+    check_valid(model, spec.name)
+    if spec.structure_kind:
+        graph_checks.assert_structure(
+            model, spec.structure_kind, spec.structure(config), source=spec.name
+        )
+    check_reproduces(model, spec.name, {"input": example}, [expected])
 
-    name = spec.name
+
+def check_valid(model: onnx.ModelProto, label: str) -> None:
+    """``onnx.checker`` (full check) and strict shape inference, or CheckFailed."""
     try:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        raise CheckFailed(f"{name}: exported graph is not valid ONNX: {one_line(error)}") from None
-    if spec.structure_kind:
-        graph_checks.assert_structure(
-            model, spec.structure_kind, spec.structure(config), source=name
-        )
+        raise CheckFailed(f"{label}: exported graph is not valid ONNX: {one_line(error)}") from None
+
+
+def check_reproduces(
+    model: onnx.ModelProto, label: str, feeds: dict[str, np.ndarray], expected: list[np.ndarray]
+) -> None:
+    """ONNX Runtime (CPU) must give PyTorch's outputs, in order, or CheckFailed."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
-    (actual,) = session.run(["output"], {"input": example})
-    if actual.shape != expected.shape or not np.allclose(
-        actual, expected, REPRODUCE_ATOL, REPRODUCE_RTOL
-    ):
-        worst = np.abs(actual - expected).max() if actual.shape == expected.shape else "shape"
-        raise CheckFailed(
-            f"{name}: ONNX Runtime does not reproduce PyTorch's output "
-            f"(max abs error {worst}, atol {REPRODUCE_ATOL}, rtol {REPRODUCE_RTOL})"
-        )
+    outputs = session.run(None, feeds)
+    for name, actual, want in zip((o.name for o in model.graph.output), outputs, expected):
+        if actual.shape != want.shape or not np.allclose(
+            actual, want, REPRODUCE_ATOL, REPRODUCE_RTOL
+        ):
+            worst = np.abs(actual - want).max() if actual.shape == want.shape else "shape"
+            raise CheckFailed(
+                f"{label}: ONNX Runtime does not reproduce PyTorch's output {name!r} "
+                f"(max abs error {worst}, atol {REPRODUCE_ATOL}, rtol {REPRODUCE_RTOL})"
+            )
 
 
 def symbolic_dims(info: onnx.ValueInfoProto) -> dict[str, str]:
@@ -301,9 +376,7 @@ def export_to_folder(
     try:
         model = to_onnx(module, example, axes, options)
     except Exception as error:  # the exporters raise many types; the user needs one line
-        raise CheckFailed(
-            f"{spec.name}: the {options.exporter} exporter failed: {one_line(error)}"
-        ) from None
+        raise exporter_failure(spec.name, options.exporter, error) from None
     check_export(model, spec, config, example.numpy(), expected)
     model_bytes = model.SerializeToString()
     data = folder / "test_data_set_0"
@@ -369,9 +442,24 @@ def export_variants(
         )
     for spec, config in zip(specs, configs):
         spec.build(config)  # impossible configs fail here, before anything is written
+    jobs = [
+        (spec.name, functools.partial(export_to_folder, spec, config, options))
+        for spec, config in zip(specs, configs)
+    ]
+    return export_all_or_nothing(out_dir, jobs, progress)
+
+
+def export_all_or_nothing(
+    out_dir: str | os.PathLike,
+    jobs: list[tuple[str, Callable[[Path], dict[str, Any]]]],
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[ExportResult]:
+    """Run each ``(name, write)`` job into a staged folder, then swap them all in and update the
+    manifest (:func:`commit`); a job that raises leaves ``out_dir`` as it was."""
     out = Path(out_dir)
     if out.is_dir():
         read_manifest(out)  # an unreadable manifest stops the export before any work
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = staging_dir(out)
@@ -379,16 +467,21 @@ def export_variants(
         raise UserInputError(f"{out}: cannot write there ({error.strerror})") from None
     results = []
     try:
-        for i, (spec, config) in enumerate(zip(specs, configs)):
+        for i, (name, write) in enumerate(jobs):
             if progress:
-                progress(spec.name, i, len(specs))
-            entry = export_to_folder(spec, config, options, staging / spec.name)
-            results.append(ExportResult(spec.name, out / spec.name, entry))
+                progress(name, i, len(jobs))
+            entry = write(staging / name)
+            results.append(ExportResult(name, out / name, entry))
+    except BaseException:  # leave ``out`` as it was: absent, if this call made it
+        gone = created and not (out / MANIFEST).exists()  # (no other export committed there)
+        shutil.rmtree(out if gone else staging, ignore_errors=True)
+        raise
+    try:
         commit(out, staging, results)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if progress:
-        progress("", len(specs), len(specs))
+        progress("", len(jobs), len(jobs))
     return results
 
 

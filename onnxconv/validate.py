@@ -61,6 +61,12 @@ class Subject:
     entry: dict[str, Any] | None = None
     #: What the report must say about the subject itself (e.g. a graph changed since export).
     notes: list[str] = field(default_factory=list)
+    #: The user's PyTorch module that speaks for the graph (not a zoo variant), and where it
+    #: came from (an import path, or "a module in memory").
+    module: Any = None
+    module_source: str = ""
+    #: How a worker process can rebuild ``module`` (``ModuleRecipe.to_dict()``), if it can.
+    recipe: dict[str, Any] | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -201,7 +207,8 @@ def export_subject(name: str, graphs_dir: Path) -> Subject:
 
 
 def attach_variant(subject: Subject, manifest_path: Path) -> None:
-    """If the folder's manifest names a zoo variant, PyTorch is the source that decides.
+    """If the folder's manifest names a zoo variant, PyTorch is the source that decides; if it
+    names the user's module (``onnxconv export --module``), that module is rebuilt and decides.
 
     A model whose sha256 no longer matches the manifest was changed after export: PyTorch still
     decides (the manifest says what the graph should compute), and the subject notes the change.
@@ -216,16 +223,48 @@ def attach_variant(subject: Subject, manifest_path: Path) -> None:
         entry = manifest["graphs"][subject.label]
     except (KeyError, TypeError):  # someone else's manifest.json, or a graph it does not list
         return
-    if entry.get("variant") not in variants.REGISTRY:
+    if entry.get("variant") in variants.REGISTRY:
+        subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
+        decider = entry["variant"]
+    elif isinstance(entry, dict) and entry.get("module"):
+        if not attach_recipe(subject, entry, manifest_path):
+            return
+        decider = entry["module"]["path"]
+    else:
         return
-    subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
     import hashlib
 
     if entry.get("sha256") != hashlib.sha256(subject.model_path.read_bytes()).hexdigest():
         subject.notes.append(
             f"{subject.model_path} differs from the sha256 in {manifest_path}: "
-            f"changed since export; PyTorch ({entry['variant']}) still decides"
+            f"changed since export; PyTorch ({decider}) still decides"
         )
+
+
+def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) -> bool:
+    """Rebuild the user's module that the manifest names; it speaks for the graph only when its
+    weights are those that were exported (same fingerprint). Returns whether it was attached."""
+    from .user_model import ModuleRecipe, weights_fingerprint
+
+    recipe = ModuleRecipe.from_dict(entry["module"])
+    module, notes = recipe.build()
+    subject.notes += notes
+    if weights_fingerprint(module) != entry.get("weights_sha256"):
+        subject.notes.append(
+            f"{recipe.path} rebuilt now has other weights than the module exported "
+            f"(weights_sha256 in {manifest_path}): it is not this graph's source and is not used"
+        )
+        return False
+    subject.module, subject.module_source, subject.entry = module, recipe.path, entry
+    subject.recipe = recipe.to_dict()
+    return True
+
+
+def attach_module(
+    subject: Subject, module: Any, source: str, recipe: dict[str, Any] | None = None
+) -> None:
+    """The user says ``module`` is what the graph should compute (``validate --module``)."""
+    subject.module, subject.module_source, subject.recipe = module.eval(), source, recipe
 
 
 # --- cases ---------------------------------------------------------------------------------------
@@ -257,8 +296,11 @@ def dynamic_batch(model: onnx.ModelProto) -> bool:
 def spatial_sizes(subject: Subject) -> list[dict[int, int]]:
     """The export's own height and width, and, when they are dynamic, a second, different size
     (odd sizes, so stride-2 and padding paths see a shape the export never did)."""
+    shape = ((subject.entry or {}).get("inputs") or [{}])[0].get("shape", [])
     if subject.config:
         h, w = subject.config["height"], subject.config["width"]
+    elif len(shape) == 4:
+        h, w = shape[2], shape[3]
     else:
         h = w = DEFAULT_SPATIAL
     sizes = [{2: h, 3: w}]
@@ -275,18 +317,33 @@ def reference_outputs(
 
 
 def torch_module(subject: Subject):
-    """The variant's module with the weights the graph was exported with (the manifest's seed)."""
+    """The PyTorch module that speaks for the graph, or None: the user's module, or the
+    variant's module with the weights the graph was exported with (the manifest's seed)."""
+    if subject.module is not None:
+        return subject.module
+    if not subject.variant:
+        return None
     seed = (subject.entry or {}).get("seed", 0)
     return variants.get(subject.variant).build(subject.config, seed=seed)
 
 
 def torch_outputs(subject: Subject, module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """PyTorch's outputs for ``feeds``: inputs in the graph's order, outputs by the graph's
+    output names in order."""
     import torch
 
-    (name,) = feeds
+    from .user_model import flatten_outputs
+
+    tensors = [torch.from_numpy(np.array(feeds[name])) for name in subject.input_names]
     with torch.no_grad():
-        out = module(torch.from_numpy(np.array(feeds[name])))
-    return {subject.model.graph.output[0].name: out.numpy()}
+        outputs = flatten_outputs(module(*tensors))
+    names = [o.name for o in subject.model.graph.output]
+    if len(outputs) != len(names):
+        raise UserInputError(
+            f"{subject.model_path}: the PyTorch module returns {len(outputs)} outputs, "
+            f"the graph {len(names)}"
+        )
+    return {name: out.detach().numpy() for name, out in zip(names, outputs)}
 
 
 def check_feeds(subject: Subject, feeds: dict[str, np.ndarray], source: str) -> None:
@@ -361,7 +418,7 @@ def make_cases(
                 ),
             )
         )
-    module = torch_module(subject) if subject.variant else None
+    module = torch_module(subject)
     cases = [make_case(subject, s.label, s.inputs, s.outputs, module) for s in subject.test_sets]
     if extra_inputs is not None:
         cases.append(make_case(subject, "inputs", extra_inputs, None, module))
@@ -422,22 +479,23 @@ class Cell:
 
 
 def fresh_export(subject: Subject) -> onnx.ModelProto:
-    """The variant exported again from PyTorch with the manifest's settings: the exporters are
+    """The source module exported again with the manifest's settings: the exporters are
     deterministic, so its tensor names match the subject's and intermediates can be paired."""
-    from .export import ExportOptions, dynamic_axes, to_onnx
+    import torch
+
+    from .export import ExportOptions, to_onnx
 
     entry = subject.entry or {}
-    spec = variants.get(subject.variant)
-    axes = {int(i) for i in entry["inputs"][0]["dynamic_axes"]}
     options = ExportOptions(
-        opset=entry["opset"],
-        exporter=entry["exporter"],
-        seed=entry.get("seed", 0),
-        dynamic_batch=0 in axes,
-        dynamic_hw=2 in axes,
+        opset=entry["opset"], exporter=entry["exporter"], seed=entry.get("seed", 0)
     )
-    module = spec.build(subject.config, seed=options.seed)
-    return to_onnx(module, spec.example_input(subject.config), dynamic_axes(options), options)
+    axes = [{int(i): n for i, n in x["dynamic_axes"].items()} for x in entry["inputs"]]
+    examples = tuple(
+        torch.zeros(x["shape"], dtype=getattr(torch, x.get("dtype", "float32")))
+        for x in entry["inputs"]
+    )
+    module = torch_module(subject)
+    return to_onnx(module, examples, axes, options, output_count=len(entry["outputs"]))
 
 
 def localise(
@@ -451,7 +509,9 @@ def localise(
     fault shows at the first node computed differently). An export defect with only stored
     outputs as its source has nothing to pair intermediates with: ``None``.
     """
-    against_export = kind == "export" and bool(subject.variant and subject.entry)
+    against_export = kind == "export" and bool(
+        (subject.variant or subject.module is not None) and subject.entry
+    )
     if kind == "export" and not against_export:
         return None
     try:
@@ -464,7 +524,11 @@ def localise(
     if divergence is None:
         return None
     info = divergence.to_dict()
-    info["against"] = f"fresh export of {subject.variant}" if against_export else REFERENCE
+    info["against"] = (
+        f"fresh export of {subject.variant or subject.module_source}"
+        if against_export
+        else REFERENCE
+    )
     return info
 
 
@@ -667,6 +731,7 @@ def validate(
                 "label": subject.label,
                 "model": str(subject.model_path),
                 "variant": subject.variant,
+                "module": subject.module_source or None,
                 "config": subject.config,
                 "cases": [c.label for c in cases],
                 "notes": subject.notes,

@@ -51,6 +51,7 @@ from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..graph import graph_cost
 from ..graph.index import load_model
+from ..user_model import torch_job
 from .pressure import cpu_pressure_since, cpu_stall
 from .report import BenchReport, measurement_notes
 from .stats import median_or_none, paired_ratios, summarize
@@ -166,6 +167,13 @@ class Source:
     variant: str | None = None
     path: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: The recipe of the user's module that the graph came from (its manifest entry, or
+    #: ``bench --module``): PyTorch is timed beside it.
+    module: dict[str, Any] | None = None
+
+    @property
+    def has_torch(self) -> bool:
+        return self.kind == "variant" or self.module is not None
 
 
 def resolve_sources(
@@ -206,7 +214,9 @@ def resolve_sources(
             raise UserInputError(f"{path}: no such file")
         load_model(path)  # fails early, with one line, on anything that is not ONNX
         label = path.parent.name if path.name == "model.onnx" else path.stem
-        sources.append(Source(label=label, kind="onnx", path=path.resolve()))
+        sources.append(
+            Source(label=label, kind="onnx", path=path.resolve(), module=recipe_of(path))
+        )
     common = dict(overrides or {})
     per_variant = {k: dict(v) for k, v in (variant_overrides or {}).items()}
     names = [s.variant for s in sources if s.kind == "variant"]
@@ -234,6 +244,18 @@ def resolve_sources(
     if "batch" in common:
         raise UserInputError("set batch sizes with batches, not in the config overrides")
     return sources
+
+
+def recipe_of(model_path: Path) -> dict[str, Any] | None:
+    """The user-module recipe that the export folder's manifest records for this graph."""
+    manifest = model_path.parent.parent / "manifest.json"
+    if model_path.name != "model.onnx" or not manifest.is_file():
+        return None
+    try:
+        entry = json.loads(manifest.read_text())["graphs"][model_path.parent.name]
+        return dict(entry["module"]) if entry.get("module") else None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,6 +652,7 @@ def run_bench(
     torch_malloc_env: Mapping[str, str] | None = None,
     timeout_s: float = 600.0,
     work_dir: str | os.PathLike | None = None,
+    module: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> BenchReport:
     """Bench ``items`` (variant names, ``.onnx`` paths or test-data folders) on ORT and PyTorch.
@@ -672,6 +695,10 @@ def run_bench(
         settings = BenchSettings(**{**settings.__dict__, "eps": default_eps()})
     settings.validate()
     sources = resolve_sources(items, overrides, variant_overrides)
+    if module is not None:  # the user's module (a recipe) speaks for the one graph benched
+        if len(sources) != 1 or sources[0].kind != "onnx":
+            raise UserInputError("a module goes with exactly one .onnx file or graph folder")
+        sources[0].module = dict(module)
     if any(s.kind == "variant" for s in sources):
         from ..export import ExportOptions
 
@@ -723,7 +750,7 @@ class _Harness:
             settings.rounds + settings.profile + settings.per_node
         )
         per_variant = settings.rounds * len(self.torch_backends) * len(self.devices)
-        n_variants = sum(1 for s in sources if s.kind == "variant")
+        n_variants = sum(1 for s in sources if s.has_torch)
         self.total = (2 if settings.roofs else 1) + len(settings.batches) * (
             len(sources) * per_source + n_variants * per_variant
         )
@@ -841,7 +868,7 @@ class _Harness:
             for ep, level in self.ort_targets
         }
         torch_cells = {}
-        if source.kind == "variant":
+        if source.has_torch:
             torch_cells = {
                 (backend, device): _cell_base(prep, backend, device, s, device=device)
                 for device in self.devices
@@ -889,6 +916,9 @@ class _Harness:
                         "config": prep.config,
                         "seed": s.seed,
                         "input": inputs[next(iter(inputs))],
+                        **(
+                            torch_job(source.module, list(inputs.values())) if source.module else {}
+                        ),
                         "device": device,
                         "compile": backend == "torch_compile",
                         "tf32": s.cuda_options.get("use_tf32") == "1",

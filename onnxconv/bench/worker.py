@@ -244,8 +244,26 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
 # PyTorch
 
 
-def run_torch(job: dict[str, Any]) -> dict[str, Any]:
+def _torch_subject(job: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """The module to time and its inputs: a zoo variant (``variant``, ``config``, ``seed``,
+    ``input``) or the user's module (``module``: a recipe, ``inputs``: .npy paths in order)."""
     import numpy as np
+    import torch
+
+    if job.get("module"):
+        from onnxconv.user_model import ModuleRecipe, adopt_import_path
+
+        adopt_import_path(job.get("sys_path", []))
+        module, _ = ModuleRecipe.from_dict(job["module"]).build()
+        return module, [torch.from_numpy(np.load(path)) for path in job["inputs"]]
+    from onnxconv import variants
+
+    spec = variants.get(job["variant"])
+    module = spec.build(job["config"], seed=int(job.get("seed", 0)))
+    return module, [torch.from_numpy(np.load(job["input"]))]
+
+
+def run_torch(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     threads = int(job["threads"])
@@ -254,11 +272,7 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set (interop pool started): recorded below
         pass
-    from onnxconv import variants
-
-    spec = variants.get(job["variant"])
-    module = spec.build(job["config"], seed=int(job.get("seed", 0)))
-    x = torch.from_numpy(np.load(job["input"]))
+    module, xs = _torch_subject(job)
     device = job.get("device", "cpu")
     sync = None
     if device == "cuda":
@@ -271,7 +285,7 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = True
-        module, x = module.cuda(), x.cuda()
+        module, xs = module.cuda(), [x.cuda() for x in xs]
         sync = torch.cuda.synchronize
     result: dict[str, Any] = {
         "ok": True,
@@ -295,7 +309,7 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
             try:
                 compiled = torch.compile(module)
                 t0 = time.perf_counter()
-                compiled(x)
+                compiled(*xs)
                 if sync is not None:
                     sync()
                 result["compile_s"] = time.perf_counter() - t0
@@ -306,8 +320,8 @@ def run_torch(job: dict[str, Any]) -> dict[str, Any]:
                     "status": "error",
                     "error": "torch.compile failed: " + _one_line(error),
                 }
-        result.update(time_calls(lambda: fn(x), sync=sync, **_timing_args(job)))
-        out = fn(x)
+        result.update(time_calls(lambda: fn(*xs), sync=sync, **_timing_args(job)))
+        out = fn(*xs)
         outs = out if isinstance(out, (tuple, list)) else [out]
         result["outputs"] = _describe([o.detach().cpu().numpy() for o in outs])
     return result

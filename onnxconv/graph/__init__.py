@@ -4,7 +4,7 @@ alone (parameters, multiply-adds per node), and the checks that judge a graph (l
 structure a family promises).
 
     index.py       load_model, GraphIndex
-    inspection.py  find_convs, find_channel_shuffles, inspect_model
+    inspection.py  find_convs, find_channel_shuffles, inspect_model, structure_summary
     cost.py        graph_cost, node_macs, cost_breakdown
     checks.py      lint_model, check_structure, assert_structure
 """
@@ -22,6 +22,7 @@ from .inspection import (
     find_convs,
     find_flattened_pairs,
     inspect_model,
+    structure_summary,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "inspect_model",
     "load_model",
     "node_macs",
+    "structure_summary",
 ]

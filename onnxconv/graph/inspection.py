@@ -347,3 +347,20 @@ def inspect_model(model: onnx.ModelProto) -> GraphReport:
         flattened_pairs=find_flattened_pairs(convs),
         shuffles=find_channel_shuffles(ix),
     )
+
+
+def structure_summary(model_or_index: onnx.ModelProto | GraphIndex) -> dict[str, Any]:
+    """What ``inspect`` finds, in brief: Convs per kind, the groups of the grouped ones, the
+    flattened pairs, and the channel shuffles with their groups (what a user model's export
+    records instead of a family's expectations)."""
+    ix = as_index(model_or_index)
+    convs = find_convs(ix)
+    shuffles = find_channel_shuffles(ix)
+    return {
+        "convs": dict(sorted(Counter(c.kind for c in convs).items())),
+        "grouped_groups": sorted({c.group for c in convs if c.kind == "grouped"}),
+        "flattened_pairs": len(find_flattened_pairs(convs)),
+        "shuffles": len(shuffles),
+        "shuffle_groups": sorted({s.groups for s in shuffles if s.groups is not None}),
+        "exact_shuffles": sum(s.exact for s in shuffles),
+    }

@@ -117,9 +117,10 @@ class Prover:
         # Without PyTorch, generated inputs would have no source: the original's outputs on the
         # reference evaluator become one (stored test sets of the original still decide theirs).
         self.test_sets = list(original.test_sets)
-        if not original.variant:
+        has_torch = bool(original.variant) or original.module is not None
+        if not has_torch:
             self.test_sets += _source_test_sets(original, max_input_bytes)
-        self.seeds = SEEDS if original.variant else ()
+        self.seeds = SEEDS if has_torch else ()
         self.distributions = DISTRIBUTIONS
         self._cases: dict[str, list[validate.Case]] = {}
         self._original_cpu: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
@@ -128,9 +129,11 @@ class Prover:
         """What decides, in the report's words."""
         o = self.original
         said = [f"torch: PyTorch module of variant {o.variant}"] if o.variant else []
+        if o.module is not None:
+            said.append(f"torch: PyTorch module {o.module_source}")
         if o.test_sets:
             said.append(f"stored: {len(o.test_sets)} stored test set(s) of the original")
-        if not o.variant:
+        if not self.seeds:
             said.append(
                 "stored: the original graph's outputs on the reference evaluator, "
                 f"seeds {list(SEEDS)} x {list(DISTRIBUTIONS)}"
@@ -147,6 +150,9 @@ class Prover:
             variant=o.variant,
             config=o.config,
             entry=o.entry,
+            module=o.module,
+            module_source=o.module_source,
+            recipe=o.recipe,
         )
 
     def cases(self, label: str, model: onnx.ModelProto) -> list[validate.Case]:

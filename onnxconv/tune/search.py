@@ -36,6 +36,7 @@ from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.graph import graph_cost
 from onnxconv.machine import machine_info, versions
 
+from ..user_model import torch_job
 from . import settings as settings_module
 from .candidates import FORMULATIONS, ORIGINAL, Candidate, TuneReport
 from .proof import Prover
@@ -124,6 +125,8 @@ class _Search:
 
     def _torch_job(self) -> dict[str, Any] | None:
         s = self.subject
+        if s.recipe is not None:
+            return torch_job(s.recipe, [str(p) for p in self.inputs.values()])
         if not s.variant:
             return None
         return {

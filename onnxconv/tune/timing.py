@@ -172,8 +172,9 @@ def time_rounds(
     torch_job: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Timing], Timing | None]:
-    """Time ``jobs`` (the default first) and PyTorch (``torch_job``: variant, config, seed,
-    input) for ``method.rounds`` rounds; ``({key: Timing}, torch Timing or None)``."""
+    """Time ``jobs`` (the default first) and PyTorch (``torch_job``: variant, config, seed and
+    input, or the user's module recipe and inputs; see the bench worker) for ``method.rounds``
+    rounds; ``({key: Timing}, torch Timing or None)``."""
     env = worker_env(method.threads)
     torch_env = worker_env(method.threads, TORCH_MALLOC_ENV)
     timings = {job.key: Timing() for job in jobs}

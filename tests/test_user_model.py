@@ -1,0 +1,194 @@
+"""Your own model: ``--module`` through export, validate, bench and tune, and the Python API.
+
+The modules are in tests/user_modules.py, imported by path the way a user's code is."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+import onnxconv
+from onnxconv import mutations
+from onnxconv.cli import main
+from onnxconv.errors import UserInputError
+from onnxconv.user_model import InputSpec, ModuleRecipe, parse_module_args
+
+TWO = "user_modules:TwoInputs"
+TWO_INPUTS = ["--input", "1,8,8,8", "--input", "1,4,8,8"]
+FP32_ALL = ["--quiet", "--opt-level", "all", "--precision", "fp32"]
+
+
+def export_two(out: Path, *extra: str) -> Path:
+    assert main(["export", "--module", TWO, *TWO_INPUTS, "--out", str(out), "--quiet", *extra]) == 0
+    return out / "TwoInputs"
+
+
+def test_input_shapes_and_module_args_parse():
+    assert InputSpec.parse("1,3,224,224") == InputSpec((1, 3, 224, 224), "float32")
+    assert InputSpec.parse("2,16:int64") == InputSpec((2, 16), "int64")
+    assert parse_module_args("num_classes=10,aux_logits=False,mode=fast") == {
+        "num_classes": 10,
+        "aux_logits": False,
+        "mode": "fast",
+    }
+    for bad in ("1,3,x", "0,3", "1,3:complex64"):
+        with pytest.raises(UserInputError, match="--input"):
+            InputSpec.parse(bad)
+    with pytest.raises(UserInputError, match="key=value"):
+        parse_module_args("10")
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_export_writes_test_data_and_a_manifest_that_can_rebuild_the_module(tmp_path, exporter):
+    folder = export_two(tmp_path, "--exporter", exporter, "--opset", "18", "--dynamic-batch")
+    data = folder / "test_data_set_0"
+    assert sorted(p.name for p in data.iterdir()) == [
+        "input_0.pb",
+        "input_1.pb",
+        "output_0.pb",
+        "output_1.pb",
+    ]
+    entry = json.loads((tmp_path / "manifest.json").read_text())["graphs"]["TwoInputs"]
+    assert entry["module"] == {
+        "path": TWO,
+        "args": {},
+        "inputs": [
+            {"shape": [1, 8, 8, 8], "dtype": "float32"},
+            {"shape": [1, 4, 8, 8], "dtype": "float32"},
+        ],
+        "seed": 0,
+    }
+    assert [i["dynamic_axes"] for i in entry["inputs"]] == [{"0": "batch"}, {"0": "batch"}]
+    assert entry["structure"]["convs"] == {"depthwise": 1, "pointwise": 2}
+    model = onnx.load(folder / "model.onnx")
+    assert [i.name for i in model.graph.input] == ["input_0", "input_1"]
+    assert [o.name for o in model.graph.output] == ["output_0", "output_1"]
+    # the recipe rebuilds the very weights that were exported
+    module, _ = ModuleRecipe.from_dict(entry["module"]).build()
+    from onnxconv.user_model import weights_fingerprint
+
+    assert weights_fingerprint(module) == entry["weights_sha256"]
+
+
+def test_validate_an_export_folder_judges_by_the_rebuilt_module(tmp_path, capsys):
+    export_two(tmp_path, "--dynamic-batch")
+    report = tmp_path / "v.json"
+    assert main(["validate", str(tmp_path), *FP32_ALL, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    (subject,) = data["subjects"]
+    assert subject["module"] == TWO
+    assert "torch" in subject["opinions"]
+    assert any("batch2" in case for case in subject["cases"])  # the dynamic batch was used
+    assert all(c["deciders"][0] == "torch" for c in data["cells"])
+
+
+def test_a_planted_defect_in_a_user_graph_fails_as_an_export_defect(tmp_path, capsys):
+    folder = export_two(tmp_path)
+    mutant = mutations.weight_sign_flip(onnx.load(folder / "model.onnx"))
+    onnx.save(mutant.model, folder / "model.onnx")
+    report = tmp_path / "v.json"
+    assert main(["validate", str(folder), *FP32_ALL, "--json", str(report)]) == 1
+    (cell,) = json.loads(report.read_text())["cells"]
+    assert cell["status"] == "fail" and cell["kind"] == "export"
+    assert "changed since export; PyTorch (user_modules:TwoInputs) still decides" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_rebuilt_module_with_other_weights_never_speaks_for_the_graph(tmp_path, capsys):
+    export_two(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["graphs"]["TwoInputs"]["module"]["seed"] = 1  # the factory now draws other weights
+    manifest.write_text(json.dumps(data))
+    report = tmp_path / "v.json"
+    assert main(["validate", str(tmp_path), *FP32_ALL, "--json", str(report)]) == 0
+    assert "other weights than the module exported" in capsys.readouterr().out
+    (subject,) = json.loads(report.read_text())["subjects"]
+    assert "torch" not in subject["opinions"]  # the stored outputs decide instead
+
+
+def test_module_beside_a_bare_onnx_adds_the_pytorch_opinion(tmp_path, capsys):
+    spec = "user_modules:shuffled"
+    args = ["--module-args", "groups=2"]
+    out = tmp_path / "out"
+    assert main(["export", "--module", spec, *args, "--input", "1,8,4,4", "--out", str(out)]) == 0
+    assert "1 channel shuffles (g=2)" in capsys.readouterr().out
+    bare = tmp_path / "shuffled.onnx"
+    shutil.copy(out / "shuffled" / "model.onnx", bare)
+    report = tmp_path / "v.json"
+    right = ["validate", str(bare), "--module", spec, *FP32_ALL, "--json", str(report)]
+    assert main([*right, *args]) == 0
+    assert "torch" in json.loads(report.read_text())["subjects"][0]["opinions"]
+    assert main([*right, "--module-args", "groups=4"]) == 1  # another module: it fails
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--module", "user_modules:not_a_module"], "returned an object of type dict, not a"),
+        (["--module", "user_modules:fails"], "the factory failed: ValueError: channels must be"),
+        (["--module", "user_modules:missing"], "user_modules has no attribute 'missing'"),
+        (["--module", "user_module_broken:x"], "cannot import user_module_broken: ImportError:"),
+        (["--module", "no_such_package.models:net"], "No module named 'no_such_package'"),
+        (["--module", "user_modules"], "expected package.module:factory"),
+        (["--module", "user_modules:Unexportable"], "aten.linalg_eig"),
+        (
+            ["--module", "user_modules:Unexportable", "--exporter", "torchscript"],
+            "aten::linalg_eigvals",
+        ),
+        (["--module", TWO, "--input", "1,8,8,8"], "rejects inputs of shape [1, 8, 8, 8]"),
+    ],
+)
+def test_bad_user_models_are_exit_2_with_one_line_and_nothing_written(
+    tmp_path, capsys, argv, message
+):
+    out = tmp_path / "out"
+    if "--input" not in argv:
+        argv = [*argv, "--input", "1,1,4,4"]
+    assert main(["export", *argv, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_validate_module_api_from_a_module_in_memory():
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 1)
+    )
+    report = onnxconv.validate_module(module, (torch.randn(1, 4, 8, 8),), eps=["cpu"])
+    assert report.summary() == {"pass": 2}
+    assert "torch" in report.subjects[0]["opinions"]
+    with torch.no_grad():
+        module[2].weight[0, 0] += 1.0  # the graph was exported before: now it disagrees
+    # a fresh call exports the changed module again: it still passes
+    assert onnxconv.validate_module(module, (torch.randn(1, 4, 8, 8),), eps=["cpu"]).summary() == {
+        "pass": 2
+    }
+
+
+def test_bench_times_pytorch_beside_a_user_graph(tmp_path):
+    from onnxconv.bench.harness import run_bench
+
+    folder = export_two(tmp_path / "graphs")
+    report = run_bench(
+        [folder],
+        eps=["cpu"],
+        opt_levels=["all"],
+        rounds=1,
+        blocks=2,
+        calls=3,
+        warmup=1,
+        warmup_s=0.0,
+        profile=False,
+        roofs=False,
+    )
+    cells = {c["backend"]: c for c in report.to_dict()["cells"]}
+    assert set(cells) == {"ort", "torch"}
+    assert cells["torch"]["status"] == "ok", cells["torch"]
+    assert report.to_dict()["pairs"]  # ORT against PyTorch, side by side
