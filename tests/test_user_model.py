@@ -192,3 +192,15 @@ def test_bench_times_pytorch_beside_a_user_graph(tmp_path):
     assert set(cells) == {"ort", "torch"}
     assert cells["torch"]["status"] == "ok", cells["torch"]
     assert report.to_dict()["pairs"]  # ORT against PyTorch, side by side
+
+
+@pytest.mark.slow
+def test_tune_proves_candidates_against_the_users_module(tmp_path):
+    folder = export_two(tmp_path / "graphs")
+    report = tmp_path / "tune.json"
+    argv = ["tune", str(folder), "--threads", "1", "--rounds", "1", "--blocks", "2"]
+    argv += ["--calls", "3", "--no-profile", "--quiet", "--out", str(tmp_path / "tuned")]
+    assert main([*argv, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    text = json.dumps(data)
+    assert "torch: PyTorch module user_modules:TwoInputs" in text
