@@ -139,7 +139,7 @@ def progress_printer(verb: str) -> Callable[[str, int, int], None]:
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     from . import variants
-    from .export import ExportOptions, export_variants
+    from .export import export_variants
 
     if args.module:
         return export_user_module(args)
@@ -154,13 +154,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = dict(parse_config(args.config))
     if args.shuffle_rank is not None:  # export_variants refuses it when no variant shuffles
         overrides["shuffle_rank"] = args.shuffle_rank
-    options = ExportOptions(
-        opset=args.opset,
-        exporter=args.exporter,
-        dynamic_batch=args.dynamic_batch,
-        dynamic_hw=args.dynamic_hw,
-        verbose=args.verbose,
-    )
+    options = export_options(args)
     results = export_variants(
         names,
         args.out,
@@ -235,20 +229,25 @@ def attach_cli_module(args: argparse.Namespace, subject: Any) -> None:
     subject.notes += notes
 
 
-def export_user_module(args: argparse.Namespace) -> int:
+def export_options(args: argparse.Namespace):
     from .export import ExportOptions
-    from .export_module import describe, export_recipe
 
-    if args.config or args.shuffle_rank is not None:
-        raise OnnxconvError("--config and --shuffle-rank are for zoo variants, not --module")
-    recipe, examples = recipe_from_args(args)
-    options = ExportOptions(
+    return ExportOptions(
         opset=args.opset,
         exporter=args.exporter,
         dynamic_batch=args.dynamic_batch,
         dynamic_hw=args.dynamic_hw,
         verbose=args.verbose,
     )
+
+
+def export_user_module(args: argparse.Namespace) -> int:
+    from .export_module import describe, export_recipe
+
+    if args.config or args.shuffle_rank is not None:
+        raise OnnxconvError("--config and --shuffle-rank are for zoo variants, not --module")
+    recipe, examples = recipe_from_args(args)
+    options = export_options(args)
     result = export_recipe(recipe, args.out, args.name, options, examples)
     entry = result.entry
     for note in entry["notes"]:
