@@ -259,8 +259,14 @@ def export_user_module(args: argparse.Namespace) -> int:
     return 0
 
 
-def module_arguments(p: argparse.ArgumentParser, inputs: bool) -> None:
-    """--module and --module-args (and, for export, --input / --input-from)."""
+def module_arguments(
+    p: argparse.ArgumentParser, role: str, inputs: bool = False, group: Any = None
+) -> None:
+    """--module (in ``group`` when given) saying its ``role``, --module-args, and for export
+    --input / --input-from. Every help says that the import path's code runs."""
+    (group or p).add_argument(
+        "--module", metavar="PKG.MOD:FACTORY", help=f"{role} (imported, so its code runs)"
+    )
     p.add_argument(
         "--module-args",
         metavar="KEY=VALUE,...",
@@ -899,13 +905,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the variants committed under graphs/ (no whole networks)",
     )
-    which.add_argument(
-        "--module",
-        metavar="PKG.MOD:FACTORY",
-        help="your own model: a class or a function returning an nn.Module, by import path "
-        "(imported, so its code runs), e.g. torchvision.models:shufflenet_v2_x1_0",
+    module_arguments(
+        p,
+        "your own model: a class or a function returning an nn.Module, by import path, e.g. "
+        "torchvision.models:shufflenet_v2_x1_0",
+        inputs=True,
+        group=which,
     )
-    module_arguments(p, inputs=True)
     p.add_argument("--name", help="graph folder name for --module (default: the factory's name)")
     p.add_argument("--out", default="graphs", help="output folder (default: graphs)")
     p.add_argument(
@@ -946,13 +952,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="variant name, test-data folder or .onnx file (default: all in --graphs)",
     )
     p.add_argument("--graphs", default="graphs", help="where variant graphs live")
-    p.add_argument(
-        "--module",
-        metavar="PKG.MOD:FACTORY",
-        help="the PyTorch module the one TARGET graph should compute (imported, so its code "
-        "runs): adds the PyTorch opinion to a bare .onnx or a folder without a manifest",
+    module_arguments(
+        p,
+        "the PyTorch module the one TARGET graph should compute: adds the PyTorch opinion to a "
+        "bare .onnx or a folder without a manifest",
     )
-    module_arguments(p, inputs=False)
     p.add_argument(
         "--ep",
         action="append",
@@ -1029,13 +1033,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("bench", help="time ONNX Runtime against PyTorch, side by side")
-    p.add_argument(
-        "--module",
-        metavar="PKG.MOD:FACTORY",
-        help="the PyTorch module of the one .onnx TARGET, timed beside it (imported, so its "
-        "code runs); graphs exported with --module bring their own",
+    module_arguments(
+        p,
+        "the PyTorch module of the one .onnx TARGET, timed beside it; graphs exported with "
+        "--module bring their own",
     )
-    module_arguments(p, inputs=False)
     p.add_argument(
         "targets",
         nargs="*",
@@ -1173,13 +1175,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", metavar="TARGET", help="variant name, test-data folder or .onnx file")
     p.add_argument("--graphs", default="graphs", help="where variant graphs live")
-    p.add_argument(
-        "--module",
-        metavar="PKG.MOD:FACTORY",
-        help="the PyTorch module TARGET should compute (imported, so its code runs): it decides "
-        "the proofs and is timed beside",
+    module_arguments(
+        p, "the PyTorch module TARGET should compute: it decides the proofs and is timed beside"
     )
-    module_arguments(p, inputs=False)
     p.add_argument("--ep", default="cpu", help="execution provider: cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=1, help="threads for ORT and PyTorch (default 1)")
     p.add_argument(
