@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -30,3 +31,13 @@ def sabotaged(model: onnx.ModelProto, init_name: str) -> onnx.ModelProto:
             bad.graph.initializer[i].CopyFrom(numpy_helper.from_array(arr, init_name))
             return bad
     raise AssertionError(init_name)
+
+
+def run_cpu(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Every output of ``model`` on ORT's CPU EP (quiet log)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, inputs)

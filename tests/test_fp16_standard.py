@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_builders import run_cpu as run
 
 from onnxconv import feeds
 from onnxconv.errors import CheckFailed, UserInputError
@@ -29,15 +29,6 @@ ZOO = list(json.loads((GRAPHS / "manifest.json").read_text())["graphs"])
 #: fp16 tolerance: max |fp16 - fp32| over the fp32 output's RMS (unit roundoff 4.9e-4, ~10 ops).
 FP16_TOL = 1e-2
 FP32, FP16 = TensorProto.FLOAT, TensorProto.FLOAT16
-
-
-def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session.run(None, inputs)
 
 
 def rel_err(out: np.ndarray, ref: np.ndarray) -> float:

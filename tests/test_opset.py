@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper, version_converter
+from onnx_builders import run_cpu as run
 
 from onnxconv import feeds
 from onnxconv.errors import UserInputError
@@ -42,15 +42,6 @@ NO_DOWN_ADAPTER = {
     "MaxPool": 10,
     "AveragePool": 10,
 }
-
-
-def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
-    return session.run(None, inputs)
 
 
 def zoo_case(name: str) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
