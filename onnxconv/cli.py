@@ -449,11 +449,20 @@ def csv_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-@command("validate")
-def cmd_validate(args: argparse.Namespace) -> int:
+def read_npz(path: str) -> dict:
+    """The arrays of a ``.npz`` by name; a user error (one line) when it cannot be read."""
     import numpy as np
 
-    from . import runtime, validate
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as error:
+        raise OnnxconvError(f"{path}: not a readable .npz file ({error})") from None
+
+
+@command("validate")
+def cmd_validate(args: argparse.Namespace) -> int:
+    from . import feeds, precisions, runtime, validate
     from .export import graph_folders
     from .parity import Tolerance, default_tolerance
 
@@ -487,20 +496,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
             base.atol if args.atol is None else args.atol,
             base.rtol if args.rtol is None else args.rtol,
         )
-    extra = None
-    if args.inputs:
-        try:
-            with np.load(args.inputs) as data:
-                extra = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as error:
-            raise OnnxconvError(f"{args.inputs}: not a readable .npz file ({error})") from None
+    extra = read_npz(args.inputs) if args.inputs else None
+    if args.int8_samples < 1:
+        raise OnnxconvError(f"--int8-samples must be at least 1, got {args.int8_samples}")
     if args.max_input_gb <= 0:
         raise OnnxconvError(f"--max-input-gb must be positive, got {args.max_input_gb}")
+    for precision in args.precision:
+        precisions.get(precision)  # an unknown name is a usage error, before any work
     subjects = [validate.load_subject(t, args.graphs) for t in targets]
     if args.module:
         if len(subjects) != 1:
             raise OnnxconvError("--module speaks for one graph: name exactly one TARGET")
         attach_cli_module(args, subjects[0])
+    calibration = None
+    if args.calibration_data:
+        if len(subjects) != 1:
+            raise OnnxconvError("--calibration-data is for one graph: name exactly one TARGET")
+        calibration = feeds.samples(
+            subjects[0].model, read_npz(args.calibration_data), args.calibration_data
+        )
     report = validate.validate(
         subjects,
         eps,
@@ -519,6 +533,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         trust_stored=args.stored == "trusted",
         max_input_bytes=int(args.max_input_gb * 2**30),
         progress=None if args.quiet else progress_printer("validating"),
+        calibration=calibration,
+        calibration_method=args.calibration,
+        int8_samples=args.int8_samples,
     )
     for subject in report.subjects:
         for note in subject["notes"]:
@@ -974,7 +991,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         type=csv_list,
         default=["fp32", "fp16"],
-        help="comma-separated: fp32,fp16 (default: both)",
+        help="comma-separated deployments: fp32, fp16 (onnxconverter-common, fp32 I/O), fp16-io "
+        "(fp16 I/O), fp16-onnxconv (onnxconv's converter), int8 (static QDQ, per-channel), "
+        "int8-tensor (per-tensor weights), int8-dynamic (default: fp32,fp16)",
+    )
+    p.add_argument(
+        "--calibration",
+        choices=("minmax", "entropy", "percentile"),
+        default="minmax",
+        help="int8 calibration method (default minmax)",
+    )
+    p.add_argument(
+        "--calibration-data",
+        metavar="NPZ",
+        help="int8 calibration inputs: a .npz with one array per model input, samples on the "
+        "batch axis (default: 16 generated inputs)",
+    )
+    p.add_argument(
+        "--int8-samples",
+        type=int,
+        default=48,
+        help="generated inputs an int8 deployment is judged on, besides the stored ones "
+        "(default 48)",
     )
     p.add_argument(
         "--seeds", type=int_list, default=[0, 1], help="comma-separated seeds (default 0,1)"

@@ -95,3 +95,42 @@ def generate(
         name: DISTRIBUTIONS[distribution](rng, shape).astype(dtype)
         for name, shape, dtype in planned
     }
+
+
+def samples(
+    model: onnx.ModelProto, arrays: dict[str, np.ndarray], label: str
+) -> list[dict[str, np.ndarray]]:
+    """Feed dicts from arrays that hold many samples on the batch axis (e.g. calibration data
+    in a ``.npz``): split into chunks of the model's batch (1 where the batch is symbolic).
+
+    Raises :class:`UserInputError` (naming ``label``) for a missing or unexpected input, inputs
+    with different sample counts, or a count the batch does not divide.
+    """
+    infos = graph_inputs(model)
+    names = [i.name for i in infos]
+    missing = [n for n in names if n not in arrays]
+    extra = [n for n in arrays if n not in names]
+    if missing or extra:
+        raise UserInputError(
+            f"{label}: arrays must be named after the model's inputs ({', '.join(names)}); "
+            + (f"missing {', '.join(missing)}" if missing else f"unexpected {', '.join(extra)}")
+        )
+    counts = set()
+    batch = {}
+    for info in infos:
+        dims = info.type.tensor_type.shape.dim
+        batch[info.name] = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 1
+        array = arrays[info.name]
+        if array.ndim == 0 or array.shape[0] % batch[info.name]:
+            raise UserInputError(
+                f"{label}: input {info.name!r} of shape {list(array.shape)} cannot be split "
+                f"into batches of {batch[info.name]}"
+            )
+        counts.add(array.shape[0] // batch[info.name])
+    if len(counts) != 1 or 0 in counts:
+        raise UserInputError(
+            f"{label}: every input needs the same, non-zero number of samples; got "
+            + ", ".join(f"{n} {list(arrays[n].shape)}" for n in names)
+        )
+    count = counts.pop()
+    return [{n: arrays[n][i * batch[n] : (i + 1) * batch[n]] for n in names} for i in range(count)]

@@ -60,7 +60,8 @@ default), activations at run time (``DynamicQuantizeLinear``, uint8) into ``Conv
 dynamic mode (one weight scale per tensor; the output is byte-identical either way), so
 :func:`quantize_dynamic` does not offer it. ``Gemm`` is not in ORT's dynamic registry; a graph
 with no Conv or MatMul of constant weights has nothing to quantize, which is reported as
-:class:`CheckFailed` rather than returned as an unchanged "int8" model.
+:class:`NothingToQuantize` (a :class:`CheckFailed`) rather than returned as an unchanged "int8"
+model.
 
 Per-layer localisation (:func:`layer_errors`)
 --------------------------------------------
@@ -105,6 +106,7 @@ from onnx import numpy_helper
 
 from onnxconv.divergence import run_intermediates_ort
 from onnxconv.errors import CheckFailed, UserInputError, one_line
+from onnxconv.precisions import stamp
 from onnxconv.quant_metrics import sqnr_db
 from onnxconv.runtime import Target, check_feeds, input_specs
 
@@ -114,6 +116,10 @@ ACTIVATION_TYPES = ("uint8", "int8")
 DYNAMIC_OP_TYPES = ("Conv", "MatMul")
 #: Ops whose presence shows that dynamic quantization did something.
 _DYNAMIC_INTEGER_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul")
+
+
+class NothingToQuantize(CheckFailed):
+    """The quantizer found no op it quantizes: there is no int8 deployment of this graph."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +225,9 @@ def quantize_static(
     """QDQ int8 model of ``model``, calibrated on ``calibration`` (feed dicts, in order).
 
     ``op_types`` limits the quantized op types (default: every op type ORT's QDQ quantizer
-    handles). Raises :class:`UserInputError` for a bad method, type or feed and
-    :class:`CheckFailed` when ORT's quantizer fails. ``model`` is not modified.
+    handles). Raises :class:`UserInputError` for a bad method, type or feed,
+    :class:`CheckFailed` when ORT's quantizer fails and :class:`NothingToQuantize` when it
+    quantizes nothing (a graph of data movement only). ``model`` is not modified.
     """
     if method not in METHODS:
         raise UserInputError(
@@ -258,11 +265,18 @@ def quantize_static(
                 calibrate_method=calibrate,
                 extra_options={"WeightSymmetric": True},
             )
-            return onnx.load(out)
+            result = onnx.load(out)
         except Exception as exc:  # ORT's quantizer raises ValueError, RuntimeError, ORT errors
             raise CheckFailed(
                 f"{label}: ONNX Runtime's static quantizer failed: {one_line(exc)}"
             ) from exc
+    if not any(n.op_type == "QuantizeLinear" for n in result.graph.node):
+        present = sorted({n.op_type for n in model.graph.node})
+        raise NothingToQuantize(
+            f"{label}: nothing to quantize: ORT's static quantizer left no QuantizeLinear in a "
+            f"graph of {', '.join(present)}"
+        )
+    return result
 
 
 def quantize_dynamic(
@@ -290,7 +304,7 @@ def quantize_dynamic(
             ) from exc
     if not any(n.op_type in _DYNAMIC_INTEGER_OPS for n in result.graph.node):
         present = sorted({n.op_type for n in model.graph.node})
-        raise CheckFailed(
+        raise NothingToQuantize(
             f"{label}: nothing to quantize dynamically: ORT's dynamic quantizer takes "
             f"{'/'.join(op_types)} with constant weights; the graph has {', '.join(present)}"
         )
@@ -473,7 +487,9 @@ def layer_errors(
             "fp32 model"
         )
     fp32 = dict(feeds) | run_intermediates_ort(fp32_model, feeds, target)
-    int8 = dict(feeds) | run_intermediates_ort(int8_model, feeds, target)
+    # the int8 model runs as the deployment it is (precisions.deploy stamps it)
+    int8_target = Target(target.ep, target.opt_level, stamp(int8_model))
+    int8 = dict(feeds) | run_intermediates_ort(int8_model, feeds, int8_target)
     fp32_producers = _producers(fp32_model.graph)
     int8_producers = _producers(int8_model.graph)
     errors = []

@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxconv import precisions
 from onnxconv.errors import UserInputError
 
 REL_EPS = 1e-12
@@ -68,8 +69,6 @@ REL_EPS = 1e-12
 
 HISTOGRAM_EDGES: tuple[float, ...] = (0.0,) + tuple(10.0**e for e in range(-12, 3)) + (math.inf,)
 """Fixed bin edges of the absolute-error histogram: 0, 1e-12, 1e-11, ..., 1e2, inf."""
-
-PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -101,11 +100,15 @@ _DEFAULT_TOLERANCES: dict[tuple[str, str], Tolerance] = {
 
 
 def default_tolerance(precision: str, ep: str) -> Tolerance:
-    """Tolerance for outputs computed at ``precision`` on ``ep`` (see the module table)."""
-    if precision not in PRECISIONS:
+    """Tolerance for outputs computed at ``precision`` on ``ep`` (see the module table): every
+    fp16 deployment (``fp16``, ``fp16-io``, ``fp16-onnxconv``) shares fp16's. int8 is not judged
+    element by element (:mod:`onnxconv.quant_metrics`)."""
+    spec = precisions.get(precision)
+    if spec.family != "float":
         raise UserInputError(
-            f"unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}"
+            f"precision {precision} is judged by quantization metrics, not by a tolerance"
         )
+    precision = "fp16" if precision.startswith("fp16") else precision
     key = (precision, ep) if (precision, ep) in _DEFAULT_TOLERANCES else (precision, "*")
     return _DEFAULT_TOLERANCES[key]
 

@@ -2,7 +2,7 @@
 
 A :class:`Target` names where and how a model runs: ``ep`` (``cpu``, ``cuda`` or any other EP
 ONNX Runtime knows, by short name), ``opt_level`` (``disabled``, ``basic``, ``extended``,
-``all``) and ``precision`` (``fp32``, ``fp16``). Its ``id`` reads ``cpu/all/fp32``.
+``all``) and ``precision`` (:data:`onnxconv.precisions.NAMES`). Its ``id`` reads ``cpu/all/fp32``.
 
 EP truth (what ONNX Runtime 1.32 actually does, checked on the CPU build)
 -------------------------------------------------------------------------
@@ -42,9 +42,11 @@ CUDA provider options (defaults, override with ``cuda_options``)
 
 Precision
 ---------
-``fp16`` targets run :func:`onnxconv.fp16.to_fp16` of the model: weights and activations in
-float16, graph inputs and outputs kept float32 with Cast nodes, so callers feed the same fp32
-arrays and compare against the same fp32 reference.
+A session runs the graph it is given: ``target.precision`` names what that graph *is*, and
+:func:`onnxconv.precisions.deploy` makes it (fp16 by a converter, int8 by a quantizer). So that
+no fp32 graph is ever reported as an fp16 or int8 deployment, :func:`make_session` checks the
+precision ``deploy`` stamped into the model against the target's. ``fp32`` means the graph as
+given: a graph that is float16 already (a user's, or a mutant) runs there as it is.
 
 Intermediate tensors
 --------------------
@@ -77,10 +79,9 @@ import onnxruntime as ort
 import onnxruntime.capi.onnxruntime_pybind11_state as _ort_state
 from onnx import TensorProto, helper
 
+from onnxconv import precisions
 from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.errors import one_line as _one_line
-from onnxconv.fp16 import to_fp16
-from onnxconv.parity import PRECISIONS
 
 OPT_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -176,10 +177,7 @@ class Target:
                 f"unknown optimisation level {self.opt_level!r}; expected one of: "
                 f"{', '.join(OPT_LEVELS)}"
             )
-        if self.precision not in PRECISIONS:
-            raise UserInputError(
-                f"unknown precision {self.precision!r}; expected one of: {', '.join(PRECISIONS)}"
-            )
+        precisions.get(self.precision)  # an unknown name is a UserInputError
 
     @property
     def id(self) -> str:
@@ -451,11 +449,18 @@ def load_model_proto(model: ModelSource) -> tuple[onnx.ModelProto, str]:
 
 
 def _session_source(model: ModelSource, precision: str) -> tuple[bytes | str, str]:
-    """What ``ort.InferenceSession`` gets (path or bytes) and a label for messages."""
-    if precision == "fp16":
-        proto, label = load_model_proto(model)
-        return to_fp16(proto).SerializeToString(), label
+    """What ``ort.InferenceSession`` gets (path or bytes) and a label for messages. For a
+    precision other than ``fp32`` (the graph as given) the model must be the deployment it
+    names (:func:`onnxconv.precisions.stamp`)."""
+    if precision != "fp32" and not isinstance(model, onnx.ModelProto):
+        model, _ = load_model_proto(model)
     if isinstance(model, onnx.ModelProto):
+        made = precisions.stamp(model)
+        if precision != "fp32" and made != precision:
+            raise ValueError(
+                f"a {precision} session needs the graph precisions.deploy(model, "
+                f"{precision!r}) makes; this graph is {made}"
+            )
         return model.SerializeToString(), "<in-memory model>"
     if isinstance(model, (bytes, bytearray)):
         return bytes(model), "<in-memory model>"

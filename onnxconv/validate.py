@@ -31,11 +31,13 @@ import onnx
 from onnx import numpy_helper
 
 from . import feeds as feeds_module
-from . import graph, runtime, variants
+from . import graph, quant_check, runtime, variants
+from . import precisions as precisions_module
 from .divergence import first_divergence
 from .errors import CheckFailed, UserInputError, one_line
 from .machine import describe_gpus
 from .parity import Tolerance, default_tolerance
+from .quant_metrics import TOLERANCES
 from .reference import KNOWN_FAULTS, run_reference
 from .verdict import REFERENCE, SOURCES, STORED, TORCH, OutputCheck, judge
 
@@ -465,6 +467,8 @@ class Cell:
     placement_nodes: dict[str, list[str]] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
     worst: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: An int8 cell's evidence: :meth:`onnxconv.quant_check.QuantVerdict.to_dict`.
+    quant: dict[str, Any] | None = None
 
     def headline(self) -> tuple[str, dict[str, Any]] | None:
         """The worst error against the opinion that decided (a source before the reference)."""
@@ -605,6 +609,46 @@ def _summarise(cell: Cell) -> None:
         )
 
 
+def run_on_target(
+    cell: Cell,
+    model: onnx.ModelProto,
+    target: runtime.Target,
+    feeds: list[dict[str, np.ndarray]],
+    threads: int | None,
+    cuda_options: dict[str, str] | None = None,
+    session_config: dict[str, str] | None = None,
+    session_options: dict[str, Any] | None = None,
+) -> list[dict[str, np.ndarray]] | None:
+    """``model`` (the deployment ``target.precision`` names) run on every feed dict, with the
+    providers and node placement recorded in ``cell``; ``None`` (and ``cell`` unavailable) when
+    the target's EP cannot run it by itself."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxconv-profile-") as tmp:
+            info = runtime.make_session(
+                model,
+                target,
+                threads=threads,
+                profile=True,
+                cuda_options=cuda_options,
+                profile_prefix=Path(tmp) / "profile",
+                session_config=session_config,
+                session_options=session_options,
+            )
+            cell.providers = info.providers
+            outputs = [runtime.run(info, precisions_module.feeds_for(model, f)) for f in feeds]
+            placement = runtime.node_placement(info.end_profiling())
+    except runtime.EpUnavailable as error:
+        cell.status, cell.reason = "unavailable", error.reason
+        return None
+    cell.placement_nodes = placement
+    cell.placement = {ep: len(nodes) for ep, nodes in placement.items()}
+    if target.ep != "cpu" and set(placement) - {target.ep}:
+        cell.status = "unavailable"
+        cell.reason = f"nodes ran outside {target.ep}: {cell.placement}"
+        return None
+    return outputs
+
+
 def run_cell(
     subject: Subject,
     target: runtime.Target,
@@ -616,34 +660,24 @@ def run_cell(
     trust_stored: bool = True,
     session_config: dict[str, str] | None = None,
     session_options: dict[str, Any] | None = None,
+    model: onnx.ModelProto | None = None,
 ) -> Cell:
-    """One subject on one target; ``session_config`` / ``session_options`` go to
+    """One subject on one float target; ``model`` is the deployment at ``target.precision``
+    (default: the subject's own fp32 graph). ``session_config`` / ``session_options`` go to
     :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``)."""
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or default_tolerance(target.precision, target.ep)
-    try:
-        with tempfile.TemporaryDirectory(prefix="onnxconv-profile-") as tmp:
-            info = runtime.make_session(
-                subject.model,
-                target,
-                threads=threads,
-                profile=True,
-                cuda_options=cuda_options,
-                profile_prefix=Path(tmp) / "profile",
-                session_config=session_config,
-                session_options=session_options,
-            )
-            cell.providers = info.providers
-            outputs = [runtime.run(info, case.feeds) for case in cases]
-            placement = runtime.node_placement(info.end_profiling())
-    except runtime.EpUnavailable as error:
-        cell.status, cell.reason = "unavailable", error.reason
-        return cell
-    cell.placement_nodes = placement
-    cell.placement = {ep: len(nodes) for ep, nodes in placement.items()}
-    if target.ep != "cpu" and set(placement) - {target.ep}:
-        cell.status = "unavailable"
-        cell.reason = f"nodes ran outside {target.ep}: {cell.placement}"
+    outputs = run_on_target(
+        cell,
+        subject.model if model is None else model,
+        target,
+        [case.feeds for case in cases],
+        threads,
+        cuda_options,
+        session_config,
+        session_options,
+    )
+    if outputs is None:
         return cell
     for case, got in zip(cases, outputs):
         result = judge_case(subject, case, got, target, tol, trust_stored, localise_failures)
@@ -651,6 +685,126 @@ def run_cell(
         cell.cases.append(result)
     _summarise(cell)
     return cell
+
+
+# --- deployments and int8 cells -----------------------------------------------------------------
+
+
+def deployments(
+    subject: Subject,
+    names: Iterable[str],
+    calibration: list[dict[str, np.ndarray]] | None,
+    method: str,
+    max_input_bytes: int,
+) -> dict[str, onnx.ModelProto | CheckFailed]:
+    """The subject's graph at every precision, or why it cannot be made (per precision)."""
+    made: dict[str, onnx.ModelProto | CheckFailed] = {}
+    for name in names:
+        feeds = None
+        if precisions_module.get(name).needs_calibration:
+            feeds = calibration or calibration_feeds(subject, max_input_bytes)
+        try:
+            made[name] = precisions_module.deploy(
+                subject.model, name, feeds, method=method, label=str(subject.model_path)
+            )
+        except CheckFailed as error:
+            made[name] = error
+    return made
+
+
+def calibration_feeds(subject: Subject, max_input_bytes: int) -> list[dict[str, np.ndarray]]:
+    """Seeded ``normal`` inputs at the export's size, seeds disjoint from every other case."""
+    return [
+        feeds_module.generate(
+            subject.model,
+            str(subject.model_path),
+            batch=1,
+            spatial=spatial_sizes(subject)[0],
+            distribution="normal",
+            seed=precisions_module.CALIBRATION_SEED + i,
+            max_bytes=max_input_bytes,
+        )
+        for i in range(precisions_module.CALIBRATION_SAMPLES)
+    ]
+
+
+@dataclass
+class Evaluation:
+    """The inputs an int8 deployment is judged on, and the fp32 source's outputs for them."""
+
+    feeds: list[dict[str, np.ndarray]]
+    expected: list[dict[str, np.ndarray]]
+    against: str
+
+
+#: Who speaks for the fp32 graph when no PyTorch module does (the fp32 cells check that graph).
+FP32_GRAPH = "fp32 graph"
+
+
+def evaluation(
+    subject: Subject,
+    extra_inputs: dict[str, np.ndarray] | None,
+    samples: int,
+    max_input_bytes: int,
+) -> Evaluation:
+    """Stored inputs, the user's inputs and ``samples`` generated ones; PyTorch's outputs where a
+    module speaks for the graph, else the fp32 graph's on ORT CPU with optimisations off."""
+    feeds = [s.inputs for s in subject.test_sets]
+    feeds += [extra_inputs] if extra_inputs is not None else []
+    feeds += [
+        feeds_module.generate(
+            subject.model,
+            str(subject.model_path),
+            batch=1,
+            spatial=spatial_sizes(subject)[0],
+            distribution="normal",
+            seed=quant_check.EVALUATION_SEED + i,
+            max_bytes=max_input_bytes,
+        )
+        for i in range(samples)
+    ]
+    module = torch_module(subject)
+    if module is not None:
+        return Evaluation(feeds, [torch_outputs(subject, module, f) for f in feeds], TORCH)
+    info = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
+    return Evaluation(feeds, [runtime.run(info, f) for f in feeds], FP32_GRAPH)
+
+
+def run_int8_cell(
+    subject: Subject,
+    target: runtime.Target,
+    deployed: onnx.ModelProto,
+    judged_on: Evaluation,
+    threads: int | None,
+    cuda_options: dict[str, str] | None = None,
+) -> Cell:
+    """One subject's int8 deployment on one target, judged by :mod:`onnxconv.quant_check`."""
+    cell = Cell(subject.label, target.id, "pass")
+    got = run_on_target(cell, deployed, target, judged_on.feeds, threads, cuda_options)
+    if got is None:
+        return cell
+    verdict = quant_check.judge_int8(
+        subject.model,
+        deployed,
+        judged_on.feeds,
+        judged_on.expected,
+        got,
+        against=judged_on.against,
+        static=precisions_module.get(target.precision).needs_calibration,
+    )
+    cell.status, cell.kind, cell.reason = verdict.status, verdict.kind, verdict.reason
+    cell.deciders = [judged_on.against]
+    cell.quant = verdict.to_dict()
+    return cell
+
+
+def undeployable_cell(subject: Subject, target: runtime.Target, error: CheckFailed) -> Cell:
+    """No graph at this precision: nothing to quantize is ``unavailable`` (there is no such
+    deployment), a converter or quantizer failure is a ``fail`` of kind ``conversion``."""
+    from .int8 import NothingToQuantize
+
+    status = "unavailable" if isinstance(error, NothingToQuantize) else "fail"
+    return Cell(subject.label, target.id, status, reason=str(error), kind="conversion")
 
 
 # --- the whole run ------------------------------------------------------------------------------
@@ -667,7 +821,11 @@ class ValidationReport:
     that ``agreed`` with ONNX Runtime and the ``deciders``; ``reason``; providers and node
     placement; ``worst``: per opinion, ONNX Runtime's largest error against it; per case and
     output the metrics against every opinion, the reference evaluator against the source, and
-    the first divergent node), ``summary`` (counts per status)."""
+    the first divergent node; for an int8 cell ``quant``: the metrics per output against the
+    fp32 source, their sensitivity to the input and the worst QDQ pairs, see
+    :mod:`onnxconv.quant_check`), ``summary`` (counts per status). With int8 precisions,
+    ``settings.int8`` records the calibration (given or generated, count, seed, method), the
+    evaluation inputs and the tolerances."""
 
     environment: dict[str, Any]
     settings: dict[str, Any]
@@ -709,10 +867,17 @@ def validate(
     trust_stored: bool = True,
     max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
     progress: Callable[[str, int, int], None] | None = None,
+    calibration: list[dict[str, np.ndarray]] | None = None,
+    calibration_method: str = "minmax",
+    int8_samples: int = quant_check.EVALUATION_SAMPLES,
 ) -> ValidationReport:
     """Every subject on every target. ``trust_stored=False`` shows stored outputs without letting
-    them decide (for a user who knows they are stale)."""
+    them decide (for a user who knows they are stale). ``calibration`` (feed dicts; default
+    generated), ``calibration_method`` and ``int8_samples`` (generated evaluation inputs) apply
+    to the int8 precisions (:mod:`onnxconv.precisions`)."""
     from .report import environment
+
+    int8_precisions = [p for p in precisions if precisions_module.is_int8(p)]
 
     targets = [
         runtime.Target(ep, level, precision)
@@ -726,6 +891,14 @@ def validate(
         if progress:
             progress(f"{subject.label} (references)", s_index * len(targets), total)
         cases = make_cases(subject, seeds, distributions, batches, extra_inputs, max_input_bytes)
+        deployed = deployments(
+            subject, precisions, calibration, calibration_method, max_input_bytes
+        )
+        judged_on = (
+            evaluation(subject, extra_inputs, int8_samples, max_input_bytes)
+            if int8_precisions
+            else None
+        )
         subject_info.append(
             {
                 "label": subject.label,
@@ -741,18 +914,27 @@ def validate(
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
-            cells.append(
-                run_cell(
-                    subject,
-                    target,
-                    cases,
-                    tol,
-                    threads,
-                    localise_failures,
-                    cuda_options,
-                    trust_stored,
+            model = deployed[target.precision]
+            if isinstance(model, CheckFailed):
+                cells.append(undeployable_cell(subject, target, model))
+            elif precisions_module.is_int8(target.precision):
+                cells.append(
+                    run_int8_cell(subject, target, model, judged_on, threads, cuda_options)
                 )
-            )
+            else:
+                cells.append(
+                    run_cell(
+                        subject,
+                        target,
+                        cases,
+                        tol,
+                        threads,
+                        localise_failures,
+                        cuda_options,
+                        trust_stored,
+                        model=model,
+                    )
+                )
     if progress:
         progress("", total, total)
     settings = {
@@ -766,17 +948,34 @@ def validate(
         "threads": threads,
         "cuda_options": {**runtime.DEFAULT_CUDA_OPTIONS, **(cuda_options or {})},
         "tolerance_defaults": {
-            f"{p}/{ep}": default_tolerance(p, ep).to_dict() for p in precisions for ep in eps
+            f"{p}/{ep}": default_tolerance(p, ep).to_dict()
+            for p in precisions
+            if p not in int8_precisions
+            for ep in eps
         },
         "atol_scaling": "atol x max(1, RMS of the opinion compared against)",
         "stored_outputs": "trusted" if trust_stored else "untrusted",
         "max_input_bytes": max_input_bytes,
     }
+    if int8_precisions:
+        settings["int8"] = {
+            "calibration": "given" if calibration else "generated",
+            "calibration_samples": len(calibration or ()) or precisions_module.CALIBRATION_SAMPLES,
+            "calibration_seed": None if calibration else precisions_module.CALIBRATION_SEED,
+            "calibration_method": calibration_method,
+            "evaluation_samples": int8_samples,
+            "evaluation_seed": quant_check.EVALUATION_SEED,
+            "tolerances": {k: b.describe() for k, b in TOLERANCES.items()},
+            "min_sensitivity": quant_check.MIN_SENSITIVITY,
+        }
     return ValidationReport(environment(), settings, subject_info, cells)
 
 
 def headline_text(cell: Cell) -> str:
-    """``1.23e-06 vs torch``: the worst error against the opinion that decided."""
+    """``1.23e-06 vs torch``: the worst error against the opinion that decided; for an int8
+    cell its quantization metrics (``sqnr 37.2 dB, cos 0.99991 vs torch``)."""
+    if cell.quant:
+        return f"{quant_check.headline(cell.quant)} vs {cell.quant['against']}"
     headline = cell.headline()
     return f"{headline[1]['max_abs']:.2e} vs {headline[0]}" if headline else ""
 
@@ -846,8 +1045,13 @@ def to_markdown(report: ValidationReport) -> str:
     ]
     for cell in report.cells:
         worst = ", ".join(f"{op} {w['max_abs']:.3g}" for op, w in cell.worst.items())
+        if cell.quant:
+            worst = headline_text(cell)
         lines.append(
             f"| {cell.subject} | {cell.target} | {cell.status} | {cell.kind} | "
             f"{worst} | {cell.placement} | {cell.reason.replace('|', '/')} |"
         )
+    quant_cells = [c for c in report.cells if c.quant]
+    if quant_cells:
+        lines += ["", *quant_check.markdown_section(quant_cells, report.settings.get("int8", {}))]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from onnxconv.divergence import (
     with_all_outputs,
 )
 from onnxconv.parity import compare, default_tolerance
+from onnxconv.precisions import deploy
 from onnxconv.runtime import Target
 
 FP32_CPU = default_tolerance("fp32", "cpu")
@@ -43,7 +44,10 @@ def test_first_divergence_none_on_clean_graph(mini_net):
     assert first_divergence(model, {"x": x}, Target("cpu", "all"), FP32_CPU) is None
     assert (
         first_divergence(
-            model, {"x": x}, Target("cpu", "all", "fp16"), default_tolerance("fp16", "cpu")
+            deploy(model, "fp16-onnxconv"),
+            {"x": x},
+            Target("cpu", "all", "fp16-onnxconv"),
+            default_tolerance("fp16", "cpu"),
         )
         is None
     )

@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 from onnxconv.errors import UserInputError
 from onnxconv.fp16 import to_fp16
 from onnxconv.parity import compare, default_tolerance
+from onnxconv.precisions import deploy
 from onnxconv.runtime import Target, make_session, run
 
 FP32_CPU = default_tolerance("fp32", "cpu")
@@ -42,7 +43,7 @@ def test_to_fp16_converts_weights_and_keeps_io_float32(mini_net):
 @pytest.mark.parametrize("opt_level", ["disabled", "all"])
 def test_fp16_session_matches_fp32_reference(mini_net, opt_level):
     model, x, ref = mini_net
-    info = make_session(model, Target("cpu", opt_level, "fp16"))
+    info = make_session(deploy(model, "fp16-onnxconv"), Target("cpu", opt_level, "fp16-onnxconv"))
     assert all(s.dtype == np.float32 for s in info.inputs + info.outputs)
     out = run(info, {"x": x})
     tol = default_tolerance("fp16", "cpu")

@@ -12,6 +12,7 @@ from cuda_marks import cuda_only
 
 from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.parity import compare, default_tolerance
+from onnxconv.precisions import deploy
 from onnxconv.runtime import (
     OPT_LEVELS,
     EpUnavailable,
@@ -50,8 +51,9 @@ def test_target_id_and_validation():
     assert Target("CUDAExecutionProvider").ep == "cuda"
     with pytest.raises(UserInputError, match="'fast'"):
         Target("cpu", "fast")
-    with pytest.raises(UserInputError, match="'int8'"):
-        Target("cpu", "all", "int8")
+    assert Target("cpu", "all", "int8").id == "cpu/all/int8"
+    with pytest.raises(UserInputError, match="'int4'"):
+        Target("cpu", "all", "int4")
 
 
 def test_available_eps_are_short_names():
@@ -95,6 +97,20 @@ def test_missing_or_corrupt_model_is_user_error(tmp_path):
         make_session(bad, Target("cpu"))
     with pytest.raises(UserInputError, match="bad.onnx"):
         make_session(bad, Target("cpu", precision="fp16"))
+
+
+def test_a_session_runs_only_the_deployment_its_target_names(mini_net):
+    """An fp32 graph is never run (and reported) as an fp16 or int8 deployment, nor one
+    deployment as another."""
+    model, x, _ = mini_net
+    with pytest.raises(ValueError, match="this graph is fp32"):
+        make_session(model, Target("cpu", precision="fp16"))
+    half = deploy(model, "fp16-onnxconv")  # mini_net's Cast(to=FLOAT) breaks the standard one
+    with pytest.raises(ValueError, match="this graph is fp16-onnxconv"):
+        make_session(half, Target("cpu", precision="fp16"))
+    make_session(half, Target("cpu"))  # fp32 is the graph as given, fp16 already or not
+    info = make_session(half, Target("cpu", precision="fp16-onnxconv"))
+    assert run(info, {"x": x})["logits"].dtype == np.float32
 
 
 def test_node_placement_all_nodes_on_cpu(conv_case):
@@ -244,7 +260,7 @@ def test_cuda_fp32_parity_and_placement(conv_case, opt_level):
 @cuda_only
 def test_cuda_fp16_parity(mini_net):
     model, x, ref = mini_net
-    info = make_session(model, Target("cuda", "all", "fp16"))
+    info = make_session(deploy(model, "fp16-onnxconv"), Target("cuda", "all", "fp16-onnxconv"))
     out = run(info, {"x": x})
     for name in ("logits", "cat"):
         result = compare(out[name], ref[name], default_tolerance("fp16", "cuda"), name=name)

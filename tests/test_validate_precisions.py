@@ -1,0 +1,195 @@
+"""validate --precision: fp16 by either converter, fp16 I/O, int8 static/per-tensor/dynamic.
+
+int8 cells are judged by quantization metrics against the fp32 source on inputs the
+calibration never saw; these tests plant quantization defects through the same path and check
+the verdict, the named layer, and the report in JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+from test_int8 import pair_for
+from test_int8 import plant as plant_qdq
+
+from onnxconv import precisions, quant_check, runtime, validate
+from onnxconv.cli import main
+from onnxconv.errors import UserInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPHS = ROOT / "graphs"
+CPU_ALL = lambda precision: runtime.Target("cpu", "all", precision)  # noqa: E731
+
+
+def run(subjects, precisions_, **kw):
+    kw.setdefault("seeds", (0,))
+    kw.setdefault("int8_samples", 12)
+    return validate.validate(subjects, ["cpu"], ["all"], precisions_, **kw)
+
+
+def cells_by_target(report) -> dict[str, validate.Cell]:
+    return {cell.target: cell for cell in report.cells}
+
+
+def test_every_precision_of_a_zoo_block_passes_with_its_metrics():
+    subject = validate.load_subject("shuffle_unit", GRAPHS)
+    names = ["fp32", "fp16", "fp16-io", "fp16-onnxconv", "int8", "int8-tensor", "int8-dynamic"]
+    cells = cells_by_target(run([subject], names))
+    assert {c.status for c in cells.values()} == {"pass"}, {
+        t: c.reason for t, c in cells.items() if c.status != "pass"
+    }
+    for name in ("int8", "int8-tensor", "int8-dynamic"):
+        quant = cells[f"cpu/all/{name}"].quant
+        assert quant["against"] == "torch" and quant["samples"] == 13  # 1 stored + 12 generated
+        metrics = quant["metrics"]["output"]
+        assert metrics["sqnr_db"] > 30 and metrics["cosine"] > 0.999
+        assert quant["sensitivity"]["output"] > 0.5  # a block's output follows its input
+    static = cells["cpu/all/int8"].quant["layers"]
+    assert static and all(float(e["local_sqnr_db"]) > 30 for e in static)
+    assert cells["cpu/all/int8-dynamic"].quant["layers_note"].startswith("no QDQ pairs")
+    # float cells keep the element-wise verdict: fp16 I/O rounds the inputs too, so it is the
+    # least accurate of the fp16 deployments
+    worst = {n: cells[f"cpu/all/{n}"].worst["torch"]["max_abs"] for n in ("fp16", "fp16-io")}
+    assert 0 < worst["fp16"] <= worst["fp16-io"]
+
+
+def test_fp16_io_runs_float16_inputs_and_outputs():
+    model = onnx.load(GRAPHS / "grouped" / "model.onnx")
+    deployed = precisions.deploy(model, "fp16-io")
+    info = runtime.make_session(deployed, CPU_ALL("fp16-io"))
+    assert {s.dtype for s in info.inputs + info.outputs} == {np.dtype(np.float16)}
+    x = {"input": np.ones((1, 64, 56, 56), np.float32)}
+    assert precisions.feeds_for(deployed, x)["input"].dtype == np.float16
+    assert precisions.feeds_for(model, x)["input"].dtype == np.float32
+
+
+def test_no_deployment_of_pure_data_movement_is_unavailable_not_passed():
+    subject = validate.load_subject("channel_shuffle", GRAPHS)
+    cells = cells_by_target(run([subject], ["int8", "int8-dynamic"]))
+    for cell in cells.values():
+        assert cell.status == "unavailable" and cell.kind == "conversion"
+        assert "nothing to quantize" in cell.reason and "Reshape, Transpose" in cell.reason
+
+
+def test_a_planted_zero_point_defect_fails_and_names_its_pair():
+    """One DequantizeLinear reads a zero point off by one: every output element is one step
+    off, which the mean error over the output range catches, and the per-layer comparison
+    names the pair."""
+    subject = validate.load_subject("standard", GRAPHS)
+    calibration = validate.calibration_feeds(subject, 2**30)
+    good = precisions.deploy(subject.model, "int8", calibration)
+    bad = plant_qdq(good, pair_for(good, subject.model, "output").dequantize_node, "zero_point")
+    judged_on = validate.evaluation(subject, None, 12, 2**30)
+
+    clean = validate.run_int8_cell(subject, CPU_ALL("int8"), good, judged_on, None)
+    assert clean.status == "pass", clean.reason
+    cell = validate.run_int8_cell(subject, CPU_ALL("int8"), bad, judged_on, None)
+    assert (cell.status, cell.kind) == ("fail", "quantization")
+    assert "mean_abs_over_range" in cell.reason
+    assert "largest own error at output (Conv)" in cell.reason
+    assert cell.quant["layers"][0]["tensor"] == "output"
+
+
+def depthwise_with_a_weak_channel(factor: float) -> onnx.ModelProto:
+    """The zoo's depthwise block behind a per-channel Mul that makes channel 0 `factor` times
+    weaker, with channel 0's filter `factor` times wider: the output is unchanged in magnitude
+    but the filters' ranges differ by `factor`, as BatchNorm folding leaves trained filters."""
+    model = onnx.load(GRAPHS / "depthwise" / "model.onnx")
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    w = numpy_helper.to_array(weight).copy()
+    w[0] *= factor
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    scale = np.ones((1, w.shape[0], 1, 1), np.float32)
+    scale[0, 0] = 1 / factor
+    model.graph.initializer.append(numpy_helper.from_array(scale, "channel_scale"))
+    conv.input[0] = "weakened"
+    model.graph.node.insert(0, helper.make_node("Mul", ["input", "channel_scale"], ["weakened"]))
+    return model
+
+
+def test_per_tensor_weights_fail_a_depthwise_conv_that_per_channel_passes(tmp_path):
+    folder = tmp_path / "depthwise_folded"
+    folder.mkdir()
+    onnx.save(depthwise_with_a_weak_channel(30.0), folder / "model.onnx")
+    subject = validate.load_subject(str(folder / "model.onnx"))
+    cells = cells_by_target(run([subject], ["int8", "int8-tensor"], int8_samples=16))
+    per_channel, per_tensor = cells["cpu/all/int8"], cells["cpu/all/int8-tensor"]
+    assert per_channel.quant["against"] == validate.FP32_GRAPH  # no PyTorch module here
+    assert per_channel.status == "pass", per_channel.reason
+    assert (per_tensor.status, per_tensor.kind) == ("fail", "quantization")
+    assert "sqnr_db" in per_tensor.reason
+    gap = (
+        per_channel.quant["metrics"]["output"]["sqnr_db"]
+        - per_tensor.quant["metrics"]["output"]["sqnr_db"]
+    )
+    assert gap > 6
+
+
+def test_an_input_insensitive_output_warns_instead_of_passing():
+    """An output that ignores its input agrees with any int8 version of itself: that proves
+    nothing (the zoo's whole networks with random BatchNorm statistics are like this)."""
+    model = onnx.load(GRAPHS / "standard" / "model.onnx")
+    pattern = np.linspace(-1.0, 1.0, 20)[None]  # the same logits whatever the input
+    flat = [{"output": pattern + 1e-7 * i} for i in range(5)]
+    noisy = [{"output": f["output"] + 1e-4 * (-1) ** i} for i, f in enumerate(flat)]
+    verdict = quant_check.judge_int8(
+        model, model, [{}] * 5, flat, noisy, against="torch", static=False
+    )
+    assert (verdict.status, verdict.kind) == ("warn", "insensitive")
+    assert quant_check.sensitivity([np.zeros(3), np.zeros(3)]) == 0.0
+    assert quant_check.sensitivity([np.arange(3.0)]) == float("inf")
+    moving = [np.full(3, float(i)) for i in range(4)]
+    assert quant_check.sensitivity(moving) == pytest.approx(np.std([0, 1, 2, 3]) / np.sqrt(3.5))
+
+
+def test_calibration_is_reproducible_and_reported(tmp_path):
+    subject = validate.load_subject("separable", GRAPHS)
+    first = validate.deployments(subject, ["int8"], None, "minmax", 2**30)["int8"]
+    again = validate.deployments(subject, ["int8"], None, "minmax", 2**30)["int8"]
+    assert first.SerializeToString() == again.SerializeToString()
+    out = tmp_path / "v.json"
+    code = main(
+        ["validate", "separable", "--graphs", str(GRAPHS), "--precision", "int8", "--opt-level",
+         "all", "--seeds", "0", "--int8-samples", "8", "--quiet", "--json", str(out),
+         "--markdown", str(tmp_path / "v.md")]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["int8"]["calibration_seed"] == precisions.CALIBRATION_SEED
+    assert report["settings"]["int8"]["tolerances"]["sqnr_db"] == ">= 25"
+    cell = report["cells"][0]
+    assert cell["target"] == "cpu/all/int8" and cell["quant"]["samples"] == 9
+    text = (tmp_path / "v.md").read_text()
+    assert "## int8 deployments" in text and "| separable | cpu/all/int8 | pass | output |" in text
+
+
+def test_given_calibration_data_is_used_and_checked(tmp_path, capsys):
+    model = onnx.load(GRAPHS / "pointwise" / "model.onnx")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    data = tmp_path / "calib.npz"
+    np.savez(data, input=np.random.default_rng(0).standard_normal([6, *shape[1:]], np.float32))
+    out = tmp_path / "v.json"
+    args = ["validate", "pointwise", "--graphs", str(GRAPHS), "--precision", "int8",
+            "--opt-level", "all", "--seeds", "0", "--int8-samples", "8", "--quiet"]  # fmt: skip
+    assert main([*args, "--calibration-data", str(data), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["int8"]["calibration"] == "given"
+    assert json.loads(out.read_text())["settings"]["int8"]["calibration_samples"] == 6
+
+    np.savez(data, x=np.zeros([2, *shape[1:]], np.float32))
+    capsys.readouterr()
+    assert main([*args, "--calibration-data", str(data)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "calib.npz" in err[0] and "missing input" in err[0]
+
+
+def test_unknown_precision_is_a_usage_error(capsys):
+    assert main(["validate", "standard", "--graphs", str(GRAPHS), "--precision", "int4"]) == 2
+    assert "unknown precision 'int4'" in capsys.readouterr().err
+    with pytest.raises(UserInputError, match="needs calibration"):
+        precisions.deploy(onnx.load(GRAPHS / "standard" / "model.onnx"), "int8")
