@@ -503,6 +503,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise OnnxconvError(f"--max-input-gb must be positive, got {args.max_input_gb}")
     for precision in args.precision:
         precisions.get(precision)  # an unknown name is a usage error, before any work
+    if args.target_opset is not None:
+        from .opset import check_target
+
+        check_target(args.target_opset)
     subjects = [validate.load_subject(t, args.graphs) for t in targets]
     if args.module:
         if len(subjects) != 1:
@@ -536,6 +540,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         calibration=calibration,
         calibration_method=args.calibration,
         int8_samples=args.int8_samples,
+        target_opset=args.target_opset,
     )
     for subject in report.subjects:
         for note in subject["notes"]:
@@ -994,6 +999,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated deployments: fp32, fp16 (onnxconverter-common, fp32 I/O), fp16-io "
         "(fp16 I/O), fp16-onnxconv (onnxconv's converter), int8 (static QDQ, per-channel), "
         "int8-tensor (per-tensor weights), int8-dynamic (default: fp32,fp16)",
+    )
+    p.add_argument(
+        "--target-opset",
+        type=int,
+        metavar="N",
+        help="validate each graph as converted to opset N (onnx's version converter, else "
+        "exported again by the TorchScript exporter where a PyTorch module speaks for it)",
     )
     p.add_argument(
         "--calibration",

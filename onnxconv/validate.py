@@ -39,6 +39,7 @@ from .machine import describe_gpus
 from .parity import Tolerance, default_tolerance
 from .quant_metrics import TOLERANCES
 from .reference import KNOWN_FAULTS, run_reference
+from .retarget import retarget
 from .verdict import REFERENCE, SOURCES, STORED, TORCH, OutputCheck, judge
 
 # --- subjects ----------------------------------------------------------------------------------
@@ -870,11 +871,14 @@ def validate(
     calibration: list[dict[str, np.ndarray]] | None = None,
     calibration_method: str = "minmax",
     int8_samples: int = quant_check.EVALUATION_SAMPLES,
+    target_opset: int | None = None,
 ) -> ValidationReport:
     """Every subject on every target. ``trust_stored=False`` shows stored outputs without letting
     them decide (for a user who knows they are stale). ``calibration`` (feed dicts; default
     generated), ``calibration_method`` and ``int8_samples`` (generated evaluation inputs) apply
-    to the int8 precisions (:mod:`onnxconv.precisions`)."""
+    to the int8 precisions (:mod:`onnxconv.precisions`). ``target_opset``: every graph is first
+    brought to that opset (:mod:`onnxconv.retarget`); one that cannot be fails every cell as
+    ``conversion``."""
     from .report import environment
 
     int8_precisions = [p for p in precisions if precisions_module.is_int8(p)]
@@ -890,6 +894,27 @@ def validate(
     for s_index, subject in enumerate(subjects):
         if progress:
             progress(f"{subject.label} (references)", s_index * len(targets), total)
+        if target_opset is not None:
+            try:
+                subject = retarget(subject, target_opset, max_input_bytes)
+            except CheckFailed as error:
+                label = f"{subject.label}@opset{target_opset}"
+                cells += [
+                    Cell(label, t.id, "fail", reason=str(error), kind="conversion") for t in targets
+                ]
+                subject_info.append(
+                    {
+                        "label": label,
+                        "model": str(subject.model_path),
+                        "variant": subject.variant,
+                        "module": subject.module_source or None,
+                        "config": subject.config,
+                        "cases": [],
+                        "notes": [str(error)],
+                        "opinions": [],
+                    }
+                )
+                continue
         cases = make_cases(subject, seeds, distributions, batches, extra_inputs, max_input_bytes)
         deployed = deployments(
             subject, precisions, calibration, calibration_method, max_input_bytes
@@ -956,6 +981,7 @@ def validate(
         "atol_scaling": "atol x max(1, RMS of the opinion compared against)",
         "stored_outputs": "trusted" if trust_stored else "untrusted",
         "max_input_bytes": max_input_bytes,
+        "target_opset": target_opset,
     }
     if int8_precisions:
         settings["int8"] = {

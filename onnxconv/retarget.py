@@ -1,0 +1,85 @@
+"""``validate --target-opset N``: the graph a runtime pinned at opset N would load, then validated.
+
+Two routes, in this order:
+
+1. ``onnx.version_converter`` (:func:`onnxconv.opset.convert_opset`), checked by the full
+   checker and by running both graphs on ONNX Runtime; it keeps the graph's tensor names.
+2. Where the converter fails (onnx 1.23 has no down-adapters for Relu, Reshape or Add 14 -> 13,
+   nor Transpose or Concat 13 -> 12) and a PyTorch module speaks for the graph (a zoo variant,
+   a ``--module`` export, ``--module``), the module is exported again by the TorchScript
+   exporter, which writes opsets 9-20 itself.
+
+The retargeted subject keeps every opinion (PyTorch, the stored outputs: the function is the
+same), its label gains ``@opsetN`` and a note says which route made it and what the converter
+reported per operator. When neither route works, :class:`CheckFailed` names each operator
+that does not convert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import feeds as feeds_module
+from .errors import CheckFailed, OnnxconvError, one_line
+from .export import OPSET_RANGE
+from .opset import check_target, convert_opset, model_opset
+
+
+def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES):
+    """``subject`` (a :class:`onnxconv.validate.Subject`) with its graph at default-domain
+    ``opset``; the same subject when it already is there."""
+    from .validate import fresh_export, spatial_sizes, torch_module
+
+    check_target(opset)
+    source = model_opset(subject.model)
+    if source == opset:
+        return subject
+    feeds = feeds_module.generate(
+        subject.model,
+        str(subject.model_path),
+        batch=1,
+        spatial=spatial_sizes(subject)[0],
+        distribution="normal",
+        seed=0,
+        max_bytes=max_input_bytes,
+    )
+    result = convert_opset(subject.model, opset, feeds=feeds)
+    label = f"{subject.label}@opset{opset}"
+    if result.ok:
+        note = f"converted from opset {source} to {opset} by onnx.version_converter"
+        return _with(subject, result.model, label, note, opset, None)
+    low, high = OPSET_RANGE["torchscript"]
+    can_export = subject.entry and torch_module(subject) is not None and low <= opset <= high
+    if not can_export:
+        why = (
+            f"the TorchScript exporter writes opsets {low}-{high}"
+            if subject.entry and torch_module(subject) is not None
+            else "no PyTorch module to export again"
+        )
+        raise CheckFailed(f"{subject.model_path}: {result.summary()}; {why}")
+    entry = {**subject.entry, "opset": opset, "exporter": "torchscript"}
+    again = dataclasses.replace(subject, entry=entry)
+    try:
+        model = fresh_export(again)
+    except OnnxconvError as error:
+        raise CheckFailed(
+            f"{subject.model_path}: {result.summary()}; the TorchScript exporter failed too: "
+            f"{one_line(error)}"
+        ) from None
+    note = (
+        f"exported again by the TorchScript exporter at opset {opset} "
+        f"(onnx.version_converter: {result.summary()})"
+    )
+    return _with(subject, model, label, note, opset, "torchscript")
+
+
+def _with(subject, model, label: str, note: str, opset: int, exporter: str | None):
+    entry = subject.entry
+    if entry is not None:
+        entry = {**entry, "opset": opset, "exporter": exporter or entry.get("exporter")}
+    return dataclasses.replace(
+        subject, model=model, label=label, entry=entry, notes=[*subject.notes, note]
+    )
+
+
+__all__ = ["retarget"]

@@ -1,0 +1,63 @@
+"""validate --target-opset: converted by onnx's converter, else exported again, else named."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from onnxconv import validate
+from onnxconv.cli import main
+from onnxconv.opset import model_opset
+from onnxconv.retarget import retarget
+
+GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
+
+
+def run(subjects, opset):
+    return validate.validate(subjects, ["cpu"], ["all"], ["fp32"], seeds=(0,), target_opset=opset)
+
+
+def test_a_conv_graph_is_converted_with_its_tensor_names():
+    subject = validate.load_subject("standard", GRAPHS)
+    moved = retarget(subject, 9)
+    assert model_opset(moved.model) == 9 and model_opset(subject.model) == 18
+    assert moved.label == "standard@opset9"
+    assert moved.notes[-1] == "converted from opset 18 to 9 by onnx.version_converter"
+    names = lambda m: {o for n in m.graph.node for o in n.output}  # noqa: E731
+    assert names(moved.model) == names(subject.model)
+    assert retarget(subject, 18) is subject
+
+
+def test_where_the_converter_stops_the_module_is_exported_again_and_passes():
+    """onnx 1.23 has no Relu/Reshape/Add 14 -> 13 adapter: the shuffle unit goes through the
+    TorchScript exporter, and PyTorch still decides the verdict."""
+    report = run([validate.load_subject("shuffle_unit", GRAPHS)], 11)
+    (cell,) = report.cells
+    assert (cell.subject, cell.status, cell.deciders[0]) == (
+        "shuffle_unit@opset11",
+        "pass",
+        "torch",
+    )
+    (note,) = report.subjects[0]["notes"]
+    assert note.startswith("exported again by the TorchScript exporter at opset 11")
+    assert "Relu (opset 14 -> 13)" in note and "Transpose (opset 13 -> 12)" in note
+
+
+def test_a_bare_graph_the_converter_cannot_take_fails_naming_each_operator(tmp_path, capsys):
+    bare = tmp_path / "shuffle.onnx"
+    shutil.copy(GRAPHS / "shuffle_unit" / "model.onnx", bare)
+    report = run([validate.load_subject(str(bare))], 11)
+    (cell,) = report.cells
+    assert (cell.status, cell.kind) == ("fail", "conversion")
+    assert "Reshape (opset 14 -> 13)" in cell.reason
+    assert "no PyTorch module to export again" in cell.reason
+    code = main(["validate", str(bare), "--target-opset", "11", "--precision", "fp32",
+                 "--opt-level", "all", "--seeds", "0", "--quiet"])  # fmt: skip
+    assert code == 1
+    assert "FAIL conversion" in capsys.readouterr().out
+
+
+def test_an_opset_out_of_range_is_a_usage_error(capsys):
+    assert main(["validate", "standard", "--graphs", str(GRAPHS), "--target-opset", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "target opset 3 out of range" in err[0]
