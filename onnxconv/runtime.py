@@ -80,6 +80,7 @@ import onnxruntime.capi.onnxruntime_pybind11_state as _ort_state
 from onnx import TensorProto, helper
 
 from onnxconv import precisions
+from onnxconv.bench.stats import node_kernel_events
 from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.errors import one_line as _one_line
 
@@ -621,15 +622,10 @@ def node_placement(session_profile_json_path: str | os.PathLike) -> dict[str, li
         raise UserInputError(f"{path}: not an ONNX Runtime profile: expected a list of events")
     placement: dict[str, list[str]] = {}
     seen: set[tuple[str, str]] = set()
-    for ev in events:
-        if not isinstance(ev, dict) or ev.get("cat") != "Node":
-            continue
-        args = ev.get("args") or {}
+    for node, args, _event in node_kernel_events(events):
         prov = args.get("provider")
-        name = str(ev.get("name", ""))
-        if not prov or not name.endswith("_kernel_time"):
+        if not prov:
             continue
-        node = name[: -len("_kernel_time")]
         ep = short_name(prov)
         if (ep, node) in seen:
             continue

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from cuda_marks import CUDA_REASON, cuda_only
 
+from onnxconv.bench import cells as bench_cells
 from onnxconv.bench import harness as bench
 from onnxconv.bench import report as bench_report
 from onnxconv.bench import stats as bench_stats
@@ -105,12 +106,14 @@ def _fake_cell(cid, backend, p50s, abs_sum=10.0):
 def test_pair_reports_median_of_per_round_ratios():
     ort = _fake_cell("o", "ort", [1.0, 2.0, 1.0])
     torch = _fake_cell("t", "torch", [3.0, 2.0, 1.5])
-    pair = bench._pair(ort, torch)
+    pair = bench_cells.pair(ort, torch)
     assert [r["torch_over_ort"] for r in pair["rounds"]] == [3.0, 1.0, 1.5]
     assert pair["torch_over_ort"] == 1.5
     assert pair["ort_over_torch"] == pytest.approx(statistics.median([1 / 3, 1.0, 1 / 1.5]))
     assert pair["n_pairs"] == 3 and pair["outputs_match"] is True
-    assert bench._pair(ort, _fake_cell("t", "torch", [1, 1, 1], 11.0))["outputs_match"] is False
+    assert (
+        bench_cells.pair(ort, _fake_cell("t", "torch", [1, 1, 1], 11.0))["outputs_match"] is False
+    )
 
 
 def test_time_calls_shapes_and_counts():

@@ -1,7 +1,12 @@
 """Timing: ONNX Runtime against PyTorch on the same input, threads and machine.
 
-    harness.py     the run: sources, cells, alternating rounds in fresh processes, settings
+    harness.py     the run: run_bench, alternating rounds in fresh processes, extra passes
+    settings.py    BenchSettings: what a run is asked to do, checked up front
+    sources.py     what is benched (variants, .onnx files) and its graph, inputs and cost
+    launch.py      starting a worker process: its environment, its job, its result
+    cells.py       a cell's record: rounds, statistics, roofline figures; pairs; roofs combined
     worker.py      one timed backend in one fresh process (python -m onnxconv.bench.worker)
+    pressure.py    the CPU pressure (PSI) around a worker: was the machine contended
     stats.py       percentiles, block spreads, paired ratios, ORT profile op groups and shares
     roofs.py       the machine's compute and memory roofs
     node_times.py  every node timed alone in a one-node model (--per-node)

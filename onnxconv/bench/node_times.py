@@ -17,6 +17,7 @@ Library: :func:`split_nodes` (pure onnx), :func:`time_nodes` (ORT sessions).
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -28,6 +29,7 @@ from onnx import helper
 from onnxconv.bench.stats import group_op_times, op_group, percentile
 from onnxconv.errors import UserInputError
 from onnxconv.errors import one_line as _one_line
+from onnxconv.feeds import generate
 from onnxconv.graph import node_macs
 from onnxconv.runtime import EpUnavailable, Target, ep_unavailable_reason, make_session
 
@@ -152,13 +154,6 @@ def split_nodes(model: onnx.ModelProto) -> list[NodeModel]:
     return out
 
 
-def _random_feeds(session, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        spec.name: rng.standard_normal(spec.shape).astype(spec.dtype) for spec in session.inputs
-    }
-
-
 def time_nodes(
     model: onnx.ModelProto,
     ep: str = "cpu",
@@ -211,7 +206,15 @@ def time_nodes(
         except EpUnavailable as exc:
             row["skipped"] = f"{ep} cannot run it alone: {exc.reason}"
             continue
-        feeds = _random_feeds(info, seed + part.index)
+        feeds = generate(  # split_nodes gives float inputs of static, positive shapes
+            part.model,
+            part.name,
+            batch=1,
+            spatial={},
+            distribution="normal",
+            seed=seed + part.index,
+            max_bytes=sys.maxsize,  # the inputs the whole graph computes: no limit of its own
+        )
         call = _bound_call(info, feeds, ep)
         for _ in range(warmup):
             call()

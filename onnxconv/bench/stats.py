@@ -9,11 +9,13 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 #: Per-op groups from ORT's profile; ``shuffle`` is Reshape/Transpose time (a channel shuffle is
 #: Reshape -> Transpose -> Reshape), ``reorder`` is the NCHWc layout transforms.
 OP_GROUPS = ("conv", "shuffle", "reorder", "other")
+
+_KERNEL_TIME = "_kernel_time"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -131,12 +133,28 @@ def group_op_times(by_op: Mapping[str, float]) -> dict[str, Any]:
     return {"groups": groups, "fractions": fractions, "total": total}
 
 
+def node_kernel_events(
+    events: Iterable[Any],
+) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
+    """The node kernel events of an ORT profile (its list of Chrome-trace events), in order, as
+    ``(node name, args, event)``: ``cat == "Node"`` with a name ``<node>_kernel_time``. Node
+    names are those of the *optimised* graph; ``args`` (``{}`` when absent) carries ``op_name``
+    and ``provider``. Pure and light, so that every reader of an ORT profile can share it
+    (:func:`parse_ort_profile`; :func:`onnxconv.runtime.node_placement` reads the same events)."""
+    for event in events:
+        if not isinstance(event, Mapping) or event.get("cat") != "Node":
+            continue
+        name = str(event.get("name", ""))
+        if name.endswith(_KERNEL_TIME):
+            yield name[: -len(_KERNEL_TIME)], event.get("args") or {}, event
+
+
 def parse_ort_profile(
     events: Sequence[Mapping[str, Any]], last_runs: int | None = None
 ) -> dict[str, Any]:
     """Sum node kernel time by op type from an ORT profile (the list of Chrome-trace events).
 
-    Node events are ``cat == "Node"`` with a name ending ``_kernel_time`` and ``args.op_name``.
+    Node events are those of :func:`node_kernel_events`, with ``args.op_name``.
     With ``last_runs``, only nodes inside the last ``last_runs`` ``model_run`` windows count (the
     warm-up runs are left out). Times are microseconds per run, means over the runs counted
     (``run_us_per_run`` is the mean ``model_run`` duration, framework overhead included).
@@ -154,20 +172,18 @@ def parse_ort_profile(
     placement: dict[str, set[str]] = defaultdict(set)
     nodes_on: dict[str, set[str]] = defaultdict(set)
     nodes = set()
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
-            continue
+    for node, args, e in node_kernel_events(events):
         if runs:
             ts = int(e["ts"])
             i = bisect.bisect_right(starts, ts) - 1
             if i < 0 or ts > runs[i][1]:
                 continue
-        args = e.get("args", {})
         op = args.get("op_name", "?")
+        provider = args.get("provider", "?")
         by_op[op] += float(e.get("dur", 0))
-        placement[args.get("provider", "?")].add(op)
-        nodes.add(e["name"][: -len("_kernel_time")])
-        nodes_on[args.get("provider", "?")].add(e["name"][: -len("_kernel_time")])
+        placement[provider].add(op)
+        nodes.add(node)
+        nodes_on[provider].add(node)
     n_runs = len(runs) or 1
     per_run = {op: t / n_runs for op, t in sorted(by_op.items(), key=lambda kv: -kv[1])}
     grouped = group_op_times(per_run)

@@ -1,0 +1,227 @@
+"""The cells of a run: a cell's empty record (:func:`cell_base`), each worker's result added to
+it (:func:`record_round`), its statistics and roofline figures once the run is over
+(:func:`finish_cell`), an ORT cell against a PyTorch cell round by round (:func:`pair`), and the
+start and end roof measurements combined (:func:`combine_roofs`)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+from .settings import BenchSettings
+from .sources import Prepared
+from .stats import median_or_none, paired_ratios, summarize
+
+
+def cell_base(
+    prep: Prepared, backend: str, target: str, settings: BenchSettings, **extra: Any
+) -> dict[str, Any]:
+    s = prep.source
+    return {
+        "id": f"{s.label}/b{prep.batch}/{backend}/{target}",
+        "label": s.label,
+        "source": s.variant if s.kind == "variant" else str(s.path),
+        "kind": s.kind,
+        "config": prep.config,
+        "batch": prep.batch,
+        "backend": backend,
+        "target": target,
+        "ep": None,
+        "device": None,
+        "opt_level": None,
+        "precision": settings.precision,
+        "threads": settings.threads,
+        "status": "ok",
+        "error": None,
+        "macs": prep.macs,
+        "params": prep.params,
+        "macs_source": prep.macs_source,
+        "input_shapes": _input_shapes(prep),
+        "rounds": [],
+        "per_op": None,
+        "per_node": None,
+        "session": {},
+        **extra,
+    }
+
+
+def _input_shapes(prep: Prepared) -> dict[str, list[int]]:
+    """``{input name: shape}`` of the arrays the cell is fed (read from the saved .npy header)."""
+    import numpy as np
+
+    return {
+        name: list(np.load(path, mmap_mode="r").shape)
+        for name, path in prep.inputs.items()
+        if path.is_file()
+    }
+
+
+def record_round(
+    cell: dict[str, Any], index: int, result: Mapping[str, Any], blocks: dict[str, list]
+) -> None:
+    entry: dict[str, Any] = {
+        "round": index,
+        "pid": result.get("pid"),
+        "wall_s": result.get("wall_s"),
+        "loadavg_1m": _loadavg(),
+        "cpu_pressure": result.get("cpu_pressure"),
+    }
+    if result.get("ok"):
+        stats = summarize(result["blocks_ns"])
+        blocks[cell["id"]].extend(result["blocks_ns"])
+        entry.update(
+            p50_ms=stats.p50_ms,
+            block_medians_ms=stats.block_medians_ms,
+            page_faults_per_call=result.get("page_faults_per_call"),
+            major_faults=result.get("majflt"),
+            warmup_calls=result.get("warmup_calls"),
+            involuntary_ctx_switches_per_call=result.get("involuntary_ctx_switches_per_call"),
+            error=None,
+        )
+        for key in (
+            "providers",
+            "session_options",
+            "cuda_options",
+            "io_binding",
+            "copies_ms",
+            "torch_threads",
+            "torch_interop_threads",
+            "malloc_env",
+            "compile_s",
+            "device",
+            "cuda_settings",
+        ):
+            if key in result:
+                cell["session"][key] = result[key]
+        cell["outputs"] = result.get("outputs")
+    else:
+        entry.update(p50_ms=None, error=result.get("error"))
+        if cell["status"] == "ok":
+            cell["status"] = result.get("status", "error")
+            cell["error"] = result.get("error")
+    cell["rounds"].append(entry)
+
+
+def finish_cell(cell: dict[str, Any], prep: Prepared, blocks: list, roofs: Mapping | None) -> None:
+    cell["stats"] = None
+    for key in (
+        "throughput_per_s",
+        "gflops",
+        "arithmetic_intensity",
+        "roof_bound_gflops",
+        "roof_fraction",
+        "compute_roof_fraction",
+        "achieved_gbps",
+        "memory_roof_fraction",
+        "page_faults_per_call",
+    ):
+        cell[key] = None
+    out_elems = sum(math.prod(o["shape"]) for o in cell.get("outputs") or [])
+    cell["bytes"] = (
+        4 * ((prep.params or 0) + prep.input_elems + out_elems) if cell.get("outputs") else None
+    )
+    cell["flops"] = 2 * prep.macs if prep.macs is not None else None
+    cell.setdefault("outputs", None)
+    faults = [
+        r["page_faults_per_call"]
+        for r in cell["rounds"]
+        if r.get("page_faults_per_call") is not None
+    ]
+    cell["page_faults_per_call"] = median_or_none(faults)
+    if not blocks:
+        return
+    stats = summarize(blocks)
+    cell["stats"] = stats.to_dict()
+    seconds = stats.p50_ms / 1e3
+    if seconds <= 0:  # below the clock's resolution: no rates
+        return
+    cell["throughput_per_s"] = prep.batch / seconds
+    if cell["flops"]:  # a graph without multiply-adds (a bare shuffle) has no GFLOP/s: "—"
+        cell["gflops"] = cell["flops"] / seconds / 1e9
+    if cell["bytes"]:
+        cell["achieved_gbps"] = cell["bytes"] / seconds / 1e9
+        if cell["flops"]:
+            cell["arithmetic_intensity"] = cell["flops"] / cell["bytes"]
+    if roofs:
+        if cell["achieved_gbps"] is not None:
+            cell["memory_roof_fraction"] = cell["achieved_gbps"] / roofs["memory_gbps"]
+        if cell["gflops"] is not None:
+            cell["compute_roof_fraction"] = cell["gflops"] / roofs["compute_gflops"]
+        if cell["arithmetic_intensity"] is not None:
+            bound = min(
+                roofs["compute_gflops"], cell["arithmetic_intensity"] * roofs["memory_gbps"]
+            )
+            cell["roof_bound_gflops"] = bound
+            cell["roof_fraction"] = cell["gflops"] / bound if bound > 0 else None
+
+
+def pair(ort_cell: Mapping[str, Any], torch_cell: Mapping[str, Any]) -> dict[str, Any]:
+    rounds = min(len(ort_cell["rounds"]), len(torch_cell["rounds"]))
+    ort_p50 = [r.get("p50_ms") for r in ort_cell["rounds"][:rounds]]
+    torch_p50 = [r.get("p50_ms") for r in torch_cell["rounds"][:rounds]]
+    ratios = paired_ratios(torch_p50, ort_p50)
+    inverse = paired_ratios(ort_p50, torch_p50)
+    match = None
+    if ort_cell.get("outputs") and torch_cell.get("outputs"):
+        a = [o["abs_sum"] for o in ort_cell["outputs"]]
+        b = [o["abs_sum"] for o in torch_cell["outputs"]]
+        match = len(a) == len(b) and all(
+            abs(x - y) <= 1e-3 * max(abs(x), abs(y), 1e-12) for x, y in zip(a, b)
+        )
+    return {
+        "label": ort_cell["label"],
+        "batch": ort_cell["batch"],
+        "ort_cell": ort_cell["id"],
+        "torch_cell": torch_cell["id"],
+        "ort_target": ort_cell["target"],
+        "torch_backend": torch_cell["backend"],
+        "rounds": [
+            {
+                "round": i,
+                "ort_p50_ms": o,
+                "torch_p50_ms": t,
+                "torch_over_ort": (t / o if o and t else None),
+            }
+            for i, (o, t) in enumerate(zip(ort_p50, torch_p50))
+        ],
+        "torch_over_ort": median_or_none(ratios),
+        "ort_over_torch": median_or_none(inverse),
+        "n_pairs": len(ratios),
+        "outputs_match": match,
+    }
+
+
+def combine_roofs(
+    results: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Roof measurements (start and end of the run) -> the roofs used, best of each figure.
+
+    A roof is what the machine *can* do, so a measurement disturbed by another process only ever
+    reads low: the higher figure is the better estimate. Every measurement is kept under
+    ``measurements``.
+    """
+    good = [r["roofs"] for r in results if r.get("ok")]
+    if not good:
+        errors = [r.get("error") for r in results if r.get("error")]
+        return None, (errors[0] if errors else "roofs not measured")
+    compute = max(r["compute_gflops"] for r in good)
+    memory = max(r["memory_gbps"] for r in good)
+    when = ["start", "end"]
+    return {
+        "compute_gflops": compute,
+        "memory_gbps": memory,
+        "ridge_flops_per_byte": compute / memory,
+        "threads": good[0]["threads"],
+        **({"device": good[0]["device"]} if "device" in good[0] else {}),
+        "method": {**good[0]["method"], "combined": "best of the start and end measurements"},
+        "details": good[0]["details"],
+        "measurements": [{"when": when[i] if i < 2 else str(i), **r} for i, r in enumerate(good)],
+    }, None
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None

@@ -1,0 +1,104 @@
+"""What a bench run is asked to do: :class:`BenchSettings` (threads, batches, EPs, levels, rounds,
+blocks, roofs, ...), checked up front by :meth:`BenchSettings.validate`, and the names it knows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..errors import UserInputError
+from .launch import TORCH_MALLOC_ENV
+
+OPT_LEVELS = ("all", "extended", "basic", "disabled")
+EPS = ("cpu", "cuda")
+BACKENDS = ("ort", "torch", "torch_compile")
+CUDNN_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
+
+
+Progress = Callable[[int, int, str], None]
+"""``progress(done, total, message)``: called before each worker starts and once at the end."""
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    threads: int = 1
+    batches: tuple[int, ...] = (1,)
+    eps: tuple[str, ...] = ("cpu",)
+    opt_levels: tuple[str, ...] = OPT_LEVELS
+    precision: str = "fp32"
+    rounds: int = 2
+    blocks: int = 5
+    calls: int = 100
+    warmup: int = 10
+    warmup_s: float = 0.3
+    compile: bool = False
+    profile: bool = True
+    profile_calls: int = 50
+    per_node: bool = False
+    per_node_calls: int = 30
+    #: CUDA EP options over runtime.DEFAULT_CUDA_OPTIONS,
+    #: e.g. {"cudnn_conv_algo_search": "DEFAULT"}.
+    cuda_options: dict[str, str] = field(default_factory=dict)
+    roofs: bool = True
+    seed: int = 0
+    opset: int = 18
+    exporter: str = "dynamo"
+    torch_malloc_env: dict[str, str] = field(default_factory=lambda: dict(TORCH_MALLOC_ENV))
+    roof_matmul_n: int = 2048
+    roof_copy_mb: int = 256
+    roof_repeats: int = 5
+    timeout_s: float = 600.0
+
+    def validate(self) -> None:
+        def positive(name: str, value: Any) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserInputError(f"{name} must be an integer >= 1, got {value!r}")
+
+        positive("threads", self.threads)
+        if not self.batches:
+            raise UserInputError("batch list is empty: give at least one batch size, e.g. 1")
+        for b in self.batches:
+            positive("batch size", b)
+        for name in (
+            "rounds",
+            "blocks",
+            "calls",
+            "profile_calls",
+            "per_node_calls",
+            "roof_matmul_n",
+            "roof_copy_mb",
+            "roof_repeats",
+        ):
+            positive(name, getattr(self, name))
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise UserInputError(f"warmup must be an integer >= 0, got {self.warmup!r}")
+        if self.warmup_s < 0 or self.timeout_s <= 0:
+            raise UserInputError("warmup_s must be >= 0 and timeout_s > 0")
+        if not self.eps:
+            raise UserInputError("no execution provider to bench (eps is empty)")
+        search = self.cuda_options.get("cudnn_conv_algo_search")
+        if search is not None and search not in CUDNN_SEARCH:
+            raise UserInputError(
+                f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}, got {search!r}"
+            )
+        for ep in self.eps:
+            if ep not in EPS:
+                raise UserInputError(
+                    f"unknown execution provider {ep!r} (bench knows: {', '.join(EPS)})"
+                )
+        if not self.opt_levels:
+            raise UserInputError("no optimisation level to bench (opt_levels is empty)")
+        for level in self.opt_levels:
+            if level not in OPT_LEVELS:
+                raise UserInputError(
+                    f"unknown optimisation level {level!r} (expected one of: "
+                    f"{', '.join(OPT_LEVELS)})"
+                )
+        if self.precision != "fp32":
+            raise UserInputError(f"precision {self.precision!r} is not benchmarked yet (only fp32)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("batches", "eps", "opt_levels"):
+            d[key] = list(d[key])
+        return d

@@ -1,0 +1,280 @@
+"""What is benched and its inputs: :class:`Source` (a registry variant or an ``.onnx`` file),
+:func:`resolve_sources` from the names and paths given, and :func:`prepare` (parent process,
+never timed): the exported graph, the saved inputs and the cost of one source at one batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .. import feeds
+from ..errors import UserInputError
+from ..errors import one_line as _one_line
+from ..graph import graph_cost
+from ..graph.index import load_model
+from .settings import BenchSettings
+
+
+@dataclass
+class Source:
+    """What to bench: a registry variant, or a bare ONNX file."""
+
+    label: str
+    kind: str  # "variant" or "onnx"
+    variant: str | None = None
+    path: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: The recipe of the user's module that the graph came from (its manifest entry, or
+    #: ``bench --module``): PyTorch is timed beside it.
+    module: dict[str, Any] | None = None
+
+    @property
+    def has_torch(self) -> bool:
+        return self.kind == "variant" or self.module is not None
+
+
+def resolve_sources(
+    items: Sequence[str | os.PathLike],
+    overrides: Mapping[str, Any] | None = None,
+    variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Source]:
+    """Variant names and ``.onnx`` paths (or folders holding ``model.onnx``) -> sources.
+
+    ``overrides`` apply to every variant whose config has the key (a key no variant knows is an
+    error); ``variant_overrides[name]`` apply to that variant only, strictly.
+    """
+    from .. import variants
+
+    items = list(dict.fromkeys(items))  # the same name twice is benched once
+    if not items:
+        raise UserInputError("nothing to bench: name at least one variant or .onnx file")
+    sources: list[Source] = []
+    for item in items:
+        text = str(item)
+        if isinstance(item, str) and text in variants.REGISTRY:
+            sources.append(Source(label=text, kind="variant", variant=text))
+            continue
+        path = Path(item)
+        looks_like_path = (
+            not isinstance(item, str) or path.suffix == ".onnx" or os.sep in text or path.exists()
+        )
+        if not looks_like_path:
+            variants.get(text)  # raises the one-line "unknown variant ... (known: ...)"
+        if path.is_dir():
+            if not (path / "model.onnx").is_file():
+                raise UserInputError(
+                    f"{path}: folder without model.onnx (expected an .onnx file "
+                    "or a test-data folder)"
+                )
+            path = path / "model.onnx"
+        if not path.exists():
+            raise UserInputError(f"{path}: no such file")
+        load_model(path)  # fails early, with one line, on anything that is not ONNX
+        label = path.parent.name if path.name == "model.onnx" else path.stem
+        sources.append(
+            Source(label=label, kind="onnx", path=path.resolve(), module=recipe_of(path))
+        )
+    common = dict(overrides or {})
+    per_variant = {k: dict(v) for k, v in (variant_overrides or {}).items()}
+    names = [s.variant for s in sources if s.kind == "variant"]
+    for name in per_variant:
+        if name not in names:
+            raise UserInputError(f"overrides given for {name!r}, which is not benched")
+    used: set[str] = set()
+    for source in sources:
+        if source.kind != "variant":
+            continue
+        spec = variants.get(source.variant)
+        known = spec.config()
+        applicable = {k: v for k, v in common.items() if k in known and k != "batch"}
+        used.update(applicable)
+        source.overrides = {**applicable, **per_variant.get(source.variant, {})}
+        if "batch" in source.overrides:
+            raise UserInputError("set batch sizes with batches, not in the config overrides")
+        spec.build(spec.config(source.overrides))  # impossible configs fail here, up front
+    unknown = set(common) - used - {"batch"}
+    if unknown:
+        raise UserInputError(
+            f"config key(s) {', '.join(sorted(unknown))} fit none of the "
+            f"variants benched ({', '.join(names) or 'none'})"
+        )
+    if "batch" in common:
+        raise UserInputError("set batch sizes with batches, not in the config overrides")
+    return sources
+
+
+def recipe_of(model_path: Path) -> dict[str, Any] | None:
+    """The user-module recipe that the export folder's manifest records for this graph."""
+    manifest = model_path.parent.parent / "manifest.json"
+    if model_path.name != "model.onnx" or not manifest.is_file():
+        return None
+    try:
+        entry = json.loads(manifest.read_text())["graphs"][model_path.parent.name]
+        return dict(entry["module"]) if entry.get("module") else None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class Prepared:
+    """One source at one batch, ready to time: its graph, saved inputs and cost (or ``error``)."""
+
+    source: Source
+    batch: int
+    config: dict[str, Any] | None
+    model_path: Path
+    inputs: dict[str, Path]
+    input_elems: int
+    macs: int | None  # whole batch
+    params: int | None
+    macs_source: str
+    error: str | None = None
+
+
+def prepare_variant(source: Source, batch: int, settings: BenchSettings, work: Path) -> Prepared:
+    """Build and export the variant; its example input is what both ORT and PyTorch are fed."""
+    from .. import variants
+    from ..export import ExportOptions, to_onnx
+
+    spec = variants.get(source.variant)
+    config = spec.config({**source.overrides, "batch": batch})
+    folder = work / f"{source.label}-b{batch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    module = spec.build(config, seed=settings.seed)
+    example = spec.example_input(config, seed=settings.seed)
+    x_path = folder / "input_0.npy"
+    np.save(x_path, example.numpy())
+    model_path = folder / "model.onnx"
+    cost = spec.cost(config)
+    prepared = Prepared(
+        source,
+        batch,
+        config,
+        model_path,
+        {"input": x_path},
+        int(example.numel()),
+        cost.macs * batch,
+        cost.params,
+        "analytic",
+    )
+    try:
+        options = ExportOptions(
+            opset=settings.opset, exporter=settings.exporter, seed=settings.seed
+        )
+        model = to_onnx(module, example, {}, options)
+    except Exception as error:  # the exporters raise many types: the cell records one line
+        prepared.error = f"export failed: {_one_line(error)}"
+        return prepared
+    names = [i.name for i in model.graph.input]
+    prepared.inputs = {names[0]: x_path}
+    model_path.write_bytes(model.SerializeToString())
+    return prepared
+
+
+#: The element types of the inputs generated for a bare graph: floats get seeded normal values
+#: (:func:`onnxconv.feeds.generate`), integers and bools zeros.
+_GENERATED_TYPES = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.BOOL,
+)
+
+
+def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path) -> Prepared:
+    """Seeded inputs for a bare graph (a test-data folder's own input where its shape fits)."""
+    model = load_model(source.path)
+    folder = work / f"{source.label}-b{batch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    infos = feeds.graph_inputs(model)
+    shapes = [_bench_shape(source, vi, batch) for vi in infos]
+    # feeds.generate draws the float inputs, in order, from one generator seeded once. Integer
+    # and bool inputs are zeros and draw nothing, nor does an empty input (a dimension of 0,
+    # which generate refuses), so only the other float inputs go in.
+    floats = onnx.ModelProto()
+    floats.graph.input.extend(
+        vi for vi, shape in zip(infos, shapes) if _is_float(vi) and 0 not in shape
+    )
+    generated = feeds.generate(
+        floats,
+        str(source.path),
+        batch=batch,
+        spatial={},
+        distribution="normal",
+        seed=settings.seed,
+        max_bytes=sys.maxsize,  # the bench sets no limit: the graph and batch asked for decide
+    )
+    inputs: dict[str, Path] = {}
+    elems = 0
+    for i, (vi, shape) in enumerate(zip(infos, shapes)):
+        data = generated.get(vi.name)
+        if data is None:
+            data = np.zeros(shape, dtype=_np_dtype(vi))
+        test_input = source.path.parent / "test_data_set_0" / f"input_{i}.pb"
+        if test_input.is_file():  # a test-data folder: use its input when the shape fits
+            tensor = onnx.TensorProto()
+            tensor.ParseFromString(test_input.read_bytes())
+            stored = numpy_helper.to_array(tensor)
+            if list(stored.shape) == shape:
+                data = stored
+        path = folder / f"input_{i}.npy"
+        np.save(path, data)
+        inputs[vi.name] = path
+        elems += int(np.prod(shape)) if shape else 1
+    params, macs = graph_cost(model, batch)
+    return Prepared(source, batch, None, source.path, inputs, elems, macs, params, "graph")
+
+
+def _bench_shape(source: Source, vi: onnx.ValueInfoProto, batch: int) -> list[int]:
+    """The shape fed to a graph input at ``batch``; a :class:`UserInputError` for a symbolic
+    dimension other than the batch, a fixed batch of another size, or an element type not in
+    :data:`_GENERATED_TYPES`."""
+    tt = vi.type.tensor_type
+    shape = []
+    for axis, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value"):
+            shape.append(d.dim_value)
+        elif axis == 0:
+            shape.append(batch)
+        else:
+            raise UserInputError(
+                f"{source.path}: input {vi.name!r} has a symbolic "
+                f"dimension {axis} ({d.dim_param or '?'}); only the batch "
+                "may be dynamic"
+            )
+    if shape and shape[0] != batch:
+        raise UserInputError(
+            f"{source.path}: input {vi.name!r} has a fixed batch of "
+            f"{shape[0]}; cannot bench batch {batch}"
+        )
+    if tt.elem_type not in _GENERATED_TYPES:
+        raise UserInputError(
+            f"{source.path}: input {vi.name!r} has an element type "
+            f"({tt.elem_type}) the bench cannot generate"
+        )
+    return shape
+
+
+def _np_dtype(vi: onnx.ValueInfoProto) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+
+
+def _is_float(vi: onnx.ValueInfoProto) -> bool:
+    return bool(np.issubdtype(_np_dtype(vi), np.floating))
+
+
+def prepare(source: Source, batch: int, settings: BenchSettings, work: Path) -> Prepared:
+    """The graph, saved inputs and cost of ``source`` at ``batch`` (its files under ``work``)."""
+    return (prepare_variant if source.kind == "variant" else prepare_onnx)(
+        source, batch, settings, work
+    )
