@@ -26,11 +26,16 @@ makes float16 (invalid: Range has no float16 type). Neither handles If/Loop subg
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxconv.errors import CheckFailed, UserInputError, one_line
+
+#: Metadata entry of a :func:`to_fp16_standard` result: what the converter changed in weights.
+CONVERTER_CHANGES = "onnxconv.fp16_converter_changes"
 
 _FP32 = TensorProto.FLOAT
 _FP16 = TensorProto.FLOAT16
@@ -269,21 +274,33 @@ def to_fp16_standard(model: onnx.ModelProto, keep_io_types: bool = True) -> onnx
 
     ``keep_io_types=True``: float32 graph inputs/outputs stay float32 via Cast nodes (one per
     consumer of an input). ``False``: they become float16, with no Cast at the boundary.
-    ``model`` is left untouched. Raises :class:`CheckFailed` (one line) when the converter
-    raises (e.g. on a graph that already holds float16), when its result fails
-    ``onnx.checker`` (full check), or when an I/O tensor does not have the promised type.
+    ``model`` is left untouched. The converter's ``UserWarning`` per moved weight extreme is
+    not printed; their count is kept in the metadata entry :data:`CONVERTER_CHANGES`.
+    Raises :class:`CheckFailed` (one line) when the converter raises (e.g. on a graph that
+    already holds float16), when its result fails ``onnx.checker`` (full check), or when an
+    I/O tensor does not have the promised type.
     """
     float16 = _standard_float16()
     source = onnx.ModelProto()
     source.CopyFrom(model)
-    try:
-        converted = float16.convert_float_to_float16(source, keep_io_types=keep_io_types)
-    except Exception as exc:
-        raise CheckFailed(f"onnxconverter-common fp16 conversion failed: {one_line(exc)}") from exc
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            converted = float16.convert_float_to_float16(source, keep_io_types=keep_io_types)
+        except Exception as exc:
+            raise CheckFailed(
+                f"onnxconverter-common fp16 conversion failed: {one_line(exc)}"
+            ) from exc
     _check_standard_result(model, converted, keep_io_types)
     props = {p.key: p.value for p in converted.metadata_props}
     props["onnxconv.precision"] = "fp16"
     props["onnxconv.fp16_io"] = "float32" if keep_io_types else "float16"
+    moved = [str(w.message) for w in said if "will be truncated" in str(w.message)]
+    if moved:  # one warning per tensor extreme it moved: kept as a count, not printed
+        props[CONVERTER_CHANGES] = (
+            f"onnxconverter-common moved {len(moved)} weight extremes into its range "
+            f"(|w| < 1e-7 raised to 1e-7, |w| > 1e4 clamped), e.g. {moved[0]}"
+        )
     onnx.helper.set_model_props(converted, props)
     return converted
 

@@ -35,6 +35,7 @@ from . import graph, quant_check, runtime, variants
 from . import precisions as precisions_module
 from .divergence import first_divergence
 from .errors import CheckFailed, UserInputError, one_line
+from .fp16 import CONVERTER_CHANGES
 from .machine import describe_gpus
 from .parity import Tolerance, default_tolerance
 from .quant_metrics import TOLERANCES
@@ -710,6 +711,10 @@ def deployments(
             )
         except CheckFailed as error:
             made[name] = error
+            continue
+        changes = {p.key: p.value for p in made[name].metadata_props}.get(CONVERTER_CHANGES)
+        if changes:
+            subject.notes.append(f"{name}: {changes}")
     return made
 
 
