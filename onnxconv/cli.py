@@ -702,6 +702,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         batches=args.batch,
         eps=args.ep,
         opt_levels=args.opt_level,
+        precisions=args.precision,
         rounds=args.rounds,
         blocks=args.blocks,
         calls=args.calls,
@@ -1123,6 +1124,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=csv_list,
         default=None,
         help="comma-separated optimisation levels (default: all four)",
+    )
+    p.add_argument(
+        "--precision",
+        type=csv_list,
+        default=["fp32"],
+        help="comma-separated deployments ORT times, e.g. fp32,fp16,int8 (see validate "
+        "--precision; int8 calibrated on 16 generated inputs; PyTorch runs fp32; default fp32)",
     )
     p.add_argument(
         "--rounds",

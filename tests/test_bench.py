@@ -343,8 +343,9 @@ def test_e2e_cells_and_pairs(e2e):
 def test_e2e_progress_counts_every_worker(e2e):
     _, _, seen, _, _ = e2e
     total = seen[0][1]
-    # roofs at start and end, and per variant: 2 rounds of (ORT, torch), one profiled ORT run
-    assert total == 2 + 2 * (2 * 1 + 2 * 1 + 1)
+    # roofs at start and end, and per variant: its deployments, 2 rounds of (ORT, torch), one
+    # profiled ORT run
+    assert total == 2 + 2 * (1 + 2 * 1 + 2 * 1 + 1)
     assert [s[0] for s in seen] == list(range(total + 1))
     assert seen[-1] == (total, total, "done")
 

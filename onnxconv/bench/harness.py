@@ -52,7 +52,7 @@ from .launch import TORCH_MALLOC_ENV, run_worker, worker_env
 from .pressure import cpu_pressure_since, cpu_stall
 from .report import BenchReport, measurement_notes
 from .settings import BACKENDS, CUDNN_SEARCH, EPS, OPT_LEVELS, BenchSettings, Progress
-from .sources import Prepared, Source, prepare, recipe_of, resolve_sources
+from .sources import Prepared, Source, deploy_all, prepare, recipe_of, resolve_sources
 
 __all__ = [
     "BACKENDS",
@@ -89,7 +89,7 @@ def run_bench(
     batches: Sequence[int] = (1,),
     eps: Sequence[str] | None = None,
     opt_levels: Sequence[str] | None = None,
-    precision: str = "fp32",
+    precisions: Sequence[str] = ("fp32",),
     rounds: int = 2,
     blocks: int = 5,
     calls: int = 100,
@@ -128,7 +128,7 @@ def run_bench(
         batches=tuple(batches),
         eps=tuple(eps) if eps is not None else (),
         opt_levels=tuple(opt_levels) if opt_levels is not None else OPT_LEVELS,
-        precision=precision,
+        precisions=tuple(precisions),
         rounds=rounds,
         blocks=blocks,
         calls=calls,
@@ -197,7 +197,12 @@ class _Harness:
         self.sources, self.settings, self.work, self.progress = sources, settings, work, progress
         self.env = worker_env(settings.threads)
         self.torch_env = worker_env(settings.threads, settings.torch_malloc_env)
-        self.ort_targets = [(ep, level) for ep in settings.eps for level in settings.opt_levels]
+        self.ort_targets = [
+            (ep, level, precision)
+            for ep in settings.eps
+            for precision in settings.precisions
+            for level in settings.opt_levels
+        ]
         self.torch_backends = ["torch"] + (["torch_compile"] if settings.compile else [])
         self.devices = _torch_devices(settings)
         self.unavailable_eps = {
@@ -211,7 +216,7 @@ class _Harness:
         per_variant = settings.rounds * len(self.torch_backends) * len(self.devices)
         n_variants = sum(1 for s in sources if s.has_torch)
         self.total = (2 if settings.roofs else 1) + len(settings.batches) * (
-            len(sources) * per_source + n_variants * per_variant
+            len(sources) * (per_source + 1) + n_variants * per_variant
         )
         self.done = 0
         self.roof_results: list[dict[str, Any]] = []
@@ -285,6 +290,9 @@ class _Harness:
         for source in self.sources:
             for batch in self.settings.batches:
                 prep = prepare(source, batch, self.settings, self.work)
+                names = self.settings.precisions
+                self.step(f"{source.label} b{batch}: deploying {', '.join(names)}")
+                prep.deployed = deploy_all(prep, names, self.settings.seed)
                 ort_cells, torch_cells = self.cells_of(source, prep)
                 blocks = self.time_rounds(source, prep, ort_cells, torch_cells)
                 self.extra_passes(prep, ort_cells)
@@ -293,7 +301,7 @@ class _Harness:
                     report.cells.append(cell)
                 report.pairs += [
                     pair(ort_cell, torch_cell)
-                    for (ep, _level), ort_cell in ort_cells.items()
+                    for (ep, _level, _precision), ort_cell in ort_cells.items()
                     for (_backend, device), torch_cell in torch_cells.items()
                     if device == ep
                 ]
@@ -319,10 +327,17 @@ class _Harness:
         ``{(backend, device): cell}`` for PyTorch (variants only: a bare graph has no module)."""
         s = self.settings
         ort_cells = {
-            (ep, level): cell_base(
-                prep, "ort", f"{ep}/{level}/{s.precision}", s, ep=ep, device=ep, opt_level=level
+            (ep, level, precision): cell_base(
+                prep,
+                "ort",
+                f"{ep}/{level}/{precision}",
+                s,
+                ep=ep,
+                device=ep,
+                opt_level=level,
+                precision=precision,
             )
-            for ep, level in self.ort_targets
+            for ep, level, precision in self.ort_targets
         }
         torch_cells = {}
         if source.has_torch:
@@ -341,10 +356,11 @@ class _Harness:
         blocks: dict[str, list] = defaultdict(list)
         inputs = {k: str(v) for k, v in prep.inputs.items()}
         for r in range(s.rounds):
-            for (ep, level), cell in ort_cells.items():
+            for (ep, level, precision), cell in ort_cells.items():
                 self.step(f"{cell['id']} round {r + 1}/{s.rounds}")
-                if prep.error:
-                    result = {"ok": False, "error": prep.error}
+                deployed = prep.deployed.get(precision)
+                if prep.error or isinstance(deployed, str):
+                    result = {"ok": False, "error": prep.error or deployed}
                 elif ep in self.unavailable_eps:
                     result = {
                         "ok": False,
@@ -355,8 +371,7 @@ class _Harness:
                     result = self.worker(
                         {
                             "kind": "ort",
-                            "model": str(prep.model_path),
-                            "inputs": inputs,
+                            **deployed.job(),
                             "ep": ep,
                             "opt_level": level,
                             "cuda_options": s.cuda_options,
@@ -389,7 +404,7 @@ class _Harness:
     def each_ort_cell(self, prep: Prepared, ort_cells: dict, what: str, job: dict[str, Any]):
         """One more worker per ORT cell that ran: ``(ep, cell, result)``."""
         s = self.settings
-        for (ep, level), cell in ort_cells.items():
+        for (ep, level, precision), cell in ort_cells.items():
             self.step(f"{cell['id']} {what}")
             if cell["status"] == "ok":
                 yield (
@@ -397,8 +412,7 @@ class _Harness:
                     cell,
                     self.worker(
                         {
-                            "model": str(prep.model_path),
-                            "inputs": {k: str(v) for k, v in prep.inputs.items()},
+                            **prep.deployed[precision].job(),
                             "ep": ep,
                             "opt_level": level,
                             "cuda_options": s.cuda_options,

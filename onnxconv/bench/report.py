@@ -493,8 +493,57 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
                 f"{p['torch_backend']} | {per_round} | {_fmt(p['torch_over_ort'], '.2f')} "
                 f"| {p['outputs_match']} |"
             )
+    lines += _deployment_section(data["cells"])
     lines += _per_node_section(data["cells"], data.get("roofs"), data.get("cuda_roofs"))
     return "\n".join(lines) + "\n"
+
+
+def deployment_speedups(cells: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each ORT cell of a precision other than fp32 against the fp32 cell of the same graph,
+    batch, EP and level: ``fp32 p50 / its p50`` (> 1: the deployment is faster)."""
+    fp32 = {
+        (c["label"], c["batch"], c.get("ep"), c.get("opt_level")): c
+        for c in cells
+        if c["backend"] == "ort" and c.get("precision", "fp32") == "fp32" and c["status"] == "ok"
+    }
+    rows = []
+    for c in cells:
+        if c["backend"] != "ort" or c.get("precision", "fp32") == "fp32" or c["status"] != "ok":
+            continue
+        base = fp32.get((c["label"], c["batch"], c.get("ep"), c.get("opt_level")))
+        if base is None:
+            continue
+        mine, theirs = (c.get("stats") or {}).get("p50_ms"), (base.get("stats") or {}).get("p50_ms")
+        rows.append(
+            {
+                "label": c["label"],
+                "batch": c["batch"],
+                "target": c["target"],
+                "p50_ms": mine,
+                "fp32_p50_ms": theirs,
+                "fp32_over_this": theirs / mine if mine and theirs else None,
+            }
+        )
+    return rows
+
+
+def _deployment_section(cells: list[Mapping[str, Any]]) -> list[str]:
+    rows = deployment_speedups(cells)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Deployments against fp32 (same graph, batch, EP and level)",
+        "",
+        "| variant | batch | ORT target | p50 ms | fp32 p50 ms | fp32 / this (> 1: faster) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['label']} | {r['batch']} | {r['target']} | {_fmt(r['p50_ms'], '.4g')} | "
+            f"{_fmt(r['fp32_p50_ms'], '.4g')} | {_fmt(r['fp32_over_this'], '.2f')} |"
+        )
+    return lines
 
 
 def _cuda_line(cuda_options: Mapping[str, str]) -> str:

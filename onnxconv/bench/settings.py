@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..errors import UserInputError
+from ..precisions import get as get_precision
 from .launch import TORCH_MALLOC_ENV
 
 OPT_LEVELS = ("all", "extended", "basic", "disabled")
@@ -25,7 +26,8 @@ class BenchSettings:
     batches: tuple[int, ...] = (1,)
     eps: tuple[str, ...] = ("cpu",)
     opt_levels: tuple[str, ...] = OPT_LEVELS
-    precision: str = "fp32"
+    #: Deployments timed on ORT (:mod:`onnxconv.precisions`); PyTorch runs fp32.
+    precisions: tuple[str, ...] = ("fp32",)
     rounds: int = 2
     blocks: int = 5
     calls: int = 100
@@ -94,11 +96,13 @@ class BenchSettings:
                     f"unknown optimisation level {level!r} (expected one of: "
                     f"{', '.join(OPT_LEVELS)})"
                 )
-        if self.precision != "fp32":
-            raise UserInputError(f"precision {self.precision!r} is not benchmarked yet (only fp32)")
+        if not self.precisions:
+            raise UserInputError("no precision to bench (precisions is empty)")
+        for precision in self.precisions:
+            get_precision(precision)  # an unknown name is a UserInputError
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("batches", "eps", "opt_levels"):
+        for key in ("batches", "eps", "opt_levels", "precisions"):
             d[key] = list(d[key])
         return d

@@ -137,6 +137,79 @@ class Prepared:
     params: int | None
     macs_source: str
     error: str | None = None
+    #: Per precision: the deployed graph and its inputs, or why it could not be made.
+    deployed: dict[str, Deployed | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The graph at one precision and the inputs it is fed (float16 ones for ``fp16-io``)."""
+
+    model_path: Path
+    inputs: dict[str, Path]
+
+    def job(self) -> dict[str, Any]:
+        """The worker job's ``model`` and ``inputs``."""
+        inputs = {name: str(path) for name, path in self.inputs.items()}
+        return {"model": str(self.model_path), "inputs": inputs}
+
+
+def deploy_all(prep: Prepared, names: Sequence[str], seed: int) -> dict[str, Deployed | str]:
+    """``prep``'s graph at every precision (:func:`onnxconv.precisions.deploy`), written beside
+    its inputs; int8 is calibrated on seeded ``normal`` inputs of the benched shape. A
+    deployment that cannot be made is its error line (the cells record it, nothing is timed)."""
+    from .. import precisions
+    from ..errors import OnnxconvError
+
+    deployed: dict[str, Deployed | str] = {}
+    if prep.error:
+        return deployed
+    model = load_model(prep.model_path)
+    folder = next(iter(prep.inputs.values())).parent
+    given = {name: np.load(path) for name, path in prep.inputs.items()}
+    for name in names:
+        if name == "fp32":
+            deployed[name] = Deployed(prep.model_path, dict(prep.inputs))
+            continue
+        try:
+            calibration = None
+            if precisions.get(name).needs_calibration:
+                calibration = _calibration(model, given, seed)
+            graph = precisions.deploy(model, name, calibration, label=str(prep.model_path))
+        except OnnxconvError as error:
+            deployed[name] = f"no {name} deployment: {_one_line(error)}"
+            continue
+        path = folder / f"model.{name}.onnx"
+        path.write_bytes(graph.SerializeToString())
+        inputs = {}
+        for input_name, array in precisions.feeds_for(graph, given).items():
+            inputs[input_name] = prep.inputs[input_name]
+            if array.dtype != given[input_name].dtype:
+                inputs[input_name] = folder / f"{input_name}.{name}.npy"
+                np.save(inputs[input_name], array)
+        deployed[name] = Deployed(path, inputs)
+    return deployed
+
+
+def _calibration(
+    model: onnx.ModelProto, given: dict[str, np.ndarray], seed: int
+) -> list[dict[str, np.ndarray]]:
+    """Seeded ``normal`` feeds of the benched shapes (the timed input is not among them)."""
+    from ..precisions import CALIBRATION_SAMPLES, CALIBRATION_SEED
+
+    shape = next(iter(given.values())).shape
+    spatial = {axis: size for axis, size in enumerate(shape) if axis > 0}
+    return [
+        feeds.generate(
+            model,
+            "calibration",
+            batch=shape[0] if shape else 1,
+            spatial=spatial,
+            distribution="normal",
+            seed=CALIBRATION_SEED + seed + i,
+        )
+        for i in range(CALIBRATION_SAMPLES)
+    ]
 
 
 def prepare_variant(source: Source, batch: int, settings: BenchSettings, work: Path) -> Prepared:
