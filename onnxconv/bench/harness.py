@@ -359,8 +359,10 @@ class _Harness:
             for (ep, level, precision), cell in ort_cells.items():
                 self.step(f"{cell['id']} round {r + 1}/{s.rounds}")
                 deployed = prep.deployed.get(precision)
-                if prep.error or isinstance(deployed, str):
-                    result = {"ok": False, "error": prep.error or deployed}
+                if prep.error:
+                    result = {"ok": False, "error": prep.error}
+                elif isinstance(deployed, str):  # no such graph: nothing to time, not a failure
+                    result = {"ok": False, "status": "undeployable", "error": deployed}
                 elif ep in self.unavailable_eps:
                     result = {
                         "ok": False,

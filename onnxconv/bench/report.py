@@ -48,7 +48,8 @@ class BenchReport:
       ``source`` (variant name or model path), ``kind`` ("variant" | "onnx"), ``config``,
       ``batch``, ``backend`` ("ort" | "torch" | "torch_compile"), ``target`` ("cpu/all/fp32" for
       ORT, the device for torch), ``ep``, ``device``, ``opt_level``, ``precision``, ``threads``,
-      ``status`` ("ok" | "error" | "unavailable"), ``error``; cost: ``macs`` and ``flops``
+      ``status`` ("ok" | "error" | "unavailable" | "undeployable": no graph at that
+      precision), ``error``; cost: ``macs`` and ``flops``
       (2·MACs, for the whole batch), ``params``, ``bytes`` (fp32 weights + input + output),
       ``macs_source`` ("analytic" | "graph"), ``input_shapes`` ({input name: shape} fed to the
       cell); timing: ``stats`` (:class:`LatencyStats`: n, p50/
