@@ -718,8 +718,10 @@ def deployments(
     return made
 
 
-def calibration_feeds(subject: Subject, max_input_bytes: int) -> list[dict[str, np.ndarray]]:
-    """Seeded ``normal`` inputs at the export's size, seeds disjoint from every other case."""
+def seeded_feeds(
+    subject: Subject, first_seed: int, count: int, max_input_bytes: int
+) -> list[dict[str, np.ndarray]]:
+    """``count`` seeded ``normal`` inputs at the export's size, seeds ``first_seed`` onwards."""
     return [
         feeds_module.generate(
             subject.model,
@@ -727,11 +729,21 @@ def calibration_feeds(subject: Subject, max_input_bytes: int) -> list[dict[str, 
             batch=1,
             spatial=spatial_sizes(subject)[0],
             distribution="normal",
-            seed=precisions_module.CALIBRATION_SEED + i,
+            seed=first_seed + i,
             max_bytes=max_input_bytes,
         )
-        for i in range(precisions_module.CALIBRATION_SAMPLES)
+        for i in range(count)
     ]
+
+
+def calibration_feeds(subject: Subject, max_input_bytes: int) -> list[dict[str, np.ndarray]]:
+    """The int8 calibration inputs: seeds disjoint from every other case."""
+    return seeded_feeds(
+        subject,
+        precisions_module.CALIBRATION_SEED,
+        precisions_module.CALIBRATION_SAMPLES,
+        max_input_bytes,
+    )
 
 
 @dataclass
@@ -757,18 +769,7 @@ def evaluation(
     module speaks for the graph, else the fp32 graph's on ORT CPU with optimisations off."""
     feeds = [s.inputs for s in subject.test_sets]
     feeds += [extra_inputs] if extra_inputs is not None else []
-    feeds += [
-        feeds_module.generate(
-            subject.model,
-            str(subject.model_path),
-            batch=1,
-            spatial=spatial_sizes(subject)[0],
-            distribution="normal",
-            seed=quant_check.EVALUATION_SEED + i,
-            max_bytes=max_input_bytes,
-        )
-        for i in range(samples)
-    ]
+    feeds += seeded_feeds(subject, quant_check.EVALUATION_SEED, samples, max_input_bytes)
     module = torch_module(subject)
     if module is not None:
         return Evaluation(feeds, [torch_outputs(subject, module, f) for f in feeds], TORCH)
