@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from onnxconv import int8
-from onnxconv.errors import UserInputError, one_line
+from onnxconv.errors import one_line
 from onnxconv.quant_metrics import QuantMetrics, judge, quant_metrics
 
 #: Generated evaluation inputs per int8 cell (top-1/top-5 are meaningful from ~50 rows; the
@@ -140,7 +140,7 @@ def judge_int8(
         try:
             errors = int8.layer_errors(fp32_model, int8_model, feeds[0])
             verdict.layers = errors[:WORST_LAYERS_KEPT]
-        except (UserInputError, Exception) as error:  # evidence, not the verdict
+        except Exception as error:  # evidence, not the verdict (ORT, or no QDQ pair to pair)
             verdict.layers_note = f"no per-layer comparison: {one_line(error)}"
     if reasons:
         verdict.status, verdict.kind = "fail", "quantization"

@@ -28,32 +28,24 @@ from .opset import check_target, convert_opset, model_opset
 def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES):
     """``subject`` (a :class:`onnxconv.validate.Subject`) with its graph at default-domain
     ``opset``; the same subject when it already is there."""
-    from .validate import fresh_export, spatial_sizes, torch_module
+    from .validate import fresh_export, seeded_feeds, torch_module
 
     check_target(opset)
     source = model_opset(subject.model)
     if source == opset:
         return subject
-    feeds = feeds_module.generate(
-        subject.model,
-        str(subject.model_path),
-        batch=1,
-        spatial=spatial_sizes(subject)[0],
-        distribution="normal",
-        seed=0,
-        max_bytes=max_input_bytes,
-    )
+    (feeds,) = seeded_feeds(subject, 0, 1, max_input_bytes)
     result = convert_opset(subject.model, opset, feeds=feeds)
     label = f"{subject.label}@opset{opset}"
     if result.ok:
         note = f"converted from opset {source} to {opset} by onnx.version_converter"
         return _with(subject, result.model, label, note, opset, None)
     low, high = OPSET_RANGE["torchscript"]
-    can_export = subject.entry and torch_module(subject) is not None and low <= opset <= high
-    if not can_export:
+    has_module = bool(subject.entry) and torch_module(subject) is not None
+    if not has_module or not low <= opset <= high:
         why = (
             f"the TorchScript exporter writes opsets {low}-{high}"
-            if subject.entry and torch_module(subject) is not None
+            if has_module
             else "no PyTorch module to export again"
         )
         raise CheckFailed(f"{subject.model_path}: {result.summary()}; {why}")
