@@ -757,9 +757,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from . import runtime, validate
     from .errors import CheckFailed
+    from .quant_metrics import parse_budget
     from .tune import report as tune_report
     from .tune.rewrites import REWRITES, check_names
-    from .tune.search import TuneOptions, tune
+    from .tune.search import BUDGET_PRECISIONS, TuneOptions, tune
     from .tune.timing import Method
 
     for flag, value in (
@@ -780,6 +781,25 @@ def cmd_tune(args: argparse.Namespace) -> int:
     check_names(rewrites)
     if args.ep != "cpu" and (reason := runtime.ep_unavailable_reason(args.ep)) is not None:
         raise CheckFailed(f"{args.ep} EP unavailable: {reason}")
+    budget = parse_budget(args.accuracy_budget) if args.accuracy_budget else None
+    precisions = args.precision or (list(BUDGET_PRECISIONS) if budget else [])
+    options = TuneOptions(
+        precisions=tuple(precisions),
+        budget=budget,
+        calibration=args.calibration,
+        ep=args.ep,
+        batch=args.batch,
+        rewrites=tuple(rewrites),
+        search_settings=not args.no_settings,
+        profile=not args.no_profile,
+        method=Method(
+            threads=args.threads,
+            rounds=args.rounds,
+            blocks=args.blocks,
+            calls=args.calls,
+            retries=args.retries,
+        ),
+    )
     subject = validate.load_subject(args.target, args.graphs)
     if args.module:
         attach_cli_module(args, subject)
@@ -795,20 +815,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"tune: {message}", file=sys.stderr, flush=True)
 
-    options = TuneOptions(
-        ep=args.ep,
-        batch=args.batch,
-        rewrites=tuple(rewrites),
-        search_settings=not args.no_settings,
-        profile=not args.no_profile,
-        method=Method(
-            threads=args.threads,
-            rounds=args.rounds,
-            blocks=args.blocks,
-            calls=args.calls,
-            retries=args.retries,
-        ),
-    )
     with tempfile.TemporaryDirectory(prefix="onnxconv-tune-") as tmp:
         report = tune(subject, options, Path(tmp), say)
     rows = []
@@ -819,7 +825,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
             (
                 c.stage,
                 c.name + ("  <- winner" if c is report.winner else ""),
-                "pass" if proof.disqualified is None else f"NO {proof.status} {proof.kind}",
+                f"NO {proof.status} {proof.kind}"
+                if proof.disqualified
+                else "within budget"
+                if proof.quant
+                else "pass",
                 "—" if proof.bit_identical is None else "yes" if proof.bit_identical else "no",
                 f"{stats['p50_ms']:.4g}" if stats else "—",
                 f"{stats['p90_ms']:.4g}" if stats else "—",
@@ -1253,6 +1263,26 @@ def build_parser() -> argparse.ArgumentParser:
         "grouped_dense)",
     )
     p.add_argument("--no-settings", action="store_true", help="keep the default session settings")
+    p.add_argument(
+        "--accuracy-budget",
+        metavar="BOUNDS",
+        help="let tune choose a lower precision, proven within these bounds of the fp32 source: "
+        "metric=value,... over sqnr_db, cosine, max_abs_over_range, mean_abs_over_range, top1, "
+        "top5 (unnamed metrics keep validate's int8 tolerances), or 'default' for those "
+        "tolerances. Without it tune stays at fp32",
+    )
+    p.add_argument(
+        "--precision",
+        type=csv_list,
+        help="lower precisions to try under --accuracy-budget: fp16, fp16-onnxconv, int8, "
+        "int8-tensor, int8-dynamic (default with a budget: fp16,int8)",
+    )
+    p.add_argument(
+        "--calibration",
+        choices=("minmax", "entropy", "percentile"),
+        default="minmax",
+        help="int8 calibration method (default minmax; 16 generated inputs)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per stage (default 3)")
     p.add_argument("--blocks", type=int, default=5, help="timed blocks per process (default 5)")
     p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")

@@ -95,6 +95,11 @@ def deploy(
     quantizer fails and :class:`UserInputError` for a missing calibration or an unknown name.
     """
     spec = get(precision)
+    if stamp(model) != "fp32":
+        raise UserInputError(
+            f"{label}: already deployed at {stamp(model)} (metadata {STAMP}); deploy from "
+            "the fp32 graph"
+        )
     if spec.needs_calibration and not calibration:
         raise UserInputError(f"{label}: precision {precision} needs calibration feeds")
     if precision == "fp32":

@@ -18,6 +18,9 @@ optimisations disabled) by :func:`onnxconv.quant_metrics.quant_metrics`. Then:
 
 The per-layer table is recorded for static int8 whatever the verdict (dynamic int8 has no QDQ
 pair to pair with the fp32 graph).
+
+``onnxconv tune`` judges its precision candidates (fp16 as well as int8) the same way, with the
+user's accuracy budget (:func:`onnxconv.quant_metrics.parse_budget`) as the bounds.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import onnx
 
 from onnxconv import int8
 from onnxconv.errors import one_line
-from onnxconv.quant_metrics import QuantMetrics, judge, quant_metrics
+from onnxconv.quant_metrics import TOLERANCES, Bound, QuantMetrics, judge, quant_metrics
 
 #: Generated evaluation inputs per int8 cell (top-1/top-5 are meaningful from ~50 rows; the
 #: stored test sets and the user's inputs come on top).
@@ -113,18 +116,22 @@ def sensitivity(per_input: Sequence[np.ndarray]) -> float:
     return float(np.mean(np.std(stacked, axis=0)) / rms)
 
 
-def judge_int8(
+def judge_deployment(
     fp32_model: onnx.ModelProto,
-    int8_model: onnx.ModelProto,
+    deployed: onnx.ModelProto,
     feeds: Sequence[Mapping[str, np.ndarray]],
     expected: Sequence[Mapping[str, np.ndarray]],
     got: Sequence[Mapping[str, np.ndarray]],
     *,
     against: str,
     static: bool,
+    tolerances: Mapping[str, Bound] | None = None,
 ) -> QuantVerdict:
-    """The verdict for one int8 cell from its outputs ``got`` and the fp32 source's
-    ``expected`` on the same ``feeds`` (one dict per evaluation input)."""
+    """The verdict for one lower-precision deployment (an int8 cell of validate, a precision
+    candidate of tune) from its outputs ``got`` and the fp32 source's ``expected`` on the same
+    ``feeds`` (one dict per evaluation input). ``static``: a static QDQ graph, whose pairs are
+    compared with the fp32 graph layer by layer; ``tolerances``: the bounds (default
+    :data:`onnxconv.quant_metrics.TOLERANCES`; tune passes the user's accuracy budget)."""
     verdict = QuantVerdict("pass", against=against, samples=len(feeds))
     names = [o.name for o in fp32_model.graph.output]
     reasons = []
@@ -133,12 +140,12 @@ def judge_int8(
         metrics = quant_metrics(stack(ref), stack([g[name] for g in got]))
         verdict.metrics[name] = metrics
         verdict.sensitivity[name] = sensitivity(ref)
-        reasons += judge(metrics, name=name).reasons
+        reasons += judge(metrics, dict(tolerances or TOLERANCES), name=name).reasons
     if not static:
-        verdict.layers_note = "no QDQ pairs to compare (dynamic quantization)"
+        verdict.layers_note = "no QDQ pairs to compare (not a static int8 graph)"
     else:
         try:
-            errors = int8.layer_errors(fp32_model, int8_model, feeds[0])
+            errors = int8.layer_errors(fp32_model, deployed, feeds[0])
             verdict.layers = errors[:WORST_LAYERS_KEPT]
         except Exception as error:  # evidence, not the verdict (ORT, or no QDQ pair to pair)
             verdict.layers_note = f"no per-layer comparison: {one_line(error)}"
@@ -158,7 +165,7 @@ def judge_int8(
         verdict.status, verdict.kind = "warn", "insensitive"
         verdict.reason = (
             f"output {name!r} barely depends on the input (spread {spread:.1e} of its RMS "
-            f"across {len(feeds)} inputs): int8 agreeing with it proves little"
+            f"across {len(feeds)} inputs): agreeing with it proves little"
         )
     return verdict
 

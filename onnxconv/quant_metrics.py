@@ -226,3 +226,39 @@ def judge(
             continue
         reasons.append(f"{name}: {metric} = {measured:.4g}, expected {bound.describe()}")
     return Judgement("fail" if reasons else "pass", tuple(reasons))
+
+
+#: What ``--accuracy-budget default`` means, and what the metrics a budget does not name keep.
+BUDGET_DEFAULT = "default"
+
+
+def parse_budget(text: str) -> dict[str, Bound]:
+    """An accuracy budget from ``metric=value,...`` (e.g. ``sqnr_db=30,top1=0.99``): each named
+    metric's bound replaces the one in :data:`TOLERANCES`, in the same direction (a floor for
+    ``sqnr_db``, ``cosine``, ``top1``, ``top5``; a ceiling for the error ratios); the metrics it
+    does not name keep :data:`TOLERANCES`, so naming one metric never drops the others.
+    ``default`` is :data:`TOLERANCES` unchanged."""
+    budget = dict(TOLERANCES)
+    if text.strip() == BUDGET_DEFAULT:
+        return budget
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in TOLERANCES:
+            raise UserInputError(
+                f"accuracy budget {item.strip()!r}: expected metric=value with a metric among "
+                f"{', '.join(TOLERANCES)} (or the word {BUDGET_DEFAULT!r})"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise UserInputError(f"accuracy budget {item.strip()!r}: {value!r} is not a number")
+        budget[name] = Bound(number, TOLERANCES[name].at_least)
+    return budget
+
+
+def describe_budget(budget: dict[str, Bound]) -> str:
+    """``sqnr_db >= 30, cosine >= 0.998, ...``"""
+    return ", ".join(f"{name} {bound.describe()}" for name, bound in budget.items())

@@ -24,7 +24,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -38,7 +38,7 @@ from .errors import CheckFailed, UserInputError, one_line
 from .fp16 import CONVERTER_CHANGES
 from .machine import describe_gpus
 from .parity import Tolerance, default_tolerance
-from .quant_metrics import TOLERANCES
+from .quant_metrics import TOLERANCES, Bound
 from .reference import KNOWN_FAULTS, run_reference
 from .retarget import retarget
 from .verdict import REFERENCE, SOURCES, STORED, TORCH, OutputCheck, judge
@@ -777,20 +777,35 @@ def evaluation(
     return Evaluation(feeds, [runtime.run(info, f) for f in feeds], FP32_GRAPH)
 
 
-def run_int8_cell(
+def run_judged_cell(
     subject: Subject,
     target: runtime.Target,
     deployed: onnx.ModelProto,
     judged_on: Evaluation,
     threads: int | None,
     cuda_options: dict[str, str] | None = None,
+    *,
+    tolerances: Mapping[str, Bound] | None = None,
+    session_config: dict[str, str] | None = None,
+    session_options: dict[str, Any] | None = None,
 ) -> Cell:
-    """One subject's int8 deployment on one target, judged by :mod:`onnxconv.quant_check`."""
+    """One subject's deployment at a lower precision on one target, judged by
+    :mod:`onnxconv.quant_check` against the fp32 source (validate's int8 cells with the default
+    tolerances; tune's precision candidates with the user's accuracy budget)."""
     cell = Cell(subject.label, target.id, "pass")
-    got = run_on_target(cell, deployed, target, judged_on.feeds, threads, cuda_options)
+    got = run_on_target(
+        cell,
+        deployed,
+        target,
+        judged_on.feeds,
+        threads,
+        cuda_options,
+        session_config,
+        session_options,
+    )
     if got is None:
         return cell
-    verdict = quant_check.judge_int8(
+    verdict = quant_check.judge_deployment(
         subject.model,
         deployed,
         judged_on.feeds,
@@ -798,6 +813,7 @@ def run_int8_cell(
         got,
         against=judged_on.against,
         static=precisions_module.get(target.precision).needs_calibration,
+        tolerances=tolerances,
     )
     cell.status, cell.kind, cell.reason = verdict.status, verdict.kind, verdict.reason
     cell.deciders = [judged_on.against]
@@ -950,7 +966,7 @@ def validate(
                 cells.append(undeployable_cell(subject, target, model))
             elif precisions_module.is_int8(target.precision):
                 cells.append(
-                    run_int8_cell(subject, target, model, judged_on, threads, cuda_options)
+                    run_judged_cell(subject, target, model, judged_on, threads, cuda_options)
                 )
             else:
                 cells.append(

@@ -90,9 +90,9 @@ def test_a_planted_zero_point_defect_fails_and_names_its_pair():
     bad = plant_qdq(good, pair_for(good, subject.model, "output").dequantize_node, "zero_point")
     judged_on = validate.evaluation(subject, None, 12, 2**30)
 
-    clean = validate.run_int8_cell(subject, CPU_ALL("int8"), good, judged_on, None)
+    clean = validate.run_judged_cell(subject, CPU_ALL("int8"), good, judged_on, None)
     assert clean.status == "pass", clean.reason
-    cell = validate.run_int8_cell(subject, CPU_ALL("int8"), bad, judged_on, None)
+    cell = validate.run_judged_cell(subject, CPU_ALL("int8"), bad, judged_on, None)
     assert (cell.status, cell.kind) == ("fail", "quantization")
     assert "mean_abs_over_range" in cell.reason
     assert "largest own error at output (Conv)" in cell.reason
@@ -142,7 +142,7 @@ def test_an_input_insensitive_output_warns_instead_of_passing():
     pattern = np.linspace(-1.0, 1.0, 20)[None]  # the same logits whatever the input
     flat = [{"output": pattern + 1e-7 * i} for i in range(5)]
     noisy = [{"output": f["output"] + 1e-4 * (-1) ** i} for i, f in enumerate(flat)]
-    verdict = quant_check.judge_int8(
+    verdict = quant_check.judge_deployment(
         model, model, [{}] * 5, flat, noisy, against="torch", static=False
     )
     assert (verdict.status, verdict.kind) == ("warn", "insensitive")

@@ -1,5 +1,5 @@
-"""The records of a tune run: one :class:`Candidate` (a formulation under some session
-settings, with its proof and timings) and the :class:`TuneReport` over all of them."""
+"""The records of a tune run: one :class:`Candidate` (a formulation at some precision under some
+session settings, with its proof and timings) and the :class:`TuneReport` over all of them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .timing import Timing
 ORIGINAL = "original"
 SCHEMA, SCHEMA_VERSION = "onnxconv.tune", 1
 FORMULATIONS = "formulations"
+PRECISIONS = "precisions"
 
 
 @dataclass(eq=False)
@@ -34,6 +35,7 @@ class Candidate:
     macs: int | None
     proof: Proof
     model: onnx.ModelProto = field(repr=False, compare=False)
+    precision: str = "fp32"
     timing: Timing | None = None
     speedup_rounds: list[float] = field(default_factory=list)
     """Default p50 over this candidate's p50, per round (> 1: faster than the default)."""
@@ -44,7 +46,16 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return f"{self.formulation} @ {self.settings.name}"
+        """``formulation @ settings``; ``formulation/precision @ settings`` below fp32."""
+        deployed = self.formulation if self.precision == "fp32" else self.model_key
+        return f"{deployed} @ {self.settings.name}"
+
+    @property
+    def model_key(self) -> str:
+        """The graph this candidate runs: its formulation, at its precision."""
+        if self.precision == "fp32":
+            return self.formulation
+        return f"{self.formulation}/{self.precision}"
 
     @property
     def speedup(self) -> float | None:
@@ -59,6 +70,7 @@ class Candidate:
             "name": self.name,
             "stage": self.stage,
             "formulation": self.formulation,
+            "precision": self.precision,
             "rewrites": self.rewrites,
             "changes": self.changes,
             "settings": self.settings.to_dict(),

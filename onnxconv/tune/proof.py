@@ -13,6 +13,14 @@ or failure disqualifies.
 A formulation that only moves data (``exact_permutation``) must moreover give bit-identical
 outputs to the original graph on ONNX Runtime's CPU EP under the same settings, every case
 (``np.array_equal``); every candidate records whether it does and its largest difference.
+
+A candidate at a lower precision (fp16, int8; only under the user's accuracy budget) cannot be
+equal element by element: it is proven within the budget instead
+(:meth:`Prover.prove_precision`), by validate's judgement of int8 cells
+(:func:`onnxconv.validate.run_judged_cell`) with the budget as its bounds, on the evaluation
+inputs (stored sets and :data:`onnxconv.quant_check.EVALUATION_SAMPLES` seeded feeds no
+calibration saw) against the original's fp32 source. An output that hardly depends on its input
+(``warn insensitive``) proves nothing and disqualifies too.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ import numpy as np
 import onnx
 
 from onnxconv import feeds as feeds_module
-from onnxconv import runtime, validate
+from onnxconv import quant_check, runtime, validate
 from onnxconv.errors import CheckFailed, one_line
 from onnxconv.parity import Tolerance
+from onnxconv.quant_metrics import Bound
 from onnxconv.reference import run_reference
 
 from .settings import SessionSettings
@@ -52,6 +61,8 @@ class Proof:
     bit_identical_required: bool = False
     max_abs_vs_original: float | None = None
     notes: list[str] = field(default_factory=list)
+    quant: dict[str, Any] = field(default_factory=dict)
+    """A precision candidate's metrics against the budget (:class:`.quant_check.QuantVerdict`)."""
 
     @property
     def disqualified(self) -> str | None:
@@ -123,6 +134,7 @@ class Prover:
         self.seeds = SEEDS if has_torch else ()
         self.distributions = DISTRIBUTIONS
         self._cases: dict[str, list[validate.Case]] = {}
+        self._evaluation: validate.Evaluation | None = None
         self._original_cpu: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
 
     def sources(self) -> list[str]:
@@ -144,7 +156,7 @@ class Prover:
         o = self.original
         return validate.Subject(
             label=label,
-            model_path=Path(o.model_path).with_name(f"{label}.onnx"),
+            model_path=Path(o.model_path).with_name(f"{label.replace('/', '.')}.onnx"),
             model=model,
             test_sets=self.test_sets,
             variant=o.variant,
@@ -210,6 +222,50 @@ class Prover:
                 model, settings, cases
             )
         return proof
+
+    def evaluation(self) -> validate.Evaluation:
+        """The inputs precision candidates are judged on, and the fp32 source's outputs."""
+        if self._evaluation is None:
+            self._evaluation = validate.evaluation(
+                self.original, None, quant_check.EVALUATION_SAMPLES, self.max_input_bytes
+            )
+        return self._evaluation
+
+    def prove_precision(
+        self,
+        label: str,
+        fp32_model: onnx.ModelProto,
+        deployed: onnx.ModelProto,
+        precision: str,
+        settings: SessionSettings,
+        budget: dict[str, Bound],
+    ) -> Proof:
+        """``deployed`` (``fp32_model`` at ``precision``) on the target EP under ``settings``,
+        within ``budget`` of the original's fp32 source on the evaluation inputs."""
+        judged_on = self.evaluation()
+        cuda = settings.cuda_options() if self.ep == "cuda" else None
+        if cuda:
+            cuda.pop("enable_cuda_graph", None)
+        cell = validate.run_judged_cell(
+            self.subject(label, fp32_model),
+            runtime.Target(self.ep, settings.opt_level, precision),
+            deployed,
+            judged_on,
+            self.threads,
+            cuda,
+            tolerances=budget,
+            session_config=settings.session_config(),
+            session_options=settings.session_options(),
+        )
+        return Proof(
+            status=cell.status,
+            kind="budget" if cell.kind == "quantization" else cell.kind,
+            reason=cell.reason,
+            deciders=cell.deciders,
+            placement=cell.placement,
+            cases=[f"{len(judged_on.feeds)} evaluation inputs"],
+            quant=cell.quant,
+        )
 
     def _cpu_outputs(
         self, model: onnx.ModelProto, settings: SessionSettings, cases: list[validate.Case]

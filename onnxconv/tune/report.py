@@ -4,13 +4,15 @@
 Report JSON (schema ``onnxconv.tune`` version 1; :meth:`.search.TuneReport.to_dict`): ``created``;
 ``subject`` (label, model, variant, config, the ``sources`` that decide, notes); ``ep``,
 ``threads``, ``batch``; ``options`` (rewrites allowed, whether settings were searched, the timing
-``method``, proof ``seeds`` and ``distributions``); ``default`` and ``winner`` (candidate names) and
+``method``, proof ``seeds`` and ``distributions``, ``precisions`` tried, ``accuracy_budget``,
+``calibration``); ``default`` and ``winner`` (candidate names) and
 ``decision`` (one sentence); ``candidates[]``: ``name`` (``formulation @ settings``), ``winner``
 (bool), ``stage`` (``formulations``, ``settings-1``, ...), ``formulation``, ``rewrites``,
 ``changes`` (what each rewrite did where), ``settings`` (opt_level, session_config, session_options,
 cuda_options), ``exact_permutation``, ``macs``, ``proof`` (validate's
 ``status``/``kind``/``reason``, ``deciders``, ``worst`` error per opinion, ``placement``, ``cases``,
-``bit_identical`` and whether it was required, ``max_abs_vs_original``, ``disqualified``),
+``bit_identical`` and whether it was required, ``max_abs_vs_original``, ``disqualified``; a
+precision candidate's ``quant``: its metrics against the budget), ``precision``,
 ``timing`` (``rounds_p50_ms``, ``rounds_pressure``, ``rounds_retries``, pooled ``stats`` as bench's
 LatencyStats, ``session``) or null when not timed, ``speedup_vs_default`` and ``speedup_rounds``
 (default p50 over this p50, per round; > 1 faster), ``torch_over_ort`` and ``torch_rounds`` (PyTorch
@@ -19,7 +21,8 @@ stage, PyTorch eager's timing); ``per_op`` (ORT's profile by op group for the de
 winner); ``machine``, ``versions``; ``notes``.
 
 ``tuned.json`` (schema ``onnxconv.tuned`` version 1): ``model`` (``model.tuned.onnx``) and its
-``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/fp32``), ``ep``, ``threads``,
+``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/precision``), ``precision``
+(``fp32`` unless a lower one won under the budget), ``ep``, ``threads``,
 ``batch``, ``session`` (the settings to build the session with), ``rewrites`` and ``changes``,
 ``default_kept``, ``timing`` (p50/p90, speedup over the default, torch/ORT), ``proof`` (the
 winner's), ``decision``, ``machine``, ``versions``, ``created``.
@@ -33,6 +36,7 @@ from typing import Any
 
 from onnxconv.bench.stats import OP_GROUPS
 from onnxconv.machine import describe_gpus
+from onnxconv.quant_check import headline
 from onnxconv.report import write_bytes, write_json, write_text
 
 from .candidates import ORIGINAL, TuneReport
@@ -51,6 +55,8 @@ def _proof_cell(c: dict[str, Any]) -> str:
     proof = c["proof"]
     if proof["disqualified"]:
         return f"**no**: {proof['status']} {proof['kind']}".strip()
+    if proof.get("quant"):
+        return f"within budget ({headline(proof['quant'])})"
     worst = ", ".join(f"{op} {w['max_abs']:.2g}" for op, w in proof["worst"].items())
     return f"pass ({worst})" if worst else "pass"
 
@@ -72,7 +78,7 @@ def to_markdown(report: TuneReport | dict[str, Any]) -> str:
         f"- created: {data['created']}",
         f"- graph: `{s['model']}`"
         + (f" (variant {s['variant']}, config {s['config']})" if s["variant"] else ""),
-        f"- target: {data['ep']}, fp32, batch {data['batch']}, {data['threads']} thread(s)",
+        f"- target: {data['ep']}, batch {data['batch']}, {data['threads']} thread(s)",
         f"- machine: {m.get('cpu_model')} — {m.get('usable_cores')} usable / "
         f"{m.get('logical_cores')} logical cores; GPU: {describe_gpus(m) or 'none'}",
         f"- versions: onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, onnx "
@@ -87,6 +93,7 @@ def to_markdown(report: TuneReport | dict[str, Any]) -> str:
         "and PyTorch eager; ratios paired by round, medians quoted",
         "- a candidate wins only when it is faster than its reference in every round and its "
         "slowest round beats the reference's fastest",
+        *_budget_lines(data["options"]),
         f"- **decision**: {data['decision']}",
         "",
         "## Candidates",
@@ -119,6 +126,16 @@ def to_markdown(report: TuneReport | dict[str, Any]) -> str:
         )
     lines += _details(data)
     return "\n".join(lines) + "\n"
+
+
+def _budget_lines(options: dict[str, Any]) -> list[str]:
+    if not options.get("precisions"):
+        return ["- precisions: fp32 only (lower ones need an explicit --accuracy-budget)"]
+    return [
+        f"- precisions tried: {', '.join(options['precisions'])} (int8 calibrated by "
+        f"{options['calibration']}), each proven within the user's accuracy budget "
+        f"({options['accuracy_budget']}) against the fp32 source on the evaluation inputs"
+    ]
 
 
 def _details(data: dict[str, Any]) -> list[str]:
@@ -177,7 +194,8 @@ def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
             if original.is_file()
             else None,
         },
-        "target": f"{report.ep}/{w.settings.opt_level}/fp32",
+        "target": f"{report.ep}/{w.settings.opt_level}/{w.precision}",
+        "precision": w.precision,
         "ep": report.ep,
         "threads": report.threads,
         "batch": report.batch,
@@ -185,7 +203,9 @@ def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
         "candidate": w.name,
         "rewrites": w.rewrites,
         "changes": w.changes,
-        "default_kept": w.formulation == ORIGINAL and w.settings == DEFAULT,
+        "default_kept": w.formulation == ORIGINAL
+        and w.settings == DEFAULT
+        and w.precision == "fp32",
         "timing": {
             "p50_ms": stats.get("p50_ms"),
             "p90_ms": stats.get("p90_ms"),

@@ -7,6 +7,12 @@ Stages (each timed in its own alternating rounds, the default re-timed in every 
    under the default settings.
 2. **settings**: the best formulation of stage 1 under every settings candidate of the EP
    (:mod:`.settings`); on CUDA a second settings stage refines the best of the first.
+3. **precisions** (only when the user gave an accuracy budget and named precisions): the best
+   so far deployed at each precision (:func:`onnxconv.precisions.deploy`, int8 calibrated on
+   :data:`onnxconv.precisions.CALIBRATION_SAMPLES` seeded inputs) under its settings, each
+   proven within the budget (:meth:`.proof.Prover.prove_precision`) before it is timed. Never
+   without a budget: a lower precision is another function, chosen only where the user said how
+   far from the original it may be.
 
 **The choice.** A candidate *beats* a reference when, in every round, its p50 is below the
 reference's (every paired ratio > 1) *and* its slowest round is faster than the reference's
@@ -31,15 +37,19 @@ import numpy as np
 import onnx
 
 from onnxconv import feeds as feeds_module
+from onnxconv import precisions as precisions_module
 from onnxconv import validate
-from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.errors import CheckFailed, UserInputError, one_line
 from onnxconv.graph import graph_cost
+from onnxconv.int8 import NothingToQuantize
 from onnxconv.machine import machine_info, versions
+from onnxconv.quant_check import headline as quant_check_headline
+from onnxconv.quant_metrics import Bound, describe_budget
 
 from ..user_model import torch_job
 from . import settings as settings_module
-from .candidates import FORMULATIONS, ORIGINAL, Candidate, TuneReport
-from .proof import Prover
+from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneReport
+from .proof import Proof, Prover
 from .rewrites import REWRITES, formulations
 from .settings import DEFAULT, SessionSettings
 from .timing import Job, Method, Timing, profile, time_rounds
@@ -53,6 +63,37 @@ class TuneOptions:
     search_settings: bool = True
     profile: bool = True
     method: Method = Method()
+    precisions: tuple[str, ...] = ()
+    """Lower precisions to try (:func:`check_precisions`); only with ``budget``."""
+    budget: dict[str, Bound] | None = None
+    """The accuracy budget (:func:`onnxconv.quant_metrics.parse_budget`)."""
+    calibration: str = "minmax"
+
+    def __post_init__(self) -> None:
+        check_precisions(self.precisions, self.budget)
+
+
+#: Precisions tune tries when the user gives a budget and names none.
+BUDGET_PRECISIONS = ("fp16", "int8")
+
+
+def check_precisions(names: tuple[str, ...], budget: dict[str, Bound] | None) -> None:
+    """Lower precisions only under a budget; none that changes the graph's interface."""
+    for name in names:
+        precisions_module.get(name)
+        if name == "fp32":
+            raise UserInputError("fp32 is what tune starts from; name only lower precisions")
+        if name == "fp16-io":
+            raise UserInputError(
+                "fp16-io changes the graph's inputs and outputs to float16; tune keeps the "
+                "interface the user deploys (try fp16: float32 I/O through Casts)"
+            )
+    if names and budget is None:
+        raise UserInputError(
+            "tune chooses a lower precision only under an explicit accuracy budget: add "
+            "--accuracy-budget (e.g. sqnr_db=30,top1=0.99, or 'default' for validate's int8 "
+            "tolerances)"
+        )
 
 
 def beats(candidate: Timing, reference: Timing) -> bool:
@@ -103,6 +144,7 @@ class _Search:
         self.torch_job = self._torch_job()
         self.torch: dict[str, dict[str, Any] | None] = {}
         self.torch_timings: list[Timing] = []
+        self._calibration: list[dict[str, np.ndarray]] | None = None
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -136,12 +178,13 @@ class _Search:
             "input": str(next(iter(self.inputs.values()))),
         }
 
-    def model_file(self, formulation: str, model: onnx.ModelProto) -> Path:
-        if formulation not in self.models:
-            path = self.work / f"{formulation}.onnx"
+    def model_file(self, key: str, model: onnx.ModelProto) -> Path:
+        """``model`` written once into the work folder (``key``: :attr:`Candidate.model_key`)."""
+        if key not in self.models:
+            path = self.work / f"{key.replace('/', '.')}.onnx"
             path.write_bytes(model.SerializeToString())
-            self.models[formulation] = (model, path)
-        return self.models[formulation][1]
+            self.models[key] = (model, path)
+        return self.models[key][1]
 
     def candidate(
         self,
@@ -183,7 +226,7 @@ class _Search:
             incumbent = _retimed(incumbent, stage)
         listed = list(dict.fromkeys([default, incumbent, *entries]))
         timed = [c for c in listed if c.proof.disqualified is None]
-        jobs = [Job(c.name, self.model_file(c.formulation, c.model), c.settings) for c in timed]
+        jobs = [Job(c.name, self.model_file(c.model_key, c.model), c.settings) for c in timed]
         timings, torch = time_rounds(
             jobs, self.options.ep, self.inputs, self.method, self.torch_job, self.say
         )
@@ -253,7 +296,52 @@ class _Search:
             holds = incumbent is default or incumbent.beats_reference
             winner = _best(incumbent if holds else default, entries)
             best = winner.settings
+        if self.options.precisions:
+            entries = [self.at_precision(winner, p) for p in self.options.precisions]
+            default, incumbent, added = self.time_stage(PRECISIONS, entries, winner)
+            candidates += added
+            holds = incumbent is default or incumbent.beats_reference
+            winner = _best(incumbent if holds else default, entries)
         return self._report(candidates, winner, default)
+
+    def calibration(self) -> list[dict[str, np.ndarray]]:
+        if self._calibration is None:
+            self._calibration = validate.calibration_feeds(
+                self.subject, feeds_module.DEFAULT_MAX_BYTES
+            )
+        return self._calibration
+
+    def at_precision(self, incumbent: Candidate, precision: str) -> Candidate:
+        """``incumbent``'s graph deployed at ``precision`` under its settings, proven within the
+        budget (or disqualified: no such deployment, or outside the budget)."""
+        label = f"{incumbent.formulation}/{precision}"
+        self.say(f"deploying {label} and proving it within the accuracy budget")
+        spec = precisions_module.get(precision)
+        model = incumbent.model
+        try:
+            model = precisions_module.deploy(
+                incumbent.model,
+                precision,
+                self.calibration() if spec.needs_calibration else None,
+                method=self.options.calibration,
+                label=str(self.subject.model_path),
+            )
+        except CheckFailed as error:
+            status = "unavailable" if isinstance(error, NothingToQuantize) else "fail"
+            proof = Proof(status, "conversion", one_line(error))
+        else:
+            assert self.options.budget is not None  # TuneOptions checks
+            proof = self.prover.prove_precision(
+                label, incumbent.model, model, precision, incumbent.settings, self.options.budget
+            )
+        return dataclasses.replace(
+            _retimed(incumbent, PRECISIONS),
+            proof=proof,
+            model=model,
+            precision=precision,
+            exact_permutation=False,
+            macs=graph_cost(model, self.batch)[1],
+        )
 
     def _report(
         self, candidates: list[Candidate], winner: Candidate, default: Candidate
@@ -261,7 +349,7 @@ class _Search:
         per_op = {}
         if self.options.profile:
             for c in dict.fromkeys((default, winner)):
-                job = Job(c.name, self.model_file(c.formulation, c.model), c.settings)
+                job = Job(c.name, self.model_file(c.model_key, c.model), c.settings)
                 per_op[c.name] = profile(job, self.options.ep, self.inputs, self.method, self.work)
         s = self.subject
         runs = [
@@ -300,6 +388,11 @@ class _Search:
                 "search_settings": self.options.search_settings,
                 "method": dataclasses.asdict(self.method),
                 "seeds": list(self.prover.seeds),
+                "precisions": list(self.options.precisions),
+                "accuracy_budget": describe_budget(self.options.budget)
+                if self.options.budget is not None
+                else None,
+                "calibration": self.options.calibration if self.options.precisions else None,
                 "distributions": list(self.prover.distributions),
             },
             candidates=candidates,
@@ -333,11 +426,18 @@ def _retimed(candidate: Candidate, stage: str) -> Candidate:
 
 
 def _decision(winner: Candidate) -> str:
-    if winner.formulation == ORIGINAL and winner.settings == DEFAULT:
+    if winner.formulation == ORIGINAL and winner.settings == DEFAULT and winner.precision == "fp32":
         return "the default stays: no proven candidate beat it by more than the measured spread"
+    proven = "proven by validate"
+    if winner.precision != "fp32":
+        against = ", ".join(winner.proof.deciders)
+        proven = (
+            f"at {winner.precision}, within the user's accuracy budget "
+            f"({quant_check_headline(winner.proof.quant)} against {against})"
+        )
     return (
         f"{winner.name}: {winner.speedup:.2f}x the default's speed (median of paired rounds), "
-        "faster in every round and beyond the spread of the rounds, proven by validate"
+        f"faster in every round and beyond the spread of the rounds, {proven}"
     )
 
 

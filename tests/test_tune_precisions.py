@@ -1,0 +1,134 @@
+"""tune's precision stage: a lower precision is tried only under the user's explicit accuracy
+budget, proven within it on inputs no calibration saw, and may win only then. Timings are never
+asserted: the choice is tested with timings made up, the rest on real runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from onnxconv import precisions, validate
+from onnxconv.cli import main
+from onnxconv.errors import UserInputError
+from onnxconv.quant_metrics import TOLERANCES, Bound, parse_budget
+from onnxconv.tune import search
+from onnxconv.tune.proof import Prover
+from onnxconv.tune.settings import DEFAULT
+from onnxconv.tune.timing import Timing
+
+GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
+QUICK = ["--no-settings", "--rounds", "1", "--blocks", "1", "--calls", "5", "--retries", "0"]
+QUICK += ["--no-profile", "--quiet", "--rewrites", "none"]
+
+
+def _folder(tmp_path: Path, graph: str = "grouped") -> Path:
+    """A copy of a committed graph folder with its manifest (so PyTorch decides)."""
+    shutil.copytree(GRAPHS / graph, tmp_path / graph)
+    shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
+    return tmp_path / graph
+
+
+def test_a_budget_names_bounds_in_their_direction_and_keeps_the_rest():
+    assert parse_budget("default") == TOLERANCES
+    budget = parse_budget("sqnr_db=30, max_abs_over_range=0.1")
+    assert budget["sqnr_db"] == Bound(30.0, at_least=True)
+    assert budget["max_abs_over_range"] == Bound(0.1, at_least=False)
+    assert budget["cosine"] == TOLERANCES["cosine"]  # unnamed: kept, never dropped
+    for bad in ("sqnr=30", "sqnr_db", "sqnr_db=lots", "top1=nan"):
+        with pytest.raises(UserInputError, match="accuracy budget"):
+            parse_budget(bad)
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--precision", "int8"], "only under an explicit accuracy budget"),
+        (["--precision", "fp16-io", "--accuracy-budget", "default"], "keeps the interface"),
+        (["--precision", "int4", "--accuracy-budget", "default"], "unknown precision"),
+        (["--accuracy-budget", "snr=30"], "expected metric=value"),
+    ],
+)
+def test_cli_refuses_a_precision_without_a_budget_in_one_line(extra, says, tmp_path, capsys):
+    folder = _folder(tmp_path)
+    assert main(["tune", str(folder), *QUICK, *extra]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0]
+    assert not (folder / "tuned.json").exists()
+
+
+def test_int8_is_proven_within_a_budget_and_disqualified_outside_it():
+    subject = validate.load_subject(str(GRAPHS / "grouped"))
+    prover = Prover(subject, "cpu", threads=1)
+    calibration = validate.calibration_feeds(subject, 1 << 24)
+    deployed = precisions.deploy(subject.model, "int8", calibration)
+    within = prover.prove_precision(
+        "original/int8", subject.model, deployed, "int8", DEFAULT, parse_budget("default")
+    )
+    assert within.disqualified is None and within.deciders == ["torch"]
+    worst = within.quant["metrics"]["output"]
+    assert 30 < float(worst["sqnr_db"]) < 45  # one int8 grouped conv: ~36 dB measured
+    assert within.quant["samples"] >= 48 and within.quant["layers"]  # per-pair evidence kept
+    outside = prover.prove_precision(
+        "original/int8", subject.model, deployed, "int8", DEFAULT, parse_budget("sqnr_db=60")
+    )
+    assert outside.status == "fail" and outside.kind == "budget"
+    assert "sqnr_db" in outside.reason and outside.disqualified
+
+
+def _made_up_timings(fast: str):
+    """time_rounds with the candidates whose name contains ``fast`` 5x faster."""
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say):
+        p50 = {j.key: [1.0 if fast in j.key else 5.0] * method.rounds for j in jobs}
+        return {k: Timing(rounds_p50_ms=v) for k, v in p50.items()}, None
+
+    return time_rounds
+
+
+@pytest.mark.parametrize("budget, wins", [("default", "int8"), ("sqnr_db=60", "fp32")])
+def test_a_faster_precision_wins_only_within_the_budget(budget, wins, tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "time_rounds", _made_up_timings("/int8"))
+    folder = _folder(tmp_path)
+    report_path = tmp_path / "r.json"
+    args = ["tune", str(folder), *QUICK, "--precision", "int8", "--accuracy-budget", budget]
+    assert main([*args, "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["options"]["precisions"] == ["int8"]
+    assert report["options"]["accuracy_budget"].startswith("sqnr_db >= ")
+    (int8,) = [c for c in report["candidates"] if c["precision"] == "int8"]
+    assert int8["name"] == "original/int8 @ level=all" and int8["precision"] == "int8"
+    assert int8["proof"]["quant"]["metrics"]["output"]["sqnr_db"]
+    assert int8["winner"] == (wins == "int8")
+    tuned = json.loads((folder / "tuned.json").read_text())
+    assert tuned["precision"] == wins and tuned["target"] == f"cpu/all/{wins}"
+    model = onnx.load(folder / "model.tuned.onnx")
+    assert precisions.stamp(model) == wins
+    if wins == "fp32":
+        assert int8["proof"]["disqualified"] and int8["timing"] is None  # never timed
+        assert tuned["default_kept"]
+    else:
+        assert "within the user's accuracy budget" in report["decision"]
+        assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
+def test_a_graph_with_nothing_to_quantize_has_no_int8_candidate(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "time_rounds", _made_up_timings("/int8"))
+    folder = _folder(tmp_path, "channel_shuffle")  # Reshape/Transpose only
+    report_path = tmp_path / "r.json"
+    args = ["tune", str(folder), *QUICK, "--precision", "int8", "--accuracy-budget", "default"]
+    assert main([*args, "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    (int8,) = [c for c in report["candidates"] if c["precision"] == "int8"]
+    assert int8["proof"]["status"] == "unavailable" and int8["proof"]["kind"] == "conversion"
+    assert not int8["winner"]
+
+
+def test_a_deployment_is_never_deployed_again():
+    subject = validate.load_subject(str(GRAPHS / "grouped"))
+    int8 = precisions.deploy(subject.model, "int8", validate.calibration_feeds(subject, 1 << 24))
+    with pytest.raises(UserInputError, match="already deployed at int8"):
+        precisions.deploy(int8, "fp16")
