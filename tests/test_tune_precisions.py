@@ -132,3 +132,26 @@ def test_a_deployment_is_never_deployed_again():
     int8 = precisions.deploy(subject.model, "int8", validate.calibration_feeds(subject, 1 << 24))
     with pytest.raises(UserInputError, match="already deployed at int8"):
         precisions.deploy(int8, "fp16")
+
+
+def test_each_proven_precision_gets_its_own_settings_search(tmp_path, monkeypatch):
+    # int8 is fast only with spinning off (as measured on a 2-core EPYC): the settings stage
+    # must try settings on the int8 deployment, not only on the fp32 winner
+    def time_rounds(jobs, ep, inputs, method, torch_job, say):
+        fast = {j.key for j in jobs if "/int8" in j.key and "spinning=0" in j.key}
+        return {j.key: Timing([1.0 if j.key in fast else 5.0] * method.rounds) for j in jobs}, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    folder = _folder(tmp_path)
+    quick = [a for a in QUICK if a != "--no-settings"]
+    args = ["tune", str(folder), *quick, "--precision", "int8", "--accuracy-budget", "default"]
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    settings_stage = [c for c in report["candidates"] if c["stage"] == "settings-1"]
+    int8 = [c for c in settings_stage if c["precision"] == "int8"]
+    assert len(int8) == 7 and all(c["proof"]["quant"]["metrics"] for c in int8)
+    assert report["winner"] == "original/int8 @ level=all,spinning=0"
+    tuned = json.loads((folder / "tuned.json").read_text())
+    assert tuned["precision"] == "int8" and tuned["session"]["session_config"] == {
+        "session.intra_op.allow_spinning": "0"
+    }

@@ -1,25 +1,28 @@
-"""The search: formulations first, then session settings on the best one, every candidate proven
-before it is timed, and the choice.
+"""The search: formulations first, then (under an accuracy budget) lower precisions, then session
+settings on what is left, every candidate proven before it is timed, and the choice.
 
 Stages (each timed in its own alternating rounds, the default re-timed in every stage):
 
 1. **formulations**: the original and every applicable formulation (:func:`.rewrites.formulations`)
    under the default settings.
-2. **settings**: the best formulation of stage 1 under every settings candidate of the EP
-   (:mod:`.settings`); on CUDA a second settings stage refines the best of the first.
-3. **precisions** (only when the user gave an accuracy budget and named precisions): the best
-   so far deployed at each precision (:func:`onnxconv.precisions.deploy`, int8 calibrated on
-   :data:`onnxconv.precisions.CALIBRATION_SAMPLES` seeded inputs) under its settings, each
-   proven within the budget (:meth:`.proof.Prover.prove_precision`) before it is timed. Never
-   without a budget: a lower precision is another function, chosen only where the user said how
-   far from the original it may be.
+2. **precisions** (only when the user gave an accuracy budget): the best formulation deployed at
+   each precision (:func:`onnxconv.precisions.deploy`, int8 calibrated on
+   :data:`onnxconv.precisions.CALIBRATION_SAMPLES` seeded inputs), each proven within the budget
+   (:meth:`.proof.Prover.prove_precision`) before it is timed. Never without a budget: a lower
+   precision is another function, chosen only where the user said how far from the original it
+   may be.
+3. **settings**: the best formulation, and each of its precisions proven in stage 2, under every
+   settings candidate of the EP (:mod:`.settings`), each proven again under them; on CUDA a
+   second settings stage refines the best of the first. Settings and precision interact (on a
+   2-core AMD EPYC, intra-op spinning made an int8 3x3 conv 3x slower at 2 threads and did not
+   hurt fp32), so each proven precision gets its own settings search.
 
 **The choice.** A candidate *beats* a reference when, in every round, its p50 is below the
 reference's (every paired ratio > 1) *and* its slowest round is faster than the reference's
 fastest round: it wins by more than the spread the rounds measured. In stage 1 the reference is
-the default (the original graph, default settings); in a settings stage it is the stage's
-incumbent (the best formulation under the default settings, re-timed), which must itself beat
-the default again. The winner is the candidate with the largest median speedup among those that
+the default (the original graph, default settings); in a later stage it is the stage's
+incumbent (the best candidate of the stages before, re-timed), which must itself beat the
+default again. The winner is the candidate with the largest median speedup among those that
 beat their reference; otherwise the default stays. Only a proven candidate is timed
 (:class:`.proof.Proof`: validate passes, and bit-identical where the formulation only moves data).
 """
@@ -145,6 +148,9 @@ class _Search:
         self.torch: dict[str, dict[str, Any] | None] = {}
         self.torch_timings: list[Timing] = []
         self._calibration: list[dict[str, np.ndarray]] | None = None
+        self._deployed: dict[tuple[str, str], onnx.ModelProto | CheckFailed] = {}
+        self.fp32: dict[str, Candidate] = {}
+        """The fp32 candidate of each formulation deployed at a lower precision."""
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -272,37 +278,47 @@ class _Search:
         default, _, added = self.time_stage(FORMULATIONS, stage1, self.default)
         candidates = [self.default, *added]
         winner = _best(default, stage1)
+        bases = [winner]
+        if self.options.precisions:
+            entries = [
+                self.at_precision(winner, p, winner.settings, PRECISIONS)
+                for p in self.options.precisions
+            ]
+            default, incumbent, added = self.time_stage(PRECISIONS, entries, winner)
+            candidates += added
+            holds = incumbent is default or incumbent.beats_reference
+            bases += [e for e in entries if e.proof.disqualified is None]
+            winner = _best(incumbent if holds else default, entries)
         best: SessionSettings | None = None
         for n in itertools.count(1):
             trials = settings_module.candidates(ep, best) if self.options.search_settings else []
-            trials = [t for t in trials if t != winner.settings]
-            if not trials:
-                break
             stage = f"settings-{n}"
             entries = [
-                self.candidate(
-                    winner.formulation,
-                    winner.model,
-                    winner.rewrites,
-                    winner.changes,
-                    winner.exact_permutation,
-                    t,
-                    stage,
-                )
-                for t in trials
+                self.under(base, t, stage) for base in bases for t in trials if t != base.settings
             ]
+            if not entries:
+                break
             default, incumbent, added = self.time_stage(stage, entries, winner)
             candidates += added
             holds = incumbent is default or incumbent.beats_reference
             winner = _best(incumbent if holds else default, entries)
-            best = winner.settings
-        if self.options.precisions:
-            entries = [self.at_precision(winner, p) for p in self.options.precisions]
-            default, incumbent, added = self.time_stage(PRECISIONS, entries, winner)
-            candidates += added
-            holds = incumbent is default or incumbent.beats_reference
-            winner = _best(incumbent if holds else default, entries)
+            best, bases = winner.settings, [winner]
         return self._report(candidates, winner, default)
+
+    def under(self, base: Candidate, settings: SessionSettings, stage: str) -> Candidate:
+        """``base``'s graph (its formulation at its precision) under other settings, proven
+        again there (the level changes ORT's fusions, and with them the numerics)."""
+        if base.precision != "fp32":
+            return self.at_precision(self.fp32[base.formulation], base.precision, settings, stage)
+        return self.candidate(
+            base.formulation,
+            base.model,
+            base.rewrites,
+            base.changes,
+            base.exact_permutation,
+            settings,
+            stage,
+        )
 
     def calibration(self) -> list[dict[str, np.ndarray]]:
         if self._calibration is None:
@@ -311,37 +327,51 @@ class _Search:
             )
         return self._calibration
 
-    def at_precision(self, incumbent: Candidate, precision: str) -> Candidate:
-        """``incumbent``'s graph deployed at ``precision`` under its settings, proven within the
-        budget (or disqualified: no such deployment, or outside the budget)."""
-        label = f"{incumbent.formulation}/{precision}"
-        self.say(f"deploying {label} and proving it within the accuracy budget")
-        spec = precisions_module.get(precision)
-        model = incumbent.model
-        try:
-            model = precisions_module.deploy(
-                incumbent.model,
-                precision,
-                self.calibration() if spec.needs_calibration else None,
-                method=self.options.calibration,
-                label=str(self.subject.model_path),
-            )
-        except CheckFailed as error:
-            status = "unavailable" if isinstance(error, NothingToQuantize) else "fail"
-            proof = Proof(status, "conversion", one_line(error))
+    def at_precision(
+        self, fp32: Candidate, precision: str, settings: SessionSettings, stage: str
+    ) -> Candidate:
+        """``fp32``'s graph deployed at ``precision`` (once per formulation) under ``settings``,
+        proven within the budget (or disqualified: no such deployment, or outside the budget)."""
+        label = f"{fp32.formulation}/{precision}"
+        self.say(f"proving {label} @ {settings.name} within the accuracy budget")
+        deployed = self.deployed(fp32, precision)
+        if isinstance(deployed, CheckFailed):
+            status = "unavailable" if isinstance(deployed, NothingToQuantize) else "fail"
+            proof = Proof(status, "conversion", one_line(deployed))
+            deployed = fp32.model
         else:
             assert self.options.budget is not None  # TuneOptions checks
             proof = self.prover.prove_precision(
-                label, incumbent.model, model, precision, incumbent.settings, self.options.budget
+                label, fp32.model, deployed, precision, settings, self.options.budget
             )
         return dataclasses.replace(
-            _retimed(incumbent, PRECISIONS),
+            _retimed(fp32, stage),
+            settings=settings,
             proof=proof,
-            model=model,
+            model=deployed,
             precision=precision,
             exact_permutation=False,
-            macs=graph_cost(model, self.batch)[1],
+            macs=graph_cost(deployed, self.batch)[1],
         )
+
+    def deployed(self, fp32: Candidate, precision: str) -> onnx.ModelProto | CheckFailed:
+        """``fp32``'s graph at ``precision``, made once (int8: calibrated on the seeded
+        calibration inputs), or why it cannot be."""
+        key = (fp32.formulation, precision)
+        if key not in self._deployed:
+            self.fp32[fp32.formulation] = fp32
+            spec = precisions_module.get(precision)
+            try:
+                self._deployed[key] = precisions_module.deploy(
+                    fp32.model,
+                    precision,
+                    self.calibration() if spec.needs_calibration else None,
+                    method=self.options.calibration,
+                    label=str(self.subject.model_path),
+                )
+            except CheckFailed as error:
+                self._deployed[key] = error
+        return self._deployed[key]
 
     def _report(
         self, candidates: list[Candidate], winner: Candidate, default: Candidate
