@@ -155,3 +155,19 @@ def test_each_proven_precision_gets_its_own_settings_search(tmp_path, monkeypatc
     assert tuned["precision"] == "int8" and tuned["session"]["session_config"] == {
         "session.intra_op.allow_spinning": "0"
     }
+
+
+def test_a_precision_that_won_stays_the_incumbent_of_the_settings_stage(tmp_path, monkeypatch):
+    def time_rounds(jobs, ep, inputs, method, torch_job, say):
+        p50 = {"original/int8 @ level=all": 1.0}
+        return {j.key: Timing([p50.get(j.key, 5.0)] * method.rounds) for j in jobs}, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    folder = _folder(tmp_path)
+    quick = [a for a in QUICK if a != "--no-settings"]
+    args = ["tune", str(folder), *quick, "--precision", "int8", "--accuracy-budget", "default"]
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    retimed = [c["name"] for c in report["candidates"] if c["stage"] == "settings-1"]
+    assert "original/int8 @ level=all" in retimed  # re-timed there as the incumbent
+    assert report["winner"] == "original/int8 @ level=all"

@@ -12,7 +12,7 @@ import onnx
 from onnxconv.bench.stats import median_or_none
 
 from .proof import Proof
-from .settings import SessionSettings
+from .settings import DEFAULT, SessionSettings
 from .timing import Timing
 
 ORIGINAL = "original"
@@ -49,6 +49,13 @@ class Candidate:
         """``formulation @ settings``; ``formulation/precision @ settings`` below fp32."""
         deployed = self.formulation if self.precision == "fp32" else self.model_key
         return f"{deployed} @ {self.settings.name}"
+
+    @property
+    def is_default(self) -> bool:
+        """The original graph, at fp32, under the default settings (in any stage)."""
+        return (
+            self.formulation == ORIGINAL and self.settings == DEFAULT and self.precision == "fp32"
+        )
 
     @property
     def model_key(self) -> str:

@@ -39,9 +39,8 @@ from onnxconv.machine import describe_gpus
 from onnxconv.quant_check import headline
 from onnxconv.report import write_bytes, write_json, write_text
 
-from .candidates import ORIGINAL, TuneReport
+from .candidates import TuneReport
 from .rewrites import REWRITES
-from .settings import DEFAULT
 
 TUNED_SCHEMA = "onnxconv.tuned"
 TUNED_MODEL, TUNED_JSON = "model.tuned.onnx", "tuned.json"
@@ -203,9 +202,7 @@ def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
         "candidate": w.name,
         "rewrites": w.rewrites,
         "changes": w.changes,
-        "default_kept": w.formulation == ORIGINAL
-        and w.settings == DEFAULT
-        and w.precision == "fp32",
+        "default_kept": w.is_default,
         "timing": {
             "p50_ms": stats.get("p50_ms"),
             "p90_ms": stats.get("p90_ms"),

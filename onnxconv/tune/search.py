@@ -226,7 +226,7 @@ class _Search:
         default and incumbent are re-timed as this stage's copies. Returns the stage's default,
         incumbent, and every candidate it added to the report."""
         default = self.default if stage == FORMULATIONS else _retimed(self.default, stage)
-        if incumbent.formulation == ORIGINAL and incumbent.settings == DEFAULT:
+        if incumbent.is_default:
             incumbent = default
         elif incumbent.stage != stage:
             incumbent = _retimed(incumbent, stage)
@@ -456,7 +456,7 @@ def _retimed(candidate: Candidate, stage: str) -> Candidate:
 
 
 def _decision(winner: Candidate) -> str:
-    if winner.formulation == ORIGINAL and winner.settings == DEFAULT and winner.precision == "fp32":
+    if winner.is_default:
         return "the default stays: no proven candidate beat it by more than the measured spread"
     proven = "proven by validate"
     if winner.precision != "fp32":
