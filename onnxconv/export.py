@@ -100,7 +100,10 @@ class ExportResult:
         return self.folder / "model.onnx"
 
 
-def versions() -> dict[str, str]:
+def exporter_versions() -> dict[str, str]:
+    """The toolchain that wrote a graph, as its manifest records it (onnxconv, torch, onnx,
+    onnxscript, onnxruntime). Not :func:`onnxconv.machine.versions`, which describes the timed
+    path of a run (distributions, EPs, Python) and belongs in bench and tune reports."""
     import onnxruntime
     import onnxscript
 
@@ -360,7 +363,7 @@ def manifest_entry(
         "params": cost.params,
         "macs": cost.macs,
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "versions": versions(),
+        "versions": exporter_versions(),
     }
 
 

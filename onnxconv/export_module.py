@@ -33,12 +33,12 @@ from .export import (
     check_valid,
     export_all_or_nothing,
     exporter_failure,
+    exporter_versions,
     input_axes,
     io_names,
     symbolic_dims,
     tensor_pb,
     to_onnx,
-    versions,
 )
 from .user_model import ModuleRecipe, flatten_outputs, last_line, weights_fingerprint
 
@@ -172,7 +172,7 @@ def manifest_entry(
         "structure": graph.structure_summary(model),
         "weights_sha256": weights_fingerprint(module),
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "versions": versions(),
+        "versions": exporter_versions(),
         "notes": list(notes),
     }
 

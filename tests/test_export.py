@@ -64,7 +64,7 @@ def test_committed_graph_is_up_to_date_with_the_code(name, manifest, tmp_path):
     committed = (GRAPHS / name / "model.onnx").read_bytes()
     assert hashlib.sha256(committed).hexdigest() == entry["sha256"], "graphs/ edited by hand?"
     exporters = {k: entry["versions"][k] for k in ("torch", "onnx", "onnxscript")}
-    here = {k: export.versions()[k] for k in exporters}
+    here = {k: export.exporter_versions()[k] for k in exporters}
     if here != exporters:
         pytest.skip(f"graphs/ was exported with {exporters}; this environment has {here}")
     options = ExportOptions(
