@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from onnxconv.errors import UserInputError
+from onnxconv.errors import CheckFailed, UserInputError
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,18 @@ def deploy(
     """The graph a user ships at ``precision``, made from the fp32 ``model`` (left untouched).
 
     ``calibration`` (a list of feed dicts) is required by the static int8 precisions;
-    ``method`` is their calibration method. Raises :class:`CheckFailed` when the converter or
-    quantizer fails and :class:`UserInputError` for a missing calibration or an unknown name.
+    ``method`` is their calibration method. A graph already stamped ``precision`` is returned as
+    it is. Raises :class:`CheckFailed` when the converter or quantizer fails or the graph is
+    already another deployment, and :class:`UserInputError` for a missing calibration or an
+    unknown name.
     """
     spec = get(precision)
+    if stamp(model) == precision:
+        return model  # already that deployment (a graph deploy or a converter made)
     if stamp(model) != "fp32":
-        raise UserInputError(
-            f"{label}: already deployed at {stamp(model)} (metadata {STAMP}); deploy from "
-            "the fp32 graph"
+        raise CheckFailed(
+            f"{label}: already deployed at {stamp(model)} (metadata {STAMP}); {precision} is "
+            "made from the fp32 graph"
         )
     if spec.needs_calibration and not calibration:
         raise UserInputError(f"{label}: precision {precision} needs calibration feeds")

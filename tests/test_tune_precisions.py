@@ -13,7 +13,7 @@ import pytest
 
 from onnxconv import precisions, validate
 from onnxconv.cli import main
-from onnxconv.errors import UserInputError
+from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.quant_metrics import TOLERANCES, Bound, parse_budget
 from onnxconv.tune import search
 from onnxconv.tune.proof import Prover
@@ -130,7 +130,8 @@ def test_a_graph_with_nothing_to_quantize_has_no_int8_candidate(tmp_path, monkey
 def test_a_deployment_is_never_deployed_again():
     subject = validate.load_subject(str(GRAPHS / "grouped"))
     int8 = precisions.deploy(subject.model, "int8", validate.calibration_feeds(subject, 1 << 24))
-    with pytest.raises(UserInputError, match="already deployed at int8"):
+    assert precisions.deploy(int8, "int8") is int8  # already that deployment: as it is
+    with pytest.raises(CheckFailed, match="already deployed at int8 .*; fp16 is made from the fp32 graph"):
         precisions.deploy(int8, "fp16")
 
 
