@@ -101,7 +101,7 @@ def test_inspect_a_folder_without_model_onnx_says_so(tmp_path, capsys):
 
 
 def test_inspect_groups_repeated_lint_findings(capsys):
-    from onnxconv.cli import lint_lines
+    from onnxconv.cli.export_cmds import lint_lines
     from onnxconv.graph.checks import LintFinding
 
     findings = [LintFinding("rank5-tensor", "info", f"n{i}", "rank 5") for i in range(32)]

@@ -1,0 +1,112 @@
+"""The ``onnxconv`` command. The only package that parses arguments, prints and picks exit codes.
+
+Here: :func:`main`, the table of commands and the signal handling. :mod:`.common` holds the
+helpers and options the commands share; each command family its commands with their argparse
+definitions: :mod:`.export_cmds` (list, export, inspect), :mod:`.validate_cmds` (validate,
+detect), :mod:`.bench_cmds` (bench, bench-compare), :mod:`.tune_cmd` (tune). Commands import
+torch, onnxruntime and the library inside their functions; list and bench-compare never load
+onnxruntime.
+
+Exit codes: 0 every check passed; 1 a check failed; 2 usage or input error (one line, no
+traceback unless --debug); 130 / 143 interrupted by SIGINT / SIGTERM (one line; nothing
+half-written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any, Callable, NamedTuple, Sequence
+
+from ..errors import Interrupted, OnnxconvError
+from . import bench_cmds, export_cmds, tune_cmd, validate_cmds
+from .common import OneLineParser
+
+
+class Command(NamedTuple):
+    """A subcommand: what adds its parser, what runs it, and whether :func:`main` sets
+    ONNX Runtime's log level first (which loads onnxruntime)."""
+
+    add_parser: Callable[[argparse._SubParsersAction], None]
+    run: Callable[[argparse.Namespace], int]
+    uses_ort: bool = True
+
+
+# in the order `onnxconv --help` lists them
+COMMANDS: dict[str, Command] = {
+    "list": Command(export_cmds.add_list, export_cmds.cmd_list, uses_ort=False),
+    "export": Command(export_cmds.add_export, export_cmds.cmd_export),
+    "inspect": Command(export_cmds.add_inspect, export_cmds.cmd_inspect),
+    "validate": Command(validate_cmds.add_validate, validate_cmds.cmd_validate),
+    "bench": Command(bench_cmds.add_bench, bench_cmds.cmd_bench),
+    "detect": Command(validate_cmds.add_detect, validate_cmds.cmd_detect),
+    "tune": Command(tune_cmd.add_tune, tune_cmd.cmd_tune),
+    "bench-compare": Command(
+        bench_cmds.add_bench_compare, bench_cmds.cmd_bench_compare, uses_ort=False
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="onnxconv",
+        description="Convolution families from PyTorch to ONNX Runtime, with proof.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
+    for command in COMMANDS.values():
+        command.add_parser(sub)
+    for subparser in sub.choices.values():  # --debug after the command works too
+        subparser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+    return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT/SIGTERM: unwind (``finally`` blocks remove staging files; bench's workers are
+    killed); a second signal while that runs is ignored so the cleanup finishes."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _catch_signals() -> dict[int, Any]:
+    """Install :func:`_interrupt` (main thread only); returns the handlers it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous = _catch_signals()
+    try:
+        if not args.debug and COMMANDS[args.command].uses_ort:
+            # ORT's own logger warns once per CUDA session ("No registered plugin EP device
+            # found ...") and would bury the table; errors still show, --debug shows everything.
+            from onnxconv.runtime import set_ort_log_severity
+
+            set_ort_log_severity(3)
+        return COMMANDS[args.command].run(args)
+    except OnnxconvError as error:
+        if args.debug:
+            raise
+        print(f"onnxconv {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except (Interrupted, KeyboardInterrupt) as error:
+        signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
+        print(
+            f"onnxconv {args.command}: interrupted by {signal.Signals(signum).name}; "
+            "nothing was left half-written",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,7 @@
+"""``python -m onnxconv.cli``, as ``onnxconv``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,324 @@
+"""``onnxconv list``, ``export`` and ``inspect``: the zoo, its export to ONNX, any graph's
+contents."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from typing import Any, Sequence
+
+from ..errors import OnnxconvError
+from .common import (
+    format_table,
+    human,
+    module_arguments,
+    parse_config,
+    positive_int,
+    progress_printer,
+    recipe_from_args,
+)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .. import variants
+
+    if args.name:
+        spec = variants.get(args.name)
+        config = spec.config()
+        cost = spec.cost(config)
+        print(f"{spec.name}: {spec.summary or spec.family} ({spec.paper})")
+        print(f"params {human(cost.params)}, MACs {human(cost.macs)} at the defaults")
+        print("config keys (set with --config KEY=VALUE):")
+        print(format_table(["key", "default"], [(k, v) for k, v in config.items()]))
+        return 0
+    entries = []
+    for spec in variants.REGISTRY.values():
+        config = spec.config()
+        cost = spec.cost(config)
+        entries.append(
+            dict(
+                name=spec.name,
+                family=spec.family,
+                paper=spec.paper,
+                summary=spec.summary,
+                input_shape=list(spec.input_shape(config)),
+                params=cost.params,
+                macs=cost.macs,
+                config=config,
+            )
+        )
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    rows = [
+        (
+            e["name"],
+            "×".join(map(str, e["input_shape"])),
+            human(e["params"]),
+            human(e["macs"]),
+            e["paper"],
+        )
+        for e in entries
+    ]
+    print(format_table(["name", "input", "params", "MACs", "paper"], rows))
+    print("\nonnxconv list NAME: a variant's config keys and defaults")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .. import variants
+    from ..export import export_variants
+
+    if args.module:
+        return export_user_module(args)
+    if args.name or args.input or args.input_from or args.module_args:
+        raise OnnxconvError("--name, --input, --input-from and --module-args go with --module")
+    if args.all:
+        names = variants.names()
+    elif args.committed:
+        names = [n for n in variants.names() if variants.get(n).commit_graph]
+    else:
+        names = args.variant or []
+    overrides: dict[str, object] = dict(parse_config(args.config))
+    if args.shuffle_rank is not None:  # export_variants refuses it when no variant shuffles
+        overrides["shuffle_rank"] = args.shuffle_rank
+    options = export_options(args)
+    results = export_variants(
+        names,
+        args.out,
+        options,
+        overrides,
+        progress=None if args.quiet else progress_printer("exporting"),
+    )
+    for result in results:
+        entry = result.entry
+        defaults = variants.get(entry["variant"]).config()
+        changed = {k: v for k, v in entry["config"].items() if defaults.get(k) != v}
+        print(
+            f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
+            f"params {human(entry['params'])}  MACs {human(entry['macs'])}"
+            + ("  config " + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
+        )
+        if changed and variants.get(entry["variant"]).commit_graph and _is_committed(args.out):
+            print(
+                f"note: {result.model_path.parent} now holds a non-default config; "
+                "./scripts/export_graphs restores the committed graph",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def export_options(args: argparse.Namespace):
+    from ..export import ExportOptions
+
+    return ExportOptions(
+        opset=args.opset,
+        exporter=args.exporter,
+        dynamic_batch=args.dynamic_batch,
+        dynamic_hw=args.dynamic_hw,
+        verbose=args.verbose,
+    )
+
+
+def export_user_module(args: argparse.Namespace) -> int:
+    from ..export_module import describe, export_recipe
+
+    if args.config or args.shuffle_rank is not None:
+        raise OnnxconvError("--config and --shuffle-rank are for zoo variants, not --module")
+    recipe, examples = recipe_from_args(args)
+    options = export_options(args)
+    result = export_recipe(recipe, args.out, args.name, options, examples)
+    entry = result.entry
+    for note in entry["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(
+        f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
+        f"params {human(entry['params'])}  MACs {human(entry['macs'])}  {describe(entry)}"
+    )
+    return 0
+
+
+def _is_committed(out: str) -> bool:
+    """Whether ``out`` is this checkout's committed graphs/ folder."""
+    from pathlib import Path
+
+    return Path(out).resolve() == (Path(__file__).resolve().parents[2] / "graphs")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .. import graph
+    from ..graph import checks as graph_checks
+
+    path = Path(args.model)
+    if path.is_dir():
+        if not (path / "model.onnx").exists():
+            raise OnnxconvError(f"{path}: no model.onnx in this folder")
+        path = path / "model.onnx"
+    model = graph.load_model(path)
+    report = graph.inspect_model(model)
+    index = graph.GraphIndex(model)
+    cost = graph.cost_breakdown(index, batch_size=args.batch)
+    findings = graph_checks.lint_model(model, target_opset=args.target_opset)
+    macs_of = {
+        node.name: m
+        for node, m in zip(index.nodes, graph.node_macs(index, batch_size=args.batch))
+        if m is not None and node.name
+    }
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": str(path),
+                    **report.to_dict(),
+                    "cost": cost.to_dict(),
+                    "node_macs": macs_of,
+                    "lint": [f.to_dict() for f in findings],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    opsets = ", ".join(f"{d} {v}" for d, v in report.opsets.items())
+    print(
+        f"{path}: IR {report.ir_version}, opset {opsets}, producer "
+        f"{report.producer_name} {report.producer_version}".rstrip()
+    )
+    print(f"inputs  {report.inputs}\noutputs {report.outputs}")
+    print("ops     " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()))
+    print(
+        f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
+        f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}\n"
+        "        (params as stored in the graph: where the exporter folded BatchNorm into the "
+        "Conv,\n        its scale and shift became Conv weights and biases, so `onnxconv list`, "
+        "which counts\n        the module's BatchNorm affine, can differ)"
+    )
+    if report.convs:
+        print()
+
+        def share(name: str) -> str:
+            m = macs_of.get(name)
+            if m is None:
+                return "—"
+            return f"{human(m)} ({100 * m / cost.macs:.0f}%)" if cost.macs else human(m)
+
+        rows = [
+            (
+                c.name,
+                c.kind + (f" x{c.depth_multiplier}" if c.depth_multiplier else ""),
+                f"{c.in_channels}->{c.out_channels}",
+                "x".join(map(str, c.kernel)),
+                c.group,
+                "x".join(map(str, c.stride)),
+                ",".join(map(str, c.pads)),
+                share(c.name),
+            )
+            for c in report.convs
+        ]
+        print(
+            format_table(
+                ["conv", "kind", "channels", "kernel", "group", "stride", "pads", "MACs"], rows
+            )
+        )
+    for pair in report.flattened_pairs:
+        print(
+            f"flattened pair: {pair.vertical} ({pair.kernel}x1) -> {pair.horizontal} "
+            f"(1x{pair.kernel})"
+        )
+    for s in report.shuffles:
+        state = "exact" if s.exact else "NOT exact: " + "; ".join(s.problems)
+        print(
+            f"channel shuffle: {s.reshape_in} -> {s.transpose} -> {s.reshape_out}, rank "
+            f"{s.rank}, groups {s.groups}, perm {s.perm}, {state}"
+        )
+    if findings:
+        print()
+        for line in lint_lines(findings):
+            print(line)
+    return 0
+
+
+def lint_lines(findings: Sequence[Any], shown: int = 2) -> list[str]:
+    """Each kind of finding at most ``shown`` times, the rest counted, then a summary line."""
+    by_code: dict[str, list[Any]] = {}
+    for finding in findings:
+        by_code.setdefault(f"{finding.severity} {finding.code}", []).append(finding)
+    lines = []
+    for group in by_code.values():
+        lines += [f"lint: {finding}" for finding in group[:shown]]
+        if len(group) > shown:
+            more = ", ".join(f.node for f in group[shown:])
+            lines.append(
+                textwrap.shorten(
+                    f"lint: ... {len(group) - shown} more {group[0].code} at {more}",
+                    100,
+                    placeholder=" …",
+                )
+            )
+    summary = ", ".join(f"{len(group)} {code}" for code, group in by_code.items())
+    return lines + [f"lint summary: {len(findings)} finding(s): {summary}"]
+
+
+def add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="the convolution zoo: shapes, params, multiply-adds")
+    p.add_argument("name", nargs="?", help="one variant: its config keys and defaults")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    from ..export import DEFAULT_OPSET, EXPORTERS
+
+    p = sub.add_parser("export", help="export variants to ONNX in the ONNX test-data layout")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--variant", action="append", metavar="NAME", help="a variant to export (repeatable)"
+    )
+    which.add_argument("--all", action="store_true", help="every variant, networks included")
+    which.add_argument(
+        "--committed",
+        action="store_true",
+        help="the variants committed under graphs/ (no whole networks)",
+    )
+    module_arguments(
+        p,
+        "your own model: a class or a function returning an nn.Module, by import path, e.g. "
+        "torchvision.models:shufflenet_v2_x1_0",
+        inputs=True,
+        group=which,
+    )
+    p.add_argument("--name", help="graph folder name for --module (default: the factory's name)")
+    p.add_argument("--out", default="graphs", help="output folder (default: graphs)")
+    p.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
+    p.add_argument("--exporter", choices=EXPORTERS, default="dynamo")
+    p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
+    p.add_argument("--dynamic-hw", action="store_true", help="make height and width dynamic")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every variant that has KEY (repeatable)",
+    )
+    p.add_argument(
+        "--shuffle-rank",
+        type=int,
+        choices=(4, 5),
+        help="channel shuffle through rank-4 tensors (N, g, C/g, H*W) or rank 5",
+    )
+    p.add_argument("--verbose", action="store_true", help="show the exporters' own output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="what any ONNX graph holds: convs, shuffles, cost, lint")
+    p.add_argument("model", help="an .onnx file, or a folder holding model.onnx")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--batch", type=positive_int, default=1, help="batch size for dynamic batch axes"
+    )
+    p.add_argument("--target-opset", type=int, help="flag ops newer than this opset")

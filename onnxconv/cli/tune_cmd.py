@@ -1,0 +1,196 @@
+"""``onnxconv tune``: the fastest proven-equal formulation of one graph on one EP."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from ..errors import OnnxconvError
+from .common import (
+    attach_cli_module,
+    csv_list,
+    format_table,
+    graphs_parent,
+    module_arguments,
+    report_arguments,
+)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from .. import runtime, validate
+    from ..errors import CheckFailed
+    from ..quant_metrics import parse_budget
+    from ..tune import report as tune_report
+    from ..tune.rewrites import REWRITES, check_names
+    from ..tune.search import BUDGET_PRECISIONS, TuneOptions, tune
+    from ..tune.timing import Method
+
+    for flag, value in (
+        ("--threads", args.threads),
+        ("--rounds", args.rounds),
+        ("--blocks", args.blocks),
+        ("--calls", args.calls),
+    ):
+        if value < 1:
+            raise OnnxconvError(f"{flag} must be a positive integer, got {value}")
+    if args.retries < 0:
+        raise OnnxconvError(f"--retries must be 0 or more, got {args.retries}")
+    if args.ep not in ("cpu", "cuda"):
+        runtime.Target(args.ep)  # an unknown EP name is a usage error
+        raise OnnxconvError(f"tune times the cpu and cuda EPs only, not {args.ep!r}")
+    rewrites = list(REWRITES) if args.rewrites is None else args.rewrites
+    rewrites = [] if rewrites == ["none"] else rewrites
+    check_names(rewrites)
+    if args.ep != "cpu" and (reason := runtime.ep_unavailable_reason(args.ep)) is not None:
+        raise CheckFailed(f"{args.ep} EP unavailable: {reason}")
+    budget = parse_budget(args.accuracy_budget) if args.accuracy_budget else None
+    precisions = args.precision or (list(BUDGET_PRECISIONS) if budget else [])
+    options = TuneOptions(
+        precisions=tuple(precisions),
+        budget=budget,
+        calibration=args.calibration,
+        ep=args.ep,
+        batch=args.batch,
+        rewrites=tuple(rewrites),
+        search_settings=not args.no_settings,
+        profile=not args.no_profile,
+        method=Method(
+            threads=args.threads,
+            rounds=args.rounds,
+            blocks=args.blocks,
+            calls=args.calls,
+            retries=args.retries,
+        ),
+    )
+    subject = validate.load_subject(args.target, args.graphs)
+    if args.module:
+        attach_cli_module(args, subject)
+    if not subject.model_path.is_file() and not args.out:
+        raise OnnxconvError(
+            f"{args.target}: exported now, so there is nothing to write beside; name --out DIR"
+        )
+    out = Path(args.out) if args.out else subject.model_path.parent
+    if out.exists() and not out.is_dir():
+        raise OnnxconvError(f"{out}: not a folder (--out)")
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"tune: {message}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="onnxconv-tune-") as tmp:
+        report = tune(subject, options, Path(tmp), say)
+    rows = []
+    for c in report.candidates:
+        stats = (c.timing.stats if c.timing else None) or {}
+        proof = c.proof
+        rows.append(
+            (
+                c.stage,
+                c.name + ("  <- winner" if c is report.winner else ""),
+                f"NO {proof.status} {proof.kind}"
+                if proof.disqualified
+                else "within budget"
+                if proof.quant
+                else "pass",
+                "—" if proof.bit_identical is None else "yes" if proof.bit_identical else "no",
+                f"{stats['p50_ms']:.4g}" if stats else "—",
+                f"{stats['p90_ms']:.4g}" if stats else "—",
+                f"{c.speedup:.2f}" if c.speedup is not None else "—",
+                f"{c.torch_over_ort:.2f}" if c.torch_over_ort is not None else "—",
+            )
+        )
+    print(
+        format_table(
+            [
+                "stage",
+                "candidate",
+                "proof",
+                "bit-identical",
+                "p50 ms",
+                "p90 ms",
+                "x default",
+                "torch/ORT",
+            ],
+            rows,
+        )
+    )
+    for c in report.candidates:
+        if c.proof.disqualified:
+            print(f"disqualified {c.name}: {textwrap.shorten(c.proof.disqualified, 200)}")
+    model_path, json_path = tune_report.write_tuned(report, out)
+    tune_report.write_report(report, args.json, args.markdown)
+    print(f"\n{report.decision}")
+    if report.winner.torch_over_ort is not None:
+        print(
+            f"PyTorch eager p50 / {report.winner.name} p50: {report.winner.torch_over_ort:.2f} "
+            "(> 1: ORT faster)"
+        )
+    print(f"wrote {model_path}, {json_path}")
+    return 0
+
+
+def add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        parents=[graphs_parent()],
+        help="the fastest proven-equal formulation and session settings of one graph on one EP",
+    )
+    p.add_argument("target", metavar="TARGET", help="variant name, test-data folder or .onnx file")
+    module_arguments(
+        p, "the PyTorch module TARGET should compute: it decides the proofs and is timed beside"
+    )
+    p.add_argument("--ep", default="cpu", help="execution provider: cpu (default) or cuda")
+    p.add_argument("--threads", type=int, default=1, help="threads for ORT and PyTorch (default 1)")
+    p.add_argument(
+        "--batch", type=int, help="batch size (default: the graph's; any when it is dynamic)"
+    )
+    p.add_argument(
+        "--rewrites",
+        type=csv_list,
+        help="comma-separated rewrites to try, or none (default: all: "
+        "shuffle_rank4, shuffle_gather, shuffle_fold, shuffle_fold_dense, grouped_split, "
+        "grouped_dense)",
+    )
+    p.add_argument("--no-settings", action="store_true", help="keep the default session settings")
+    p.add_argument(
+        "--accuracy-budget",
+        metavar="BOUNDS",
+        help="let tune choose a lower precision, proven within these bounds of the fp32 source: "
+        "metric=value,... over sqnr_db, cosine, max_abs_over_range, mean_abs_over_range, top1, "
+        "top5 (unnamed metrics keep validate's int8 tolerances), or 'default' for those "
+        "tolerances. Without it tune stays at fp32",
+    )
+    p.add_argument(
+        "--precision",
+        type=csv_list,
+        help="lower precisions to try under --accuracy-budget: fp16, fp16-onnxconv, int8, "
+        "int8-tensor, int8-dynamic (default with a budget: fp16,int8)",
+    )
+    p.add_argument(
+        "--calibration",
+        choices=("minmax", "entropy", "percentile"),
+        default="minmax",
+        help="int8 calibration method (default minmax; 16 generated inputs)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per stage (default 3)")
+    p.add_argument("--blocks", type=int, default=5, help="timed blocks per process (default 5)")
+    p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="run a timing again when other processes contended for the CPU (pressure above "
+        "10%%), after waiting up to 60 s for quiet, up to this many times (default 2)",
+    )
+    p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where model.tuned.onnx and tuned.json go (default: beside the original)",
+    )
+    report_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -1,0 +1,397 @@
+"""``onnxconv validate`` (the parity matrix) and ``detect`` (the mutation suite through it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from ..errors import OnnxconvError
+from .common import (
+    attach_cli_module,
+    csv_list,
+    export_folder_graphs,
+    format_table,
+    graphs_parent,
+    int_list,
+    json_text,
+    module_arguments,
+    positive_int_list,
+    progress_printer,
+    report_arguments,
+    write_reports,
+)
+
+
+def read_npz(path: str) -> dict:
+    """The arrays of a ``.npz`` by name; a user error (one line) when it cannot be read."""
+    import numpy as np
+
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as error:
+        raise OnnxconvError(f"{path}: not a readable .npz file ({error})") from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .. import feeds, precisions, runtime, validate
+    from ..export import graph_folders
+    from ..parity import Tolerance, default_tolerance
+
+    if not args.targets:  # the folder's own list: its manifest must match what is on disk
+        from pathlib import Path
+
+        validate.check_graphs_dir(Path(args.graphs))
+    targets = [str(p) for t in args.targets for p in (export_folder_graphs(t) or [t])] or [
+        str(p) for p in graph_folders(args.graphs)
+    ]
+    if not targets:
+        raise OnnxconvError(
+            f"{args.graphs}: no graphs to validate (run: onnxconv export "
+            f"--committed --out {args.graphs})"
+        )
+    eps, left_out = args.ep, {}
+    if not eps:
+        eps, left_out = runtime.default_eps()
+    for level in args.opt_level:
+        if level not in runtime.OPT_LEVELS:
+            raise OnnxconvError(
+                f"unknown optimisation level {level!r} "
+                f"(choose from {', '.join(runtime.OPT_LEVELS)})"
+            )
+    for ep in eps:
+        runtime.Target(ep)  # unknown EP names fail here, as usage errors
+    tol = None
+    if args.atol is not None or args.rtol is not None:
+        base = default_tolerance("fp32", "cpu")
+        tol = Tolerance(
+            base.atol if args.atol is None else args.atol,
+            base.rtol if args.rtol is None else args.rtol,
+        )
+    extra = read_npz(args.inputs) if args.inputs else None
+    if args.int8_samples < 1:
+        raise OnnxconvError(f"--int8-samples must be at least 1, got {args.int8_samples}")
+    if args.max_input_gb <= 0:
+        raise OnnxconvError(f"--max-input-gb must be positive, got {args.max_input_gb}")
+    for precision in args.precision:
+        precisions.get(precision)  # an unknown name is a usage error, before any work
+    if args.target_opset is not None:
+        from ..opset import check_target
+
+        check_target(args.target_opset)
+    subjects = [validate.load_subject(t, args.graphs) for t in targets]
+    if args.module:
+        if len(subjects) != 1:
+            raise OnnxconvError("--module speaks for one graph: name exactly one TARGET")
+        attach_cli_module(args, subjects[0])
+    calibration = None
+    if args.calibration_data:
+        if len(subjects) != 1:
+            raise OnnxconvError("--calibration-data is for one graph: name exactly one TARGET")
+        calibration = feeds.samples(
+            subjects[0].model, read_npz(args.calibration_data), args.calibration_data
+        )
+    report = validate.validate(
+        subjects,
+        eps,
+        args.opt_level,
+        args.precision,
+        seeds=args.seeds,
+        batches=args.batch,
+        extra_inputs=extra,
+        tol=tol,
+        threads=args.threads,
+        localise_failures=not args.no_localise,
+        cuda_options={
+            "cudnn_conv_algo_search": args.cudnn_conv_algo_search,
+            "use_tf32": "1" if args.tf32 else "0",
+        },
+        trust_stored=args.stored == "trusted",
+        max_input_bytes=int(args.max_input_gb * 2**30),
+        progress=None if args.quiet else progress_printer("validating"),
+        calibration=calibration,
+        calibration_method=args.calibration,
+        int8_samples=args.int8_samples,
+        target_opset=args.target_opset,
+    )
+    for subject in report.subjects:
+        for note in subject["notes"]:
+            print(f"note: {note}")
+    for ep, reason in left_out.items():
+        print(f"note: {ep} is not in the matrix: {reason} (name it with --ep {ep} to require it)")
+    if args.brief:
+        print(
+            format_table(
+                ["graph", "ep", "cells", "worst max abs", "note"], validate.brief_rows(report.cells)
+            )
+        )
+    else:
+        rows = []
+        for cell in report.cells:
+            placement = ", ".join(f"{ep}:{n}" for ep, n in cell.placement.items())
+            status = (
+                cell.status
+                if cell.status == "pass"
+                else f"{cell.status.upper()} {cell.kind}".strip()
+            )
+            rows.append(
+                (
+                    cell.subject,
+                    cell.target,
+                    status,
+                    validate.headline_text(cell),
+                    placement,
+                    textwrap.shorten(cell.reason, 110, placeholder=" …"),
+                )
+            )
+        print(format_table(["graph", "target", "status", "worst max abs", "nodes", "note"], rows))
+    summary = report.summary()
+    print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
+    report.settings["eps_left_out"] = left_out
+    write_reports(
+        {
+            args.json: lambda: json_text(report.to_dict()),
+            args.markdown: lambda: validate.to_markdown(report),
+        }
+    )
+    required = set(args.ep or []) if not args.require_ep else set(eps) | set(left_out)
+    reasons = {
+        **left_out,
+        **{
+            c.target.split("/")[0]: c.reason
+            for c in report.cells
+            if c.status == "unavailable" and c.kind != "conversion"  # not the EP: no deployment
+        },
+    }
+    missing = sorted(ep for ep in required if ep in reasons)
+    if missing:
+        for ep in missing:
+            print(
+                f"onnxconv validate: required EP {ep} is not active: {reasons[ep]}", file=sys.stderr
+            )
+        return 1
+    return 1 if summary.get("fail") else 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .. import detection
+
+    originals = detection.zoo_originals(Path(args.graphs), args.graph or None)
+    for folder in args.folder:
+        originals.append(detection.load_original(Path(folder)))
+    report = detection.run_suite(
+        originals,
+        ep=args.ep,
+        layouts=args.layout,
+        names=args.mutation or None,
+        levels=args.opt_level,
+        seeds=args.seeds,
+        clean_seeds=args.clean_seeds,
+        progress=None if args.quiet else progress_printer("planting"),
+    )
+    rows = [
+        (
+            p.graph,
+            p.mutation + (" (subtle)" if p.subtle else ""),
+            p.layout,
+            "caught" if p.caught else "MISSED",
+            f"{p.status} {p.kind}".strip(),
+            f"{p.margin:.3g}x" if p.margin is not None else "",
+            f"{p.tight_status} (clean {p.tight_clean})" if p.tight_status else "",
+        )
+        for p in report.planted
+    ]
+    print(format_table(["graph", "mutation", "layout", "", "verdict", "margin", "tight"], rows))
+    for clean in report.clean:
+        if clean.false_alarm:
+            print(
+                f"FALSE ALARM {clean.graph} ({clean.layout}, {clean.tolerance}): "
+                f"{textwrap.shorten(clean.reason, 200, placeholder=' …')}"
+            )
+    s = report.summary()
+    print(
+        f"\ncaught {s['caught']} of {s['planted']} planted defects "
+        f"({s['subtle_caught_only_at_tight']} subtle ones at the tight tolerance); "
+        f"false alarms {s['false_alarms']} of {s['clean_checks']} clean checks"
+    )
+    write_reports(
+        {
+            args.json: lambda: json_text(report.to_dict()),
+            args.markdown: lambda: detection.to_markdown(report),
+        }
+    )
+    return 0 if report.ok else 1
+
+
+def add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate",
+        parents=[graphs_parent()],
+        help="parity PyTorch <-> ONNX Runtime per EP, level, precision",
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="variant name, test-data folder or .onnx file (default: all in --graphs)",
+    )
+    module_arguments(
+        p,
+        "the PyTorch module the one TARGET graph should compute: adds the PyTorch opinion to a "
+        "bare .onnx or a folder without a manifest",
+    )
+    p.add_argument(
+        "--ep",
+        action="append",
+        metavar="EP",
+        help="execution provider (repeatable; default: cpu and every other EP active "
+        "here, the others named in one line); naming one makes it required",
+    )
+    p.add_argument(
+        "--opt-level",
+        type=csv_list,
+        default=["disabled", "basic", "extended", "all"],
+        help="comma-separated: disabled,basic,extended,all (default: all four)",
+    )
+    p.add_argument(
+        "--precision",
+        type=csv_list,
+        default=["fp32", "fp16"],
+        help="comma-separated deployments: fp32, fp16 (onnxconverter-common, fp32 I/O), fp16-io "
+        "(fp16 I/O), fp16-onnxconv (onnxconv's converter), int8 (static QDQ, per-channel), "
+        "int8-tensor (per-tensor weights), int8-dynamic (default: fp32,fp16)",
+    )
+    p.add_argument(
+        "--target-opset",
+        type=int,
+        metavar="N",
+        help="validate each graph as converted to opset N (onnx's version converter, else "
+        "exported again by the TorchScript exporter where a PyTorch module speaks for it)",
+    )
+    p.add_argument(
+        "--calibration",
+        choices=("minmax", "entropy", "percentile"),
+        default="minmax",
+        help="int8 calibration method (default minmax)",
+    )
+    p.add_argument(
+        "--calibration-data",
+        metavar="NPZ",
+        help="int8 calibration inputs: a .npz with one array per model input, samples on the "
+        "batch axis (default: 16 generated inputs)",
+    )
+    p.add_argument(
+        "--int8-samples",
+        type=int,
+        default=48,
+        help="generated inputs an int8 deployment is judged on, besides the stored ones "
+        "(default 48)",
+    )
+    p.add_argument(
+        "--seeds", type=int_list, default=[0, 1], help="comma-separated seeds (default 0,1)"
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int_list,
+        help="batch sizes for generated inputs (default: "
+        "1, and 2 too when the batch axis is dynamic)",
+    )
+    p.add_argument("--inputs", help=".npz of inputs by name (one more case)")
+    p.add_argument("--atol", type=float, help="absolute tolerance for every target")
+    p.add_argument("--rtol", type=float, help="relative tolerance for every target")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument(
+        "--cudnn-conv-algo-search",
+        choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+        default="EXHAUSTIVE",
+        help="CUDA EP convolution algorithm search",
+    )
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="allow TF32 on the CUDA EP (off by default: it changes fp32 numerics)",
+    )
+    p.add_argument(
+        "--require-ep",
+        action="store_true",
+        help="exit 1 when any EP of the matrix, or one left out of the default "
+        "matrix (e.g. cuda without a GPU), is not active",
+    )
+    p.add_argument(
+        "--no-localise",
+        action="store_true",
+        help="do not search for the first divergent node of a failure",
+    )
+    p.add_argument(
+        "--stored",
+        choices=("trusted", "untrusted"),
+        default="trusted",
+        help="whether stored test outputs decide where no PyTorch module does "
+        "(default trusted; 'untrusted': shown, never deciding, for outputs "
+        "known to be stale)",
+    )
+    p.add_argument(
+        "--max-input-gb",
+        type=float,
+        default=4.0,
+        help="refuse generated inputs above this size per case (default 4 GiB)",
+    )
+    report_arguments(p)
+    p.add_argument(
+        "--brief", action="store_true", help="one line per graph and EP instead of one per cell"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "detect",
+        help="the mutation suite: plant defects in graphs, count what "
+        "validate catches and its false alarms",
+    )
+    p.add_argument("--graphs", default="graphs", help="a folder written by onnxconv export")
+    p.add_argument(
+        "--graph",
+        action="append",
+        metavar="NAME",
+        help="only this graph of --graphs (repeatable; default all)",
+    )
+    p.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also a test-data folder without a manifest (repeatable)",
+    )
+    p.add_argument(
+        "--mutation",
+        action="append",
+        metavar="NAME",
+        help="only this mutation (repeatable; default all that apply)",
+    )
+    p.add_argument("--ep", default="cpu", help="the EP every mutant is validated on (default cpu)")
+    p.add_argument(
+        "--layout",
+        type=csv_list,
+        default=["folder", "module"],
+        help="folder (test data, no manifest), module (bare graph beside its "
+        "PyTorch module); default both",
+    )
+    p.add_argument(
+        "--opt-level",
+        type=csv_list,
+        default=["all"],
+        help="levels each mutant is validated at (default all)",
+    )
+    p.add_argument("--seeds", type=int_list, default=[0], help="seeds for each mutant")
+    p.add_argument(
+        "--clean-seeds",
+        type=int_list,
+        default=[0, 1, 2, 3, 4],
+        help="seeds for the false-alarm check of the unmutated graphs",
+    )
+    report_arguments(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
