@@ -1,6 +1,6 @@
 """Errors that the CLI turns into one line and an exit code.
 
-Library code raises these; only ``cli.py`` catches them and chooses the exit code
+Library code raises these; only :mod:`onnxconv.cli` catches them and chooses the exit code
 (see shared design: 0 pass, 1 a check failed, 2 usage or input error).
 """
 

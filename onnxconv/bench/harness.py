@@ -1,7 +1,7 @@
 """Timing harness: ONNX Runtime against PyTorch, side by side, with roofline and per-op breakdown.
 
 Library code: plain values in, a :class:`~onnxconv.bench.report.BenchReport` out; nothing is
-printed (pass ``progress`` to hear about each step). ``cli.py`` wires ``onnxconv bench`` to
+printed (pass ``progress`` to hear about each step). :mod:`onnxconv.cli` wires ``onnxconv bench`` to
 :func:`run_bench` and :func:`onnxconv.bench.report.write_report`. This module is the run itself
 (:func:`run_bench` and its loop); the settings live in :mod:`onnxconv.bench.settings`, the sources
 and their inputs in :mod:`onnxconv.bench.sources`, launching workers in

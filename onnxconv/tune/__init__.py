@@ -7,5 +7,5 @@ shuffle fold in :mod:`.fold`, on top of the checked edits of :mod:`.edit` and th
 that every candidate computes what the original's sources say (:mod:`.proof`, through
 :mod:`onnxconv.validate`), the timing (:mod:`.timing`, through the bench's worker processes), the
 choice (:mod:`.search`, its records in :mod:`.candidates`) and the files it writes
-(:mod:`.report`). Only ``cli.py`` prints.
+(:mod:`.report`). Only :mod:`onnxconv.cli` prints.
 """
