@@ -512,7 +512,7 @@ def test_dissenting_reference_evaluator_is_a_warning_naming_the_node(monkeypatch
         outputs = real(model, feeds)
         return {name: value + 0.5 for name, value in outputs.items()}
 
-    monkeypatch.setattr(validate, "reference_outputs", buggy_reference)
+    monkeypatch.setattr(validate.cases, "reference_outputs", buggy_reference)  # make_case reads it
     report = run([validate.load_subject("grouped", GRAPHS)], distributions=("normal",))
     (cell,) = report.cells
     assert (cell.status, cell.kind) == ("warn", "reference")

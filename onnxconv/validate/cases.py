@@ -1,0 +1,181 @@
+"""Cases: the inputs a subject is checked on (its stored test sets, the user's, generated ones),
+each with every opinion that applies (PyTorch, the stored outputs, the reference evaluator)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import onnx
+
+from .. import feeds as feeds_module
+from .. import runtime, variants
+from ..errors import CheckFailed, UserInputError
+from ..reference import run_reference
+from ..verdict import REFERENCE, STORED, TORCH
+from .subjects import Subject
+
+
+@dataclass
+class Case:
+    label: str
+    feeds: dict[str, np.ndarray]
+    opinions: dict[str, dict[str, np.ndarray]]  # opinion name -> output name -> array
+    #: Why the reference evaluator has no opinion on this case ("" when it has one).
+    reference_error: str = ""
+
+
+#: Size given to a symbolic spatial axis of a graph that does not say (not a zoo variant).
+DEFAULT_SPATIAL = 16
+
+
+def symbolic_axes(model: onnx.ModelProto) -> set[int]:
+    """Axes of the first input without a fixed size."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return {i for i, dim in enumerate(dims) if not dim.HasField("dim_value")}
+
+
+def dynamic_batch(model: onnx.ModelProto) -> bool:
+    return 0 in symbolic_axes(model)
+
+
+def spatial_sizes(subject: Subject) -> list[dict[int, int]]:
+    """The export's own height and width, and, when they are dynamic, a second, different size
+    (odd sizes, so stride-2 and padding paths see a shape the export never did)."""
+    shape = ((subject.entry or {}).get("inputs") or [{}])[0].get("shape", [])
+    if subject.config:
+        h, w = subject.config["height"], subject.config["width"]
+    elif len(shape) == 4:
+        h, w = shape[2], shape[3]
+    else:
+        h = w = DEFAULT_SPATIAL
+    sizes = [{2: h, 3: w}]
+    if symbolic_axes(subject.model) & {2, 3}:
+        sizes.append({2: h + 3, 3: w + 5})
+    return sizes
+
+
+def reference_outputs(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The reference evaluator's outputs (onnxconv's fixes applied); CheckFailed if it cannot."""
+    return run_reference(model, feeds)
+
+
+def torch_module(subject: Subject):
+    """The PyTorch module that speaks for the graph, or None: the user's module, or the
+    variant's module with the weights the graph was exported with (the manifest's seed), built
+    once per subject (again only if its variant, config or seed has changed since)."""
+    if subject.module is not None:
+        return subject.module
+    if not subject.variant:
+        return None
+    seed = (subject.entry or {}).get("seed", 0)
+    built = subject.built_module
+    if built is None or built[0] != (subject.variant, subject.config, seed):
+        module = variants.get(subject.variant).build(subject.config, seed=seed)
+        built = ((subject.variant, copy.deepcopy(subject.config), seed), module)
+        subject.built_module = built
+    return built[1]
+
+
+def torch_outputs(subject: Subject, module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """PyTorch's outputs for ``feeds``: inputs in the graph's order, outputs by the graph's
+    output names in order."""
+    import torch
+
+    from ..user_model import flatten_outputs
+
+    tensors = [torch.from_numpy(np.array(feeds[name])) for name in subject.input_names]
+    with torch.no_grad():
+        outputs = flatten_outputs(module(*tensors))
+    names = [o.name for o in subject.model.graph.output]
+    if len(outputs) != len(names):
+        raise UserInputError(
+            f"{subject.model_path}: the PyTorch module returns {len(outputs)} outputs, "
+            f"the graph {len(names)}"
+        )
+    return {name: out.detach().numpy() for name, out in zip(names, outputs)}
+
+
+def check_feeds(subject: Subject, feeds: dict[str, np.ndarray], source: str) -> None:
+    """Inputs must match the model's declared names, dtypes and dimensions (checked before any
+    session exists: the references run first)."""
+    runtime.check_feeds(
+        f"{source} ({subject.model_path})",
+        runtime.input_specs(subject.model, subject.input_names),
+        feeds,
+    )
+
+
+def make_case(
+    subject: Subject,
+    label: str,
+    feeds: dict[str, np.ndarray],
+    stored: dict[str, np.ndarray] | None,
+    module,
+) -> Case:
+    """A case with every opinion that applies: PyTorch, the stored outputs, the reference
+    evaluator. A reference evaluator that cannot run is recorded, unless it is the only opinion
+    (then the case cannot be judged: CheckFailed)."""
+    opinions: dict[str, dict[str, np.ndarray]] = {}
+    if module is not None:
+        opinions[TORCH] = torch_outputs(subject, module, feeds)
+    if stored is not None:
+        opinions[STORED] = stored
+    try:
+        opinions[REFERENCE] = reference_outputs(subject.model, feeds)
+    except CheckFailed as error:
+        if not opinions:
+            raise CheckFailed(
+                f"{subject.model_path}: {error}; no other opinion to judge "
+                "onnxruntime by (no PyTorch module, no stored outputs)"
+            ) from None
+        return Case(label, feeds, opinions, str(error))
+    return Case(label, feeds, opinions)
+
+
+def make_cases(
+    subject: Subject,
+    seeds: Iterable[int] = (0, 1),
+    distributions: Iterable[str] = ("normal", "wide"),
+    batches: Iterable[int] | None = None,
+    extra_inputs: dict[str, np.ndarray] | None = None,
+    max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
+) -> list[Case]:
+    """The stored test sets plus generated inputs, each with every opinion that applies."""
+    for s in subject.test_sets:
+        check_feeds(subject, s.inputs, str(subject.model_path.parent / s.label))
+    if extra_inputs is not None:
+        check_feeds(subject, extra_inputs, "--inputs")
+    if batches is None:
+        batches = (1, 2) if dynamic_batch(subject.model) else (1,)
+    sizes = spatial_sizes(subject)
+    generated = []
+    for batch, spatial, dist, seed in itertools.product(batches, sizes, distributions, seeds):
+        label = f"{dist}/seed{seed}/batch{batch}"
+        if spatial != sizes[0]:
+            label += f"/{spatial[2]}x{spatial[3]}"
+        generated.append(
+            (
+                label,
+                feeds_module.generate(
+                    subject.model,
+                    str(subject.model_path),
+                    batch=batch,
+                    spatial=spatial,
+                    distribution=dist,
+                    seed=seed,
+                    max_bytes=max_input_bytes,
+                ),
+            )
+        )
+    module = torch_module(subject)
+    cases = [make_case(subject, s.label, s.inputs, s.outputs, module) for s in subject.test_sets]
+    if extra_inputs is not None:
+        cases.append(make_case(subject, "inputs", extra_inputs, None, module))
+    cases += [make_case(subject, label, feeds, None, module) for label, feeds in generated]
+    return cases

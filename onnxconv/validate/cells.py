@@ -1,0 +1,279 @@
+"""Cells: one subject on one float target, run on ONNX Runtime with its node placement recorded,
+every case judged by :mod:`onnxconv.verdict` and a failure localised to the first node that
+departs."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import onnx
+
+from .. import precisions as precisions_module
+from .. import runtime
+from ..divergence import first_divergence
+from ..errors import one_line
+from ..parity import Tolerance, default_tolerance
+from ..reference import KNOWN_FAULTS
+from ..verdict import REFERENCE, SOURCES, OutputCheck, judge
+from .cases import Case, torch_module
+from .subjects import Subject
+
+
+@dataclass
+class CaseResult:
+    case: str
+    status: str
+    outputs: list[OutputCheck]
+    divergence: dict[str, Any] | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "status": self.status,
+            "note": self.note,
+            "divergence": self.divergence,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+@dataclass
+class Cell:
+    """One subject on one target. ``kind`` and ``agreed`` describe the first problem (see
+    :mod:`onnxconv.verdict`); ``worst`` holds, per opinion, ONNX Runtime's largest error against
+    it over every case and output."""
+
+    subject: str
+    target: str
+    status: str  # pass | warn | fail | unavailable
+    reason: str = ""
+    kind: str = ""
+    agreed: list[str] = field(default_factory=list)
+    deciders: list[str] = field(default_factory=list)
+    providers: list[str] = field(default_factory=list)
+    placement: dict[str, int] = field(default_factory=dict)
+    placement_nodes: dict[str, list[str]] = field(default_factory=dict)
+    cases: list[CaseResult] = field(default_factory=list)
+    worst: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: An int8 cell's evidence: :meth:`onnxconv.quant_check.QuantVerdict.to_dict`.
+    quant: dict[str, Any] | None = None
+
+    def headline(self) -> tuple[str, dict[str, Any]] | None:
+        """The worst error against the opinion that decided (a source before the reference)."""
+        for opinion in (*SOURCES, REFERENCE):
+            if opinion in self.deciders and opinion in self.worst:
+                return opinion, self.worst[opinion]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        plain = {k: v for k, v in vars(self).items() if k != "cases"}
+        return {**plain, "cases": [c.to_dict() for c in self.cases]}
+
+
+def fresh_export(subject: Subject) -> onnx.ModelProto:
+    """The source module exported again with the manifest's settings: the exporters are
+    deterministic, so its tensor names match the subject's and intermediates can be paired."""
+    import torch
+
+    from ..export import ExportOptions, to_onnx
+
+    entry = subject.entry or {}
+    options = ExportOptions(
+        opset=entry["opset"], exporter=entry["exporter"], seed=entry.get("seed", 0)
+    )
+    axes = [{int(i): n for i, n in x["dynamic_axes"].items()} for x in entry["inputs"]]
+    examples = tuple(
+        torch.zeros(x["shape"], dtype=getattr(torch, x.get("dtype", "float32")))
+        for x in entry["inputs"]
+    )
+    module = torch_module(subject)
+    return to_onnx(module, examples, axes, options, output_count=len(entry["outputs"]))
+
+
+def localise(
+    subject: Subject, case: Case, target: runtime.Target, tol: Tolerance, kind: str
+) -> dict[str, Any] | None:
+    """The first node whose output departs, found by comparing intermediate tensors.
+
+    An export defect of a zoo graph is found node by node against a fresh export of its variant
+    on the reference evaluator (the defect shows at the node that carries it). Every other kind
+    compares ONNX Runtime with the reference evaluator on the same graph (a runtime or reference
+    fault shows at the first node computed differently). An export defect with only stored
+    outputs as its source has nothing to pair intermediates with: ``None``.
+    """
+    against_export = kind == "export" and bool(
+        (subject.variant or subject.module is not None) and subject.entry
+    )
+    if kind == "export" and not against_export:
+        return None
+    try:
+        reference_model = fresh_export(subject) if against_export else None
+        divergence = first_divergence(
+            subject.model, case.feeds, target, tol, reference_model=reference_model
+        )
+    except Exception as error:  # localisation is evidence, not a verdict
+        return {"error": f"could not localise: {one_line(error)}"}
+    if divergence is None:
+        return None
+    info = divergence.to_dict()
+    info["against"] = (
+        f"fresh export of {subject.variant or subject.module_source}"
+        if against_export
+        else REFERENCE
+    )
+    return info
+
+
+def _status(statuses: Iterable[str]) -> str:
+    statuses = set(statuses)
+    return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+
+
+def judge_case(
+    subject: Subject,
+    case: Case,
+    got: dict[str, np.ndarray],
+    target: runtime.Target,
+    tol: Tolerance,
+    trust_stored: bool,
+    localise_failures: bool,
+) -> CaseResult:
+    checks = []
+    for name in (o.name for o in subject.model.graph.output):
+        opinions = {op: values[name] for op, values in case.opinions.items() if name in values}
+        checks.append(judge(name, got[name], opinions, tol, trust_stored=trust_stored))
+    result = CaseResult(
+        case.label, _status(c.status for c in checks), checks, note=case.reference_error
+    )
+    problem = next((c for c in checks if c.status == "fail"), None) or next(
+        (c for c in checks if c.kind == "reference"), None
+    )
+    if problem is None or not localise_failures or target.precision != "fp32":
+        return result
+    result.divergence = localise(subject, case, target, tol, problem.kind)
+    op_type = (result.divergence or {}).get("op_type")
+    if problem.kind == "executors" and op_type in KNOWN_FAULTS:
+        problem.status = "warn"
+        problem.note += (
+            f"; first departs at a {op_type}, a known reference-evaluator fault "
+            f"({KNOWN_FAULTS[op_type]})"
+        )
+        result.status = _status(c.status for c in checks)
+    return result
+
+
+def _record_worst(cell: Cell, case: CaseResult) -> None:
+    for check in case.outputs:
+        for opinion, result in check.results.items():
+            if result.max_abs is None:
+                continue
+            if opinion not in cell.worst or result.max_abs > cell.worst[opinion]["max_abs"]:
+                cell.worst[opinion] = {
+                    "case": case.case,
+                    "output": check.output,
+                    "max_abs": result.max_abs,
+                    "max_rel": result.max_rel,
+                    "atol": result.tolerance.atol,
+                    "rtol": result.tolerance.rtol,
+                }
+
+
+def _summarise(cell: Cell) -> None:
+    """Status, reason, kind and agreement of a cell from its cases."""
+    cell.status = _status(c.status for c in cell.cases)
+    cell.deciders = sorted(
+        {c.decided_by or REFERENCE for case in cell.cases for c in case.outputs},
+        key=lambda op: (*SOURCES, REFERENCE).index(op),
+    )
+    if cell.status == "pass":
+        return
+    case, check = next((c, o) for c in cell.cases for o in c.outputs if o.status == cell.status)
+    cell.kind, cell.agreed = check.kind, list(check.agreed)
+    cell.reason = f"{case.case}, output {check.output!r}: {check.note}"
+    d = case.divergence or {}
+    if "node_name" in d:
+        cell.reason += (
+            f"; first departs at node {d['node_name']} ({d['op_type']}), against {d['against']}"
+        )
+
+
+def run_on_target(
+    cell: Cell,
+    model: onnx.ModelProto,
+    target: runtime.Target,
+    feeds: list[dict[str, np.ndarray]],
+    threads: int | None,
+    cuda_options: dict[str, str] | None = None,
+    session_config: dict[str, str] | None = None,
+    session_options: dict[str, Any] | None = None,
+) -> list[dict[str, np.ndarray]] | None:
+    """``model`` (the deployment ``target.precision`` names) run on every feed dict, with the
+    providers and node placement recorded in ``cell``; ``None`` (and ``cell`` unavailable) when
+    the target's EP cannot run it by itself."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="onnxconv-profile-") as tmp:
+            info = runtime.make_session(
+                model,
+                target,
+                threads=threads,
+                profile=True,
+                cuda_options=cuda_options,
+                profile_prefix=Path(tmp) / "profile",
+                session_config=session_config,
+                session_options=session_options,
+            )
+            cell.providers = info.providers
+            outputs = [runtime.run(info, precisions_module.feeds_for(model, f)) for f in feeds]
+            placement = runtime.node_placement(info.end_profiling())
+    except runtime.EpUnavailable as error:
+        cell.status, cell.reason = "unavailable", error.reason
+        return None
+    cell.placement_nodes = placement
+    cell.placement = {ep: len(nodes) for ep, nodes in placement.items()}
+    if target.ep != "cpu" and set(placement) - {target.ep}:
+        cell.status = "unavailable"
+        cell.reason = f"nodes ran outside {target.ep}: {cell.placement}"
+        return None
+    return outputs
+
+
+def run_cell(
+    subject: Subject,
+    target: runtime.Target,
+    cases: list[Case],
+    tol: Tolerance | None,
+    threads: int | None,
+    localise_failures: bool,
+    cuda_options: dict[str, str] | None = None,
+    trust_stored: bool = True,
+    session_config: dict[str, str] | None = None,
+    session_options: dict[str, Any] | None = None,
+    model: onnx.ModelProto | None = None,
+) -> Cell:
+    """One subject on one float target; ``model`` is the deployment at ``target.precision``
+    (default: the subject's own fp32 graph). ``session_config`` / ``session_options`` go to
+    :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``)."""
+    cell = Cell(subject.label, target.id, "pass")
+    tol = tol or default_tolerance(target.precision, target.ep)
+    outputs = run_on_target(
+        cell,
+        subject.model if model is None else model,
+        target,
+        [case.feeds for case in cases],
+        threads,
+        cuda_options,
+        session_config,
+        session_options,
+    )
+    if outputs is None:
+        return cell
+    for case, got in zip(cases, outputs):
+        result = judge_case(subject, case, got, target, tol, trust_stored, localise_failures)
+        _record_worst(cell, result)
+        cell.cases.append(result)
+    _summarise(cell)
+    return cell

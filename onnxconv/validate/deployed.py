@@ -1,0 +1,159 @@
+"""Deployments and int8 cells: the subject's graph at every precision, and a lower-precision
+deployment judged by :mod:`onnxconv.quant_check` against the fp32 source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import onnx
+
+from .. import feeds as feeds_module
+from .. import precisions as precisions_module
+from .. import quant_check, runtime
+from ..errors import CheckFailed
+from ..fp16 import CONVERTER_CHANGES
+from ..quant_metrics import Bound
+from ..verdict import TORCH
+from .cases import spatial_sizes, torch_module, torch_outputs
+from .cells import Cell, run_on_target
+from .subjects import Subject
+
+
+def deployments(
+    subject: Subject,
+    names: Iterable[str],
+    calibration: list[dict[str, np.ndarray]] | None,
+    method: str,
+    max_input_bytes: int,
+) -> dict[str, onnx.ModelProto | CheckFailed]:
+    """The subject's graph at every precision, or why it cannot be made (per precision)."""
+    made: dict[str, onnx.ModelProto | CheckFailed] = {}
+    for name in names:
+        feeds = None
+        if precisions_module.get(name).needs_calibration:
+            feeds = calibration or calibration_feeds(subject, max_input_bytes)
+        try:
+            made[name] = precisions_module.deploy(
+                subject.model, name, feeds, method=method, label=str(subject.model_path)
+            )
+        except CheckFailed as error:
+            made[name] = error
+            continue
+        changes = {p.key: p.value for p in made[name].metadata_props}.get(CONVERTER_CHANGES)
+        if changes:
+            subject.notes.append(f"{name}: {changes}")
+    return made
+
+
+def seeded_feeds(
+    subject: Subject, first_seed: int, count: int, max_input_bytes: int
+) -> list[dict[str, np.ndarray]]:
+    """``count`` seeded ``normal`` inputs at the export's size, seeds ``first_seed`` onwards."""
+    return [
+        feeds_module.generate(
+            subject.model,
+            str(subject.model_path),
+            batch=1,
+            spatial=spatial_sizes(subject)[0],
+            distribution="normal",
+            seed=first_seed + i,
+            max_bytes=max_input_bytes,
+        )
+        for i in range(count)
+    ]
+
+
+def calibration_feeds(subject: Subject, max_input_bytes: int) -> list[dict[str, np.ndarray]]:
+    """The int8 calibration inputs: seeds disjoint from every other case."""
+    return seeded_feeds(
+        subject,
+        precisions_module.CALIBRATION_SEED,
+        precisions_module.CALIBRATION_SAMPLES,
+        max_input_bytes,
+    )
+
+
+@dataclass
+class Evaluation:
+    """The inputs an int8 deployment is judged on, and the fp32 source's outputs for them."""
+
+    feeds: list[dict[str, np.ndarray]]
+    expected: list[dict[str, np.ndarray]]
+    against: str
+
+
+#: Who speaks for the fp32 graph when no PyTorch module does (the fp32 cells check that graph).
+FP32_GRAPH = "fp32 graph"
+
+
+def evaluation(
+    subject: Subject,
+    extra_inputs: dict[str, np.ndarray] | None,
+    samples: int,
+    max_input_bytes: int,
+) -> Evaluation:
+    """Stored inputs, the user's inputs and ``samples`` generated ones; PyTorch's outputs where a
+    module speaks for the graph, else the fp32 graph's on ORT CPU with optimisations off."""
+    feeds = [s.inputs for s in subject.test_sets]
+    feeds += [extra_inputs] if extra_inputs is not None else []
+    feeds += seeded_feeds(subject, quant_check.EVALUATION_SEED, samples, max_input_bytes)
+    module = torch_module(subject)
+    if module is not None:
+        return Evaluation(feeds, [torch_outputs(subject, module, f) for f in feeds], TORCH)
+    info = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
+    return Evaluation(feeds, [runtime.run(info, f) for f in feeds], FP32_GRAPH)
+
+
+def run_judged_cell(
+    subject: Subject,
+    target: runtime.Target,
+    deployed: onnx.ModelProto,
+    judged_on: Evaluation,
+    threads: int | None,
+    cuda_options: dict[str, str] | None = None,
+    *,
+    tolerances: Mapping[str, Bound] | None = None,
+    session_config: dict[str, str] | None = None,
+    session_options: dict[str, Any] | None = None,
+) -> Cell:
+    """One subject's deployment at a lower precision on one target, judged by
+    :mod:`onnxconv.quant_check` against the fp32 source (validate's int8 cells with the default
+    tolerances; tune's precision candidates with the user's accuracy budget)."""
+    cell = Cell(subject.label, target.id, "pass")
+    got = run_on_target(
+        cell,
+        deployed,
+        target,
+        judged_on.feeds,
+        threads,
+        cuda_options,
+        session_config,
+        session_options,
+    )
+    if got is None:
+        return cell
+    verdict = quant_check.judge_deployment(
+        subject.model,
+        deployed,
+        judged_on.feeds,
+        judged_on.expected,
+        got,
+        against=judged_on.against,
+        static=precisions_module.get(target.precision).needs_calibration,
+        tolerances=tolerances,
+    )
+    cell.status, cell.kind, cell.reason = verdict.status, verdict.kind, verdict.reason
+    cell.deciders = [judged_on.against]
+    cell.quant = verdict.to_dict()
+    return cell
+
+
+def undeployable_cell(subject: Subject, target: runtime.Target, error: CheckFailed) -> Cell:
+    """No graph at this precision: nothing to quantize is ``unavailable`` (there is no such
+    deployment), a converter or quantizer failure is a ``fail`` of kind ``conversion``."""
+    from ..int8 import NothingToQuantize
+
+    status = "unavailable" if isinstance(error, NothingToQuantize) else "fail"
+    return Cell(subject.label, target.id, status, reason=str(error), kind="conversion")

@@ -1,0 +1,247 @@
+"""Subjects: what gets validated (a zoo variant, a test-data folder or a bare ``.onnx`` file),
+loaded with its stored test sets and the PyTorch module that speaks for it, if any."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .. import graph, variants
+from ..errors import UserInputError
+
+
+@dataclass
+class TestSet:
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    label: str
+
+
+@dataclass
+class Subject:
+    label: str
+    model_path: Path
+    model: onnx.ModelProto
+    test_sets: list[TestSet] = field(default_factory=list)
+    variant: str | None = None
+    config: dict[str, Any] | None = None
+    #: The manifest entry that ties the graph to its variant (exporter, opset, dynamic axes).
+    entry: dict[str, Any] | None = None
+    #: What the report must say about the subject itself (e.g. a graph changed since export).
+    notes: list[str] = field(default_factory=list)
+    #: The user's PyTorch module that speaks for the graph (not a zoo variant), and where it
+    #: came from (an import path, or "a module in memory").
+    module: Any = None
+    module_source: str = ""
+    #: How a worker process can rebuild ``module`` (``ModuleRecipe.to_dict()``), if it can.
+    recipe: dict[str, Any] | None = None
+    #: The variant's module as :func:`onnxconv.validate.cases.torch_module` built it, with the
+    #: (variant, config, seed) it was built from: built once per subject, not compared or shown.
+    built_module: tuple[tuple[Any, ...], Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def input_names(self) -> list[str]:
+        initializers = {i.name for i in self.model.graph.initializer}
+        return [i.name for i in self.model.graph.input if i.name not in initializers]
+
+
+def read_pb(path: Path) -> tuple[str, np.ndarray]:
+    tensor = onnx.TensorProto()
+    try:
+        tensor.ParseFromString(path.read_bytes())
+        return tensor.name, numpy_helper.to_array(tensor)
+    except Exception as error:
+        raise UserInputError(f"{path}: not a TensorProto file ({type(error).__name__})") from None
+
+
+def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
+    """Every ``test_data_set_*`` of a folder; names come from the files or the model's order."""
+    initializers = {i.name for i in model.graph.initializer}
+    in_names = [i.name for i in model.graph.input if i.name not in initializers]
+    out_names = [o.name for o in model.graph.output]
+    sets = []
+    for data in sorted(folder.glob("test_data_set_*")):
+        inputs = sorted(data.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+        outputs = sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+        if len(inputs) != len(in_names):
+            raise UserInputError(
+                f"{data}: {len(inputs)} input_*.pb files but the model has "
+                f"{len(in_names)} inputs ({', '.join(in_names)})"
+            )
+        if len(outputs) != len(out_names):
+            raise UserInputError(
+                f"{data}: {len(outputs)} output_*.pb files but the model has "
+                f"{len(out_names)} outputs ({', '.join(out_names)})"
+            )
+        feeds = {}
+        for i, path in enumerate(inputs):
+            name, array = read_pb(path)
+            feeds[name if name in in_names else in_names[i]] = array
+        expected = {}
+        for i, path in enumerate(outputs):
+            name, array = read_pb(path)
+            name = name if name in out_names else out_names[i]
+            check_stored_output(path, model, name, array)
+            expected[name] = array
+        sets.append(TestSet(feeds, expected, data.name))
+    return sets
+
+
+def check_stored_output(path: Path, model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
+    """A stored output must have the dtype, rank and fixed dims the model declares for it:
+    otherwise the file, not the graph, is wrong (UserInputError naming both)."""
+    (declared,) = [o for o in model.graph.output if o.name == name]
+    tensor = declared.type.tensor_type
+    want = ""
+    if tensor.elem_type:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        want = str(dtype) if array.dtype != dtype else ""
+    if tensor.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        fits = len(dims) == array.ndim and all(d in (None, n) for d, n in zip(dims, array.shape))
+        if not fits or want:
+            shown = ["?" if d is None else str(d) for d in dims]
+            want = f"{want or array.dtype} [{', '.join(shown)}]"
+    if want:
+        raise UserInputError(
+            f"{path}: stored output {name!r} is {array.dtype} {list(array.shape)}, "
+            f"but the model declares {want}"
+        )
+
+
+def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
+    """A zoo variant name, a test-data folder, or a bare .onnx file.
+
+    A variant with no graph in ``graphs_dir`` is exported now (with the default options, into a
+    temporary folder) and validated from memory.
+    """
+    path = Path(target)
+    graphs_dir = Path(graphs_dir)
+    if not path.exists() and target in variants.REGISTRY:
+        path = graphs_dir / target
+        if not (path / "model.onnx").exists():
+            check_graphs_dir(graphs_dir, [target])
+            return export_subject(target, graphs_dir)
+    if path.is_dir():
+        subject = load_folder(path)
+        attach_variant(subject, path.parent / "manifest.json")
+        return subject
+    if not path.exists():
+        raise UserInputError(
+            f"{path}: no such file, folder or variant{variants.did_you_mean(target)}"
+        )
+    return Subject(path.stem, path, graph.load_model(path))
+
+
+def check_graphs_dir(graphs_dir: Path, names: Iterable[str] | None = None) -> None:
+    """``graphs_dir``'s manifest, if there is one, must be readable and every graph it lists
+    (of ``names``, default all) must be on disk: UserInputError otherwise."""
+    from ..export import MANIFEST, read_manifest
+
+    if not (graphs_dir / MANIFEST).exists():
+        return
+    listed = read_manifest(graphs_dir)["graphs"]
+    missing = [
+        n
+        for n in (listed if names is None else [n for n in names if n in listed])
+        if not (graphs_dir / n / "model.onnx").is_file()
+    ]
+    if missing:
+        raise UserInputError(
+            f"{graphs_dir / MANIFEST} lists {', '.join(missing)} but "
+            f"{graphs_dir / missing[0] / 'model.onnx'} is missing "
+            f"(re-export: onnxconv export --variant {missing[0]} --out {graphs_dir})"
+        )
+
+
+def load_folder(path: Path) -> Subject:
+    model_path = path / "model.onnx"
+    if not model_path.exists():
+        raise UserInputError(f"{path}: no model.onnx in this folder")
+    model = graph.load_model(model_path)
+    subject = Subject(path.name, model_path, model, load_test_sets(path, model))
+    if not subject.test_sets:
+        raise UserInputError(f"{path}: no test_data_set_* folder with input_*.pb files")
+    return subject
+
+
+def export_subject(name: str, graphs_dir: Path) -> Subject:
+    """Export variant ``name`` now and load it, test data included, into memory."""
+    from ..export import export_variants
+
+    with tempfile.TemporaryDirectory(prefix="onnxconv-validate-") as tmp:
+        (result,) = export_variants([name], tmp)
+        subject = load_folder(Path(tmp) / name)
+    subject.model_path = Path(f"{name} (exported now: not in {graphs_dir})") / "model.onnx"
+    subject.variant, subject.config, subject.entry = name, result.entry["config"], result.entry
+    return subject
+
+
+def attach_variant(subject: Subject, manifest_path: Path) -> None:
+    """If the folder's manifest names a zoo variant, PyTorch is the source that decides; if it
+    names the user's module (``onnxconv export --module``), that module is rebuilt and decides.
+
+    A model whose sha256 no longer matches the manifest was changed after export: PyTorch still
+    decides (the manifest says what the graph should compute), and the subject notes the change.
+    """
+    if not manifest_path.exists():
+        return
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise UserInputError(f"{manifest_path}: not JSON (a broken onnxconv manifest?)") from None
+    try:
+        entry = manifest["graphs"][subject.label]
+    except (KeyError, TypeError):  # someone else's manifest.json, or a graph it does not list
+        return
+    if entry.get("variant") in variants.REGISTRY:
+        subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
+        decider = entry["variant"]
+    elif isinstance(entry, dict) and entry.get("module"):
+        if not attach_recipe(subject, entry, manifest_path):
+            return
+        decider = entry["module"]["path"]
+    else:
+        return
+    import hashlib
+
+    if entry.get("sha256") != hashlib.sha256(subject.model_path.read_bytes()).hexdigest():
+        subject.notes.append(
+            f"{subject.model_path} differs from the sha256 in {manifest_path}: "
+            f"changed since export; PyTorch ({decider}) still decides"
+        )
+
+
+def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) -> bool:
+    """Rebuild the user's module that the manifest names; it speaks for the graph only when its
+    weights are those that were exported (same fingerprint). Returns whether it was attached."""
+    from ..user_model import ModuleRecipe, weights_fingerprint
+
+    recipe = ModuleRecipe.from_dict(entry["module"])
+    module, notes = recipe.build()
+    subject.notes += notes
+    if weights_fingerprint(module) != entry.get("weights_sha256"):
+        subject.notes.append(
+            f"{recipe.path} rebuilt now has other weights than the module exported "
+            f"(weights_sha256 in {manifest_path}): it is not this graph's source and is not used"
+        )
+        return False
+    subject.module, subject.module_source, subject.entry = module, recipe.path, entry
+    subject.recipe = recipe.to_dict()
+    return True
+
+
+def attach_module(
+    subject: Subject, module: Any, source: str, recipe: dict[str, Any] | None = None
+) -> None:
+    """The user says ``module`` is what the graph should compute (``validate --module``)."""
+    subject.module, subject.module_source, subject.recipe = module.eval(), source, recipe
