@@ -36,21 +36,32 @@ calls, threads, levels, batches, CUDA options, ...) is listed first: a ratio bet
 compares machines, not code.
 
 Library: :func:`compare_reports` returns a plain dict (schema in its docstring);
-:func:`to_markdown` renders it. ``onnxconv bench-compare`` is the command.
+:func:`to_markdown` renders it. ``onnxconv bench-compare`` is the command. The statistic lives in
+:mod:`.compare_stats`, the rendering in :mod:`.compare_text`; their public names are importable
+from here as well.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-import zlib
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..errors import UserInputError
-from .report import CONTENDED_PRESSURE, BenchReport
-
-if TYPE_CHECKING:  # numpy is imported where it is used: the CLI starts faster without it
-    import numpy as np
+from .compare_stats import (
+    BUSY_PRESSURE,
+    CONFIDENCE,
+    RESAMPLES,
+    SEED,
+    block_medians_by_round,
+    busy,
+    cell_seed,
+    check_max_slowdown,
+    median_of_pooled,
+    ratio_interval,
+    verdict,
+)
+from .compare_text import CELL_HEADERS, cell_rows, only_in_lines, rule, tally, to_markdown
+from .report import BenchReport
 
 SCHEMA = "onnxconv.bench-compare"
 #: 2: the bootstrap verdict (interval, rounds and blocks per cell, ``unclear``, ``method``), every
@@ -59,16 +70,8 @@ SCHEMA_VERSION = 2
 
 #: The default threshold of ``onnxconv bench-compare`` (a slowdown of more than 20%).
 DEFAULT_MAX_SLOWDOWN = 1.2
-#: Two-sided confidence of the interval that decides.
-CONFIDENCE = 0.95
-#: Bootstrap draws per cell.
-RESAMPLES = 4000
-#: Mixed into every cell's seed: change it and every interval is drawn afresh.
-SEED = 13
 #: A median ratio over all cells beyond this (or its inverse) is worth a warning.
 MACHINE_SHIFT = 1.1
-#: A round in which some task waited for a CPU more than this share of the time was contended.
-BUSY_PRESSURE = CONTENDED_PRESSURE
 
 _MACHINE_KEYS = (
     "cpu_model",
@@ -189,131 +192,8 @@ def _run_summary(report: BenchReport) -> dict[str, Any]:
     }
 
 
-def _describe_run(run: Mapping[str, Any]) -> str:
-    gpu = f", {', '.join(run['gpus'])}" if run.get("gpus") else ""
-    return (
-        f"{run.get('path', '')} — created {run['created']}, {run.get('cpu')}{gpu}, "
-        f"onnxruntime {run.get('onnxruntime')}, torch {run.get('torch')}, "
-        f"{run.get('threads')} thread(s), {run.get('rounds')} round(s) × {run.get('blocks')} "
-        f"blocks × {run.get('calls')} calls"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# the statistic and its interval
-
-
-def check_max_slowdown(max_slowdown: float) -> None:
-    """A threshold must be above 1.0 (1.2: 20% slower); otherwise a :class:`UserInputError`."""
-    if not max_slowdown > 1.0:
-        raise UserInputError(
-            f"max slowdown must be above 1.0 (e.g. 1.2 for 20%), got {max_slowdown}"
-        )
-
-
-def block_medians_by_round(cell: Mapping[str, Any]) -> list[list[float]]:
-    """The block medians (ms) of every round that ran, one list per round.
-
-    A report without per-round block medians gives its pooled ``stats.block_medians_ms`` as one
-    round; a cell that did not run gives ``[]``.
-    """
-    rounds = [
-        [float(x) for x in r["block_medians_ms"]]
-        for r in cell.get("rounds") or []
-        if r.get("block_medians_ms")
-    ]
-    if rounds:
-        return rounds
-    pooled = (cell.get("stats") or {}).get("block_medians_ms")
-    return [[float(x) for x in pooled]] if pooled else []
-
-
-def _median_of_pooled(rounds: Sequence[Sequence[float]]) -> float:
-    import numpy as np
-
-    return float(np.median(np.concatenate([np.asarray(r, dtype=float) for r in rounds])))
-
-
-def _bootstrap_medians(
-    rounds: Sequence[Sequence[float]], resamples: int, rng: np.random.Generator
-) -> np.ndarray:
-    """``resamples`` medians of the pooled block medians, rounds drawn first, then blocks."""
-    import numpy as np
-
-    sizes = np.array([len(r) for r in rounds])
-    width = int(sizes.max())
-    table = np.full((len(rounds), width), np.nan)
-    for i, r in enumerate(rounds):
-        table[i, : len(r)] = r
-    picked = rng.integers(0, len(rounds), size=(resamples, len(rounds)))
-    n = sizes[picked][..., None]  # blocks of each drawn round
-    blocks = (rng.random((resamples, len(rounds), width)) * n).astype(int)
-    draws = table[picked[..., None], blocks]
-    draws[np.arange(width) >= n] = np.nan  # a drawn round contributes as many blocks as it has
-    return np.nanmedian(draws.reshape(resamples, -1), axis=1)
-
-
-def ratio_interval(
-    baseline: Sequence[Sequence[float]],
-    current: Sequence[Sequence[float]],
-    *,
-    seed: int,
-    resamples: int = RESAMPLES,
-    confidence: float = CONFIDENCE,
-) -> tuple[float, float, float]:
-    """``(ratio, low, high)``: current over baseline median of block medians, and the
-    percentile interval of that ratio under the two-level bootstrap (rounds, then blocks)."""
-    import numpy as np
-
-    if not baseline or not current:
-        raise ValueError("a ratio interval needs block medians on both sides")
-    rng = np.random.default_rng(seed)
-    ratios = _bootstrap_medians(current, resamples, rng) / _bootstrap_medians(
-        baseline, resamples, rng
-    )
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return _median_of_pooled(current) / _median_of_pooled(baseline), float(low), float(high)
-
-
-def verdict(low: float, high: float, max_slowdown: float) -> str:
-    """``slower``, ``faster``, ``same`` or ``unclear`` from the interval (see the module doc)."""
-    if low > max_slowdown:
-        return "slower"
-    if high < 1 / max_slowdown:
-        return "faster"
-    if low >= 1 / max_slowdown and high <= max_slowdown:
-        return "same"
-    return "unclear"
-
-
-def cell_seed(cell_id: str) -> int:
-    """The bootstrap seed of a cell: from its id, so a cell's interval is independent of the
-    other cells and of their order."""
-    return zlib.crc32(cell_id.encode()) ^ SEED
-
-
 # ---------------------------------------------------------------------------------------------
 # pairing the cells
-
-
-def busy(cell: Mapping[str, Any], cores: int | None) -> str | None:
-    """Why a cell's rounds cannot be trusted to show its own speed, or None.
-
-    Contention only ever slows a cell down. A round counts as contended when some runnable task
-    waited for a CPU more than :data:`BUSY_PRESSURE` of its time (Linux PSI, recorded per round
-    as ``cpu_pressure`` since bench schema 3) or, in reports without it, when the 1-minute load
-    average exceeded the usable cores by more than half a core (a lagging sign).
-    """
-    rounds = [r for r in cell.get("rounds") or [] if r.get("block_medians_ms")]
-    pressures = [r["cpu_pressure"] for r in rounds if r.get("cpu_pressure") is not None]
-    if pressures:
-        worst = max(pressures)
-        return f"pressure {worst:.0%}" if worst > BUSY_PRESSURE else None
-    loads = [r["loadavg_1m"] for r in rounds if r.get("loadavg_1m") is not None]
-    if loads and cores and max(loads) > cores + 0.5:
-        return f"load {max(loads):.1f}/{cores}"
-    return None
 
 
 def _judge(
@@ -368,8 +248,8 @@ def _compare_cell(
     elif base and cur and min(min(r) for r in base) > 0:  # 0 ms: below the clock, no ratio
         ratio, low, high = ratio_interval(base, cur, seed=cell_seed(old["id"]))
         row.update(
-            baseline_ms=_median_of_pooled(base),
-            current_ms=_median_of_pooled(cur),
+            baseline_ms=median_of_pooled(base),
+            current_ms=median_of_pooled(cur),
             ratio=ratio,
             interval=[low, high],
         )
@@ -468,121 +348,27 @@ def compare_reports(
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# rendering (cli.py prints, to_markdown writes)
-
-CELL_HEADERS = (
-    "cell",
-    "baseline ms",
-    "current ms",
-    "current / baseline",
-    f"{CONFIDENCE:.0%} interval",
-    "rounds×blocks",
-    "contended",
+__all__ = [
+    "BUSY_PRESSURE",
+    "CELL_HEADERS",
+    "CONFIDENCE",
+    "DEFAULT_MAX_SLOWDOWN",
+    "MACHINE_SHIFT",
+    "RESAMPLES",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SEED",
+    "block_medians_by_round",
+    "busy",
+    "cell_rows",
+    "cell_seed",
+    "check_max_slowdown",
+    "compare_reports",
+    "differences",
+    "only_in_lines",
+    "ratio_interval",
+    "rule",
+    "tally",
+    "to_markdown",
     "verdict",
-)
-
-
-def cell_rows(comparison: Mapping[str, Any]) -> list[tuple[str, ...]]:
-    """One row of :data:`CELL_HEADERS` per cell, as text ("—" when absent)."""
-
-    def fmt(value: float | None, spec: str) -> str:
-        return "—" if value is None else f"{value:{spec}}"
-
-    def ratio(value: float) -> str:
-        return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
-
-    rows = []
-    for r in comparison["cells"]:
-        interval = r.get("interval")
-        rows.append(
-            (
-                r["id"],
-                fmt(r.get("baseline_ms"), ".4g"),
-                fmt(r.get("current_ms"), ".4g"),
-                ratio(r["ratio"]) if r["ratio"] is not None else "—",
-                f"{ratio(interval[0])}–{ratio(interval[1])}" if interval else "—",
-                f"{r.get('baseline_rounds', '?')}×{_per_round(r, 'baseline')} / "
-                f"{r.get('current_rounds', '?')}×{_per_round(r, 'current')}",
-                f"{r.get('baseline_busy') or '—'} / {r.get('current_busy') or '—'}",
-                r["verdict"],
-            )
-        )
-    return rows
-
-
-def _per_round(row: Mapping[str, Any], side: str) -> str:
-    rounds, blocks = row.get(f"{side}_rounds"), row.get(f"{side}_blocks")
-    if not rounds or blocks is None:
-        return "0"
-    return f"{blocks // rounds}" if blocks % rounds == 0 else f"{blocks / rounds:.1f}"
-
-
-def rule(comparison: Mapping[str, Any]) -> str:
-    """The decision rule in one sentence, with this comparison's threshold."""
-    t = comparison["max_slowdown"]
-    m = comparison.get("method") or {}
-    return (
-        f"slower: the whole {m.get('confidence', CONFIDENCE):.0%} interval of current / baseline "
-        f"is above ×{t:g}; faster: below ×{1 / t:.3g}; same: within both; unclear: it crosses "
-        f"one, or the slower (faster) side was contended (CPU pressure above "
-        f"{BUSY_PRESSURE:.0%} in a round, or load above the cores): contention only slows "
-        f"(bootstrap over rounds, then blocks; {m.get('resamples', RESAMPLES)} draws, seeded)"
-    )
-
-
-def tally(comparison: Mapping[str, Any]) -> str:
-    """``"1 slower, 0 faster, 2 unclear, 5 the same"``."""
-    same = sum(r["verdict"] == "same" for r in comparison["cells"])
-    c = comparison
-    return (
-        f"{len(c['slower'])} slower, {len(c['faster'])} faster, "
-        f"{len(c.get('unclear', []))} unclear, {same} the same"
-    )
-
-
-def only_in_lines(comparison: Mapping[str, Any]) -> list[str]:
-    """One line per side that holds cells the other lacks."""
-    lines = []
-    for key, what in (
-        ("only_in_baseline", "only in the baseline"),
-        ("only_in_current", "only in the current run"),
-    ):
-        if comparison[key]:
-            lines.append(f"{len(comparison[key])} cell(s) {what}: " + ", ".join(comparison[key]))
-    return lines
-
-
-def to_markdown(comparison: Mapping[str, Any]) -> str:
-    c = comparison
-    lines = [
-        "# onnxconv bench-compare",
-        "",
-        f"- baseline: {_describe_run(c['baseline'])}",
-        f"- current: {_describe_run(c['current'])}",
-        f"- rule: {rule(c)}",
-        f"- verdict: {tally(c)}",
-    ]
-    if c["differences"]:
-        lines += ["", "## The runs differ in", ""] + [f"- {d}" for d in c["differences"]]
-    else:
-        lines += ["", "Same machine, versions and settings."]
-    if c.get("warnings"):
-        lines += ["", "## Read the verdicts with care", ""] + [f"- {w}" for w in c["warnings"]]
-    lines += [
-        "",
-        "## Cells",
-        "",
-        "ms: the median of the per-block medians (all rounds); rounds×blocks and contended "
-        "(the worst round's CPU pressure, or load / cores): baseline / current.",
-        "",
-        "| " + " | ".join(CELL_HEADERS) + " |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for *values, cell_verdict in cell_rows(c):
-        shown = "**slower**" if cell_verdict == "slower" else cell_verdict
-        lines.append("| " + " | ".join([*values, shown]) + " |")
-    only = only_in_lines(c)
-    if only:
-        lines += [""] + only
-    return "\n".join(lines) + "\n"
+]

@@ -31,7 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..report import write_bytes
-from .report import run_caption
+from .report_text import run_caption
 from .stats import op_shares
 
 GROUP_LABELS = {
