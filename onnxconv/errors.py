@@ -41,10 +41,15 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
+def strip_colour(text: str) -> str:
+    """``text`` without ANSI colour codes (ONNX Runtime colours its log lines)."""
+    return _ANSI.sub("", text)
+
+
 def one_line(error: BaseException | str, limit: int = 300) -> str:
     """The first non-empty line of an error's text, whitespace collapsed, colour codes and
     excess length cut: what a user sees of a library's multi-line error."""
-    text = _ANSI.sub("", str(error))
+    text = strip_colour(str(error))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(error).__name__ if isinstance(error, BaseException) else "(no message)"

@@ -10,8 +10,13 @@
     stats.py       percentiles, block spreads, paired ratios, ORT profile op groups and shares
     roofs.py       the machine's compute and memory roofs
     node_times.py  every node timed alone in a one-node model (--per-node)
-    report.py      the report: JSON schema, Markdown, console rows
-    compare.py     two reports side by side (bench-compare)
+    report.py      the report record: JSON schema, write, load, re-render
+    report_notes.py    what to distrust in a measurement (spread, contention, roofs)
+    report_text.py     cells and runs in words; the console rows
+    report_markdown.py the Markdown page
+    compare.py     two reports side by side (bench-compare): the record and the verdicts
+    compare_stats.py   bootstrap interval of a ratio, the verdict, busy cells
+    compare_text.py    the comparison as a table and Markdown
     plots.py       PNG plots
 
 Importing this package imports nothing heavy: ``bench-compare`` reads reports without

@@ -8,7 +8,6 @@ import functools
 import importlib.metadata
 import io
 import os
-import re
 import sys
 import tempfile
 from typing import Iterator
@@ -16,7 +15,7 @@ from typing import Iterator
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.errors import CheckFailed, UserInputError, strip_colour
 from onnxconv.errors import one_line as _one_line
 
 DEFAULT_CUDA_OPTIONS: dict[str, str] = {
@@ -92,8 +91,6 @@ def default_eps() -> tuple[list[str], dict[str, str]]:
 # ---------------------------------------------------------------------------------------------
 # availability
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
 
 @contextlib.contextmanager
 def _native_stderr_captured() -> Iterator[list[str]]:
@@ -135,7 +132,7 @@ def _probe_model() -> bytes:
 
 def _log_reason(log: str) -> str | None:
     """The most telling error/warning line ORT logged while creating an EP, or ``None``."""
-    lines = [_ANSI.sub("", ln).strip() for ln in log.splitlines()]
+    lines = [strip_colour(ln).strip() for ln in log.splitlines()]
     lines = [ln for ln in lines if "[E:" in ln or "[W:" in ln]
     for key in ("Failed to load", "cannot open shared object", "CUDA failure", "Failed to create"):
         for ln in lines:
@@ -185,7 +182,7 @@ def preload_cuda_libraries() -> str:
             ort.preload_dlls()
         except Exception as exc:  # a failed preload shows up as the EP's unavailable reason
             print(_one_line(exc))
-    return _ANSI.sub("", said.getvalue()).strip()
+    return strip_colour(said.getvalue()).strip()
 
 
 def not_in_build_reason(provider: str) -> str | None:
