@@ -97,8 +97,8 @@ def deploy(
     unknown name.
     """
     spec = get(precision)
-    if stamp(model) == precision:
-        return model  # already that deployment (a graph deploy or a converter made)
+    if precision == "fp32" or stamp(model) == precision:
+        return model  # the graph as given, or already that deployment
     if stamp(model) != "fp32":
         raise CheckFailed(
             f"{label}: already deployed at {stamp(model)} (metadata {STAMP}); {precision} is "
@@ -106,8 +106,6 @@ def deploy(
         )
     if spec.needs_calibration and not calibration:
         raise UserInputError(f"{label}: precision {precision} needs calibration feeds")
-    if precision == "fp32":
-        return model
     deployed = _convert(model, precision, calibration, method, label)
     props = {p.key: p.value for p in deployed.metadata_props}
     onnx.helper.set_model_props(deployed, {**props, STAMP: precision})
