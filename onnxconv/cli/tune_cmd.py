@@ -25,8 +25,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..errors import CheckFailed
     from ..quant_metrics import parse_budget
     from ..tune import report as tune_report
+    from ..tune.options import BUDGET_PRECISIONS, TuneOptions
     from ..tune.rewrites import REWRITES, check_names
-    from ..tune.search import BUDGET_PRECISIONS, TuneOptions, tune
+    from ..tune.search import tune
     from ..tune.timing import Method
 
     for flag, value in (

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,61 +41,21 @@ import onnx
 from onnxconv import feeds as feeds_module
 from onnxconv import precisions as precisions_module
 from onnxconv import validate
-from onnxconv.errors import CheckFailed, UserInputError, one_line
+from onnxconv.errors import CheckFailed, one_line
 from onnxconv.graph import graph_cost
 from onnxconv.int8 import NothingToQuantize
 from onnxconv.machine import machine_info, versions
 from onnxconv.quant_check import headline as quant_check_headline
-from onnxconv.quant_metrics import Bound, describe_budget
+from onnxconv.quant_metrics import describe_budget
 
 from ..user_model import torch_job
 from . import settings as settings_module
 from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneReport
+from .options import TuneOptions, batch_of
 from .proof import Proof, Prover
-from .rewrites import REWRITES, formulations
+from .rewrites import formulations
 from .settings import DEFAULT, SessionSettings
-from .timing import Job, Method, Timing, profile, time_rounds
-
-
-@dataclass(frozen=True)
-class TuneOptions:
-    ep: str = "cpu"
-    batch: int | None = None
-    rewrites: tuple[str, ...] = tuple(REWRITES)
-    search_settings: bool = True
-    profile: bool = True
-    method: Method = Method()
-    precisions: tuple[str, ...] = ()
-    """Lower precisions to try (:func:`check_precisions`); only with ``budget``."""
-    budget: dict[str, Bound] | None = None
-    """The accuracy budget (:func:`onnxconv.quant_metrics.parse_budget`)."""
-    calibration: str = "minmax"
-
-    def __post_init__(self) -> None:
-        check_precisions(self.precisions, self.budget)
-
-
-#: Precisions tune tries when the user gives a budget and names none.
-BUDGET_PRECISIONS = ("fp16", "int8")
-
-
-def check_precisions(names: tuple[str, ...], budget: dict[str, Bound] | None) -> None:
-    """Lower precisions only under a budget; none that changes the graph's interface."""
-    for name in names:
-        precisions_module.get(name)
-        if name == "fp32":
-            raise UserInputError("fp32 is what tune starts from; name only lower precisions")
-        if name == "fp16-io":
-            raise UserInputError(
-                "fp16-io changes the graph's inputs and outputs to float16; tune keeps the "
-                "interface the user deploys (try fp16: float32 I/O through Casts)"
-            )
-    if names and budget is None:
-        raise UserInputError(
-            "tune chooses a lower precision only under an explicit accuracy budget: add "
-            "--accuracy-budget (e.g. sqnr_db=30,top1=0.99, or 'default' for validate's int8 "
-            "tolerances)"
-        )
+from .timing import Job, Timing, profile, time_rounds
 
 
 def beats(candidate: Timing, reference: Timing) -> bool:
@@ -107,21 +66,6 @@ def beats(candidate: Timing, reference: Timing) -> bool:
     ratios = candidate.ratios_over(reference)
     complete = len(ratios) == len(candidate.rounds_p50_ms) == len(reference.rounds_p50_ms)
     return bool(ratios) and complete and all(r > 1 for r in ratios) and max(mine) < min(theirs)
-
-
-def batch_of(subject: validate.Subject, requested: int | None) -> int:
-    """The batch to tune at: the graph's fixed batch, or ``requested`` (default 1) if dynamic."""
-    if requested is not None and requested < 1:
-        raise UserInputError(f"batch must be a positive integer, got {requested}")
-    dim = feeds_module.graph_inputs(subject.model)[0].type.tensor_type.shape.dim[0]
-    if dim.HasField("dim_value"):
-        if requested not in (None, dim.dim_value):
-            raise UserInputError(
-                f"{subject.model_path}: the graph's batch is fixed at {dim.dim_value}; cannot "
-                f"tune batch {requested} (export it with --dynamic-batch)"
-            )
-        return dim.dim_value
-    return requested or 1
 
 
 class _Search:
