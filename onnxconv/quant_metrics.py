@@ -262,3 +262,8 @@ def parse_budget(text: str) -> dict[str, Bound]:
 def describe_budget(budget: dict[str, Bound]) -> str:
     """``sqnr_db >= 30, cosine >= 0.998, ...``"""
     return ", ".join(f"{name} {bound.describe()}" for name, bound in budget.items())
+
+
+def budget_spec(budget: dict[str, Bound]) -> str:
+    """``sqnr_db=30,cosine=0.998,...``: every bound, as :func:`parse_budget` reads it back."""
+    return ",".join(f"{name}={bound.value!r}" for name, bound in budget.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from typing import Any
 
 from ..errors import OnnxconvError
 from .common import (
@@ -34,7 +35,9 @@ def read_npz(path: str) -> dict:
         raise OnnxconvError(f"{path}: not a readable .npz file ({error})") from None
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, str]]:
+    """validate's matrix over the TARGETs (or the graphs folder): the report, the EPs in it and
+    those left out with their reasons."""
     from .. import feeds, precisions, runtime, validate
     from ..export import graph_folders
     from ..parity import Tolerance, default_tolerance
@@ -115,6 +118,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         int8_samples=args.int8_samples,
         target_opset=args.target_opset,
     )
+    return report, eps, left_out
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .. import validate
+    from ..tune import recheck
+
+    tuned = [t for t in args.targets if recheck.is_tuned_record(t)]
+    if tuned:
+        if len(args.targets) != 1:
+            raise OnnxconvError("a tuned.json is validated alone: name it as the only TARGET")
+        deployment = recheck.load_tuned(tuned[0])
+        if args.module:
+            attach_cli_module(args, deployment.original)
+        report = recheck.recheck(deployment, args.threads)
+        eps, left_out = [deployment.ep], {}
+    else:
+        report, eps, left_out = _validate_matrix(args)
     for subject in report.subjects:
         for note in subject["notes"]:
             print(f"note: {note}")
@@ -236,7 +257,10 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         "targets",
         nargs="*",
         metavar="TARGET",
-        help="variant name, test-data folder or .onnx file (default: all in --graphs)",
+        help="variant name, test-data folder or .onnx file (default: all in --graphs); or a "
+        "tuned.json alone: the deployment `onnxconv tune` chose, checked again with its recorded "
+        "EP, settings, precision and budget (the --ep/--opt-level/--precision matrix does not "
+        "apply)",
     )
     module_arguments(
         p,

@@ -178,15 +178,11 @@ class Prover:
             )
         return self._cases[label]
 
-    def prove(
-        self,
-        label: str,
-        model: onnx.ModelProto,
-        exact_permutation: bool,
-        settings: SessionSettings,
-    ) -> Proof:
-        """Validate ``model`` under ``settings`` against the original's sources, then compare
-        it with the original on CPU bit for bit."""
+    def cell(
+        self, label: str, model: onnx.ModelProto, settings: SessionSettings
+    ) -> tuple[validate.Cell, list[str]]:
+        """validate's cell of ``model`` (fp32) under ``settings`` against the original's
+        sources, and notes on what differs from the deployment."""
         subject, cases = self.subject(label, model), self.cases(label, model)
         cuda = settings.cuda_options() if self.ep == "cuda" else None
         notes = []
@@ -206,6 +202,18 @@ class Prover:
             session_config=settings.session_config(),
             session_options=settings.session_options(),
         )
+        return cell, notes
+
+    def prove(
+        self,
+        label: str,
+        model: onnx.ModelProto,
+        exact_permutation: bool,
+        settings: SessionSettings,
+    ) -> Proof:
+        """Validate ``model`` under ``settings`` against the original's sources, then compare
+        it with the original on CPU bit for bit."""
+        cell, notes = self.cell(label, model, settings)
         proof = Proof(
             status=cell.status,
             kind=cell.kind,
@@ -213,13 +221,13 @@ class Prover:
             deciders=cell.deciders,
             worst=cell.worst,
             placement=cell.placement,
-            cases=[c.label for c in cases],
+            cases=[c.label for c in self.cases(label, model)],
             bit_identical_required=exact_permutation,
             notes=notes,
         )
         if cell.status != "unavailable":
             proof.bit_identical, proof.max_abs_vs_original = self._compare_cpu(
-                model, settings, cases
+                model, settings, self.cases(label, model)
             )
         return proof
 
@@ -231,6 +239,33 @@ class Prover:
             )
         return self._evaluation
 
+    def precision_cell(
+        self,
+        label: str,
+        fp32_model: onnx.ModelProto,
+        deployed: onnx.ModelProto,
+        precision: str,
+        settings: SessionSettings,
+        budget: dict[str, Bound],
+    ) -> validate.Cell:
+        """validate's judgement of ``deployed`` (``fp32_model`` at ``precision``) on the target
+        EP under ``settings``, with ``budget`` as its bounds, against the original's fp32 source
+        on the evaluation inputs."""
+        cuda = settings.cuda_options() if self.ep == "cuda" else None
+        if cuda:
+            cuda.pop("enable_cuda_graph", None)
+        return validate.run_judged_cell(
+            self.subject(label, fp32_model),
+            runtime.Target(self.ep, settings.opt_level, precision),
+            deployed,
+            self.evaluation(),
+            self.threads,
+            cuda,
+            tolerances=budget,
+            session_config=settings.session_config(),
+            session_options=settings.session_options(),
+        )
+
     def prove_precision(
         self,
         label: str,
@@ -240,30 +275,15 @@ class Prover:
         settings: SessionSettings,
         budget: dict[str, Bound],
     ) -> Proof:
-        """``deployed`` (``fp32_model`` at ``precision``) on the target EP under ``settings``,
-        within ``budget`` of the original's fp32 source on the evaluation inputs."""
-        judged_on = self.evaluation()
-        cuda = settings.cuda_options() if self.ep == "cuda" else None
-        if cuda:
-            cuda.pop("enable_cuda_graph", None)
-        cell = validate.run_judged_cell(
-            self.subject(label, fp32_model),
-            runtime.Target(self.ep, settings.opt_level, precision),
-            deployed,
-            judged_on,
-            self.threads,
-            cuda,
-            tolerances=budget,
-            session_config=settings.session_config(),
-            session_options=settings.session_options(),
-        )
+        """:meth:`precision_cell` as a proof: within the budget or disqualified."""
+        cell = self.precision_cell(label, fp32_model, deployed, precision, settings, budget)
         return Proof(
             status=cell.status,
             kind="budget" if cell.kind == "quantization" else cell.kind,
             reason=cell.reason,
             deciders=cell.deciders,
             placement=cell.placement,
-            cases=[f"{len(judged_on.feeds)} evaluation inputs"],
+            cases=[f"{len(self.evaluation().feeds)} evaluation inputs"],
             quant=cell.quant,
         )
 

@@ -22,7 +22,8 @@ winner); ``machine``, ``versions``; ``notes``.
 
 ``tuned.json`` (schema ``onnxconv.tuned`` version 1): ``model`` (``model.tuned.onnx``) and its
 ``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/precision``), ``precision``
-(``fp32`` unless a lower one won under the budget), ``ep``, ``threads``,
+(``fp32`` unless a lower one won under the budget) and then its ``accuracy_budget``
+(``metric=value,...``), ``ep``, ``threads``,
 ``batch``, ``session`` (the settings to build the session with), ``rewrites`` and ``changes``,
 ``default_kept``, ``timing`` (p50/p90, speedup over the default, torch/ORT), ``proof`` (the
 winner's), ``decision``, ``machine``, ``versions``, ``created``.
@@ -37,6 +38,7 @@ from typing import Any
 from onnxconv.bench.stats import OP_GROUPS
 from onnxconv.machine import describe_gpus
 from onnxconv.quant_check import headline
+from onnxconv.quant_metrics import describe_budget, parse_budget
 from onnxconv.report import write_bytes, write_json, write_text
 
 from .candidates import TuneReport
@@ -133,7 +135,8 @@ def _budget_lines(options: dict[str, Any]) -> list[str]:
     return [
         f"- precisions tried: {', '.join(options['precisions'])} (int8 calibrated by "
         f"{options['calibration']}), each proven within the user's accuracy budget "
-        f"({options['accuracy_budget']}) against the fp32 source on the evaluation inputs"
+        f"({describe_budget(parse_budget(options['accuracy_budget']))}) against the fp32 source "
+        "on the evaluation inputs"
     ]
 
 
@@ -195,6 +198,7 @@ def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
         },
         "target": f"{report.ep}/{w.settings.opt_level}/{w.precision}",
         "precision": w.precision,
+        "accuracy_budget": report.options.get("accuracy_budget") if w.precision != "fp32" else None,
         "ep": report.ep,
         "threads": report.threads,
         "batch": report.batch,

@@ -46,7 +46,7 @@ from onnxconv.graph import graph_cost
 from onnxconv.int8 import NothingToQuantize
 from onnxconv.machine import machine_info, versions
 from onnxconv.quant_check import headline as quant_check_headline
-from onnxconv.quant_metrics import describe_budget
+from onnxconv.quant_metrics import budget_spec
 
 from ..user_model import torch_job
 from . import settings as settings_module
@@ -363,7 +363,7 @@ class _Search:
                 "method": dataclasses.asdict(self.method),
                 "seeds": list(self.prover.seeds),
                 "precisions": list(self.options.precisions),
-                "accuracy_budget": describe_budget(self.options.budget)
+                "accuracy_budget": budget_spec(self.options.budget)
                 if self.options.budget is not None
                 else None,
                 "calibration": self.options.calibration if self.options.precisions else None,

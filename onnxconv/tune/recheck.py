@@ -1,0 +1,181 @@
+"""A tuned deployment validated again: ``onnxconv validate DIR/tuned.json``.
+
+``tuned.json`` says what tune chose (:mod:`.report`): the graph (``model.tuned.onnx``, by its
+sha256), the original it was proven against (path and sha256), the EP, threads, session
+settings and precision, and for a lower precision the user's accuracy budget. A CI gate wants
+that claim checked on the machine that ships it, with the settings it ships with: this module
+loads the record, refuses a graph or an original that changed since (tune again), and runs the
+same check tune ran before the candidate could win (:class:`.proof.Prover`): validate's cell
+against the original's sources for fp32, validate's judgement within the budget on the
+evaluation inputs for a lower precision. The result is an ordinary
+:class:`onnxconv.validate.ValidationReport` with one cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from onnxconv import validate
+from onnxconv.errors import UserInputError, one_line
+from onnxconv.quant_metrics import Bound, describe_budget, parse_budget
+
+from .proof import Prover
+from .report import TUNED_SCHEMA
+from .settings import SessionSettings
+
+
+@dataclass
+class TunedDeployment:
+    """A ``tuned.json`` read and checked: the original subject, the tuned graph, and how it is
+    deployed."""
+
+    record_path: Path
+    original: validate.Subject
+    model_path: Path
+    model: onnx.ModelProto
+    ep: str
+    threads: int
+    precision: str
+    settings: SessionSettings
+    budget: dict[str, Bound] | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.original.label} (tuned)"
+
+
+def is_tuned_record(target: str) -> bool:
+    """Whether a validate TARGET names a ``tuned.json``."""
+    return Path(target).name == "tuned.json" or Path(target).suffix == ".json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserInputError(f"{path}: not a tuned.json ({one_line(error)})") from None
+    if not isinstance(data, dict) or data.get("schema") != TUNED_SCHEMA:
+        raise UserInputError(f"{path}: not a tuned.json (schema is not {TUNED_SCHEMA!r})")
+    return data
+
+
+def _original(path: Path, data: dict[str, Any]) -> validate.Subject:
+    """The original graph tune proved against, as it was then (same sha256)."""
+    recorded = Path(data["original"]["path"])
+    candidates = [recorded] if recorded.is_absolute() else [recorded, path.parent / recorded]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise UserInputError(f"{path}: the original graph {recorded} is gone")
+    if data["original"].get("sha256") not in (None, _sha256(found)):
+        raise UserInputError(
+            f"{path}: the original graph {found} changed since tune proved against it "
+            "(sha256 differs): tune again"
+        )
+    # a test-data folder brings its stored outputs and manifest (PyTorch) as sources
+    folder = found.parent if found.name == "model.onnx" else None
+    return validate.load_subject(str(folder or found))
+
+
+def load_tuned(record: str | Path) -> TunedDeployment:
+    """Read ``record`` (a ``tuned.json``) and check that its graph and original are still the
+    ones tune wrote and proved against."""
+    path = Path(record)
+    data = _read(path)
+    try:
+        model_path = path.parent / data["model"]
+        if not model_path.is_file():
+            raise UserInputError(f"{path}: its graph {model_path} is gone")
+        if _sha256(model_path) != data["sha256"]:
+            raise UserInputError(
+                f"{path}: {model_path} changed since tune wrote it (sha256 differs)"
+            )
+        session = data["session"]
+        settings = SessionSettings(
+            opt_level=session["opt_level"],
+            config=tuple(session["session_config"].items()),
+            options=tuple(session["session_options"].items()),
+            cuda=tuple(session["cuda_options"].items()),
+        )
+        precision = data.get("precision", "fp32")
+        budget = None
+        if precision != "fp32":
+            if not data.get("accuracy_budget"):
+                raise UserInputError(f"{path}: a {precision} deployment without its budget")
+            budget = parse_budget(data["accuracy_budget"])
+        original = _original(path, data)
+        return TunedDeployment(
+            record_path=path,
+            original=original,
+            model_path=model_path,
+            model=onnx.load(model_path),
+            ep=data["ep"],
+            threads=int(data["threads"]),
+            precision=precision,
+            settings=settings,
+            budget=budget,
+        )
+    except (KeyError, TypeError, AttributeError) as error:
+        raise UserInputError(f"{path}: not a complete tuned.json (missing {error})") from None
+
+
+def recheck(tuned: TunedDeployment, threads: int | None = None) -> validate.ValidationReport:
+    """The check tune ran before ``tuned`` could win, run again here (``threads``: default the
+    record's)."""
+    from onnxconv.report import environment
+
+    threads = tuned.threads if threads is None else threads
+    prover = Prover(
+        tuned.original,
+        tuned.ep,
+        threads=threads,
+        batches=[1, 2] if validate.dynamic_batch(tuned.original.model) else None,
+    )
+    label = tuned.label
+    settings: dict[str, Any] = {
+        "tuned": str(tuned.record_path),
+        "model": str(tuned.model_path),
+        "ep": tuned.ep,
+        "precision": tuned.precision,
+        "session": tuned.settings.to_dict(),
+        "threads": threads,
+        "sources": prover.sources(),
+    }
+    if tuned.budget is None:
+        cell, notes = prover.cell(label, tuned.model, tuned.settings)
+        cases = [c.label for c in prover.cases(label, tuned.model)]
+    else:
+        cell = prover.precision_cell(
+            label,
+            tuned.original.model,
+            tuned.model,
+            tuned.precision,
+            tuned.settings,
+            tuned.budget,
+        )
+        notes = []
+        cases = [f"{len(prover.evaluation().feeds)} evaluation inputs"]
+        settings["accuracy_budget"] = describe_budget(tuned.budget)
+    cell.target = f"{cell.target} {tuned.settings.name}"
+    subject = {
+        "label": label,
+        "model": str(tuned.model_path),
+        "variant": tuned.original.variant,
+        "module": tuned.original.module_source or None,
+        "config": tuned.original.config,
+        "cases": cases,
+        "notes": [*tuned.original.notes, *notes],
+        "opinions": sorted(set(cell.deciders) | set(cell.agreed)),
+    }
+    return validate.ValidationReport(environment(), settings, [subject], [cell])

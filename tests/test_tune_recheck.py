@@ -1,0 +1,119 @@
+"""``onnxconv validate DIR/tuned.json``: the deployment tune chose, checked again with its own EP,
+settings, precision and budget; a graph or original changed since is refused, a planted defect in
+the tuned graph fails. Timings are made up where a test needs a particular winner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxconv.cli import main
+from onnxconv.tune import search
+from onnxconv.tune.timing import Timing
+
+GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
+QUICK = ["--rounds", "1", "--blocks", "1", "--calls", "5", "--retries", "0", "--no-profile"]
+QUICK += ["--quiet", "--no-settings"]
+
+
+def _tuned(tmp_path: Path, monkeypatch, graph: str, fast: str, *extra: str) -> Path:
+    """A copy of a committed graph folder tuned with made-up timings (candidates whose name
+    holds ``fast`` are 5x faster); returns its tuned.json."""
+    shutil.copytree(GRAPHS / graph, tmp_path / graph)
+    shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say):
+        return {j.key: Timing([1.0 if fast in j.key else 5.0] * method.rounds) for j in jobs}, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    assert main(["tune", str(tmp_path / graph), *QUICK, *extra]) == 0
+    return tmp_path / graph / "tuned.json"
+
+
+def _validate(record: Path, tmp_path: Path, capsys) -> tuple[int, dict, str]:
+    report = tmp_path / "validate.json"
+    code = main(["validate", str(record), "--quiet", "--json", str(report)])
+    out = capsys.readouterr()
+    return code, json.loads(report.read_text()) if report.exists() else {}, out.err
+
+
+def _rewrite(record: Path, edit) -> None:
+    """Edit the tuned graph and record its new sha256, as if tune had written it so."""
+    model_path = record.parent / "model.tuned.onnx"
+    model = onnx.load(model_path)
+    edit(model)
+    onnx.save(model, model_path)
+    data = json.loads(record.read_text())
+    data["sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    record.write_text(json.dumps(data))
+
+
+def _swap_first_two(model: onnx.ModelProto, op_type: str) -> None:
+    """Swap two entries of the constant permutation feeding the first ``op_type``."""
+    node = next(n for n in model.graph.node if n.op_type == op_type)
+    for i, init in enumerate(model.graph.initializer):
+        if init.name in node.input:
+            perm = numpy_helper.to_array(init).copy()
+            perm[[0, 1]] = perm[[1, 0]]
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(perm, init.name))
+
+
+def test_a_tuned_formulation_passes_again_and_a_planted_defect_fails(tmp_path, monkeypatch, capsys):
+    record = _tuned(
+        tmp_path, monkeypatch, "channel_shuffle", "gather", "--rewrites", "shuffle_gather"
+    )
+    assert json.loads(record.read_text())["candidate"] == "shuffle_gather @ level=all"
+    code, report, _ = _validate(record, tmp_path, capsys)
+    assert code == 0
+    (cell,) = report["cells"]
+    assert cell["status"] == "pass" and cell["target"] == "cpu/all/fp32 level=all"
+    assert "torch" in cell["deciders"] and report["settings"]["tuned"] == str(record)
+    _rewrite(record, lambda m: _swap_first_two(m, "Gather"))
+    code, report, _ = _validate(record, tmp_path, capsys)
+    assert code == 1 and report["cells"][0]["status"] == "fail"
+
+
+def test_a_tuned_int8_deployment_is_judged_within_its_budget(tmp_path, monkeypatch, capsys):
+    extra = ("--rewrites", "none", "--precision", "int8", "--accuracy-budget", "sqnr_db=30")
+    record = _tuned(tmp_path, monkeypatch, "grouped", "/int8", *extra)
+    data = json.loads(record.read_text())
+    assert data["precision"] == "int8" and "sqnr_db=30" in data["accuracy_budget"]
+    code, report, _ = _validate(record, tmp_path, capsys)
+    assert code == 0
+    (cell,) = report["cells"]
+    assert cell["target"].startswith("cpu/all/int8") and cell["quant"]["metrics"]
+    assert report["settings"]["accuracy_budget"].startswith("sqnr_db >= 30")
+
+    def scale_down_a_weight_scale(model: onnx.ModelProto) -> None:  # a wrong QDQ scale
+        dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear")
+        for i, init in enumerate(model.graph.initializer):
+            if init.name == dq.input[1]:
+                scale = numpy_helper.to_array(init) * np.float32(0.5)
+                model.graph.initializer[i].CopyFrom(numpy_helper.from_array(scale, init.name))
+
+    _rewrite(record, scale_down_a_weight_scale)
+    code, report, _ = _validate(record, tmp_path, capsys)
+    assert code == 1 and report["cells"][0]["kind"] == "quantization"
+
+
+def test_a_tuned_graph_or_original_changed_since_is_refused(tmp_path, monkeypatch, capsys):
+    record = _tuned(
+        tmp_path, monkeypatch, "channel_shuffle", "gather", "--rewrites", "shuffle_gather"
+    )
+    tuned = record.parent / "model.tuned.onnx"
+    tuned.write_bytes(tuned.read_bytes() + b"\0")
+    code, _, err = _validate(record, tmp_path, capsys)
+    assert code == 2 and "changed since tune wrote it" in err and len(err.splitlines()) == 1
+    record = _tuned(tmp_path / "b", monkeypatch, "channel_shuffle", "gather")
+    original = record.parent / "model.onnx"
+    original.write_bytes(original.read_bytes() + b"\0")
+    code, _, err = _validate(record, tmp_path, capsys)
+    assert code == 2 and "changed since tune proved against it" in err
+    code, _, err = _validate(tmp_path / "no" / "tuned.json", tmp_path, capsys)
+    assert code == 2 and "no such file" in err
