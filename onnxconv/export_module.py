@@ -26,20 +26,10 @@ import torch
 
 from . import graph
 from .errors import UserInputError
-from .export import (
-    ExportOptions,
-    ExportResult,
-    check_reproduces,
-    check_valid,
-    export_all_or_nothing,
-    exporter_failure,
-    exporter_versions,
-    input_axes,
-    io_names,
-    symbolic_dims,
-    tensor_pb,
-    to_onnx,
-)
+from .export import ExportResult, export_all_or_nothing
+from .export_checks import check_reproduces, check_valid
+from .export_layout import exporter_versions, symbolic_dims, tensor_pb
+from .export_onnx import ExportOptions, exporter_failure, input_axes, io_names, to_onnx
 from .user_model import ModuleRecipe, flatten_outputs, last_line, weights_fingerprint
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")

@@ -1,0 +1,65 @@
+"""The checks an exported graph passes before it is kept: ``onnx.checker`` (full check), strict
+shape inference, the structure its family promises (``graph.checks``), and ONNX Runtime
+reproducing PyTorch's output. Each failure is a CheckFailed naming the graph and the check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+
+from . import variants
+from .errors import CheckFailed, one_line
+from .graph import checks as graph_checks
+
+#: ONNX Runtime must reproduce PyTorch's fp32 output this closely before an export is kept.
+REPRODUCE_ATOL, REPRODUCE_RTOL = 1e-4, 1e-3
+
+
+def check_export(
+    model: onnx.ModelProto,
+    spec: variants.VariantSpec,
+    config: dict[str, Any],
+    example: np.ndarray,
+    expected: np.ndarray,
+) -> None:
+    """Raise CheckFailed naming the variant and the check that failed."""
+    check_valid(model, spec.name)
+    if spec.structure_kind:
+        graph_checks.assert_structure(
+            model, spec.structure_kind, spec.structure(config), source=spec.name
+        )
+    check_reproduces(model, spec.name, {"input": example}, [expected])
+
+
+def check_valid(model: onnx.ModelProto, label: str) -> None:
+    """``onnx.checker`` (full check) and strict shape inference, or CheckFailed."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise CheckFailed(f"{label}: exported graph is not valid ONNX: {one_line(error)}") from None
+
+
+def check_reproduces(
+    model: onnx.ModelProto, label: str, feeds: dict[str, np.ndarray], expected: list[np.ndarray]
+) -> None:
+    """ONNX Runtime (CPU) must give PyTorch's outputs, in order, or CheckFailed."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    outputs = session.run(None, feeds)
+    for name, actual, want in zip((o.name for o in model.graph.output), outputs, expected):
+        if actual.shape != want.shape or not np.allclose(
+            actual, want, REPRODUCE_ATOL, REPRODUCE_RTOL
+        ):
+            worst = np.abs(actual - want).max() if actual.shape == want.shape else "shape"
+            raise CheckFailed(
+                f"{label}: ONNX Runtime does not reproduce PyTorch's output {name!r} "
+                f"(max abs error {worst}, atol {REPRODUCE_ATOL}, rtol {REPRODUCE_RTOL})"
+            )
