@@ -117,3 +117,23 @@ def test_a_tuned_graph_or_original_changed_since_is_refused(tmp_path, monkeypatc
     assert code == 2 and "changed since tune proved against it" in err
     code, _, err = _validate(tmp_path / "no" / "tuned.json", tmp_path, capsys)
     assert code == 2 and "no such file" in err
+
+
+def test_bench_times_a_tuned_graph_on_its_own_target_and_settings(tmp_path, monkeypatch, capsys):
+    extra = ("--rewrites", "none", "--precision", "int8", "--accuracy-budget", "default")
+    shutil.copytree(GRAPHS / "grouped", tmp_path / "grouped")
+    record = _tuned(tmp_path / "t", monkeypatch, "grouped", "/int8", *extra, "--threads", "2")
+    data = json.loads(record.read_text())
+    data["session"]["session_config"] = {"session.intra_op.allow_spinning": "0"}  # as if chosen
+    record.write_text(json.dumps(data))
+    out = tmp_path / "bench"
+    args = ["bench", str(tmp_path / "grouped"), str(record), "--rounds", "1", "--blocks", "1"]
+    assert main([*args, "--calls", "5", "--quiet", "--no-roofs", "--out", str(out)]) == 0
+    cells = json.loads((out / "bench.json").read_text())["cells"]
+    tuned = [c for c in cells if c.get("tuned")]
+    (cell,) = tuned  # one ORT cell: the tuned target only
+    assert cell["label"] == "grouped.tuned" and cell["target"] == "cpu/all/int8"
+    assert cell["status"] == "ok" and cell["tuned_threads"] == 2
+    options = cell["session"]["session_options"]
+    assert options["session_config"] == {"session.intra_op.allow_spinning": "0"}
+    assert any(c["label"] == "grouped" and c["target"] == "cpu/all/fp32" for c in cells)

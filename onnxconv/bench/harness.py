@@ -39,6 +39,7 @@ Method (why the numbers can be trusted on a shared 2-core machine)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections import defaultdict
@@ -205,22 +206,37 @@ class _Harness:
         ]
         self.torch_backends = ["torch"] + (["torch_compile"] if settings.compile else [])
         self.devices = _torch_devices(settings)
+        eps = {*settings.eps, *(s.tuned.ep for s in sources if s.tuned)}
         self.unavailable_eps = {
             ep: reason
-            for ep in settings.eps
+            for ep in eps
             if ep != "cpu" and (reason := ep_unavailable_reason(ep)) is not None
         }
-        per_source = len(self.ort_targets) * (
-            settings.rounds + settings.profile + settings.per_node
-        )
+        per_target = settings.rounds + settings.profile + settings.per_node
         per_variant = settings.rounds * len(self.torch_backends) * len(self.devices)
-        n_variants = sum(1 for s in sources if s.has_torch)
-        self.total = (2 if settings.roofs else 1) + len(settings.batches) * (
-            len(sources) * (per_source + 1) + n_variants * per_variant
+        self.total = (2 if settings.roofs else 1) + len(settings.batches) * sum(
+            len(self.targets_of(s)) * per_target + 1 + per_variant * s.has_torch for s in sources
         )
         self.done = 0
         self.roof_results: list[dict[str, Any]] = []
         self.cuda_roof_results: list[dict[str, Any]] = []
+
+    def targets_of(self, source: Source) -> list[tuple[str, str, str]]:
+        """``(ep, level, precision)`` of every ORT cell of ``source``: a tuned graph has its one."""
+        t = source.tuned
+        return [(t.ep, t.opt_level, t.precision)] if t else self.ort_targets
+
+    def session_job(self, source: Source) -> dict[str, Any]:
+        """The session part of an ORT worker job: the run's CUDA options, and a tuned graph's
+        own settings over them."""
+        t = source.tuned
+        if t is None:
+            return {"cuda_options": self.settings.cuda_options}
+        return {
+            "cuda_options": {**self.settings.cuda_options, **t.cuda_options},
+            "session_config": t.session_config,
+            "session_options": t.session_options,
+        }
 
     def step(self, message: str) -> None:
         if self.progress is not None:
@@ -279,6 +295,7 @@ class _Harness:
                         "variant": s.variant,
                         "path": str(s.path) if s.path else None,
                         "overrides": s.overrides,
+                        "tuned": dataclasses.asdict(s.tuned) if s.tuned else None,
                     }
                     for s in self.sources
                 ],
@@ -290,7 +307,8 @@ class _Harness:
         for source in self.sources:
             for batch in self.settings.batches:
                 prep = prepare(source, batch, self.settings, self.work)
-                names = self.settings.precisions
+                names = [p for _, _, p in self.targets_of(source)]
+                names = list(dict.fromkeys(names))
                 self.step(f"{source.label} b{batch}: deploying {', '.join(names)}")
                 prep.deployed = deploy_all(prep, names, self.settings.seed)
                 ort_cells, torch_cells = self.cells_of(source, prep)
@@ -326,6 +344,10 @@ class _Harness:
         """The empty cells of one source at one batch: ``{(ep, level): cell}``, and
         ``{(backend, device): cell}`` for PyTorch (variants only: a bare graph has no module)."""
         s = self.settings
+        tuned = {}
+        if source.tuned:
+            t = source.tuned
+            tuned = {"tuned": t.record, "tuned_settings": t.settings, "tuned_threads": t.threads}
         ort_cells = {
             (ep, level, precision): cell_base(
                 prep,
@@ -336,8 +358,9 @@ class _Harness:
                 device=ep,
                 opt_level=level,
                 precision=precision,
+                **tuned,
             )
-            for ep, level, precision in self.ort_targets
+            for ep, level, precision in self.targets_of(source)
         }
         torch_cells = {}
         if source.has_torch:
@@ -376,7 +399,7 @@ class _Harness:
                             **deployed.job(),
                             "ep": ep,
                             "opt_level": level,
-                            "cuda_options": s.cuda_options,
+                            **self.session_job(source),
                             **_timing(s),
                         }
                     )
@@ -417,7 +440,7 @@ class _Harness:
                             **prep.deployed[precision].job(),
                             "ep": ep,
                             "opt_level": level,
-                            "cuda_options": s.cuda_options,
+                            **self.session_job(prep.source),
                             "warmup": s.warmup,
                             **job,
                         }

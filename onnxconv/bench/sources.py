@@ -23,9 +23,25 @@ from ..graph.index import load_model
 from .settings import BenchSettings
 
 
+@dataclass(frozen=True)
+class TunedTarget:
+    """Where and how a ``tuned.json``'s graph runs (:mod:`onnxconv.tune.recheck`): its one ORT
+    target, session settings, and the threads it was tuned for."""
+
+    record: str
+    ep: str
+    opt_level: str
+    precision: str
+    settings: str  # the settings' name, e.g. level=all,spinning=0
+    session_config: dict[str, str]
+    session_options: dict[str, Any]
+    cuda_options: dict[str, str]
+    threads: int
+
+
 @dataclass
 class Source:
-    """What to bench: a registry variant, or a bare ONNX file."""
+    """What to bench: a registry variant, or a bare ONNX file (or a tuned.json's graph)."""
 
     label: str
     kind: str  # "variant" or "onnx"
@@ -35,6 +51,8 @@ class Source:
     #: The recipe of the user's module that the graph came from (its manifest entry, or
     #: ``bench --module``): PyTorch is timed beside it.
     module: dict[str, Any] | None = None
+    #: A tuned.json's graph runs on its own target and settings only.
+    tuned: TunedTarget | None = None
 
     @property
     def has_torch(self) -> bool:
@@ -46,7 +64,8 @@ def resolve_sources(
     overrides: Mapping[str, Any] | None = None,
     variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Source]:
-    """Variant names and ``.onnx`` paths (or folders holding ``model.onnx``) -> sources.
+    """Variant names, ``.onnx`` paths (or folders holding ``model.onnx``) and ``tuned.json``
+    records -> sources.
 
     ``overrides`` apply to every variant whose config has the key (a key no variant knows is an
     error); ``variant_overrides[name]`` apply to that variant only, strictly.
@@ -63,6 +82,9 @@ def resolve_sources(
             sources.append(Source(label=text, kind="variant", variant=text))
             continue
         path = Path(item)
+        if path.suffix == ".json":
+            sources.append(tuned_source(path))
+            continue
         looks_like_path = (
             not isinstance(item, str) or path.suffix == ".onnx" or os.sep in text or path.exists()
         )
@@ -109,6 +131,34 @@ def resolve_sources(
     if "batch" in common:
         raise UserInputError("set batch sizes with batches, not in the config overrides")
     return sources
+
+
+def tuned_source(record: Path) -> Source:
+    """A ``tuned.json``'s graph, checked unchanged since tune wrote it, with its target and
+    settings; PyTorch is timed beside it when the original's manifest records the module."""
+    from ..tune.recheck import read_record
+
+    tuned = read_record(record)
+    original = tuned.original_path
+    name = original.parent.name if original.name == "model.onnx" else original.stem
+    settings = tuned.settings
+    return Source(
+        label=f"{name}.tuned",
+        kind="onnx",
+        path=tuned.model_path.resolve(),
+        module=recipe_of(original),
+        tuned=TunedTarget(
+            record=str(record),
+            ep=tuned.ep,
+            opt_level=settings.opt_level,
+            precision=tuned.precision,
+            settings=settings.name,
+            session_config=settings.session_config(),
+            session_options=settings.session_options(),
+            cuda_options=dict(settings.cuda),
+            threads=tuned.threads,
+        ),
+    )
 
 
 def recipe_of(model_path: Path) -> dict[str, Any] | None:

@@ -133,7 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if args.module:
             attach_cli_module(args, deployment.original)
         report = recheck.recheck(deployment, args.threads)
-        eps, left_out = [deployment.ep], {}
+        eps, left_out = [deployment.record.ep], {}
     else:
         report, eps, left_out = _validate_matrix(args)
     for subject in report.subjects:

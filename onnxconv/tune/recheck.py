@@ -30,29 +30,37 @@ from .report import TUNED_SCHEMA
 from .settings import SessionSettings
 
 
-@dataclass
-class TunedDeployment:
-    """A ``tuned.json`` read and checked: the original subject, the tuned graph, and how it is
-    deployed."""
+@dataclass(frozen=True)
+class TunedRecord:
+    """A ``tuned.json`` read and checked: its graph and original are the ones tune wrote and
+    proved against, and how the graph is deployed."""
 
-    record_path: Path
-    original: validate.Subject
+    path: Path
     model_path: Path
-    model: onnx.ModelProto
+    original_path: Path
     ep: str
     threads: int
     precision: str
     settings: SessionSettings
     budget: dict[str, Bound] | None
 
+
+@dataclass
+class TunedDeployment:
+    """A record with its graph and the original's subject (its sources) loaded."""
+
+    record: TunedRecord
+    original: validate.Subject
+    model: onnx.ModelProto
+
     @property
     def label(self) -> str:
         return f"{self.original.label} (tuned)"
 
 
-def is_tuned_record(target: str) -> bool:
-    """Whether a validate TARGET names a ``tuned.json``."""
-    return Path(target).name == "tuned.json" or Path(target).suffix == ".json"
+def is_tuned_record(target: str | Path) -> bool:
+    """Whether a TARGET names a ``tuned.json`` (validate and bench take one)."""
+    return Path(target).suffix == ".json"
 
 
 def _sha256(path: Path) -> str:
@@ -71,7 +79,7 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _original(path: Path, data: dict[str, Any]) -> validate.Subject:
+def _original_path(path: Path, data: dict[str, Any]) -> Path:
     """The original graph tune proved against, as it was then (same sha256)."""
     recorded = Path(data["original"]["path"])
     candidates = [recorded] if recorded.is_absolute() else [recorded, path.parent / recorded]
@@ -83,12 +91,10 @@ def _original(path: Path, data: dict[str, Any]) -> validate.Subject:
             f"{path}: the original graph {found} changed since tune proved against it "
             "(sha256 differs): tune again"
         )
-    # a test-data folder brings its stored outputs and manifest (PyTorch) as sources
-    folder = found.parent if found.name == "model.onnx" else None
-    return validate.load_subject(str(folder or found))
+    return found
 
 
-def load_tuned(record: str | Path) -> TunedDeployment:
+def read_record(record: str | Path) -> TunedRecord:
     """Read ``record`` (a ``tuned.json``) and check that its graph and original are still the
     ones tune wrote and proved against."""
     path = Path(record)
@@ -114,12 +120,10 @@ def load_tuned(record: str | Path) -> TunedDeployment:
             if not data.get("accuracy_budget"):
                 raise UserInputError(f"{path}: a {precision} deployment without its budget")
             budget = parse_budget(data["accuracy_budget"])
-        original = _original(path, data)
-        return TunedDeployment(
-            record_path=path,
-            original=original,
+        return TunedRecord(
+            path=path,
             model_path=model_path,
-            model=onnx.load(model_path),
+            original_path=_original_path(path, data),
             ep=data["ep"],
             threads=int(data["threads"]),
             precision=precision,
@@ -130,47 +134,57 @@ def load_tuned(record: str | Path) -> TunedDeployment:
         raise UserInputError(f"{path}: not a complete tuned.json (missing {error})") from None
 
 
+def load_tuned(record: str | Path) -> TunedDeployment:
+    """:func:`read_record`, then the tuned graph and the original's subject: a test-data folder
+    brings its stored outputs and manifest (PyTorch) as sources."""
+    checked = read_record(record)
+    original = checked.original_path
+    folder = original.parent if original.name == "model.onnx" else None
+    subject = validate.load_subject(str(folder or original))
+    return TunedDeployment(checked, subject, onnx.load(checked.model_path))
+
+
 def recheck(tuned: TunedDeployment, threads: int | None = None) -> validate.ValidationReport:
     """The check tune ran before ``tuned`` could win, run again here (``threads``: default the
     record's)."""
     from onnxconv.report import environment
 
-    threads = tuned.threads if threads is None else threads
+    threads = tuned.record.threads if threads is None else threads
     prover = Prover(
         tuned.original,
-        tuned.ep,
+        tuned.record.ep,
         threads=threads,
         batches=[1, 2] if validate.dynamic_batch(tuned.original.model) else None,
     )
     label = tuned.label
     settings: dict[str, Any] = {
-        "tuned": str(tuned.record_path),
-        "model": str(tuned.model_path),
-        "ep": tuned.ep,
-        "precision": tuned.precision,
-        "session": tuned.settings.to_dict(),
+        "tuned": str(tuned.record.path),
+        "model": str(tuned.record.model_path),
+        "ep": tuned.record.ep,
+        "precision": tuned.record.precision,
+        "session": tuned.record.settings.to_dict(),
         "threads": threads,
         "sources": prover.sources(),
     }
-    if tuned.budget is None:
-        cell, notes = prover.cell(label, tuned.model, tuned.settings)
+    if tuned.record.budget is None:
+        cell, notes = prover.cell(label, tuned.model, tuned.record.settings)
         cases = [c.label for c in prover.cases(label, tuned.model)]
     else:
         cell = prover.precision_cell(
             label,
             tuned.original.model,
             tuned.model,
-            tuned.precision,
-            tuned.settings,
-            tuned.budget,
+            tuned.record.precision,
+            tuned.record.settings,
+            tuned.record.budget,
         )
         notes = []
         cases = [f"{len(prover.evaluation().feeds)} evaluation inputs"]
-        settings["accuracy_budget"] = describe_budget(tuned.budget)
-    cell.target = f"{cell.target} {tuned.settings.name}"
+        settings["accuracy_budget"] = describe_budget(tuned.record.budget)
+    cell.target = f"{cell.target} {tuned.record.settings.name}"
     subject = {
         "label": label,
-        "model": str(tuned.model_path),
+        "model": str(tuned.record.model_path),
         "variant": tuned.original.variant,
         "module": tuned.original.module_source or None,
         "config": tuned.original.config,
