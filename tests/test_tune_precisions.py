@@ -16,7 +16,7 @@ from onnxconv.cli import main
 from onnxconv.errors import CheckFailed, UserInputError
 from onnxconv.quant_metrics import TOLERANCES, Bound, parse_budget
 from onnxconv.tune import search
-from onnxconv.tune.proof import Prover
+from onnxconv.tune.proof import Prover, budget_proof
 from onnxconv.tune.settings import DEFAULT
 from onnxconv.tune.timing import Timing
 
@@ -65,16 +65,19 @@ def test_int8_is_proven_within_a_budget_and_disqualified_outside_it():
     prover = Prover(subject, "cpu", threads=1)
     calibration = validate.calibration_feeds(subject, 1 << 24)
     deployed = precisions.deploy(subject.model, "int8", calibration)
-    within = prover.prove_precision(
-        "original/int8", subject.model, deployed, "int8", DEFAULT, parse_budget("default")
-    )
+
+    def prove(budget: str):
+        cell = prover.precision_cell(
+            "original/int8", subject.model, deployed, "int8", DEFAULT, parse_budget(budget)
+        )
+        return budget_proof(cell, len(prover.evaluation().feeds))
+
+    within = prove("default")
     assert within.disqualified is None and within.deciders == ["torch"]
     worst = within.quant["metrics"]["output"]
     assert 30 < float(worst["sqnr_db"]) < 45  # one int8 grouped conv: ~36 dB measured
     assert within.quant["samples"] >= 48 and within.quant["layers"]  # per-pair evidence kept
-    outside = prover.prove_precision(
-        "original/int8", subject.model, deployed, "int8", DEFAULT, parse_budget("sqnr_db=60")
-    )
+    outside = prove("sqnr_db=60")
     assert outside.status == "fail" and outside.kind == "budget"
     assert "sqnr_db" in outside.reason and outside.disqualified
 

@@ -16,7 +16,7 @@ outputs to the original graph on ONNX Runtime's CPU EP under the same settings, 
 
 A candidate at a lower precision (fp16, int8; only under the user's accuracy budget) cannot be
 equal element by element: it is proven within the budget instead
-(:meth:`Prover.prove_precision`), by validate's judgement of int8 cells
+(:meth:`Prover.precision_cell`, :func:`budget_proof`), by validate's judgement of int8 cells
 (:func:`onnxconv.validate.run_judged_cell`) with the budget as its bounds, on the evaluation
 inputs (stored sets and :data:`onnxconv.quant_check.EVALUATION_SAMPLES` seeded feeds no
 calibration saw) against the original's fp32 source. An output that hardly depends on its input
@@ -78,6 +78,20 @@ class Proof:
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "disqualified": self.disqualified}
+
+
+def budget_proof(cell: validate.Cell, evaluated: int) -> Proof:
+    """A precision candidate's proof from its judged cell (:meth:`Prover.precision_cell`):
+    within the budget, or disqualified; ``evaluated``: how many inputs it was judged on."""
+    return Proof(
+        status=cell.status,
+        kind="budget" if cell.kind == "quantization" else cell.kind,
+        reason=cell.reason,
+        deciders=cell.deciders,
+        placement=cell.placement,
+        cases=[f"{evaluated} evaluation inputs"],
+        quant=cell.quant or {},
+    )
 
 
 def _source_test_sets(original: validate.Subject, max_input_bytes: int) -> list[validate.TestSet]:
@@ -264,27 +278,6 @@ class Prover:
             tolerances=budget,
             session_config=settings.session_config(),
             session_options=settings.session_options(),
-        )
-
-    def prove_precision(
-        self,
-        label: str,
-        fp32_model: onnx.ModelProto,
-        deployed: onnx.ModelProto,
-        precision: str,
-        settings: SessionSettings,
-        budget: dict[str, Bound],
-    ) -> Proof:
-        """:meth:`precision_cell` as a proof: within the budget or disqualified."""
-        cell = self.precision_cell(label, fp32_model, deployed, precision, settings, budget)
-        return Proof(
-            status=cell.status,
-            kind="budget" if cell.kind == "quantization" else cell.kind,
-            reason=cell.reason,
-            deciders=cell.deciders,
-            placement=cell.placement,
-            cases=[f"{len(self.evaluation().feeds)} evaluation inputs"],
-            quant=cell.quant,
         )
 
     def _cpu_outputs(

@@ -8,7 +8,7 @@ Stages (each timed in its own alternating rounds, the default re-timed in every 
 2. **precisions** (only when the user gave an accuracy budget): the best formulation deployed at
    each precision (:func:`onnxconv.precisions.deploy`, int8 calibrated on
    :data:`onnxconv.precisions.CALIBRATION_SAMPLES` seeded inputs), each proven within the budget
-   (:meth:`.proof.Prover.prove_precision`) before it is timed. Never without a budget: a lower
+   (:meth:`.proof.Prover.precision_cell`) before it is timed. Never without a budget: a lower
    precision is another function, chosen only where the user said how far from the original it
    may be.
 3. **settings**: the best formulation, and each of its precisions proven in stage 2, under every
@@ -52,7 +52,7 @@ from ..user_model import torch_job
 from . import settings as settings_module
 from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneReport
 from .options import TuneOptions, batch_of
-from .proof import Proof, Prover
+from .proof import Proof, Prover, budget_proof
 from .rewrites import formulations
 from .settings import DEFAULT, SessionSettings
 from .timing import Job, Timing, profile, time_rounds
@@ -285,9 +285,10 @@ class _Search:
             deployed = fp32.model
         else:
             assert self.options.budget is not None  # TuneOptions checks
-            proof = self.prover.prove_precision(
+            cell = self.prover.precision_cell(
                 label, fp32.model, deployed, precision, settings, self.options.budget
             )
+            proof = budget_proof(cell, len(self.prover.evaluation().feeds))
         return dataclasses.replace(
             _retimed(fp32, stage),
             settings=settings,
