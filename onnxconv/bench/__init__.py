@@ -1,6 +1,7 @@
 """Timing: ONNX Runtime against PyTorch on the same input, threads and machine.
 
-    harness.py     the run: run_bench, alternating rounds in fresh processes, extra passes
+    harness.py     the entry (run_bench) and the method
+    loop.py        the run: alternating rounds in fresh processes, extra passes, the report
     settings.py    BenchSettings: what a run is asked to do, checked up front
     sources.py     what is benched (variants, .onnx files) and its graph, inputs and cost
     launch.py      starting a worker process: its environment, its job, its result
