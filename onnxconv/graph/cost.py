@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx
 
-from .index import Dim, GraphIndex, _static, as_index, attr, is_default_domain
+from .index import Dim, GraphIndex, _static, attr, is_default_domain
 
 
 @dataclass
@@ -64,7 +64,7 @@ def node_macs(
 ) -> list[int | None]:
     """Multiply-adds of every node in graph order: an int for the ops :func:`graph_cost` counts
     (Conv, Gemm, MatMul) when shapes allow, ``None`` for the rest."""
-    ix = as_index(model_or_index)
+    ix = _batch_index(model_or_index, batch_size)
     return [
         _node_macs(ix, node, batch_size)
         if is_default_domain(node) and node.op_type in _WEIGHT_INPUTS
@@ -75,7 +75,7 @@ def node_macs(
 
 def cost_breakdown(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int = 1) -> GraphCost:
     """Like :func:`graph_cost`, with per-op-type numbers and BN affine parameters."""
-    ix = as_index(model_or_index)
+    ix = _batch_index(model_or_index, batch_size)
     params: Counter = Counter()
     macs: Counter = Counter()
     seen: set[str] = set()
@@ -116,6 +116,22 @@ def _count_once(ix: GraphIndex, node: onnx.NodeProto, i: int, seen: set[str]) ->
         return 0
     seen.add(name)
     return math.prod(dims)
+
+
+def _batch_index(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int) -> GraphIndex:
+    """The index of a model whose symbolic batch (dim 0 of an input) is pinned to
+    ``batch_size``: shape arithmetic on the batch (a dynamic-batch TorchScript export computes
+    every Reshape target from ``Shape``) then folds, and later shapes are known. An index is
+    taken as it is."""
+    if isinstance(model_or_index, GraphIndex):
+        return model_or_index
+    pinned = onnx.ModelProto()
+    pinned.CopyFrom(model_or_index)
+    for vi in pinned.graph.input:
+        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch_size
+    return GraphIndex(pinned)
 
 
 def _numel(dims: tuple[Dim, ...] | None, batch_size: int) -> int | None:
