@@ -112,6 +112,17 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def nchwc_block() -> int | None:
+    """The channel block of ONNX Runtime's NCHWc CPU kernels on this machine (MLAS: 16 floats
+    with AVX-512, 8 with AVX2), or None where MLAS has none (then no NCHWc transform runs)."""
+    _, flags = _cpuinfo()
+    if "avx512f" in flags:
+        return 16
+    if "avx2" in flags:
+        return 8
+    return None
+
+
 #: What nvidia-smi is asked for, in its own field names.
 GPU_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
 

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx_builders import make_init, make_model
 
-from onnxconv import validate
+from onnxconv import machine, validate
 from onnxconv.bench.harness import run_worker, worker_env
 from onnxconv.cli import main
 from onnxconv.errors import UserInputError
@@ -26,7 +26,7 @@ from onnxconv.graph import find_channel_shuffles, find_convs
 from onnxconv.runtime import Target, make_session
 from onnxconv.tune import timing
 from onnxconv.tune.proof import Prover
-from onnxconv.tune.rewrites import REWRITES, apply_rewrites, formulations
+from onnxconv.tune.rewrites import REWRITES, apply_rewrites, formulations, grouped_pad
 from onnxconv.tune.search import beats
 from onnxconv.tune.settings import DEFAULT, SPINNING, cpu_candidates
 from onnxconv.tune.sites import shuffle_permutation
@@ -53,8 +53,15 @@ APPLIES = {
         "grouped_dense",
     },
     "shufflenet_v2_unit": {"shuffle_rank4", "shuffle_gather"},
-    "grouped": {"grouped_split", "grouped_dense"},
+    "grouped": {"grouped_split", "grouped_dense", "grouped_pad"},  # 8 channels per group
 }
+
+
+@pytest.fixture(autouse=True)
+def avx512_nchwc_block(monkeypatch):
+    """grouped_pad pads to this machine's NCHWc block: pin it at AVX-512's 16 channels, so what
+    applies where does not depend on the CPU running the tests."""
+    monkeypatch.setattr(machine, "nchwc_block", lambda: 16)
 
 
 def _ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -123,11 +130,24 @@ def test_rewrite_is_the_same_function_with_the_structure_it_claims(graph, rewrit
         assert len(grouped) == len([c for c in find_convs(model) if c.kind == "grouped"]) - 1
     elif rewrite == "grouped_dense":
         assert not grouped and after.count("Conv") == before.count("Conv")
+    elif rewrite == "grouped_pad":
+        (conv,) = [c for c in find_convs(result.model) if c.kind == "grouped"]
+        assert conv.group == 8 and conv.in_channels == conv.out_channels == 8 * 16
+        assert after.count("Pad") == 1 and after.count("Gather") == 2
     elif rewrite == "grouped_split":
         groups = sum(c.group for c in find_convs(model) if c.kind == "grouped")
         n_grouped = len([c for c in find_convs(model) if c.kind == "grouped"])
         assert not grouped and after.count("Split") >= n_grouped
         assert after.count("Conv") == before.count("Conv") - n_grouped + groups
+
+
+def test_grouped_pad_pads_only_to_a_block_the_channels_miss(monkeypatch):
+    model = onnx.load(GRAPHS / "grouped" / "model.onnx")  # 8 channels per group
+    assert grouped_pad(model, block=8) is None  # already a multiple of AVX2's block
+    monkeypatch.setattr(machine, "nchwc_block", lambda: None)  # no NCHWc kernels (not x86)
+    assert grouped_pad(model) is None
+    (change,) = grouped_pad(model, block=16).changes
+    assert "8->16 input and 8->16 output channels per group" in change and "4x" in change
 
 
 def test_formulations_combine_one_shuffle_and_one_grouped_rewrite():

@@ -17,6 +17,9 @@ rewrite                   what                                                  
 ``shuffle_fold_dense``    as ``shuffle_fold``, a grouped Conv made dense to take it     no
 ``grouped_split``         grouped Conv -> Split -> one Conv per group -> Concat         no
 ``grouped_dense``         grouped Conv -> dense Conv with a block-diagonal weight       no
+``grouped_pad``           each group's input and output channels zero-padded to the     no
+                          NCHWc block (Pad, Gather -> Conv -> Gather), so ORT's CPU
+                          NCHWc kernel takes the Conv
 ========================  ============================================================  =====
 
 (*) a fold into the producing Conv permutes its output rows (bit-identical); a fold into the
@@ -203,6 +206,95 @@ def grouped_dense(model: onnx.ModelProto) -> Rewritten | None:
     return Rewritten(ed.finish("grouped_dense"), changes, exact_permutation=False)
 
 
+def _pad_channels(ed: Editor, x: str, rank: int, opset: int, base: str) -> onnx.NodeProto:
+    """``x`` (N, C, ...) with one zero channel appended: index C reads zeros."""
+    pads = [0] * (2 * rank)
+    pads[rank + 1] = 1
+    out = ed.fresh(f"{x}_{base}_zero")
+    if opset >= 11:
+        pads_name = ed.add_initializer(f"{base}_pads", np.array(pads, np.int64))
+        return helper.make_node("Pad", [x, pads_name], [out], name=ed.fresh(base), mode="constant")
+    return helper.make_node("Pad", [x], [out], name=ed.fresh(base), mode="constant", pads=pads)
+
+
+def grouped_pad(model: onnx.ModelProto, block: int | None = None) -> Rewritten | None:
+    """Every grouped Conv whose channels per group are not a multiple of the NCHWc ``block``
+    (default: this machine's, :func:`onnxconv.machine.nchwc_block`) with each group's input and
+    output channels zero-padded to it: a Gather spreads the input's groups apart with zero
+    channels between them (from one zero channel that Pad appends), the Conv's weight and bias
+    get zero rows and columns, and a Gather picks the real output channels. The padding adds
+    only zero products, but ORT's NCHWc kernel sums in another order."""
+    from onnxconv.machine import nchwc_block
+
+    block = block or nchwc_block()
+    if block is None:
+        return None
+    ix = GraphIndex(model)
+    ed = Editor(model)
+    opset = default_opset(model) or 1
+    changes = []
+    for site in grouped_conv_sites(ix):
+        node, g = site.node, site.info.group
+        out_channels, in_per_group = site.weight.shape[:2]
+        out_per_group = out_channels // g
+        dims = ix.shape(node.input[0])
+        aligned = in_per_group % block == 0 and out_per_group % block == 0
+        if dims is None or len(dims) != 4 or aligned:
+            continue
+        in_block = -(-in_per_group // block) * block
+        out_block = -(-out_per_group // block) * block
+        label = ix.label(node)
+        zero = in_per_group * g  # the channel Pad appends
+        spread = [
+            c
+            for j in range(g)
+            for c in [*range(j * in_per_group, (j + 1) * in_per_group)]
+            + [zero] * (in_block - in_per_group)
+        ]
+        weight = np.zeros((g * out_block, in_block, *site.weight.shape[2:]), site.weight.dtype)
+        bias = np.zeros(g * out_block, site.weight.dtype)
+        for j in range(g):
+            rows = slice(j * out_per_group, (j + 1) * out_per_group)
+            weight[j * out_block : j * out_block + out_per_group, :in_per_group] = site.weight[rows]
+            if site.bias is not None:
+                bias[j * out_block : j * out_block + out_per_group] = site.bias[rows]
+        picked = [j * out_block + k for j in range(g) for k in range(out_per_group)]
+        pad = _pad_channels(ed, node.input[0], len(dims), opset, f"tune_pad_{label}")
+        spread_out = ed.fresh(f"{node.input[0]}_tune_spread")
+        gather_in = helper.make_node(
+            "Gather",
+            [pad.output[0], ed.add_initializer("tune_pad_spread", np.array(spread, np.int64))],
+            [spread_out],
+            name=ed.fresh(f"tune_spread_{label}"),
+            axis=1,
+        )
+        conv_out = ed.fresh(f"{node.output[0]}_tune_padded")
+        inputs = [
+            spread_out,
+            ed.add_initializer(f"{node.input[1]}_tune_pad", weight),
+            ed.add_initializer(f"{node.input[1]}_tune_pad_bias", bias),
+        ]
+        conv = helper.make_node("Conv", inputs, [conv_out], name=ed.fresh(f"{label}_padded"))
+        conv.attribute.extend(node.attribute)
+        gather_out = helper.make_node(
+            "Gather",
+            [conv_out, ed.add_initializer("tune_pad_pick", np.array(picked, np.int64))],
+            [node.output[0]],
+            name=ed.fresh(f"tune_pick_{label}"),
+            axis=1,
+        )
+        ed.replace_nodes([ed.index_of(label)], [pad, gather_in, conv, gather_out])
+        ed.changed_tensors.update((pad.output[0], spread_out, conv_out))
+        changes.append(
+            f"{label}: group {g}, {in_per_group}->{in_block} input and {out_per_group}->"
+            f"{out_block} output channels per group (NCHWc block {block}; "
+            f"{in_block * out_block / (in_per_group * out_per_group):.3g}x the multiply-adds)"
+        )
+    if not changes:
+        return None
+    return Rewritten(ed.finish("grouped_pad"), changes, exact_permutation=False)
+
+
 # --------------------------------------------------------------------------------------------
 # the registry
 
@@ -244,13 +336,19 @@ REWRITES: dict[str, Rewrite] = {
             "blocks)",
             grouped_dense,
         ),
+        Rewrite(
+            "grouped_pad",
+            "every grouped Conv whose channels per group miss the NCHWc block (16 with AVX-512, "
+            "8 with AVX2) with each group zero-padded to it, so ORT's NCHWc kernel runs it",
+            grouped_pad,
+        ),
     )
 }
 
 #: Rewrites that reformulate the channel shuffle, and those that reformulate grouped Convs: a
 #: formulation takes at most one of each, shuffle first.
 SHUFFLE_REWRITES = ("shuffle_rank4", "shuffle_gather", "shuffle_fold", "shuffle_fold_dense")
-GROUPED_REWRITES = ("grouped_split", "grouped_dense")
+GROUPED_REWRITES = ("grouped_split", "grouped_dense", "grouped_pad")
 
 
 def check_names(names: Sequence[str]) -> None:
