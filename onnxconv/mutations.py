@@ -49,7 +49,14 @@ from onnx import helper
 from onnxconv.errors import UserInputError
 from onnxconv.fp16 import to_fp16
 from onnxconv.graph import SHUFFLE_PERM, ConvInfo, ShuffleInfo, conv_info, find_channel_shuffles
-from onnxconv.graph.edit import add_initializer, copy_model, fresh_name, set_attr
+from onnxconv.graph.edit import (
+    add_fresh_initializer,
+    copy_model,
+    forget_shapes,
+    insert_after,
+    replace_input,
+    set_attr,
+)
 from onnxconv.graph.index import GraphIndex, attr, is_default_domain
 
 
@@ -125,58 +132,6 @@ def _is_float(ix: GraphIndex, name: str) -> bool:
 # editing a copy
 
 
-def _fresh(model: onnx.ModelProto, base: str) -> str:
-    return fresh_name(model.graph, base)
-
-
-def _add_initializer(model: onnx.ModelProto, base: str, value: np.ndarray) -> str:
-    """Add an initializer under a fresh name (also as a graph input before IR 4); its name."""
-    return add_initializer(model, _fresh(model, base), value)
-
-
-def _const_input(
-    model: onnx.ModelProto, node_index: int, input_index: int, value: np.ndarray, mutation: str
-) -> None:
-    """Point one input of one node at a new initializer; other readers keep the old tensor,
-    an old initializer left without readers is removed."""
-    g = model.graph
-    node = g.node[node_index]
-    old = node.input[input_index]
-    node.input[input_index] = _add_initializer(model, f"mutant_{mutation}_{old}", value)
-    read = any(old in n.input for n in g.node) or any(o.name == old for o in g.output)
-    if not read and any(t.name == old for t in g.initializer):
-        for seq in (g.initializer, g.input):  # graph inputs name initializers before IR 4
-            for item in [t for t in seq if t.name == old]:
-                seq.remove(item)
-
-
-def _insert_after(
-    model: onnx.ModelProto,
-    tensor: str,
-    op_type: str,
-    extra_inputs: list[str],
-    mutation: str,
-    **attrs,
-) -> str:
-    """Make ``op_type(tensor, *extra_inputs)`` produce ``tensor``, its producer now writing a
-    fresh name, so readers and graph outputs keep the name; the new node's name."""
-    g = model.graph
-    at = next(i for i, n in enumerate(g.node) if tensor in n.output)
-    producer = g.node[at]
-    before = _fresh(model, f"{tensor}_mutant_{mutation}")
-    name = _fresh(model, f"mutant_{mutation}")
-    producer.output[list(producer.output).index(tensor)] = before
-    node = helper.make_node(op_type, [before, *extra_inputs], [tensor], name, **attrs)
-    g.node.insert(at + 1, node)
-    return name
-
-
-def _forget_shapes(model: onnx.ModelProto, tensors: list[str]) -> None:
-    """Drop the value_info of tensors whose shape the mutation changes."""
-    for vi in [vi for vi in model.graph.value_info if vi.name in tensors]:
-        model.graph.value_info.remove(vi)
-
-
 def _attr_mutant(
     model: onnx.ModelProto,
     ix: GraphIndex,
@@ -207,7 +162,7 @@ def shuffle_perm_identity(model: onnx.ModelProto) -> Mutant | None:
     mutant = _attr_mutant(
         model, ix, _at(ix, s.transpose), "shuffle_perm_identity", {"perm": (s.perm, identity)}
     )
-    _forget_shapes(mutant.model, _shuffle_inner(ix, s))
+    forget_shapes(mutant.model, _shuffle_inner(ix, s))
     return mutant
 
 
@@ -224,8 +179,10 @@ def shuffle_groups_swapped(model: onnx.ModelProto) -> Mutant | None:
         if attr(node, "shape") is not None:  # Reshape-1: the shape is an attribute
             set_attr(node, "shape", target)
         else:
-            _const_input(mutant, index, 1, np.array(target, np.int64), "shuffle_groups_swapped")
-        _forget_shapes(mutant, _shuffle_inner(ix, s))
+            replace_input(
+                mutant, index, 1, np.array(target, np.int64), "mutant_shuffle_groups_swapped"
+            )
+        forget_shapes(mutant, _shuffle_inner(ix, s))
         old = ix.reshape_target(ix.nodes[index])
         said = f"{s.reshape_in}: reshape target {old} -> {target}"
         return Mutant("shuffle_groups_swapped", said, mutant, s.reshape_in)
@@ -240,13 +197,13 @@ def transpose_hw(model: onnx.ModelProto) -> Mutant | None:
         if _square(dims, 5):
             swapped = [0, 2, 1, 4, 3]
             mutant = _attr_mutant(model, ix, index, "transpose_hw", {"perm": (s.perm, swapped)})
-            _forget_shapes(mutant.model, _shuffle_inner(ix, s))
+            forget_shapes(mutant.model, _shuffle_inner(ix, s))
             return mutant
     for _, conv in _convs(ix):
         if _square(ix.shape(conv.output), 4):
             mutant = copy_model(model)
-            node = _insert_after(
-                mutant, conv.output, "Transpose", [], "transpose_hw", perm=[0, 1, 3, 2]
+            node = insert_after(
+                mutant, conv.output, "Transpose", [], "mutant_transpose_hw", perm=[0, 1, 3, 2]
             )
             said = f"{conv.name}: Transpose(perm [0, 1, 3, 2]) {node} inserted on {conv.output}"
             return Mutant("transpose_hw", said, mutant, node)
@@ -277,7 +234,7 @@ def _weight_mutant(
     index, weight = found
     changed, what = change(weight, ix.nodes[index].input[1])
     mutant = copy_model(model)
-    _const_input(mutant, index, 1, changed, name)
+    replace_input(mutant, index, 1, changed, f"mutant_{name}")
     label = ix.label(ix.nodes[index])
     return Mutant(name, f"{label}: weight {what}", mutant, label, subtle=subtle)
 
@@ -357,7 +314,7 @@ def bn_scale(model: onnx.ModelProto) -> Mutant | None:
         scaled = scale.copy()
         scaled.flat[at] *= 1.5
         mutant = copy_model(model)
-        _const_input(mutant, index, 1, scaled, "bn_scale")
+        replace_input(mutant, index, 1, scaled, "mutant_bn_scale")
         label = ix.label(ix.nodes[index])
         where = f"{ix.nodes[index].input[1]}[{at}]"
         said = f"{label}: scale {where} {scale.flat[at]:.6g} -> {scaled.flat[at]:.6g}"
@@ -389,8 +346,8 @@ def output_scaled(model: onnx.ModelProto) -> Mutant | None:
     factor = 1 + 1e-4
     mutant = copy_model(model)
     scale = np.array(factor, helper.tensor_dtype_to_np_dtype(elem))
-    scale_name = _add_initializer(mutant, "mutant_output_scaled_factor", scale)
-    node = _insert_after(mutant, output.name, "Mul", [scale_name], "output_scaled")
+    scale_name = add_fresh_initializer(mutant, "mutant_output_scaled_factor", scale)
+    node = insert_after(mutant, output.name, "Mul", [scale_name], "mutant_output_scaled")
     said = f"graph output {output.name}: Mul by {factor} ({node}) appended"
     return Mutant("output_scaled", said, mutant, node, subtle=True)
 
@@ -408,11 +365,11 @@ def fp16_overflow(model: onnx.ModelProto) -> Mutant | None:
     if has_bias and (bias is None or bias.dtype != np.float32):
         return None
     mutant = copy_model(model)
-    _const_input(mutant, index, 1, weight * up, "fp16_overflow")
+    replace_input(mutant, index, 1, weight * up, "mutant_fp16_overflow")
     if bias is not None:
-        _const_input(mutant, index, 2, bias * up, "fp16_overflow")
-    factor = _add_initializer(mutant, "mutant_fp16_overflow_factor", np.array(down))
-    _insert_after(mutant, conv.output[0], "Mul", [factor], "fp16_overflow")
+        replace_input(mutant, index, 2, bias * up, "mutant_fp16_overflow")
+    factor = add_fresh_initializer(mutant, "mutant_fp16_overflow_factor", np.array(down))
+    insert_after(mutant, conv.output[0], "Mul", [factor], "mutant_fp16_overflow")
     try:
         half = to_fp16(mutant)
     except UserInputError:  # subgraphs: not supported by the converter
