@@ -92,15 +92,19 @@ def test_paired_ratios_pair_round_by_round_and_skip_missing_rounds():
 
 
 def _fake_cell(cid, backend, p50s, abs_sum=10.0):
-    return {
-        "id": cid,
-        "label": "v",
-        "batch": 1,
-        "backend": backend,
-        "target": "cpu/all/fp32",
-        "rounds": [{"round": i, "p50_ms": p} for i, p in enumerate(p50s)],
-        "outputs": [{"shape": [1], "dtype": "float32", "abs_sum": abs_sum}],
-    }
+    return bench_cells.BenchCell(
+        id=cid,
+        label="v",
+        source="v",
+        kind="variant",
+        config={},
+        batch=1,
+        backend=backend,
+        target="cpu/all/fp32",
+        threads=1,
+        rounds=[{"round": i, "p50_ms": p} for i, p in enumerate(p50s)],
+        outputs=[{"shape": [1], "dtype": "float32", "abs_sum": abs_sum}],
+    )
 
 
 def test_pair_reports_median_of_per_round_ratios():

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..user_model import torch_job
-from .cells import cell_base, combine_roofs, finish_cell, pair, record_round
+from .cells import BenchCell, cell_base, combine_roofs, finish_cell, pair, record_round
 from .launch import run_worker, worker_env
 from .pressure import cpu_pressure_since, cpu_stall
 from .report import BenchReport, measurement_notes
@@ -151,7 +151,7 @@ class _Harness:
             },
             roofs=None,
         )
-        finishing: list[tuple[dict[str, Any], Prepared, list]] = []
+        finishing: list[tuple[BenchCell, Prepared, list]] = []
         for source in self.sources:
             for batch in self.settings.batches:
                 prep = prepare(source, batch, self.settings, self.work)
@@ -163,8 +163,7 @@ class _Harness:
                 blocks = self.time_rounds(source, prep, ort_cells, torch_cells)
                 self.extra_passes(prep, ort_cells)
                 for cell in [*ort_cells.values(), *torch_cells.values()]:
-                    finishing.append((cell, prep, blocks.get(cell["id"], [])))
-                    report.cells.append(cell)
+                    finishing.append((cell, prep, blocks.get(cell.id, [])))
                 report.pairs += [
                     pair(ort_cell, torch_cell)
                     for (ep, _level, _precision), ort_cell in ort_cells.items()
@@ -181,15 +180,18 @@ class _Harness:
                 cell,
                 prep,
                 blocks_of_cell,
-                report.cuda_roofs if cell.get("device") == "cuda" else report.roofs,
+                report.cuda_roofs if cell.device == "cuda" else report.roofs,
             )
+            report.cells.append(cell.to_dict())
         report.notes = measurement_notes(report)
         if self.progress is not None:
             self.progress(self.total, self.total, "done")
         return report
 
-    def cells_of(self, source: Source, prep: Prepared) -> tuple[dict, dict]:
-        """The empty cells of one source at one batch: ``{(ep, level): cell}``, and
+    def cells_of(
+        self, source: Source, prep: Prepared
+    ) -> tuple[dict[tuple[str, str, str], BenchCell], dict[tuple[str, str], BenchCell]]:
+        """The empty cells of one source at one batch: ``{(ep, level, precision): cell}``, and
         ``{(backend, device): cell}`` for PyTorch (variants only: a bare graph has no module)."""
         s = self.settings
         tuned = {}
@@ -228,7 +230,7 @@ class _Harness:
         inputs = {k: str(v) for k, v in prep.inputs.items()}
         for r in range(s.rounds):
             for (ep, level, precision), cell in ort_cells.items():
-                self.step(f"{cell['id']} round {r + 1}/{s.rounds}")
+                self.step(f"{cell.id} round {r + 1}/{s.rounds}")
                 deployed = prep.deployed.get(precision)
                 if prep.error:
                     result = {"ok": False, "error": prep.error}
@@ -253,7 +255,7 @@ class _Harness:
                     )
                 record_round(cell, r, result, blocks)
             for (backend, device), cell in torch_cells.items():
-                self.step(f"{cell['id']} round {r + 1}/{s.rounds}")
+                self.step(f"{cell.id} round {r + 1}/{s.rounds}")
                 result = self.worker(
                     {
                         "kind": "torch",
@@ -278,8 +280,8 @@ class _Harness:
         """One more worker per ORT cell that ran: ``(ep, cell, result)``."""
         s = self.settings
         for (ep, level, precision), cell in ort_cells.items():
-            self.step(f"{cell['id']} {what}")
-            if cell["status"] == "ok":
+            self.step(f"{cell.id} {what}")
+            if cell.status == "ok":
                 yield (
                     ep,
                     cell,
@@ -312,20 +314,20 @@ class _Harness:
                     "calls": s.profile_calls,
                 },
             ):
-                cell["per_op"] = result.get("profile") if result.get("ok") else None
-                if cell["per_op"] is not None:
+                cell.per_op = result.get("profile") if result.get("ok") else None
+                if cell.per_op is not None:
                     # ORT's release builds time a CUDA node's host side (its kernel launch), not
                     # the GPU kernel: the shares then say where launch time goes.
-                    cell["per_op"]["clock"] = "host" if ep == "cuda" else "cpu"
+                    cell.per_op["clock"] = "host" if ep == "cuda" else "cpu"
                 if not result.get("ok"):
-                    cell["per_op_error"] = result.get("error")
+                    cell.per_op_error = result.get("error")
         if s.per_node:
             for _ep, cell, result in self.each_ort_cell(
                 prep, ort_cells, "per node", {"kind": "nodes", "calls": s.per_node_calls}
             ):
-                cell["per_node"] = result.get("per_node") if result.get("ok") else None
+                cell.per_node = result.get("per_node") if result.get("ok") else None
                 if not result.get("ok"):
-                    cell["per_node_error"] = result.get("error")
+                    cell.per_node_error = result.get("error")
 
 
 def _timing(settings: BenchSettings) -> dict[str, Any]:
