@@ -251,11 +251,10 @@ def e2e(tmp_path_factory):
     # eps named: by default a GPU build would add CUDA cells (tested apart, on a GPU).
     report = bench.run_bench(
         ["grouped", "channel_shuffle"],
+        bench.BenchSettings(eps=["cpu"], **FAST),
         overrides=TINY,
         work_dir=work,
         progress=lambda done, total, msg: seen.append((done, total, msg)),
-        eps=["cpu"],
-        **FAST,
     )
     written = bench_report.write_report(report, out)
     return report, written, seen, work, out
@@ -389,7 +388,8 @@ def test_bench_a_bare_onnx_file(e2e, tmp_path):
     _, _, _, work, _ = e2e
     model = work / "grouped-b1" / "model.onnx"
     report = bench.run_bench(
-        [model], **{**FAST, "rounds": 1}, eps=["cpu"], roofs=False, profile=False
+        [model],
+        bench.BenchSettings(**{**FAST, "rounds": 1}, eps=["cpu"], roofs=False, profile=False),
     )
     assert [c["backend"] for c in report.cells] == ["ort"]  # no module to run in PyTorch
     cell = report.cells[0]
@@ -407,11 +407,8 @@ def test_unavailable_ep_is_recorded_not_raised():
         pytest.skip("the CUDA EP is active here: nothing unavailable to record")
     report = bench.run_bench(
         ["grouped"],
+        bench.BenchSettings(eps=["cuda"], roofs=False, profile=False, **{**FAST, "rounds": 1}),
         overrides=TINY,
-        eps=["cuda"],
-        roofs=False,
-        profile=False,
-        **{**FAST, "rounds": 1},
     )
     assert [(c["backend"], c["status"]) for c in report.cells] == [("ort", "unavailable")]
     assert report.cells[0]["error"] == reason and report.cells[0]["stats"] is None
@@ -503,7 +500,9 @@ def test_op_shares_prefer_nodes_timed_alone_and_name_their_basis():
 @cuda_only
 def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
     report = bench.run_bench(
-        ["pointwise", "channel_shuffle"], overrides=TINY, eps=["cuda"], **{**FAST, "rounds": 1}
+        ["pointwise", "channel_shuffle"],
+        bench.BenchSettings(eps=["cuda"], **{**FAST, "rounds": 1}),
+        overrides=TINY,
     )
     assert report.ok, [(c["id"], c["error"]) for c in report.cells]
     assert (
@@ -566,28 +565,29 @@ def test_worker_failure_is_returned_not_raised():
 
 
 @pytest.mark.parametrize(
-    "items, kwargs, match",
+    "items, settings, overrides, match",
     [
-        (["no_such_variant"], {}, "unknown variant"),
-        (["missing/model.onnx"], {}, "no such file"),
-        ([], {}, "nothing to bench"),
-        (["grouped"], {"threads": 0}, "threads"),
-        (["grouped"], {"batches": []}, "batch list is empty"),
-        (["grouped"], {"batches": [0]}, "batch size"),
-        (["grouped"], {"opt_levels": ["turbo"]}, "optimisation level"),
-        (["grouped"], {"eps": ["tpu"]}, "execution provider"),
-        (["grouped"], {"overrides": {"colour": 3}}, "colour"),
-        (["grouped"], {"overrides": {"groups": 5}}, "grouped"),
+        (["no_such_variant"], {}, None, "unknown variant"),
+        (["missing/model.onnx"], {}, None, "no such file"),
+        ([], {}, None, "nothing to bench"),
+        (["grouped"], {"threads": 0}, None, "threads"),
+        (["grouped"], {"batches": []}, None, "batch list is empty"),
+        (["grouped"], {"batches": [0]}, None, "batch size"),
+        (["grouped"], {"opt_levels": ["turbo"]}, None, "optimisation level"),
+        (["grouped"], {"eps": ["tpu"]}, None, "execution provider"),
+        (["grouped"], {}, {"colour": 3}, "colour"),
+        (["grouped"], {}, {"groups": 5}, "grouped"),
         (
             ["grouped"],
             {"cuda_options": {"cudnn_conv_algo_search": "FASTEST"}},
+            None,
             "cudnn_conv_algo_search must be one of EXHAUSTIVE",
         ),
     ],
 )
-def test_bad_input_raises_one_line(items, kwargs, match):
+def test_bad_input_raises_one_line(items, settings, overrides, match):
     with pytest.raises(UserInputError, match=match) as info:
-        bench.run_bench(items, **kwargs)
+        bench.run_bench(items, bench.BenchSettings(**settings), overrides=overrides)
     assert "\n" not in str(info.value)
 
 
@@ -609,12 +609,10 @@ def test_non_onnx_file_is_refused(tmp_path):
 def test_torch_compile_column_records_result_or_error(tmp_path):
     report = bench.run_bench(
         ["grouped"],
+        bench.BenchSettings(
+            compile=True, eps=["cpu"], roofs=False, profile=False, **{**FAST, "rounds": 1}
+        ),
         overrides=TINY,
-        compile=True,
-        eps=["cpu"],
-        roofs=False,
-        profile=False,
-        **{**FAST, "rounds": 1},
     )
     cell = next(c for c in report.cells if c["backend"] == "torch_compile")
     assert cell["status"] in ("ok", "error")

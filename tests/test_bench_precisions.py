@@ -17,13 +17,15 @@ def deployments(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench-precisions")
     report = bench.run_bench(
         ["grouped", "channel_shuffle"],
+        bench.BenchSettings(
+            eps=["cpu"],
+            precisions=["fp32", "fp16-io", "int8"],
+            roofs=False,
+            profile=False,
+            **{**FAST, "rounds": 1},
+        ),
         overrides=TINY,
         work_dir=work,
-        eps=["cpu"],
-        precisions=["fp32", "fp16-io", "int8"],
-        roofs=False,
-        profile=False,
-        **{**FAST, "rounds": 1},
     )
     return report, work
 
@@ -76,4 +78,4 @@ def test_the_report_compares_every_deployment_with_fp32(deployments):
 
 def test_an_unknown_precision_is_refused_before_anything_runs():
     with pytest.raises(UserInputError, match="unknown precision 'int4'"):
-        bench.run_bench(["grouped"], precisions=["int4"], eps=["cpu"])
+        bench.run_bench(["grouped"], bench.BenchSettings(precisions=["int4"], eps=["cpu"]))

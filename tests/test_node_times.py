@@ -100,18 +100,20 @@ def test_time_nodes_refuses_an_unavailable_ep():
 def test_bench_per_node_lands_in_the_report(tmp_path):
     report = bench.run_bench(
         ["shuffle_unit"],
+        bench.BenchSettings(
+            eps=["cpu"],
+            opt_levels=["all"],
+            rounds=1,
+            blocks=2,
+            calls=3,
+            warmup=1,
+            warmup_s=0.0,
+            profile=False,
+            roofs=False,
+            per_node=True,
+            per_node_calls=3,
+        ),
         overrides={"height": 8, "width": 8},
-        eps=["cpu"],
-        opt_levels=["all"],
-        rounds=1,
-        blocks=2,
-        calls=3,
-        warmup=1,
-        warmup_s=0.0,
-        profile=False,
-        roofs=False,
-        per_node=True,
-        per_node_calls=3,
     )
     ort_cell = next(c for c in report.cells if c["backend"] == "ort")
     torch_cell = next(c for c in report.cells if c["backend"] == "torch")
@@ -169,18 +171,20 @@ def test_dynamic_batch_graph_is_timed_at_the_batch_fed(tmp_path):
     assert all(p.skipped for p in split_nodes(model) if p.op_type == "Conv")  # batch unknown
     report = bench.run_bench(
         [exported.model_path],
-        batches=[2],
-        eps=["cpu"],
-        opt_levels=["all"],
-        rounds=1,
-        blocks=2,
-        calls=3,
-        warmup=1,
-        warmup_s=0.0,
-        profile=False,
-        roofs=False,
-        per_node=True,
-        per_node_calls=3,
+        bench.BenchSettings(
+            batches=[2],
+            eps=["cpu"],
+            opt_levels=["all"],
+            rounds=1,
+            blocks=2,
+            calls=3,
+            warmup=1,
+            warmup_s=0.0,
+            profile=False,
+            roofs=False,
+            per_node=True,
+            per_node_calls=3,
+        ),
     )
     (cell,) = report.cells
     convs = [n for n in cell["per_node"]["nodes"] if n["op_type"] == "Conv"]

@@ -49,7 +49,15 @@ from .cells import combine_roofs
 from .launch import TORCH_MALLOC_ENV, run_worker, worker_env
 from .loop import run_sources
 from .report import BenchReport
-from .settings import BACKENDS, CUDNN_SEARCH, EPS, OPT_LEVELS, BenchSettings, Progress
+from .settings import (
+    BACKENDS,
+    CUDNN_SEARCH,
+    EPS,
+    OPT_LEVELS,
+    BenchSettings,
+    Progress,
+    default_eps,
+)
 from .sources import Source, recipe_of, resolve_sources
 
 __all__ = [
@@ -71,85 +79,30 @@ __all__ = [
 ]
 
 
-def default_eps() -> tuple[str, ...]:
-    """``cpu``, plus ``cuda`` where the CUDA EP is active (:func:`runtime.default_eps`)."""
-    from ..runtime import default_eps as active_eps
-
-    return tuple(ep for ep in active_eps()[0] if ep in ("cpu", "cuda"))
-
-
 def run_bench(
     items: Sequence[str | os.PathLike],
+    settings: BenchSettings | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
     variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    threads: int = 1,
-    batches: Sequence[int] = (1,),
-    eps: Sequence[str] | None = None,
-    opt_levels: Sequence[str] | None = None,
-    precisions: Sequence[str] = ("fp32",),
-    rounds: int = 2,
-    blocks: int = 5,
-    calls: int = 100,
-    warmup: int = 10,
-    warmup_s: float = 0.3,
-    compile: bool = False,
-    profile: bool = True,
-    profile_calls: int = 50,
-    per_node: bool = False,
-    per_node_calls: int = 30,
-    cuda_options: Mapping[str, Any] | None = None,
-    roofs: bool = True,
-    seed: int = 0,
-    opset: int = 18,
-    exporter: str = "dynamo",
-    roof_matmul_n: int = 2048,
-    roof_copy_mb: int = 256,
-    roof_repeats: int = 5,
-    torch_malloc_env: Mapping[str, str] | None = None,
-    timeout_s: float = 600.0,
     work_dir: str | os.PathLike | None = None,
     module: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> BenchReport:
     """Bench ``items`` (variant names, ``.onnx`` paths or test-data folders) on ORT and PyTorch.
 
+    ``settings`` say how to time (``BenchSettings()`` when None; run as
+    :meth:`BenchSettings.resolved`, so ``eps=None`` means the active EPs). ``overrides`` apply to
+    every variant that has the key, ``variant_overrides`` to one variant by name; ``module`` is
+    the user's module (a recipe) for the one ``.onnx`` file benched. ``work_dir`` keeps the
+    exported graphs and inputs (a temporary folder otherwise).
+
     Raises :class:`UserInputError` (one line) for bad input before anything is timed: unknown
     variant, missing or non-ONNX file, threads < 1, empty batch list, unknown EP or level.
     Failures while timing (a worker crash, torch.compile failing, an EP not active) are
-    recorded in the cell (``status``, ``error``) instead. ``work_dir`` keeps the exported graphs
-    and inputs (a temporary folder otherwise). ``torch_malloc_env`` replaces
-    :data:`TORCH_MALLOC_ENV` for the PyTorch workers (``{}``: glibc's defaults, for an A/B).
+    recorded in the cell (``status``, ``error``) instead.
     """
-    settings = BenchSettings(
-        threads=threads,
-        batches=tuple(batches),
-        eps=tuple(eps) if eps is not None else (),
-        opt_levels=tuple(opt_levels) if opt_levels is not None else OPT_LEVELS,
-        precisions=tuple(precisions),
-        rounds=rounds,
-        blocks=blocks,
-        calls=calls,
-        warmup=warmup,
-        warmup_s=warmup_s,
-        compile=compile,
-        profile=profile,
-        profile_calls=profile_calls,
-        per_node=per_node,
-        per_node_calls=per_node_calls,
-        cuda_options={k: str(v) for k, v in (cuda_options or {}).items()},
-        roofs=roofs,
-        seed=seed,
-        opset=opset,
-        exporter=exporter,
-        roof_matmul_n=roof_matmul_n,
-        roof_copy_mb=roof_copy_mb,
-        roof_repeats=roof_repeats,
-        timeout_s=timeout_s,
-        torch_malloc_env=dict(TORCH_MALLOC_ENV if torch_malloc_env is None else torch_malloc_env),
-    )
-    if eps is None:
-        settings = BenchSettings(**{**settings.__dict__, "eps": default_eps()})
+    settings = (BenchSettings() if settings is None else settings).resolved()
     settings.validate()
     sources = resolve_sources(items, overrides, variant_overrides)
     if module is not None:  # the user's module (a recipe) speaks for the one graph benched
@@ -159,7 +112,9 @@ def run_bench(
     if any(s.kind == "variant" for s in sources):
         from ..export import ExportOptions
 
-        ExportOptions(opset=opset, exporter=exporter, seed=seed).validate()
+        ExportOptions(
+            opset=settings.opset, exporter=settings.exporter, seed=settings.seed
+        ).validate()
     if work_dir is None:
         with tempfile.TemporaryDirectory(prefix="onnxconv-bench-") as tmp:
             return run_sources(sources, settings, Path(tmp), progress)

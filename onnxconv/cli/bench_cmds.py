@@ -65,15 +65,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if reason is not None:
             print(f"onnxconv bench: required EP {ep} is not active: {reason}", file=sys.stderr)
             return 1
-    report = bench.run_bench(
-        items,
-        overrides=overrides,
-        variant_overrides=per_variant,
+    settings = bench.BenchSettings(
         threads=args.threads,
-        batches=args.batch,
-        eps=args.ep,
-        opt_levels=args.opt_level,
-        precisions=args.precision,
+        batches=tuple(args.batch),
+        eps=None if args.ep is None else tuple(args.ep),
+        opt_levels=bench.OPT_LEVELS if args.opt_level is None else tuple(args.opt_level),
+        precisions=tuple(args.precision),
         rounds=args.rounds,
         blocks=args.blocks,
         calls=args.calls,
@@ -81,11 +78,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         profile=not args.no_profile,
         per_node=args.per_node,
         roofs=not args.no_roofs,
-        progress=show,
         cuda_options={
             "cudnn_conv_algo_search": args.cudnn_conv_algo_search,
             "use_tf32": "1" if args.tf32 else "0",
         },
+    )
+    report = bench.run_bench(
+        items,
+        settings,
+        overrides=overrides,
+        variant_overrides=per_variant,
+        progress=show,
         module=module,
     )
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
