@@ -504,7 +504,7 @@ def test_cuda_bench_runs_both_runtimes_on_the_gpu(tmp_path):
         bench.BenchSettings(eps=["cuda"], **{**FAST, "rounds": 1}),
         overrides=TINY,
     )
-    assert report.ok, [(c["id"], c["error"]) for c in report.cells]
+    assert not report.errors, [(c["id"], c["error"]) for c in report.errors]
     assert (
         report.cuda_roofs and report.cuda_roofs["compute_gflops"] > report.roofs["compute_gflops"]
     )

@@ -145,9 +145,10 @@ class BenchReport:
         )
 
     @property
-    def ok(self) -> bool:
-        """True when every cell that was available ran (timings are never judged)."""
-        return all(c["status"] != "error" for c in self.cells)
+    def errors(self) -> list[dict[str, Any]]:
+        """The cells that should have run and did not (timings are never judged): ``bench``
+        exits 1 when there are any."""
+        return [c for c in self.cells if c["status"] == "error"]
 
 
 def write_report(

@@ -100,11 +100,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "\nreport: "
         + ", ".join(str(p) for p in [written["json"], written["markdown"], *written["plots"]] if p)
     )
-    cells = report.to_dict()["cells"]
-    errors = [c for c in cells if c["status"] == "error"]
+    errors = report.errors
     missing = {
         c["ep"]: c["error"]
-        for c in cells
+        for c in report.cells
         if c["status"] == "unavailable" and c["ep"] in (args.ep or [])
     }
     for cell in errors:
