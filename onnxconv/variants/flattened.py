@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from .. import cost
 from . import _checks
@@ -37,7 +37,7 @@ class FlattenedConv(nn.Module):
         self.horizontal = nn.Conv2d(f, f, (1, kernel_size), padding=(0, p), groups=f, bias=bias)
         self.act = nn.ReLU() if nonlinearity else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.horizontal(self.act(self.vertical(self.act(self.lateral(x)))))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from .. import cost
 from . import _checks
@@ -40,7 +40,7 @@ class GroupedConv(nn.Module):
             bias=bias,
         )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 

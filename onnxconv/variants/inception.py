@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .. import cost
 from . import _checks
@@ -69,7 +69,7 @@ class InceptionBlock(nn.Module):
     def branches(self) -> list[nn.Module]:
         return [self.branch1, self.branch2, self.branch3, self.branch4]
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return torch.cat([branch(x) for branch in self.branches()], 1)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from .. import cost
 from . import _checks
@@ -37,7 +37,7 @@ class DepthwiseConv(nn.Module):
             bias=bias,
         )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 
@@ -79,7 +79,7 @@ class SeparableConv(nn.Module):
         else:
             self.act1 = self.act2 = nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.act2(self.pointwise(self.act1(self.depthwise(x))))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .. import cost
 from . import _checks
@@ -53,7 +53,7 @@ class ChannelShuffle(nn.Module):
             )
         self.groups, self.rank = groups, shuffle_rank
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return channel_shuffle(x, self.groups, self.rank)
 
 
@@ -120,7 +120,7 @@ class ShuffleUnit(nn.Module):
         self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()
         self.relu = nn.ReLU()
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         y = channel_shuffle(self.gconv1(x), self.groups, self.shuffle_rank)
         y = self.gconv2(self.dwconv(y))
         if self.stride == 2:
@@ -170,7 +170,7 @@ class ShuffleNetV1(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
 
 
@@ -192,7 +192,7 @@ class ShuffleNetV2Unit(nn.Module):
             conv_bn(half, half, 1, relu=True),
         )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         x1, x2 = x.chunk(2, dim=1)
         return channel_shuffle(torch.cat([x1, self.branch(x2)], 1), 2, self.shuffle_rank)
 

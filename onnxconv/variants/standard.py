@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from .. import cost
 from . import _checks
@@ -30,7 +30,7 @@ class StandardConv(nn.Module):
             in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=bias
         )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 
@@ -43,7 +43,7 @@ class PointwiseConv(nn.Module):
         _checks.positive(in_channels=in_channels, out_channels=out_channels)
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
 
 
