@@ -11,6 +11,7 @@ import pytest
 from cuda_marks import cuda_only
 from onnx import TensorProto, helper
 from onnx_builders import make_init, make_model
+from test_bench import FAST
 
 from onnxconv.bench import harness as bench
 from onnxconv.bench import report as bench_report
@@ -18,6 +19,9 @@ from onnxconv.bench.node_times import split_nodes, time_nodes
 from onnxconv.divergence import with_all_outputs
 from onnxconv.errors import UserInputError
 from onnxconv.runtime import EpUnavailable, Target, ep_unavailable_reason, make_session, run
+
+#: One short CPU round, no profile, no roofs: what the per-node pass is tested under.
+QUICK = {**FAST, "rounds": 1, "eps": ["cpu"], "profile": False, "roofs": False}
 
 GRAPHS = Path(__file__).resolve().parents[1] / "graphs"
 
@@ -100,19 +104,7 @@ def test_time_nodes_refuses_an_unavailable_ep():
 def test_bench_per_node_lands_in_the_report(tmp_path):
     report = bench.run_bench(
         ["shuffle_unit"],
-        bench.BenchSettings(
-            eps=["cpu"],
-            opt_levels=["all"],
-            rounds=1,
-            blocks=2,
-            calls=3,
-            warmup=1,
-            warmup_s=0.0,
-            profile=False,
-            roofs=False,
-            per_node=True,
-            per_node_calls=3,
-        ),
+        bench.BenchSettings(**QUICK, per_node=True, per_node_calls=3),
         overrides={"height": 8, "width": 8},
     )
     ort_cell = next(c for c in report.cells if c["backend"] == "ort")
@@ -171,20 +163,7 @@ def test_dynamic_batch_graph_is_timed_at_the_batch_fed(tmp_path):
     assert all(p.skipped for p in split_nodes(model) if p.op_type == "Conv")  # batch unknown
     report = bench.run_bench(
         [exported.model_path],
-        bench.BenchSettings(
-            batches=[2],
-            eps=["cpu"],
-            opt_levels=["all"],
-            rounds=1,
-            blocks=2,
-            calls=3,
-            warmup=1,
-            warmup_s=0.0,
-            profile=False,
-            roofs=False,
-            per_node=True,
-            per_node_calls=3,
-        ),
+        bench.BenchSettings(**QUICK, batches=[2], per_node=True, per_node_calls=3),
     )
     (cell,) = report.cells
     convs = [n for n in cell["per_node"]["nodes"] if n["op_type"] == "Conv"]

@@ -173,22 +173,14 @@ def test_validate_module_api_from_a_module_in_memory():
 
 
 def test_bench_times_pytorch_beside_a_user_graph(tmp_path):
+    from test_bench import FAST
+
     from onnxconv.bench.harness import BenchSettings, run_bench
 
     folder = export_two(tmp_path / "graphs")
     report = run_bench(
         [folder],
-        BenchSettings(
-            eps=["cpu"],
-            opt_levels=["all"],
-            rounds=1,
-            blocks=2,
-            calls=3,
-            warmup=1,
-            warmup_s=0.0,
-            profile=False,
-            roofs=False,
-        ),
+        BenchSettings(**{**FAST, "rounds": 1}, eps=["cpu"], profile=False, roofs=False),
     )
     cells = {c["backend"]: c for c in report.to_dict()["cells"]}
     assert set(cells) == {"ort", "torch"}

@@ -71,6 +71,7 @@ def resolve_sources(
     error); ``variant_overrides[name]`` apply to that variant only, strictly.
     """
     from .. import variants
+    from ..tune.recheck import is_tuned_record
 
     items = list(dict.fromkeys(items))  # the same name twice is benched once
     if not items:
@@ -82,7 +83,7 @@ def resolve_sources(
             sources.append(Source(label=text, kind="variant", variant=text))
             continue
         path = Path(item)
-        if path.suffix == ".json":
+        if is_tuned_record(path):
             sources.append(tuned_source(path))
             continue
         looks_like_path = (

@@ -125,12 +125,18 @@ def _batch_index(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int) 
     taken as it is."""
     if isinstance(model_or_index, GraphIndex):
         return model_or_index
+
+    def symbolic_batch(vi: onnx.ValueInfoProto) -> bool:
+        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
+        return bool(dims) and not dims[0].HasField("dim_value")
+
+    if not any(symbolic_batch(vi) for vi in model_or_index.graph.input):
+        return GraphIndex(model_or_index)  # nothing to pin: no copy of the weights
     pinned = onnx.ModelProto()
     pinned.CopyFrom(model_or_index)
     for vi in pinned.graph.input:
-        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = batch_size
+        if symbolic_batch(vi):
+            vi.type.tensor_type.shape.dim[0].dim_value = batch_size
     return GraphIndex(pinned)
 
 

@@ -123,6 +123,12 @@ def _source_test_sets(original: validate.Subject, max_input_bytes: int) -> list[
     return sets
 
 
+def proof_batches(model: onnx.ModelProto, batch: int) -> list[int] | None:
+    """The batches a candidate is proven at: 1, 2 and the tuned one where the graph's batch is
+    dynamic; None (the graph's own) where it is fixed."""
+    return sorted({1, 2, batch}) if validate.dynamic_batch(model) else None
+
+
 class Prover:
     """Proves candidates of one original graph on one EP; references are computed once per
     formulation, the original's CPU outputs once per settings."""

@@ -25,7 +25,7 @@ from onnxconv import validate
 from onnxconv.errors import UserInputError, one_line
 from onnxconv.quant_metrics import Bound, describe_budget, parse_budget
 
-from .proof import Prover
+from .proof import Prover, proof_batches
 from .report import TUNED_SCHEMA
 from .settings import SessionSettings
 
@@ -40,6 +40,7 @@ class TunedRecord:
     original_path: Path
     ep: str
     threads: int
+    batch: int
     precision: str
     settings: SessionSettings
     budget: dict[str, Bound] | None
@@ -126,6 +127,7 @@ def read_record(record: str | Path) -> TunedRecord:
             original_path=_original_path(path, data),
             ep=data["ep"],
             threads=int(data["threads"]),
+            batch=int(data["batch"]),
             precision=precision,
             settings=settings,
             budget=budget,
@@ -154,7 +156,7 @@ def recheck(tuned: TunedDeployment, threads: int | None = None) -> validate.Vali
         tuned.original,
         tuned.record.ep,
         threads=threads,
-        batches=[1, 2] if validate.dynamic_batch(tuned.original.model) else None,
+        batches=proof_batches(tuned.original.model, tuned.record.batch),
     )
     label = tuned.label
     settings: dict[str, Any] = {

@@ -52,7 +52,7 @@ from ..user_model import torch_job
 from . import settings as settings_module
 from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneReport
 from .options import TuneOptions, batch_of
-from .proof import Proof, Prover, budget_proof
+from .proof import Proof, Prover, budget_proof, proof_batches
 from .rewrites import formulations
 from .settings import DEFAULT, SessionSettings
 from .timing import Job, Timing, profile, time_rounds
@@ -79,12 +79,11 @@ class _Search:
         self.subject, self.options, self.work, self.progress = subject, options, work, progress
         self.method = options.method
         self.batch = batch_of(subject, options.batch)
-        dynamic = validate.dynamic_batch(subject.model)
         self.prover = Prover(
             subject,
             options.ep,
             threads=self.method.threads,
-            batches=sorted({1, 2, self.batch}) if dynamic else None,
+            batches=proof_batches(subject.model, self.batch),
         )
         self.models: dict[str, tuple[onnx.ModelProto, Path]] = {}
         self.inputs = self._inputs()
