@@ -185,6 +185,87 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+#: Elements compared at a time: the float64 temporaries of a chunk stay in cache, and a
+#: comparison of gigabyte outputs (a large batch) needs megabytes, not gigabytes, beside them.
+CHUNK = 1 << 14
+
+
+def finite_rms(array: np.ndarray) -> float:
+    """The root mean square of the finite elements of ``array`` in float64 (0.0 when none is),
+    chunk by chunk (no float64 copy of a large array)."""
+    flat = np.asarray(array).reshape(-1)
+    total, count = 0.0, 0
+    for begin in range(0, flat.size, CHUNK):
+        values = flat[begin : begin + CHUNK].astype(np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            values = values[finite]
+        total += float(np.dot(values, values))
+        count += values.size
+    return math.sqrt(total / count) if count else 0.0
+
+
+class _Accumulator:
+    """The metrics of :func:`compare`, accumulated chunk by chunk over the flattened arrays."""
+
+    def __init__(self, tol: Tolerance) -> None:
+        self.tol = tol
+        self.n_bad = self.n_finite = self.nan_new = 0
+        self.nan_actual = self.inf_actual = self.nan_reference = self.inf_reference = 0
+        self.counts = np.zeros(len(HISTOGRAM_EDGES) - 1, dtype=np.int64)
+        self.max_abs = self.max_rel = 0.0
+        self.sum_abs = self.sum_sq = self.dot = self.norm_a = self.norm_r = 0.0
+        self.worst_at, self.worst_ratio, self.worst_err = 0, -1.0, 0.0
+
+    def add(self, actual: np.ndarray, reference: np.ndarray, offset: int) -> None:
+        a = actual.astype(np.float64)
+        r = reference.astype(np.float64)
+        nan_a, nan_r = np.isnan(a), np.isnan(r)
+        inf_a, inf_r = np.isinf(a), np.isinf(r)
+        finite = ~(nan_a | nan_r | inf_a | inf_r)
+        nonfinite_match = (nan_a & nan_r) | (inf_a & inf_r & (a == r))
+        nonfinite_bad = ~finite & ~nonfinite_match
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.where(finite, np.abs(a - r), 0.0)
+            allowed = self.tol.atol + self.tol.rtol * np.where(finite, np.abs(r), 0.0)
+        bad = (finite & (err > allowed)) | nonfinite_bad
+        self.n_bad += int(np.count_nonzero(bad))
+        self.nan_new += int(np.count_nonzero(nan_a & ~nan_r))
+        self.nan_actual += int(np.count_nonzero(nan_a))
+        self.inf_actual += int(np.count_nonzero(inf_a))
+        self.nan_reference += int(np.count_nonzero(nan_r))
+        self.inf_reference += int(np.count_nonzero(inf_r))
+
+        # Histogram: non-finite mismatches are infinite errors, non-finite matches zero errors.
+        hist_err = np.where(nonfinite_bad, np.inf, err)
+        lower_edges = np.asarray(HISTOGRAM_EDGES[:-1])  # bin i is [edges[i], edges[i+1])
+        bins = np.searchsorted(lower_edges, hist_err, side="right") - 1
+        self.counts += np.bincount(bins, minlength=len(lower_edges))
+
+        n_finite = int(np.count_nonzero(finite))
+        if n_finite:
+            all_finite = n_finite == a.size
+            e = err if all_finite else err[finite]
+            rf, af = (r, a) if all_finite else (r[finite], a[finite])
+            self.n_finite += n_finite
+            self.max_abs = max(self.max_abs, float(e.max()))
+            self.max_rel = max(self.max_rel, float((e / np.maximum(np.abs(rf), REL_EPS)).max()))
+            self.sum_abs += float(e.sum())
+            self.sum_sq += float(np.dot(e, e))
+            self.dot += float(np.dot(af, rf))
+            self.norm_a += float(np.dot(af, af))
+            self.norm_r += float(np.dot(rf, rf))
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(finite, err / allowed, 0.0)  # allowed == 0 only if atol == r == 0
+        ratio = np.where(finite & (err == 0), 0.0, ratio)
+        ratio = np.where(nonfinite_bad, np.inf, ratio)
+        flat = int(np.argmax(ratio))  # first maximum; a non-finite mismatch (inf) wins
+        if ratio[flat] > self.worst_ratio:  # strictly: the first maximum over all chunks
+            self.worst_at, self.worst_ratio = offset + flat, float(ratio[flat])
+            self.worst_err = float(np.inf if nonfinite_bad[flat] else err[flat])
+
+
 def compare(
     actual: np.ndarray,
     reference: np.ndarray,
@@ -214,62 +295,37 @@ def compare(
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise UserInputError(f"{name}: cannot compare {label} array of dtype {arr.dtype}")
 
-    a = a_in.astype(np.float64, copy=False)
-    r = r_in.astype(np.float64, copy=False)
-    size = int(a.size)
+    size = int(a_in.size)
+    acc = _Accumulator(tol)
+    a_flat, r_flat = a_in.reshape(-1), r_in.reshape(-1)
+    for begin in range(0, size, CHUNK):
+        acc.add(a_flat[begin : begin + CHUNK], r_flat[begin : begin + CHUNK], begin)
+    n_bad = acc.n_bad
+    histogram = ErrorHistogram(edges=HISTOGRAM_EDGES, counts=tuple(int(c) for c in acc.counts))
 
-    nan_a, nan_r = np.isnan(a), np.isnan(r)
-    inf_a, inf_r = np.isinf(a), np.isinf(r)
-    finite = ~(nan_a | nan_r | inf_a | inf_r)
-    nonfinite_match = (nan_a & nan_r) | (inf_a & inf_r & (a == r))
-    nonfinite_bad = ~finite & ~nonfinite_match
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.where(finite, np.abs(a - r), 0.0)
-        allowed = tol.atol + tol.rtol * np.where(finite, np.abs(r), 0.0)
-    bad = (finite & (err > allowed)) | nonfinite_bad
-    n_bad = int(np.count_nonzero(bad))
-
-    # Histogram: non-finite mismatches are infinite errors, non-finite matches zero errors.
-    hist_err = np.where(nonfinite_bad, np.inf, err).ravel()
-    lower_edges = np.asarray(HISTOGRAM_EDGES[:-1])  # bin i is [edges[i], edges[i+1])
-    bins = np.searchsorted(lower_edges, hist_err, side="right") - 1
-    counts = np.bincount(bins, minlength=len(lower_edges))
-    histogram = ErrorHistogram(edges=HISTOGRAM_EDGES, counts=tuple(int(c) for c in counts))
-
-    n_finite = int(np.count_nonzero(finite))
     max_abs = max_rel = mean_abs = rms = cosine = None
-    if n_finite:
-        e = err[finite]
-        rf, af = r[finite], a[finite]
-        max_abs = float(e.max())
-        max_rel = float((e / np.maximum(np.abs(rf), REL_EPS)).max())
-        mean_abs = float(e.mean())
-        rms = float(np.sqrt(np.mean(e * e)))
-        na, nr = float(np.linalg.norm(af)), float(np.linalg.norm(rf))
+    if acc.n_finite:
+        max_abs, max_rel = acc.max_abs, acc.max_rel
+        mean_abs = acc.sum_abs / acc.n_finite
+        rms = math.sqrt(acc.sum_sq / acc.n_finite)
+        na, nr = math.sqrt(acc.norm_a), math.sqrt(acc.norm_r)
         if na == 0.0 and nr == 0.0:
             cosine = 1.0
         elif na == 0.0 or nr == 0.0:
             cosine = 0.0
         else:
-            cosine = float(np.clip(np.dot(af, rf) / (na * nr), -1.0, 1.0))
+            cosine = float(np.clip(acc.dot / (na * nr), -1.0, 1.0))
 
     worst = None
     if size:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(
-                finite, err / allowed, 0.0
-            )  # allowed == 0 only when atol == 0 and r == 0
-        ratio = np.where(finite & (err == 0), 0.0, ratio)
-        ratio = np.where(nonfinite_bad, np.inf, ratio)
-        flat = int(np.argmax(ratio))  # first maximum; a non-finite mismatch (inf) wins
-        idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
+        idx = tuple(int(i) for i in np.unravel_index(acc.worst_at, a_in.shape))
+        actual_value, reference_value = float(a_in[idx]), float(r_in[idx])
         worst = WorstElement(
             index=idx,
-            actual=float(a[idx]),
-            reference=float(r[idx]),
-            abs_err=float(np.inf if nonfinite_bad[idx] else err[idx]),
-            tol_ratio=float(ratio[idx]),
+            actual=actual_value,
+            reference=reference_value,
+            abs_err=acc.worst_err,
+            tol_ratio=acc.worst_ratio,
         )
 
     passed = n_bad == 0
@@ -277,7 +333,7 @@ def compare(
     if not passed:
         assert worst is not None
         parts = [f"{name}: {n_bad} of {size} elements outside {tol}"]
-        nan_new = int(np.count_nonzero(nan_a & ~nan_r))
+        nan_new = acc.nan_new
         if nan_new:
             parts.append(f"{nan_new} NaN in actual where the reference has none")
         parts.append(
@@ -298,10 +354,10 @@ def compare(
         n_bad=n_bad,
         frac_bad=(n_bad / size) if size else 0.0,
         worst=worst,
-        nan_actual=int(np.count_nonzero(nan_a)),
-        inf_actual=int(np.count_nonzero(inf_a)),
-        nan_reference=int(np.count_nonzero(nan_r)),
-        inf_reference=int(np.count_nonzero(inf_r)),
+        nan_actual=acc.nan_actual,
+        inf_actual=acc.inf_actual,
+        nan_reference=acc.nan_reference,
+        inf_reference=acc.inf_reference,
         histogram=histogram,
         **common,
     )
@@ -316,4 +372,5 @@ __all__ = [
     "WorstElement",
     "compare",
     "default_tolerance",
+    "finite_rms",
 ]

@@ -49,7 +49,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .parity import ParityResult, Tolerance, compare
+from .parity import ParityResult, Tolerance, compare, finite_rms
 
 ORT = "onnxruntime"
 TORCH, STORED, REFERENCE = "torch", "stored", "reference_evaluator"
@@ -62,9 +62,7 @@ WARN_KINDS = ("reference", "stale_stored", "nonfinite")
 
 def scaled(tol: Tolerance, reference: np.ndarray) -> Tolerance:
     """``tol`` with atol multiplied by max(1, RMS of the finite elements of ``reference``)."""
-    values = np.asarray(reference, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    rms = float(np.sqrt(np.mean(np.square(finite)))) if finite.size else 0.0
+    rms = finite_rms(reference)
     return Tolerance(tol.atol * max(1.0, rms), tol.rtol)
 
 

@@ -310,6 +310,41 @@ def test_proof_of_a_bare_graph_uses_the_original_on_the_reference_evaluator(tmp_
     assert bad.status == "fail" and "stored" in bad.deciders
 
 
+def test_proof_at_a_large_batch_shares_inputs_and_consults_the_reference_at_1_and_2(tmp_path):
+    from onnxconv.export import ExportOptions, export_variants
+    from onnxconv.tune.proof import REFERENCE_BATCHES, proof_batches
+
+    export_variants(["channel_shuffle"], tmp_path, ExportOptions(dynamic_batch=True))
+    subject = validate.load_subject(str(tmp_path / "channel_shuffle"))
+    batches = proof_batches(subject.model, 4)
+    assert batches == [1, 2, 4] and REFERENCE_BATCHES == (1, 2)
+    prover = Prover(subject, "cpu", threads=1, batches=batches)
+    gather = apply_rewrites(subject.model, ["shuffle_gather"]).model
+    good = prover.prove("gather", gather, True, DEFAULT)
+    assert good.disqualified is None and good.bit_identical
+    original_cases, gather_cases = prover.cases("x", subject.model), prover.cases("gather", gather)
+    for mine, theirs in zip(original_cases, gather_cases, strict=True):
+        assert mine.feeds is theirs.feeds  # made once, shared by every candidate
+        batch = next(iter(mine.feeds.values())).shape[0]
+        assert validate.TORCH in mine.opinions
+        if batch in REFERENCE_BATCHES:
+            assert validate.REFERENCE in mine.opinions and not mine.reference_error
+        else:
+            assert batch == 4 and validate.REFERENCE not in mine.opinions
+            assert "not run at batch 4" in mine.reference_error
+    labels = [c.label for c in gather_cases]
+    assert {next(iter(c.feeds.values())).shape[0] for c in gather_cases} == {1, 2, 4}
+    assert [x for x in labels if x.endswith("batch4")] == [
+        "normal/seed0/batch4",
+        "wide/seed0/batch4",
+    ]
+    assert sum(x.endswith("batch1") for x in labels) == 6  # seeds 0, 1, 2 x normal, wide
+    # PyTorch still judges batch 4: a wrong permutation fails there too.
+    bad = prover.cell("wrong", _wrong_gather(subject.model), DEFAULT)[0]
+    assert bad.status == "fail"
+    assert any(r.case.endswith("batch4") and r.status == "fail" for r in bad.cases)
+
+
 # --------------------------------------------------------------------------------------------
 # settings, sessions, the choice
 

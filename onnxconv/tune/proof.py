@@ -7,8 +7,11 @@ PyTorch decides; a graph without PyTorch gets test sets holding the original gra
 the reference evaluator for every seed and distribution (stored outputs then decide). The
 candidate then goes through validate's own checks (:func:`onnxconv.validate.make_cases`,
 :func:`onnxconv.validate.run_cell`): fp32, the target EP at the settings' optimisation level,
-with the settings' session options, seeds 0, 1, 2 × ``normal`` and ``wide`` inputs. Any warning
-or failure disqualifies.
+with the settings' session options, seeds 0, 1, 2 × ``normal`` and ``wide`` inputs at batches 1
+and 2, and seed 0 at the tuned batch where the batch is dynamic and larger. Any warning or
+failure disqualifies. The inputs and the sources' outputs are made once and shared by every
+candidate; the reference evaluator's opinion of each candidate is added at batches 1 and 2 only
+(:data:`REFERENCE_BATCHES`).
 
 A formulation that only moves data (``exact_permutation``) must moreover give bit-identical
 outputs to the original graph on ONNX Runtime's CPU EP under the same settings, every case
@@ -44,6 +47,10 @@ from .settings import SessionSettings
 
 SEEDS = (0, 1, 2)
 DISTRIBUTIONS = ("normal", "wide")
+#: The batches at which a candidate's graph also runs on the reference evaluator. Every case is
+#: judged by PyTorch or the stored outputs whatever its batch; the reference evaluator only says
+#: what the candidate's graph computes, and at a tuned batch of 32 it costs minutes and gigabytes.
+REFERENCE_BATCHES = (1, 2)
 
 
 @dataclass
@@ -153,9 +160,9 @@ class Prover:
             self.test_sets += _source_test_sets(original, max_input_bytes)
         self.seeds = SEEDS if has_torch else ()
         self.distributions = DISTRIBUTIONS
+        self._shared: list[validate.Case] | None = None
         self._cases: dict[str, list[validate.Case]] = {}
         self._evaluation: validate.Evaluation | None = None
-        self._original_cpu: dict[tuple, dict[str, dict[str, np.ndarray]]] = {}
 
     def sources(self) -> list[str]:
         """What decides, in the report's words."""
@@ -187,15 +194,44 @@ class Prover:
             recipe=o.recipe,
         )
 
-    def cases(self, label: str, model: onnx.ModelProto) -> list[validate.Case]:
-        if label not in self._cases:
-            self._cases[label] = validate.make_cases(
-                self.subject(label, model),
+    def _shared_cases(self) -> list[validate.Case]:
+        """The inputs with the opinions every formulation shares (PyTorch's, the stored
+        outputs), made once: at a large tuned batch they are gigabytes. Batches 1 and 2 get
+        every seed; a larger tuned batch the first seed (it checks the batch, the small batches
+        the numerics)."""
+        if self._shared is None:
+            subject = self.subject("original", self.original.model)
+            self._shared = validate.make_cases(
+                subject,
                 self.seeds,
                 self.distributions,
-                self.batches,
+                self.batches and [b for b in self.batches if b in REFERENCE_BATCHES],
                 max_input_bytes=self.max_input_bytes,
+                reference=False,
             )
+            large = [b for b in self.batches or [] if b not in REFERENCE_BATCHES]
+            if large:
+                self._shared += validate.make_cases(
+                    dataclasses.replace(subject, test_sets=[]),
+                    self.seeds[:1],
+                    self.distributions,
+                    large,
+                    max_input_bytes=self.max_input_bytes,
+                    reference=False,
+                )
+        return self._shared
+
+    def cases(self, label: str, model: onnx.ModelProto) -> list[validate.Case]:
+        """The shared cases with the reference evaluator's opinion of ``model`` added where the
+        case's batch is in :data:`REFERENCE_BATCHES` (a note on the others)."""
+        if label not in self._cases:
+            subject = self.subject(label, model)
+            self._cases[label] = [
+                validate.with_reference(case, subject)
+                if _batch(case) in REFERENCE_BATCHES
+                else dataclasses.replace(case, reference_error=_reference_skipped(_batch(case)))
+                for case in self._shared_cases()
+            ]
         return self._cases[label]
 
     def cell(
@@ -286,35 +322,43 @@ class Prover:
             session_options=settings.session_options(),
         )
 
-    def _cpu_outputs(
-        self, model: onnx.ModelProto, settings: SessionSettings, cases: list[validate.Case]
-    ) -> dict[str, dict[str, np.ndarray]]:
-        info = runtime.make_session(
+    def _cpu_session(self, model: onnx.ModelProto, settings: SessionSettings):
+        on_cpu = self.ep == "cpu"
+        return runtime.make_session(
             model,
             runtime.Target("cpu", settings.opt_level, "fp32"),
             threads=self.threads,
-            session_config=settings.session_config() if self.ep == "cpu" else None,
-            session_options=settings.session_options() if self.ep == "cpu" else None,
+            session_config=settings.session_config() if on_cpu else None,
+            session_options=settings.session_options() if on_cpu else None,
         )
-        return {case.label: runtime.run(info, case.feeds) for case in cases}
 
     def _compare_cpu(
         self, model: onnx.ModelProto, settings: SessionSettings, cases: list[validate.Case]
     ) -> tuple[bool, float]:
-        key = (
-            (settings.opt_level, settings.config, settings.options)
-            if self.ep == "cpu"
-            else (settings.opt_level,)
-        )
-        if key not in self._original_cpu:
-            self._original_cpu[key] = self._cpu_outputs(self.original.model, settings, cases)
-        original = self._original_cpu[key]
-        candidate = self._cpu_outputs(model, settings, cases)
+        """Whether ``model`` gives the original's outputs bit for bit on the CPU EP, and the
+        largest difference; one case at a time (at a large batch an output set is gigabytes)."""
+        original = self._cpu_session(self.original.model, settings)
+        candidate = self._cpu_session(model, settings)
         identical, worst = True, 0.0
-        for label, outputs in candidate.items():
-            for name, value in outputs.items():
-                want = original[label][name]
-                identical = identical and np.array_equal(value, want)
+        for case in cases:
+            want = runtime.run(original, case.feeds)
+            for name, value in runtime.run(candidate, case.feeds).items():
+                identical = identical and np.array_equal(value, want[name])
                 if value.size:
-                    worst = max(worst, float(np.max(np.abs(value.astype(np.float64) - want))))
+                    diff = np.max(np.abs(value.astype(np.float64) - want[name]))
+                    worst = max(worst, float(diff))
         return identical, worst
+
+
+def _batch(case: validate.Case) -> int:
+    """The case's batch: the first input's leading dimension (1 for a scalar input)."""
+    first = next(iter(case.feeds.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def _reference_skipped(batch: int) -> str:
+    return (
+        f"the reference evaluator is not run at batch {batch}: tune consults it at batches "
+        f"{', '.join(map(str, REFERENCE_BATCHES))} (at a large batch it takes minutes and "
+        "gigabytes); PyTorch and the stored outputs judge every batch"
+    )

@@ -34,6 +34,7 @@ from .cases import (
     symbolic_axes,
     torch_module,
     torch_outputs,
+    with_reference,
 )
 from .cells import CaseResult, Cell, fresh_export, judge_case, localise, run_cell, run_on_target
 from .deployed import (
@@ -79,6 +80,7 @@ __all__ = [
     "symbolic_axes",
     "torch_module",
     "torch_outputs",
+    "with_reference",
     "CaseResult",
     "Cell",
     "fresh_export",

@@ -4,6 +4,7 @@ each with every opinion that applies (PyTorch, the stored outputs, the reference
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Iterable
@@ -117,25 +118,33 @@ def make_case(
     feeds: dict[str, np.ndarray],
     stored: dict[str, np.ndarray] | None,
     module,
+    reference: bool = True,
 ) -> Case:
     """A case with every opinion that applies: PyTorch, the stored outputs, the reference
-    evaluator. A reference evaluator that cannot run is recorded, unless it is the only opinion
-    (then the case cannot be judged: CheckFailed)."""
+    evaluator (unless ``reference`` is False: :func:`with_reference` adds it later)."""
     opinions: dict[str, dict[str, np.ndarray]] = {}
     if module is not None:
         opinions[TORCH] = torch_outputs(subject, module, feeds)
     if stored is not None:
         opinions[STORED] = stored
+    case = Case(label, feeds, opinions)
+    return with_reference(case, subject) if reference else case
+
+
+def with_reference(case: Case, subject: Subject) -> Case:
+    """``case`` with the reference evaluator's opinion of ``subject``'s graph added (a new case;
+    the arrays are shared). A reference evaluator that cannot run is recorded, unless it would be
+    the only opinion (then the case cannot be judged: CheckFailed)."""
     try:
-        opinions[REFERENCE] = reference_outputs(subject.model, feeds)
+        outputs = reference_outputs(subject.model, case.feeds)
     except CheckFailed as error:
-        if not opinions:
+        if not case.opinions:
             raise CheckFailed(
                 f"{subject.model_path}: {error}; no other opinion to judge "
                 "onnxruntime by (no PyTorch module, no stored outputs)"
             ) from None
-        return Case(label, feeds, opinions, str(error))
-    return Case(label, feeds, opinions)
+        return dataclasses.replace(case, reference_error=str(error))
+    return dataclasses.replace(case, opinions={**case.opinions, REFERENCE: outputs})
 
 
 def make_cases(
@@ -145,8 +154,10 @@ def make_cases(
     batches: Iterable[int] | None = None,
     extra_inputs: dict[str, np.ndarray] | None = None,
     max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
+    reference: bool = True,
 ) -> list[Case]:
-    """The stored test sets plus generated inputs, each with every opinion that applies."""
+    """The stored test sets plus generated inputs, each with every opinion that applies (the
+    reference evaluator's only if ``reference``)."""
     for s in subject.test_sets:
         check_feeds(subject, s.inputs, str(subject.model_path.parent / s.label))
     if extra_inputs is not None:
@@ -174,8 +185,13 @@ def make_cases(
             )
         )
     module = torch_module(subject)
-    cases = [make_case(subject, s.label, s.inputs, s.outputs, module) for s in subject.test_sets]
+    cases = [
+        make_case(subject, s.label, s.inputs, s.outputs, module, reference)
+        for s in subject.test_sets
+    ]
     if extra_inputs is not None:
-        cases.append(make_case(subject, "inputs", extra_inputs, None, module))
-    cases += [make_case(subject, label, feeds, None, module) for label, feeds in generated]
+        cases.append(make_case(subject, "inputs", extra_inputs, None, module, reference))
+    cases += [
+        make_case(subject, label, feeds, None, module, reference) for label, feeds in generated
+    ]
     return cases
