@@ -26,7 +26,13 @@ from onnxconv.graph import find_channel_shuffles, find_convs
 from onnxconv.runtime import Target, make_session
 from onnxconv.tune import timing
 from onnxconv.tune.proof import Prover
-from onnxconv.tune.rewrites import REWRITES, apply_rewrites, formulations, grouped_pad
+from onnxconv.tune.rewrites import (
+    REWRITES,
+    apply_rewrites,
+    formulations,
+    grouped_merge,
+    grouped_pad,
+)
 from onnxconv.tune.search import beats
 from onnxconv.tune.settings import DEFAULT, SPINNING, cpu_candidates
 from onnxconv.tune.sites import shuffle_permutation
@@ -53,7 +59,7 @@ APPLIES = {
         "grouped_dense",
     },
     "shufflenet_v2_unit": {"shuffle_rank4", "shuffle_gather"},
-    "grouped": {"grouped_split", "grouped_dense", "grouped_pad"},  # 8 channels per group
+    "grouped": {"grouped_split", "grouped_dense", "grouped_merge", "grouped_pad"},  # 8 per group
 }
 
 
@@ -134,6 +140,10 @@ def test_rewrite_is_the_same_function_with_the_structure_it_claims(graph, rewrit
         (conv,) = [c for c in find_convs(result.model) if c.kind == "grouped"]
         assert conv.group == 8 and conv.in_channels == conv.out_channels == 8 * 16
         assert after.count("Pad") == 1 and after.count("Gather") == 2
+    elif rewrite == "grouped_merge":
+        (conv,) = [c for c in find_convs(result.model) if c.kind == "grouped"]
+        assert conv.group == 4 and conv.in_channels == conv.out_channels == 64
+        assert after == before  # the same nodes: only the weight and the group changed
     elif rewrite == "grouped_split":
         groups = sum(c.group for c in find_convs(model) if c.kind == "grouped")
         n_grouped = len([c for c in find_convs(model) if c.kind == "grouped"])
@@ -148,6 +158,32 @@ def test_grouped_pad_pads_only_to_a_block_the_channels_miss(monkeypatch):
     assert grouped_pad(model) is None
     (change,) = grouped_pad(model, block=16).changes
     assert "8->16 input and 8->16 output channels per group" in change and "4x" in change
+
+
+def test_grouped_merge_merges_the_fewest_groups_that_meet_the_block(monkeypatch):
+    model = onnx.load(GRAPHS / "grouped" / "model.onnx")  # g=8, 8 channels per group
+    assert grouped_merge(model, block=8) is None  # already a multiple of AVX2's block
+    monkeypatch.setattr(machine, "nchwc_block", lambda: None)  # no NCHWc kernels (not x86)
+    assert grouped_merge(model) is None
+    (change,) = grouped_merge(model, block=16).changes
+    assert "group 8 -> 4, 2 groups merged" in change and "8->16 input" in change
+    (change,) = grouped_merge(model, block=32).changes
+    assert "group 8 -> 2, 4 groups merged" in change and "4x" in change
+    assert grouped_merge(model, block=64) is None  # only all 8 would do: that is grouped_dense
+
+
+def test_merged_groups_are_the_block_diagonal_of_their_old_groups():
+    from onnxconv.tune.sites import block_diagonal, merge_groups
+
+    weight = np.arange(8 * 2 * 3 * 3, dtype=np.float32).reshape(8, 2, 3, 3) + 1  # g=4, 2 out
+    merged = merge_groups(weight, groups=4, merged=2)  # g=2: 4 in, 4 out per group
+    assert merged.shape == (8, 4, 3, 3)
+    for o in range(8):
+        old_group = o // 2
+        column = old_group % 2
+        assert np.array_equal(merged[o, 2 * column : 2 * column + 2], weight[o])
+        assert not merged[o, 2 * (1 - column) : 2 * (1 - column) + 2].any()
+    assert np.array_equal(block_diagonal(weight, 4), merge_groups(weight, 4, 4))
 
 
 def test_formulations_combine_one_shuffle_and_one_grouped_rewrite():
@@ -473,3 +509,11 @@ def test_cli_bad_input_as_a_process_prints_no_traceback():
     assert result.stderr.strip() == (
         "onnxconv tune: error: no/such/graph.onnx: no such file, folder or variant"
     )
+
+
+def test_tune_help_names_every_rewrite(capsys):
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    listed = help_text.split("(default: all:")[1].split(")")[0]
+    assert [name.strip() for name in listed.split(",")] == list(REWRITES)

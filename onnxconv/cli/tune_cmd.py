@@ -154,7 +154,7 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         type=csv_list,
         help="comma-separated rewrites to try, or none (default: all: "
         "shuffle_rank4, shuffle_gather, shuffle_fold, shuffle_fold_dense, grouped_split, "
-        "grouped_dense, grouped_pad)",
+        "grouped_dense, grouped_merge, grouped_pad)",
     )
     p.add_argument("--no-settings", action="store_true", help="keep the default session settings")
     p.add_argument(

@@ -17,6 +17,8 @@ rewrite                   what                                                  
 ``shuffle_fold_dense``    as ``shuffle_fold``, a grouped Conv made dense to take it     no
 ``grouped_split``         grouped Conv -> Split -> one Conv per group -> Concat         no
 ``grouped_dense``         grouped Conv -> dense Conv with a block-diagonal weight       no
+``grouped_merge``         the fewest adjacent groups merged into block-diagonal groups  no
+                          whose channels meet the NCHWc block (g=8 x 8 -> g=4 x 16)
 ``grouped_pad``           each group's input and output channels zero-padded to the     no
                           NCHWc block (Pad, Gather -> Conv -> Gather), so ORT's CPU
                           NCHWc kernel takes the Conv
@@ -42,7 +44,7 @@ from onnxconv.graph.index import attr, default_opset
 
 from .edit import Editor, drop_attr
 from .fold import fold_shuffles
-from .sites import block_diagonal, grouped_conv_sites, shuffle_sites
+from .sites import block_diagonal, grouped_conv_sites, merge_groups, shuffle_sites
 
 
 @dataclass
@@ -206,6 +208,55 @@ def grouped_dense(model: onnx.ModelProto) -> Rewritten | None:
     return Rewritten(ed.finish("grouped_dense"), changes, exact_permutation=False)
 
 
+def _merge_factor(in_per_group: int, out_per_group: int, groups: int, block: int) -> int | None:
+    """The fewest adjacent groups that, merged, give input and output channels per group that
+    are multiples of ``block``, short of merging them all (that is :func:`grouped_dense`)."""
+    for merged in range(2, groups):
+        aligned = (in_per_group * merged) % block == 0 and (out_per_group * merged) % block == 0
+        if groups % merged == 0 and aligned:
+            return merged
+    return None
+
+
+def grouped_merge(model: onnx.ModelProto, block: int | None = None) -> Rewritten | None:
+    """Every grouped Conv whose channels per group miss the NCHWc ``block`` (default: this
+    machine's, :func:`onnxconv.machine.nchwc_block`) with the fewest adjacent groups merged into
+    one block-diagonal group that meets it: g=8 with 8 channels per group becomes g=4 with 16,
+    twice the multiply-adds (half of them by zeros) on ORT's NCHWc kernel instead of its
+    generic grouped path. Nothing moves around the Conv; the zero products change only the
+    summation order."""
+    from onnxconv.machine import nchwc_block
+
+    block = block or nchwc_block()
+    if block is None:
+        return None
+    ix = GraphIndex(model)
+    ed = Editor(model)
+    changes = []
+    for site in grouped_conv_sites(ix):
+        g = site.info.group
+        out_channels, in_per_group = site.weight.shape[:2]
+        dims = ix.shape(site.node.input[0])
+        aligned = in_per_group % block == 0 and (out_channels // g) % block == 0
+        merged = _merge_factor(in_per_group, out_channels // g, g, block)
+        if dims is None or len(dims) != 4 or aligned or merged is None:
+            continue  # NCHWc takes 2-D Convs only
+        label = ix.label(site.node)
+        node = ed.graph.node[ed.index_of(label)]
+        weight = merge_groups(site.weight, g, merged)
+        node.input[1] = ed.add_initializer(f"{node.input[1]}_tune_merged", weight)
+        set_attr(node, "group", g // merged)
+        changes.append(
+            f"{label}: group {g} -> {g // merged}, {merged} groups merged into each "
+            f"({in_per_group}->{in_per_group * merged} input, {out_channels // g}->"
+            f"{out_channels // g * merged} output channels per group; NCHWc block {block}; "
+            f"{merged}x the multiply-adds)"
+        )
+    if not changes:
+        return None
+    return Rewritten(ed.finish("grouped_merge"), changes, exact_permutation=False)
+
+
 def _pad_channels(ed: Editor, x: str, rank: int, opset: int, base: str) -> onnx.NodeProto:
     """``x`` (N, C, ...) with one zero channel appended: index C reads zeros."""
     pads = [0] * (2 * rank)
@@ -337,6 +388,13 @@ REWRITES: dict[str, Rewrite] = {
             grouped_dense,
         ),
         Rewrite(
+            "grouped_merge",
+            "every grouped Conv whose channels per group miss the NCHWc block with the fewest "
+            "adjacent groups merged into one block-diagonal group that meets it (g=8 with 8 "
+            "channels per group -> g=4 with 16 on AVX-512: 2x the multiply-adds on NCHWc)",
+            grouped_merge,
+        ),
+        Rewrite(
             "grouped_pad",
             "every grouped Conv whose channels per group miss the NCHWc block (16 with AVX-512, "
             "8 with AVX2) with each group zero-padded to it, so ORT's NCHWc kernel runs it",
@@ -348,7 +406,7 @@ REWRITES: dict[str, Rewrite] = {
 #: Rewrites that reformulate the channel shuffle, and those that reformulate grouped Convs: a
 #: formulation takes at most one of each, shuffle first.
 SHUFFLE_REWRITES = ("shuffle_rank4", "shuffle_gather", "shuffle_fold", "shuffle_fold_dense")
-GROUPED_REWRITES = ("grouped_split", "grouped_dense", "grouped_pad")
+GROUPED_REWRITES = ("grouped_split", "grouped_dense", "grouped_merge", "grouped_pad")
 
 
 def check_names(names: Sequence[str]) -> None:

@@ -105,10 +105,19 @@ def grouped_conv_sites(ix: GraphIndex) -> list[ConvSite]:
 def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
     """A grouped Conv's weight (O, I/g, k...) as the dense weight (O, I, k...) it stands for:
     output block ``j`` reads input block ``j``; zeros everywhere else."""
+    return merge_groups(weight, groups, groups)
+
+
+def merge_groups(weight: np.ndarray, groups: int, merged: int) -> np.ndarray:
+    """A grouped Conv's weight (O, I/g, k...) for ``groups // merged`` groups, each of
+    ``merged`` adjacent old groups as one block-diagonal group (O, merged·I/g, k...): output
+    block ``j`` reads input block ``j % merged`` of its new group; zeros everywhere else."""
     out_ch, in_per_group = weight.shape[:2]
     out_per_group = out_ch // groups
-    dense = np.zeros((out_ch, in_per_group * groups, *weight.shape[2:]), dtype=weight.dtype)
+    shape = (out_ch, in_per_group * merged, *weight.shape[2:])
+    result = np.zeros(shape, dtype=weight.dtype)
     for j in range(groups):
         rows = slice(j * out_per_group, (j + 1) * out_per_group)
-        dense[rows, j * in_per_group : (j + 1) * in_per_group] = weight[rows]
-    return dense
+        column = j % merged
+        result[rows, column * in_per_group : (column + 1) * in_per_group] = weight[rows]
+    return result
