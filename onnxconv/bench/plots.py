@@ -71,7 +71,10 @@ def color_of(backend: str, opt_level: str | None) -> str:
     return TORCH_COLORS.get(backend, UNKNOWN_COLOR)
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at ``path``, whole: rendered in memory on its own Agg canvas (no
+    pyplot, so no global backend) and moved into place by :func:`onnxconv.report.write_bytes`.
+    Shared with tune's plot so that every PNG onnxconv writes looks and lands the same way."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -252,4 +255,4 @@ PLOTS: dict[str, Callable[[Mapping[str, Any]], Figure]] = {
 def write_plots(data: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     """Write every plot of :data:`PLOTS` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
-    return [_save(draw(data), out / name) for name, draw in PLOTS.items()]
+    return [save_figure(draw(data), out / name) for name, draw in PLOTS.items()]

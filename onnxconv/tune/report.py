@@ -27,21 +27,30 @@ winner); ``machine``, ``versions``; ``notes``.
 ``batch``, ``session`` (the settings to build the session with), ``rewrites`` and ``changes``,
 ``default_kept``, ``timing`` (p50/p90, speedup over the default, torch/ORT), ``proof`` (the
 winner's), ``decision``, ``machine``, ``versions``, ``created``.
+
+With a Markdown path the PNG of :mod:`.plots` is written beside it (same stem, ``.png``) and
+linked from the page, as bench writes its plots beside ``bench.md``. ``python -m
+onnxconv.tune.report REPORT.json ...`` writes both again from a report JSON, with today's
+renderer (the JSON itself is left as it is).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from onnxconv.bench.stats import OP_GROUPS
+from onnxconv.errors import UserInputError, one_line
 from onnxconv.machine import describe_gpus
 from onnxconv.quant_check import headline
 from onnxconv.quant_metrics import describe_budget, parse_budget
 from onnxconv.report import write_bytes, write_json, write_text
 
-from .candidates import TuneReport
+from .candidates import SCHEMA, TuneReport
 from .rewrites import REWRITES
 
 TUNED_SCHEMA = "onnxconv.tuned"
@@ -70,7 +79,9 @@ def _bits(c: dict[str, Any]) -> str:
     return said + (" (required)" if proof["bit_identical_required"] else "")
 
 
-def to_markdown(report: TuneReport | dict[str, Any]) -> str:
+def to_markdown(report: TuneReport | dict[str, Any], plot_name: str | None = None) -> str:
+    """The Markdown page of a tune report; ``plot_name`` (the PNG's name beside the page) adds
+    the plot under the candidates' intro."""
     data = report.to_dict() if isinstance(report, TuneReport) else report
     m, v, s, method = data["machine"], data["versions"], data["subject"], data["options"]["method"]
     lines = [
@@ -102,6 +113,7 @@ def to_markdown(report: TuneReport | dict[str, Any]) -> str:
         "p50/p90 in ms over every timed call of the stage; × default: the default's p50 over "
         "this one's (median of paired rounds, > 1 faster); torch/ORT: PyTorch eager's p50 over "
         "this one's (> 1: ORT faster).",
+        *(["", f"![candidates and where the time goes]({plot_name})"] if plot_name else []),
         "",
         "| stage | candidate | MACs | proof (worst abs error) | bit-identical | p50 | p90 | "
         "× default | torch/ORT | beats reference |",
@@ -172,11 +184,60 @@ def _details(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(report: TuneReport, json_path: str | None, markdown_path: str | None) -> None:
-    if json_path:
-        write_json(json_path, report.to_dict())
+def write_report(
+    report: TuneReport | dict[str, Any], json_path: str | None, markdown_path: str | None
+) -> list[Path]:
+    """The JSON at ``json_path``, the Markdown at ``markdown_path`` and its PNG beside it (same
+    stem, ``.png``), each written whole; the PNG first, so a page never links a plot that is not
+    there. Returns the files written."""
+    data = report.to_dict() if isinstance(report, TuneReport) else report
+    written = [write_json(json_path, data)] if json_path else []
     if markdown_path:
-        write_text(markdown_path, to_markdown(report))
+        from .plots import write_plot
+
+        plot = write_plot(data, Path(markdown_path).with_suffix(".png"))
+        written += [write_text(markdown_path, to_markdown(data, plot.name)), plot]
+    return written
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    """A tune report JSON as written by :func:`write_report`; a :class:`UserInputError` (one
+    line) when it cannot be read or is another tool's report."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserInputError(f"{path}: not a readable tune report ({one_line(error)})") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema != SCHEMA:
+        raise UserInputError(f"{path}: not a tune report (schema {schema!r}, not {SCHEMA!r})")
+    return data
+
+
+def rerender(path: str | os.PathLike) -> list[Path]:
+    """Write the Markdown and PNG again beside a report JSON (same stem), from its data and with
+    today's renderer; the JSON itself is left as it is. Returns the files written."""
+    path = Path(path)
+    data = load_report(path)
+    try:
+        return write_report(data, None, str(path.with_suffix(".md")))
+    except KeyError as error:
+        raise UserInputError(f"{path}: not a readable tune report (no field {error})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m onnxconv.tune.report REPORT_JSON ...``: re-render committed reports."""
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print("usage: python -m onnxconv.tune.report REPORT_JSON ...", file=sys.stderr)
+        return 2
+    try:
+        for p in paths:
+            print(", ".join(str(f) for f in rerender(p)))
+    except UserInputError as error:
+        print(f"onnxconv.tune.report: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
@@ -227,3 +288,7 @@ def write_tuned(report: TuneReport, out_dir: str | Path) -> tuple[Path, Path]:
     data = report.winner.model.SerializeToString()
     model_path = write_bytes(out / TUNED_MODEL, data)
     return model_path, write_json(out / TUNED_JSON, tuned_record(report, data))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
