@@ -20,7 +20,7 @@ from onnxconv.tune import report as tune_report
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 PATHS = sorted(
     p
-    for folder in ("tune-zoo-cpu", "tune-precisions-cpu", "tune-networks-cpu")
+    for folder in ("tune-cpu-zoo", "tune-cpu-precisions", "tune-cpu-networks")
     for p in (REPORTS / folder).glob("*.json")
 )
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -66,7 +66,7 @@ def test_the_winner_is_marked(path):
 
 
 def test_reference_lines_and_the_disqualified_count():
-    data = _load(REPORTS / "tune-precisions-cpu" / "channel_shuffle.json")
+    data = _load(REPORTS / "tune-cpu-precisions" / "channel_shuffle.json")
     top = tune_plots.tune_figure(data).axes[0]
     assert "1 disqualified, see the Markdown" in top.get_title()
     default = next(c for c in data["candidates"] if c["name"] == data["default"])
@@ -76,7 +76,7 @@ def test_reference_lines_and_the_disqualified_count():
 
 
 def test_no_torch_line_without_torch_timings():
-    data = _load(REPORTS / "tune-zoo-cpu" / "standard.json")
+    data = _load(REPORTS / "tune-cpu-zoo" / "standard.json")
     data["torch"] = {stage: None for stage in data["torch"]}
     top = tune_plots.tune_figure(data).axes[0]
     assert not any(line.get_linestyle() == ":" for line in top.get_lines())
@@ -84,14 +84,14 @@ def test_no_torch_line_without_torch_timings():
 
 
 def test_write_plot_writes_a_png(tmp_path):
-    data = _load(REPORTS / "tune-networks-cpu" / "shufflenet.json")
+    data = _load(REPORTS / "tune-cpu-networks" / "shufflenet.json")
     path = tune_plots.write_plot(data, tmp_path / "shufflenet.png")
     assert path == tmp_path / "shufflenet.png"
     assert path.read_bytes().startswith(PNG)
 
 
 def test_markdown_links_the_plot_only_when_named():
-    data = _load(REPORTS / "tune-zoo-cpu" / "standard.json")
+    data = _load(REPORTS / "tune-cpu-zoo" / "standard.json")
     assert not any(line.startswith("![") for line in tune_report.to_markdown(data).splitlines())
     lines = tune_report.to_markdown(data, "standard.png").splitlines()
     at = lines.index(f"{IMAGE}(standard.png)")
@@ -100,7 +100,7 @@ def test_markdown_links_the_plot_only_when_named():
 
 
 def test_write_report_puts_the_png_beside_the_markdown(tmp_path):
-    data = _load(REPORTS / "tune-zoo-cpu" / "channel_shuffle.json")
+    data = _load(REPORTS / "tune-cpu-zoo" / "channel_shuffle.json")
     written = tune_report.write_report(data, str(tmp_path / "r.json"), str(tmp_path / "r.md"))
     assert {p.name for p in written} == {"r.json", "r.md", "r.png"}
     assert json.loads((tmp_path / "r.json").read_text()) == data
@@ -110,7 +110,7 @@ def test_write_report_puts_the_png_beside_the_markdown(tmp_path):
 
 def test_rerender_writes_markdown_and_png_beside_each_json(tmp_path, capsys):
     copies = []
-    for source in (REPORTS / "tune-precisions-cpu" / "grouped.json", PATHS[0]):
+    for source in (REPORTS / "tune-cpu-precisions" / "grouped.json", PATHS[0]):
         copies.append(tmp_path / f"{source.parent.name}-{source.name}")
         shutil.copy(source, copies[-1])
     before = [c.read_bytes() for c in copies]
