@@ -137,3 +137,24 @@ def test_bench_times_a_tuned_graph_on_its_own_target_and_settings(tmp_path, monk
     options = cell["session"]["session_options"]
     assert options["session_config"] == {"session.intra_op.allow_spinning": "0"}
     assert any(c["label"] == "grouped" and c["target"] == "cpu/all/fp32" for c in cells)
+
+
+def test_the_folder_tune_wrote_names_its_record(tmp_path, monkeypatch, capsys):
+    from onnxconv.tune.recheck import tuned_record_path
+
+    record = _tuned(tmp_path, monkeypatch, "channel_shuffle", "gather", "--rewrites", "none")
+    in_place = record.parent  # the original's folder, tuned in place: it names the original
+    assert tuned_record_path(in_place) is None and tuned_record_path(record) == record
+    out = tmp_path / "out"
+    shutil.copytree(in_place, out, ignore=shutil.ignore_patterns("model.onnx", "test_data_*"))
+    assert tuned_record_path(out) == out / "tuned.json"
+    code, report, _ = _validate(out, tmp_path, capsys)
+    assert code == 0 and report["settings"]["tuned"] == str(out / "tuned.json")
+    assert [c["status"] for c in report["cells"]] == ["pass"]
+    assert tuned_record_path(tmp_path / "nowhere") is None
+    from onnxconv.bench.sources import resolve_sources
+
+    (source,) = resolve_sources([str(out)])  # bench takes the folder too
+    assert source.label == "channel_shuffle.tuned" and source.tuned.record == str(
+        out / "tuned.json"
+    )

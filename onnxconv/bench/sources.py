@@ -137,8 +137,9 @@ def resolve_sources(
 def tuned_source(record: Path) -> Source:
     """A ``tuned.json``'s graph, checked unchanged since tune wrote it, with its target and
     settings; PyTorch is timed beside it when the original's manifest records the module."""
-    from ..tune.recheck import read_record
+    from ..tune.recheck import read_record, tuned_record_path
 
+    record = tuned_record_path(record) or record  # a folder tune --out wrote: its tuned.json
     tuned = read_record(record)
     original = tuned.original_path
     name = original.parent.name if original.name == "model.onnx" else original.stem

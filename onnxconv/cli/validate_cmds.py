@@ -258,9 +258,9 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="TARGET",
         help="variant name, test-data folder or .onnx file (default: all in --graphs); or a "
-        "tuned.json alone: the deployment `onnxconv tune` chose, checked again with its recorded "
-        "EP, settings, precision and budget (the --ep/--opt-level/--precision matrix does not "
-        "apply)",
+        "tuned.json (or the folder tune --out wrote) alone: the deployment `onnxconv tune` "
+        "chose, checked again with its recorded EP, settings, precision and budget (the "
+        "--ep/--opt-level/--precision matrix does not apply)",
     )
     module_arguments(
         p,

@@ -59,9 +59,22 @@ class TunedDeployment:
         return f"{self.original.label} (tuned)"
 
 
+def tuned_record_path(target: str | Path) -> Path | None:
+    """The ``tuned.json`` a TARGET names (validate and bench take one): the file itself, or the
+    one in a folder tune wrote with ``--out`` (``tuned.json`` and no ``model.onnx``: a folder
+    with both is the original's test-data folder, tuned in place, and names the original);
+    None when it names none."""
+    path = Path(target)
+    if path.suffix == ".json":
+        return path
+    if path.is_dir() and (path / "tuned.json").is_file() and not (path / "model.onnx").exists():
+        return path / "tuned.json"
+    return None
+
+
 def is_tuned_record(target: str | Path) -> bool:
-    """Whether a TARGET names a ``tuned.json`` (validate and bench take one)."""
-    return Path(target).suffix == ".json"
+    """Whether a TARGET names a ``tuned.json`` (:func:`tuned_record_path`)."""
+    return tuned_record_path(target) is not None
 
 
 def _sha256(path: Path) -> str:
@@ -97,8 +110,8 @@ def _original_path(path: Path, data: dict[str, Any]) -> Path:
 
 def read_record(record: str | Path) -> TunedRecord:
     """Read ``record`` (a ``tuned.json``) and check that its graph and original are still the
-    ones tune wrote and proved against."""
-    path = Path(record)
+    ones tune wrote and proved against (``record`` may be a folder: :func:`tuned_record_path`)."""
+    path = tuned_record_path(record) or Path(record)
     data = _read(path)
     try:
         model_path = path.parent / data["model"]
