@@ -157,3 +157,12 @@ def test_the_module_runs_as_a_script(tmp_path):
     assert done.returncode == 2
     assert done.stderr.splitlines() == [done.stderr.strip()] and str(missing) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_markdown_says_at_which_batches_the_proof_ran():
+    data = json.loads((REPORTS / "tune-cpu-zoo" / "standard.json").read_text())
+    data["options"]["proof_batches"] = [1, 2, 32]
+    page = tune_report.to_markdown(data)
+    assert "at batches 1, 2 and seed 0 at batch 32 (the reference evaluator at the small" in page
+    data["options"]["proof_batches"] = None  # a fixed batch: the graph's own
+    assert "at batch" not in tune_report.to_markdown(data).split("- method:")[0]

@@ -4,21 +4,21 @@
 Report JSON (schema ``onnxconv.tune`` version 1; :meth:`.search.TuneReport.to_dict`): ``created``;
 ``subject`` (label, model, variant, config, the ``sources`` that decide, notes); ``ep``,
 ``threads``, ``batch``; ``options`` (rewrites allowed, whether settings were searched, the timing
-``method``, proof ``seeds`` and ``distributions``, ``precisions`` tried, ``accuracy_budget``,
-``calibration``); ``default`` and ``winner`` (candidate names) and
-``decision`` (one sentence); ``candidates[]``: ``name`` (``formulation @ settings``), ``winner``
-(bool), ``stage`` (``formulations``, ``settings-1``, ...), ``formulation``, ``rewrites``,
-``changes`` (what each rewrite did where), ``settings`` (opt_level, session_config, session_options,
-cuda_options), ``exact_permutation``, ``macs``, ``proof`` (validate's
-``status``/``kind``/``reason``, ``deciders``, ``worst`` error per opinion, ``placement``, ``cases``,
-``bit_identical`` and whether it was required, ``max_abs_vs_original``, ``disqualified``; a
-precision candidate's ``quant``: its metrics against the budget), ``precision``,
-``timing`` (``rounds_p50_ms``, ``rounds_pressure``, ``rounds_retries``, pooled ``stats`` as bench's
-LatencyStats, ``session``) or null when not timed, ``speedup_vs_default`` and ``speedup_rounds``
-(default p50 over this p50, per round; > 1 faster), ``torch_over_ort`` and ``torch_rounds`` (PyTorch
-eager p50 over this p50; > 1: ORT faster), ``reference`` and ``beats_reference``; ``torch`` (per
-stage, PyTorch eager's timing); ``per_op`` (ORT's profile by op group for the default and the
-winner); ``machine``, ``versions``; ``notes``.
+``method``, proof ``seeds``, ``distributions`` and ``proof_batches`` (null: the graph's fixed
+batch), ``precisions`` tried, ``accuracy_budget``, ``calibration``); ``default`` and ``winner``
+(candidate names) and ``decision`` (one sentence); ``candidates[]``: ``name`` (``formulation @
+settings``), ``winner`` (bool), ``stage`` (``formulations``, ``settings-1``, ...), ``formulation``,
+``rewrites``, ``changes`` (what each rewrite did where), ``settings`` (opt_level, session_config,
+session_options, cuda_options), ``exact_permutation``, ``macs``, ``proof`` (validate's
+``status``/``kind``/``reason``, ``deciders``, ``worst`` error per opinion, ``placement``,
+``cases``, ``bit_identical`` and whether it was required, ``max_abs_vs_original``,
+``disqualified``; a precision candidate's ``quant``: its metrics against the budget),
+``precision``, ``timing`` (``rounds_p50_ms``, ``rounds_pressure``, ``rounds_retries``, pooled
+``stats`` as bench's LatencyStats, ``session``) or null when not timed, ``speedup_vs_default`` and
+``speedup_rounds`` (default p50 over this p50, per round; > 1 faster), ``torch_over_ort`` and
+``torch_rounds`` (PyTorch eager p50 over this p50; > 1: ORT faster), ``reference`` and
+``beats_reference``; ``torch`` (per stage, PyTorch eager's timing); ``per_op`` (ORT's profile by op
+group for the default and the winner); ``machine``, ``versions``; ``notes``.
 
 ``tuned.json`` (schema ``onnxconv.tuned`` version 1): ``model`` (``model.tuned.onnx``) and its
 ``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/precision``), ``precision``
@@ -51,6 +51,7 @@ from onnxconv.quant_metrics import describe_budget, parse_budget
 from onnxconv.report import write_bytes, write_json, write_text
 
 from .candidates import SCHEMA, TuneReport
+from .proof import REFERENCE_BATCHES, SEEDS
 from .rewrites import REWRITES
 
 TUNED_SCHEMA = "onnxconv.tuned"
@@ -96,7 +97,8 @@ def to_markdown(report: TuneReport | dict[str, Any], plot_name: str | None = Non
         f"- versions: onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, onnx "
         f"{v.get('onnx')}, numpy {v.get('numpy')}, Python {v.get('python')}",
         "- proof: validate's checks against " + "; ".join(s["sources"]) + f", seeds "
-        f"{data['options']['seeds']} × {data['options']['distributions']}, fp32, on the target "
+        f"{data['options']['seeds']} × {data['options']['distributions']}"
+        f"{_batches_text(data['options'].get('proof_batches'))}, fp32, on the target "
         "EP at each candidate's level and session settings; formulations that only move data "
         "must be bit-identical to the original on ORT CPU",
         f"- method: as `onnxconv bench`: each run a fresh process, warm-up ≥ {method['warmup']} "
@@ -139,6 +141,19 @@ def to_markdown(report: TuneReport | dict[str, Any], plot_name: str | None = Non
         )
     lines += _details(data)
     return "\n".join(lines) + "\n"
+
+
+def _batches_text(batches: list[int] | None) -> str:
+    """The proof's batches in words (None: the graph's own, fixed)."""
+    if not batches:
+        return ""
+    small = [b for b in batches if b in REFERENCE_BATCHES]
+    large = [b for b in batches if b not in REFERENCE_BATCHES]
+    said = f" at batch{'es' if len(small) > 1 else ''} {', '.join(map(str, small))}"
+    if large:
+        said += f" and seed {SEEDS[0]} at batch {', '.join(map(str, large))}"
+        said += " (the reference evaluator at the small batches only)"
+    return said
 
 
 def _budget_lines(options: dict[str, Any]) -> list[str]:

@@ -368,6 +368,7 @@ class _Search:
                 else None,
                 "calibration": self.options.calibration if self.options.precisions else None,
                 "distributions": list(self.prover.distributions),
+                "proof_batches": self.prover.batches,
             },
             candidates=candidates,
             winner=winner,
