@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import machine
 from .errors import UserInputError
@@ -129,3 +129,23 @@ def _swap_in(stage: Path, out: Path, owned: set[str]) -> None:
         os.replace(stage / name, out / name)
     for name in sorted(owned - new):
         (out / name).unlink(missing_ok=True)
+
+
+def rerender_main(
+    argv: list[str] | None, prog: str, what: str, rerender: Callable[[str], list[Path]]
+) -> int:
+    """The ``python -m PROG WHAT ...`` entry that writes reports again from their JSON with
+    today's renderer: each report's files on one line, or one error line and exit 2."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print(f"usage: python -m {prog} {what} ...", file=sys.stderr)
+        return 2
+    try:
+        for path in paths:
+            print(", ".join(str(f) for f in rerender(path)))
+    except UserInputError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
-from ..report import staged_folder, write_text
+from ..report import rerender_main, staged_folder, write_text
 from .report_markdown import by_op_type, deployment_speedups, to_markdown
 from .report_notes import (
     ABOVE_ROOF,
@@ -204,19 +204,7 @@ def rerender(path: str | os.PathLike, *, plots: bool = True) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m onnxconv.bench.report BENCH_JSON ...``: re-render committed reports."""
-    import sys
-
-    paths = sys.argv[1:] if argv is None else argv
-    if not paths:
-        print("usage: python -m onnxconv.bench.report BENCH_JSON ...", file=sys.stderr)
-        return 2
-    try:
-        for p in paths:
-            print(", ".join(str(f) for f in rerender(p)))
-    except UserInputError as error:
-        print(f"onnxconv.bench.report: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return rerender_main(argv, "onnxconv.bench.report", "BENCH_JSON", rerender)
 
 
 __all__ = [

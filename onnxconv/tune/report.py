@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from onnxconv.errors import UserInputError, one_line
 from onnxconv.machine import describe_gpus
 from onnxconv.quant_check import headline
 from onnxconv.quant_metrics import describe_budget, parse_budget
-from onnxconv.report import write_bytes, write_json, write_text
+from onnxconv.report import rerender_main, write_bytes, write_json, write_text
 
 from .candidates import SCHEMA, TuneReport
 from .proof import REFERENCE_BATCHES, SEEDS
@@ -242,17 +241,7 @@ def rerender(path: str | os.PathLike) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m onnxconv.tune.report REPORT_JSON ...``: re-render committed reports."""
-    paths = sys.argv[1:] if argv is None else argv
-    if not paths:
-        print("usage: python -m onnxconv.tune.report REPORT_JSON ...", file=sys.stderr)
-        return 2
-    try:
-        for p in paths:
-            print(", ".join(str(f) for f in rerender(p)))
-    except UserInputError as error:
-        print(f"onnxconv.tune.report: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return rerender_main(argv, "onnxconv.tune.report", "REPORT_JSON", rerender)
 
 
 def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
