@@ -44,7 +44,13 @@ from onnxconv.graph.index import attr, default_opset
 
 from .edit import Editor, drop_attr
 from .fold import fold_shuffles
-from .sites import block_diagonal, grouped_conv_sites, merge_groups, shuffle_sites
+from .sites import (
+    ConvSite,
+    block_diagonal,
+    grouped_conv_sites,
+    merge_groups,
+    shuffle_sites,
+)
 
 
 @dataclass
@@ -208,6 +214,21 @@ def grouped_dense(model: onnx.ModelProto) -> Rewritten | None:
     return Rewritten(ed.finish("grouped_dense"), changes, exact_permutation=False)
 
 
+def _sites_missing_the_block(ix: GraphIndex, block: int) -> list[ConvSite]:
+    """The grouped 2-D Convs (NCHWc takes no other) whose input or output channels per group
+    are not multiples of the NCHWc ``block``: what :func:`grouped_merge` and
+    :func:`grouped_pad` reformulate."""
+    found = []
+    for site in grouped_conv_sites(ix):
+        out_channels, in_per_group = site.weight.shape[:2]
+        out_per_group = out_channels // site.info.group
+        dims = ix.shape(site.node.input[0])
+        missing = in_per_group % block != 0 or out_per_group % block != 0
+        if dims is not None and len(dims) == 4 and missing:
+            found.append(site)
+    return found
+
+
 def _merge_factor(in_per_group: int, out_per_group: int, groups: int, block: int) -> int | None:
     """The fewest adjacent groups that, merged, give input and output channels per group that
     are multiples of ``block``, short of merging them all (that is :func:`grouped_dense`)."""
@@ -233,14 +254,12 @@ def grouped_merge(model: onnx.ModelProto, block: int | None = None) -> Rewritten
     ix = GraphIndex(model)
     ed = Editor(model)
     changes = []
-    for site in grouped_conv_sites(ix):
+    for site in _sites_missing_the_block(ix, block):
         g = site.info.group
         out_channels, in_per_group = site.weight.shape[:2]
-        dims = ix.shape(site.node.input[0])
-        aligned = in_per_group % block == 0 and (out_channels // g) % block == 0
         merged = _merge_factor(in_per_group, out_channels // g, g, block)
-        if dims is None or len(dims) != 4 or aligned or merged is None:
-            continue  # NCHWc takes 2-D Convs only
+        if merged is None:
+            continue
         label = ix.label(site.node)
         node = ed.graph.node[ed.index_of(label)]
         weight = merge_groups(site.weight, g, merged)
@@ -284,14 +303,10 @@ def grouped_pad(model: onnx.ModelProto, block: int | None = None) -> Rewritten |
     ed = Editor(model)
     opset = default_opset(model) or 1
     changes = []
-    for site in grouped_conv_sites(ix):
+    for site in _sites_missing_the_block(ix, block):
         node, g = site.node, site.info.group
         out_channels, in_per_group = site.weight.shape[:2]
         out_per_group = out_channels // g
-        dims = ix.shape(node.input[0])
-        aligned = in_per_group % block == 0 and out_per_group % block == 0
-        if dims is None or len(dims) != 4 or aligned:
-            continue
         in_block = -(-in_per_group // block) * block
         out_block = -(-out_per_group // block) * block
         label = ix.label(node)
@@ -310,7 +325,7 @@ def grouped_pad(model: onnx.ModelProto, block: int | None = None) -> Rewritten |
             if site.bias is not None:
                 bias[j * out_block : j * out_block + out_per_group] = site.bias[rows]
         picked = [j * out_block + k for j in range(g) for k in range(out_per_group)]
-        pad = _pad_channels(ed, node.input[0], len(dims), opset, f"tune_pad_{label}")
+        pad = _pad_channels(ed, node.input[0], 4, opset, f"tune_pad_{label}")  # N, C, H, W
         spread_out = ed.fresh(f"{node.input[0]}_tune_spread")
         gather_in = helper.make_node(
             "Gather",
