@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cuda_marks import cuda_only
 from onnx import TensorProto, helper, numpy_helper
 from onnx_builders import make_init, make_model
 
@@ -34,7 +35,7 @@ from onnxconv.tune.rewrites import (
     grouped_pad,
 )
 from onnxconv.tune.search import beats
-from onnxconv.tune.settings import DEFAULT, SPINNING, cpu_candidates
+from onnxconv.tune.settings import DEFAULT, SPINNING, SessionSettings, cpu_candidates
 from onnxconv.tune.sites import shuffle_permutation
 from onnxconv.tune.timing import Job, Method, Timing, ort_job
 
@@ -381,6 +382,27 @@ def test_proof_at_a_large_batch_shares_inputs_and_consults_the_reference_at_1_an
     assert any(r.case.endswith("batch4") and r.status == "fail" for r in bad.cases)
 
 
+def test_the_cpu_bit_identity_check_runs_once_per_formulation_and_cpu_settings(
+    shuffle_subject, monkeypatch
+):
+    prover = Prover(shuffle_subject, "cpu", threads=1)
+    calls = []
+    real = Prover._compare_cpu
+    monkeypatch.setattr(
+        Prover, "_compare_cpu", lambda self, *a: calls.append(a[1].name) or real(self, *a)
+    )
+    gather = apply_rewrites(shuffle_subject.model, ["shuffle_gather"]).model
+    no_spin = SessionSettings(config=((SPINNING, "0"),))
+    for settings in (DEFAULT, no_spin, DEFAULT):
+        assert prover.prove("gather", gather, True, settings).bit_identical
+    assert calls == [DEFAULT.name, no_spin.name]  # the CPU's own settings are part of the key
+    # For another EP only the level reaches the CPU sessions: its CUDA options do not.
+    on_cuda = Prover(shuffle_subject, "cuda", threads=1)
+    nhwc = SessionSettings(cuda=(("prefer_nhwc", "1"),))
+    assert on_cuda._cpu_settings(nhwc) == on_cuda._cpu_settings(DEFAULT) == ("all", (), ())
+    assert on_cuda._cpu_settings(SessionSettings("extended")) == ("extended", (), ())
+
+
 # --------------------------------------------------------------------------------------------
 # settings, sessions, the choice
 
@@ -517,3 +539,28 @@ def test_tune_help_names_every_rewrite(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     listed = help_text.split("(default: all:")[1].split(")")[0]
     assert [name.strip() for name in listed.split(",")] == list(REWRITES)
+
+
+@cuda_only
+def test_cuda_tune_proves_and_times_each_settings_candidate_on_the_gpu(tmp_path, capsys):
+    from onnxconv.export import ExportOptions, export_variants
+
+    export_variants(["channel_shuffle"], tmp_path, ExportOptions())  # batch fixed at 1
+    folder = tmp_path / "channel_shuffle"
+    args = ["tune", str(folder), "--ep", "cuda", "--rewrites", "shuffle_gather", "--rounds", "1"]
+    args += ["--blocks", "1", "--calls", "5", "--retries", "0", "--quiet"]
+    args += ["--json", str(tmp_path / "r.json")]
+    assert main(args) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r.json").read_text())
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert any("algo=HEURISTIC" in n for n in by_name) and any("nhwc=1" in n for n in by_name)
+    for c in by_name.values():
+        if c["proof"]["status"] == "pass":  # proven on the GPU: every node on CUDA
+            assert set(c["proof"]["placement"]) == {"cuda"}, c["name"]
+            assert c["timing"]["stats"] and not c["timing"]["error"], c["name"]
+    # Fixed shapes and every node on CUDA: the CUDA-graph candidate is timed with IO binding.
+    graph = next(c for c in by_name.values() if "cuda_graph=1" in c["name"])
+    assert graph["proof"]["disqualified"] is None, graph["proof"]
+    assert graph["timing"]["session"].get("io_binding") is True
+    tuned = json.loads((folder / "tuned.json").read_text())
+    assert tuned["target"].startswith("cuda/") and tuned["proof"]["status"] == "pass"

@@ -138,7 +138,8 @@ def proof_batches(model: onnx.ModelProto, batch: int) -> list[int] | None:
 
 class Prover:
     """Proves candidates of one original graph on one EP; references are computed once per
-    formulation, the original's CPU outputs once per settings."""
+    formulation, and the CPU bit-identity check once per formulation and CPU session settings
+    (on CUDA every settings candidate of a formulation shares it)."""
 
     def __init__(
         self,
@@ -163,6 +164,7 @@ class Prover:
         self._shared: list[validate.Case] | None = None
         self._cases: dict[str, list[validate.Case]] = {}
         self._evaluation: validate.Evaluation | None = None
+        self._compared: dict[tuple[str, tuple], tuple[bool, float]] = {}
 
     def sources(self) -> list[str]:
         """What decides, in the report's words."""
@@ -282,9 +284,10 @@ class Prover:
             notes=notes,
         )
         if cell.status != "unavailable":
-            proof.bit_identical, proof.max_abs_vs_original = self._compare_cpu(
-                model, settings, self.cases(label, model)
-            )
+            key = (label, self._cpu_settings(settings))
+            if key not in self._compared:
+                self._compared[key] = self._compare_cpu(model, settings, self.cases(label, model))
+            proof.bit_identical, proof.max_abs_vs_original = self._compared[key]
         return proof
 
     def evaluation(self) -> validate.Evaluation:
@@ -322,14 +325,21 @@ class Prover:
             session_options=settings.session_options(),
         )
 
+    def _cpu_settings(self, settings: SessionSettings) -> tuple:
+        """What of ``settings`` the CPU bit-identity sessions use: all of it when tuning for
+        CPU; only the optimisation level for another EP (its options are not the CPU's)."""
+        if self.ep == "cpu":
+            return (settings.opt_level, settings.config, settings.options)
+        return (settings.opt_level, (), ())
+
     def _cpu_session(self, model: onnx.ModelProto, settings: SessionSettings):
-        on_cpu = self.ep == "cpu"
+        level, config, options = self._cpu_settings(settings)
         return runtime.make_session(
             model,
-            runtime.Target("cpu", settings.opt_level, "fp32"),
+            runtime.Target("cpu", level, "fp32"),
             threads=self.threads,
-            session_config=settings.session_config() if on_cpu else None,
-            session_options=settings.session_options() if on_cpu else None,
+            session_config=dict(config) or None,
+            session_options=dict(options) or None,
         )
 
     def _compare_cpu(

@@ -157,7 +157,9 @@ def _record(timing: Timing, run: tuple[dict[str, Any], float | None, int]) -> No
         timing.blocks_ns.extend(result["blocks_ns"])
         timing.rounds_p50_ms.append(summarize(result["blocks_ns"]).p50_ms)
         timing.session = {
-            k: result[k] for k in ("providers", "session_options", "cuda_options") if k in result
+            k: result[k]
+            for k in ("providers", "session_options", "cuda_options", "io_binding")
+            if k in result
         }
     else:
         timing.rounds_p50_ms.append(None)
