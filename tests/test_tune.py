@@ -25,6 +25,7 @@ from onnxconv.cli import main
 from onnxconv.errors import UserInputError
 from onnxconv.graph import find_channel_shuffles, find_convs
 from onnxconv.runtime import Target, make_session
+from onnxconv.tune import settings as settings_module
 from onnxconv.tune import timing
 from onnxconv.tune.proof import Prover
 from onnxconv.tune.rewrites import (
@@ -412,6 +413,46 @@ def test_cpu_settings_candidates_start_with_the_default():
     assert found[0] == DEFAULT and len(set(found)) == len(found) == 8
     names = {s.name for s in found}
     assert "level=extended,spinning=0,arena=0" in names
+
+
+def test_each_ep_has_a_fixed_number_of_settings_passes():
+    heuristic = SessionSettings(cuda=(("cudnn_conv_algo_search", "HEURISTIC"),))
+    passes = {}
+    for ep in ("cpu", "cuda", "dml"):
+        n = 1
+        while settings_module.candidates(ep, n, heuristic if n > 1 else None):
+            n += 1
+        passes[ep] = n - 1
+    assert passes == {"cpu": 1, "cuda": 2, "dml": 1}
+    refined = settings_module.candidates("cuda", 2, heuristic)
+    assert [s.name for s in refined] == [
+        "level=all,algo=HEURISTIC,max_workspace=0",
+        "level=all,algo=HEURISTIC,cuda_graph=1",
+    ]
+    assert settings_module.candidates("cuda", 1)[0] == DEFAULT
+
+
+def test_the_settings_search_ends_after_the_eps_last_pass(tmp_path, monkeypatch):
+    """A second pass that refines the first's best runs once, not again on its own output (on
+    CUDA it once ran until the time limit killed it)."""
+    real, passes = settings_module.candidates, []
+
+    def two_passes(ep, n, best=None):  # CUDA's shape, in settings a CPU can run
+        passes.append(n)
+        if n == 2:
+            return [
+                SessionSettings(best.opt_level, best.config, (("enable_cpu_mem_arena", False),))
+            ]
+        return real(ep, n, best)[:2]
+
+    monkeypatch.setattr(settings_module, "candidates", two_passes)
+    folder = _folder(tmp_path, "channel_shuffle")
+    args = ["tune", str(folder), "--rewrites", "shuffle_gather", "--rounds", "1", "--blocks", "1"]
+    args += ["--calls", "3", "--retries", "0", "--no-profile", "--quiet"]
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    assert passes == [1, 2, 3]
+    stages = [c["stage"] for c in json.loads((tmp_path / "r.json").read_text())["candidates"]]
+    assert sorted(set(stages)) == ["formulations", "settings-1", "settings-2"]
 
 
 def test_make_session_takes_config_entries_and_options():

@@ -234,7 +234,7 @@ class _Search:
             winner = _best(incumbent if holds else default, entries)
         best: SessionSettings | None = None
         for n in itertools.count(1):
-            trials = settings_module.candidates(ep, best) if self.options.search_settings else []
+            trials = settings_module.candidates(ep, n, best) if self.options.search_settings else []
             stage = f"settings-{n}"
             entries = [
                 self.under(base, t, stage) for base in bases for t in trials if t != base.settings

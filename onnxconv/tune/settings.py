@@ -140,14 +140,18 @@ def cuda_candidates(best_of_first: SessionSettings | None = None) -> list[Sessio
     ]
 
 
-def candidates(ep: str, best_of_first: SessionSettings | None = None) -> list[SessionSettings]:
-    """The settings to try on ``ep``: one pass on CPU; two on CUDA (see :func:`cuda_candidates`).
-    Any other EP: the default only."""
-    if ep == "cpu":
-        return cpu_candidates() if best_of_first is None else []
-    if ep == "cuda":
-        return cuda_candidates(best_of_first)
-    return [DEFAULT] if best_of_first is None else []
+def candidates(ep: str, n: int, best: SessionSettings | None = None) -> list[SessionSettings]:
+    """The settings to try on ``ep`` in settings pass ``n`` (1, 2, ...), ``best`` being the
+    best of the pass before: CPU has one pass; CUDA two (see :func:`cuda_candidates`), the
+    second refining the first's best once; any other EP one, the default only. Past its last
+    pass an EP has none, so the search ends."""
+    if n == 1:
+        if ep == "cpu":
+            return cpu_candidates()
+        return cuda_candidates() if ep == "cuda" else [DEFAULT]
+    if n == 2 and ep == "cuda":
+        return cuda_candidates(best or DEFAULT)
+    return []
 
 
 def cuda_graph_blocker(model: onnx.ModelProto, placement: dict[str, int]) -> str | None:
