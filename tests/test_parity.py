@@ -124,6 +124,22 @@ def test_histogram_bins_and_sum():
     assert counts[-1] == 1  # 1e5 in [1e2, inf]
 
 
+def test_histogram_puts_an_error_on_an_edge_in_the_bin_above_it():
+    counts = compare(np.array([1e-12, 1e-7, 1e2]), np.zeros(3), TOL).histogram.counts
+    assert counts[1] == counts[HISTOGRAM_EDGES.index(1e-7)] == counts[-1] == 1
+
+
+def test_histogram_matches_a_binary_search_over_many_chunks():
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal(100_000)
+    act = ref + rng.standard_normal(ref.size) * 10.0 ** rng.integers(-14, 4, ref.size)
+    act[::997] = ref[::997]  # exact zeros too
+    errors = np.abs(act - ref)
+    bins = np.searchsorted(np.asarray(HISTOGRAM_EDGES[:-1]), errors, side="right") - 1
+    want = np.bincount(bins, minlength=len(HISTOGRAM_EDGES) - 1)
+    assert list(compare(act, ref, TOL).histogram.counts) == want.tolist()
+
+
 def test_histogram_sums_to_size_on_random_data():
     rng = np.random.default_rng(3)
     ref = rng.standard_normal(1000)
