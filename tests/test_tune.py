@@ -544,6 +544,25 @@ def test_cli_writes_the_tuned_model_and_its_record(tmp_path, capsys):
     assert "decision" in (tmp_path / "r.md").read_text()
 
 
+def test_a_spent_time_budget_skips_what_is_left_and_still_writes_the_report(tmp_path, capsys):
+    folder = _folder(tmp_path, "channel_shuffle")
+    args = ["tune", str(folder), "--rewrites", "shuffle_rank4,shuffle_gather", "--rounds", "1"]
+    args += ["--blocks", "1", "--calls", "3", "--retries", "0", "--quiet"]
+    args += ["--time-budget", "0.001", "--json", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [c["name"] for c in report["candidates"]] == ["original @ level=all"]
+    assert report["candidates"][0]["timing"]["stats"]  # the first stage always runs
+    assert report["winner"] == "original @ level=all" and report["per_op"] == {}
+    assert report["options"]["time_budget_s"] == 0.001
+    (note,) = [n for n in report["notes"] if "time budget" in n]
+    for skipped in ("shuffle_rank4", "shuffle_gather", "settings-1 stage", "per-op profile"):
+        assert skipped in note
+    assert f"note: {note}" in out
+    assert (folder / "tuned.json").is_file()
+
+
 @pytest.mark.parametrize(
     "args, says",
     [
@@ -552,6 +571,7 @@ def test_cli_writes_the_tuned_model_and_its_record(tmp_path, capsys):
         (["tune", "channel_shuffle", "--rounds", "0"], "--rounds must be"),
         (["tune", "channel_shuffle", "--ep", "nope"], "unknown execution provider"),
         (["tune", "channel_shuffle", "--batch", "4"], "fixed at 1"),
+        (["tune", "channel_shuffle", "--time-budget", "0"], "--time-budget must be positive"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(args, says, tmp_path, capsys):

@@ -54,6 +54,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         precisions=tuple(precisions),
         budget=budget,
         calibration=args.calibration,
+        time_budget_s=args.time_budget,
         ep=args.ep,
         batch=args.batch,
         rewrites=tuple(rewrites),
@@ -125,6 +126,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model_path, json_path = tune_report.write_tuned(report, out)
     tune_report.write_report(report, args.json, args.markdown)
     print(f"\n{report.decision}")
+    for note in report.notes:
+        print(f"note: {note}")
     if report.winner.torch_over_ort is not None:
         print(
             f"PyTorch eager p50 / {report.winner.name} p50: {report.winner.torch_over_ort:.2f} "
@@ -188,6 +191,14 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         "10%%), after waiting up to 60 s for quiet, up to this many times (default 2)",
     )
     p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="start no new proof, stage or profile after this many seconds: the original's "
+        "proof and the first timing stage always run, what is skipped is named in the report, "
+        "and the choice is made from what was timed (default: no limit)",
+    )
     p.add_argument(
         "--out",
         metavar="DIR",

@@ -28,9 +28,14 @@ class TuneOptions:
     budget: dict[str, Bound] | None = None
     """The accuracy budget (:func:`onnxconv.quant_metrics.parse_budget`)."""
     calibration: str = "minmax"
+    time_budget_s: float | None = None
+    """Start no new proof, stage or profile after this many seconds (:mod:`.search`); None:
+    no limit."""
 
     def __post_init__(self) -> None:
         check_precisions(self.precisions, self.budget)
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise UserInputError(f"--time-budget must be positive, got {self.time_budget_s:g}")
 
 
 #: Precisions tune tries when the user gives a budget and names none.

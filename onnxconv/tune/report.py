@@ -5,7 +5,8 @@ Report JSON (schema ``onnxconv.tune`` version 1; :meth:`.search.TuneReport.to_di
 ``subject`` (label, model, variant, config, the ``sources`` that decide, notes); ``ep``,
 ``threads``, ``batch``; ``options`` (rewrites allowed, whether settings were searched, the timing
 ``method``, proof ``seeds``, ``distributions`` and ``proof_batches`` (null: the graph's fixed
-batch), ``precisions`` tried, ``accuracy_budget``, ``calibration``); ``default`` and ``winner``
+batch), ``precisions`` tried, ``accuracy_budget``, ``calibration``, ``time_budget_s``);
+``default`` and ``winner``
 (candidate names) and ``decision`` (one sentence); ``candidates[]``: ``name`` (``formulation @
 settings``), ``winner`` (bool), ``stage`` (``formulations``, ``settings-1``, ...), ``formulation``,
 ``rewrites``, ``changes`` (what each rewrite did where), ``settings`` (opt_level, session_config,

@@ -17,6 +17,12 @@ Stages (each timed in its own alternating rounds, the default re-timed in every 
    2-core AMD EPYC, intra-op spinning made an int8 3x3 conv 3x slower at 2 threads and did not
    hurt fp32), so each proven precision gets its own settings search.
 
+**The time budget** (``--time-budget``): past it tune starts no new proof, stage or profile.
+The original's proof and the first timing stage always run; a formulation or settings
+candidate not yet proven, and any stage after, is skipped and named in the report's notes; the
+choice is made from what was timed. A run that must end by a deadline (a CI job, a lent GPU)
+still writes its report.
+
 **The choice.** A candidate *beats* a reference when, in every round, its p50 is below the
 reference's (every paired ratio > 1) *and* its slowest round is faster than the reference's
 fastest round: it wins by more than the spread the rounds measured. In stage 1 the reference is
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,10 +101,22 @@ class _Search:
         self._deployed: dict[tuple[str, str], onnx.ModelProto | CheckFailed] = {}
         self.fp32: dict[str, Candidate] = {}
         """The fp32 candidate of each formulation deployed at a lower precision."""
+        self.started = time.monotonic()
+        self.skipped: list[str] = []
+        """What the time budget left undone, in the report's words."""
 
     def say(self, message: str) -> None:
         if self.progress is not None:
             self.progress(message)
+
+    def out_of_time(self, what: str) -> bool:
+        """Whether the time budget is spent; if so, ``what`` is recorded as skipped."""
+        budget = self.options.time_budget_s
+        if budget is None or time.monotonic() - self.started < budget:
+            return False
+        self.skipped.append(what)
+        self.say(f"time budget spent: skipping {what}")
+        return True
 
     def _inputs(self) -> dict[str, Path]:
         feeds = feeds_module.generate(
@@ -206,23 +225,26 @@ class _Search:
                 f"{s.model_path}: the original graph itself fails validate on {ep}: "
                 f"{self.default.proof.disqualified}; tune proves candidates against its sources"
             )
-        stage1 = [
-            self.candidate(
-                name,
-                r.model,
-                name.split("+"),
-                r.changes,
-                r.exact_permutation,
-                DEFAULT,
-                FORMULATIONS,
+        stage1 = []
+        for name, r in formulations(s.model, self.options.rewrites).items():
+            if self.out_of_time(f"formulation {name}"):
+                continue
+            stage1.append(
+                self.candidate(
+                    name,
+                    r.model,
+                    name.split("+"),
+                    r.changes,
+                    r.exact_permutation,
+                    DEFAULT,
+                    FORMULATIONS,
+                )
             )
-            for name, r in formulations(s.model, self.options.rewrites).items()
-        ]
         default, _, added = self.time_stage(FORMULATIONS, stage1, self.default)
         candidates = [self.default, *added]
         winner = _best(default, stage1)
         bases = [winner]
-        if self.options.precisions:
+        if self.options.precisions and not self.out_of_time("the precisions stage"):
             entries = [
                 self.at_precision(winner, p, winner.settings, PRECISIONS)
                 for p in self.options.precisions
@@ -236,9 +258,13 @@ class _Search:
         for n in itertools.count(1):
             trials = settings_module.candidates(ep, n, best) if self.options.search_settings else []
             stage = f"settings-{n}"
-            entries = [
-                self.under(base, t, stage) for base in bases for t in trials if t != base.settings
-            ]
+            pending = [(base, t) for base in bases for t in trials if t != base.settings]
+            if pending and self.out_of_time(f"the {stage} stage ({len(pending)} candidates)"):
+                break
+            entries = []
+            for base, t in pending:
+                if not self.out_of_time(f"{base.formulation} @ {t.name} ({stage})"):
+                    entries.append(self.under(base, t, stage))
             if not entries:
                 break
             default, incumbent, added = self.time_stage(stage, entries, winner)
@@ -321,7 +347,7 @@ class _Search:
         self, candidates: list[Candidate], winner: Candidate, default: Candidate
     ) -> TuneReport:
         per_op = {}
-        if self.options.profile:
+        if self.options.profile and not self.out_of_time("the per-op profile"):
             for c in dict.fromkeys((default, winner)):
                 job = Job(c.name, self.model_file(c.model_key, c.model), c.settings)
                 per_op[c.name] = profile(job, self.options.ep, self.inputs, self.method, self.work)
@@ -344,6 +370,11 @@ class _Search:
                 f"{self.method.retries} retries (CPU pressure up to {max(contended):.0%}): "
                 "their timings are slower than this machine alone gives; a win must still hold "
                 "in every round"
+            )
+        if self.skipped:
+            notes.append(
+                f"the time budget ({self.options.time_budget_s:g} s) was spent: skipped "
+                + "; ".join(self.skipped)
             )
         return TuneReport(
             subject={
@@ -369,6 +400,7 @@ class _Search:
                 "calibration": self.options.calibration if self.options.precisions else None,
                 "distributions": list(self.prover.distributions),
                 "proof_batches": self.prover.batches,
+                "time_budget_s": self.options.time_budget_s,
             },
             candidates=candidates,
             winner=winner,
