@@ -55,6 +55,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         budget=budget,
         calibration=args.calibration,
         time_budget_s=args.time_budget,
+        explain=args.explain,
         ep=args.ep,
         batch=args.batch,
         rewrites=tuple(rewrites),
@@ -126,6 +127,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model_path, json_path = tune_report.write_tuned(report, out)
     tune_report.write_report(report, args.json, args.markdown)
     print(f"\n{report.decision}")
+    if report.bound:
+        print(f"bound: {report.bound.get('sentence') or report.bound.get('error')}")
     for note in report.notes:
         print(f"note: {note}")
     if report.winner.torch_over_ort is not None:
@@ -191,6 +194,12 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         "10%%), after waiting up to 60 s for quiet, up to this many times (default 2)",
     )
     p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="time every node of the winner alone and the machine's roofs, and say what bounds "
+        "it, also when it beats PyTorch eager (done anyway when it does not)",
+    )
     p.add_argument(
         "--time-budget",
         type=float,

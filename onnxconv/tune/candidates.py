@@ -109,6 +109,8 @@ class TuneReport:
     decision: str
     torch: dict[str, dict[str, Any] | None]
     per_op: dict[str, Any]
+    bound: dict[str, Any] | None
+    """What bounds the winner (:mod:`.bounds`), or None when not analysed."""
     machine: dict[str, Any]
     versions: dict[str, Any]
     notes: list[str] = field(default_factory=list)
@@ -132,6 +134,7 @@ class TuneReport:
             "candidates": [{**c.to_dict(), "winner": c is self.winner} for c in self.candidates],
             "torch": self.torch,
             "per_op": self.per_op,
+            "bound": self.bound,
             "machine": self.machine,
             "versions": self.versions,
             "notes": self.notes,

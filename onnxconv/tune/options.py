@@ -28,6 +28,9 @@ class TuneOptions:
     budget: dict[str, Bound] | None = None
     """The accuracy budget (:func:`onnxconv.quant_metrics.parse_budget`)."""
     calibration: str = "minmax"
+    explain: bool = False
+    """Analyse what bounds the winner (:mod:`.bounds`) even when it beats PyTorch eager (it is
+    analysed anyway when it does not)."""
     time_budget_s: float | None = None
     """Start no new proof, stage or profile after this many seconds (:mod:`.search`); None:
     no limit."""

@@ -19,7 +19,9 @@ session_options, cuda_options), ``exact_permutation``, ``macs``, ``proof`` (vali
 ``speedup_rounds`` (default p50 over this p50, per round; > 1 faster), ``torch_over_ort`` and
 ``torch_rounds`` (PyTorch eager p50 over this p50; > 1: ORT faster), ``reference`` and
 ``beats_reference``; ``torch`` (per stage, PyTorch eager's timing); ``per_op`` (ORT's profile by op
-group for the default and the winner); ``machine``, ``versions``; ``notes``.
+group for the default and the winner); ``bound`` (what bounds the winner, :mod:`.bounds`: its
+p50 split into ``parts_ms``, the ``bound`` part, ``sentence``, the roofs and ``per_node``; null
+when not analysed); ``machine``, ``versions``; ``notes``.
 
 ``tuned.json`` (schema ``onnxconv.tuned`` version 1): ``model`` (``model.tuned.onnx``) and its
 ``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/precision``), ``precision``
@@ -139,8 +141,34 @@ def to_markdown(report: TuneReport | dict[str, Any], plot_name: str | None = Non
             f"\nPyTorch eager ({stage}): p50 {_fmt(stats.get('p50_ms'), '.4g')} ms, "
             f"p90 {_fmt(stats.get('p90_ms'), '.4g')} ms"
         )
+    lines += _bound_lines(data.get("bound"))
     lines += _details(data)
     return "\n".join(lines) + "\n"
+
+
+def _bound_lines(bound: dict[str, Any] | None) -> list[str]:
+    """What bounds the winner (:mod:`.bounds`), when it was analysed."""
+    if not bound:
+        return []
+    if "error" in bound:
+        return ["", "## What bounds the winner", "", f"Not analysed: {bound['error']}."]
+    parts = bound["parts_ms"]
+    lines = [
+        "",
+        "## What bounds the winner",
+        "",
+        f"**{bound['sentence']}.**",
+        "",
+        f"Each of the winner's {bound['nodes']} nodes timed alone on its EP "
+        f"({bound['clock']}), set beside the winner's p50; the overhead is the p50 less the sum "
+        "of the nodes alone. Roofs measured on this machine as `onnxconv bench` measures them.",
+        "",
+        "| part | ms | share of p50 |",
+        "|---|---|---|",
+    ]
+    for part, ms in parts.items():
+        lines.append(f"| {part} | {ms:.4g} | {ms / bound['p50_ms']:.0%} |")
+    return lines
 
 
 def _batches_text(batches: list[int] | None) -> str:

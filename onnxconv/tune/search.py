@@ -17,6 +17,10 @@ Stages (each timed in its own alternating rounds, the default re-timed in every 
    2-core AMD EPYC, intra-op spinning made an int8 3x3 conv 3x slower at 2 threads and did not
    hurt fp32), so each proven precision gets its own settings search.
 
+**What bounds the winner** (:mod:`.bounds`): when the winner stays slower than PyTorch eager,
+or with ``--explain``, its nodes are timed alone and the machine's roofs measured, and the report
+says which part of its time (convolutions, data movement, other nodes, overhead) bounds it.
+
 **The time budget** (``--time-budget``): past it tune starts no new proof, stage or profile.
 The original's proof and the first timing stage always run; a formulation or settings
 candidate not yet proven, and any stage after, is skipped and named in the report's notes; the
@@ -56,13 +60,14 @@ from onnxconv.quant_check import headline as quant_check_headline
 from onnxconv.quant_metrics import budget_spec
 
 from ..user_model import torch_job
+from . import bounds as bounds_module
 from . import settings as settings_module
 from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneReport
 from .options import TuneOptions, batch_of
 from .proof import Proof, Prover, budget_proof, proof_batches
 from .rewrites import formulations
 from .settings import DEFAULT, SessionSettings
-from .timing import Job, Timing, profile, time_rounds
+from .timing import Job, Timing, node_times, profile, roofs, time_rounds
 
 
 def beats(candidate: Timing, reference: Timing) -> bool:
@@ -351,6 +356,7 @@ class _Search:
             for c in dict.fromkeys((default, winner)):
                 job = Job(c.name, self.model_file(c.model_key, c.model), c.settings)
                 per_op[c.name] = profile(job, self.options.ep, self.inputs, self.method, self.work)
+        bound = self._bound(winner)
         s = self.subject
         runs = [
             (pressure, retries)
@@ -408,10 +414,38 @@ class _Search:
             decision=_decision(winner),
             torch=self.torch,
             per_op=per_op,
+            bound=bound,
             machine=machine_info(),
             versions=versions(),
             notes=notes,
         )
+
+    def _bound(self, winner: Candidate) -> dict[str, Any] | None:
+        """What bounds the winner (:mod:`.bounds`), when it stays slower than PyTorch eager or
+        the user asked; None otherwise, without a profile, or when the budget is spent."""
+        slower = winner.torch_over_ort is not None and winner.torch_over_ort < 1
+        stats = winner.timing.stats if winner.timing else None
+        if not (self.options.profile and stats and (slower or self.options.explain)):
+            return None
+        if self.out_of_time("the bound analysis"):
+            return None
+        self.say("timing every node of the winner alone, and the roofs")
+        job = Job(winner.name, self.model_file(winner.model_key, winner.model), winner.settings)
+        per_node = node_times(job, self.options.ep, self.inputs, self.method)
+        if per_node is None:
+            return {"error": "timing the winner's nodes alone failed"}
+        torch = self.torch.get(winner.stage) or {}
+        shapes = {
+            name: tuple(np.load(path, mmap_mode="r").shape) for name, path in self.inputs.items()
+        }
+        analysis = bounds_module.analyse(
+            stats["p50_ms"],
+            (torch.get("stats") or {}).get("p50_ms"),
+            per_node,
+            roofs(self.options.ep, self.method),
+            bounds_module.moved_bytes(winner.model, shapes),
+        )
+        return {**analysis, "sentence": bounds_module.describe(analysis), "per_node": per_node}
 
 
 def _best(incumbent: Candidate, entries: list[Candidate]) -> Candidate:

@@ -221,3 +221,37 @@ def profile(
         method.timeout_s,
     )
     return result.get("profile") if result.get("ok") else None
+
+
+def node_times(
+    job: Job, ep: str, inputs: dict[str, Path], method: Method, calls: int = 30
+) -> dict[str, Any] | None:
+    """Every node of one candidate's graph timed alone on ``ep``, in a separate worker, as
+    ``onnxconv bench --per-node`` times them (:mod:`onnxconv.bench.node_times`); None when the
+    worker failed."""
+    s = job.settings
+    cuda = s.cuda_options() if ep == "cuda" else {}
+    cuda.pop("enable_cuda_graph", None)  # a node alone is one launch: nothing to replay
+    result = run_worker(
+        {
+            "kind": "nodes",
+            "model": str(job.model),
+            "inputs": {k: str(v) for k, v in inputs.items()},
+            "ep": ep,
+            "opt_level": s.opt_level,
+            "threads": method.threads,
+            "cuda_options": cuda,
+            "calls": calls,
+        },
+        worker_env(method.threads),
+        method.timeout_s,
+    )
+    return result.get("per_node") if result.get("ok") else None
+
+
+def roofs(ep: str, method: Method) -> dict[str, Any] | None:
+    """The roofs of the device ``ep`` runs on (the GPU's for CUDA), measured in a separate worker
+    as ``onnxconv bench`` measures them (:mod:`onnxconv.bench.roofs`); None when it failed."""
+    job = {"kind": "roofs", "threads": method.threads, "device": "cuda" if ep == "cuda" else "cpu"}
+    result = run_worker(job, worker_env(method.threads, TORCH_MALLOC_ENV), method.timeout_s)
+    return result.get("roofs") if result.get("ok") else None
