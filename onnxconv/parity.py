@@ -268,14 +268,7 @@ class _Accumulator:
             all_finite = n_finite == a.size
             e = err if all_finite else err[finite]
             rf, af = (r, a) if all_finite else (r[finite], a[finite])
-            self.n_finite += n_finite
-            self.max_abs = max(self.max_abs, float(e.max()))
-            self.max_rel = max(self.max_rel, float((e / np.maximum(np.abs(rf), REL_EPS)).max()))
-            self.sum_abs += float(e.sum())
-            self.sum_sq += float(np.dot(e, e))
-            self.dot += float(np.dot(af, rf))
-            self.norm_a += float(np.dot(af, af))
-            self.norm_r += float(np.dot(rf, rf))
+            self._add_sums(e, af, rf, np.abs(rf))
 
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(finite, err / allowed, 0.0)  # allowed == 0 only if atol == r == 0
@@ -286,6 +279,17 @@ class _Accumulator:
             self.worst_at, self.worst_ratio = offset + flat, float(ratio[flat])
             self.worst_err = float(np.inf if nonfinite_bad[flat] else err[flat])
 
+    def _add_sums(self, err: np.ndarray, a: np.ndarray, r: np.ndarray, abs_r: np.ndarray) -> None:
+        """The maxima and sums over finite elements (``err``: their ``|a - r|``)."""
+        self.n_finite += err.size
+        self.max_abs = max(self.max_abs, float(err.max()))
+        self.max_rel = max(self.max_rel, float((err / np.maximum(abs_r, REL_EPS)).max()))
+        self.sum_abs += float(err.sum())
+        self.sum_sq += float(np.dot(err, err))
+        self.dot += float(np.dot(a, r))
+        self.norm_a += float(np.dot(a, a))
+        self.norm_r += float(np.dot(r, r))
+
     def _add_finite(self, a: np.ndarray, r: np.ndarray, offset: int) -> None:
         """:meth:`add` for a chunk whose elements are all finite in both arrays (nearly every
         chunk): the same metrics, without the masks that non-finite values need."""
@@ -294,14 +298,7 @@ class _Accumulator:
         allowed = self.tol.atol + self.tol.rtol * abs_r
         self.n_bad += int(np.count_nonzero(err > allowed))
         self.counts += _bin_counts(err)
-        self.n_finite += a.size
-        self.max_abs = max(self.max_abs, float(err.max()))
-        self.max_rel = max(self.max_rel, float((err / np.maximum(abs_r, REL_EPS)).max()))
-        self.sum_abs += float(err.sum())
-        self.sum_sq += float(np.dot(err, err))
-        self.dot += float(np.dot(a, r))
-        self.norm_a += float(np.dot(a, a))
-        self.norm_r += float(np.dot(r, r))
+        self._add_sums(err, a, r, abs_r)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = err / allowed  # allowed == 0 only where atol == r == 0
         if self.tol.atol == 0:
