@@ -439,11 +439,9 @@ def test_the_settings_search_ends_after_the_eps_last_pass(tmp_path, monkeypatch)
 
     def two_passes(ep, n, best=None):  # CUDA's shape, in settings a CPU can run
         passes.append(n)
-        if n == 2:
-            return [
-                SessionSettings(best.opt_level, best.config, (("enable_cpu_mem_arena", False),))
-            ]
-        return real(ep, n, best)[:2]
+        if n == 2:  # the first pass's best, refined: never one of the first pass's settings
+            return [SessionSettings(best.opt_level, ((SPINNING, "0"),), best.options)]
+        return real(ep, n, best)[:2]  # the default and arena=0, both spinning
 
     monkeypatch.setattr(settings_module, "candidates", two_passes)
     folder = _folder(tmp_path, "channel_shuffle")
