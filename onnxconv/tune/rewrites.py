@@ -62,6 +62,16 @@ class Rewritten:
     exact_permutation: bool
 
 
+def _finished(
+    ed: Editor, name: str, changes: list[str], exact_permutation: bool
+) -> Rewritten | None:
+    """The rewrite ``name`` as ``ed`` made it; None where it changed nothing (it does not
+    apply)."""
+    if not changes:
+        return None
+    return Rewritten(ed.finish(name), changes, exact_permutation)
+
+
 @dataclass(frozen=True)
 class Rewrite:
     name: str
@@ -107,9 +117,7 @@ def shuffle_rank4(model: onnx.ModelProto) -> Rewritten | None:
             f"{site.reshape_in} -> {site.transpose} -> {site.reshape_out}: rank 5 -> "
             f"(N, {site.groups}, {per_group}, {height * width})"
         )
-    if not changes:
-        return None
-    return Rewritten(ed.finish("shuffle_rank4"), changes, exact_permutation=True)
+    return _finished(ed, "shuffle_rank4", changes, exact_permutation=True)
 
 
 def shuffle_gather(model: onnx.ModelProto) -> Rewritten | None:
@@ -131,9 +139,7 @@ def shuffle_gather(model: onnx.ModelProto) -> Rewritten | None:
             f"{site.reshape_in} -> {site.transpose} -> {site.reshape_out}: "
             f"Gather(axis=1) {gather.name}, {site.channels} channels, {site.groups} groups"
         )
-    if not changes:
-        return None
-    return Rewritten(ed.finish("shuffle_gather"), changes, exact_permutation=True)
+    return _finished(ed, "shuffle_gather", changes, exact_permutation=True)
 
 
 def shuffle_fold(model: onnx.ModelProto) -> Rewritten | None:
@@ -190,9 +196,7 @@ def grouped_split(model: onnx.ModelProto) -> Rewritten | None:
         ed.replace_nodes([ed.index_of(label)], [split, *convs, concat])
         ed.changed_tensors.update(parts)
         changes.append(f"{label}: group {g} -> Split, {g} Convs, Concat")
-    if not changes:
-        return None
-    return Rewritten(ed.finish("grouped_split"), changes, exact_permutation=False)
+    return _finished(ed, "grouped_split", changes, exact_permutation=False)
 
 
 def grouped_dense(model: onnx.ModelProto) -> Rewritten | None:
@@ -209,9 +213,7 @@ def grouped_dense(model: onnx.ModelProto) -> Rewritten | None:
             f"{label}: group {site.info.group} -> dense {dense.shape[0]}x{dense.shape[1]} "
             f"block-diagonal weight ({site.info.group}x the multiply-adds)"
         )
-    if not changes:
-        return None
-    return Rewritten(ed.finish("grouped_dense"), changes, exact_permutation=False)
+    return _finished(ed, "grouped_dense", changes, exact_permutation=False)
 
 
 def _sites_missing_the_block(ix: GraphIndex, block: int) -> list[ConvSite]:
@@ -271,9 +273,7 @@ def grouped_merge(model: onnx.ModelProto, block: int | None = None) -> Rewritten
             f"{out_channels // g * merged} output channels per group; NCHWc block {block}; "
             f"{merged}x the multiply-adds)"
         )
-    if not changes:
-        return None
-    return Rewritten(ed.finish("grouped_merge"), changes, exact_permutation=False)
+    return _finished(ed, "grouped_merge", changes, exact_permutation=False)
 
 
 def _pad_channels(ed: Editor, x: str, rank: int, opset: int, base: str) -> onnx.NodeProto:
@@ -356,9 +356,7 @@ def grouped_pad(model: onnx.ModelProto, block: int | None = None) -> Rewritten |
             f"{out_block} output channels per group (NCHWc block {block}; "
             f"{in_block * out_block / (in_per_group * out_per_group):.3g}x the multiply-adds)"
         )
-    if not changes:
-        return None
-    return Rewritten(ed.finish("grouped_pad"), changes, exact_permutation=False)
+    return _finished(ed, "grouped_pad", changes, exact_permutation=False)
 
 
 # --------------------------------------------------------------------------------------------
