@@ -229,23 +229,9 @@ def node_times(
     """Every node of one candidate's graph timed alone on ``ep``, in a separate worker, as
     ``onnxconv bench --per-node`` times them (:mod:`onnxconv.bench.node_times`); None when the
     worker failed."""
-    s = job.settings
-    cuda = s.cuda_options() if ep == "cuda" else {}
-    cuda.pop("enable_cuda_graph", None)  # a node alone is one launch: nothing to replay
-    result = run_worker(
-        {
-            "kind": "nodes",
-            "model": str(job.model),
-            "inputs": {k: str(v) for k, v in inputs.items()},
-            "ep": ep,
-            "opt_level": s.opt_level,
-            "threads": method.threads,
-            "cuda_options": cuda,
-            "calls": calls,
-        },
-        worker_env(method.threads),
-        method.timeout_s,
-    )
+    nodes_job = ort_job(job, ep, inputs, method, kind="nodes", warmup=5, calls=calls)
+    nodes_job["cuda_options"].pop("enable_cuda_graph", None)  # one launch: nothing to replay
+    result = run_worker(nodes_job, worker_env(method.threads), method.timeout_s)
     return result.get("per_node") if result.get("ok") else None
 
 
