@@ -192,6 +192,8 @@ def test_formulations_combine_one_shuffle_and_one_grouped_rewrite():
     model = onnx.load(GRAPHS / "shuffle_unit" / "model.onnx")
     found = formulations(model, list(REWRITES))
     assert "shuffle_gather+grouped_dense" in found and "shuffle_gather" in found
+    sizes = [len(name.split("+")) for name in found]
+    assert sizes == sorted(sizes) and sizes[0] == 1  # every rewrite alone before any pair
     combined = found["shuffle_gather+grouped_dense"]
     assert not combined.exact_permutation
     assert "Transpose" not in _ops(combined.model)
@@ -424,12 +426,16 @@ def test_each_ep_has_a_fixed_number_of_settings_passes():
             n += 1
         passes[ep] = n - 1
     assert passes == {"cpu": 1, "cuda": 2, "dml": 1}
+    assert passes == {ep: settings_module.passes(ep) for ep in passes}  # what the budget plans
     refined = settings_module.candidates("cuda", 2, heuristic)
     assert [s.name for s in refined] == [
         "level=all,algo=HEURISTIC,max_workspace=0",
         "level=all,algo=HEURISTIC,cuda_graph=1",
     ]
-    assert settings_module.candidates("cuda", 1)[0] == DEFAULT
+    first = [s.name for s in settings_module.candidates("cuda", 1)]
+    assert first[0] == DEFAULT.name  # the default, then the most promising (HEURISTIC, NHWC)
+    assert first[1:3] == ["level=all,algo=HEURISTIC,nhwc=1", "level=all,algo=HEURISTIC"]
+    assert len(set(first)) == 6
 
 
 def test_the_settings_search_ends_after_the_eps_last_pass(tmp_path, monkeypatch):

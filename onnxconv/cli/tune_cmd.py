@@ -19,6 +19,7 @@ from .common import (
 
 def cmd_tune(args: argparse.Namespace) -> int:
     import tempfile
+    import time
     from pathlib import Path
 
     from .. import runtime, validate
@@ -30,6 +31,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..tune.search import tune
     from ..tune.timing import Method
 
+    started = time.monotonic()  # the time budget counts loading (or exporting) the graph too
     for flag, value in (
         ("--threads", args.threads),
         ("--rounds", args.rounds),
@@ -85,7 +87,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             print(f"tune: {message}", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="onnxconv-tune-") as tmp:
-        report = tune(subject, options, Path(tmp), say)
+        report = tune(subject, options, Path(tmp), say, started)
     rows = []
     for c in report.candidates:
         stats = (c.timing.stats if c.timing else None) or {}
@@ -204,9 +206,11 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         "--time-budget",
         type=float,
         metavar="SECONDS",
-        help="start no new proof, stage or profile after this many seconds: the original's "
-        "proof and the first timing stage always run, what is skipped is named in the report, "
-        "and the choice is made from what was timed (default: no limit)",
+        help="end within about this many seconds: a candidate, profile or analysis starts "
+        "only while its proof and timing are projected (from this run's measured costs) to end "
+        "within it; the original's proof and the first timing stage always run, what is "
+        "skipped is named in the report, and the choice is made from what was timed "
+        "(default: no limit)",
     )
     p.add_argument(
         "--out",

@@ -32,8 +32,8 @@ class TuneOptions:
     """Analyse what bounds the winner (:mod:`.bounds`) even when it beats PyTorch eager (it is
     analysed anyway when it does not)."""
     time_budget_s: float | None = None
-    """Start no new proof, stage or profile after this many seconds (:mod:`.search`); None:
-    no limit."""
+    """End within about this many seconds: nothing starts that is projected to end past it
+    (:mod:`.deadline`); None: no limit."""
 
     def __post_init__(self) -> None:
         check_precisions(self.precisions, self.budget)

@@ -450,17 +450,15 @@ def apply_rewrites(model: onnx.ModelProto, names: Sequence[str]) -> Rewritten | 
 def formulations(model: onnx.ModelProto, allowed: Sequence[str]) -> dict[str, Rewritten]:
     """Every applicable formulation from ``allowed`` rewrites: at most one shuffle rewrite then
     at most one grouped rewrite, keyed ``"shuffle_gather+grouped_dense"``; the original is not
-    included."""
+    included. Single rewrites come first (in the registry's order), then the pairs, so a search
+    that the time budget cuts short has tried each idea alone before any combination."""
     check_names(allowed)
     shuffles = [None, *(n for n in SHUFFLE_REWRITES if n in allowed)]
     grouped = [None, *(n for n in GROUPED_REWRITES if n in allowed)]
+    combos = [[n for n in (s, g) if n is not None] for s in shuffles for g in grouped]
     found = {}
-    for s in shuffles:
-        for g in grouped:
-            names = [n for n in (s, g) if n is not None]
-            if not names:
-                continue
-            result = apply_rewrites(model, names)
-            if result is not None:
-                found["+".join(names)] = result
+    for names in sorted((c for c in combos if c), key=len):
+        result = apply_rewrites(model, names)
+        if result is not None:
+            found["+".join(names)] = result
     return found

@@ -21,11 +21,14 @@ Stages (each timed in its own alternating rounds, the default re-timed in every 
 or with ``--explain``, its nodes are timed alone and the machine's roofs measured, and the report
 says which part of its time (convolutions, data movement, other nodes, overhead) bounds it.
 
-**The time budget** (``--time-budget``): past it tune starts no new proof, stage or profile.
-The original's proof and the first timing stage always run; a formulation or settings
-candidate not yet proven, and any stage after, is skipped and named in the report's notes; the
-choice is made from what was timed. A run that must end by a deadline (a CI job, a lent GPU)
-still writes its report.
+**The time budget** (``--time-budget``, :mod:`.deadline`): a deadline the search plans
+against. The original's proof and the first timing stage always run; after that, a candidate
+joins its stage only while its proof and the stage's timing with it are projected (from this
+run's measured proofs and runs) to end within the stage's share of what is left (an equal share
+among the stages still to come, after keeping time for the profile and bound analysis, which
+start only while theirs fit). What is refused is named in the report's notes; the choice is
+made from what was timed. A run that must end by a deadline (a CI job, a lent GPU) still writes
+its report, and ends near the budget rather than a whole stage past it.
 
 **The choice.** A candidate *beats* a reference when, in every round, its p50 is below the
 reference's (every paired ratio > 1) *and* its slowest round is faster than the reference's
@@ -40,6 +43,7 @@ beat their reference; otherwise the default stays. Only a proven candidate is ti
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -63,9 +67,10 @@ from ..user_model import torch_job
 from . import bounds as bounds_module
 from . import settings as settings_module
 from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneReport
+from .deadline import Deadline
 from .options import TuneOptions, batch_of
 from .proof import Proof, Prover, budget_proof, proof_batches
-from .rewrites import formulations
+from .rewrites import Rewritten, formulations
 from .settings import DEFAULT, SessionSettings
 from .timing import Job, Timing, node_times, profile, roofs, time_rounds
 
@@ -87,6 +92,7 @@ class _Search:
         options: TuneOptions,
         work: Path,
         progress: Callable[[str], None] | None,
+        started: float | None = None,
     ) -> None:
         self.subject, self.options, self.work, self.progress = subject, options, work, progress
         self.method = options.method
@@ -106,22 +112,63 @@ class _Search:
         self._deployed: dict[tuple[str, str], onnx.ModelProto | CheckFailed] = {}
         self.fp32: dict[str, Candidate] = {}
         """The fp32 candidate of each formulation deployed at a lower precision."""
-        self.started = time.monotonic()
-        self.skipped: list[str] = []
-        """What the time budget left undone, in the report's words."""
+        self.deadline = Deadline(options.time_budget_s, started)
 
     def say(self, message: str) -> None:
         if self.progress is not None:
             self.progress(message)
 
-    def out_of_time(self, what: str) -> bool:
-        """Whether the time budget is spent; if so, ``what`` is recorded as skipped."""
-        budget = self.options.time_budget_s
-        if budget is None or time.monotonic() - self.started < budget:
-            return False
-        self.skipped.append(what)
-        self.say(f"time budget spent: skipping {what}")
-        return True
+    def fits(self, what: str, cost_s: float, end: float | None = None) -> bool:
+        """Whether work projected to take ``cost_s`` seconds ends within the time budget (and
+        by ``end``, a stage's share); if not, ``what`` is named as skipped."""
+        if self.deadline.allows(cost_s, end):
+            return True
+        self.deadline.skipped.append(what)
+        self.say(
+            f"time budget: skipping {what} (projected {cost_s:.0f} s, "
+            f"{max(self.deadline.left_s(), 0):.0f} s left)"
+        )
+        return False
+
+    def stages_after(self, stage: str) -> int:
+        """How many search stages may follow ``stage`` in this run."""
+        settings = settings_module.passes(self.options.ep) if self.options.search_settings else 0
+        if stage == FORMULATIONS:
+            return (1 if self.options.precisions else 0) + settings
+        if stage == PRECISIONS:
+            return settings
+        return max(settings - int(stage.removeprefix("settings-")), 0)
+
+    def after_stages_s(self) -> float:
+        """The projected cost of the work after the stages: the per-op profile of the default
+        and the winner, and the bound analysis's two runs."""
+        return 4 * self.deadline.run_s() if self.options.profile else 0.0
+
+    def prove_for_stage(
+        self, stage: str, pending: list[tuple[str, Callable[[], Candidate]]], timed: int
+    ) -> list[Candidate]:
+        """Each ``(label, prove)`` of ``pending`` proven in order while its proof and the stage's
+        timing with it (``timed``: the ORT runs the stage times besides its entries) fit the
+        stage's share of the time budget (:meth:`.deadline.Deadline.share_end`); the first that
+        does not, and every one after it, is skipped."""
+        end = self.deadline.share_end(1 + self.stages_after(stage), self.after_stages_s())
+        entries: list[Candidate] = []
+        for i, (label, prove) in enumerate(pending):
+            cost = self.deadline.proof_s() + self.deadline.stage_s(
+                timed + len(entries) + 1, self.method.rounds, self.torch_job is not None
+            )
+            rest = ", ".join(label for label, _ in pending[i:])
+            what = (
+                f"{len(pending) - i} of {len(pending)} {stage} candidates ({rest})"
+                if entries
+                else f"every candidate of the {stage} stage ({rest})"
+            )
+            if not self.fits(what, cost, end):
+                break
+            started = time.monotonic()
+            entries.append(prove())
+            self.deadline.record_proof(time.monotonic() - started)
+        return entries
 
     def _inputs(self) -> dict[str, Path]:
         feeds = feeds_module.generate(
@@ -203,6 +250,9 @@ class _Search:
         timings, torch = time_rounds(
             jobs, self.options.ep, self.inputs, self.method, self.torch_job, self.say
         )
+        self.deadline.record_runs(
+            [s for t in timings.values() for s in t.rounds_s], torch.rounds_s if torch else []
+        )
         self.torch[stage] = torch.to_dict() if torch else None
         if torch:
             self.torch_timings.append(torch)
@@ -224,52 +274,62 @@ class _Search:
 
     def run(self) -> TuneReport:
         s, ep = self.subject, self.options.ep
+        started = time.monotonic()
         self.default = self.candidate(ORIGINAL, s.model, [], [], True, DEFAULT, FORMULATIONS)
+        self.deadline.record_proof(time.monotonic() - started)
         if self.default.proof.disqualified:
             raise CheckFailed(
                 f"{s.model_path}: the original graph itself fails validate on {ep}: "
                 f"{self.default.proof.disqualified}; tune proves candidates against its sources"
             )
-        stage1 = []
-        for name, r in formulations(s.model, self.options.rewrites).items():
-            if self.out_of_time(f"formulation {name}"):
-                continue
-            stage1.append(
-                self.candidate(
-                    name,
-                    r.model,
-                    name.split("+"),
-                    r.changes,
-                    r.exact_permutation,
-                    DEFAULT,
-                    FORMULATIONS,
-                )
-            )
+        if self.options.time_budget_s is not None:
+            self.measure_a_run()
+        stage1 = self.prove_for_stage(
+            FORMULATIONS,
+            [
+                (name, functools.partial(self.formulation, name, r))
+                for name, r in formulations(s.model, self.options.rewrites).items()
+            ],
+            timed=1,
+        )
         default, _, added = self.time_stage(FORMULATIONS, stage1, self.default)
         candidates = [self.default, *added]
         winner = _best(default, stage1)
         bases = [winner]
-        if self.options.precisions and not self.out_of_time("the precisions stage"):
-            entries = [
-                self.at_precision(winner, p, winner.settings, PRECISIONS)
-                for p in self.options.precisions
-            ]
-            default, incumbent, added = self.time_stage(PRECISIONS, entries, winner)
-            candidates += added
-            holds = incumbent is default or incumbent.beats_reference
-            bases += [e for e in entries if e.proof.disqualified is None]
-            winner = _best(incumbent if holds else default, entries)
+        if self.options.precisions:
+            entries = self.prove_for_stage(
+                PRECISIONS,
+                [
+                    (
+                        f"{winner.formulation}/{p}",
+                        functools.partial(
+                            self.at_precision, winner, p, winner.settings, PRECISIONS
+                        ),
+                    )
+                    for p in self.options.precisions
+                ],
+                timed=1 if winner.is_default else 2,
+            )
+            if entries:
+                default, incumbent, added = self.time_stage(PRECISIONS, entries, winner)
+                candidates += added
+                holds = incumbent is default or incumbent.beats_reference
+                bases += [e for e in entries if e.proof.disqualified is None]
+                winner = _best(incumbent if holds else default, entries)
         best: SessionSettings | None = None
         for n in itertools.count(1):
             trials = settings_module.candidates(ep, n, best) if self.options.search_settings else []
             stage = f"settings-{n}"
-            pending = [(base, t) for base in bases for t in trials if t != base.settings]
-            if pending and self.out_of_time(f"the {stage} stage ({len(pending)} candidates)"):
-                break
-            entries = []
-            for base, t in pending:
-                if not self.out_of_time(f"{base.formulation} @ {t.name} ({stage})"):
-                    entries.append(self.under(base, t, stage))
+            entries = self.prove_for_stage(
+                stage,
+                [
+                    (f"{base.model_key} @ {t.name}", functools.partial(self.under, base, t, stage))
+                    for base in bases
+                    for t in trials
+                    if t != base.settings
+                ],
+                timed=1 if winner.is_default else 2,
+            )
             if not entries:
                 break
             default, incumbent, added = self.time_stage(stage, entries, winner)
@@ -278,6 +338,27 @@ class _Search:
             winner = _best(incumbent if holds else default, entries)
             best, bases = winner.settings, [winner]
         return self._report(candidates, winner, default)
+
+    def measure_a_run(self) -> None:
+        """One run of the default and one of PyTorch (not in the report), so the time budget
+        plans the first stage with their real costs."""
+        self.say("one run of the default and of PyTorch, to plan the time budget")
+        job = Job(self.default.name, self.model_file(ORIGINAL, self.subject.model), DEFAULT)
+        method = dataclasses.replace(self.method, rounds=1)
+        timings, torch = time_rounds([job], self.options.ep, self.inputs, method, self.torch_job)
+        self.deadline.record_runs(timings[job.key].rounds_s, torch.rounds_s if torch else [])
+
+    def formulation(self, name: str, rewritten: Rewritten) -> Candidate:
+        """The formulation ``name`` (rewrites joined by ``+``) under the default settings."""
+        return self.candidate(
+            name,
+            rewritten.model,
+            name.split("+"),
+            rewritten.changes,
+            rewritten.exact_permutation,
+            DEFAULT,
+            FORMULATIONS,
+        )
 
     def under(self, base: Candidate, settings: SessionSettings, stage: str) -> Candidate:
         """``base``'s graph (its formulation at its precision) under other settings, proven
@@ -352,7 +433,10 @@ class _Search:
         self, candidates: list[Candidate], winner: Candidate, default: Candidate
     ) -> TuneReport:
         per_op = {}
-        if self.options.profile and not self.out_of_time("the per-op profile"):
+        profiles = len(dict.fromkeys((default, winner)))
+        if self.options.profile and self.fits(
+            "the per-op profile", profiles * self.deadline.run_s()
+        ):
             for c in dict.fromkeys((default, winner)):
                 job = Job(c.name, self.model_file(c.model_key, c.model), c.settings)
                 per_op[c.name] = profile(job, self.options.ep, self.inputs, self.method, self.work)
@@ -377,10 +461,10 @@ class _Search:
                 "their timings are slower than this machine alone gives; a win must still hold "
                 "in every round"
             )
-        if self.skipped:
+        if self.deadline.skipped:
             notes.append(
-                f"the time budget ({self.options.time_budget_s:g} s) was spent: skipped "
-                + "; ".join(self.skipped)
+                f"the time budget ({self.options.time_budget_s:g} s) could not hold: skipped "
+                + "; ".join(self.deadline.skipped)
             )
         return TuneReport(
             subject={
@@ -427,7 +511,8 @@ class _Search:
         stats = winner.timing.stats if winner.timing else None
         if not (self.options.profile and stats and (slower or self.options.explain)):
             return None
-        if self.out_of_time("the bound analysis"):
+        # Its node timings and roofs are two worker runs, of unknown length: project two runs.
+        if not self.fits("the bound analysis", 2 * self.deadline.run_s()):
             return None
         self.say("timing every node of the winner alone, and the roofs")
         job = Job(winner.name, self.model_file(winner.model_key, winner.model), winner.settings)
@@ -487,7 +572,9 @@ def tune(
     options: TuneOptions,
     work: Path,
     progress: Callable[[str], None] | None = None,
+    started: float | None = None,
 ) -> TuneReport:
     """Search, prove, time and choose for one graph on one EP (see the module docstring).
-    ``work``: a folder for the candidates' model files and inputs."""
-    return _Search(subject, options, work, progress).run()
+    ``work``: a folder for the candidates' model files and inputs; ``started``: when the time
+    budget began (``time.monotonic()``; default: now)."""
+    return _Search(subject, options, work, progress, started).run()

@@ -78,6 +78,9 @@ class Timing:
     a task waited for a CPU; None without PSI)."""
     rounds_retries: list[int] = field(default_factory=list)
     blocks_ns: list[list[int]] = field(default_factory=list)
+    rounds_s: list[float] = field(default_factory=list)
+    """Wall seconds of each round's run, retries included: what the time budget plans with
+    (:mod:`.deadline`); not part of the report."""
     error: str | None = None
     session: dict[str, Any] = field(default_factory=dict)
 
@@ -149,8 +152,11 @@ def _pressured_run(
     return result, pressure, attempt
 
 
-def _record(timing: Timing, run: tuple[dict[str, Any], float | None, int]) -> None:
-    result, pressure, retries = run
+def _record(timing: Timing, job: dict[str, Any], env: dict[str, str], method: Method) -> None:
+    """Run ``job`` (again while contended) and add the run to ``timing``."""
+    started = time.monotonic()
+    result, pressure, retries = _pressured_run(job, env, method)
+    timing.rounds_s.append(time.monotonic() - started)
     timing.rounds_pressure.append(pressure)
     timing.rounds_retries.append(retries)
     if result.get("ok"):
@@ -185,7 +191,7 @@ def time_rounds(
         for job in jobs if r % 2 == 0 else jobs[::-1]:
             if progress:
                 progress(f"{job.key} round {r + 1}/{method.rounds}")
-            _record(timings[job.key], _pressured_run(ort_job(job, ep, inputs, method), env, method))
+            _record(timings[job.key], ort_job(job, ep, inputs, method), env, method)
         if torch_job is not None and torch is not None:
             if progress:
                 progress(f"pytorch round {r + 1}/{method.rounds}")
@@ -198,7 +204,7 @@ def time_rounds(
                 **torch_job,
                 **method.timing(),
             }
-            _record(torch, _pressured_run(job, torch_env, method))
+            _record(torch, job, torch_env, method)
     return timings, torch
 
 
