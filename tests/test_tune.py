@@ -337,6 +337,7 @@ def test_proof_holds_a_claimed_permutation_to_bit_identity():
     prover = Prover(subject, "cpu", threads=1)
     honest = prover.prove("dense", dense, False, DEFAULT)
     assert honest.disqualified is None and honest.bit_identical is False
+    assert 0 < honest.max_abs_vs_original < 1e-4  # a float reassociation, not a defect
     claimed = prover.prove("dense", dense, True, DEFAULT)  # as if it only moved data
     assert claimed.status == "pass" and "not bit-identical" in claimed.disqualified
 
@@ -404,6 +405,19 @@ def test_the_cpu_bit_identity_check_runs_once_per_formulation_and_cpu_settings(
     nhwc = SessionSettings(cuda=(("prefer_nhwc", "1"),))
     assert on_cuda._cpu_settings(nhwc) == on_cuda._cpu_settings(DEFAULT) == ("all", (), ())
     assert on_cuda._cpu_settings(SessionSettings("extended")) == ("extended", (), ())
+
+
+def test_the_original_is_not_run_twice_to_be_compared_with_itself(shuffle_subject, monkeypatch):
+    prover = Prover(shuffle_subject, "cpu", threads=1)
+
+    def no_session(*args):
+        raise AssertionError("a CPU session for the bit-identity check")
+
+    monkeypatch.setattr(Prover, "_cpu_session", no_session)
+    no_spin = SessionSettings(config=((SPINNING, "0"),))
+    proof = prover.prove("original", shuffle_subject.model, True, no_spin)
+    assert proof.disqualified is None
+    assert proof.bit_identical and proof.max_abs_vs_original == 0.0
 
 
 # --------------------------------------------------------------------------------------------
