@@ -194,6 +194,8 @@ def test_formulations_combine_one_shuffle_and_one_grouped_rewrite():
     assert "shuffle_gather+grouped_dense" in found and "shuffle_gather" in found
     sizes = [len(name.split("+")) for name in found]
     assert sizes == sorted(sizes) and sizes[0] == 1  # every rewrite alone before any pair
+    singles = [name for name in found if "+" not in name]
+    assert singles == [n for n in REWRITES if n in singles]  # in the registry's order
     combined = found["shuffle_gather+grouped_dense"]
     assert not combined.exact_permutation
     assert "Transpose" not in _ops(combined.model)

@@ -450,14 +450,15 @@ def apply_rewrites(model: onnx.ModelProto, names: Sequence[str]) -> Rewritten | 
 def formulations(model: onnx.ModelProto, allowed: Sequence[str]) -> dict[str, Rewritten]:
     """Every applicable formulation from ``allowed`` rewrites: at most one shuffle rewrite then
     at most one grouped rewrite, keyed ``"shuffle_gather+grouped_dense"``; the original is not
-    included. Single rewrites come first (in the registry's order), then the pairs, so a search
-    that the time budget cuts short has tried each idea alone before any combination."""
+    included. Single rewrites come first (shuffle rewrites, then grouped ones, each in the
+    registry's order), then the pairs, so a search that the time budget cuts short has tried
+    each idea alone before any combination."""
     check_names(allowed)
-    shuffles = [None, *(n for n in SHUFFLE_REWRITES if n in allowed)]
-    grouped = [None, *(n for n in GROUPED_REWRITES if n in allowed)]
-    combos = [[n for n in (s, g) if n is not None] for s in shuffles for g in grouped]
+    shuffles = [n for n in SHUFFLE_REWRITES if n in allowed]
+    grouped = [n for n in GROUPED_REWRITES if n in allowed]
+    singles = [[n] for n in (*shuffles, *grouped)]
     found = {}
-    for names in sorted((c for c in combos if c), key=len):
+    for names in singles + [[s, g] for s in shuffles for g in grouped]:
         result = apply_rewrites(model, names)
         if result is not None:
             found["+".join(names)] = result
