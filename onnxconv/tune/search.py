@@ -461,11 +461,13 @@ class _Search:
                 "their timings are slower than this machine alone gives; a win must still hold "
                 "in every round"
             )
-        if self.deadline.skipped:
-            notes.append(
-                f"the time budget ({self.options.time_budget_s:g} s) could not hold: skipped "
-                + "; ".join(self.deadline.skipped)
-            )
+        budget = self.options.time_budget_s
+        if budget is not None:
+            took = budget - self.deadline.left_s()
+            note = f"the search took {took:.0f} s of its {budget:g} s time budget"
+            if self.deadline.skipped:
+                note += ", skipping to keep it: " + "; ".join(self.deadline.skipped)
+            notes.append(note)
         return TuneReport(
             subject={
                 "label": s.label,
