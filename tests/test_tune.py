@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -528,6 +529,25 @@ def test_a_run_contended_by_other_processes_is_run_again(monkeypatch):
     timings, torch = timing.time_rounds([job], "cpu", {}, Method(rounds=1, quiet_wait_s=0))
     assert len(runs) == 2 and torch is None
     assert timings["a"].rounds_retries == [1] and timings["a"].rounds_pressure == [0.01]
+
+
+def test_past_the_time_budget_a_contended_run_is_kept_not_retried(monkeypatch):
+    stalls = iter([(0.0, 0), (1.0, 500_000)])  # the run waited half its time for a CPU
+    from onnxconv.bench import pressure
+
+    for module in (timing, pressure):
+        monkeypatch.setattr(module, "cpu_stall", lambda: next(stalls))
+    runs = []
+    monkeypatch.setattr(
+        timing,
+        "run_worker",
+        lambda job, env, timeout_s: runs.append(job) or {"ok": True, "blocks_ns": [[1000]]},
+    )
+    job = Job("a", GRAPHS / "channel_shuffle" / "model.onnx", DEFAULT)
+    method = Method(rounds=1, quiet_wait_s=60)
+    timings, _ = timing.time_rounds([job], "cpu", {}, method, until=time.monotonic() - 1)
+    assert len(runs) == 1  # no wait for quiet, no second run
+    assert timings["a"].rounds_retries == [0] and timings["a"].rounds_pressure == [0.5]
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class FakeClock:
 
 def test_without_a_budget_everything_fits():
     deadline = Deadline(None)
-    assert deadline.left_s() == math.inf and deadline.allows(1e12)
+    assert deadline.left_s() == math.inf and deadline.allows(1e12) and deadline.end() is None
 
 
 def test_costs_are_projected_from_what_was_measured():
@@ -48,7 +48,7 @@ def test_costs_are_projected_from_what_was_measured():
 def test_a_budget_counts_from_the_commands_start():
     clock = FakeClock()
     deadline = Deadline(100.0, started=clock.now - 30.0, clock=clock)
-    assert deadline.left_s() == 70.0
+    assert deadline.left_s() == 70.0 and deadline.end() == clock.now + 70.0
 
 
 def test_work_fits_only_when_it_ends_within_the_budget():

@@ -87,7 +87,7 @@ def _tune(monkeypatch, folder: Path, fast, *extra: str, settings: bool = False) 
     ``fast`` accepts take 1 ms, the others 5 ms; settings searched only if ``settings``.
     Returns the report."""
 
-    def time_rounds(jobs, ep, inputs, method, torch_job, say):
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
         return {j.key: Timing([1.0 if fast(j.key) else 5.0] * method.rounds) for j in jobs}, None
 
     monkeypatch.setattr(search, "time_rounds", time_rounds)

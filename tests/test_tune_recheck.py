@@ -28,7 +28,7 @@ def _tuned(tmp_path: Path, monkeypatch, graph: str, fast: str, *extra: str) -> P
     shutil.copytree(GRAPHS / graph, tmp_path / graph)
     shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
 
-    def time_rounds(jobs, ep, inputs, method, torch_job, say):
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
         return {j.key: Timing([1.0 if fast in j.key else 5.0] * method.rounds) for j in jobs}, None
 
     monkeypatch.setattr(search, "time_rounds", time_rounds)

@@ -52,6 +52,10 @@ class Deadline:
         self.skipped: list[str] = []
         """What the budget refused, in the report's words (the search names it)."""
 
+    def end(self) -> float | None:
+        """When the budget runs out (``clock``'s time); None without a budget."""
+        return None if self.budget_s is None else self.started + self.budget_s
+
     def left_s(self) -> float:
         if self.budget_s is None:
             return math.inf

@@ -248,7 +248,13 @@ class _Search:
         timed = [c for c in listed if c.proof.disqualified is None]
         jobs = [Job(c.name, self.model_file(c.model_key, c.model), c.settings) for c in timed]
         timings, torch = time_rounds(
-            jobs, self.options.ep, self.inputs, self.method, self.torch_job, self.say
+            jobs,
+            self.options.ep,
+            self.inputs,
+            self.method,
+            self.torch_job,
+            self.say,
+            until=self.deadline.end(),
         )
         self.deadline.record_runs(
             [s for t in timings.values() for s in t.rounds_s], torch.rounds_s if torch else []

@@ -126,10 +126,12 @@ def ort_job(
     }
 
 
-def _wait_for_quiet(method: Method) -> None:
+def _wait_for_quiet(method: Method, until: float | None) -> None:
     """Sleep until PSI's 10-second average CPU pressure is below ``max_pressure`` (or the wait
-    runs out)."""
+    runs out, or ``until``, a ``time.monotonic()`` deadline, comes)."""
     end = time.monotonic() + method.quiet_wait_s
+    if until is not None:
+        end = min(end, until)
     while time.monotonic() < end:
         avg10 = recent_pressure()
         if avg10 is None or avg10 <= method.max_pressure:
@@ -138,24 +140,30 @@ def _wait_for_quiet(method: Method) -> None:
 
 
 def _pressured_run(
-    job: dict[str, Any], env: dict[str, str], method: Method
+    job: dict[str, Any], env: dict[str, str], method: Method, until: float | None
 ) -> tuple[dict[str, Any], float | None, int]:
-    """One worker run, again while it was contended: ``(result, pressure, retries)``."""
+    """One worker run, again while it was contended: ``(result, pressure, retries)``. Past
+    ``until`` (a ``time.monotonic()`` deadline) a contended run is kept, not retried: the
+    report counts it as contended."""
     for attempt in range(method.retries + 1):
         if attempt:
-            _wait_for_quiet(method)
+            _wait_for_quiet(method, until)
         before = cpu_stall()
         result = run_worker(job, env, method.timeout_s)
         pressure = cpu_pressure_since(before)
         if pressure is None or pressure <= method.max_pressure or not result.get("ok"):
             break
+        if until is not None and time.monotonic() >= until:
+            break
     return result, pressure, attempt
 
 
-def _record(timing: Timing, job: dict[str, Any], env: dict[str, str], method: Method) -> None:
-    """Run ``job`` (again while contended) and add the run to ``timing``."""
+def _record(
+    timing: Timing, job: dict[str, Any], env: dict[str, str], method: Method, until: float | None
+) -> None:
+    """Run ``job`` (again while contended, until ``until``) and add the run to ``timing``."""
     started = time.monotonic()
-    result, pressure, retries = _pressured_run(job, env, method)
+    result, pressure, retries = _pressured_run(job, env, method, until)
     timing.rounds_s.append(time.monotonic() - started)
     timing.rounds_pressure.append(pressure)
     timing.rounds_retries.append(retries)
@@ -179,10 +187,12 @@ def time_rounds(
     method: Method,
     torch_job: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    until: float | None = None,
 ) -> tuple[dict[str, Timing], Timing | None]:
     """Time ``jobs`` (the default first) and PyTorch (``torch_job``: variant, config, seed and
     input, or the user's module recipe and inputs; see the bench worker) for ``method.rounds``
-    rounds; ``({key: Timing}, torch Timing or None)``."""
+    rounds; ``({key: Timing}, torch Timing or None)``. ``until``: the time budget's deadline
+    (``time.monotonic()``), past which contended runs are kept rather than retried."""
     env = worker_env(method.threads)
     torch_env = worker_env(method.threads, TORCH_MALLOC_ENV)
     timings = {job.key: Timing() for job in jobs}
@@ -191,7 +201,7 @@ def time_rounds(
         for job in jobs if r % 2 == 0 else jobs[::-1]:
             if progress:
                 progress(f"{job.key} round {r + 1}/{method.rounds}")
-            _record(timings[job.key], ort_job(job, ep, inputs, method), env, method)
+            _record(timings[job.key], ort_job(job, ep, inputs, method), env, method, until)
         if torch_job is not None and torch is not None:
             if progress:
                 progress(f"pytorch round {r + 1}/{method.rounds}")
@@ -204,7 +214,7 @@ def time_rounds(
                 **torch_job,
                 **method.timing(),
             }
-            _record(torch, job, torch_env, method)
+            _record(torch, job, torch_env, method, until)
     return timings, torch
 
 
