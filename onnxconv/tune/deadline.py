@@ -17,8 +17,9 @@ and bound analysis that follow the stages, split equally among this stage and th
 come (so the formulations cannot starve the session settings, where the largest CUDA wins
 are). A stage that cannot take even one candidate is skipped, and its share passes on. The
 estimates are means, so a run may still end a little past the budget, by the estimates' error
-rather than by a stage. Whatever is refused is named (:attr:`Deadline.skipped`) for the
-report's notes.
+rather than by a stage; and past the deadline a run that other processes contended is kept
+(and counted as contended) rather than waited on and retried. Whatever is refused is named
+(:attr:`Deadline.skipped`) for the report's notes.
 """
 
 from __future__ import annotations
