@@ -64,7 +64,10 @@ def test_an_unknown_step_is_refused(tmp_path):
     assert run.returncode == 2 and "unknown step frobnicate" in run.stderr
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.skipif(
+    shutil.which("git") is None or not (ROOT / ".git").exists(),
+    reason="needs git and a git checkout of onnxconv",
+)
 def test_the_lean_tree_leaves_reports_and_graphs_home_and_restores_them(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
