@@ -52,7 +52,7 @@ def test_the_tune_step_exports_at_a_fixed_batch_tunes_within_its_budget_and_pack
     with tarfile.open(tmp_path / "out" / "gpu-results.tgz") as tar:
         names = tar.getnames()
         report = json.load(tar.extractfile("./tune-cpu/channel_shuffle-b2.json"))
-    assert "./tune-cpu/channel_shuffle-b2.md" in names
+    assert "./tune-cpu/channel_shuffle-b2.md" in names and "./tune-cpu/README.md" in names
     assert not [n for n in names if n.endswith((".onnx", ".npy", ".pb")) or "tune-graphs" in n]
     assert report["batch"] == 2 and report["options"]["time_budget_s"] == 30
     assert report["options"]["proof_batches"] is None  # a fixed batch: proven at 2 alone
