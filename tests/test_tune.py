@@ -446,8 +446,8 @@ def test_each_ep_has_a_fixed_number_of_settings_passes():
     assert passes == {ep: settings_module.passes(ep) for ep in passes}  # what the budget plans
     refined = settings_module.candidates("cuda", 2, heuristic)
     assert [s.name for s in refined] == [
-        "level=all,algo=HEURISTIC,max_workspace=0",
         "level=all,algo=HEURISTIC,cuda_graph=1",
+        "level=all,algo=HEURISTIC,max_workspace=0",
     ]
     first = [s.name for s in settings_module.candidates("cuda", 1)]
     assert first[0] == DEFAULT.name  # the default, then the most promising (HEURISTIC, NHWC)

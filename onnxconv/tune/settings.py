@@ -10,8 +10,8 @@ default) or off, the CPU memory arena on (default) or off — 8, the first being
 
 CUDA candidates (written for the GPU session; not run on a CPU-only machine):
 ``cudnn_conv_algo_search`` EXHAUSTIVE (ORT's default) / HEURISTIC / DEFAULT × ``prefer_nhwc``
-0 / 1, then ``cudnn_conv_use_max_workspace`` 0 (ORT's default is 1) and CUDA graphs
-(``enable_cuda_graph``, timed with IO binding) on the best of those. CUDA graphs need every node on
+0 / 1, then CUDA graphs (``enable_cuda_graph``, timed with IO binding) and
+``cudnn_conv_use_max_workspace`` 0 (ORT's default is 1) on the best of those. CUDA graphs need every node on
 CUDA and fixed shapes; :func:`cuda_graph_blocker` says when a graph cannot have them. TF32 stays
 off everywhere: it changes fp32 numerics, and the proof would (rightly) reject it.
 """
@@ -131,8 +131,9 @@ CUDA_FIRST_PASS = (
 
 
 def cuda_candidates(best_of_first: SessionSettings | None = None) -> list[SessionSettings]:
-    """Without ``best_of_first``: algorithm search × NHWC (the default first). With it: that
-    one with the max workspace off, and with CUDA graphs."""
+    """Without ``best_of_first``: algorithm search × NHWC (:data:`CUDA_FIRST_PASS`). With it:
+    that one with CUDA graphs (first: the launches they save are what bounds a small batch),
+    and with the max workspace off."""
     if best_of_first is None:
         return [
             SessionSettings(
@@ -147,10 +148,10 @@ def cuda_candidates(best_of_first: SessionSettings | None = None) -> list[Sessio
         ]
     base = best_of_first.cuda
     return [
+        SessionSettings(best_of_first.opt_level, cuda=(*base, ("enable_cuda_graph", "1"))),
         SessionSettings(
             best_of_first.opt_level, cuda=(*base, ("cudnn_conv_use_max_workspace", "0"))
         ),
-        SessionSettings(best_of_first.opt_level, cuda=(*base, ("enable_cuda_graph", "1"))),
     ]
 
 
