@@ -11,9 +11,10 @@ default) or off, the CPU memory arena on (default) or off — 8, the first being
 CUDA candidates (written for the GPU session; not run on a CPU-only machine):
 ``cudnn_conv_algo_search`` EXHAUSTIVE (ORT's default) / HEURISTIC / DEFAULT × ``prefer_nhwc``
 0 / 1, then CUDA graphs (``enable_cuda_graph``, timed with IO binding) and
-``cudnn_conv_use_max_workspace`` 0 (ORT's default is 1) on the best of those. CUDA graphs need every node on
-CUDA and fixed shapes; :func:`cuda_graph_blocker` says when a graph cannot have them. TF32 stays
-off everywhere: it changes fp32 numerics, and the proof would (rightly) reject it.
+``cudnn_conv_use_max_workspace`` 0 (ORT's default is 1) on the best of those. CUDA graphs need
+every node on CUDA and fixed shapes; :func:`cuda_graph_blocker` says when a graph cannot have
+them. TF32 stays off everywhere: it changes fp32 numerics, and the proof would (rightly) reject
+it.
 """
 
 from __future__ import annotations
