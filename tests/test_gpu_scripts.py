@@ -40,12 +40,12 @@ def test_the_tune_step_exports_at_a_fixed_batch_tunes_within_its_budget_and_pack
         tmp_path,
         "tune",
         TUNE_EP="cpu",
-        TUNE_RUNS="channel_shuffle:2:shuffle_gather:30",
+        TUNE_RUNS="channel_shuffle:2:shuffle_gather:120",
         TUNE_ARGS="--threads 1 --rounds 1 --blocks 1 --calls 3 --retries 0",
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert (
-        "tune channel_shuffle batch 2 on cpu (rewrites shuffle_gather, budget 30 s)" in run.stdout
+        "tune channel_shuffle batch 2 on cpu (rewrites shuffle_gather, budget 120 s)" in run.stdout
     )
     manifest = json.loads((tmp_path / "results/tune-graphs/b2/manifest.json").read_text())
     assert manifest["graphs"]["channel_shuffle"]["config"]["batch"] == 2
@@ -54,7 +54,7 @@ def test_the_tune_step_exports_at_a_fixed_batch_tunes_within_its_budget_and_pack
         report = json.load(tar.extractfile("./tune-cpu/channel_shuffle-b2.json"))
     assert "./tune-cpu/channel_shuffle-b2.md" in names and "./tune-cpu/README.md" in names
     assert not [n for n in names if n.endswith((".onnx", ".npy", ".pb")) or "tune-graphs" in n]
-    assert report["batch"] == 2 and report["options"]["time_budget_s"] == 30
+    assert report["batch"] == 2 and report["options"]["time_budget_s"] == 120
     assert report["options"]["proof_batches"] is None  # a fixed batch: proven at 2 alone
     assert any(c["name"].startswith("shuffle_gather") for c in report["candidates"])
 
