@@ -455,6 +455,25 @@ def test_each_ep_has_a_fixed_number_of_settings_passes():
     assert len(set(first)) == 6
 
 
+def test_cuda_graphs_need_every_node_on_cuda_and_every_shape_fixed():
+    def graph(input_dims, output_dims):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, output_dims)
+        return helper.make_model(
+            helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+        )
+
+    fixed = graph([2, 3], [2, 3])
+    blocker = settings_module.cuda_graph_blocker
+    assert blocker(fixed, {"cuda": 1}) is None
+    assert blocker(fixed, {"cuda": 1, "cpu": 2}) == "nodes run outside CUDA: {'cpu': 2}"
+    assert blocker(graph(["batch", 3], [2, 3]), {"cuda": 1}) == (
+        "input 'x' has a dynamic dimension"
+    )
+    assert blocker(graph([2, 3], ["n", 3]), {"cuda": 1}) == "output 'y' has a dynamic dimension"
+    assert blocker(graph([2, 3], None), {"cuda": 1}) == "output 'y' has no declared shape"
+
+
 def test_the_settings_search_ends_after_the_eps_last_pass(tmp_path, monkeypatch):
     """A second pass that refines the first's best runs once, not again on its own output (on
     CUDA it once ran until the time limit killed it)."""

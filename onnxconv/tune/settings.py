@@ -177,15 +177,19 @@ def candidates(ep: str, n: int, best: SessionSettings | None = None) -> list[Ses
 
 def cuda_graph_blocker(model: onnx.ModelProto, placement: dict[str, int]) -> str | None:
     """Why CUDA graphs cannot run this graph (None when they can): every node must be on CUDA
-    (``placement``: nodes per EP from the proof's profile) and every input shape fixed."""
+    (``placement``: nodes per EP from the proof's profile), every input shape fixed, and every
+    output shape declared and fixed (the timed run binds each output to a buffer allocated
+    before the graph is captured)."""
     outside = {ep: n for ep, n in placement.items() if ep != "cuda"}
     if outside:
         return f"nodes run outside CUDA: {outside}"
     weights = {i.name for i in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in weights:
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        if any(not d.HasField("dim_value") for d in dims):
-            return f"input {vi.name!r} has a dynamic dimension"
+    declared = [("input", vi) for vi in model.graph.input if vi.name not in weights]
+    declared += [("output", vi) for vi in model.graph.output]
+    for kind, vi in declared:
+        tensor = vi.type.tensor_type
+        if kind == "output" and not tensor.HasField("shape"):
+            return f"output {vi.name!r} has no declared shape"
+        if any(not d.HasField("dim_value") for d in tensor.shape.dim):
+            return f"{kind} {vi.name!r} has a dynamic dimension"
     return None
