@@ -630,7 +630,9 @@ def test_a_spent_time_budget_skips_what_is_left_and_still_writes_the_report(tmp_
         (["tune", "channel_shuffle", "--rounds", "0"], "--rounds must be"),
         (["tune", "channel_shuffle", "--ep", "nope"], "unknown execution provider"),
         (["tune", "channel_shuffle", "--batch", "4"], "fixed at 1"),
-        (["tune", "channel_shuffle", "--time-budget", "0"], "--time-budget must be positive"),
+        (["tune", "channel_shuffle", "--time-budget", "0"], "--time-budget must be a positive"),
+        (["tune", "channel_shuffle", "--time-budget", "nan"], "--time-budget must be a positive"),
+        (["tune", "channel_shuffle", "--time-budget", "inf"], "--time-budget must be a positive"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(args, says, tmp_path, capsys):

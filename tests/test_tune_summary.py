@@ -50,3 +50,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert main([str(path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(path) in err[0] and says in err[0]
+    nowhere = tmp_path / "no" / "such" / "README.md"
+    assert main([str(REPORTS / "tune-cpu-zoo" / "grouped.json"), "--out", str(nowhere)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{nowhere}: cannot write" in err[0]
+    assert not nowhere.parent.exists()

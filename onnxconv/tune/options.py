@@ -37,8 +37,10 @@ class TuneOptions:
 
     def __post_init__(self) -> None:
         check_precisions(self.precisions, self.budget)
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise UserInputError(f"--time-budget must be positive, got {self.time_budget_s:g}")
+        if self.time_budget_s is not None and not 0 < self.time_budget_s < float("inf"):
+            raise UserInputError(
+                f"--time-budget must be a positive number of seconds, got {self.time_budget_s:g}"
+            )
 
 
 #: Precisions tune tries when the user gives a budget and names none.

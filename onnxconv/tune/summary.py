@@ -112,9 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.out is None:
         sys.stdout.write(text)
-    else:
+        return 0
+    try:
         args.out.write_text(text, encoding="utf-8")
-        print(args.out)
+    except OSError as error:
+        print(f"{parser.prog}: error: {args.out}: cannot write ({error.strerror})", file=sys.stderr)
+        return 2
+    print(args.out)
     return 0
 
 
