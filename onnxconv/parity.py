@@ -260,8 +260,9 @@ class _Accumulator:
         self.nan_reference += int(np.count_nonzero(nan_r))
         self.inf_reference += int(np.count_nonzero(inf_r))
 
-        # Histogram: non-finite mismatches are infinite errors, non-finite matches zero errors.
-        self.counts += _bin_counts(np.where(nonfinite_bad, np.inf, err))
+        # Non-finite mismatches are infinite errors, non-finite matches zero errors.
+        errors = np.where(nonfinite_bad, np.inf, err)
+        self.counts += _bin_counts(errors)
 
         n_finite = int(np.count_nonzero(finite))
         if n_finite:
@@ -273,11 +274,7 @@ class _Accumulator:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(finite, err / allowed, 0.0)  # allowed == 0 only if atol == r == 0
         ratio = np.where(finite & (err == 0), 0.0, ratio)
-        ratio = np.where(nonfinite_bad, np.inf, ratio)
-        flat = int(np.argmax(ratio))  # first maximum; a non-finite mismatch (inf) wins
-        if ratio[flat] > self.worst_ratio:  # strictly: the first maximum over all chunks
-            self.worst_at, self.worst_ratio = offset + flat, float(ratio[flat])
-            self.worst_err = float(np.inf if nonfinite_bad[flat] else err[flat])
+        self._note_worst(np.where(nonfinite_bad, np.inf, ratio), errors, offset)
 
     def _add_sums(self, err: np.ndarray, a: np.ndarray, r: np.ndarray, abs_r: np.ndarray) -> None:
         """The maxima and sums over finite elements (``err``: their ``|a - r|``)."""
@@ -303,7 +300,12 @@ class _Accumulator:
             ratio = err / allowed  # allowed == 0 only where atol == r == 0
         if self.tol.atol == 0:
             ratio[err == 0] = 0.0
-        flat = int(np.argmax(ratio))
+        self._note_worst(ratio, err, offset)
+
+    def _note_worst(self, ratio: np.ndarray, err: np.ndarray, offset: int) -> None:
+        """Keep the chunk's largest error-to-tolerance ratio if it beats every earlier chunk's:
+        strictly, so the first maximum over all chunks wins (a non-finite mismatch: inf)."""
+        flat = int(np.argmax(ratio))  # the chunk's first maximum
         if ratio[flat] > self.worst_ratio:
             self.worst_at, self.worst_ratio = offset + flat, float(ratio[flat])
             self.worst_err = float(err[flat])
