@@ -137,10 +137,9 @@ def resolve_sources(
 def tuned_source(record: Path) -> Source:
     """A ``tuned.json``'s graph, checked unchanged since tune wrote it, with its target and
     settings; PyTorch is timed beside it when the original's manifest records the module."""
-    from ..tune.recheck import read_record, tuned_record_path
+    from ..tune.recheck import read_record
 
-    record = tuned_record_path(record) or record  # a folder tune --out wrote: its tuned.json
-    tuned = read_record(record)
+    tuned = read_record(record)  # a folder tune --out wrote: its tuned.json
     original = tuned.original_path
     name = original.parent.name if original.name == "model.onnx" else original.stem
     settings = tuned.settings
@@ -150,7 +149,7 @@ def tuned_source(record: Path) -> Source:
         path=tuned.model_path.resolve(),
         module=recipe_of(original),
         tuned=TunedTarget(
-            record=str(record),
+            record=str(tuned.path),
             ep=tuned.ep,
             opt_level=settings.opt_level,
             precision=tuned.precision,
