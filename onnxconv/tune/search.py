@@ -72,7 +72,7 @@ from .options import TuneOptions, batch_of
 from .proof import Proof, Prover, budget_proof, proof_batches
 from .rewrites import Rewritten, formulations
 from .settings import DEFAULT, SessionSettings
-from .timing import Job, Timing, node_times, profile, roofs, time_rounds
+from .timing import Job, Method, Timing, node_times, profile, roofs, time_rounds
 
 
 def beats(candidate: Timing, reference: Timing) -> bool:
@@ -165,10 +165,15 @@ class _Search:
             )
             if not self.fits(what, cost, end):
                 break
-            started = time.monotonic()
-            entries.append(prove())
-            self.deadline.record_proof(time.monotonic() - started)
+            entries.append(self.timed_proof(prove))
         return entries
+
+    def timed_proof(self, prove: Callable[[], Candidate]) -> Candidate:
+        """``prove()``'s candidate, its seconds recorded for the time budget's projections."""
+        started = time.monotonic()
+        candidate = prove()
+        self.deadline.record_proof(time.monotonic() - started)
+        return candidate
 
     def _inputs(self) -> dict[str, Path]:
         feeds = feeds_module.generate(
@@ -247,18 +252,7 @@ class _Search:
         listed = list(dict.fromkeys([default, incumbent, *entries]))
         timed = [c for c in listed if c.proof.disqualified is None]
         jobs = [Job(c.name, self.model_file(c.model_key, c.model), c.settings) for c in timed]
-        timings, torch = time_rounds(
-            jobs,
-            self.options.ep,
-            self.inputs,
-            self.method,
-            self.torch_job,
-            self.say,
-            until=self.deadline.end(),
-        )
-        self.deadline.record_runs(
-            [s for t in timings.values() for s in t.rounds_s], torch.rounds_s if torch else []
-        )
+        timings, torch = self.time_rounds(jobs, self.method, self.say)
         self.torch[stage] = torch.to_dict() if torch else None
         if torch:
             self.torch_timings.append(torch)
@@ -280,9 +274,11 @@ class _Search:
 
     def run(self) -> TuneReport:
         s, ep = self.subject, self.options.ep
-        started = time.monotonic()
-        self.default = self.candidate(ORIGINAL, s.model, [], [], True, DEFAULT, FORMULATIONS)
-        self.deadline.record_proof(time.monotonic() - started)
+        self.default = self.timed_proof(
+            functools.partial(
+                self.candidate, ORIGINAL, s.model, [], [], True, DEFAULT, FORMULATIONS
+            )
+        )
         if self.default.proof.disqualified:
             raise CheckFailed(
                 f"{s.model_path}: the original graph itself fails validate on {ep}: "
@@ -350,9 +346,26 @@ class _Search:
         plans the first stage with their real costs."""
         self.say("one run of the default and of PyTorch, to plan the time budget")
         job = Job(self.default.name, self.model_file(ORIGINAL, self.subject.model), DEFAULT)
-        method = dataclasses.replace(self.method, rounds=1)
-        timings, torch = time_rounds([job], self.options.ep, self.inputs, method, self.torch_job)
-        self.deadline.record_runs(timings[job.key].rounds_s, torch.rounds_s if torch else [])
+        self.time_rounds([job], dataclasses.replace(self.method, rounds=1), None)
+
+    def time_rounds(
+        self, jobs: list[Job], method: Method, progress: Callable[[str], None] | None
+    ) -> tuple[dict[str, Timing], Timing | None]:
+        """:func:`.timing.time_rounds` for this run's EP, inputs and PyTorch, up to the time
+        budget's deadline, every run's seconds recorded for the budget's projections."""
+        timings, torch = time_rounds(
+            jobs,
+            self.options.ep,
+            self.inputs,
+            method,
+            self.torch_job,
+            progress,
+            until=self.deadline.end(),
+        )
+        self.deadline.record_runs(
+            [s for t in timings.values() for s in t.rounds_s], torch.rounds_s if torch else []
+        )
+        return timings, torch
 
     def formulation(self, name: str, rewritten: Rewritten) -> Candidate:
         """The formulation ``name`` (rewrites joined by ``+``) under the default settings."""
