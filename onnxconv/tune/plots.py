@@ -32,21 +32,22 @@ STAGE_COLORS = ("#0077bb", "#ee7733", "#009988", "#cc3311", "#33bbee", "#ee3377"
 WINNER_EDGE, WINNER_LINEWIDTH = "black", 2.0
 
 
-def _stats(c: Mapping[str, Any]) -> Mapping[str, Any]:
+def stats_of(c: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A candidate's pooled timing statistics in a report's JSON ({} when it was not timed)."""
     return (c.get("timing") or {}).get("stats") or {}
 
 
 def timed_candidates(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The candidates with a pooled p50, grouped by stage in the order the stages appear."""
     stages = list(dict.fromkeys(c["stage"] for c in data["candidates"]))
-    timed = [c for c in data["candidates"] if _stats(c).get("p50_ms") is not None]
+    timed = [c for c in data["candidates"] if stats_of(c).get("p50_ms") is not None]
     return sorted(timed, key=lambda c: stages.index(c["stage"]))
 
 
 def _default_p50(data: Mapping[str, Any]) -> float | None:
     """The default's p50 in the first stage that has it (the reference every speedup names)."""
     default = next((c for c in data["candidates"] if c["name"] == data["default"]), None)
-    return _stats(default).get("p50_ms") if default else None
+    return stats_of(default).get("p50_ms") if default else None
 
 
 def _torch_p50(data: Mapping[str, Any]) -> tuple[float | None, int]:
@@ -81,8 +82,8 @@ def _candidates_panel(ax: Any, data: Mapping[str, Any]) -> None:
     timed = timed_candidates(data)
     stages = list(dict.fromkeys(c["stage"] for c in data["candidates"]))
     color = {s: STAGE_COLORS[i % len(STAGE_COLORS)] for i, s in enumerate(stages)}
-    p50 = [_stats(c)["p50_ms"] for c in timed]
-    p90 = [_stats(c).get("p90_ms") or p for c, p in zip(timed, p50)]
+    p50 = [stats_of(c)["p50_ms"] for c in timed]
+    p90 = [stats_of(c).get("p90_ms") or p for c, p in zip(timed, p50)]
     ys = list(range(len(timed)))
     ax.barh(
         ys,

@@ -15,16 +15,13 @@ from typing import Any
 from onnxconv.errors import UserInputError
 from onnxconv.machine import describe_gpus
 
+from .plots import stats_of
 from .report import load_report
 
 HEADER = (
     "| graph | EP | batch | default ORT p50 ms | PyTorch eager p50 ms | winner | winner p50 ms "
     "| × default | torch/ORT (winner) | what bounds the winner |"
 )
-
-
-def _p50(candidate: dict[str, Any]) -> float | None:
-    return ((candidate.get("timing") or {}).get("stats") or {}).get("p50_ms")
 
 
 def _ms(value: float | None) -> str:
@@ -44,10 +41,10 @@ def row(path: Path, data: dict[str, Any]) -> str:
             f"`{data['subject']['label']}`",
             data["ep"],
             str(data["batch"]),
-            _ms(_p50(default)),
+            _ms(stats_of(default).get("p50_ms")),
             _ms(torch),
             "default kept" if kept else f"`{winner['name']}`",
-            _ms(_p50(winner)),
+            _ms(stats_of(winner).get("p50_ms")),
             "—"
             if kept or winner["speedup_vs_default"] is None
             else f"{winner['speedup_vs_default']:.2f}",
