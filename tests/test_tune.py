@@ -456,9 +456,9 @@ def test_each_ep_has_a_fixed_number_of_settings_passes():
 
 
 def test_cuda_graphs_need_every_node_on_cuda_and_every_shape_fixed():
-    def graph(input_dims, output_dims):
+    def graph(input_dims, output_dims, output_type=TensorProto.FLOAT):
         x = helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)
-        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, output_dims)
+        y = helper.make_tensor_value_info("y", output_type, output_dims)
         return helper.make_model(
             helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
         )
@@ -472,6 +472,11 @@ def test_cuda_graphs_need_every_node_on_cuda_and_every_shape_fixed():
     )
     assert blocker(graph([2, 3], ["n", 3]), {"cuda": 1}) == "output 'y' has a dynamic dimension"
     assert blocker(graph([2, 3], None), {"cuda": 1}) == "output 'y' has no declared shape"
+    assert blocker(graph(None, [2, 3]), {"cuda": 1}) == "input 'x' has no declared shape"
+    assert blocker(graph([2, 3], [2], TensorProto.INT64), {"cuda": 1}) is None  # e.g. an argmax
+    assert blocker(graph([2, 3], [2], TensorProto.BFLOAT16), {"cuda": 1}) == (
+        "output 'y' is tensor(bfloat16), which cannot be bound to a buffer"
+    )
 
 
 def test_the_settings_search_ends_after_the_eps_last_pass(tmp_path, monkeypatch):

@@ -126,6 +126,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         apply_session_settings,
         preload_cuda_libraries,
     )
+    from onnxconv.runtime.inputs import ort_tensor_spec
 
     threads = int(job["threads"])
     so = ort.SessionOptions()
@@ -193,7 +194,7 @@ def run_ort(job: dict[str, Any]) -> dict[str, Any]:
         cuda_graph = cuda_options.get("enable_cuda_graph") == "1"
         for out in session.get_outputs():
             if cuda_graph:
-                dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}[out.type]
+                dtype = ort_tensor_spec(out).dtype  # cuda_graph_blocker: a numpy type
                 buffer = ort.OrtValue.ortvalue_from_shape_and_type(out.shape, dtype, "cuda", 0)
                 binding.bind_ortvalue_output(out.name, buffer)
             else:

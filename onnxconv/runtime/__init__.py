@@ -62,7 +62,7 @@ Modules
     eps.py        EP names, which EPs can run here and why not, CUDA library preloading, ORT's
                   native log while probing
     sessions.py   Target, make_session, SessionInfo, session settings, loading a model
-    inputs.py     TensorSpec, input_specs, check_feeds, run
+    inputs.py     TensorSpec, input_specs, output_specs, check_feeds, run
     placement.py  node_placement: which EP ran which node, from a profile
 """
 
@@ -79,7 +79,7 @@ from .eps import (
     set_ort_log_severity,
     short_name,
 )
-from .inputs import TensorSpec, check_feeds, input_specs, run
+from .inputs import TensorSpec, check_feeds, input_specs, output_specs, run
 from .placement import node_placement
 from .sessions import (
     OPT_LEVELS,
@@ -105,6 +105,7 @@ __all__ = [
     "default_eps",
     "ep_unavailable_reason",
     "input_specs",
+    "output_specs",
     "load_model_proto",
     "make_session",
     "node_placement",

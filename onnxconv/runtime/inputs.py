@@ -80,24 +80,30 @@ def input_specs(
     """
     weights = {init.name for init in model.graph.initializer}
     keep = set(names) if names is not None else None
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in weights or (keep is not None and vi.name not in keep):
-            continue
-        t = vi.type.tensor_type
-        onnx_type = f"tensor({TensorProto.DataType.Name(t.elem_type).lower()})"
-        shape = None
-        if t.HasField("shape"):
-            shape = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in t.shape.dim
-            )
-        specs.append(
-            TensorSpec(
-                name=vi.name, shape=shape, onnx_type=onnx_type, dtype=_ORT_TYPES.get(onnx_type)
-            )
+    return tuple(
+        value_spec(vi)
+        for vi in model.graph.input
+        if vi.name not in weights and (keep is None or vi.name in keep)
+    )
+
+
+def output_specs(model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+    """The graph outputs of ``model`` as ORT would declare them, without a session."""
+    return tuple(value_spec(vi) for vi in model.graph.output)
+
+
+def value_spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    """The :class:`TensorSpec` of a graph input or output (its declared type and shape)."""
+    t = vi.type.tensor_type
+    onnx_type = f"tensor({TensorProto.DataType.Name(t.elem_type).lower()})"
+    shape = None
+    if t.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
         )
-    return tuple(specs)
+    return TensorSpec(
+        name=vi.name, shape=shape, onnx_type=onnx_type, dtype=_ORT_TYPES.get(onnx_type)
+    )
 
 
 def check_feeds(

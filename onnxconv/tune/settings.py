@@ -26,7 +26,7 @@ from typing import Any
 import onnx
 
 from onnxconv.errors import UserInputError
-from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS
+from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS, input_specs, output_specs
 
 SPINNING = "session.intra_op.allow_spinning"
 
@@ -183,13 +183,13 @@ def cuda_graph_blocker(model: onnx.ModelProto, placement: dict[str, int]) -> str
     outside = {ep: n for ep, n in placement.items() if ep != "cuda"}
     if outside:
         return f"nodes run outside CUDA: {outside}"
-    weights = {i.name for i in model.graph.initializer}
-    declared = [("input", vi) for vi in model.graph.input if vi.name not in weights]
-    declared += [("output", vi) for vi in model.graph.output]
-    for kind, vi in declared:
-        tensor = vi.type.tensor_type
-        if kind == "output" and not tensor.HasField("shape"):
-            return f"output {vi.name!r} has no declared shape"
-        if any(not d.HasField("dim_value") for d in tensor.shape.dim):
-            return f"{kind} {vi.name!r} has a dynamic dimension"
+    declared = [("input", s) for s in input_specs(model)]
+    declared += [("output", s) for s in output_specs(model)]
+    for kind, spec in declared:
+        if spec.shape is None:
+            return f"{kind} {spec.name!r} has no declared shape"
+        if any(not isinstance(d, int) for d in spec.shape):
+            return f"{kind} {spec.name!r} has a dynamic dimension"
+        if kind == "output" and (spec.dtype is None or spec.dtype == object):
+            return f"output {spec.name!r} is {spec.onnx_type}, which cannot be bound to a buffer"
     return None
