@@ -7,7 +7,7 @@ tries, instead of a MemoryError traceback.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -61,20 +61,23 @@ def generate(
     distribution: str,
     seed: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded inputs for every graph input, shaped by :func:`input_shape`.
+    """Seeded inputs for every float graph input, shaped by :func:`input_shape`; every other
+    input (token ids, indices, masks: values only the model knows the valid range of) taken from
+    ``samples``, a valid input by name, repeated or cut along a symbolic batch axis to ``batch``.
 
-    Raises :class:`UserInputError` (naming ``label``) for a non-float input, a non-positive
-    dimension, or inputs whose total size exceeds ``max_bytes``.
+    Raises :class:`UserInputError` (naming ``label``) for a non-float input without a sample, a
+    non-positive dimension, or inputs whose total size exceeds ``max_bytes``.
     """
     planned = []
     total = 0
-    for info in graph_inputs(model):
+    given: dict[str, np.ndarray] = {}
+    for position, info in enumerate(graph_inputs(model)):
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
         if not np.issubdtype(dtype, np.floating):
-            raise UserInputError(
-                f"{label}: input {info.name!r} is {dtype}; supply inputs with --inputs FILE.npz"
-            )
+            given[info.name] = _from_sample(info, position, dtype, samples or {}, batch, label)
+            continue
         shape = input_shape(info, batch, spatial)
         if any(d <= 0 for d in shape):
             raise UserInputError(
@@ -91,10 +94,42 @@ def generate(
             )
         planned.append((info.name, shape, dtype))
     rng = np.random.default_rng(seed)
-    return {
+    drawn = {
         name: DISTRIBUTIONS[distribution](rng, shape).astype(dtype)
         for name, shape, dtype in planned
     }
+    return {info.name: {**drawn, **given}[info.name] for info in graph_inputs(model)}
+
+
+def _from_sample(
+    info: onnx.ValueInfoProto,
+    position: int,
+    dtype: np.dtype,
+    samples: Mapping[str, np.ndarray],
+    batch: int,
+    label: str,
+) -> np.ndarray:
+    """The non-float input ``info`` from its sample, at ``batch`` where its batch axis is
+    symbolic (the sample's rows repeated in turn, or the first ones)."""
+    sample = samples.get(info.name)
+    if sample is None:
+        raise UserInputError(
+            f"{label}: input {info.name!r} is {dtype}, whose valid values only the model knows; "
+            f"onnxconv draws float inputs only and takes this one from a sample: the graph's "
+            f"test_data_set_0/input_{position}.pb (as export writes it) or validate's "
+            "--inputs FILE.npz"
+        )
+    sample = np.asarray(sample, dtype=dtype)
+    dims = info.type.tensor_type.shape.dim
+    if (
+        sample.ndim
+        and len(sample)
+        and dims
+        and not dims[0].HasField("dim_value")
+        and len(sample) != batch
+    ):
+        sample = np.take(sample, np.arange(batch) % len(sample), axis=0)
+    return sample
 
 
 def samples(

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -155,6 +156,74 @@ def test_bad_user_models_are_exit_2_with_one_line_and_nothing_written(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_integer_inputs_come_from_the_stored_sample_or_inputs_npz(tmp_path, capsys):
+    """Token ids have valid values only the model knows (here an Embedding of 10 rows):
+    validate and tune take them from the export's stored input, repeated along the batch, or
+    from --inputs; floats are still drawn per seed."""
+    spec = ["--input", "1,3,4,4", "--input", "1,5:int64", "--dynamic-batch"]
+    argv = ["export", "--module", "user_modules:Embedded", *spec, "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    folder = tmp_path / "Embedded"
+    report = tmp_path / "v.json"
+    argv = ["validate", str(folder), *FP32_ALL, "--json", str(report)]
+    assert main(argv) == 0
+    data = json.loads(report.read_text())
+    assert [c["status"] for c in data["cells"]] == ["pass"]
+    assert {"test_data_set_0", "normal/seed0/batch1", "wide/seed1/batch2"} <= set(
+        data["subjects"][0]["cases"]
+    )
+    ids = np.array([[9, 0, 9, 0, 9]], dtype=np.int64)
+    image = np.ones((1, 3, 4, 4), dtype=np.float32)
+    np.savez(tmp_path / "inputs.npz", input_0=image, input_1=ids)
+    argv += ["--inputs", str(tmp_path / "inputs.npz")]
+    assert main(argv) == 0
+    assert "inputs" in json.loads(report.read_text())["subjects"][0]["cases"]
+    argv = ["tune", str(folder), "--no-settings", "--rounds", "1", "--blocks", "1", "--calls", "3"]
+    argv += ["--no-profile", "--quiet", "--out", str(tmp_path / "tuned")]
+    assert main(argv) == 0
+    assert (tmp_path / "tuned" / "tuned.json").is_file()
+    bare = shutil.copy(folder / "model.onnx", tmp_path / "bare.onnx")  # no sample: one line
+    capsys.readouterr()
+    assert main(["validate", str(bare), *FP32_ALL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "input 'input_1' is int64, whose valid values only the model knows; "
+        "onnxconv draws float inputs only and takes this one from a sample: the "
+        "graph's test_data_set_0/input_1.pb (as export writes it) or validate's "
+        "--inputs FILE.npz"
+    )
+    assert "\n" not in err
+
+
+def test_generated_integer_inputs_repeat_the_sample_along_a_symbolic_batch():
+    from onnx import TensorProto, helper
+
+    from onnxconv import feeds
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 2])
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 3])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["y"])], "g", [image, ids], [out]
+    )
+    model = helper.make_model(graph)
+    sample = {"ids": np.array([[1, 2, 3], [4, 5, 6]])}
+    made = feeds.generate(
+        model, "m", batch=3, spatial={1: 2}, distribution="normal", seed=0, samples=sample
+    )
+    assert list(made) == ["image", "ids"]
+    assert made["image"].shape == (3, 2) and made["image"].dtype == np.float32
+    assert made["ids"].tolist() == [[1, 2, 3], [4, 5, 6], [1, 2, 3]]
+    assert made["ids"].dtype == np.int64
+    one = feeds.generate(
+        model, "m", batch=1, spatial={1: 2}, distribution="normal", seed=0, samples=sample
+    )
+    assert one["ids"].tolist() == [[1, 2, 3]]
+    assert np.array_equal(one["image"], made["image"][:1])  # floats drawn as without a sample
+    with pytest.raises(UserInputError, match="^m: input 'ids' is int64"):
+        feeds.generate(model, "m", batch=1, spatial={}, distribution="normal", seed=0)
 
 
 def test_validate_module_api_from_a_module_in_memory():

@@ -116,6 +116,7 @@ def _source_test_sets(original: validate.Subject, max_input_bytes: int) -> list[
                 distribution=dist,
                 seed=seed,
                 max_bytes=max_input_bytes,
+                samples=original.sample,
             )
             try:
                 outputs = run_reference(original.model, feeds)

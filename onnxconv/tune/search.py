@@ -183,6 +183,7 @@ class _Search:
             spatial=validate.spatial_sizes(self.subject)[0],
             distribution="normal",
             seed=0,
+            samples=self.subject.sample,
         )
         paths = {}
         for i, (name, value) in enumerate(feeds.items()):

@@ -181,6 +181,7 @@ def make_cases(
                     distribution=dist,
                     seed=seed,
                     max_bytes=max_input_bytes,
+                    samples={**subject.sample, **(extra_inputs or {})},
                 ),
             )
         )

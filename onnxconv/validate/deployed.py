@@ -60,6 +60,7 @@ def seeded_feeds(
             distribution="normal",
             seed=first_seed + i,
             max_bytes=max_input_bytes,
+            samples=subject.sample,
         )
         for i in range(count)
     ]

@@ -49,6 +49,12 @@ class Subject:
     )
 
     @property
+    def sample(self) -> dict[str, np.ndarray]:
+        """A valid input by name (the first stored test set's), where generated cases take
+        what :func:`onnxconv.feeds.generate` does not draw (integer and bool inputs)."""
+        return self.test_sets[0].inputs if self.test_sets else {}
+
+    @property
     def input_names(self) -> list[str]:
         initializers = {i.name for i in self.model.graph.initializer}
         return [i.name for i in self.model.graph.input if i.name not in initializers]
