@@ -1,0 +1,35 @@
+"""The README's Python examples run as a new user runs them, in a fresh interpreter, and print
+what their comments say."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), re.M | re.S)
+
+
+def test_the_readme_has_python_examples():
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i + 1}" for i in range(len(BLOCKS))])
+def test_a_readme_example_prints_what_its_comments_say(block, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = [
+        line.split("#", 1)[1].strip()
+        for line in block.splitlines()
+        if line.startswith("print(") and "#" in line
+    ]
+    printed = done.stdout.splitlines()
+    assert said and len(printed) == len(said)
+    for comment, line in zip(said, printed):
+        assert comment.startswith(line), (line, comment)
