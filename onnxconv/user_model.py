@@ -288,6 +288,29 @@ def weights_fingerprint(module: Any) -> str:
     return digest.hexdigest()
 
 
+def weights_in_graph(module: Any, model: Any) -> tuple[int, int]:
+    """How many of ``module``'s float weight tensors (of 8 values or more) ``model`` holds as an
+    initializer, and of how many. Tensors are compared as their sorted float32 values, so a copy
+    the exporter transposed or reshaped counts; one it folded (BatchNorm into a Conv) does not."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    def key(array: Any) -> bytes:
+        return hashlib.sha256(np.sort(array.astype(np.float32).ravel()).tobytes()).digest()
+
+    held = {
+        key(array)
+        for array in map(numpy_helper.to_array, model.graph.initializer)
+        if array.dtype.kind == "f" and array.size >= 8
+    }
+    weights = [
+        tensor.detach().cpu().numpy()
+        for tensor in module.state_dict().values()
+        if tensor.is_floating_point() and tensor.numel() >= 8
+    ]
+    return sum(key(w) in held for w in weights), len(weights)
+
+
 def flatten_outputs(value: Any) -> list[Any]:
     """A module's result as a list of tensors: a tensor, or a (nested) tuple/list of them."""
     import torch

@@ -124,9 +124,13 @@ def test_module_beside_a_bare_onnx_adds_the_pytorch_opinion(tmp_path, capsys):
     shutil.copy(out / "shuffled" / "model.onnx", bare)
     report = tmp_path / "v.json"
     right = ["validate", str(bare), "--module", spec, *FP32_ALL, "--json", str(report)]
+    capsys.readouterr()
     assert main([*right, *args]) == 0
     assert "torch" in json.loads(report.read_text())["subjects"][0]["opinions"]
-    assert main([*right, "--module-args", "groups=4"]) == 1  # another module: it fails
+    assert "weight tensors" not in capsys.readouterr().out
+    assert main([*right, "--module-args", "groups=4"]) == 1  # another module: it fails,
+    notes = json.loads(report.read_text())["subjects"][0]["notes"]  # and the note says why
+    assert any("none of the 4 weight tensors of user_modules:shuffled is among" in n for n in notes)
 
 
 @pytest.mark.parametrize(

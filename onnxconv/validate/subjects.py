@@ -249,5 +249,16 @@ def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) 
 def attach_module(
     subject: Subject, module: Any, source: str, recipe: dict[str, Any] | None = None
 ) -> None:
-    """The user says ``module`` is what the graph should compute (``validate --module``)."""
+    """The user says ``module`` is what the graph should compute (``validate --module``); a note
+    where none of its weights is in the graph."""
+    from ..user_model import weights_in_graph
+
     subject.module, subject.module_source, subject.recipe = module.eval(), source, recipe
+    found, total = weights_in_graph(module, subject.model)
+    if total and not found:
+        subject.notes.append(
+            f"none of the {total} weight tensors of {source} is among the initializers of "
+            f"{subject.model_path} (compared as sorted values): a graph exported from other "
+            "weights (another seed, checkpoint or configuration) fails against it as an export "
+            "defect"
+        )
