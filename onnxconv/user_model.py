@@ -98,22 +98,23 @@ class ModuleRecipe:
         """The factory's name: the default graph folder name."""
         return self.path.rpartition(":")[2].rpartition(".")[2]
 
-    def build(self) -> tuple[Any, list[str]]:
-        """The module in eval mode, and notes about loading it (see :func:`import_factory`)."""
+    def build(self, named_by: str = "--module") -> tuple[Any, list[str]]:
+        """The module in eval mode, and notes about loading it (see :func:`import_factory`;
+        ``named_by``: who named the path, for the errors)."""
         import torch
 
-        factory, notes = import_factory(self.path)
+        factory, notes = import_factory(self.path, named_by)
         torch.manual_seed(self.seed)
         try:
             module = factory(**self.args)
         except Exception as error:  # the user's code may raise anything
             raise UserInputError(
-                f"--module {self.path}: the factory failed: {type(error).__name__}: "
+                f"{named_by} {self.path}: the factory failed: {type(error).__name__}: "
                 f"{last_line(error)}"
             ) from None
         if not isinstance(module, torch.nn.Module):
             raise UserInputError(
-                f"--module {self.path}: the factory returned an object of type "
+                f"{named_by} {self.path}: the factory returned an object of type "
                 f"{type(module).__name__}, not a torch.nn.Module"
             )
         return module.eval(), notes
@@ -181,15 +182,16 @@ def last_line(error: BaseException) -> str:
     return one_line(lines[-1]) if lines else type(error).__name__
 
 
-def import_factory(path: str) -> tuple[Callable[..., Any], list[str]]:
+def import_factory(path: str, named_by: str = "--module") -> tuple[Callable[..., Any], list[str]]:
     """The callable named by ``package.module:factory`` (``factory`` may be dotted), and notes.
 
     The current folder is importable, as with ``python -m``. A failing import is a
-    UserInputError naming the path and the error's last line."""
+    UserInputError naming who named the path (``named_by``), the path and the error's last
+    line."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise UserInputError(
-            f"--module {path}: expected package.module:factory "
+            f"{named_by} {path}: expected package.module:factory "
             "(e.g. torchvision.models:shufflenet_v2_x1_0)"
         )
     notes: list[str] = []
@@ -197,17 +199,22 @@ def import_factory(path: str) -> tuple[Callable[..., Any], list[str]]:
         try:
             module = _import(module_name, notes)
         except Exception as error:  # the user's module may raise anything while importing
+            hint = ""
+            if isinstance(error, ModuleNotFoundError):
+                hint = " (onnxconv imports from the current folder and PYTHONPATH)"
             raise UserInputError(
-                f"--module {path}: cannot import {module_name}: {type(error).__name__}: "
-                f"{last_line(error)}"
+                f"{named_by} {path}: cannot import {module_name}: {type(error).__name__}: "
+                f"{last_line(error)}{hint}"
             ) from None
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise UserInputError(f"--module {path}: {module_name} has no attribute {attr!r}")
+            raise UserInputError(f"{named_by} {path}: {module_name} has no attribute {attr!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise UserInputError(f"--module {path}: {attr} is a {type(target).__name__}, not callable")
+        raise UserInputError(
+            f"{named_by} {path}: {attr} is a {type(target).__name__}, not callable"
+        )
     return target, notes
 
 

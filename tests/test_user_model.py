@@ -114,6 +114,21 @@ def test_a_rebuilt_module_with_other_weights_never_speaks_for_the_graph(tmp_path
     assert "torch" not in subject["opinions"]  # the stored outputs decide instead
 
 
+def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, capsys):
+    export_two(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["graphs"]["TwoInputs"]["module"]["path"] = "elsewhere.nets:TwoInputs"  # not importable
+    manifest.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path), *FP32_ALL]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"onnxconv validate: error: {manifest}: module elsewhere.nets:TwoInputs: cannot import "
+        "elsewhere.nets: ModuleNotFoundError: No module named 'elsewhere' (onnxconv imports "
+        "from the current folder and PYTHONPATH)"
+    )
+
+
 def test_module_beside_a_bare_onnx_adds_the_pytorch_opinion(tmp_path, capsys):
     spec = "user_modules:shuffled"
     args = ["--module-args", "groups=2"]

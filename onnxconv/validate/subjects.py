@@ -233,7 +233,7 @@ def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) 
     from ..user_model import ModuleRecipe, weights_fingerprint
 
     recipe = ModuleRecipe.from_dict(entry["module"])
-    module, notes = recipe.build()
+    module, notes = recipe.build(named_by=f"{manifest_path}: module")
     subject.notes += notes
     if weights_fingerprint(module) != entry.get("weights_sha256"):
         subject.notes.append(
