@@ -65,6 +65,12 @@ def test_zero_and_negative_sizes_are_refused_everywhere_exit_2(capsys, tmp_path)
         ["inspect", "graphs/standard", "--batch", "0"],
         ["bench", "standard", "--batch", "-1"],
         ["bench", "standard", "--batch", "0"],
+        ["bench", "standard", "--threads", "0"],
+        ["bench", "standard", "--calls", "0"],
+        ["validate", "standard", "--threads", "-1"],
+        ["tune", "standard", "--threads", "0"],
+        ["tune", "standard", "--rounds", "0"],
+        ["tune", "standard", "--batch", "0"],
     ):
         try:
             main(argv)

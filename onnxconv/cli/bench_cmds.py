@@ -193,7 +193,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="threads for both runtimes (default 1, the stable baseline)",
     )
@@ -225,8 +225,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         default=3,
         help="alternating ORT/PyTorch process pairs (default 3: odd, so the median is a round)",
     )
-    p.add_argument("--blocks", type=int, default=5, help="timed blocks per cell (default 5)")
-    p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
+    p.add_argument(
+        "--blocks", type=positive_int, default=5, help="timed blocks per cell (default 5)"
+    )
+    p.add_argument(
+        "--calls", type=positive_int, default=100, help="timed calls per block (default 100)"
+    )
     p.add_argument("--compile", action="store_true", help="add a torch.compile column")
     p.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
     p.add_argument(

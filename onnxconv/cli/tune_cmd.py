@@ -13,6 +13,7 @@ from .common import (
     format_table,
     graphs_parent,
     module_arguments,
+    positive_int,
     report_arguments,
 )
 
@@ -32,14 +33,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..tune.timing import Method
 
     started = time.monotonic()  # the time budget counts loading (or exporting) the graph too
-    for flag, value in (
-        ("--threads", args.threads),
-        ("--rounds", args.rounds),
-        ("--blocks", args.blocks),
-        ("--calls", args.calls),
-    ):
-        if value < 1:
-            raise OnnxconvError(f"{flag} must be a positive integer, got {value}")
     if args.retries < 0:
         raise OnnxconvError(f"--retries must be 0 or more, got {args.retries}")
     if args.ep not in ("cpu", "cuda"):
@@ -153,9 +146,13 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         p, "the PyTorch module TARGET should compute: it decides the proofs and is timed beside"
     )
     p.add_argument("--ep", default="cpu", help="execution provider: cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=1, help="threads for ORT and PyTorch (default 1)")
     p.add_argument(
-        "--batch", type=int, help="batch size (default: the graph's; any when it is dynamic)"
+        "--threads", type=positive_int, default=1, help="threads for ORT and PyTorch (default 1)"
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        help="batch size (default: the graph's; any when it is dynamic)",
     )
     p.add_argument(
         "--rewrites",
@@ -185,9 +182,15 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         default="minmax",
         help="int8 calibration method (default minmax; 16 generated inputs)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per stage (default 3)")
-    p.add_argument("--blocks", type=int, default=5, help="timed blocks per process (default 5)")
-    p.add_argument("--calls", type=int, default=100, help="timed calls per block (default 100)")
+    p.add_argument(
+        "--rounds", type=positive_int, default=3, help="alternating rounds per stage (default 3)"
+    )
+    p.add_argument(
+        "--blocks", type=positive_int, default=5, help="timed blocks per process (default 5)"
+    )
+    p.add_argument(
+        "--calls", type=positive_int, default=100, help="timed calls per block (default 100)"
+    )
     p.add_argument(
         "--retries",
         type=int,

@@ -17,6 +17,7 @@ from .common import (
     int_list,
     json_text,
     module_arguments,
+    positive_int,
     positive_int_list,
     progress_printer,
     report_arguments,
@@ -326,7 +327,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inputs", help=".npz of inputs by name (one more case)")
     p.add_argument("--atol", type=float, help="absolute tolerance for every target")
     p.add_argument("--rtol", type=float, help="relative tolerance for every target")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument(
         "--cudnn-conv-algo-search",
         choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
