@@ -290,6 +290,10 @@ def test_e2e_report_follows_schema(e2e):
     for key in ("torch", "onnx", "onnxruntime", "numpy", "onnxruntime_providers"):
         assert data["versions"][key]
     assert data["roofs"]["compute_gflops"] > 0 and data["roofs"]["memory_gbps"] > 0
+    for start_or_end in data["roofs"]["measurements"]:  # the roof: the fastest matmul probed
+        probes = {k: v for k, v in start_or_end["details"].items() if k.endswith("_gflops")}
+        assert set(probes) == {"numpy_matmul_gflops", "torch_matmul_gflops", "ort_matmul_gflops"}
+        assert start_or_end["compute_gflops"] == max(probes.values())
     assert data == report.to_dict()
 
 

@@ -38,7 +38,8 @@ def measurement_notes(report: BenchReport) -> list[str]:
                 f"{'GPU' if on_gpu else 'CPU'} compute roof "
                 f"({roofs['compute_gflops']:.0f} GFLOP/s), e.g. {above[0]}: the roof was "
                 "probably measured while the machine was busy, or the cell's kernels "
-                "beat the fp32 matmul; % roof is then too high"
+                "beat every fp32 matmul probed (numpy, torch, ONNX Runtime); % roof is then "
+                "too high"
             )
     unsteady = [
         c["id"]

@@ -7,7 +7,8 @@ calls it inside a fresh worker process with the same thread settings as the time
 Roofs (the roofline model, Williams et al. 2009):
 
 - compute roof: GFLOP/s of a large fp32 matrix product (``n x n @ n x n``, 2·n³ FLOPs), the best
-  of several repeats, from numpy (OpenBLAS) and from torch (its BLAS); the faster one is the roof.
+  of several repeats, from numpy (OpenBLAS), torch (its BLAS) and ONNX Runtime (a MatMul graph:
+  MLAS, whose AVX-512 kernels can be twice OpenBLAS's here); the fastest one is the roof.
 - memory roof: GB/s of a large copy (``copy_mb`` MiB source into a same-sized destination),
   counting read + write (2 x bytes), best of several; numpy's copy is single-threaded, torch's
   ``copy_`` uses the intra-op threads; the faster one is the roof.
@@ -61,6 +62,33 @@ def _torch_roofs(threads: int, n: int, n_floats: int, repeats: int) -> dict[str,
     }
 
 
+def _ort_roofs(threads: int, n: int, repeats: int) -> dict[str, float]:
+    """ONNX Runtime's fp32 MatMul GFLOP/s (MLAS, the kernels ORT's Convs use) on the CPU EP
+    with ``threads`` intra-op threads."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "matmul_roof",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    seconds = _best_seconds(lambda: session.run(None, {"a": a}), repeats)
+    return {"ort_matmul_gflops": 2.0 * n**3 / seconds / 1e9}
+
+
 def measure_roofs(
     threads: int, matmul_n: int = 2048, copy_mb: int = 256, repeats: int = 5
 ) -> dict[str, Any]:
@@ -76,6 +104,7 @@ def measure_roofs(
         details.update(_torch_roofs(threads, matmul_n, n_floats, repeats))
     except ImportError:
         details["torch_error"] = "torch not installed"
+    details.update(_ort_roofs(threads, matmul_n, repeats))
     compute = max(v for k, v in details.items() if k.endswith("_gflops"))
     memory = max(v for k, v in details.items() if k.endswith("_gbps"))
     return {
