@@ -593,6 +593,10 @@ def test_cli_writes_the_tuned_model_and_its_record(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "shuffle_gather @ level=all" in out and "wrote" in out
+    header, _, original, gather = out.splitlines()[:4]
+    assert header.endswith("torch/ORT  beats ref")
+    assert original.split()[-1] == "—"  # the default has no reference
+    assert gather.split()[-1] in ("yes", "no")  # one round: a win only if faster in it
     tuned = json.loads((folder / "tuned.json").read_text())
     model_bytes = (folder / "model.tuned.onnx").read_bytes()
     onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
