@@ -6,7 +6,9 @@ Library code raises these; only :mod:`onnxconv.cli` catches them and chooses the
 
 from __future__ import annotations
 
+import difflib
 import re
+from typing import Iterable, Sequence
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -39,6 +41,23 @@ class Interrupted(BaseException):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(signal.Signals(signum).name)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'cuda'?)`` for a near miss of one of ``known``, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(what: str, names: str | Sequence[str], known: Iterable[str]) -> UserInputError:
+    """The one-line error for names that are not among ``known``:
+    ``unknown execution provider 'cdua' (did you mean 'cuda'?); known: cpu, cuda``."""
+    names = [names] if isinstance(names, str) else list(names)
+    known = list(known)
+    return UserInputError(
+        f"unknown {what} {', '.join(map(repr, names))}"
+        f"{''.join(did_you_mean(n, known) for n in names)}; known: {', '.join(known)}"
+    )
 
 
 def strip_colour(text: str) -> str:

@@ -131,9 +131,7 @@ def export_variants(
     ]
     unknown = set(overrides or {}) - {k for c in configs for k in c}
     if unknown:
-        raise UserInputError(
-            f"config key(s) {', '.join(sorted(unknown))} fit none of: {', '.join(names)}"
-        )
+        raise variants.unknown_config_keys(unknown, specs)
     for spec, config in zip(specs, configs):
         spec.build(config)  # impossible configs fail here, before anything is written
     jobs = [

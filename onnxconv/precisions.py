@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.errors import CheckFailed, UserInputError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ CALIBRATION_SEED = 100
 
 def get(name: str) -> Precision:
     if name not in PRECISIONS:
-        raise UserInputError(f"unknown precision {name!r}; expected one of: {', '.join(NAMES)}")
+        raise unknown_name("precision", name, NAMES)
     return PRECISIONS[name]
 
 

@@ -88,6 +88,20 @@ def test_near_misses_get_a_suggestion(capsys):
     assert "did you mean 'shuffle_unit'?" in one_line_error(capsys)
     assert main(["bench", "grouped_conv", "--quiet"]) == 2
     assert "did you mean 'grouped'?" in one_line_error(capsys)
+    for argv, near in (
+        (["validate", "grouped", "--ep", "cdua"], "cuda"),
+        (["validate", "grouped", "--opt-level", "al"], "all"),
+        (["validate", "grouped", "--precision", "fp61"], "fp16"),
+        (["bench", "grouped", "--ep", "cdua"], "cuda"),
+        (["bench", "grouped", "--config", "grups=4"], "groups"),
+        (
+            ["export", "--variant", "grouped", "--config", "grups=4", "--out", "/nonexistent"],
+            "groups",
+        ),
+        (["tune", "grouped", "--rewrites", "shuffle_gater"], "shuffle_gather"),
+    ):
+        assert main([*argv, "--quiet"]) == 2, argv
+        assert f"(did you mean {near!r}?)" in one_line_error(capsys), argv
 
 
 def test_debug_works_after_the_command_too(capsys):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
-from ..errors import UserInputError
+from ..errors import UserInputError, unknown_name
 from ..precisions import get as get_precision
 from .launch import TORCH_MALLOC_ENV
 
@@ -113,17 +113,12 @@ class BenchSettings:
             )
         for ep in self.eps or ():
             if ep not in EPS:
-                raise UserInputError(
-                    f"unknown execution provider {ep!r} (bench knows: {', '.join(EPS)})"
-                )
+                raise unknown_name("execution provider", ep, EPS)
         if not self.opt_levels:
             raise UserInputError("no optimisation level to bench (opt_levels is empty)")
         for level in self.opt_levels:
             if level not in OPT_LEVELS:
-                raise UserInputError(
-                    f"unknown optimisation level {level!r} (expected one of: "
-                    f"{', '.join(OPT_LEVELS)})"
-                )
+                raise unknown_name("optimisation level", level, OPT_LEVELS)
         if not self.precisions:
             raise UserInputError("no precision to bench (precisions is empty)")
         for precision in self.precisions:

@@ -125,10 +125,7 @@ def resolve_sources(
         spec.build(spec.config(source.overrides))  # impossible configs fail here, up front
     unknown = set(common) - used - {"batch"}
     if unknown:
-        raise UserInputError(
-            f"config key(s) {', '.join(sorted(unknown))} fit none of the "
-            f"variants benched ({', '.join(names) or 'none'})"
-        )
+        raise variants.unknown_config_keys(unknown, map(variants.get, names))
     if "batch" in common:
         raise UserInputError("set batch sizes with batches, not in the config overrides")
     return sources

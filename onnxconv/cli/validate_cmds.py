@@ -59,11 +59,7 @@ def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str
     if not eps:
         eps, left_out = runtime.default_eps()
     for level in args.opt_level:
-        if level not in runtime.OPT_LEVELS:
-            raise OnnxconvError(
-                f"unknown optimisation level {level!r} "
-                f"(choose from {', '.join(runtime.OPT_LEVELS)})"
-            )
+        runtime.check_opt_level(level)
     for ep in eps:
         runtime.Target(ep)  # unknown EP names fail here, as usage errors
     tol = None

@@ -15,7 +15,7 @@ from typing import Iterator
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from onnxconv.errors import CheckFailed, UserInputError, strip_colour
+from onnxconv.errors import CheckFailed, strip_colour, unknown_name
 from onnxconv.errors import one_line as _one_line
 
 DEFAULT_CUDA_OPTIONS: dict[str, str] = {
@@ -57,9 +57,7 @@ def provider_name(ep: str) -> str:
     by_short = {short_name(p): p for p in _known_providers()}
     key = short_name(ep)
     if key not in by_short:
-        raise UserInputError(
-            f"unknown execution provider {ep!r}; ONNX Runtime knows: {', '.join(sorted(by_short))}"
-        )
+        raise unknown_name("execution provider", ep, sorted(by_short))
     return by_short[key]
 
 

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import onnxruntime.capi.onnxruntime_pybind11_state as _ort_state
 
 from onnxconv import precisions
-from onnxconv.errors import CheckFailed, UserInputError
+from onnxconv.errors import CheckFailed, UserInputError, unknown_name
 from onnxconv.errors import one_line as _one_line
 
 from .eps import (
@@ -37,6 +37,12 @@ OPT_LEVELS: dict[str, ort.GraphOptimizationLevel] = {
 ModelSource = Union[bytes, str, os.PathLike, onnx.ModelProto]
 
 
+def check_opt_level(level: str) -> None:
+    """A :class:`UserInputError` for a name that is not one of :data:`OPT_LEVELS`."""
+    if level not in OPT_LEVELS:
+        raise unknown_name("optimisation level", level, OPT_LEVELS)
+
+
 @dataclass(frozen=True)
 class Target:
     """Where and how a session runs; ``id`` is ``ep/opt_level/precision``."""
@@ -47,11 +53,7 @@ class Target:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ep", short_name(provider_name(self.ep)))
-        if self.opt_level not in OPT_LEVELS:
-            raise UserInputError(
-                f"unknown optimisation level {self.opt_level!r}; expected one of: "
-                f"{', '.join(OPT_LEVELS)}"
-            )
+        check_opt_level(self.opt_level)
         precisions.get(self.precision)  # an unknown name is a UserInputError
 
     @property

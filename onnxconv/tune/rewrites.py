@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxconv.errors import UserInputError
+from onnxconv.errors import unknown_name
 from onnxconv.graph import GraphIndex
 from onnxconv.graph.edit import set_attr
 from onnxconv.graph.index import attr, default_opset
@@ -425,9 +425,7 @@ GROUPED_REWRITES = ("grouped_split", "grouped_dense", "grouped_merge", "grouped_
 def check_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in REWRITES]
     if unknown:
-        raise UserInputError(
-            f"unknown rewrite(s) {', '.join(unknown)}; known: {', '.join(REWRITES)}"
-        )
+        raise unknown_name("rewrite(s)", unknown, REWRITES)
 
 
 def apply_rewrites(model: onnx.ModelProto, names: Sequence[str]) -> Rewritten | None:

@@ -25,8 +25,12 @@ from typing import Any
 
 import onnx
 
-from onnxconv.errors import UserInputError
-from onnxconv.runtime import DEFAULT_CUDA_OPTIONS, OPT_LEVELS, input_specs, output_specs
+from onnxconv.runtime import (
+    DEFAULT_CUDA_OPTIONS,
+    check_opt_level,
+    input_specs,
+    output_specs,
+)
 
 SPINNING = "session.intra_op.allow_spinning"
 
@@ -42,11 +46,7 @@ class SessionSettings:
     cuda: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.opt_level not in OPT_LEVELS:
-            raise UserInputError(
-                f"unknown optimisation level {self.opt_level!r}; expected one of: "
-                f"{', '.join(OPT_LEVELS)}"
-            )
+        check_opt_level(self.opt_level)
 
     @property
     def name(self) -> str:

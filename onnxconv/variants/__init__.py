@@ -10,10 +10,18 @@
 from . import standard, flattened, inception, separable, grouped, shuffle, mobilenet  # noqa: F401
 
 # isort: on
-from ._registry import REGISTRY, VariantSpec, did_you_mean, get
+from ._registry import REGISTRY, VariantSpec, did_you_mean, get, unknown_config_keys
 from .shuffle import channel_shuffle
 
-__all__ = ["REGISTRY", "VariantSpec", "channel_shuffle", "did_you_mean", "get", "names"]
+__all__ = [
+    "REGISTRY",
+    "VariantSpec",
+    "channel_shuffle",
+    "did_you_mean",
+    "get",
+    "names",
+    "unknown_config_keys",
+]
 
 
 def names() -> list[str]:

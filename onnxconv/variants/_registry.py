@@ -6,14 +6,14 @@ input's ``height`` and ``width``), the paper it comes from and its closed-form c
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
+from .. import errors
 from ..cost import Cost
 from ..errors import UserInputError
 from ._checks import positive
@@ -52,7 +52,8 @@ class VariantSpec:
             if key not in config:
                 known = ", ".join(sorted(config))
                 raise UserInputError(
-                    f"unknown config key {key!r} for variant {self.name!r} (known: {known})"
+                    f"unknown config key {key!r} for variant {self.name!r}"
+                    f"{did_you_mean(key, config)} (known: {known})"
                 )
             config[key] = coerce(key, value, config[key], self.name)
         try:
@@ -165,10 +166,25 @@ def register(spec: VariantSpec) -> VariantSpec:
     return spec
 
 
-def did_you_mean(name: str) -> str:
-    """`` (did you mean 'shuffle_unit'?)`` for a near miss of a variant name, else ``""``."""
-    close = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def did_you_mean(name: str, choices: Iterable[str] | None = None) -> str:
+    """`` (did you mean 'shuffle_unit'?)`` for a near miss of one of ``choices`` (default: the
+    variant names), else ``""``."""
+    return errors.did_you_mean(name, REGISTRY if choices is None else choices)
+
+
+def unknown_config_keys(unknown: Iterable[str], specs: Iterable[VariantSpec]) -> UserInputError:
+    """The error for config overrides that none of ``specs`` has: the keys, a near miss, and
+    the keys those variants do have."""
+    specs = list(specs)
+    known = sorted({k for spec in specs for k in spec.config()})
+    said = sorted(unknown)
+    hint = "".join(did_you_mean(k, known) for k in said)
+    if not specs:
+        return UserInputError(f"config key(s) {', '.join(said)} given, but no variant is named")
+    return UserInputError(
+        f"config key(s) {', '.join(said)} fit none of: {', '.join(s.name for s in specs)}{hint}; "
+        f"their keys: {', '.join(known)}"
+    )
 
 
 def get(name: str) -> VariantSpec:
