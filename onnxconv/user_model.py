@@ -248,7 +248,7 @@ def _import(module_name: str, notes: list[str]) -> Any:
         if "torchvision::" not in str(error) or "does not exist" not in str(error):
             raise
     else:
-        if _KEEP_ALIVE:  # allowed earlier in this process: say so every time
+        if _KEEP_ALIVE and module_name.split(".")[0] == "torchvision":  # allowed earlier
             notes.append(_TORCHVISION_NOTE)
         return module
     import torch

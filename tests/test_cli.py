@@ -143,3 +143,13 @@ def test_export_names_a_non_default_config(tmp_path, capsys):
     argv = ["export", "--variant", "shuffle_unit", "--shuffle-rank", "4", "--quiet"]
     assert main(argv + ["--out", str(tmp_path)]) == 0
     assert "config shuffle_rank=4" in capsys.readouterr().out
+
+
+def test_validate_prints_each_subject_note_once_naming_its_graphs():
+    from onnxconv.cli.validate_cmds import subject_note_lines
+
+    shared, own = "torchvision's compiled ops did not load", "fp16: 4 weight extremes moved"
+    subjects = [{"label": "a", "notes": [shared, own]}, {"label": "b", "notes": [shared]}]
+    assert subject_note_lines(subjects) == [f"note: a, b: {shared}", f"note: a: {own}"]
+    assert subject_note_lines(subjects[1:]) == [f"note: {shared}"]  # one graph: no names
+    assert subject_note_lines([]) == []

@@ -133,9 +133,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         eps, left_out = [deployment.record.ep], {}
     else:
         report, eps, left_out = _validate_matrix(args)
-    for subject in report.subjects:
-        for note in subject["notes"]:
-            print(f"note: {note}")
+    for line in subject_note_lines(report.subjects):
+        print(line)
     for ep, reason in left_out.items():
         print(f"note: {ep} is not in the matrix: {reason} (name it with --ep {ep} to require it)")
     if args.brief:
@@ -222,7 +221,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
         )
         for p in report.planted
     ]
-    print(format_table(["graph", "mutation", "layout", "", "verdict", "margin", "tight"], rows))
+    print(
+        format_table(
+            ["graph", "mutation", "layout", "result", "verdict", "margin", "tight tolerance"], rows
+        )
+    )
     for clean in report.clean:
         if clean.false_alarm:
             print(
@@ -416,3 +419,14 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
     )
     report_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def subject_note_lines(subjects: list[dict[str, Any]]) -> list[str]:
+    """Each distinct note once, prefixed with the graphs it is about when there are several."""
+    labels: dict[str, list[str]] = {}
+    for subject in subjects:
+        for note in subject["notes"]:
+            labels.setdefault(note, []).append(subject["label"])
+    if len(subjects) < 2:
+        return [f"note: {note}" for note in labels]
+    return [f"note: {', '.join(names)}: {note}" for note, names in labels.items()]
