@@ -122,6 +122,7 @@ def test_a_tuned_graph_or_original_changed_since_is_refused(tmp_path, monkeypatc
 def test_bench_times_a_tuned_graph_on_its_own_target_and_settings(tmp_path, monkeypatch, capsys):
     extra = ("--rewrites", "none", "--precision", "int8", "--accuracy-budget", "default")
     shutil.copytree(GRAPHS / "grouped", tmp_path / "grouped")
+    shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")  # PyTorch runs beside it
     record = _tuned(tmp_path / "t", monkeypatch, "grouped", "/int8", *extra, "--threads", "2")
     data = json.loads(record.read_text())
     data["session"]["session_config"] = {"session.intra_op.allow_spinning": "0"}  # as if chosen
@@ -129,7 +130,8 @@ def test_bench_times_a_tuned_graph_on_its_own_target_and_settings(tmp_path, monk
     out = tmp_path / "bench"
     args = ["bench", str(tmp_path / "grouped"), str(record), "--rounds", "1", "--blocks", "1"]
     assert main([*args, "--calls", "5", "--quiet", "--no-roofs", "--out", str(out)]) == 0
-    cells = json.loads((out / "bench.json").read_text())["cells"]
+    report = json.loads((out / "bench.json").read_text())
+    cells = report["cells"]
     tuned = [c for c in cells if c.get("tuned")]
     (cell,) = tuned  # one ORT cell: the tuned target only
     assert cell["label"] == "grouped.tuned" and cell["target"] == "cpu/all/int8"
@@ -137,6 +139,12 @@ def test_bench_times_a_tuned_graph_on_its_own_target_and_settings(tmp_path, monk
     options = cell["session"]["session_options"]
     assert options["session_config"] == {"session.intra_op.allow_spinning": "0"}
     assert any(c["label"] == "grouped" and c["target"] == "cpu/all/fp32" for c in cells)
+    # both graphs' manifests name the zoo variant: PyTorch eager is timed beside each, paired
+    torch = {c["label"]: c for c in cells if c["backend"] == "torch"}
+    assert set(torch) == {"grouped", "grouped.tuned"} and torch["grouped.tuned"]["status"] == "ok"
+    assert torch["grouped.tuned"]["config"]["groups"] == 8
+    paired = {p["ort_cell"] for p in report["pairs"] if p["torch_over_ort"]}
+    assert cell["id"] in paired
 
 
 def test_the_folder_tune_wrote_names_its_record(tmp_path, monkeypatch, capsys):

@@ -58,7 +58,7 @@ from .settings import (
     Progress,
     default_eps,
 )
-from .sources import Source, recipe_of, resolve_sources
+from .sources import Source, resolve_sources, torch_of
 
 __all__ = [
     "BACKENDS",
@@ -71,10 +71,10 @@ __all__ = [
     "Source",
     "combine_roofs",
     "default_eps",
-    "recipe_of",
     "resolve_sources",
     "run_bench",
     "run_worker",
+    "torch_of",
     "worker_env",
 ]
 

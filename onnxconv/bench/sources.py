@@ -53,10 +53,13 @@ class Source:
     module: dict[str, Any] | None = None
     #: A tuned.json's graph runs on its own target and settings only.
     tuned: TunedTarget | None = None
+    #: For a graph of an export folder whose manifest records a zoo variant (then ``variant``):
+    #: the config PyTorch builds it with, beside the graph.
+    torch_config: dict[str, Any] | None = None
 
     @property
     def has_torch(self) -> bool:
-        return self.kind == "variant" or self.module is not None
+        return self.variant is not None or self.module is not None
 
 
 def resolve_sources(
@@ -102,9 +105,7 @@ def resolve_sources(
             raise UserInputError(f"{path}: no such file")
         load_model(path)  # fails early, with one line, on anything that is not ONNX
         label = path.parent.name if path.name == "model.onnx" else path.stem
-        sources.append(
-            Source(label=label, kind="onnx", path=path.resolve(), module=recipe_of(path))
-        )
+        sources.append(Source(label=label, kind="onnx", path=path.resolve(), **torch_of(path)))
     common = dict(overrides or {})
     per_variant = {k: dict(v) for k, v in (variant_overrides or {}).items()}
     names = [s.variant for s in sources if s.kind == "variant"]
@@ -144,7 +145,7 @@ def tuned_source(record: Path) -> Source:
         label=f"{name}.tuned",
         kind="onnx",
         path=tuned.model_path.resolve(),
-        module=recipe_of(original),
+        **torch_of(original),
         tuned=TunedTarget(
             record=str(tuned.path),
             ep=tuned.ep,
@@ -159,16 +160,24 @@ def tuned_source(record: Path) -> Source:
     )
 
 
-def recipe_of(model_path: Path) -> dict[str, Any] | None:
-    """The user-module recipe that the export folder's manifest records for this graph."""
+def torch_of(model_path: Path) -> dict[str, Any]:
+    """What PyTorch runs beside a graph of an export folder, as :class:`Source` fields: the
+    user's module recipe (``module``) or the zoo variant and its config (``variant``,
+    ``torch_config``) that the folder's manifest records for it; nothing for other graphs."""
+    from .. import variants
+
     manifest = model_path.parent.parent / "manifest.json"
     if model_path.name != "model.onnx" or not manifest.is_file():
-        return None
+        return {}
     try:
         entry = json.loads(manifest.read_text())["graphs"][model_path.parent.name]
-        return dict(entry["module"]) if entry.get("module") else None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return None
+        if entry.get("module"):
+            return {"module": dict(entry["module"])}
+        if entry.get("variant") in variants.REGISTRY:
+            return {"variant": entry["variant"], "torch_config": dict(entry["config"])}
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        pass
+    return {}
 
 
 @dataclass
@@ -353,7 +362,8 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
         inputs[vi.name] = path
         elems += int(np.prod(shape)) if shape else 1
     params, macs = graph_cost(model, batch)
-    return Prepared(source, batch, None, source.path, inputs, elems, macs, params, "graph")
+    config = source.torch_config  # the variant's config, where PyTorch runs one beside it
+    return Prepared(source, batch, config, source.path, inputs, elems, macs, params, "graph")
 
 
 def _bench_shape(source: Source, vi: onnx.ValueInfoProto, batch: int) -> list[int]:
