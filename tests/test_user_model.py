@@ -129,6 +129,19 @@ def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, 
     )
 
 
+def test_exporting_another_module_under_a_taken_name_says_what_it_replaced(tmp_path, capsys):
+    argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,4,4", "--quiet"]
+    argv += ["--out", str(tmp_path)]
+    assert main([*argv, "--module-args", "groups=2"]) == 0
+    assert main([*argv, "--module-args", "groups=2"]) == 0  # the same again: nothing to say
+    assert "replaced" not in capsys.readouterr().err
+    assert main([*argv, "--module-args", "groups=4"]) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"note: replaced {tmp_path / 'shuffled'}, which held user_modules:shuffled (inputs "
+        "1×8×4×4 float32; args groups=2) with other arguments or inputs; --name NAME keeps both"
+    )
+
+
 def test_module_beside_a_bare_onnx_adds_the_pytorch_opinion(tmp_path, capsys):
     spec = "user_modules:shuffled"
     args = ["--module-args", "groups=2"]

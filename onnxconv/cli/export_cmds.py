@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import OnnxconvError
@@ -129,15 +130,41 @@ def export_user_module(args: argparse.Namespace) -> int:
         raise OnnxconvError("--config and --shuffle-rank are for zoo variants, not --module")
     recipe, examples = recipe_from_args(args)
     options = export_options(args)
+    before = _manifest_module(Path(args.out), args.name or recipe.name)
     result = export_recipe(recipe, args.out, args.name, options, examples)
     entry = result.entry
     for note in entry["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    if before and before != entry["module"]:
+        print(
+            f"note: replaced {result.model_path.parent}, which held {before['path']} "
+            f"{_inputs_text(before)} with other arguments or inputs; --name NAME keeps both",
+            file=sys.stderr,
+        )
     print(
         f"{result.model_path}  opset {entry['opset']}  {entry['exporter']}  "
         f"params {human(entry['params'])}  MACs {human(entry['macs'])}  {describe(entry)}"
     )
     return 0
+
+
+def _manifest_module(out: Path, name: str) -> dict[str, Any] | None:
+    """The module recipe that ``out``'s manifest records for graph ``name``, if any."""
+    try:
+        entry = json.loads((out / "manifest.json").read_text())["graphs"][name]
+        return entry["module"] if isinstance(entry.get("module"), dict) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _inputs_text(recipe: dict[str, Any]) -> str:
+    """``(inputs 1×3×320×320 float32, 1×10 int64; args width=2)``."""
+    inputs = ", ".join(
+        "×".join(map(str, i.get("shape", []))) + f" {i.get('dtype', '')}"
+        for i in recipe.get("inputs", [])
+    )
+    args = ",".join(f"{k}={v}" for k, v in (recipe.get("args") or {}).items())
+    return f"(inputs {inputs}" + (f"; args {args})" if args else ")")
 
 
 def _is_committed(out: str) -> bool:
