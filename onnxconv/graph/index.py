@@ -44,7 +44,8 @@ def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
         model = onnx.load(str(path))
     except DecodeError as exc:
         raise UserInputError(
-            f"{path}: not an ONNX model (protobuf parse failed: {_one_line(exc)})"
+            f"{path}: not an ONNX model, or a truncated or corrupt one (protobuf parse failed: "
+            f"{_one_line(exc)})"
         ) from exc
     except (OSError, ValueError, RuntimeError, onnx.checker.ValidationError) as exc:
         # unreadable file, external data missing or outside the model's folder
