@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from onnxconv import variants
 from onnxconv.cli import main
@@ -153,3 +154,15 @@ def test_validate_prints_each_subject_note_once_naming_its_graphs():
     assert subject_note_lines(subjects) == [f"note: a, b: {shared}", f"note: a: {own}"]
     assert subject_note_lines(subjects[1:]) == [f"note: {shared}"]  # one graph: no names
     assert subject_note_lines([]) == []
+
+
+def test_a_truncated_model_is_one_line_saying_it_may_be_truncated(tmp_path, capsys):
+    whole = Path("graphs/standard/model.onnx").read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(whole[: len(whole) // 2])
+    for command in ("inspect", "validate", "bench", "tune"):
+        assert (
+            main([command, str(cut), "--quiet"] if command != "inspect" else [command, str(cut)])
+            == 2
+        )
+        assert f"{cut}: not an ONNX model, or a truncated or corrupt one" in one_line_error(capsys)
