@@ -52,6 +52,11 @@ def _size(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
+class SampleDoesNotFit(UserInputError):
+    """A non-float input's sample cannot take the shape a generated case asks for (e.g. a mask
+    at another height and width than the stored one)."""
+
+
 def generate(
     model: onnx.ModelProto,
     label: str,
@@ -68,17 +73,21 @@ def generate(
     ``samples``, a valid input by name, repeated or cut along a symbolic batch axis to ``batch``.
 
     Raises :class:`UserInputError` (naming ``label``) for a non-float input without a sample, a
-    non-positive dimension, or inputs whose total size exceeds ``max_bytes``.
+    non-positive dimension, or inputs whose total size exceeds ``max_bytes``; and
+    :class:`SampleDoesNotFit` for a sample that cannot take the case's shape.
     """
     planned = []
     total = 0
     given: dict[str, np.ndarray] = {}
     for position, info in enumerate(graph_inputs(model)):
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
-        if not np.issubdtype(dtype, np.floating):
-            given[info.name] = _from_sample(info, position, dtype, samples or {}, batch, label)
-            continue
-        shape = input_shape(info, batch, spatial)
+        if np.issubdtype(dtype, np.floating):
+            shape = input_shape(info, batch, spatial)
+        else:
+            given[info.name] = _from_sample(
+                info, position, dtype, samples or {}, batch, spatial, label
+            )
+            shape = given[info.name].shape
         if any(d <= 0 for d in shape):
             raise UserInputError(
                 f"{label}: input {info.name!r} would have shape "
@@ -92,7 +101,8 @@ def generate(
                 f"needs {_size(nbytes)}, over the {_size(max_bytes)} limit for "
                 f"generated inputs (--max-input-gb)"
             )
-        planned.append((info.name, shape, dtype))
+        if info.name not in given:
+            planned.append((info.name, shape, dtype))
     rng = np.random.default_rng(seed)
     drawn = {
         name: DISTRIBUTIONS[distribution](rng, shape).astype(dtype)
@@ -107,28 +117,39 @@ def _from_sample(
     dtype: np.dtype,
     samples: Mapping[str, np.ndarray],
     batch: int,
+    spatial: dict[int, int],
     label: str,
 ) -> np.ndarray:
-    """The non-float input ``info`` from its sample, at ``batch`` where its batch axis is
-    symbolic (the sample's rows repeated in turn, or the first ones)."""
+    """The non-float input ``info`` from its sample: at ``batch`` where its batch axis is
+    symbolic (the sample's rows repeated in turn, or the first ones), at ``spatial``'s sizes on
+    the symbolic axes that name (a sample cannot be resized: :class:`SampleDoesNotFit`), as
+    the sample is on its other symbolic axes."""
     sample = samples.get(info.name)
     if sample is None:
+        why = (
+            "whose valid values only the model knows; onnxconv draws float inputs only"
+            if dtype.kind in "iub"
+            else "which onnxconv does not draw"
+        )
         raise UserInputError(
-            f"{label}: input {info.name!r} is {dtype}, whose valid values only the model knows; "
-            f"onnxconv draws float inputs only and takes this one from a sample: the graph's "
-            f"test_data_set_0/input_{position}.pb (as export writes it) or validate's "
-            "--inputs FILE.npz"
+            f"{label}: input {info.name!r} is {dtype}, {why}, and takes this one from a sample: "
+            f"the graph's test_data_set_0/input_{position}.pb (as export writes it) or "
+            "validate's --inputs FILE.npz"
         )
     sample = np.asarray(sample, dtype=dtype)
     dims = info.type.tensor_type.shape.dim
-    if (
-        sample.ndim
-        and len(sample)
-        and dims
-        and not dims[0].HasField("dim_value")
-        and len(sample) != batch
-    ):
+    if sample.ndim and len(sample) and len(sample) != batch and not dims[0].HasField("dim_value"):
         sample = np.take(sample, np.arange(batch) % len(sample), axis=0)
+    wanted = [
+        d.dim_value if d.HasField("dim_value") else batch if i == 0 else spatial.get(i, size)
+        for i, (d, size) in enumerate(zip(dims, sample.shape))
+    ]
+    if len(dims) != sample.ndim or list(sample.shape) != wanted:
+        wants = f"shape {wanted}" if len(dims) == sample.ndim else f"rank {len(dims)}"
+        raise SampleDoesNotFit(
+            f"{label}: input {info.name!r} comes from a sample of shape {list(sample.shape)}, "
+            f"which cannot take the {wants} this case needs"
+        )
     return sample
 
 

@@ -221,12 +221,42 @@ def test_integer_inputs_come_from_the_stored_sample_or_inputs_npz(tmp_path, caps
     assert main(["validate", str(bare), *FP32_ALL]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(
-        "input 'input_1' is int64, whose valid values only the model knows; "
-        "onnxconv draws float inputs only and takes this one from a sample: the "
-        "graph's test_data_set_0/input_1.pb (as export writes it) or validate's "
-        "--inputs FILE.npz"
+        "input 'input_1' is int64, whose valid values only the model knows; onnxconv draws "
+        "float inputs only, and takes this one from a sample: the graph's "
+        "test_data_set_0/input_1.pb (as export writes it) or validate's --inputs FILE.npz"
     )
     assert "\n" not in err
+
+
+def test_a_mask_sample_cannot_follow_another_height_and_width_so_those_cases_are_left_out(
+    tmp_path, capsys
+):
+    spec = ["--input", "1,3,8,8", "--input", "1,1,8,8:bool", "--dynamic-batch", "--dynamic-hw"]
+    argv = ["export", "--module", "user_modules:Masked", *spec, "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    report = tmp_path / "v.json"
+    assert main(["validate", str(tmp_path / "Masked"), *FP32_ALL, "--json", str(report)]) == 0
+    (subject,) = json.loads(report.read_text())["subjects"]
+    assert "normal/seed0/batch2" in subject["cases"]  # the mask repeated along the batch
+    assert not any("x13" in case for case in subject["cases"])  # no 11x13 mask to be had
+    (note,) = [n for n in subject["notes"] if n.startswith("no generated cases at 11x13: ")]
+    assert "input 'input_1' comes from a sample of shape [1, 1, 8, 8], which cannot take" in note
+
+
+def test_int8_evaluation_inputs_take_integer_inputs_from_inputs_npz(tmp_path, capsys):
+    spec = ["--input", "1,3,4,4", "--input", "1,5:int64"]
+    argv = ["export", "--module", "user_modules:Embedded", *spec, "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    bare = shutil.copy(tmp_path / "Embedded" / "model.onnx", tmp_path / "bare.onnx")
+    ids = np.array([[1, 2, 3, 4, 5]], dtype=np.int64)
+    image = np.ones((1, 3, 4, 4), dtype=np.float32)
+    np.savez(tmp_path / "inputs.npz", input_0=image, input_1=ids)
+    argv = ["validate", str(bare), "--inputs", str(tmp_path / "inputs.npz"), "--quiet"]
+    code = main([*argv, "--opt-level", "all", "--precision", "int8", "--json", str(tmp_path / "r")])
+    assert code in (0, 1), capsys.readouterr().err  # judged, not refused for want of ids
+    (cell,) = json.loads((tmp_path / "r").read_text())["cells"]
+    assert cell["target"] == "cpu/all/int8"
+    assert cell["status"] == "pass" or cell["kind"] == "quantization"  # a judgement of int8
 
 
 def test_generated_integer_inputs_repeat_the_sample_along_a_symbolic_batch():

@@ -94,3 +94,14 @@ class Embedded(nn.Module):
 
     def forward(self, image: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return self.conv(image).mean(dim=(2, 3)) + self.table(ids).mean(dim=1)
+
+
+class Masked(nn.Module):
+    """An image and a boolean mask of its height and width: the masked mean of a 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (self.conv(image) * mask.float()).mean(dim=(2, 3))

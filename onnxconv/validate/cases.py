@@ -14,7 +14,7 @@ import onnx
 
 from .. import feeds as feeds_module
 from .. import runtime, variants
-from ..errors import CheckFailed, UserInputError
+from ..errors import CheckFailed, UserInputError, one_line
 from ..reference import run_reference
 from ..verdict import REFERENCE, STORED, TORCH
 from .subjects import Subject
@@ -166,25 +166,32 @@ def make_cases(
         batches = (1, 2) if dynamic_batch(subject.model) else (1,)
     sizes = spatial_sizes(subject)
     generated = []
+    skipped: dict[str, str] = {}  # a height x width no sample fits -> why
     for batch, spatial, dist, seed in itertools.product(batches, sizes, distributions, seeds):
         label = f"{dist}/seed{seed}/batch{batch}"
         if spatial != sizes[0]:
             label += f"/{spatial[2]}x{spatial[3]}"
-        generated.append(
-            (
-                label,
-                feeds_module.generate(
-                    subject.model,
-                    str(subject.model_path),
-                    batch=batch,
-                    spatial=spatial,
-                    distribution=dist,
-                    seed=seed,
-                    max_bytes=max_input_bytes,
-                    samples={**subject.sample, **(extra_inputs or {})},
-                ),
+        try:
+            feeds = feeds_module.generate(
+                subject.model,
+                str(subject.model_path),
+                batch=batch,
+                spatial=spatial,
+                distribution=dist,
+                seed=seed,
+                max_bytes=max_input_bytes,
+                samples={**subject.sample, **(extra_inputs or {})},
             )
-        )
+        except feeds_module.SampleDoesNotFit as error:
+            if spatial == sizes[0]:
+                raise
+            skipped.setdefault(f"{spatial[2]}x{spatial[3]}", one_line(error))
+            continue
+        generated.append((label, feeds))
+    for size, why in skipped.items():
+        note = f"no generated cases at {size}: {why}"
+        if note not in subject.notes:
+            subject.notes.append(note)
     module = torch_module(subject)
     cases = [
         make_case(subject, s.label, s.inputs, s.outputs, module, reference)

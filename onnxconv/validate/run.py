@@ -124,6 +124,7 @@ def validate(
                     }
                 )
                 continue
+        subject.given_inputs = extra_inputs
         cases = make_cases(subject, seeds, distributions, batches, extra_inputs, max_input_bytes)
         deployed = deployments(
             subject, precisions, calibration, calibration_method, max_input_bytes

@@ -48,11 +48,16 @@ class Subject:
         default=None, init=False, repr=False, compare=False
     )
 
+    #: The user's own inputs (``validate --inputs``), one more case and a sample.
+    given_inputs: dict[str, np.ndarray] | None = None
+
     @property
     def sample(self) -> dict[str, np.ndarray]:
-        """A valid input by name (the first stored test set's), where generated cases take
-        what :func:`onnxconv.feeds.generate` does not draw (integer and bool inputs)."""
-        return self.test_sets[0].inputs if self.test_sets else {}
+        """A valid input by name (the user's ``--inputs``, else the first stored test set's),
+        where generated inputs take what :func:`onnxconv.feeds.generate` does not draw (integer
+        and bool inputs)."""
+        stored = self.test_sets[0].inputs if self.test_sets else {}
+        return {**stored, **(self.given_inputs or {})}
 
     @property
     def input_names(self) -> list[str]:
