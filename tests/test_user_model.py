@@ -286,6 +286,22 @@ def test_generated_integer_inputs_repeat_the_sample_along_a_symbolic_batch():
     assert np.array_equal(one["image"], made["image"][:1])  # floats drawn as without a sample
     with pytest.raises(UserInputError, match="^m: input 'ids' is int64"):
         feeds.generate(model, "m", batch=1, spatial={}, distribution="normal", seed=0)
+    for bad in (np.zeros((0, 3), np.int64), np.zeros((2, 4), np.int64), np.int64(3)):
+        with pytest.raises(feeds.SampleDoesNotFit, match="^m: input 'ids' comes from a sample"):
+            feeds.generate(
+                model, "m", batch=2, spatial={}, distribution="normal", seed=0, samples={"ids": bad}
+            )
+    with pytest.raises(UserInputError, match="over the 100 B limit"):  # the sample's bytes count
+        feeds.generate(
+            model,
+            "m",
+            batch=9,
+            spatial={1: 2},
+            distribution="normal",
+            seed=0,
+            samples=sample,
+            max_bytes=100,
+        )
 
 
 def test_validate_module_api_from_a_module_in_memory():
