@@ -311,7 +311,7 @@ def weights_in_graph(module: Any, model: Any) -> tuple[int, int]:
         if array.dtype.kind == "f" and array.size >= 8
     }
     weights = [
-        tensor.detach().cpu().numpy()
+        tensor.detach().cpu().float().numpy()
         for tensor in module.state_dict().values()
         if tensor.is_floating_point() and tensor.numel() >= 8
     ]

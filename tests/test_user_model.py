@@ -160,6 +160,16 @@ def test_module_beside_a_bare_onnx_adds_the_pytorch_opinion(tmp_path, capsys):
     notes = json.loads(report.read_text())["subjects"][0]["notes"]  # and the note says why
     assert any("none of the 4 weight tensors of user_modules:shuffled is among" in n for n in notes)
 
+    # A BatchNorm folded into the Conv changes every weight: no note where nothing failed
+    argv = ["export", "--module", "user_modules:ConvBN", "--input", "1,3,8,8"]
+    assert main([*argv, "--exporter", "torchscript", "--out", str(out), "--quiet"]) == 0
+    folded = shutil.copy(out / "ConvBN" / "model.onnx", tmp_path / "folded.onnx")
+    argv = ["validate", str(folded), "--module", "user_modules:ConvBN", *FP32_ALL]
+    assert main([*argv, "--json", str(report)]) == 0
+    assert not any(
+        "weight tensors" in n for n in json.loads(report.read_text())["subjects"][0]["notes"]
+    )
+
 
 @pytest.mark.parametrize(
     "argv, message",

@@ -105,3 +105,19 @@ class Masked(nn.Module):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (self.conv(image) * mask.float()).mean(dim=(2, 3))
+
+
+class ConvBN(nn.Module):
+    """A Conv and a BatchNorm with running statistics: exporters fold the BatchNorm into the
+    Conv's weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))

@@ -170,6 +170,9 @@ def validate(
                         model=model,
                     )
                 )
+        failed = [c for c in cells if c.subject == subject.label and c.kind == "export"]
+        if subject.foreign_weights and failed:
+            subject.notes.append(subject.foreign_weights)
     if progress:
         progress("", total, total)
     settings = {

@@ -48,6 +48,9 @@ class Subject:
         default=None, init=False, repr=False, compare=False
     )
 
+    #: Why ``module`` may hold other weights than the graph was exported with: noted with an
+    #: export defect, where it would be the likely cause.
+    foreign_weights: str | None = None
     #: The user's own inputs (``validate --inputs``), one more case and a sample.
     given_inputs: dict[str, np.ndarray] | None = None
 
@@ -254,16 +257,16 @@ def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) 
 def attach_module(
     subject: Subject, module: Any, source: str, recipe: dict[str, Any] | None = None
 ) -> None:
-    """The user says ``module`` is what the graph should compute (``validate --module``); a note
-    where none of its weights is in the graph."""
+    """The user says ``module`` is what the graph should compute (``validate --module``); where
+    none of its weights is in the graph, :attr:`Subject.foreign_weights` says so."""
     from ..user_model import weights_in_graph
 
     subject.module, subject.module_source, subject.recipe = module.eval(), source, recipe
     found, total = weights_in_graph(module, subject.model)
     if total and not found:
-        subject.notes.append(
+        subject.foreign_weights = (
             f"none of the {total} weight tensors of {source} is among the initializers of "
-            f"{subject.model_path} (compared as sorted values): a graph exported from other "
-            "weights (another seed, checkpoint or configuration) fails against it as an export "
-            "defect"
+            f"{subject.model_path} (compared as sorted values; a BatchNorm folded into a Conv "
+            "changes them too): a graph exported from other weights (another seed, checkpoint "
+            "or configuration) fails against the module as an export defect"
         )
