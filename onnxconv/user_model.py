@@ -200,7 +200,10 @@ def import_factory(path: str, named_by: str = "--module") -> tuple[Callable[...,
             module = _import(module_name, notes)
         except Exception as error:  # the user's module may raise anything while importing
             hint = ""
-            if isinstance(error, ModuleNotFoundError):
+            missing = getattr(error, "name", None) or ""
+            if isinstance(error, ModuleNotFoundError) and f"{module_name}.".startswith(
+                f"{missing}."
+            ):  # the path itself was not found, not one of its imports
                 hint = " (onnxconv imports from the current folder and PYTHONPATH)"
             raise UserInputError(
                 f"{named_by} {path}: cannot import {module_name}: {type(error).__name__}: "

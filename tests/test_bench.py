@@ -737,3 +737,18 @@ def test_bench_with_an_inactive_ep_stops_before_timing_or_writing(tmp_path, caps
     captured = capsys.readouterr()
     assert "required EP cuda is not active" in captured.err and "timing" not in captured.err
     assert not out.exists()
+
+
+def test_a_zoo_graph_folder_is_timed_beside_pytorch_at_the_benched_batch(tmp_path):
+    from onnxconv.cli import main
+
+    graphs = tmp_path / "g"
+    argv = ["export", "--variant", "grouped", "--dynamic-batch", "--out", str(graphs), "--quiet"]
+    assert main(argv) == 0
+    argv = ["bench", str(graphs / "grouped"), "--batch", "2", "--opt-level", "all", "--rounds", "1"]
+    argv += ["--blocks", "1", "--calls", "3", "--no-roofs", "--no-profile", "--no-plots"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "b")]) == 0
+    cells = json.loads((tmp_path / "b" / "bench.json").read_text())["cells"]
+    torch = {c["backend"]: c for c in cells}["torch"]  # the manifest names the variant
+    assert torch["status"] == "ok" and torch["label"] == "grouped" and torch["batch"] == 2
+    assert torch["config"]["batch"] == 2 and torch["config"]["groups"] == 8

@@ -129,6 +129,27 @@ def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, 
     )
 
 
+def test_where_onnxconv_imports_from_is_said_only_when_the_path_itself_is_not_found(
+    tmp_path, capsys
+):
+    argv = ["export", "--input", "1,1,4,4", "--out", str(tmp_path), "--quiet", "--module"]
+    assert main([*argv, "no_such_package.nets:Net"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "No module named 'no_such_package' (onnxconv imports from the current folder and "
+            "PYTHONPATH)"
+        )
+    )
+    assert main([*argv, "user_module_needs_dep:Net"]) == 2  # found; its own import failed
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("No module named 'not_installed_dependency_of_a_user_module'")
+    )
+
+
 def test_exporting_another_module_under_a_taken_name_says_what_it_replaced(tmp_path, capsys):
     argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,4,4", "--quiet"]
     argv += ["--out", str(tmp_path)]

@@ -362,7 +362,8 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
         inputs[vi.name] = path
         elems += int(np.prod(shape)) if shape else 1
     params, macs = graph_cost(model, batch)
-    config = source.torch_config  # the variant's config, where PyTorch runs one beside it
+    # the variant's config, where PyTorch runs one beside it, at the batch this cell runs
+    config = {**source.torch_config, "batch": batch} if source.torch_config else None
     return Prepared(source, batch, config, source.path, inputs, elems, macs, params, "graph")
 
 
