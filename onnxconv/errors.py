@@ -45,8 +45,17 @@ class Interrupted(BaseException):
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """`` (did you mean 'cuda'?)`` for a near miss of one of ``known``, else ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return near_misses([name], known)
+
+
+def near_misses(names: Sequence[str], known: Iterable[str]) -> str:
+    """`` (did you mean 'cuda'?)`` for one name; for several, each near miss with the name it
+    is for: `` ('grups': did you mean 'groups'?)``; ``""`` where nothing is near."""
+    known = list(known)
+    close = {n: difflib.get_close_matches(n, known, n=1, cutoff=0.6) for n in names}
+    if len(names) == 1:
+        return "".join(f" (did you mean {c[0]!r}?)" for c in close.values() if c)
+    return "".join(f" ({n!r}: did you mean {c[0]!r}?)" for n, c in close.items() if c)
 
 
 def unknown_name(what: str, names: str | Sequence[str], known: Iterable[str]) -> UserInputError:
@@ -55,8 +64,8 @@ def unknown_name(what: str, names: str | Sequence[str], known: Iterable[str]) ->
     names = [names] if isinstance(names, str) else list(names)
     known = list(known)
     return UserInputError(
-        f"unknown {what} {', '.join(map(repr, names))}"
-        f"{''.join(did_you_mean(n, known) for n in names)}; known: {', '.join(known)}"
+        f"unknown {what} {', '.join(map(repr, names))}{near_misses(names, known)}; "
+        f"known: {', '.join(known)}"
     )
 
 

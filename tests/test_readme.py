@@ -32,4 +32,4 @@ def test_a_readme_example_prints_what_its_comments_say(block, tmp_path):
     printed = done.stdout.splitlines()
     assert said and len(printed) == len(said)
     for comment, line in zip(said, printed):
-        assert comment.startswith(line), (line, comment)
+        assert line.strip() and comment.startswith(line), (line, comment)

@@ -159,7 +159,7 @@ def test_exporting_another_module_under_a_taken_name_says_what_it_replaced(tmp_p
     assert main([*argv, "--module-args", "groups=4"]) == 0
     assert capsys.readouterr().err.strip() == (
         f"note: replaced {tmp_path / 'shuffled'}, which held user_modules:shuffled (inputs "
-        "1×8×4×4 float32; args groups=2) with other arguments or inputs; --name NAME keeps both"
+        "1×8×4×4 float32; args groups=2); --name NAME keeps both"
     )
 
 

@@ -52,7 +52,7 @@ class BenchReport:
       blocks, calls, warm-up, profile, torch malloc env, roof sizes, ...), plus ``env`` (the
       threading/allocation environment variables each worker kind ran with) and ``sources``.
     - ``roofs``: ``compute_gflops``, ``memory_gbps``, ``ridge_flops_per_byte``, ``threads``,
-      ``method``, ``details`` (numpy and torch figures of the first measurement),
+      ``method``, ``details`` (numpy, torch and ONNX Runtime figures of the first measurement),
       ``measurements[]`` (start and end, each with its own figures); ``null`` if the roof
       worker failed or roofs were off (``roofs_error`` then says why). These are the CPU's.
     - ``cuda_roofs``: the GPU's, when CUDA cells ran (fp32 matmul with TF32 off and a

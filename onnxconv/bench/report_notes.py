@@ -37,9 +37,13 @@ def measurement_notes(report: BenchReport) -> list[str]:
                 f"{len(above)} cell(s) ran above the measured "
                 f"{'GPU' if on_gpu else 'CPU'} compute roof "
                 f"({roofs['compute_gflops']:.0f} GFLOP/s), e.g. {above[0]}: the roof was "
-                "probably measured while the machine was busy, or the cell's kernels "
-                "beat every fp32 matmul probed (numpy, torch, ONNX Runtime); % roof is then "
-                "too high"
+                "probably measured while the machine was busy, or the cell's kernels beat "
+                + (
+                    "torch's fp32 matmul"
+                    if on_gpu
+                    else "every fp32 matmul probed (numpy, torch, ONNX Runtime)"
+                )
+                + "; % roof is then too high"
             )
     unsteady = [
         c["id"]

@@ -135,10 +135,10 @@ def export_user_module(args: argparse.Namespace) -> int:
     entry = result.entry
     for note in entry["notes"]:
         print(f"note: {note}", file=sys.stderr)
-    if before and before != entry["module"]:
+    if before and before != json.loads(json.dumps(entry["module"])):  # as the manifest has it
         print(
             f"note: replaced {result.model_path.parent}, which held {before['path']} "
-            f"{_inputs_text(before)} with other arguments or inputs; --name NAME keeps both",
+            f"{_inputs_text(before)}; --name NAME keeps both",
             file=sys.stderr,
         )
     print(
@@ -158,13 +158,18 @@ def _manifest_module(out: Path, name: str) -> dict[str, Any] | None:
 
 
 def _inputs_text(recipe: dict[str, Any]) -> str:
-    """``(inputs 1×3×320×320 float32, 1×10 int64; args width=2)``."""
+    """``(inputs 1×3×320×320 float32, 1×10 int64; args width=2; seed 1)``."""
     inputs = ", ".join(
         "×".join(map(str, i.get("shape", []))) + f" {i.get('dtype', '')}"
         for i in recipe.get("inputs", [])
     )
     args = ",".join(f"{k}={v}" for k, v in (recipe.get("args") or {}).items())
-    return f"(inputs {inputs}" + (f"; args {args})" if args else ")")
+    seed = recipe.get("seed", 0)
+    return (
+        f"(inputs {inputs}"
+        + (f"; args {args}" if args else "")
+        + (f"; seed {seed})" if seed else ")")
+    )
 
 
 def _is_committed(out: str) -> bool:

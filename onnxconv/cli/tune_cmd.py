@@ -99,7 +99,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 f"{stats['p90_ms']:.4g}" if stats else "—",
                 f"{c.speedup:.2f}" if c.speedup is not None else "—",
                 f"{c.torch_over_ort:.2f}" if c.torch_over_ort is not None else "—",
-                "—" if not c.reference else "yes" if c.beats_reference else "no",
+                tune_report.beats_text(c.reference, c.beats_reference),
             )
         )
     print(
@@ -118,11 +118,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             rows,
         )
     )
-    print(
-        "(a candidate wins only if it beats its reference, the stage's incumbent or, for the "
-        "incumbent, the default: faster in every round, its slowest round faster than the "
-        "reference's fastest; the fastest that does wins)"
-    )
+    print(f"({tune_report.WIN_RULE})")
     for c in report.candidates:
         if c.proof.disqualified:
             print(f"disqualified {c.name}: {textwrap.shorten(c.proof.disqualified, 200)}")

@@ -56,6 +56,19 @@ from .candidates import SCHEMA, TuneReport
 from .proof import REFERENCE_BATCHES, SEEDS
 from .rewrites import REWRITES
 
+#: How the winner is chosen (:func:`.search.beats`), as the reports say it.
+WIN_RULE = (
+    "a candidate wins only if it beats its reference (the stage's incumbent, or for the "
+    "incumbent the default) and the default: faster in every paired round, its slowest round "
+    "faster than the other's fastest; of those, the largest median speedup over the default wins"
+)
+
+
+def beats_text(reference: str | None, beats_reference: bool) -> str:
+    """A candidate's "beats reference" cell: ``—`` without a reference, else yes or no."""
+    return "—" if not reference else "yes" if beats_reference else "no"
+
+
 TUNED_SCHEMA = "onnxconv.tuned"
 TUNED_MODEL, TUNED_JSON = "model.tuned.onnx", "tuned.json"
 
@@ -107,8 +120,7 @@ def to_markdown(report: TuneReport | dict[str, Any], plot_name: str | None = Non
         f"calls and ≥ {method['warmup_s']} s, {method['blocks']} blocks × {method['calls']} "
         f"calls; {method['rounds']} rounds per stage alternating the default, every candidate "
         "and PyTorch eager; ratios paired by round, medians quoted",
-        "- a candidate wins only when it is faster than its reference in every round and its "
-        "slowest round beats the reference's fastest",
+        f"- {WIN_RULE}",
         *_budget_lines(data["options"]),
         f"- **decision**: {data['decision']}",
         "",
@@ -131,7 +143,7 @@ def to_markdown(report: TuneReport | dict[str, Any], plot_name: str | None = Non
             f"{_proof_cell(c)} | {_bits(c)} | {_fmt(stats.get('p50_ms'), '.4g')} | "
             f"{_fmt(stats.get('p90_ms'), '.4g')} | {_fmt(c['speedup_vs_default'], '.2f')} | "
             f"{_fmt(c['torch_over_ort'], '.2f')} | "
-            f"{'—' if not c['reference'] else 'yes' if c['beats_reference'] else 'no'} |"
+            f"{beats_text(c['reference'], c['beats_reference'])} |"
         )
     for stage, torch in data["torch"].items():
         stats = (torch or {}).get("stats")

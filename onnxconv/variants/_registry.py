@@ -178,7 +178,7 @@ def unknown_config_keys(unknown: Iterable[str], specs: Iterable[VariantSpec]) ->
     specs = list(specs)
     known = sorted({k for spec in specs for k in spec.config()})
     said = sorted(unknown)
-    hint = "".join(did_you_mean(k, known) for k in said)
+    hint = errors.near_misses(said, known)
     if not specs:
         return UserInputError(f"config key(s) {', '.join(said)} given, but no variant is named")
     return UserInputError(
