@@ -137,8 +137,11 @@ def _from_sample(
             "validate's --inputs FILE.npz"
         )
     sample = np.asarray(sample, dtype=dtype)
+    if not info.type.tensor_type.HasField("shape"):  # nothing declared to fit
+        return sample
     dims = info.type.tensor_type.shape.dim
-    if sample.ndim and len(sample) and len(sample) != batch and not dims[0].HasField("dim_value"):
+    symbolic_batch = bool(dims) and not dims[0].HasField("dim_value")
+    if symbolic_batch and sample.ndim and len(sample) and len(sample) != batch:
         sample = np.take(sample, np.arange(batch) % len(sample), axis=0)
     wanted = [
         d.dim_value if d.HasField("dim_value") else batch if i == 0 else spatial.get(i, size)

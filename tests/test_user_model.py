@@ -322,6 +322,19 @@ def test_generated_integer_inputs_repeat_the_sample_along_a_symbolic_batch():
             feeds.generate(
                 model, "m", batch=2, spatial={}, distribution="normal", seed=0, samples={"ids": bad}
             )
+    unshaped = helper.make_tensor_value_info("ids", TensorProto.INT64, None)
+    model.graph.input[1].CopyFrom(unshaped)  # no shape declared: the sample is taken as it is
+    free = feeds.generate(
+        model,
+        "m",
+        batch=2,
+        spatial={},
+        distribution="normal",
+        seed=0,
+        samples={"ids": np.arange(5)},
+    )
+    assert free["ids"].tolist() == [0, 1, 2, 3, 4]
+    model.graph.input[1].CopyFrom(ids)
     with pytest.raises(UserInputError, match="over the 100 B limit"):  # the sample's bytes count
         feeds.generate(
             model,
