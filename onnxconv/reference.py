@@ -91,6 +91,10 @@ FIXED: dict[str, str] = {
     "Upsample": "failed on the scales attribute (7), on linear and non-integer scales (9); "
     "now Resize-10's asymmetric rule",
     "Pad": "negative pads (crop) failed; now crop, then pad",
+    "DequantizeLinear": "opsets 10 and 13 not implemented (onnx has 19 onwards); now "
+    "(x - zero_point) * scale, per tensor or along axis",
+    "QuantizeLinear": "opsets 10 and 13 not implemented (onnx has 19 onwards); now "
+    "saturate(round_half_even(x / scale) + zero_point), per tensor or along axis",
 }
 KNOWN_FAULTS: dict[str, str] = {}
 

@@ -394,6 +394,61 @@ class Pad(_Override):
         return (np.pad(cropped, width, mode=mode).astype(data.dtype),)
 
 
+# --- QuantizeLinear / DequantizeLinear --------------------------------------------------------
+
+
+def _along(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
+    """A per-tensor (scalar) or per-axis (1-D) quantization parameter, shaped to broadcast."""
+    if param.ndim == 0 or param.size == 1 and ndim == 0:
+        return param.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = param.size
+    return param.reshape(shape)
+
+
+class DequantizeLinear(_Override):
+    """Opsets 10 and 13 (onnx implements 19 onwards only): y = (x - zero_point) * scale, per
+    tensor or, from 13, along ``axis``."""
+
+    def fixes(self) -> bool:
+        return self.opset < 19
+
+    def _run(
+        self,
+        x: np.ndarray,
+        x_scale: np.ndarray,
+        x_zero_point: np.ndarray | None = None,
+        axis: int = 1,
+    ) -> tuple[np.ndarray]:
+        scale = _along(np.asarray(x_scale), x.ndim, axis)
+        zero = 0 if x_zero_point is None else _along(np.asarray(x_zero_point), x.ndim, axis)
+        y = (x.astype(np.float64) - np.asarray(zero, dtype=np.float64)) * scale
+        return (y.astype(np.asarray(x_scale).dtype),)
+
+
+class QuantizeLinear(_Override):
+    """Opsets 10 and 13 (onnx implements 19 onwards only): y = saturate(round(x / scale) +
+    zero_point), rounding half to even, per tensor or, from 13, along ``axis``; uint8 without a
+    zero point."""
+
+    def fixes(self) -> bool:
+        return self.opset < 19
+
+    def _run(
+        self,
+        x: np.ndarray,
+        y_scale: np.ndarray,
+        y_zero_point: np.ndarray | None = None,
+        axis: int = 1,
+    ) -> tuple[np.ndarray]:
+        dtype = np.uint8 if y_zero_point is None else np.asarray(y_zero_point).dtype
+        scale = _along(np.asarray(y_scale), x.ndim, axis)
+        zero = 0 if y_zero_point is None else _along(np.asarray(y_zero_point), x.ndim, axis)
+        y = np.rint(x.astype(np.float64) / scale) + np.asarray(zero, dtype=np.float64)
+        info = np.iinfo(dtype)
+        return (np.clip(y, info.min, info.max).astype(dtype),)
+
+
 OVERRIDES: list[type[OpRun]] = [
     BatchNormalization,
     MaxPool,
@@ -404,4 +459,6 @@ OVERRIDES: list[type[OpRun]] = [
     Resize,
     Upsample,
     Pad,
+    DequantizeLinear,
+    QuantizeLinear,
 ]

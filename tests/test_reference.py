@@ -988,3 +988,41 @@ def test_reduce_mean18_input_axes(
     x = randn(*X4)
     inputs = [x] if axes is None else [x, np.array(axes, np.int64)]
     assert_outputs(run_node("ReduceMean", 18, inputs, **attrs), [truth(x)])
+
+
+# --- QuantizeLinear / DequantizeLinear (onnx implements opset 19 onwards only) -----------------
+
+
+@pytest.mark.parametrize("opset", [10, 13])
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_quantize_and_dequantize_before_19_match_onnxs_own_19(opset: int, axis: int | None):
+    if axis is not None and opset < 13:
+        pytest.skip("per-axis parameters start at opset 13")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 4, 2)) * 40).astype(np.float32)
+    x[0, 0, :] = [2.5 * 0.5, 3.5 * 0.5]  # halves: rounded to even
+    x[2, 3, :] = [1e4, -1e4]  # beyond int8: saturated
+    channels = x.shape[axis] if axis is not None else 1
+    scale = np.full(channels, 0.5, np.float32) * (1 + np.arange(channels, dtype=np.float32))
+    zero = (np.arange(channels) - 1).astype(np.int8)
+    if axis is None:
+        scale, zero = scale.reshape(()), zero.reshape(())
+    attrs = {} if axis is None else {"axis": axis}
+    for op, inputs in (
+        ("QuantizeLinear", [x, scale, zero]),
+        ("DequantizeLinear", [np.clip(np.rint(x), -128, 127).astype(np.int8), scale, zero]),
+    ):
+        got = run_node(op, opset, inputs, **attrs)
+        model, feeds = node_model(op, 19, inputs, **attrs)
+        assert_outputs(got, ReferenceEvaluator(model).run(None, feeds))
+        assert got[0].dtype == (np.int8 if op == "QuantizeLinear" else np.float32)
+    q = run_node("QuantizeLinear", opset, [x, scale, zero], **attrs)[0]
+    assert q.min() == -128 and q.max() == 127  # saturated
+    if axis is None:
+        assert q[0, 0, :].tolist() == [2 - 1, 4 - 1]  # 2.5 -> 2, 3.5 -> 4, then the zero point
+
+
+def test_quantize_without_a_zero_point_is_uint8():
+    x = np.array([-3.0, 0.2, 0.6, 300.0], np.float32)
+    (q,) = run_node("QuantizeLinear", 13, [x, np.array(1.0, np.float32)])
+    assert q.dtype == np.uint8 and q.tolist() == [0, 0, 1, 255]
