@@ -578,3 +578,42 @@ def test_a_graph_whose_outputs_are_all_nan_is_a_warning_with_the_counts(tmp_path
         == 0
     )
     assert "WARN nonfinite" in capsys.readouterr().out
+
+
+def test_where_the_reference_evaluator_cannot_run_the_stored_outputs_still_decide(tmp_path):
+    """A contrib op onnx's evaluator does not have (com.microsoft Gelu): the generated cases have
+    no opinion to judge ORT by and are left out with a note; the stored test set decides."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    node = helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")
+    model = helper.make_model(
+        helper.make_graph([node], "contrib", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+    folder = tmp_path / "contrib"
+    (folder / "test_data_set_0").mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    feed = np.linspace(-3, 3, 8, dtype=np.float32).reshape(1, 8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"x": feed})
+    for file, name, array in (("input_0", "x", feed), ("output_0", "y", out)):
+        tensor = numpy_helper.from_array(array, name)
+        (folder / "test_data_set_0" / f"{file}.pb").write_bytes(tensor.SerializeToString())
+    report = tmp_path / "v.json"
+    argv = ["validate", str(folder), "--precision", "fp32", "--opt-level", "all", "--quiet"]
+    assert main([*argv, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    (subject,) = data["subjects"]
+    assert subject["cases"] == ["test_data_set_0"]
+    assert [c["status"] for c in data["cells"]] == ["pass"]
+    (note,) = [n for n in subject["notes"] if n.startswith("no generated cases: ")]
+    assert note.endswith(
+        "(no PyTorch module, no stored outputs of them); the stored test sets decide"
+    )
+    (folder / "test_data_set_0" / "output_0.pb").write_bytes(
+        numpy_helper.from_array(out + 1, "y").SerializeToString()
+    )
+    assert main([*argv, "--json", str(report)]) == 1  # wrong stored outputs: not a pass
