@@ -617,3 +617,20 @@ def test_where_the_reference_evaluator_cannot_run_the_stored_outputs_still_decid
         numpy_helper.from_array(out + 1, "y").SerializeToString()
     )
     assert main([*argv, "--json", str(report)]) == 1  # wrong stored outputs: not a pass
+
+
+def test_a_folder_with_only_model_onnx_is_judged_as_a_bare_graph(tmp_path, capsys):
+    folder = tmp_path / "lone"
+    folder.mkdir()
+    shutil.copy("graphs/grouped/model.onnx", folder / "model.onnx")  # no test data, no manifest
+    report = tmp_path / "v.json"
+    argv = ["validate", str(folder), "--precision", "fp32", "--opt-level", "all", "--quiet"]
+    assert main([*argv, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["subjects"][0]["opinions"] == ["reference_evaluator"]
+    assert [c["status"] for c in data["cells"]] == ["pass"]
+    tuned = tmp_path / "tuned"
+    argv = ["tune", str(folder), "--rewrites", "none", "--no-settings", "--rounds", "1"]
+    argv += ["--blocks", "1", "--calls", "3", "--no-profile", "--quiet", "--out", str(tuned)]
+    assert main(argv) == 0
+    assert main(["validate", str(tuned), "--quiet"]) == 0  # its record re-checks where it ships

@@ -178,14 +178,12 @@ def check_graphs_dir(graphs_dir: Path, names: Iterable[str] | None = None) -> No
 
 
 def load_folder(path: Path) -> Subject:
+    """A folder's ``model.onnx`` with its ``test_data_set_*`` (none: judged as a bare graph)."""
     model_path = path / "model.onnx"
     if not model_path.exists():
         raise UserInputError(f"{path}: no model.onnx in this folder")
     model = graph.load_model(model_path)
-    subject = Subject(path.name, model_path, model, load_test_sets(path, model))
-    if not subject.test_sets:
-        raise UserInputError(f"{path}: no test_data_set_* folder with input_*.pb files")
-    return subject
+    return Subject(path.name, model_path, model, load_test_sets(path, model))
 
 
 def export_subject(name: str, graphs_dir: Path) -> Subject:
