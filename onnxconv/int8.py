@@ -190,6 +190,27 @@ def _preprocessed(model: onnx.ModelProto, tmp: str, label: str) -> onnx.ModelPro
         ) from exc
 
 
+#: Per-axis QuantizeLinear/DequantizeLinear (``axis``) start at opset 13; ORT's quantizer writes
+#: them into a graph of an older opset as they are, and ONNX Runtime then refuses to load it.
+PER_CHANNEL_OPSET = 13
+
+
+def _per_channel_opset(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """``model`` at opset 13 or above (onnx's version converter) for per-channel weights."""
+    from onnxconv.opset import convert_opset, model_opset
+
+    if model_opset(model) >= PER_CHANNEL_OPSET:
+        return model
+    result = convert_opset(model, PER_CHANNEL_OPSET)
+    if result.model is None:
+        raise CheckFailed(
+            f"{label}: per-channel int8 needs opset {PER_CHANNEL_OPSET}, and onnx's version "
+            f"converter cannot take this opset-{model_opset(model)} graph there: "
+            f"{result.problems[0]}"
+        )
+    return result.model
+
+
 def quantize_static(
     model: onnx.ModelProto,
     calibration: Sequence[Mapping[str, np.ndarray]],
@@ -228,6 +249,8 @@ def quantize_static(
     act = q.QuantType.QUInt8 if activation_type == "uint8" else q.QuantType.QInt8
     if op_types is None:
         op_types = sorted(set(q.registry.QLinearOpsRegistry) | set(q.registry.QDQRegistry))
+    if per_channel:
+        model = _per_channel_opset(model, label)
     with tempfile.TemporaryDirectory(prefix="onnxconv-int8-") as tmp, _contained(tmp):
         source = _preprocessed(model, tmp, label) if preprocess else model
         out = os.path.join(tmp, "int8.onnx")

@@ -197,3 +197,33 @@ def test_unknown_precision_is_a_usage_error(capsys):
     assert "unknown precision 'int4'" in capsys.readouterr().err
     with pytest.raises(UserInputError, match="needs calibration"):
         precisions.deploy(onnx.load(GRAPHS / "standard" / "model.onnx"), "int8")
+
+
+def test_per_channel_int8_of_an_opset_11_graph_is_deployed_at_opset_13(tmp_path, capsys):
+    """ORT's quantizer wrote per-axis DequantizeLinear into the opset-11 graph, which ONNX
+    Runtime refused to load; the graph now goes to opset 13 first."""
+    argv = ["export", "--variant", "grouped", "--opset", "11", "--exporter", "torchscript"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
+    report = tmp_path / "v.json"
+    argv = ["validate", str(tmp_path / "grouped"), "--precision", "int8", "--opt-level", "all"]
+    assert main([*argv, "--quiet", "--json", str(report)]) == 0
+    (cell,) = json.loads(report.read_text())["cells"]
+    assert cell["status"] == "pass" and cell["target"] == "cpu/all/int8"
+
+
+def test_a_deployment_that_does_not_load_is_a_conversion_failure(monkeypatch, capsys):
+    real = precisions.deploy
+
+    def broken(model, name, *args, **kwargs):
+        deployed = real(model, name, *args, **kwargs)
+        if name != "fp32":  # the fp32 "deployment" is the user's graph itself
+            deployed.graph.node.append(helper.make_node("NoSuchOp", ["input"], ["stray"]))
+        return deployed
+
+    monkeypatch.setattr(precisions, "deploy", broken)
+    argv = ["validate", "grouped", "--precision", "fp32,fp16-io", "--opt-level", "all", "--quiet"]
+    assert main(argv) == 1
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    status = {row[1]: row[2:4] for row in rows if row[:1] == ["grouped"]}
+    assert status["cpu/all/fp32"][0] == "pass"
+    assert status["cpu/all/fp16-io"] == ["FAIL", "conversion"]

@@ -188,6 +188,9 @@ def make_session(
         )
         so.enable_profiling = True
         so.profile_file_prefix = str(prefix)
+        # a model that does not load would also log "Could not write a profile" from the
+        # profiler on the way out: the exception below already says why, in one line
+        so.log_severity_level = 4
 
     options: dict[str, str] = {}
     if target.ep == "cpu":

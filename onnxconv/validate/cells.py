@@ -15,7 +15,7 @@ import onnx
 from .. import precisions as precisions_module
 from .. import runtime
 from ..divergence import first_divergence
-from ..errors import one_line
+from ..errors import UserInputError, one_line
 from ..parity import Tolerance, default_tolerance
 from ..reference import KNOWN_FAULTS
 from ..verdict import REFERENCE, SOURCES, OutputCheck, judge
@@ -212,8 +212,9 @@ def run_on_target(
     session_options: dict[str, Any] | None = None,
 ) -> list[dict[str, np.ndarray]] | None:
     """``model`` (the deployment ``target.precision`` names) run on every feed dict, with the
-    providers and node placement recorded in ``cell``; ``None`` (and ``cell`` unavailable) when
-    the target's EP cannot run it by itself."""
+    providers and node placement recorded in ``cell``; ``None`` when the target's EP cannot run
+    it by itself (``cell`` unavailable) or a deployment onnxconv made does not load (``cell``
+    a FAIL of kind ``conversion``: the converter wrote an invalid graph)."""
     try:
         with tempfile.TemporaryDirectory(prefix="onnxconv-profile-") as tmp:
             info = runtime.make_session(
@@ -231,6 +232,12 @@ def run_on_target(
             placement = runtime.node_placement(info.end_profiling())
     except runtime.EpUnavailable as error:
         cell.status, cell.reason = "unavailable", error.reason
+        return None
+    except UserInputError as error:
+        if target.precision == "fp32":  # the user's own graph: bad input
+            raise
+        cell.status, cell.kind = "fail", "conversion"
+        cell.reason = f"the {target.precision} deployment does not load: {error}"
         return None
     cell.placement_nodes = placement
     cell.placement = {ep: len(nodes) for ep, nodes in placement.items()}
