@@ -31,6 +31,11 @@ class CheckFailed(OnnxconvError):
     exit_code = 1
 
 
+class NoDeployment(CheckFailed):
+    """There is no deployment of a graph at some precision (nothing to quantize, or the graph
+    already computes at a lower one): that cell is unavailable, not failed."""
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived (see ``cli.main``). A BaseException, like KeyboardInterrupt, so
     ``except Exception`` never swallows it and every ``finally`` block runs on the way out."""

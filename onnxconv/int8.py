@@ -80,7 +80,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxconv.errors import CheckFailed, UserInputError, one_line
+from onnxconv.errors import CheckFailed, NoDeployment, UserInputError, one_line
 from onnxconv.int8_layers import (
     LayerError,
     QdqPair,
@@ -98,7 +98,7 @@ DYNAMIC_OP_TYPES = ("Conv", "MatMul")
 _DYNAMIC_INTEGER_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul")
 
 
-class NothingToQuantize(CheckFailed):
+class NothingToQuantize(NoDeployment):
     """The quantizer found no op it quantizes: there is no int8 deployment of this graph."""
 
 

@@ -113,6 +113,32 @@ def default_tolerance(precision: str, ep: str) -> Tolerance:
     return _DEFAULT_TOLERANCES[key]
 
 
+def graph_tolerance(model: Any, precision: str, ep: str) -> Tolerance:
+    """:func:`default_tolerance`, except for a graph brought at a lower precision than its
+    target's (:func:`onnxconv.precisions.computes_in`): a float16 graph gets fp16's; a quantized
+    one fp32's plus one quantization step of its outputs (the largest scale of a
+    DequantizeLinear that gives an output, fp16's where none does), since a float difference
+    too small to see moves a value across a rounding boundary, by one whole step."""
+    tol = default_tolerance(precision, ep)
+    native = precisions.computes_in(model)
+    if precision != "fp32" or native == "fp32":
+        return tol
+    if native == "fp16":
+        return default_tolerance("fp16", ep)
+    from onnx import numpy_helper
+
+    weights = {t.name: t for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    steps = [
+        float(np.max(np.abs(numpy_helper.to_array(weights[n.input[1]]))))
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.output[0] in outputs and n.input[1] in weights
+    ]
+    if not steps:
+        return default_tolerance("fp16", ep)
+    return Tolerance(atol=tol.atol + max(steps), rtol=tol.rtol)
+
+
 @dataclass(frozen=True)
 class WorstElement:
     """The element furthest outside (or closest to) its tolerance."""

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from onnxconv.errors import CheckFailed, UserInputError, unknown_name
+from onnxconv.errors import CheckFailed, NoDeployment, UserInputError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -104,12 +104,45 @@ def deploy(
             f"{label}: already deployed at {stamp(model)} (metadata {STAMP}); {precision} is "
             "made from the fp32 graph"
         )
+    native = computes_in(model)
+    if native != "fp32":
+        raise NoDeployment(
+            f"{label}: the graph already computes in {native}; {precision} is made from an "
+            "fp32 graph"
+        )
     if spec.needs_calibration and not calibration:
         raise UserInputError(f"{label}: precision {precision} needs calibration feeds")
     deployed = _convert(model, precision, calibration, method, label)
     props = {p.key: p.value for p in deployed.metadata_props}
     onnx.helper.set_model_props(deployed, {**props, STAMP: precision})
     return deployed
+
+
+#: Ops that only a quantized graph holds.
+_QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+    }
+)
+
+
+def computes_in(model: onnx.ModelProto) -> str:
+    """``int8`` for a quantized graph (QDQ or integer ops), ``fp16`` where every float tensor
+    it declares (inputs, outputs, weights) is float16, else ``fp32``: what a graph brought from
+    elsewhere already is."""
+    if any(n.op_type in _QUANTIZED_OPS for n in model.graph.node):
+        return "int8"
+    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+    types = [vi.type.tensor_type.elem_type for vi in [*model.graph.input, *model.graph.output]]
+    types += [t.data_type for t in model.graph.initializer]
+    found = {t for t in types if t in floats}
+    return "fp16" if found == {TensorProto.FLOAT16} else "fp32"
 
 
 def stamp(model: onnx.ModelProto) -> str:

@@ -422,8 +422,9 @@ class DequantizeLinear(_Override):
     ) -> tuple[np.ndarray]:
         scale = _along(np.asarray(x_scale), x.ndim, axis)
         zero = 0 if x_zero_point is None else _along(np.asarray(x_zero_point), x.ndim, axis)
-        y = (x.astype(np.float64) - np.asarray(zero, dtype=np.float64)) * scale
-        return (y.astype(np.asarray(x_scale).dtype),)
+        dtype = np.asarray(x_scale).dtype  # computed in the scale's type, as ONNX Runtime does
+        y = (x.astype(np.int64) - np.asarray(zero, dtype=np.int64)).astype(dtype) * scale
+        return (y.astype(dtype),)
 
 
 class QuantizeLinear(_Override):
@@ -444,7 +445,9 @@ class QuantizeLinear(_Override):
         dtype = np.uint8 if y_zero_point is None else np.asarray(y_zero_point).dtype
         scale = _along(np.asarray(y_scale), x.ndim, axis)
         zero = 0 if y_zero_point is None else _along(np.asarray(y_zero_point), x.ndim, axis)
-        y = np.rint(x.astype(np.float64) / scale) + np.asarray(zero, dtype=np.float64)
+        # x / scale in x's type, as ONNX Runtime computes it: at a .5 boundary a wider type
+        # would round the other way
+        y = np.rint(x / scale.astype(x.dtype)) + np.asarray(zero, dtype=x.dtype)
         info = np.iinfo(dtype)
         return (np.clip(y, info.min, info.max).astype(dtype),)
 

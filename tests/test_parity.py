@@ -188,3 +188,42 @@ def test_default_tolerance_table():
         default_tolerance("bf16", "cpu")
     with pytest.raises(UserInputError, match="atol"):
         Tolerance(-1.0, 0.0)
+
+
+def test_a_graph_brought_at_a_lower_precision_is_judged_at_its_own():
+    """fp32 cells of a float16 graph use fp16's tolerance; of a quantized graph, fp32's plus one
+    step of the DequantizeLinear that gives its output (a one-step rounding difference between
+    two executors is not a defect there); a float32 graph keeps fp32's."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxconv.parity import default_tolerance, graph_tolerance
+
+    fp32 = default_tolerance("fp32", "cpu")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    scale = numpy_helper.from_array(np.array(0.25, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    qdq = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ],
+        "qdq",
+        [x],
+        [y],
+        [scale, zero],
+    )
+    tol = graph_tolerance(helper.make_model(qdq), "fp32", "cpu")
+    assert tol.atol == pytest.approx(fp32.atol + 0.25) and tol.rtol == fp32.rtol
+    half = helper.make_tensor_value_info("h", TensorProto.FLOAT16, [4])
+    relu = helper.make_graph(
+        [helper.make_node("Relu", ["h"], ["o"])],
+        "g",
+        [half],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT16, [4])],
+    )
+    assert graph_tolerance(helper.make_model(relu), "fp32", "cpu") == default_tolerance(
+        "fp16", "cpu"
+    )
+    plain = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    assert graph_tolerance(helper.make_model(plain), "fp32", "cpu") == fp32

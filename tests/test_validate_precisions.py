@@ -227,3 +227,33 @@ def test_a_deployment_that_does_not_load_is_a_conversion_failure(monkeypatch, ca
     status = {row[1]: row[2:4] for row in rows if row[:1] == ["grouped"]}
     assert status["cpu/all/fp32"][0] == "pass"
     assert status["cpu/all/fp16-io"] == ["FAIL", "conversion"]
+
+
+def test_a_graph_that_already_computes_in_fp16_or_int8_has_no_deployment_made_from_it(tmp_path):
+    """A float16 graph, or ONNX Runtime's own QDQ int8 one, brought as it is: the fp32 cells run
+    it, its fp16/int8 cells are unavailable (nothing to make), and a note says so."""
+    fp32 = onnx.load("graphs/grouped/model.onnx")
+    feeds = [validate.seeded_feeds(validate.load_subject("grouped"), 100, 1, 1 << 30)[0]]
+    for native, model in (
+        ("fp16", precisions.deploy(fp32, "fp16-io")),
+        ("int8", precisions.deploy(fp32, "int8", feeds)),
+    ):
+        del model.metadata_props[:]  # as if made elsewhere
+        assert precisions.computes_in(model) == native
+        path = tmp_path / f"{native}.onnx"
+        onnx.save(model, path)
+        report = tmp_path / f"{native}.json"
+        argv = ["validate", str(path), "--precision", "fp32,fp16,int8", "--opt-level", "all"]
+        assert main([*argv, "--quiet", "--json", str(report)]) == 0
+        data = json.loads(report.read_text())
+        status = {c["target"]: c["status"] for c in data["cells"]}
+        assert status == {
+            "cpu/all/fp32": "pass",
+            "cpu/all/fp16": "unavailable",
+            "cpu/all/int8": "unavailable",
+        }
+        assert (
+            f"the graph already computes in {native}: its fp32 cells run it as it is"
+            in (data["subjects"][0]["notes"])
+        )
+    assert precisions.computes_in(fp32) == "fp32"

@@ -56,9 +56,8 @@ import onnx
 from onnxconv import feeds as feeds_module
 from onnxconv import precisions as precisions_module
 from onnxconv import validate
-from onnxconv.errors import CheckFailed, one_line
+from onnxconv.errors import CheckFailed, NoDeployment, one_line
 from onnxconv.graph import graph_cost
-from onnxconv.int8 import NothingToQuantize
 from onnxconv.machine import machine_info, versions
 from onnxconv.quant_check import headline as quant_check_headline
 from onnxconv.quant_metrics import budget_spec
@@ -411,7 +410,7 @@ class _Search:
         self.say(f"proving {label} @ {settings.name} within the accuracy budget")
         deployed = self.deployed(fp32, precision)
         if isinstance(deployed, CheckFailed):
-            status = "unavailable" if isinstance(deployed, NothingToQuantize) else "fail"
+            status = "unavailable" if isinstance(deployed, NoDeployment) else "fail"
             proof = Proof(status, "conversion", one_line(deployed))
             deployed = fp32.model
         else:

@@ -16,7 +16,7 @@ from .. import precisions as precisions_module
 from .. import runtime
 from ..divergence import first_divergence
 from ..errors import UserInputError, one_line
-from ..parity import Tolerance, default_tolerance
+from ..parity import Tolerance, graph_tolerance
 from ..reference import KNOWN_FAULTS
 from ..verdict import REFERENCE, SOURCES, OutputCheck, judge
 from .cases import Case, torch_module
@@ -265,7 +265,9 @@ def run_cell(
     (default: the subject's own fp32 graph). ``session_config`` / ``session_options`` go to
     :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``)."""
     cell = Cell(subject.label, target.id, "pass")
-    tol = tol or default_tolerance(target.precision, target.ep)
+    tol = tol or graph_tolerance(
+        subject.model if model is None else model, target.precision, target.ep
+    )
     outputs = run_on_target(
         cell,
         subject.model if model is None else model,

@@ -12,7 +12,7 @@ import onnx
 from .. import feeds as feeds_module
 from .. import precisions as precisions_module
 from .. import quant_check, runtime
-from ..errors import CheckFailed
+from ..errors import CheckFailed, NoDeployment
 from ..fp16 import CONVERTER_CHANGES
 from ..quant_metrics import Bound
 from ..verdict import TORCH
@@ -30,6 +30,11 @@ def deployments(
 ) -> dict[str, onnx.ModelProto | CheckFailed]:
     """The subject's graph at every precision, or why it cannot be made (per precision)."""
     made: dict[str, onnx.ModelProto | CheckFailed] = {}
+    native = precisions_module.computes_in(subject.model)
+    if native != "fp32" and precisions_module.stamp(subject.model) == "fp32":
+        note = f"the graph already computes in {native}: its fp32 cells run it as it is"
+        if note not in subject.notes:
+            subject.notes.append(note)
     for name in names:
         feeds = None
         if precisions_module.get(name).needs_calibration:
@@ -152,9 +157,8 @@ def run_judged_cell(
 
 
 def undeployable_cell(subject: Subject, target: runtime.Target, error: CheckFailed) -> Cell:
-    """No graph at this precision: nothing to quantize is ``unavailable`` (there is no such
-    deployment), a converter or quantizer failure is a ``fail`` of kind ``conversion``."""
-    from ..int8 import NothingToQuantize
-
-    status = "unavailable" if isinstance(error, NothingToQuantize) else "fail"
+    """No graph at this precision: nothing to quantize, or a graph that already computes lower,
+    is ``unavailable`` (there is no such deployment), a converter or quantizer failure is a
+    ``fail`` of kind ``conversion``."""
+    status = "unavailable" if isinstance(error, NoDeployment) else "fail"
     return Cell(subject.label, target.id, status, reason=str(error), kind="conversion")
