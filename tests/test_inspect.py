@@ -39,3 +39,14 @@ def test_inspect_classifies_and_counts_third_party_convs(folder, kind, group, mu
     per_element = conv["in_channels"] // conv["group"] * int(np.prod(conv["kernel"]))
     assert report["cost"]["macs"] == output.size * per_element
     assert conv["out_channels"] == output.shape[1]
+
+
+def test_a_quantized_graph_counts_the_weights_behind_its_dequantize_nodes():
+    from onnxconv import precisions, validate
+    from onnxconv.graph import graph_cost
+
+    fp32 = onnx.load("graphs/grouped/model.onnx")
+    feeds = validate.seeded_feeds(validate.load_subject("grouped"), 100, 2, 1 << 30)
+    int8 = precisions.deploy(fp32, "int8", feeds)
+    assert any(n.op_type == "DequantizeLinear" for n in int8.graph.node)
+    assert graph_cost(int8) == graph_cost(fp32)  # params and MACs, as the float graph's

@@ -251,9 +251,13 @@ class GraphIndex:
         return dims if dims is not None else self._inferred.get(name)
 
     def const_dims(self, name: str) -> tuple[int, ...] | None:
-        """Dims of a constant tensor (initializer / Constant / Identity of one), not its data."""
+        """Dims of a constant tensor (initializer / Constant / Identity of one, or the
+        DequantizeLinear of one: a quantized graph's weights), not its data."""
         root = self.const_root(name)
         if root is None:
+            node = self.producer.get(name)
+            if node is not None and node.op_type == "DequantizeLinear" and is_default_domain(node):
+                return self.const_dims(node.input[0])
             return None
         if root in self.initializers:
             return tuple(self.initializers[root].dims)
