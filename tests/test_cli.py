@@ -166,3 +166,17 @@ def test_a_truncated_model_is_one_line_saying_it_may_be_truncated(tmp_path, caps
             == 2
         )
         assert f"{cut}: not an ONNX model, or a truncated or corrupt one" in one_line_error(capsys)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`onnxconv inspect ... | head`: the pipe closes before the output is written."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "onnxconv", "inspect", "graphs/grouped"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports it
+    assert err == ""

@@ -50,3 +50,17 @@ def test_a_quantized_graph_counts_the_weights_behind_its_dequantize_nodes():
     int8 = precisions.deploy(fp32, "int8", feeds)
     assert any(n.op_type == "DequantizeLinear" for n in int8.graph.node)
     assert graph_cost(int8) == graph_cost(fp32)  # params and MACs, as the float graph's
+
+
+def test_inspect_names_the_element_type_of_every_input_and_output(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4])
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1])
+    graph = helper.make_graph([helper.make_node("ArgMax", ["x"], ["ids"], axis=1)], "g", [x], [ids])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["inspect", str(path)]) == 0
+    assert "dtypes  x float16, ids int64" in capsys.readouterr().out.splitlines()
+    assert main(["inspect", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtypes"] == {"x": "float16", "ids": "int64"}

@@ -15,6 +15,7 @@ half-written).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -99,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"onnxconv {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:  # the reader went away (`onnxconv list | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit's flush cannot raise again
+        return 128 + signal.SIGPIPE
     except (Interrupted, KeyboardInterrupt) as error:
         signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
         print(

@@ -220,6 +220,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"{report.producer_name} {report.producer_version}".rstrip()
     )
     print(f"inputs  {report.inputs}\noutputs {report.outputs}")
+    print("dtypes  " + ", ".join(f"{name} {t}" for name, t in report.dtypes.items()))
     print("ops     " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()))
     print(
         f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "

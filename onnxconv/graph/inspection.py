@@ -311,6 +311,8 @@ class GraphReport:
     graph_name: str
     inputs: dict[str, list[Dim] | None]
     outputs: dict[str, list[Dim] | None]
+    #: Element type of every input and output (``float32``, ``float16``, ``int64``, ...).
+    dtypes: dict[str, str]
     node_count: int
     op_counts: dict[str, int]
     convs: list[ConvInfo]
@@ -319,6 +321,12 @@ class GraphReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _type_name(elem_type: int) -> str:
+    """``float32`` for TensorProto.FLOAT, ``int64``, ``float16``, ... (``undefined`` if unset)."""
+    name = onnx.TensorProto.DataType.Name(elem_type).lower()
+    return {"float": "float32", "double": "float64"}.get(name, name)
 
 
 def inspect_model(model: onnx.ModelProto) -> GraphReport:
@@ -341,6 +349,10 @@ def inspect_model(model: onnx.ModelProto) -> GraphReport:
         graph_name=model.graph.name,
         inputs={vi.name: dims(vi.name) for vi in ix.graph_inputs()},
         outputs={vi.name: dims(vi.name) for vi in ix.graph.output},
+        dtypes={
+            vi.name: _type_name(vi.type.tensor_type.elem_type)
+            for vi in [*ix.graph_inputs(), *ix.graph.output]
+        },
         node_count=len(ix.nodes),
         op_counts=dict(sorted(counts.items())),
         convs=convs,
