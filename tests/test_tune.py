@@ -701,3 +701,24 @@ def test_cuda_tune_proves_and_times_each_settings_candidate_on_the_gpu(tmp_path,
     assert graph["timing"]["session"].get("io_binding") is True
     tuned = json.loads((folder / "tuned.json").read_text())
     assert tuned["target"].startswith("cuda/") and tuned["proof"]["status"] == "pass"
+
+
+def test_rounds_far_apart_are_named_in_the_notes(tmp_path, monkeypatch):
+    """A machine that switches speed between processes (rounds 2.5x apart): the pooled p50
+    mixes two modes, and the report says so."""
+    from onnxconv.tune import search
+    from onnxconv.tune.timing import Timing
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
+        return {
+            j.key: Timing([1.0, 2.5, 1.0] if "gather" in j.key else [5.0] * 3) for j in jobs
+        }, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    folder = _folder(tmp_path, "channel_shuffle")
+    args = ["tune", str(folder), "--rewrites", "shuffle_gather", "--no-settings", "--rounds", "3"]
+    args += ["--no-profile", "--quiet", "--out", str(tmp_path / "t"), "--json", str(tmp_path / "r")]
+    assert main(args) == 0
+    notes = json.loads((tmp_path / "r").read_text())["notes"]
+    (note,) = [n for n in notes if "apart from one round to the next" in n]
+    assert note.startswith("1 candidate(s) ran more than 1.5x apart") and "1 to 2.5 ms" in note

@@ -56,6 +56,7 @@ import onnx
 from onnxconv import feeds as feeds_module
 from onnxconv import precisions as precisions_module
 from onnxconv import validate
+from onnxconv.bench.report_notes import ROUNDS_DISAGREE
 from onnxconv.errors import CheckFailed, NoDeployment, one_line
 from onnxconv.graph import graph_cost
 from onnxconv.machine import machine_info, versions
@@ -479,6 +480,19 @@ class _Search:
                 f"{self.method.retries} retries (CPU pressure up to {max(contended):.0%}): "
                 "their timings are slower than this machine alone gives; a win must still hold "
                 "in every round"
+            )
+        unsteady = []  # (candidate, fastest round p50, slowest)
+        for c in candidates:
+            p50s = [p for p in (c.timing.rounds_p50_ms if c.timing else []) if p]
+            if len(p50s) > 1 and max(p50s) > ROUNDS_DISAGREE * min(p50s):
+                unsteady.append((c.name, min(p50s), max(p50s)))
+        if unsteady:
+            name, low, high = unsteady[0]
+            notes.append(
+                f"{len(unsteady)} candidate(s) ran more than {ROUNDS_DISAGREE}x apart from one "
+                f"round to the next (e.g. {name}: {low:.4g} to {high:.4g} ms): the machine "
+                "changed speed between processes, so a p50 over every round mixes the two; "
+                "a win still had to hold in every paired round (rerun with more --rounds)"
             )
         budget = self.options.time_budget_s
         if budget is not None:
