@@ -66,6 +66,10 @@ def scaled(tol: Tolerance, reference: np.ndarray) -> Tolerance:
     return Tolerance(tol.atol * max(1.0, rms), tol.rtol)
 
 
+#: How a check's note begins where stored outputs declared untrusted disagree with ORT.
+UNTRUSTED_DIFFER = "stored outputs (declared untrusted) differ"
+
+
 def deciding_source(opinions: Mapping[str, Any], trust_stored: bool = True) -> str | None:
     """The source that decides: PyTorch where it exists, else trusted stored outputs, else none."""
     for source in SOURCES:
@@ -152,8 +156,10 @@ def judge(
         check.note = f"{nonfinite}, where {source or REFERENCE} has them too"
     if STORED in results and not trust_stored and not check.note:
         stored = results[STORED]
-        check.note = "stored outputs (declared untrusted) " + (
-            "agree" if stored.passed else f"differ: {stored.reason}"
+        check.note = (
+            "stored outputs (declared untrusted) agree"
+            if stored.passed
+            else f"{UNTRUSTED_DIFFER}: {stored.reason}"
         )
     return check
 

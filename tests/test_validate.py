@@ -182,6 +182,8 @@ def test_stale_stored_output_without_pytorch_fails_unless_declared_untrusted(tmp
     assert main(argv) == 1
     assert "FAIL export" in capsys.readouterr().out
     assert main(argv + ["--stored", "untrusted"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "cpu/all/fp32" in line)
+    assert "pass" in row and "stored outputs (declared untrusted) differ" in row  # shown
 
 
 def nudge_one_weight(model: onnx.ModelProto) -> None:

@@ -18,7 +18,7 @@ from ..divergence import first_divergence
 from ..errors import UserInputError, one_line
 from ..parity import Tolerance, graph_tolerance
 from ..reference import KNOWN_FAULTS
-from ..verdict import REFERENCE, SOURCES, OutputCheck, judge
+from ..verdict import REFERENCE, SOURCES, UNTRUSTED_DIFFER, OutputCheck, judge
 from .cases import Case, torch_module
 from .subjects import Subject
 
@@ -190,6 +190,12 @@ def _summarise(cell: Cell) -> None:
         key=lambda op: (*SOURCES, REFERENCE).index(op),
     )
     if cell.status == "pass":
+        differing = [
+            (c, o) for c in cell.cases for o in c.outputs if o.note.startswith(UNTRUSTED_DIFFER)
+        ]
+        if differing:  # shown, never deciding: but shown
+            case, check = differing[0]
+            cell.reason = f"{case.case}, output {check.output!r}: {check.note}"
         return
     case, check = next((c, o) for c in cell.cases for o in c.outputs if o.status == cell.status)
     cell.kind, cell.agreed = check.kind, list(check.agreed)
