@@ -189,9 +189,10 @@ def _judge_source_mismatch(check: OutputCheck, source: str) -> None:
         )
     elif check.results[REFERENCE].passed:
         check.kind = "export"
+        stale = " (or they are stale: --stored untrusted)" if source == STORED else ""
         check.note = (
             f"export defect: onnxruntime and the reference evaluator agree on a graph "
-            f"that does not compute what {source} does: {mismatch}"
+            f"that does not compute what {source} does{stale}: {mismatch}"
         )
     else:
         check.kind = "disagreement"

@@ -41,6 +41,7 @@ def test_a_stored_output_that_no_longer_matches_its_graph_fails():
     # unless the user says so.
     check = judge("y", TRUTH, {STORED: broken(), REFERENCE: TRUTH}, TOL)
     assert (check.status, check.kind) == ("fail", "export")
+    assert "(or they are stale: --stored untrusted)" in check.note  # the way out, if so
     untrusted = judge("y", TRUTH, {STORED: broken(), REFERENCE: TRUTH}, TOL, trust_stored=False)
     assert (untrusted.status, untrusted.decided_by) == ("pass", None)
     assert "(declared untrusted) differ" in untrusted.note  # shown; the executors decide
