@@ -752,3 +752,23 @@ def test_a_zoo_graph_folder_is_timed_beside_pytorch_at_the_benched_batch(tmp_pat
     torch = {c["backend"]: c for c in cells}["torch"]  # the manifest names the variant
     assert torch["status"] == "ok" and torch["label"] == "grouped" and torch["batch"] == 2
     assert torch["config"]["batch"] == 2 and torch["config"]["groups"] == 8
+
+
+def test_a_graph_brought_in_float16_is_benched_as_it_is_and_says_so(tmp_path):
+    import onnx
+
+    from onnxconv import precisions
+
+    model = precisions.deploy(onnx.load("graphs/grouped/model.onnx"), "fp16-io")
+    del model.metadata_props[:]  # as if converted elsewhere
+    path = tmp_path / "half.onnx"
+    onnx.save(model, path)
+    report = bench.run_bench(
+        [path],
+        bench.BenchSettings(**{**FAST, "rounds": 1}, eps=["cpu"], roofs=False, profile=False),
+    )
+    (cell,) = report.cells
+    assert cell["status"] == "ok" and cell["graph_computes_in"] == "fp16"
+    assert "half: the graph already computes in fp16; its fp32 cells run it as it is" in (
+        report.notes
+    )

@@ -17,6 +17,7 @@ from .stats import median_or_none, paired_ratios, summarize
 
 #: The fields :meth:`BenchCell.to_dict` leaves out (or, ``outputs``, moves last) while ``None``.
 _OPTIONAL = (
+    "graph_computes_in",
     "tuned",
     "tuned_settings",
     "tuned_threads",
@@ -43,6 +44,9 @@ class BenchCell:
     device: str | None = None
     opt_level: str | None = None
     precision: str = "fp32"  # an ORT cell names its deployment
+    #: A graph brought already at a lower precision (``fp16``, ``int8``): its ``fp32`` cells
+    #: run it as it is (:func:`onnxconv.precisions.computes_in`; optional).
+    graph_computes_in: str | None = None
     threads: int
     status: str = "ok"
     error: str | None = None
@@ -107,6 +111,7 @@ def cell_base(
         macs=prep.macs,
         params=prep.params,
         macs_source=prep.macs_source,
+        graph_computes_in=prep.computes_in if backend == "ort" else None,
         input_shapes=_input_shapes(prep),
         **extra,
     )

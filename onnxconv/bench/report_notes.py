@@ -45,6 +45,13 @@ def measurement_notes(report: BenchReport) -> list[str]:
                 )
                 + "; % roof is then too high"
             )
+    native = {
+        c["label"]: c["graph_computes_in"] for c in report.cells if c.get("graph_computes_in")
+    }
+    notes += [
+        f"{label}: the graph already computes in {kind}; its fp32 cells run it as it is"
+        for label, kind in native.items()
+    ]
     unsteady = [
         c["id"]
         for c in report.cells

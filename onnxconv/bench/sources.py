@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .. import feeds
+from .. import feeds, precisions
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..graph import graph_cost
@@ -196,6 +196,8 @@ class Prepared:
     error: str | None = None
     #: Per precision: the deployed graph and its inputs, or why it could not be made.
     deployed: dict[str, Deployed | str] = field(default_factory=dict)
+    #: What a bare graph already computes in, where lower than fp32 (else None).
+    computes_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,6 @@ def deploy_all(prep: Prepared, names: Sequence[str], seed: int) -> dict[str, Dep
     """``prep``'s graph at every precision (:func:`onnxconv.precisions.deploy`), written beside
     its inputs; int8 is calibrated on seeded ``normal`` inputs of the benched shape. A
     deployment that cannot be made is its error line (the cells record it, nothing is timed)."""
-    from .. import precisions
     from ..errors import OnnxconvError
 
     deployed: dict[str, Deployed | str] = {}
@@ -364,7 +365,10 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     params, macs = graph_cost(model, batch)
     # the variant's config, where PyTorch runs one beside it, at the batch this cell runs
     config = {**source.torch_config, "batch": batch} if source.torch_config else None
-    return Prepared(source, batch, config, source.path, inputs, elems, macs, params, "graph")
+    prepared = Prepared(source, batch, config, source.path, inputs, elems, macs, params, "graph")
+    native = precisions.computes_in(model)
+    prepared.computes_in = None if native == "fp32" else native
+    return prepared
 
 
 def _bench_shape(source: Source, vi: onnx.ValueInfoProto, batch: int) -> list[int]:

@@ -481,6 +481,11 @@ class _Search:
                 "their timings are slower than this machine alone gives; a win must still hold "
                 "in every round"
             )
+        native = precisions_module.computes_in(s.model)
+        if native != "fp32":
+            notes.append(
+                f"the graph already computes in {native}: its fp32 candidates run it as it is"
+            )
         unsteady = []  # (candidate, fastest round p50, slowest)
         for c in candidates:
             p50s = [p for p in (c.timing.rounds_p50_ms if c.timing else []) if p]
