@@ -406,9 +406,9 @@ def _along(param: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     return param.reshape(shape)
 
 
-class DequantizeLinear(_Override):
-    """Opsets 10 and 13 (onnx implements 19 onwards only): y = (x - zero_point) * scale, per
-    tensor or, from 13, along ``axis``."""
+class _QuantizationOp(_Override):
+    """QuantizeLinear and DequantizeLinear before opset 19, which onnx does not implement:
+    per tensor, or from opset 13 along ``axis``; :meth:`compute` has the op's formula."""
 
     def fixes(self) -> bool:
         return self.opset < 19
@@ -416,40 +416,42 @@ class DequantizeLinear(_Override):
     def _run(
         self,
         x: np.ndarray,
-        x_scale: np.ndarray,
-        x_zero_point: np.ndarray | None = None,
+        scale: np.ndarray,
+        zero_point: np.ndarray | None = None,
         axis: int = 1,
     ) -> tuple[np.ndarray]:
-        scale = _along(np.asarray(x_scale), x.ndim, axis)
-        zero = 0 if x_zero_point is None else _along(np.asarray(x_zero_point), x.ndim, axis)
-        dtype = np.asarray(x_scale).dtype  # computed in the scale's type, as ONNX Runtime does
-        y = (x.astype(np.int64) - np.asarray(zero, dtype=np.int64)).astype(dtype) * scale
-        return (y.astype(dtype),)
+        scale = _along(np.asarray(scale), x.ndim, axis)
+        zero = 0 if zero_point is None else _along(np.asarray(zero_point), x.ndim, axis)
+        return (self.compute(x, scale, zero, zero_point),)
+
+    def compute(
+        self, x: np.ndarray, scale: np.ndarray, zero: Any, zero_point: np.ndarray | None
+    ) -> np.ndarray:
+        raise NotImplementedError
 
 
-class QuantizeLinear(_Override):
-    """Opsets 10 and 13 (onnx implements 19 onwards only): y = saturate(round(x / scale) +
-    zero_point), rounding half to even, per tensor or, from 13, along ``axis``; uint8 without a
-    zero point."""
+class DequantizeLinear(_QuantizationOp):
+    """y = (x - zero_point) * scale, computed in the scale's type, as ONNX Runtime does."""
 
-    def fixes(self) -> bool:
-        return self.opset < 19
+    def compute(
+        self, x: np.ndarray, scale: np.ndarray, zero: Any, zero_point: np.ndarray | None
+    ) -> np.ndarray:
+        zero = np.asarray(zero, dtype=np.int64)
+        return ((x.astype(np.int64) - zero).astype(scale.dtype) * scale).astype(scale.dtype)
 
-    def _run(
-        self,
-        x: np.ndarray,
-        y_scale: np.ndarray,
-        y_zero_point: np.ndarray | None = None,
-        axis: int = 1,
-    ) -> tuple[np.ndarray]:
-        dtype = np.uint8 if y_zero_point is None else np.asarray(y_zero_point).dtype
-        scale = _along(np.asarray(y_scale), x.ndim, axis)
-        zero = 0 if y_zero_point is None else _along(np.asarray(y_zero_point), x.ndim, axis)
-        # x / scale in x's type, as ONNX Runtime computes it: at a .5 boundary a wider type
-        # would round the other way
+
+class QuantizeLinear(_QuantizationOp):
+    """y = saturate(round(x / scale) + zero_point), rounding half to even; uint8 without a zero
+    point. x / scale in x's type, as ONNX Runtime computes it: at a .5 boundary a wider type
+    would round the other way."""
+
+    def compute(
+        self, x: np.ndarray, scale: np.ndarray, zero: Any, zero_point: np.ndarray | None
+    ) -> np.ndarray:
+        dtype = np.uint8 if zero_point is None else np.asarray(zero_point).dtype
         y = np.rint(x / scale.astype(x.dtype)) + np.asarray(zero, dtype=x.dtype)
         info = np.iinfo(dtype)
-        return (np.clip(y, info.min, info.max).astype(dtype),)
+        return np.clip(y, info.min, info.max).astype(dtype)
 
 
 OVERRIDES: list[type[OpRun]] = [
