@@ -133,15 +133,17 @@ _QUANTIZED_OPS = frozenset(
 
 
 def computes_in(model: onnx.ModelProto) -> str:
-    """``int8`` for a quantized graph (QDQ or integer ops), ``fp16`` where every float tensor
-    it declares (inputs, outputs, weights) is float16, else ``fp32``: what a graph brought from
-    elsewhere already is."""
+    """What a graph brought from elsewhere already is: ``int8`` for a quantized graph (QDQ or
+    integer ops); ``fp16`` where its float weights are all float16 (float32 inputs and outputs
+    through Casts included), or, without float weights, its float inputs and outputs; else
+    ``fp32``."""
     if any(n.op_type in _QUANTIZED_OPS for n in model.graph.node):
         return "int8"
     floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-    types = [vi.type.tensor_type.elem_type for vi in [*model.graph.input, *model.graph.output]]
-    types += [t.data_type for t in model.graph.initializer]
-    found = {t for t in types if t in floats}
+    found = {t.data_type for t in model.graph.initializer} & floats
+    if not found:
+        io = [*model.graph.input, *model.graph.output]
+        found = {vi.type.tensor_type.elem_type for vi in io} & floats
     return "fp16" if found == {TensorProto.FLOAT16} else "fp32"
 
 

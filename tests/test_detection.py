@@ -52,7 +52,10 @@ def test_sample_of_planted_defects_is_caught_with_the_element_named(graph):
     for planted in report.planted:
         if planted.status == "fail":
             assert planted.output == "output"
-            assert planted.margin is None or planted.margin > 1  # None: NaN/Inf planted
+            # None: NaN/Inf planted. An overflow is caught by the reference evaluator's Inf
+            # where the source is finite, not by ORT's distance: on x86 ORT computes the fp16
+            # graph in fp32 and stays within the fp16 tolerance the graph is judged at.
+            assert planted.margin is None or planted.margin > 1 or planted.kind == "overflow"
             assert planted.worst_index is not None
         else:  # a subtle mutant: below the default tolerance by design, caught at the tight one
             assert planted.mutation in ("weight_nudge", "output_scaled"), planted

@@ -236,13 +236,14 @@ def test_a_graph_that_already_computes_in_fp16_or_int8_has_no_deployment_made_fr
     feeds = [validate.seeded_feeds(validate.load_subject("grouped"), 100, 1, 1 << 30)[0]]
     for native, model in (
         ("fp16", precisions.deploy(fp32, "fp16-io")),
+        ("fp16", precisions.deploy(fp32, "fp16")),  # float32 inputs and outputs through Casts
         ("int8", precisions.deploy(fp32, "int8", feeds)),
     ):
         del model.metadata_props[:]  # as if made elsewhere
         assert precisions.computes_in(model) == native
-        path = tmp_path / f"{native}.onnx"
+        path = tmp_path / f"{native}-{len(model.graph.node)}.onnx"
         onnx.save(model, path)
-        report = tmp_path / f"{native}.json"
+        report = path.with_suffix(".json")
         argv = ["validate", str(path), "--precision", "fp32,fp16,int8", "--opt-level", "all"]
         assert main([*argv, "--quiet", "--json", str(report)]) == 0
         data = json.loads(report.read_text())
