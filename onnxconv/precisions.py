@@ -147,6 +147,12 @@ def computes_in(model: onnx.ModelProto) -> str:
     return "fp16" if found == {TensorProto.FLOAT16} else "fp32"
 
 
+def as_is_note(native: str, runs: str) -> str:
+    """The note for a graph that already computes in ``native`` (:func:`computes_in`), whose
+    fp32 ``runs`` (cells, candidates) run it as it is."""
+    return f"the graph already computes in {native}: its fp32 {runs} run it as it is"
+
+
 def stamp(model: onnx.ModelProto) -> str:
     """The precision :func:`deploy` made ``model`` at (``fp32`` for a graph it did not make)."""
     return next((p.value for p in model.metadata_props if p.key == STAMP), "fp32")

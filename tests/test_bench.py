@@ -769,6 +769,6 @@ def test_a_graph_brought_in_float16_is_benched_as_it_is_and_says_so(tmp_path):
     )
     (cell,) = report.cells
     assert cell["status"] == "ok" and cell["graph_computes_in"] == "fp16"
-    assert "half: the graph already computes in fp16; its fp32 cells run it as it is" in (
+    assert "half: the graph already computes in fp16: its fp32 cells run it as it is" in (
         report.notes
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..precisions import as_is_note
+
 if TYPE_CHECKING:
     from .report import BenchReport
 
@@ -48,10 +50,7 @@ def measurement_notes(report: BenchReport) -> list[str]:
     native = {
         c["label"]: c["graph_computes_in"] for c in report.cells if c.get("graph_computes_in")
     }
-    notes += [
-        f"{label}: the graph already computes in {kind}; its fp32 cells run it as it is"
-        for label, kind in native.items()
-    ]
+    notes += [f"{label}: {as_is_note(kind, 'cells')}" for label, kind in native.items()]
     unsteady = [
         c["id"]
         for c in report.cells

@@ -483,9 +483,7 @@ class _Search:
             )
         native = precisions_module.computes_in(s.model)
         if native != "fp32":
-            notes.append(
-                f"the graph already computes in {native}: its fp32 candidates run it as it is"
-            )
+            notes.append(precisions_module.as_is_note(native, "candidates"))
         unsteady = []  # (candidate, fastest round p50, slowest)
         for c in candidates:
             p50s = [p for p in (c.timing.rounds_p50_ms if c.timing else []) if p]

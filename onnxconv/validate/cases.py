@@ -189,9 +189,7 @@ def make_cases(
             continue
         generated.append((label, feeds))
     for size, why in skipped.items():
-        note = f"no generated cases at {size}: {why}"
-        if note not in subject.notes:
-            subject.notes.append(note)
+        subject.note(f"no generated cases at {size}: {why}")
     module = torch_module(subject)
     cases = [
         make_case(subject, s.label, s.inputs, s.outputs, module, reference)
@@ -205,8 +203,6 @@ def make_cases(
         except CheckFailed as error:
             if not subject.test_sets:  # nothing at all to judge by
                 raise
-            note = f"no generated cases: {one_line(error)}; the stored test sets decide"
-            if note not in subject.notes:
-                subject.notes.append(note)
+            subject.note(f"no generated cases: {one_line(error)}; the stored test sets decide")
             break
     return cases

@@ -32,9 +32,7 @@ def deployments(
     made: dict[str, onnx.ModelProto | CheckFailed] = {}
     native = precisions_module.computes_in(subject.model)
     if native != "fp32" and precisions_module.stamp(subject.model) == "fp32":
-        note = f"the graph already computes in {native}: its fp32 cells run it as it is"
-        if note not in subject.notes:
-            subject.notes.append(note)
+        subject.note(precisions_module.as_is_note(native, "cells"))
     for name in names:
         feeds = None
         if precisions_module.get(name).needs_calibration:

@@ -172,7 +172,7 @@ def validate(
                 )
         failed = [c for c in cells if c.subject == subject.label and c.kind == "export"]
         if subject.foreign_weights and failed:
-            subject.notes.append(subject.foreign_weights)
+            subject.note(subject.foreign_weights)
     if progress:
         progress("", total, total)
     settings = {

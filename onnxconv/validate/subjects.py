@@ -54,6 +54,12 @@ class Subject:
     #: The user's own inputs (``validate --inputs``), one more case and a sample.
     given_inputs: dict[str, np.ndarray] | None = None
 
+    def note(self, text: str) -> None:
+        """Add ``text`` to :attr:`notes` once (cases and deployments are made more than once
+        for one subject, e.g. by tune's proofs)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
     @property
     def sample(self) -> dict[str, np.ndarray]:
         """A valid input by name (the user's ``--inputs``, else the first stored test set's),
