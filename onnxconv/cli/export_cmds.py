@@ -149,12 +149,13 @@ def export_user_module(args: argparse.Namespace) -> int:
 
 
 def _manifest_module(out: Path, name: str) -> dict[str, Any] | None:
-    """The module recipe that ``out``'s manifest records for graph ``name``, if any."""
-    try:
-        entry = json.loads((out / "manifest.json").read_text())["graphs"][name]
-        return entry["module"] if isinstance(entry.get("module"), dict) else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    """The module recipe that ``out``'s manifest records for graph ``name``, if any (an
+    unreadable manifest stops the export here, as it would before any work)."""
+    from ..export_layout import read_manifest
+
+    entry = read_manifest(out)["graphs"].get(name)
+    module = entry.get("module") if isinstance(entry, dict) else None
+    return module if isinstance(module, dict) else None
 
 
 def _inputs_text(recipe: dict[str, Any]) -> str:

@@ -53,7 +53,7 @@ class VariantSpec:
                 known = ", ".join(sorted(config))
                 raise UserInputError(
                     f"unknown config key {key!r} for variant {self.name!r}"
-                    f"{did_you_mean(key, config)} (known: {known})"
+                    f"{errors.did_you_mean(key, config)} (known: {known})"
                 )
             config[key] = coerce(key, value, config[key], self.name)
         try:
@@ -166,10 +166,9 @@ def register(spec: VariantSpec) -> VariantSpec:
     return spec
 
 
-def did_you_mean(name: str, choices: Iterable[str] | None = None) -> str:
-    """`` (did you mean 'shuffle_unit'?)`` for a near miss of one of ``choices`` (default: the
-    variant names), else ``""``."""
-    return errors.did_you_mean(name, REGISTRY if choices is None else choices)
+def did_you_mean(name: str) -> str:
+    """`` (did you mean 'shuffle_unit'?)`` for a near miss of a variant name, else ``""``."""
+    return errors.did_you_mean(name, REGISTRY)
 
 
 def unknown_config_keys(unknown: Iterable[str], specs: Iterable[VariantSpec]) -> UserInputError:
