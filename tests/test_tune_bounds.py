@@ -59,6 +59,28 @@ def test_the_units_convolutions_bound_it_against_a_fast_pytorch(unit):
     assert said.startswith("the convolution kernels") and "no change to the rest" in said
 
 
+def test_a_dense_block_diagonal_conv_counts_its_useful_work_not_its_zeros():
+    from onnxconv.graph import graph_cost
+    from onnxconv.tune.rewrites import grouped_dense
+
+    model = onnx.load(GRAPHS / "grouped" / "model.onnx")
+    dense = grouped_dense(model).model
+    first = model.graph.input[0]
+    shapes = {first.name: tuple(d.dim_value for d in first.type.tensor_type.shape.dim)}
+    useful = bounds.conv_macs(model, shapes)
+    groups = next(a.i for a in model.graph.node[0].attribute if a.name == "group")
+    assert useful == graph_cost(model)[1] and bounds.conv_macs(dense, shapes) == groups * useful
+    per_node = time_nodes(dense, "cpu", "all", threads=1, warmup=1, calls=3)
+    conv_ms = sum(n["ms"] for n in per_node["nodes"] if "Conv" in n["op_type"])
+    roofs = {"compute_gflops": 100.0, "memory_gbps": 10.0}
+    b = bounds.analyse(conv_ms, None, per_node, roofs, [0] * len(dense.graph.node), useful)
+    assert b["conv_macs"] == useful and b["conv_macs_executed"] == groups * useful
+    assert b["conv_gflops"] == pytest.approx(2 * useful / (conv_ms / 1e3) / 1e9)
+    assert b["conv_roof_ms"] == pytest.approx(2 * useful / 1e8)
+    said = bounds.describe(b)
+    assert "of useful work" in said and f"execute {groups * useful:,} multiply-adds" in said
+
+
 def test_tune_explain_writes_the_bound_into_the_report(tmp_path, capsys):
     shutil.copytree(GRAPHS / "channel_shuffle", tmp_path / "channel_shuffle")
     shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")

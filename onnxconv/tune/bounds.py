@@ -29,6 +29,7 @@ import numpy as np
 import onnx
 
 from onnxconv.bench.node_times import with_input_shapes
+from onnxconv.graph import node_macs
 
 #: Op types that only move or reshape data: their cost is bytes, not arithmetic.
 MOVES_DATA = frozenset(
@@ -77,17 +78,31 @@ def moved_bytes(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ..
     ]
 
 
+def conv_macs(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """The multiply-adds of a graph's convolutions at ``input_shapes``."""
+    model = with_input_shapes(model, input_shapes)
+    return sum(
+        m or 0 for node, m in zip(model.graph.node, node_macs(model)) if "Conv" in node.op_type
+    )
+
+
 def analyse(
     p50_ms: float,
     torch_p50_ms: float | None,
     per_node: Mapping[str, Any],
     roofs: Mapping[str, Any] | None,
     node_bytes: list[int],
+    useful_conv_macs: int | None = None,
 ) -> dict[str, Any]:
     """The bound of a deployment whose p50 is ``p50_ms`` from its nodes timed alone
     (``per_node``: :func:`~onnxconv.bench.node_times.time_nodes`' result), the machine's
     ``roofs`` (``compute_gflops``, ``memory_gbps``; None when not measured) and each node's
-    :func:`moved_bytes`."""
+    :func:`moved_bytes`.
+
+    ``useful_conv_macs``: the convolutions' multiply-adds in the graph the user gave
+    (:func:`conv_macs`). A rewrite can execute more (``grouped_dense`` multiplies the zeros of
+    a block-diagonal weight): GFLOP/s and the compute roof's time count the useful work only,
+    ``conv_macs_executed`` what the kernels ran."""
     timed = [n for n in per_node["nodes"] if n.get("ms") is not None]
     parts = dict.fromkeys(PARTS, 0.0)
     for n in timed:
@@ -96,7 +111,8 @@ def analyse(
     parts["overhead"] = max(0.0, p50_ms - nodes_ms)
     convs = [n for n in timed if part_of(n["op_type"]) == "convolutions"]
     movers = [n for n in timed if part_of(n["op_type"]) == "data movement"]
-    macs = sum(n["macs"] or 0 for n in convs)
+    executed = sum(n["macs"] or 0 for n in convs)
+    macs = executed if useful_conv_macs is None else min(useful_conv_macs, executed)
     moved = sum(node_bytes[n["index"]] for n in movers if n["index"] < len(node_bytes))
     compute_gflops = (roofs or {}).get("compute_gflops")
     memory_gbps = (roofs or {}).get("memory_gbps")
@@ -117,6 +133,7 @@ def analyse(
         if slowest is None
         else {k: slowest.get(k) for k in ("name", "op_type", "ms", "macs", "gflops")},
         "conv_macs": macs,
+        "conv_macs_executed": executed,
         "conv_gflops": 2 * macs / (parts["convolutions"] / 1e3) / 1e9
         if parts["convolutions"] > 0
         else None,
@@ -141,7 +158,13 @@ def describe(b: Mapping[str, Any]) -> str:
     elif part == "convolutions":
         said = f"the convolution kernels: alone they take {share}"
         if b["conv_gflops"] is not None:
-            said += f", at {b['conv_gflops']:.4g} GFLOP/s"
+            said += f", at {b['conv_gflops']:.4g} GFLOP/s of useful work"
+        executed = b.get("conv_macs_executed", b["conv_macs"])
+        if executed > b["conv_macs"]:
+            said += (
+                f" (they execute {executed:,} multiply-adds for the graph's {b['conv_macs']:,}: "
+                "the rest multiply zeros)"
+            )
         if b["compute_roof_gflops"]:
             said += (
                 f" (at the measured compute roof, {b['compute_roof_gflops']:.4g} GFLOP/s, "

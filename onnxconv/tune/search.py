@@ -567,6 +567,7 @@ class _Search:
             per_node,
             roofs(self.options.ep, self.method),
             bounds_module.moved_bytes(winner.model, shapes),
+            bounds_module.conv_macs(self.subject.model, shapes),
         )
         return {**analysis, "sentence": bounds_module.describe(analysis), "per_node": per_node}
 
