@@ -166,3 +166,11 @@ def test_the_markdown_says_at_which_batches_the_proof_ran():
     assert "at batches 1, 2 and seed 0 at batch 32 (the reference evaluator at the small" in page
     data["options"]["proof_batches"] = None  # a fixed batch: the graph's own
     assert "at batch" not in tune_report.to_markdown(data).split("- method:")[0]
+
+
+def test_the_profile_table_names_the_op_types_a_rewrite_traded():
+    """The groups are coarse (a Gather is ``other``): the largest op types say what changed."""
+    lines = tune_report.to_markdown(_load(REPORTS / "tune-cpu-zoo" / "channel_shuffle.json"))
+    rows = {line.split(" | ")[0]: line for line in lines.splitlines() if line.startswith("| `")}
+    assert rows["| `original @ level=all`"].endswith("| Reshape 8.0, Transpose 6.7 |")
+    assert rows["| `shuffle_gather @ level=all`"].endswith("| Gather 6.2 |")

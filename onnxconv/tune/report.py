@@ -227,16 +227,26 @@ def _details(data: dict[str, Any]) -> list[str]:
             "",
             "## Where the time goes (ORT profile, µs per run)",
             "",
-            "| candidate | " + " | ".join(OP_GROUPS) + " | run |",
-            "|---|" + "---|" * (len(OP_GROUPS) + 1),
+            "| candidate | " + " | ".join(OP_GROUPS) + " | run | largest op types |",
+            "|---|" + "---|" * (len(OP_GROUPS) + 2),
         ]
         for name, p in profiles.items():
             groups = " | ".join(f"{p['groups_us'][g]:.1f}" for g in OP_GROUPS)
-            lines.append(f"| `{name}` | {groups} | {_fmt(p.get('run_us_per_run'), '.1f')} |")
+            lines.append(
+                f"| `{name}` | {groups} | {_fmt(p.get('run_us_per_run'), '.1f')} | "
+                f"{_largest_ops(p.get('by_op_us') or {})} |"
+            )
     notes = [*data["subject"]["notes"], *data["notes"]]
     if notes:
         lines += ["", *(f"- note: {note}" for note in notes)]
     return lines
+
+
+def _largest_ops(by_op_us: dict[str, float], shown: int = 3) -> str:
+    """The op types that took the most time, largest first (the groups above are coarse: a
+    shuffle as one Gather counts as ``other``, as Reshape and Transpose as ``shuffle``)."""
+    largest = sorted(by_op_us.items(), key=lambda kv: -kv[1])[:shown]
+    return ", ".join(f"{op} {us:.1f}" for op, us in largest) or "—"
 
 
 def write_report(
