@@ -36,6 +36,12 @@ class NoDeployment(CheckFailed):
     already computes at a lower one): that cell is unavailable, not failed."""
 
 
+def conversion_status(error: CheckFailed) -> str:
+    """The status of a deployment that could not be made: ``unavailable`` when there is no such
+    deployment (:class:`NoDeployment`), ``fail`` when a converter or quantizer failed."""
+    return "unavailable" if isinstance(error, NoDeployment) else "fail"
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived (see ``cli.main``). A BaseException, like KeyboardInterrupt, so
     ``except Exception`` never swallows it and every ``finally`` block runs on the way out."""

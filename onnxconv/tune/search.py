@@ -57,7 +57,7 @@ from onnxconv import feeds as feeds_module
 from onnxconv import precisions as precisions_module
 from onnxconv import validate
 from onnxconv.bench.report_notes import ROUNDS_DISAGREE
-from onnxconv.errors import CheckFailed, NoDeployment, one_line
+from onnxconv.errors import CheckFailed, conversion_status, one_line
 from onnxconv.graph import graph_cost
 from onnxconv.machine import machine_info, versions
 from onnxconv.quant_check import headline as quant_check_headline
@@ -411,8 +411,7 @@ class _Search:
         self.say(f"proving {label} @ {settings.name} within the accuracy budget")
         deployed = self.deployed(fp32, precision)
         if isinstance(deployed, CheckFailed):
-            status = "unavailable" if isinstance(deployed, NoDeployment) else "fail"
-            proof = Proof(status, "conversion", one_line(deployed))
+            proof = Proof(conversion_status(deployed), "conversion", one_line(deployed))
             deployed = fp32.model
         else:
             assert self.options.budget is not None  # TuneOptions checks

@@ -12,7 +12,7 @@ import onnx
 from .. import feeds as feeds_module
 from .. import precisions as precisions_module
 from .. import quant_check, runtime
-from ..errors import CheckFailed, NoDeployment
+from ..errors import CheckFailed, conversion_status
 from ..fp16 import CONVERTER_CHANGES
 from ..quant_metrics import Bound
 from ..verdict import TORCH
@@ -158,5 +158,6 @@ def undeployable_cell(subject: Subject, target: runtime.Target, error: CheckFail
     """No graph at this precision: nothing to quantize, or a graph that already computes lower,
     is ``unavailable`` (there is no such deployment), a converter or quantizer failure is a
     ``fail`` of kind ``conversion``."""
-    status = "unavailable" if isinstance(error, NoDeployment) else "fail"
-    return Cell(subject.label, target.id, status, reason=str(error), kind="conversion")
+    return Cell(
+        subject.label, target.id, conversion_status(error), reason=str(error), kind="conversion"
+    )
