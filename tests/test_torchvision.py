@@ -1,6 +1,7 @@
 """Real networks that nobody here wrote: torchvision's, with random weights (nothing is
 downloaded), through ``--module``: export with both exporters, static and dynamic batch; the
-structure ``inspect`` finds; validate on every CPU cell; a planted defect caught in each.
+structure ``inspect`` finds; validate on every CPU cell (insensitive where the default init
+makes the output hardly depend on the input); a planted defect caught in each.
 
 The default suite runs ShuffleNet V2 x0.5 end to end; the seven networks are marked slow."""
 
@@ -87,9 +88,13 @@ def test_shufflenet_v2_end_to_end(tmp_path, capsys):
     assert_structure("shufflenet_v2_x0_5", folder, size=64)
     report = tmp_path / "v.json"
     argv = ["validate", str(folder), "--quiet", "--opt-level", "disabled,all", "--seeds", "0"]
-    assert main([*argv, "--json", str(report)]) == 0
+    assert main([*argv, "--json", str(report)]) == 0  # a warning is not a failure
     data = json.loads(report.read_text())
-    assert {c["status"] for c in data["cells"]} == {"pass"} and len(data["cells"]) == 4
+    # torchvision's default init: the logits are almost all the last bias, so two inputs give
+    # outputs within tolerance of each other, and the pass would prove nothing: it says so.
+    assert {(c["status"], c["kind"]) for c in data["cells"]} == {("warn", "insensitive")}
+    assert len(data["cells"]) == 4
+    assert "hardly depends on the input" in data["cells"][0]["reason"]
     assert "torch" in data["subjects"][0]["opinions"]
     assert_defect_caught("shufflenet_v2_x0_5", tmp_path, size=64)
 
@@ -107,5 +112,6 @@ def test_network_exports_validates_and_catches_a_defect(tmp_path, name, exporter
     assert main([*argv, "--json", str(report)]) == 0
     cells = json.loads(report.read_text())["cells"]
     assert len(cells) == 2 * 4 * 2  # two graphs x four levels x fp32, fp16: every CPU cell
-    assert {c["status"] for c in cells} == {"pass"}
+    # A pass, or a warning that torchvision's default init makes the output insensitive.
+    assert {(c["status"], c["kind"]) for c in cells} <= {("pass", ""), ("warn", "insensitive")}
     assert_defect_caught(name, tmp_path)

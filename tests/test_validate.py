@@ -458,8 +458,11 @@ def test_whole_networks_export_and_validate_at_every_level_and_precision(exporte
     subjects = [validate.load_subject(n, tmp_path) for n in ("shufflenet", "mobilenet_v1")]
     assert [s.variant for s in subjects] == ["shufflenet", "mobilenet_v1"]
     report = run(subjects, levels=LEVELS, precisions=["fp32", "fp16"])
-    assert {c.status for c in report.cells} == {"pass"}, [
-        (c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"
+    # MobileNet v1 with random weights and drawn BatchNorm statistics: its logits hardly move
+    # with the input, so a pass would prove nothing, and its cells say so.
+    verdicts = {(c.subject, c.status, c.kind) for c in report.cells}
+    assert verdicts == {("shufflenet", "pass", ""), ("mobilenet_v1", "warn", "insensitive")}, [
+        (c.subject, c.target, c.reason) for c in report.cells if c.status == "fail"
     ]
     assert [c.case for c in report.cells[0].cases][-1] == "wide/seed0/batch2"
 

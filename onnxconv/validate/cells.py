@@ -18,6 +18,7 @@ from ..divergence import first_divergence
 from ..errors import UserInputError, one_line
 from ..parity import Tolerance, graph_tolerance
 from ..reference import KNOWN_FAULTS
+from ..sensitivity import blind_spot
 from ..verdict import REFERENCE, SOURCES, UNTRUSTED_DIFFER, OutputCheck, judge
 from .cases import Case, torch_module
 from .subjects import Subject
@@ -291,4 +292,32 @@ def run_cell(
         _record_worst(cell, result)
         cell.cases.append(result)
     _summarise(cell)
+    if cell.status == "pass":
+        _warn_if_blind(cell, cases, tol)
     return cell
+
+
+def _warn_if_blind(cell: Cell, cases: list[Case], tol: Tolerance) -> None:
+    """A pass that a wrong graph would have earned too is a ``warn`` of kind ``insensitive``
+    (:mod:`onnxconv.sensitivity`): the deciding opinion's outputs, one input each."""
+    expected, seen = [], []
+    for case, result in zip(cases, cell.cases):
+        if any(_same_feeds(case.feeds, other) for other in seen):
+            continue
+        seen.append(case.feeds)
+        expected.append(
+            {
+                o.output: case.opinions[o.decided_by or REFERENCE][o.output]
+                for o in result.outputs
+                if o.output in case.opinions.get(o.decided_by or REFERENCE, {})
+            }
+        )
+    why = blind_spot(expected, tol)
+    if why:
+        cell.status, cell.kind, cell.reason = "warn", "insensitive", why
+
+
+def _same_feeds(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a
+    )

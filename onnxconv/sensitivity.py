@@ -1,0 +1,70 @@
+"""Can a comparison see a defect at all? A float cell's blind spot.
+
+A cell passes when ONNX Runtime's output is within tolerance of the deciding opinion on every
+case. That proves something only if a wrong graph would have landed outside the tolerance. Two
+wrong graphs are always at hand, and this module asks whether they would have passed too:
+
+- **an all-zero output**: when the deciding outputs are everywhere within tolerance of zero
+  (torchvision's MobileNet v2 with ``weights=None`` gives logits near 1e-10 against an atol of
+  1e-4), a graph that outputs zeros passes;
+- **an output that ignores the input**: when the deciding outputs of two different inputs of the
+  cell are within tolerance of each other, element by element (a network whose output is almost
+  all its last bias: torchvision's ShuffleNet V2 with ``weights=None``), a graph that returns the
+  first input's output for both passes on them; so does a defect early in the network, whose
+  effect at the output is of the same order (a sign-flipped first convolution passed there).
+
+Either way the cell's pass proves little, and :mod:`onnxconv.validate` makes it a ``warn`` of
+kind ``insensitive`` that names the output and the margin. Both tests are the cell's own
+comparison (:func:`onnxconv.parity.compare` under the same scaled tolerance) applied to a wrong
+graph that is written down, not a threshold of their own. Integer and bool outputs are compared
+exactly and are left out.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .parity import Tolerance, compare
+from .verdict import scaled
+
+#: What makes such a check see: inputs and weights like those the graph will meet.
+HINT = "; validate with trained weights, or real inputs (--inputs)"
+
+
+def _passes(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> bool:
+    return compare(actual, expected, scaled(tol, expected)).passed
+
+
+def blind_spot(expected: Sequence[Mapping[str, np.ndarray]], tol: Tolerance) -> str | None:
+    """Why comparing against ``expected`` (the deciding opinion's outputs, one mapping of output
+    name to array per case, each case a different input) under ``tol`` could not tell a wrong
+    graph from the right one; ``None`` when it could."""
+    by_name: dict[str, list[np.ndarray]] = defaultdict(list)
+    for outputs in expected:
+        for name, value in outputs.items():
+            value = np.asarray(value)
+            if np.issubdtype(value.dtype, np.floating) and value.size:
+                by_name[name].append(value)
+    for name, values in by_name.items():
+        if all(_passes(np.zeros_like(v), v, tol) for v in values):
+            largest = max(float(np.nanmax(np.abs(v))) for v in values)
+            return (
+                f"output {name!r} is at most {largest:.2g} in magnitude, within the tolerance "
+                f"({tol}) of zero: a graph that outputs zeros would pass too{HINT}"
+            )
+        by_shape: dict[tuple[int, ...], list[np.ndarray]] = defaultdict(list)
+        for v in values:
+            by_shape[v.shape].append(v)
+        for first, *others in by_shape.values():
+            alike = next((o for o in others if _passes(first, o, tol)), None)
+            if alike is not None:
+                return (
+                    f"output {name!r} hardly depends on the input: for two different inputs it "
+                    f"differs by at most {float(np.nanmax(np.abs(alike - first))):.2g}, within "
+                    f"the tolerance ({tol}): a graph that ignored its input would pass on "
+                    f"them{HINT}"
+                )
+    return None

@@ -1,0 +1,88 @@
+"""A pass that a wrong graph would have earned too (onnxconv/sensitivity.py): the two wrong graphs
+written down (zeros, an output that ignores its input) against the cell's own comparison, a
+validate cell on a real graph whose outputs are tiny, and the zoo's whole networks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from onnxconv import variants
+from onnxconv.cli import main
+from onnxconv.parity import Tolerance
+from onnxconv.sensitivity import blind_spot
+
+GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
+FP32 = Tolerance(1e-4, 1e-3)
+
+
+def _outputs(*arrays: np.ndarray) -> list[dict[str, np.ndarray]]:
+    return [{"y": a.astype(np.float32)} for a in arrays]
+
+
+def test_outputs_within_tolerance_of_zero_would_pass_an_all_zero_graph():
+    rng = np.random.default_rng(0)
+    tiny = [1e-9 * rng.standard_normal((1, 10)) for _ in range(3)]
+    why = blind_spot(_outputs(*tiny), FP32)
+    assert why is not None and "output 'y'" in why and "outputs zeros would pass" in why
+
+
+def test_two_inputs_with_outputs_within_tolerance_would_pass_a_graph_ignoring_its_input():
+    rng = np.random.default_rng(0)
+    bias = rng.standard_normal((1, 10))
+    first, near = bias + 1e-6, bias + 1e-6 * rng.standard_normal((1, 10))
+    far = bias + rng.standard_normal((1, 10))
+    why = blind_spot(_outputs(first, far, near), FP32)
+    assert why is not None and "hardly depends on the input" in why and "--inputs" in why
+    # Each input moving the output beyond the tolerance: the comparison can see.
+    assert blind_spot(_outputs(first, far), FP32) is None
+
+
+def test_outputs_of_other_shapes_and_integer_outputs_are_not_compared_with_each_other():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((1, 4)), rng.standard_normal((2, 4))
+    assert blind_spot(_outputs(a, b), FP32) is None  # one input per shape: nothing to pair
+    ids = [{"y": a.astype(np.float32), "argmax": np.zeros((1,), np.int64)} for a in (a, 2 * a)]
+    assert blind_spot(ids, FP32) is None
+
+
+def test_validate_warns_instead_of_passing_a_graph_whose_outputs_are_tiny(tmp_path, capsys):
+    """The committed grouped conv with its weights and bias scaled by 1e-6, as a bare graph: the
+    reference evaluator decides, ORT agrees, and a graph of zeros would have agreed too."""
+    model = onnx.load(GRAPHS / "grouped" / "model.onnx")
+    for init in model.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(1e-6 * numpy_helper.to_array(init), init.name))
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, path)
+    report = tmp_path / "v.json"
+    argv = ["validate", str(path), "--opt-level", "all", "--precision", "fp32", "--quiet"]
+    assert main([*argv, "--json", str(report)]) == 0  # a warning, printed, is not a failure
+    (cell,) = json.loads(report.read_text())["cells"]
+    assert (cell["status"], cell["kind"]) == ("warn", "insensitive")
+    assert "outputs zeros would pass" in cell["reason"]
+    # The same graph at its own scale passes.
+    shutil.copy(GRAPHS / "grouped" / "model.onnx", path)
+    assert main([*argv, "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["cells"][0]["status"] == "pass"
+
+
+def test_the_zoo_mobilenet_v1_is_insensitive_and_its_shufflenet_is_not():
+    """Random weights and drawn BatchNorm statistics: MobileNet v1's signal dies within a few
+    layers (two inputs give logits 1e-7 apart), ShuffleNet v1's does not. Validate says so for
+    the first instead of passing it."""
+    found = {}
+    for name in ("shufflenet", "mobilenet_v1"):
+        spec = variants.get(name)
+        config = spec.config({"height": 96, "width": 96})
+        module = spec.build(config)
+        with torch.no_grad():
+            outputs = [module(spec.example_input(config, seed)).numpy() for seed in (0, 1, 2)]
+        found[name] = blind_spot([{"y": o} for o in outputs], FP32)
+    assert found["shufflenet"] is None
+    assert "hardly depends on the input" in found["mobilenet_v1"]
