@@ -166,3 +166,31 @@ def test_the_folder_tune_wrote_names_its_record(tmp_path, monkeypatch, capsys):
     assert source.label == "channel_shuffle.tuned" and source.tuned.record == str(
         out / "tuned.json"
     )
+
+
+def test_a_tuned_folder_checks_again_from_anywhere_and_after_moving_with_its_original(
+    tmp_path, monkeypatch, capsys
+):
+    """tune ran with relative paths; the record names its original relative to itself."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(GRAPHS / "channel_shuffle", work / "g" / "channel_shuffle")
+    shutil.copy(GRAPHS / "manifest.json", work / "g" / "manifest.json")
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
+        return {
+            j.key: Timing([1.0 if "gather" in j.key else 5.0] * method.rounds) for j in jobs
+        }, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    monkeypatch.chdir(work)
+    argv = ["tune", "g/channel_shuffle", *QUICK, "--rewrites", "shuffle_gather", "--out", "tuned"]
+    assert main(argv) == 0
+    original = json.loads((work / "tuned" / "tuned.json").read_text())["original"]
+    assert original["path"] == str(Path("..") / "g" / "channel_shuffle" / "model.onnx")
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    code, report, err = _validate(work / "tuned", tmp_path, capsys)
+    assert code == 0 and report["cells"][0]["status"] == "pass", err
+    moved = shutil.move(work, tmp_path / "moved")  # both folders together, to another place
+    code, report, err = _validate(Path(moved) / "tuned", tmp_path, capsys)
+    assert code == 0 and report["cells"][0]["status"] == "pass", err

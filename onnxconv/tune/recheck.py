@@ -94,10 +94,12 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _original_path(path: Path, data: dict[str, Any]) -> Path:
-    """The original graph tune proved against, as it was then (same sha256)."""
+    """The original graph tune proved against, as it was then (same sha256): its path relative
+    to the record's folder, else where it was (records before that held the path as given to
+    tune, relative to its working directory, which is tried last)."""
     recorded = Path(data["original"]["path"])
-    candidates = [recorded] if recorded.is_absolute() else [recorded, path.parent / recorded]
-    found = next((p for p in candidates if p.is_file()), None)
+    candidates = [path.parent / recorded, Path(data["original"].get("absolute") or recorded)]
+    found = next((p for p in [*candidates, recorded] if p.is_file()), None)
     if found is None:
         raise UserInputError(f"{path}: the original graph {recorded} is gone")
     if data["original"].get("sha256") not in (None, _sha256(found)):

@@ -295,11 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     return rerender_main(argv, "onnxconv.tune.report", "REPORT_JSON", rerender)
 
 
-def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
-    """What ``tuned.json`` says: how to deploy the tuned model, and why it may be trusted."""
+def tuned_record(report: TuneReport, model_bytes: bytes, out_dir: Path) -> dict[str, Any]:
+    """What ``tuned.json`` (written into ``out_dir``) says: how to deploy the tuned model, and
+    why it may be trusted. The original's path is relative to ``out_dir``, so the record reads
+    from any working directory and when both folders move together; ``absolute`` as well."""
     w = report.winner
     stats = (w.timing.stats if w.timing else None) or {}
-    original = Path(report.subject["model"])
+    original = Path(report.subject["model"]).resolve()
     return {
         "schema": TUNED_SCHEMA,
         "schema_version": 1,
@@ -307,7 +309,8 @@ def tuned_record(report: TuneReport, model_bytes: bytes) -> dict[str, Any]:
         "model": TUNED_MODEL,
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "original": {
-            "path": str(original),
+            "path": os.path.relpath(original, Path(out_dir).resolve()),
+            "absolute": str(original),
             "sha256": hashlib.sha256(original.read_bytes()).hexdigest()
             if original.is_file()
             else None,
@@ -342,7 +345,7 @@ def write_tuned(report: TuneReport, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     data = report.winner.model.SerializeToString()
     model_path = write_bytes(out / TUNED_MODEL, data)
-    return model_path, write_json(out / TUNED_JSON, tuned_record(report, data))
+    return model_path, write_json(out / TUNED_JSON, tuned_record(report, data, out))
 
 
 if __name__ == "__main__":
