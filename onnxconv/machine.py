@@ -88,6 +88,12 @@ def _meminfo_bytes() -> int | None:
     return None
 
 
+def max_threads() -> int:
+    """The most threads a session may be asked for: 8 per CPU of this machine, 64 at the least
+    (more only oversubscribes; a typo of 100000 starts that many threads and stalls the host)."""
+    return max(64, 8 * (os.cpu_count() or 1))
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, ISA flags of interest, memory, OS, Python; cheap, imports nothing heavy."""
     model, flags = _cpuinfo()

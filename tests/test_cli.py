@@ -84,6 +84,18 @@ def test_zero_and_negative_sizes_are_refused_everywhere_exit_2(capsys, tmp_path)
     assert not out.exists()
 
 
+def test_thread_counts_beyond_the_machine_are_refused_before_any_session(capsys):
+    """--threads 100000 once started ~40,000 threads and stalled a 2-core host."""
+    from onnxconv.machine import max_threads
+
+    for command in ("validate", "bench", "tune"):
+        try:
+            main([command, "standard", "--threads", str(max_threads() + 1)])
+        except SystemExit as exit:
+            assert exit.code == 2
+        assert f"at most {max_threads()}" in one_line_error(capsys), command
+
+
 def test_near_misses_get_a_suggestion(capsys):
     assert main(["validate", "shufle_unit"]) == 2
     assert "did you mean 'shuffle_unit'?" in one_line_error(capsys)

@@ -194,3 +194,12 @@ def test_a_tuned_folder_checks_again_from_anywhere_and_after_moving_with_its_ori
     moved = shutil.move(work, tmp_path / "moved")  # both folders together, to another place
     code, report, err = _validate(Path(moved) / "tuned", tmp_path, capsys)
     assert code == 0 and report["cells"][0]["status"] == "pass", err
+
+
+def test_a_hand_edited_record_with_a_bad_count_is_one_line(tmp_path, monkeypatch, capsys):
+    record = _tuned(tmp_path, monkeypatch, "channel_shuffle", "gather")
+    data = json.loads(record.read_text())
+    for key, value in (("threads", "two"), ("threads", 10**6), ("batch", 0)):
+        record.write_text(json.dumps({**data, key: value}))
+        code, _, err = _validate(record, tmp_path, capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and f"{key}" in err, err

@@ -18,6 +18,7 @@ from .common import (
     positive_int_list,
     progress_printer,
     recipe_from_args,
+    thread_count,
     write_reports,
 )
 
@@ -193,7 +194,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=1,
         help="threads for both runtimes (default 1, the stable baseline)",
     )

@@ -182,6 +182,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """``--threads``: a positive integer up to :func:`onnxconv.machine.max_threads`."""
+    from ..machine import max_threads
+
+    value = positive_int(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(
+            f"{value} threads is more than this machine can run usefully (at most "
+            f"{max_threads()}: 8 per CPU here, 64 at the least)"
+        )
+    return value
+
+
 def positive_int_list(text: str) -> list[int]:
     """Comma-separated sizes, each >= 1."""
     values = [positive_int(v) for v in text.split(",") if v.strip()]

@@ -15,6 +15,7 @@ from .common import (
     module_arguments,
     positive_int,
     report_arguments,
+    thread_count,
 )
 
 
@@ -150,7 +151,7 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ep", default="cpu", help="execution provider: cpu (default) or cuda")
     p.add_argument(
-        "--threads", type=positive_int, default=1, help="threads for ORT and PyTorch (default 1)"
+        "--threads", type=thread_count, default=1, help="threads for ORT and PyTorch (default 1)"
     )
     p.add_argument(
         "--batch",

@@ -17,10 +17,10 @@ from .common import (
     int_list,
     json_text,
     module_arguments,
-    positive_int,
     positive_int_list,
     progress_printer,
     report_arguments,
+    thread_count,
     write_reports,
 )
 
@@ -326,7 +326,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inputs", help=".npz of inputs by name (one more case)")
     p.add_argument("--atol", type=float, help="absolute tolerance for every target")
     p.add_argument("--rtol", type=float, help="relative tolerance for every target")
-    p.add_argument("--threads", type=positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--threads", type=thread_count, help="ONNX Runtime intra-op threads")
     p.add_argument(
         "--cudnn-conv-algo-search",
         choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),

@@ -23,6 +23,7 @@ import onnx
 
 from onnxconv import validate
 from onnxconv.errors import UserInputError, one_line
+from onnxconv.machine import max_threads
 from onnxconv.quant_metrics import Bound, describe_budget, parse_budget
 
 from .proof import Prover, proof_batches
@@ -110,6 +111,17 @@ def _original_path(path: Path, data: dict[str, Any]) -> Path:
     return found
 
 
+def _count(path: Path, key: str, value: Any, most: int | None = None) -> int:
+    """A positive integer of the record (at most ``most``), else one line naming the key."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(f"{path}: {key} must be a positive integer, not {value!r}")
+    if most is not None and value > most:
+        raise UserInputError(
+            f"{path}: {key} {value} is more than this machine runs (at most {most})"
+        )
+    return value
+
+
 def read_record(record: str | Path) -> TunedRecord:
     """Read ``record`` (a ``tuned.json``) and check that its graph and original are still the
     ones tune wrote and proved against (``record`` may be a folder: :func:`tuned_record_path`)."""
@@ -141,8 +153,8 @@ def read_record(record: str | Path) -> TunedRecord:
             model_path=model_path,
             original_path=_original_path(path, data),
             ep=data["ep"],
-            threads=int(data["threads"]),
-            batch=int(data["batch"]),
+            threads=_count(path, "threads", data["threads"], max_threads()),
+            batch=_count(path, "batch", data["batch"]),
             precision=precision,
             settings=settings,
             budget=budget,
