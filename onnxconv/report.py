@@ -71,6 +71,25 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
+def check_destinations(
+    files: Iterable[str | os.PathLike], folders: Iterable[str | os.PathLike] = ()
+) -> None:
+    """Refuse, with one line naming it, a report file that is a folder, a report folder that is
+    a file, or either where an existing parent cannot be written: before a run, so that it does
+    not end in a traceback with part of its reports written."""
+    for path, want_folder in [
+        *((Path(f), False) for f in files),
+        *((Path(f), True) for f in folders),
+    ]:
+        if want_folder and path.exists() and not path.is_dir():
+            raise UserInputError(f"{path}: exists and is not a folder")
+        if not want_folder and path.is_dir():
+            raise UserInputError(f"{path}: is a folder; name a file to write")
+        parent = next((p for p in (path, *path.parents) if p.exists()), None)
+        if parent is not None and parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+            raise UserInputError(f"{path}: cannot write there (permission denied on {parent})")
+
+
 def write_files(files: Mapping[str | os.PathLike, bytes | str]) -> list[Path]:
     """Write several files, each atomically, holding the lock of every folder they go to (and
     with SIGINT/SIGTERM held off), so that of two runs writing the same files neither leaves a
@@ -79,6 +98,7 @@ def write_files(files: Mapping[str | os.PathLike, bytes | str]) -> list[Path]:
         Path(p): data.encode("utf-8") if isinstance(data, str) else data
         for p, data in files.items()
     }
+    check_destinations(paths)
     folders = sorted({p.parent.resolve() for p in paths})  # one order for everyone: no deadlock
     with contextlib.ExitStack() as stack:
         for folder in folders:

@@ -192,3 +192,17 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     err = process.stderr.read()
     assert process.wait(timeout=60) == 141  # 128 + SIGPIPE, as a shell reports it
     assert err == ""
+
+
+def test_a_report_path_that_is_a_folder_is_refused_before_the_run_and_nothing_written(
+    capsys, tmp_path
+):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    report = tmp_path / "v.json"
+    argv = ["validate", "channel_shuffle", "--opt-level", "all", "--precision", "fp32"]
+    assert main([*argv, "--json", str(report), "--markdown", str(tmp_path / "folder")]) == 2
+    assert "folder: is a folder; name a file to write" in one_line_error(capsys)
+    assert not report.exists()
+    assert main(["bench", "channel_shuffle", "--out", str(tmp_path / "file")]) == 2
+    assert "file: exists and is not a folder" in one_line_error(capsys)

@@ -94,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from onnxconv.runtime import set_ort_log_severity
 
             set_ort_log_severity(3)
+        from ..report import check_destinations
+
+        # Where reports go (paths, not the flags of list/inspect --json), checked before the run.
+        files = [getattr(args, name, None) for name in ("json", "markdown")]
+        folder = getattr(args, "out", None)
+        check_destinations(
+            [f for f in files if isinstance(f, str)], [folder] if isinstance(folder, str) else []
+        )
         return COMMANDS[args.command].run(args)
     except OnnxconvError as error:
         if args.debug:
