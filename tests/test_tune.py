@@ -533,6 +533,8 @@ def test_a_win_must_hold_in_every_round_and_beyond_the_spread():
     assert not beats(Timing(rounds_p50_ms=[9.0, 12.0, 9.0]), default)  # one round slower
     assert not beats(Timing(rounds_p50_ms=[9.9, 10.6, 10.4]), default)  # inside the spread
     assert not beats(Timing(rounds_p50_ms=[5.0, None, 5.0]), default)  # a round failed
+    # One round measures no spread: even twice as fast is no win (1.0003x once was).
+    assert not beats(Timing(rounds_p50_ms=[5.0]), Timing(rounds_p50_ms=[10.0]))
 
 
 def test_a_run_contended_by_other_processes_is_run_again(monkeypatch):

@@ -21,7 +21,7 @@ from onnxconv.tune.settings import DEFAULT
 from onnxconv.tune.timing import Timing
 
 GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
-QUICK = ["--rounds", "1", "--blocks", "1", "--calls", "5", "--retries", "0"]
+QUICK = ["--rounds", "2", "--blocks", "1", "--calls", "5", "--retries", "0"]
 QUICK += ["--no-profile", "--quiet", "--rewrites", "none"]
 
 

@@ -18,7 +18,7 @@ from onnxconv.tune import search
 from onnxconv.tune.timing import Timing
 
 GRAPHS = Path(__file__).resolve().parent.parent / "graphs"
-QUICK = ["--rounds", "1", "--blocks", "1", "--calls", "5", "--retries", "0", "--no-profile"]
+QUICK = ["--rounds", "2", "--blocks", "1", "--calls", "5", "--retries", "0", "--no-profile"]
 QUICK += ["--quiet", "--no-settings"]
 
 
@@ -203,3 +203,22 @@ def test_a_hand_edited_record_with_a_bad_count_is_one_line(tmp_path, monkeypatch
         record.write_text(json.dumps({**data, key: value}))
         code, _, err = _validate(record, tmp_path, capsys)
         assert code == 2 and len(err.splitlines()) == 1 and f"{key}" in err, err
+
+
+def test_with_one_round_nothing_wins_and_the_report_says_why(tmp_path, monkeypatch, capsys):
+    quick = [a if a != "2" else "1" for a in QUICK]  # --rounds 1
+    shutil.copytree(GRAPHS / "channel_shuffle", tmp_path / "channel_shuffle")
+    shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
+        return {
+            j.key: Timing([1.0 if "gather" in j.key else 5.0] * method.rounds) for j in jobs
+        }, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    report = tmp_path / "t.json"
+    argv = ["tune", str(tmp_path / "channel_shuffle"), *quick, "--rewrites", "shuffle_gather"]
+    assert main([*argv, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["decision"].startswith("the default stays")
+    assert any("1 round measures no spread" in n for n in data["notes"])

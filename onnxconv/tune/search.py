@@ -74,15 +74,23 @@ from .rewrites import Rewritten, formulations
 from .settings import DEFAULT, SessionSettings
 from .timing import Job, Method, Timing, node_times, profile, roofs, time_rounds
 
+#: Paired rounds a win needs: one round measures no spread to be beyond.
+MIN_ROUNDS_TO_WIN = 2
+
 
 def beats(candidate: Timing, reference: Timing) -> bool:
-    """Faster in every paired round, and the slowest round faster than the reference's
-    fastest: a win larger than the spread the rounds measured."""
+    """Faster in every paired round (at least :data:`MIN_ROUNDS_TO_WIN`), and the slowest round
+    faster than the reference's fastest: a win larger than the spread the rounds measured."""
     mine = [p for p in candidate.rounds_p50_ms if p is not None]
     theirs = [p for p in reference.rounds_p50_ms if p is not None]
     ratios = candidate.ratios_over(reference)
     complete = len(ratios) == len(candidate.rounds_p50_ms) == len(reference.rounds_p50_ms)
-    return bool(ratios) and complete and all(r > 1 for r in ratios) and max(mine) < min(theirs)
+    return (
+        len(ratios) >= MIN_ROUNDS_TO_WIN
+        and complete
+        and all(r > 1 for r in ratios)
+        and max(mine) < min(theirs)
+    )
 
 
 class _Search:
@@ -483,6 +491,11 @@ class _Search:
         native = precisions_module.computes_in(s.model)
         if native != "fp32":
             notes.append(precisions_module.as_is_note(native, "candidates"))
+        if self.method.rounds < MIN_ROUNDS_TO_WIN:
+            notes.append(
+                f"{self.method.rounds} round measures no spread between rounds, so no candidate "
+                f"could win and the default stays: time with --rounds {MIN_ROUNDS_TO_WIN} or more"
+            )
         unsteady = []  # (candidate, fastest round p50, slowest)
         for c in candidates:
             p50s = [p for p in (c.timing.rounds_p50_ms if c.timing else []) if p]
