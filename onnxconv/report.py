@@ -67,8 +67,13 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(data: Any) -> str:
+    """How every onnxconv JSON file reads: indented, no NaN, a final newline."""
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return write_text(path, json_text(data))
 
 
 def check_destinations(

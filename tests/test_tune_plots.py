@@ -118,7 +118,7 @@ def test_rerender_writes_markdown_and_png_beside_each_json(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     for copy, said, json_bytes in zip(copies, out, before):
         md, png = copy.with_suffix(".md"), copy.with_suffix(".png")
-        assert said == f"{md}, {png}"
+        assert said == f"{png}, {md}"  # the plot is written before the page that links it
         assert f"{IMAGE}({png.name})" in md.read_text(encoding="utf-8")
         assert png.read_bytes().startswith(PNG)
         assert copy.read_bytes() == json_bytes

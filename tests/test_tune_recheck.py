@@ -222,3 +222,27 @@ def test_with_one_round_nothing_wins_and_the_report_says_why(tmp_path, monkeypat
     data = json.loads(report.read_text())
     assert data["decision"].startswith("the default stays")
     assert any("1 round measures no spread" in n for n in data["notes"])
+
+
+def test_the_tuned_pair_and_the_reports_are_written_in_one_locked_write(
+    tmp_path, monkeypatch, capsys
+):
+    """One write_files call (folder locks, signals held off): an interrupt or a second tune into
+    the same --out cannot leave one run's tuned.json beside another's model."""
+    from onnxconv import report as report_module
+    from onnxconv.cli import tune_cmd
+
+    calls = []
+
+    def recording(files):
+        calls.append(sorted(Path(p).name for p in files))
+        return report_module.write_files(files)
+
+    monkeypatch.setattr(tune_cmd, "write_files", recording)
+    extra = ["--out", str(tmp_path / "out"), "--json", str(tmp_path / "t.json")]
+    record = _tuned(tmp_path, monkeypatch, "channel_shuffle", "gather", *extra)
+    assert calls == [["model.tuned.onnx", "t.json", "tuned.json"]]
+    assert record.parent.name == "channel_shuffle" and not record.exists()  # went to --out
+    data = json.loads((tmp_path / "out" / "tuned.json").read_text())
+    model = (tmp_path / "out" / "model.tuned.onnx").read_bytes()
+    assert data["sha256"] == hashlib.sha256(model).hexdigest()

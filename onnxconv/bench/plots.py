@@ -71,14 +71,18 @@ def color_of(backend: str, opt_level: str | None) -> str:
     return TORCH_COLORS.get(backend, UNKNOWN_COLOR)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` as a PNG at ``path``, whole: rendered in memory on its own Agg canvas (no
-    pyplot, so no global backend) and moved into place by :func:`onnxconv.report.write_bytes`.
-    Shared with tune's plot so that every PNG onnxconv writes looks and lands the same way."""
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` as PNG bytes, rendered in memory on its own Agg canvas (no pyplot, so no global
+    backend). Shared with tune's plot so that every PNG onnxconv writes looks the same."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at ``path``, whole (:func:`onnxconv.report.write_bytes`)."""
+    return write_bytes(path, figure_png(fig))
 
 
 def _title(data: Mapping[str, Any], what: str, width_in: float = 8.0) -> str:

@@ -7,11 +7,11 @@ import sys
 from typing import Callable
 
 from ..errors import OnnxconvError
+from ..report import json_text
 from .common import (
     csv_list,
     export_folder_graphs,
     format_table,
-    json_text,
     module_arguments,
     parse_config,
     positive_int,

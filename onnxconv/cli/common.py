@@ -4,7 +4,6 @@ and the user's --module."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, Callable, Sequence
 
@@ -36,10 +35,6 @@ def human(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
     return str(n)
-
-
-def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
 def write_reports(files: dict[str | None, Callable[[], str]]) -> None:

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from ..errors import OnnxconvError
+from ..report import write_files
 from .common import (
     attach_cli_module,
     csv_list,
@@ -123,8 +124,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for c in report.candidates:
         if c.proof.disqualified:
             print(f"disqualified {c.name}: {textwrap.shorten(c.proof.disqualified, 200)}")
-    model_path, json_path = tune_report.write_tuned(report, out)
-    tune_report.write_report(report, args.json, args.markdown)
+    # One write: the tuned pair and the reports together, under the folders' locks with signals
+    # held off, so that neither an interrupt nor a second tune into --out leaves a mixed pair.
+    tuned = tune_report.tuned_files(report, out)
+    write_files({**tuned, **tune_report.report_files(report, args.json, args.markdown)})
+    model_path, json_path = tuned
     print(f"\n{report.decision}")
     if report.bound:
         print(f"bound: {report.bound.get('sentence') or report.bound.get('error')}")

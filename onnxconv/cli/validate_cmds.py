@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 from ..errors import OnnxconvError
+from ..report import json_text
 from .common import (
     attach_cli_module,
     csv_list,
@@ -15,7 +16,6 @@ from .common import (
     format_table,
     graphs_parent,
     int_list,
-    json_text,
     module_arguments,
     positive_int_list,
     progress_printer,

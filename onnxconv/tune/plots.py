@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from onnxconv.bench.plots import GROUP_COLORS, GROUP_LABELS, save_figure
+from onnxconv.bench.plots import GROUP_COLORS, GROUP_LABELS, figure_png, save_figure
 from onnxconv.bench.stats import OP_GROUPS, median_or_none
 
 #: Stage colours by order of appearance (Paul Tol's "vibrant"): apart from bench's level colours
@@ -205,3 +205,8 @@ def tune_figure(data: Mapping[str, Any]) -> Figure:
 def write_plot(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Draw :func:`tune_figure` and write it as a PNG at ``path``; returns the path."""
     return save_figure(tune_figure(data), Path(path))
+
+
+def plot_png(data: Mapping[str, Any]) -> bytes:
+    """:func:`tune_figure` as PNG bytes."""
+    return figure_png(tune_figure(data))

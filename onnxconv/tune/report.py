@@ -50,7 +50,7 @@ from onnxconv.errors import UserInputError, one_line
 from onnxconv.machine import describe_gpus
 from onnxconv.quant_check import headline
 from onnxconv.quant_metrics import describe_budget, parse_budget
-from onnxconv.report import rerender_main, write_bytes, write_json, write_text
+from onnxconv.report import json_text, rerender_main, write_files
 
 from .candidates import SCHEMA, TuneReport
 from .proof import REFERENCE_BATCHES, SEEDS
@@ -249,20 +249,29 @@ def _largest_ops(by_op_us: dict[str, float], shown: int = 3) -> str:
     return ", ".join(f"{op} {us:.1f}" for op, us in largest) or "—"
 
 
+def report_files(
+    report: TuneReport | dict[str, Any], json_path: str | None, markdown_path: str | None
+) -> dict[Path, bytes | str]:
+    """The files of a tune report: the JSON at ``json_path``, the Markdown at ``markdown_path``
+    and its PNG beside it (same stem, ``.png``)."""
+    data = report.to_dict() if isinstance(report, TuneReport) else report
+    files: dict[Path, bytes | str] = {}
+    if json_path:
+        files[Path(json_path)] = json_text(data)
+    if markdown_path:
+        from .plots import plot_png
+
+        plot = Path(markdown_path).with_suffix(".png")
+        files[plot] = plot_png(data)  # before the page that links it
+        files[Path(markdown_path)] = to_markdown(data, plot.name)
+    return files
+
+
 def write_report(
     report: TuneReport | dict[str, Any], json_path: str | None, markdown_path: str | None
 ) -> list[Path]:
-    """The JSON at ``json_path``, the Markdown at ``markdown_path`` and its PNG beside it (same
-    stem, ``.png``), each written whole; the PNG first, so a page never links a plot that is not
-    there. Returns the files written."""
-    data = report.to_dict() if isinstance(report, TuneReport) else report
-    written = [write_json(json_path, data)] if json_path else []
-    if markdown_path:
-        from .plots import write_plot
-
-        plot = write_plot(data, Path(markdown_path).with_suffix(".png"))
-        written += [write_text(markdown_path, to_markdown(data, plot.name)), plot]
-    return written
+    """:func:`report_files`, each written whole, the PNG before the page. Returns the files."""
+    return write_files(report_files(report, json_path, markdown_path))
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
@@ -339,13 +348,12 @@ def tuned_record(report: TuneReport, model_bytes: bytes, out_dir: Path) -> dict[
     }
 
 
-def write_tuned(report: TuneReport, out_dir: str | Path) -> tuple[Path, Path]:
+def tuned_files(report: TuneReport, out_dir: str | Path) -> dict[Path, bytes | str]:
     """``model.tuned.onnx`` (the winner's graph; the original's when no rewrite won) and
-    ``tuned.json`` into ``out_dir``."""
+    ``tuned.json`` for ``out_dir``."""
     out = Path(out_dir)
     data = report.winner.model.SerializeToString()
-    model_path = write_bytes(out / TUNED_MODEL, data)
-    return model_path, write_json(out / TUNED_JSON, tuned_record(report, data, out))
+    return {out / TUNED_MODEL: data, out / TUNED_JSON: json_text(tuned_record(report, data, out))}
 
 
 if __name__ == "__main__":
