@@ -42,6 +42,18 @@ def conversion_status(error: CheckFailed) -> str:
     return "unavailable" if isinstance(error, NoDeployment) else "fail"
 
 
+def reraise_interrupt(error: BaseException) -> None:
+    """Raise the :class:`Interrupted` or KeyboardInterrupt that ``error`` wraps (as its cause or
+    context, at any depth), if any: libraries that catch everything must not turn a Ctrl-C into
+    their own failure."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (Interrupted, KeyboardInterrupt)):
+            raise error
+        error = error.__cause__ or error.__context__
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived (see ``cli.main``). A BaseException, like KeyboardInterrupt, so
     ``except Exception`` never swallows it and every ``finally`` block runs on the way out."""

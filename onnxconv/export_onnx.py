@@ -20,7 +20,7 @@ from typing import Sequence
 import onnx
 import torch
 
-from .errors import CheckFailed, UserInputError, one_line
+from .errors import CheckFailed, UserInputError, one_line, reraise_interrupt
 
 EXPORTERS = ("dynamo", "torchscript")
 #: Opsets each exporter can write: the dynamo exporter starts at 18 (below it would need
@@ -175,7 +175,11 @@ def to_onnx(
 
 def exporter_failure(label: str, exporter: str, error: BaseException) -> CheckFailed:
     """One line from an exporter's long message: the line that names the operator when there is
-    one (``aten::...``, ``aten.``, "Unsupported ..."), its first line otherwise."""
+    one (``aten::...``, ``aten.``, "Unsupported ..."), its first line otherwise.
+
+    An interrupt (SIGINT/SIGTERM) that arrived inside the exporter, which wraps it in its own
+    exception, is raised again as the interrupt: the user stopped the run, the model is fine."""
+    reraise_interrupt(error)
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     keys = ("aten::", "aten.", "torch.ops.", "Unsupported", "not supported")
     said = next((line for line in lines if any(key in line for key in keys)), None)

@@ -661,3 +661,53 @@ def test_a_broken_file_is_one_line_and_exit_2(graphs, tmp_path, capsys, make, ar
     for word in words:
         assert word in line, (word, line)
     assert not (tmp_path / "bench").exists()
+
+
+def test_an_interrupt_the_exporter_wrapped_is_an_interrupt_not_an_export_failure(
+    tmp_path, monkeypatch, capsys
+):
+    """torch.export catches the Interrupted raised by the SIGINT handler and raises its own
+    error ("Failed to export the model with torch.export"): a Ctrl-C is not a broken model."""
+    import signal
+
+    from onnxconv import export as export_module
+    from onnxconv.errors import Interrupted
+    from onnxconv.export_onnx import exporter_failure
+
+    def wrapped(*args, **kwargs):
+        try:
+            raise Interrupted(signal.SIGINT)
+        except Interrupted as interrupt:
+            raise RuntimeError("Failed to export the model with torch.export.") from interrupt
+
+    with pytest.raises(Interrupted):
+        try:
+            wrapped()
+        except RuntimeError as error:
+            exporter_failure("standard", "dynamo", error)
+    monkeypatch.setattr(export_module, "to_onnx", wrapped)
+    argv = ["export", "--variant", "standard", "--out", str(tmp_path / "g"), "--quiet"]
+    assert main(argv) == 128 + signal.SIGINT
+    err = capsys.readouterr().err
+    assert "interrupted by SIGINT" in err and "exporter failed" not in err
+    assert not (tmp_path / "g" / "standard").exists()
+
+
+def test_a_ctrl_c_while_torch_is_still_importing_is_one_line():
+    """The handlers go in before the parser is built (which imports torch, a second or more)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen(
+        [sys.executable, "-m", "onnxconv", "list"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGINT, err
+    assert err.strip() == "onnxconv: interrupted by SIGINT; nothing was left half-written"

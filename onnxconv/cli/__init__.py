@@ -84,10 +84,13 @@ def _catch_signals() -> dict[int, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # Signals first: building the parser imports torch (a second or two), and a Ctrl-C there is
+    # an interrupt like any other, not a 40-line traceback through torch's imports.
     previous = _catch_signals()
+    prog = "onnxconv"
     try:
+        args = build_parser().parse_args(argv)
+        prog = f"onnxconv {args.command}"
         if not args.debug and COMMANDS[args.command].uses_ort:
             # ORT's own logger warns once per CUDA session ("No registered plugin EP device
             # found ...") and would bury the table; errors still show, --debug shows everything.
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnnxconvError as error:
         if args.debug:
             raise
-        print(f"onnxconv {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError:  # the reader went away (`onnxconv list | head`): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -115,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt) as error:
         signum = error.signum if isinstance(error, Interrupted) else signal.SIGINT
         print(
-            f"onnxconv {args.command}: interrupted by {signal.Signals(signum).name}; "
-            "nothing was left half-written",
+            f"{prog}: interrupted by {signal.Signals(signum).name}; nothing was left half-written",
             file=sys.stderr,
         )
         return 128 + signum
