@@ -711,3 +711,26 @@ def test_a_ctrl_c_while_torch_is_still_importing_is_one_line():
     _, err = run.communicate(timeout=60)
     assert run.returncode == 128 + signal.SIGINT, err
     assert err.strip() == "onnxconv: interrupted by SIGINT; nothing was left half-written"
+
+
+def test_bench_reads_a_folders_stored_input_as_validate_does(tmp_path, capsys):
+    """Garbage, empty or float64 input_0.pb: one line naming the file, exit 2, as validate."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    folder = tmp_path / "grouped"
+    shutil.copytree(ROOT / "graphs" / "grouped", folder)
+    stored = folder / "test_data_set_0" / "input_0.pb"
+    array = numpy_helper.to_array(onnx.load_tensor(str(stored)))
+    wide = numpy_helper.from_array(array.astype(np.float64), "input").SerializeToString()
+    argv = ["bench", str(folder), "--rounds", "1", "--no-roofs", "--quiet"]
+    for content, says in (
+        (b"\x08\xff\xff", "not a TensorProto file"),
+        (b"", "not a TensorProto"),
+        (wide, "holds float64, the graph's input"),
+    ):
+        stored.write_bytes(content)
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(stored) in err and says in err, err
+        assert not (tmp_path / "out").exists()

@@ -13,13 +13,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from .. import feeds, precisions
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..graph import graph_cost
 from ..graph.index import load_model
+from ..validate.subjects import read_pb
 from .settings import BenchSettings
 
 
@@ -353,9 +353,12 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
             data = np.zeros(shape, dtype=_np_dtype(vi))
         test_input = source.path.parent / "test_data_set_0" / f"input_{i}.pb"
         if test_input.is_file():  # a test-data folder: use its input when the shape fits
-            tensor = onnx.TensorProto()
-            tensor.ParseFromString(test_input.read_bytes())
-            stored = numpy_helper.to_array(tensor)
+            _, stored = read_pb(test_input)
+            if stored.dtype != data.dtype:
+                raise UserInputError(
+                    f"{test_input}: holds {stored.dtype}, the graph's input {vi.name!r} takes "
+                    f"{data.dtype}"
+                )
             if list(stored.shape) == shape:
                 data = stored
         path = folder / f"input_{i}.npy"
