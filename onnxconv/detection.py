@@ -17,7 +17,6 @@ optimisation level: any failure or warning there is a false alarm.
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -151,11 +150,12 @@ def load_original(folder: Path, entry: dict[str, Any] | None = None) -> Original
 
 def zoo_originals(graphs_dir: Path, names: Iterable[str] | None = None) -> list[Original]:
     """The graphs of a folder written by ``onnxconv export``, each with its manifest entry."""
+    from .export_layout import read_manifest
+
     manifest_path = graphs_dir / "manifest.json"
-    try:
-        entries = json.loads(manifest_path.read_text())["graphs"]
-    except (OSError, ValueError, KeyError) as error:
-        raise UserInputError(f"{manifest_path}: not a readable manifest ({error})") from None
+    if not manifest_path.exists():
+        raise UserInputError(f"{manifest_path}: no such file (not a folder written by export)")
+    entries = read_manifest(graphs_dir)["graphs"]
     wanted = list(entries) if names is None else list(names)
     unknown = [n for n in wanted if n not in entries]
     if unknown:

@@ -100,18 +100,68 @@ def manifest_entry(
     }
 
 
+#: What each key of a manifest entry must hold where it is present (an entry is read by
+#: validate, bench, tune, detect and export; a wrong type there was a traceback).
+ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "variant": str,
+    "config": dict,
+    "opset": int,
+    "exporter": str,
+    "seed": int,
+    "inputs": list,
+    "outputs": list,
+    "sha256": str,
+    "module": (dict, type(None)),
+    "notes": list,
+}
+#: Keys an entry that names a zoo variant cannot do without.
+VARIANT_KEYS = ("config", "opset", "exporter", "inputs", "outputs")
+
+
+def load_json(path: Path) -> Any:
+    """A manifest's JSON; one line naming the file when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) and error.strerror else "not JSON"
+        raise UserInputError(f"{path}: not a readable onnxconv manifest ({why})") from None
+
+
+def check_entry(path: Path, name: str, entry: Any) -> dict[str, Any]:
+    """``entry`` (graph ``name`` of the manifest at ``path``), or one line naming the key that
+    is missing or of the wrong type."""
+    if not isinstance(entry, dict):
+        raise UserInputError(f"{path}: graph {name!r} is not an object")
+    if isinstance(entry.get("variant"), str) and not entry.get("module"):
+        missing = [key for key in VARIANT_KEYS if key not in entry]
+        if missing:
+            raise UserInputError(f"{path}: graph {name!r} has no {', '.join(missing)}")
+    for key, kind in ENTRY_TYPES.items():
+        if key in entry and (not isinstance(entry[key], kind) or isinstance(entry[key], bool)):
+            raise UserInputError(
+                f"{path}: graph {name!r}: {key} is {type(entry[key]).__name__}, not "
+                f"{getattr(kind, '__name__', 'an object')}"
+            )
+    for key in ("inputs", "outputs"):
+        for item in entry.get(key, []):
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("name"), str)
+                and isinstance(item.get("shape", []), list)
+            ):
+                raise UserInputError(f"{path}: graph {name!r}: {key} holds {item!r}")
+    return entry
+
+
 def read_manifest(out_dir: Path) -> dict[str, Any]:
     path = out_dir / MANIFEST
     if not path.exists():
         return {"schema": MANIFEST_SCHEMA, "graphs": {}}
-    try:
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest["graphs"], dict):
-            raise TypeError
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise UserInputError(
-            f"{path}: not an onnxconv manifest (invalid JSON or no 'graphs')"
-        ) from None
+    manifest = load_json(path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("graphs"), dict):
+        raise UserInputError(f"{path}: not an onnxconv manifest (no 'graphs')")
+    for name, entry in manifest["graphs"].items():
+        check_entry(path, name, entry)
     return manifest
 
 

@@ -734,3 +734,59 @@ def test_bench_reads_a_folders_stored_input_as_validate_does(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(stored) in err and says in err, err
         assert not (tmp_path / "out").exists()
+
+
+def _broken_manifest(tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "g"
+    shutil.copytree(ROOT / "graphs" / "grouped", folder / "grouped")
+    manifest = json.loads((ROOT / "graphs" / "manifest.json").read_text())
+    manifest["graphs"] = {"grouped": manifest["graphs"]["grouped"]}
+    edit(manifest["graphs"]["grouped"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda e: [e.pop(k) for k in ("config", "inputs")], "has no config, inputs"),
+        (lambda e: e.update(config="height=16"), "config is str, not dict"),
+        (lambda e: e.update(opset="eighteen"), "opset is str, not int"),
+        (lambda e: e.update(inputs=[3]), "inputs holds 3"),
+    ],
+)
+def test_a_manifest_entry_of_the_wrong_shape_is_one_line_everywhere(tmp_path, capsys, edit, says):
+    folder = _broken_manifest(tmp_path, edit)
+    for argv in (
+        ["validate", "--graphs", str(folder), "--opt-level", "all", "--precision", "fp32"],
+        ["validate", str(folder / "grouped"), "--opt-level", "all", "--precision", "fp32"],
+        ["tune", "--graphs", str(folder), "grouped", "--out", str(tmp_path / "t")],
+        ["detect", "--graphs", str(folder), "--json", str(tmp_path / "d.json")],
+        ["export", "--variant", "channel_shuffle", "--out", str(folder)],
+    ):
+        assert main([*argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "manifest.json: graph 'grouped'" in err, err
+        assert says in err, err
+    assert not (tmp_path / "t").exists() and not (folder / "channel_shuffle").exists()
+
+
+def test_a_manifest_that_is_a_folder_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "g"
+    shutil.copytree(ROOT / "graphs" / "grouped", folder / "grouped")
+    (folder / "manifest.json").mkdir()
+    for argv in (["validate", "--graphs", str(folder)], ["export", "--out", str(folder)]):
+        argv += ["--variant", "channel_shuffle"] if argv[0] == "export" else []
+        assert main([*argv, "--quiet"]) == 2
+        assert "manifest.json: not a readable onnxconv manifest" in capsys.readouterr().err
+
+
+def test_a_misspelt_variant_in_the_manifest_is_said_not_silently_dropped(tmp_path):
+    folder = _broken_manifest(tmp_path, lambda e: e.update(variant="grouped_xyz"))
+    report = tmp_path / "v.json"
+    argv = ["validate", str(folder / "grouped"), "--opt-level", "all", "--precision", "fp32"]
+    assert main([*argv, "--quiet", "--json", str(report)]) == 0  # the stored outputs decide
+    (subject,) = json.loads(report.read_text())["subjects"]
+    assert any(
+        "names variant 'grouped_xyz', which this zoo does not have" in n for n in subject["notes"]
+    )

@@ -3,7 +3,6 @@ loaded with its stored test sets and the PyTorch module that speaks for it, if a
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,16 +210,22 @@ def attach_variant(subject: Subject, manifest_path: Path) -> None:
     A model whose sha256 no longer matches the manifest was changed after export: PyTorch still
     decides (the manifest says what the graph should compute), and the subject notes the change.
     """
+    from ..export_layout import check_entry, load_json
+
     if not manifest_path.exists():
         return
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise UserInputError(f"{manifest_path}: not JSON (a broken onnxconv manifest?)") from None
+    manifest = load_json(manifest_path)
     try:
         entry = manifest["graphs"][subject.label]
     except (KeyError, TypeError):  # someone else's manifest.json, or a graph it does not list
         return
+    entry = check_entry(manifest_path, subject.label, entry)
+    named = entry.get("variant")
+    if named and named not in variants.REGISTRY and not entry.get("module"):
+        subject.note(
+            f"{manifest_path} names variant {named!r}, which this zoo does not have"
+            f"{variants.did_you_mean(named)}: PyTorch cannot speak for the graph"
+        )
     if entry.get("variant") in variants.REGISTRY:
         subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
         decider = entry["variant"]
