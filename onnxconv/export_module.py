@@ -128,8 +128,11 @@ def manifest_entry(
     notes: Sequence[str],
 ) -> dict[str, Any]:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    batch = next(iter(feeds.values())).shape[0] if feeds and next(iter(feeds.values())).ndim else 1
-    _, macs = graph.graph_cost(model, batch)
+    # At the example's shapes: a symbolic height and width (--dynamic-hw) would leave every
+    # convolution uncounted and the total would be the Gemm alone.
+    _, macs = graph.graph_cost(
+        graph.with_input_shapes(model, {name: array.shape for name, array in feeds.items()})
+    )
     return {
         "module": recipe.to_dict() if recipe else None,
         "module_class": f"{type(module).__module__}.{type(module).__qualname__}",

@@ -389,3 +389,16 @@ def test_tune_proves_candidates_against_the_users_module(tmp_path):
     data = json.loads(report.read_text())
     text = json.dumps(data)
     assert "torch: PyTorch module user_modules:TwoInputs" in text
+
+
+def test_a_dynamic_height_and_width_export_records_the_multiply_adds_of_its_example(tmp_path):
+    """Every Conv after the shuffle's Reshape, whose target dynamo computes from Shape, Squeeze,
+    Add, Div and Reshape, is counted at the example's 6x6 (the manifest once said 0)."""
+    argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,6,6", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "static")]) == 0
+    assert main([*argv, "--dynamic-hw", "--out", str(tmp_path / "dynamic")]) == 0
+    macs = [
+        json.loads((tmp_path / out / "manifest.json").read_text())["graphs"]["shuffled"]["macs"]
+        for out in ("static", "dynamic")
+    ]
+    assert macs[0] == macs[1] == 2 * 6 * 6 * 8 * 4  # two 1x1 convs, 8 -> 8 in 2 groups

@@ -30,7 +30,7 @@ from onnxconv.bench.stats import group_op_times, op_group, percentile
 from onnxconv.errors import UserInputError
 from onnxconv.errors import one_line as _one_line
 from onnxconv.feeds import generate
-from onnxconv.graph import node_macs
+from onnxconv.graph import node_macs, with_input_shapes
 from onnxconv.runtime import EpUnavailable, Target, ep_unavailable_reason, make_session
 
 
@@ -67,27 +67,6 @@ def _static(vi: onnx.ValueInfoProto) -> bool:
         and t.HasField("shape")
         and all(d.HasField("dim_value") and d.dim_value > 0 for d in t.shape.dim)
     )
-
-
-def with_input_shapes(
-    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]
-) -> onnx.ModelProto:
-    """A copy of ``model`` whose named graph inputs have these fixed shapes (symbolic dims of a
-    dynamic-batch export become the numbers actually fed), so shape inference gives every node
-    static shapes. A shape of the wrong rank is a :class:`UserInputError`."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for vi in m.graph.input:
-        if vi.name not in shapes:
-            continue
-        dims = vi.type.tensor_type.shape.dim
-        shape = list(shapes[vi.name])
-        if len(dims) != len(shape):
-            raise UserInputError(f"input {vi.name!r} has rank {len(dims)}, got shape {shape}")
-        for dim, n in zip(dims, shape):
-            dim.Clear()
-            dim.dim_value = int(n)
-    return m
 
 
 def split_nodes(model: onnx.ModelProto) -> list[NodeModel]:

@@ -225,7 +225,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("ops     " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()))
     print(
         f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
-        f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}\n"
+        f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}"
+        + (
+            f" (not counted: {len(cost.unknown_macs)} node(s) whose shapes depend on a symbolic "
+            "dimension other than the batch; `onnxconv export` records them at the example's "
+            "size)"
+            if cost.unknown_macs
+            else ""
+        )
+        + "\n"
         "        (params as stored in the graph: where the exporter folded BatchNorm into the "
         "Conv,\n        its scale and shift became Conv weights and biases, so `onnxconv list`, "
         "which counts\n        the module's BatchNorm affine, can differ)"

@@ -9,7 +9,7 @@ structure a family promises).
     checks.py      lint_model, check_structure, assert_structure
 """
 
-from .cost import GraphCost, cost_breakdown, graph_cost, node_macs
+from .cost import GraphCost, cost_breakdown, graph_cost, node_macs, with_input_shapes
 from .index import GraphIndex, load_model
 from .inspection import (
     SHUFFLE_PERM,
@@ -43,4 +43,5 @@ __all__ = [
     "load_model",
     "node_macs",
     "structure_summary",
+    "with_input_shapes",
 ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import onnx
 
+from ..errors import UserInputError
 from .index import Dim, GraphIndex, _static, attr, is_default_domain
 
 
@@ -48,6 +49,27 @@ class GraphCost:
 
 
 _WEIGHT_INPUTS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1)}
+
+
+def with_input_shapes(
+    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]
+) -> onnx.ModelProto:
+    """A copy of ``model`` whose named graph inputs have these fixed shapes (symbolic dims of a
+    dynamic-batch export become the numbers actually fed), so shape inference gives every node
+    static shapes. A shape of the wrong rank is a :class:`UserInputError`."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in m.graph.input:
+        if vi.name not in shapes:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        shape = list(shapes[vi.name])
+        if len(dims) != len(shape):
+            raise UserInputError(f"input {vi.name!r} has rank {len(dims)}, got shape {shape}")
+        for dim, n in zip(dims, shape):
+            dim.Clear()
+            dim.dim_value = int(n)
+    return m
 
 
 def graph_cost(model: onnx.ModelProto, batch_size: int = 1) -> tuple[int, int]:

@@ -299,7 +299,7 @@ class GraphIndex:
     def partial(self, name: str) -> list[int | None] | None:
         """Elements of a 0-D / 1-D int tensor, None for each element that does not fold; None
         if the length itself is unknown. Follows what exporters emit for shapes: Shape, Gather,
-        Unsqueeze, Concat, Cast and integer arithmetic."""
+        Unsqueeze, Squeeze, Reshape, Concat, Cast and integer arithmetic."""
         if name not in self._partial_cache:
             self._partial_cache[name] = None  # guards against cycles in malformed graphs
             self._partial_cache[name] = self._partial(name)
@@ -329,8 +329,8 @@ class GraphIndex:
             return [
                 d if isinstance(d, int) else None for d in list(dims)[_shape_slice(node, len(dims))]
             ]
-        if op in ("Cast", "Identity", "Unsqueeze", "Squeeze"):  # 0-D <-> 1-D: same elements
-            return self.partial(node.input[0])
+        if op in ("Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape"):
+            return self.partial(node.input[0])  # 0-D <-> 1-D (dynamo's sym sizes): same elements
         if op == "Concat":
             parts = [self.partial(i) for i in node.input]
             return None if any(p is None for p in parts) else [v for p in parts for v in p]

@@ -28,8 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 
-from onnxconv.bench.node_times import with_input_shapes
-from onnxconv.graph import node_macs
+from onnxconv.graph import node_macs, with_input_shapes
 
 #: Op types that only move or reshape data: their cost is bytes, not arithmetic.
 MOVES_DATA = frozenset(
