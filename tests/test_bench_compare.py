@@ -316,3 +316,36 @@ def test_a_slowdown_on_a_contended_machine_is_unclear_not_slower():
     )
     assert loaded["cells"][0]["verdict"] == "unclear"
     assert loaded["cells"][0]["current_busy"] == "load 4.2/2"
+
+
+def test_a_gate_that_compared_nothing_fails(tmp_path, capsys):
+    base, other = tmp_path / "base.json", tmp_path / "other.json"
+    base.write_text(json.dumps(_report(BASE).to_dict()))
+    other.write_text(
+        json.dumps(_report([_cell("unrelated/b1/ort/cpu/all/fp32", _steady(1.0))]).to_dict())
+    )
+    assert main(["bench-compare", str(base), str(other)]) == 1
+    assert "nothing compared: no cell of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ('{"schema": "onnxconv.validate"}', "not an onnxconv bench report"),
+        ("[1, 2]", "not an onnxconv bench report (schema 'list')"),
+        ("cells", "not a complete bench report (cells is not a list)"),
+        ("machine", "not a complete bench report (machine is not a dict)"),
+    ],
+)
+def test_a_report_that_is_not_a_bench_report_names_its_file(tmp_path, capsys, content, says):
+    base, bad = tmp_path / "base.json", tmp_path / "bad.json"
+    data = _report(BASE).to_dict()
+    base.write_text(json.dumps(data))
+    if content == "cells":
+        content = json.dumps({**data, "cells": "x"})
+    elif content == "machine":
+        content = json.dumps({k: v for k, v in data.items() if k != "machine"})
+    bad.write_text(content)
+    assert main(["bench-compare", str(base), str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{bad}: " in err and says in err, err

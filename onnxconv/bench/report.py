@@ -128,8 +128,22 @@ class BenchReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BenchReport":
-        if data.get("schema") != SCHEMA:
-            raise UserInputError(f"not an onnxconv bench report (schema {data.get('schema')!r})")
+        if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
+            schema = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
+            raise UserInputError(f"not an onnxconv bench report (schema {schema!r})")
+        for key, kind in (
+            ("machine", dict),
+            ("versions", dict),
+            ("settings", dict),
+            ("cells", list),
+            ("pairs", list),
+        ):
+            if not isinstance(data.get(key), kind):
+                raise UserInputError(
+                    f"not a complete bench report ({key} is not a {kind.__name__})"
+                )
+        if not all(isinstance(c, dict) for c in [*data["cells"], *data["pairs"]]):
+            raise UserInputError("not a complete bench report (a cell or pair is not an object)")
         return cls(
             machine=data["machine"],
             versions=data["versions"],
@@ -185,8 +199,12 @@ def load_report(path: str | os.PathLike) -> BenchReport:
     path = Path(path)
     try:
         return BenchReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, KeyError) as error:
+    except UserInputError as error:
+        raise UserInputError(f"{path}: {error}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserInputError(f"{path}: not a readable bench report ({_one_line(error)})") from None
+    except KeyError as error:
+        raise UserInputError(f"{path}: not a complete bench report (no {error})") from None
 
 
 def rerender(path: str | os.PathLike, *, plots: bool = True) -> list[Path]:

@@ -157,13 +157,19 @@ def print_comparison(
     for line in bench_compare.only_in_lines(comparison):
         print(line)
     print(f"\n{bench_compare.tally(comparison)}\n{bench_compare.rule(comparison)}")
+    if not comparison["cells"]:  # a gate that compared nothing must not pass
+        print(
+            f"nothing compared: no cell of {current_path} is in {baseline_path} "
+            "(the same variant, batch, backend, target and config)",
+            file=sys.stderr,
+        )
     write_reports(
         {
             json_path: lambda: json_text(comparison),
             markdown_path: lambda: bench_compare.to_markdown(comparison),
         }
     )
-    return 1 if comparison["slower"] else 0
+    return 1 if comparison["slower"] or not comparison["cells"] else 0
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
