@@ -552,9 +552,13 @@ def test_a_run_contended_by_other_processes_is_run_again(monkeypatch):
 
     monkeypatch.setattr(timing, "run_worker", fake_worker)
     job = Job("a", GRAPHS / "channel_shuffle" / "model.onnx", DEFAULT)
-    timings, torch = timing.time_rounds([job], "cpu", {}, Method(rounds=1, quiet_wait_s=0))
+    said = []
+    method = Method(rounds=1, quiet_wait_s=0)
+    timings, torch = timing.time_rounds([job], "cpu", {}, method, progress=said.append)
     assert len(runs) == 2 and torch is None
     assert timings["a"].rounds_retries == [1] and timings["a"].rounds_pressure == [0.01]
+    # The wait is said: retries can add up to minutes that would otherwise look like a hang.
+    assert said[1].startswith("contended (50% of the run waited for a CPU): waiting up to 0 s")
 
 
 def test_past_the_time_budget_a_contended_run_is_kept_not_retried(monkeypatch):

@@ -140,13 +140,24 @@ def _wait_for_quiet(method: Method, until: float | None) -> None:
 
 
 def _pressured_run(
-    job: dict[str, Any], env: dict[str, str], method: Method, until: float | None
+    job: dict[str, Any],
+    env: dict[str, str],
+    method: Method,
+    until: float | None,
+    say: Progress | None = None,
 ) -> tuple[dict[str, Any], float | None, int]:
     """One worker run, again while it was contended: ``(result, pressure, retries)``. Past
     ``until`` (a ``time.monotonic()`` deadline) a contended run is kept, not retried: the
-    report counts it as contended."""
+    report counts it as contended. ``say`` hears of every wait (they can add up to minutes)."""
+    pressure = None
     for attempt in range(method.retries + 1):
         if attempt:
+            if say:
+                say(
+                    f"contended ({pressure:.0%} of the run waited for a CPU): waiting up to "
+                    f"{method.quiet_wait_s:g} s for quiet, then run {attempt + 1} of at most "
+                    f"{method.retries + 1} (--retries 0 keeps contended runs)"
+                )
             _wait_for_quiet(method, until)
         before = cpu_stall()
         result = run_worker(job, env, method.timeout_s)
@@ -159,11 +170,16 @@ def _pressured_run(
 
 
 def _record(
-    timing: Timing, job: dict[str, Any], env: dict[str, str], method: Method, until: float | None
+    timing: Timing,
+    job: dict[str, Any],
+    env: dict[str, str],
+    method: Method,
+    until: float | None,
+    say: Progress | None = None,
 ) -> None:
     """Run ``job`` (again while contended, until ``until``) and add the run to ``timing``."""
     started = time.monotonic()
-    result, pressure, retries = _pressured_run(job, env, method, until)
+    result, pressure, retries = _pressured_run(job, env, method, until, say)
     timing.rounds_s.append(time.monotonic() - started)
     timing.rounds_pressure.append(pressure)
     timing.rounds_retries.append(retries)
@@ -201,7 +217,9 @@ def time_rounds(
         for job in jobs if r % 2 == 0 else jobs[::-1]:
             if progress:
                 progress(f"{job.key} round {r + 1}/{method.rounds}")
-            _record(timings[job.key], ort_job(job, ep, inputs, method), env, method, until)
+            _record(
+                timings[job.key], ort_job(job, ep, inputs, method), env, method, until, progress
+            )
         if torch_job is not None and torch is not None:
             if progress:
                 progress(f"pytorch round {r + 1}/{method.rounds}")
@@ -214,7 +232,7 @@ def time_rounds(
                 **torch_job,
                 **method.timing(),
             }
-            _record(torch, job, torch_env, method, until)
+            _record(torch, job, torch_env, method, until, progress)
     return timings, torch
 
 
