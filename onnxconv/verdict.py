@@ -190,6 +190,8 @@ def _judge_source_mismatch(check: OutputCheck, source: str) -> None:
     elif check.results[REFERENCE].passed:
         check.kind = "export"
         stale = " (or they are stale: --stored untrusted)" if source == STORED else ""
+        if "shape mismatch" in (mismatch or ""):
+            stale = f" (another shape: is {source} this graph's source?)"
         check.note = (
             f"export defect: onnxruntime and the reference evaluator agree on a graph "
             f"that does not compute what {source} does{stale}: {mismatch}"

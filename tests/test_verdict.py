@@ -36,6 +36,13 @@ def test_executors_agree_against_the_source_is_an_export_defect():
     assert "export defect" in check.note and "worst at (0, 3, 2, 1)" in check.note
 
 
+def test_a_source_of_another_shape_fails_and_asks_whether_it_is_the_graphs_source():
+    graph = TRUTH.reshape(1, 128)  # the executors agree; the module named returns another shape
+    check = judge("y", graph, {TORCH: TRUTH, REFERENCE: graph}, TOL)
+    assert (check.status, check.kind) == ("fail", "export")
+    assert "is torch this graph's source?" in check.note and "shape mismatch" in check.note
+
+
 def test_a_stored_output_that_no_longer_matches_its_graph_fails():
     # The same judgement from the other side: nothing tells a stale file from a broken graph
     # unless the user says so.

@@ -13,11 +13,14 @@ from .run import ValidationReport
 
 def headline_text(cell: Cell) -> str:
     """``1.23e-06 vs torch``: the worst error against the opinion that decided; for an int8
-    cell its quantization metrics (``sqnr 37.2 dB, cos 0.99991 vs torch``)."""
+    cell its quantization metrics (``sqnr 37.2 dB, cos 0.99991 vs torch``); ``shapes differ``
+    when no element could be compared."""
     if cell.quant:
         return f"{quant_check.headline(cell.quant)} vs {cell.quant['against']}"
     headline = cell.headline()
-    return f"{headline[1]['max_abs']:.2e} vs {headline[0]}" if headline else ""
+    if headline:
+        return f"{headline[1]['max_abs']:.2e} vs {headline[0]}"
+    return "shapes differ" if "shape mismatch" in cell.reason else ""
 
 
 def brief_rows(cells: Iterable[Cell], width: int = 110) -> list[tuple[str, ...]]:
