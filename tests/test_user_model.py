@@ -402,3 +402,22 @@ def test_a_dynamic_height_and_width_export_records_the_multiply_adds_of_its_exam
         for out in ("static", "dynamic")
     ]
     assert macs[0] == macs[1] == 2 * 6 * 6 * 8 * 4  # two 1x1 convs, 8 -> 8 in 2 groups
+
+
+def test_bench_times_a_dynamic_height_and_width_export_at_its_stored_inputs_size(tmp_path, capsys):
+    argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,6,6", "--dynamic-hw"]
+    assert main([*argv, "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    folder = tmp_path / "g" / "shuffled"
+    quick = ["--rounds", "1", "--blocks", "1", "--calls", "3", "--no-roofs", "--no-profile"]
+    quick += ["--opt-level", "all"]
+    assert main(["bench", str(folder), *quick, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    (cell,) = [
+        c
+        for c in json.loads((tmp_path / "b" / "bench.json").read_text())["cells"]
+        if c["backend"] == "ort"
+    ]
+    assert list(cell["input_shapes"].values()) == [[1, 8, 6, 6]]
+    assert cell["macs"] == 2 * 6 * 6 * 8 * 4
+    bare = shutil.copy(folder / "model.onnx", tmp_path / "bare.onnx")  # nothing to size it by
+    assert main(["bench", str(bare), *quick, "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "no stored input to take its size from" in capsys.readouterr().err

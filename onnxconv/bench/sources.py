@@ -17,7 +17,7 @@ import onnx
 from .. import feeds, precisions
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
-from ..graph import graph_cost
+from ..graph import graph_cost, with_input_shapes
 from ..graph.index import load_model
 from ..validate.subjects import read_pb
 from .settings import BenchSettings
@@ -328,7 +328,11 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     folder = work / f"{source.label}-b{batch}"
     folder.mkdir(parents=True, exist_ok=True)
     infos = feeds.graph_inputs(model)
-    shapes = [_bench_shape(source, vi, batch) for vi in infos]
+    stored = [source.path.parent / "test_data_set_0" / f"input_{i}.pb" for i in range(len(infos))]
+    shapes = [
+        _bench_shape(source, vi, batch, read_pb(pb)[1].shape if pb.is_file() else None)
+        for vi, pb in zip(infos, stored)
+    ]
     # feeds.generate draws the float inputs, in order, from one generator seeded once. Integer
     # and bool inputs are zeros and draw nothing, nor does an empty input (a dimension of 0,
     # which generate refuses), so only the other float inputs go in.
@@ -365,7 +369,9 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
         np.save(path, data)
         inputs[vi.name] = path
         elems += int(np.prod(shape)) if shape else 1
-    params, macs = graph_cost(model, batch)
+    params, macs = graph_cost(
+        with_input_shapes(model, {vi.name: shape for vi, shape in zip(infos, shapes)})
+    )
     # the variant's config, where PyTorch runs one beside it, at the batch this cell runs
     config = {**source.torch_config, "batch": batch} if source.torch_config else None
     prepared = Prepared(source, batch, config, source.path, inputs, elems, macs, params, "graph")
@@ -374,10 +380,13 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     return prepared
 
 
-def _bench_shape(source: Source, vi: onnx.ValueInfoProto, batch: int) -> list[int]:
-    """The shape fed to a graph input at ``batch``; a :class:`UserInputError` for a symbolic
-    dimension other than the batch, a fixed batch of another size, or an element type not in
-    :data:`_GENERATED_TYPES`."""
+def _bench_shape(
+    source: Source, vi: onnx.ValueInfoProto, batch: int, stored: tuple[int, ...] | None
+) -> list[int]:
+    """The shape fed to a graph input at ``batch``: a symbolic dimension other than the batch
+    (``export --dynamic-hw``) takes the size of the folder's ``stored`` input (the export's
+    example). A :class:`UserInputError` for such a dimension without one, a fixed batch of
+    another size, or an element type not in :data:`_GENERATED_TYPES`."""
     tt = vi.type.tensor_type
     shape = []
     for axis, d in enumerate(tt.shape.dim):
@@ -385,11 +394,13 @@ def _bench_shape(source: Source, vi: onnx.ValueInfoProto, batch: int) -> list[in
             shape.append(d.dim_value)
         elif axis == 0:
             shape.append(batch)
+        elif stored is not None and len(stored) == len(tt.shape.dim):
+            shape.append(int(stored[axis]))
         else:
             raise UserInputError(
                 f"{source.path}: input {vi.name!r} has a symbolic "
-                f"dimension {axis} ({d.dim_param or '?'}); only the batch "
-                "may be dynamic"
+                f"dimension {axis} ({d.dim_param or '?'}) and no stored input to take its size "
+                "from; only the batch may be dynamic in a bare graph"
             )
     if shape and shape[0] != batch:
         raise UserInputError(
