@@ -180,6 +180,25 @@ def test_a_truncated_model_is_one_line_saying_it_may_be_truncated(tmp_path, caps
         assert f"{cut}: not an ONNX model, or a truncated or corrupt one" in one_line_error(capsys)
 
 
+def test_a_model_cut_just_before_its_opset_list_is_one_line_everywhere(tmp_path, capsys):
+    """The opset_import entries end the file: a cut there still parses, as a graph of nodes in
+    a domain no opset declares (inspect printed an empty opset and exited 0)."""
+    import onnx
+
+    whole = Path("graphs/standard/model.onnx").read_bytes()
+    model = onnx.load_from_string(whole)
+    opsets = b"".join(
+        onnx.ModelProto(opset_import=[o]).SerializeToString() for o in model.opset_import
+    )
+    assert whole.endswith(opsets)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(whole[: -len(opsets)])
+    for command in ("inspect", "validate", "bench", "tune"):
+        argv = [command, str(cut)] + ([] if command == "inspect" else ["--quiet"])
+        assert main(argv) == 2, command
+        assert f"{cut}: no opset for the default ONNX domain" in one_line_error(capsys)
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly():
     """`onnxconv inspect ... | head`: the pipe closes before the output is written."""
     process = subprocess.Popen(

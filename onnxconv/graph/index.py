@@ -54,6 +54,13 @@ def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
     no_nodes = not model.HasField("graph") or len(model.graph.node) == 0
     if no_nodes and len(model.opset_import) == 0:
         raise UserInputError(f"{path}: not an ONNX model (no graph nodes and no opset_import)")
+    domains = {o.domain for o in model.opset_import}
+    used = {n.domain for n in model.graph.node}
+    if used & {"", "ai.onnx"} and not domains & {"", "ai.onnx"}:
+        raise UserInputError(
+            f"{path}: no opset for the default ONNX domain, which its nodes use (truncated: the "
+            "opset list is the end of the file?)"
+        )
     if check:
         try:
             onnx.checker.check_model(str(path), full_check=True)
