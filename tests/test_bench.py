@@ -20,6 +20,7 @@ from onnxconv.bench import harness as bench
 from onnxconv.bench import report as bench_report
 from onnxconv.bench import stats as bench_stats
 from onnxconv.bench.worker import time_calls
+from onnxconv.cli import main
 from onnxconv.errors import UserInputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -772,3 +773,18 @@ def test_a_graph_brought_in_float16_is_benched_as_it_is_and_says_so(tmp_path):
     assert "half: the graph already computes in fp16: its fp32 cells run it as it is" in (
         report.notes
     )
+
+
+def test_bench_without_targets_times_the_graphs_of_its_folder_as_exported(tmp_path):
+    """An export at 8x8: bench --graphs times that graph, and PyTorch at the manifest's config,
+    not the variant's defaults (28x28)."""
+    from onnxconv.export import ExportOptions, export_variants
+
+    export_variants(["channel_shuffle"], tmp_path / "g", ExportOptions(), {"height": 8, "width": 8})
+    argv = ["bench", "--graphs", str(tmp_path / "g"), "--opt-level", "all", "--rounds", "1"]
+    argv += ["--blocks", "1", "--calls", "3", "--no-roofs", "--no-profile", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    cells = json.loads((tmp_path / "b" / "bench.json").read_text())["cells"]
+    assert {c["backend"] for c in cells} == {"ort", "torch"}
+    for cell in cells:
+        assert list(cell["input_shapes"].values()) == [[1, 64, 8, 8]], cell["backend"]

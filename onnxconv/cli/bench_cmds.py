@@ -35,11 +35,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.baseline:  # checked before anything is timed
         baseline = bench_report.load_report(args.baseline)
         bench_compare.check_max_slowdown(args.max_slowdown)
-    items = [str(p) for t in args.targets for p in (export_folder_graphs(t) or [t])] or [
-        p.name
-        for p in sorted(Path(args.graphs).glob("*"))
-        if (p / "model.onnx").exists() and p.name in variants.REGISTRY
-    ]
+    # No TARGET: the graphs of the --graphs folder as they are there (each with PyTorch at the
+    # config its manifest records); a folder without a manifest names zoo variants by its
+    # subfolders.
+    items = (
+        [str(p) for t in args.targets for p in (export_folder_graphs(t) or [t])]
+        or [str(p) for p in export_folder_graphs(args.graphs)]
+        or [
+            p.name
+            for p in sorted(Path(args.graphs).glob("*"))
+            if (p / "model.onnx").exists() and p.name in variants.REGISTRY
+        ]
+    )
     module = recipe_from_args(args, need_inputs=False)[0].to_dict() if args.module else None
     if not items:
         raise OnnxconvError(f"{args.graphs}: nothing to bench (name variants or .onnx files)")
@@ -189,7 +196,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "the folder tune --out wrote): the "
         "graph `onnxconv tune` chose, on its own EP, level, precision and session settings only",
     )
-    p.add_argument("--graphs", default="graphs", help="where variant graphs live (default: graphs)")
+    p.add_argument(
+        "--graphs",
+        default="graphs",
+        help="without TARGETs, time the graphs of this export folder as they are, PyTorch at "
+        "the config its manifest records (default: graphs)",
+    )
     p.add_argument(
         "--config",
         action="append",
