@@ -197,12 +197,23 @@ def test_a_tuned_folder_checks_again_from_anywhere_and_after_moving_with_its_ori
 
 
 def test_a_hand_edited_record_with_a_bad_count_is_one_line(tmp_path, monkeypatch, capsys):
+    """Hand edits are one line naming tuned.json, whatever they break."""
     record = _tuned(tmp_path, monkeypatch, "channel_shuffle", "gather")
     data = json.loads(record.read_text())
-    for key, value in (("threads", "two"), ("threads", 10**6), ("batch", 0)):
+    session = data["session"]
+    edits = [
+        ("threads", "two", "threads must be a positive integer"),
+        ("threads", 10**6, "threads 1000000 is more than"),
+        ("batch", 0, "batch must be a positive integer"),
+        ("ep", "tpu", "unknown execution provider 'tpu'"),
+        ("session", {**session, "opt_level": "turbo"}, "optimisation level 'turbo'"),
+        ("session", {**session, "session_options": {"no_such": 3}}, "no attribute 'no_such'"),
+    ]
+    for key, value, says in edits:
         record.write_text(json.dumps({**data, key: value}))
         code, _, err = _validate(record, tmp_path, capsys)
-        assert code == 2 and len(err.splitlines()) == 1 and f"{key}" in err, err
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"{record}: " in err and says in err, err
 
 
 def test_with_one_round_nothing_wins_and_the_report_says_why(tmp_path, monkeypatch, capsys):

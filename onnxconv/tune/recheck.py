@@ -122,6 +122,30 @@ def _count(path: Path, key: str, value: Any, most: int | None = None) -> int:
     return value
 
 
+def _settings(path: Path, ep: Any, session: dict[str, Any]) -> SessionSettings:
+    """The record's session settings, with its EP and level, as ONNX Runtime takes them; else
+    one line naming the record (a hand edit is found here, not as a session error without a
+    file). A missing key is the caller's KeyError."""
+    import onnxruntime as ort
+
+    from onnxconv import runtime
+
+    try:
+        settings = SessionSettings(
+            opt_level=session["opt_level"],
+            config=tuple(session["session_config"].items()),
+            options=tuple(session["session_options"].items()),
+            cuda=tuple(session["cuda_options"].items()),
+        )
+        runtime.Target(str(ep), settings.opt_level)
+        runtime.apply_session_settings(
+            ort.SessionOptions(), dict(settings.config), dict(settings.options)
+        )
+    except (UserInputError, TypeError, ValueError) as error:
+        raise UserInputError(f"{path}: {one_line(error)}") from None
+    return settings
+
+
 def read_record(record: str | Path) -> TunedRecord:
     """Read ``record`` (a ``tuned.json``) and check that its graph and original are still the
     ones tune wrote and proved against (``record`` may be a folder: :func:`tuned_record_path`)."""
@@ -135,13 +159,7 @@ def read_record(record: str | Path) -> TunedRecord:
             raise UserInputError(
                 f"{path}: {model_path} changed since tune wrote it (sha256 differs)"
             )
-        session = data["session"]
-        settings = SessionSettings(
-            opt_level=session["opt_level"],
-            config=tuple(session["session_config"].items()),
-            options=tuple(session["session_options"].items()),
-            cuda=tuple(session["cuda_options"].items()),
-        )
+        settings = _settings(path, data["ep"], data["session"])
         precision = data.get("precision", "fp32")
         budget = None
         if precision != "fp32":
