@@ -278,6 +278,48 @@ def _forward_graph(shared: bool = False) -> onnx.ModelProto:
     )
 
 
+def _branching_graph(meet: bool = False) -> onnx.ModelProto:
+    """graph input -> shuffle, read by a depthwise Conv -> Conv and by a second Conv, as in
+    ShuffleNet V2's stride-2 units; with ``meet`` the second reader is an Add of both branches
+    (not per-channel by a constant: the permutation cannot pass)."""
+    rng, c = np.random.default_rng(5), 6
+    shuffle, inits = _shuffle_nodes("x", "s", c, 2, 5)
+    nodes = [
+        *shuffle,
+        helper.make_node("Conv", ["s", "Wd"], ["d"], name="dw", group=c, pads=[1] * 4),
+        helper.make_node("Conv", ["d", "W1"], ["y1"], name="pw1"),
+        helper.make_node("Conv", ["s", "W2"], ["y2"], name="pw2")
+        if not meet
+        else helper.make_node("Add", ["s", "d"], ["y2"], name="meet"),
+    ]
+    inits += [
+        make_init("Wd", _f32(rng, c, 1, 3, 3)),
+        make_init("W1", _f32(rng, 4, c, 1, 1)),
+        make_init("W2", _f32(rng, 4, c, 1, 1)),
+    ]
+    channels = c if meet else 4
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 5, 5])],
+        [
+            helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 4, 5, 5]),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, channels, 5, 5]),
+        ],
+        inits,
+    )
+
+
+def test_fold_forward_into_every_branch_that_reads_the_shuffle():
+    model = _branching_graph()
+    result = apply_rewrites(model, ["shuffle_fold"])
+    assert not find_channel_shuffles(result.model) and _ops(result.model) == ["Conv"] * 3
+    said = result.changes[0]
+    assert "dw (depthwise Conv) weight" in said and "pw1: input columns" in said
+    assert "pw2: input columns" in said
+    _assert_same_function(model, result)
+    assert apply_rewrites(_branching_graph(meet=True), ["shuffle_fold"]) is None
+
+
 def test_fold_backward_into_a_group1_conv_is_bit_identical():
     model = _backward_graph()
     result = apply_rewrites(model, ["shuffle_fold"])

@@ -12,8 +12,10 @@ A shuffle is a channel permutation ``y[:, j] = x[:, perm[j]]``. It can disappear
 Between the shuffle and that Conv may sit per-channel operators, which the permutation passes
 through with their parameters permuted (by ``perm`` going backward, by ``inv`` going forward):
 elementwise activations, BatchNormalization, Mul/Add/Sub/Div/PRelu by a per-channel constant,
-and depthwise Conv (group == channels, multiplier 1). Every tensor on the way must have exactly
-one reader and not be a graph output (its values change order).
+and depthwise Conv (group == channels, multiplier 1). No tensor on the way may be a graph output
+(its values change order). Going backward every tensor must have one reader; going forward the
+permutation may branch (every reader a per-channel op or a Conv that takes it, no node reached
+twice).
 
 Only a **group-1** Conv can take a permutation of its outputs or inputs: a shuffle moves
 channels *across* groups, so a grouped Conv with permuted rows is no longer grouped. With
@@ -189,19 +191,35 @@ def _walk_back(ix: GraphIndex, site: ShuffleSite, densify: bool) -> list[_Step] 
 
 
 def _walk_forward(ix: GraphIndex, site: ShuffleSite, densify: bool) -> list[_Step] | None:
-    steps, tensor = [], site.output
-    for _ in range(len(ix.nodes)):
-        readers = ix.consumers.get(tensor, [])
-        if tensor in ix.graph_outputs or len(readers) != 1:
-            return None
-        node = readers[0]
-        step = _per_channel(ix, node, tensor, site.inverse)
+    """The steps that take the permutation forward into every reader of the shuffled tensor
+    (ShuffleNet V2's stride-2 units read it twice: a depthwise Conv and a 1x1 Conv); None
+    unless every branch ends in a Conv that absorbs it."""
+    steps = _forward_from(ix, site.output, site.inverse, densify, len(ix.nodes))
+    if steps is None or len({s.node for s in steps}) != len(steps):
+        return None  # a node reached twice (branches that meet) would be permuted twice
+    return steps
+
+
+def _forward_from(
+    ix: GraphIndex, tensor: str, order: np.ndarray, densify: bool, budget: int
+) -> list[_Step] | None:
+    readers = ix.consumers.get(tensor, [])
+    if tensor in ix.graph_outputs or not readers or budget <= 0:
+        return None
+    steps: list[_Step] = []
+    for node in readers:
+        step = _per_channel(ix, node, tensor, order)
         if step is None:
-            end = _absorb(ix, node, tensor, site.inverse, rows=False, densify=densify)
-            return None if end is None else [*steps, end]
-        steps.append(step)
-        tensor = node.output[0]
-    return None
+            end = _absorb(ix, node, tensor, order, rows=False, densify=densify)
+            if end is None:
+                return None
+            steps.append(end)
+            continue
+        rest = _forward_from(ix, node.output[0], order, densify, budget - 1)
+        if rest is None:
+            return None
+        steps += [step, *rest]
+    return steps
 
 
 def _apply(ed: Editor, site: ShuffleSite, steps: list[_Step], backward: bool) -> None:
@@ -231,14 +249,14 @@ def _fold_one(
             steps = (_walk_back if backward else _walk_forward)(ix, site, dense)
             if steps is None:
                 continue
-            end = steps[-1]
+            densified = any(s.group_to_1 for s in steps)
             ed = Editor(model)
             _apply(ed, site, steps, backward)
             rewrite = "shuffle_fold_dense" if densify else "shuffle_fold"
             said = "; ".join(s.what for s in steps)
             where = "backward" if backward else "forward"
             change = f"{site.transpose} ({site.groups} groups) folded {where}: {said}"
-            return ed.finish(rewrite), change, backward and not end.group_to_1, end.group_to_1
+            return ed.finish(rewrite), change, backward and not densified, densified
     return None
 
 
