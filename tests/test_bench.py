@@ -467,6 +467,15 @@ def test_cuda_cells_are_judged_against_the_gpu_roof_only():
     assert again.cuda_roofs == report.cuda_roofs
 
 
+def test_a_cell_held_up_on_most_calls_is_pointed_out():
+    report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
+    assert bench_report.measurement_notes(report) == []
+    report.cells[0]["stats"] = {**report.cells[0]["stats"], "p50_ms": 296.0, "min_ms": 0.56}
+    (note,) = bench_report.measurement_notes(report)
+    assert "1 cell(s) had a p50 more than 10x their fastest call" in note
+    assert report.cells[0]["id"] in note
+
+
 def test_cuda_per_op_shares_are_flagged_as_launch_times():
     report = _synthetic_report(0.1, [1.0, 1.1, 1.2], 80.0)
     report.cells[0]["per_op"] = {"clock": "cpu", "node_us_per_run": 90.0, "run_us_per_run": 100.0}

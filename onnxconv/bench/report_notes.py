@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 UNSTEADY_SPREAD = 0.5
 #: Paired rounds whose torch/ORT ratios differ by more than this factor are flagged.
 ROUNDS_DISAGREE = 1.5
+#: A timing whose p50 is this many times its fastest call was held up on most calls (threads
+#: oversubscribed, a machine taken by others): its p50 says more about that than about the code.
+HELD_UP = 10.0
 #: A cell this far above the measured compute roof means the roof was measured too low.
 ABOVE_ROOF = 1.05
 #: A round in which some task waited for a CPU more than this share of its time (Linux PSI
@@ -61,6 +64,17 @@ def measurement_notes(report: BenchReport) -> list[str]:
             f"{len(unsteady)} of {len(report.cells)} cell(s) have block medians that "
             f"spread more than {UNSTEADY_SPREAD:.0%} (e.g. {unsteady[0]}): the machine "
             "was not steady; trust the paired medians, rerun with more rounds"
+        )
+    held_up = [
+        c["id"]
+        for c in report.cells
+        if (st := c.get("stats")) and st.get("min_ms") and st["p50_ms"] > HELD_UP * st["min_ms"]
+    ]
+    if held_up:
+        notes.append(
+            f"{len(held_up)} cell(s) had a p50 more than {HELD_UP:g}x their fastest call (e.g. "
+            f"{held_up[0]}): most calls were held up (oversubscribed threads, or the machine "
+            "taken by others); ratios built on them say little"
         )
     disagree = []
     for p in report.pairs:

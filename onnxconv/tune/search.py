@@ -56,7 +56,7 @@ import onnx
 from onnxconv import feeds as feeds_module
 from onnxconv import precisions as precisions_module
 from onnxconv import validate
-from onnxconv.bench.report_notes import ROUNDS_DISAGREE
+from onnxconv.bench.report_notes import HELD_UP, ROUNDS_DISAGREE
 from onnxconv.errors import CheckFailed, conversion_status, one_line
 from onnxconv.graph import graph_cost
 from onnxconv.machine import machine_info, versions
@@ -508,6 +508,24 @@ class _Search:
                 f"round to the next (e.g. {name}: {low:.4g} to {high:.4g} ms): the machine "
                 "changed speed between processes, so a p50 over every round mixes the two; "
                 "a win still had to hold in every paired round (rerun with more --rounds)"
+            )
+        held_up = [
+            (name, stats["p50_ms"], stats["min_ms"])
+            for name, t in [
+                *((c.name, c.timing) for c in candidates if c.timing),
+                *(("PyTorch eager", t) for t in self.torch_timings),
+            ]
+            if (stats := t.stats)
+            and stats["min_ms"]
+            and stats["p50_ms"] > HELD_UP * stats["min_ms"]
+        ]
+        if held_up:
+            name, p50, fastest = held_up[0]
+            notes.append(
+                f"{len(held_up)} timing(s) had a p50 more than {HELD_UP:g}x their fastest call "
+                f"(e.g. {name}: p50 {p50:.4g} ms, fastest {fastest:.4g} ms): most calls were held "
+                "up (oversubscribed threads, or the machine taken by others), so ratios built on "
+                "them say little; time again on a quiet machine"
             )
         budget = self.options.time_budget_s
         if budget is not None:
