@@ -125,7 +125,16 @@ def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, 
     assert capsys.readouterr().err.strip() == (
         f"onnxconv validate: error: {manifest}: module elsewhere.nets:TwoInputs: cannot import "
         "elsewhere.nets: ModuleNotFoundError: No module named 'elsewhere' (onnxconv imports "
-        "from the current folder and PYTHONPATH)"
+        "from the current folder and PYTHONPATH); validate --no-module lets the folder's "
+        "stored outputs decide"
+    )
+    # A CI box without the model's code: the stored outputs decide, and the report says why.
+    report = tmp_path / "v.json"
+    assert main(["validate", str(tmp_path), *FP32_ALL, "--no-module", "--json", str(report)]) == 0
+    (subject,) = json.loads(report.read_text())["subjects"]
+    assert "stored" in subject["opinions"] and "torch" not in subject["opinions"]
+    assert any(
+        "not rebuilt (--no-module): the stored outputs decide" in n for n in subject["notes"]
     )
 
 

@@ -80,7 +80,7 @@ def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str
         from ..opset import check_target
 
         check_target(args.target_opset)
-    subjects = [validate.load_subject(t, args.graphs) for t in targets]
+    subjects = [validate.load_subject(t, args.graphs, not args.no_module) for t in targets]
     if args.module:
         if len(subjects) != 1:
             raise OnnxconvError("--module speaks for one graph: name exactly one TARGET")
@@ -348,6 +348,12 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         "--no-localise",
         action="store_true",
         help="do not search for the first divergent node of a failure",
+    )
+    p.add_argument(
+        "--no-module",
+        action="store_true",
+        help="do not import the module a folder's manifest names (its code is not here): "
+        "the folder's stored outputs decide",
     )
     p.add_argument(
         "--stored",

@@ -137,11 +137,15 @@ def check_stored_output(path: Path, model: onnx.ModelProto, name: str, array: np
         )
 
 
-def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
+def load_subject(
+    target: str, graphs_dir: str | Path = "graphs", rebuild_modules: bool = True
+) -> Subject:
     """A zoo variant name, a test-data folder, or a bare .onnx file.
 
     A variant with no graph in ``graphs_dir`` is exported now (with the default options, into a
-    temporary folder) and validated from memory.
+    temporary folder) and validated from memory. ``rebuild_modules=False``: a user's module that
+    a folder's manifest names is not imported (its code is not here), and the folder's stored
+    outputs decide.
     """
     path = Path(target)
     graphs_dir = Path(graphs_dir)
@@ -152,7 +156,7 @@ def load_subject(target: str, graphs_dir: str | Path = "graphs") -> Subject:
             return export_subject(target, graphs_dir)
     if path.is_dir():
         subject = load_folder(path)
-        attach_variant(subject, path.parent / "manifest.json")
+        attach_variant(subject, path.parent / "manifest.json", rebuild_modules)
         return subject
     if not path.exists():
         raise UserInputError(
@@ -203,7 +207,7 @@ def export_subject(name: str, graphs_dir: Path) -> Subject:
     return subject
 
 
-def attach_variant(subject: Subject, manifest_path: Path) -> None:
+def attach_variant(subject: Subject, manifest_path: Path, rebuild_modules: bool = True) -> None:
     """If the folder's manifest names a zoo variant, PyTorch is the source that decides; if it
     names the user's module (``onnxconv export --module``), that module is rebuilt and decides.
 
@@ -230,6 +234,12 @@ def attach_variant(subject: Subject, manifest_path: Path) -> None:
         subject.variant, subject.config, subject.entry = entry["variant"], entry["config"], entry
         decider = entry["variant"]
     elif isinstance(entry, dict) and entry.get("module"):
+        if not rebuild_modules:
+            subject.note(
+                f"{manifest_path} names the module {entry['module'].get('path')}, not rebuilt "
+                "(--no-module): the stored outputs decide"
+            )
+            return
         if not attach_recipe(subject, entry, manifest_path):
             return
         decider = entry["module"]["path"]
@@ -250,7 +260,12 @@ def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) 
     from ..user_model import ModuleRecipe, weights_fingerprint
 
     recipe = ModuleRecipe.from_dict(entry["module"])
-    module, notes = recipe.build(named_by=f"{manifest_path}: module")
+    try:
+        module, notes = recipe.build(named_by=f"{manifest_path}: module")
+    except UserInputError as error:
+        raise UserInputError(
+            f"{error}; validate --no-module lets the folder's stored outputs decide"
+        ) from None
     subject.notes += notes
     if weights_fingerprint(module) != entry.get("weights_sha256"):
         subject.notes.append(
