@@ -797,3 +797,13 @@ def test_bench_without_targets_times_the_graphs_of_its_folder_as_exported(tmp_pa
     assert {c["backend"] for c in cells} == {"ort", "torch"}
     for cell in cells:
         assert list(cell["input_shapes"].values()) == [[1, 64, 8, 8]], cell["backend"]
+
+
+def test_a_batch_the_graph_cannot_take_is_refused_before_the_roofs_are_measured(capsys):
+    """The README promises bench checks its inputs before timing anything."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "graphs" / "grouped"
+    assert main(["bench", str(folder), "--batch", "4", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fixed batch of 1; cannot bench batch 4" in err, err

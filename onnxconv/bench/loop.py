@@ -129,6 +129,13 @@ class _Harness:
     def run(self) -> BenchReport:
         from ..machine import machine_info, relevant_env, versions
 
+        # Every graph and its inputs first: a batch the graph cannot take or a stored input it
+        # cannot read is refused before anything is measured, the roofs included.
+        prepared = {
+            (i, batch): prepare(source, batch, self.settings, self.work)
+            for i, source in enumerate(self.sources)
+            for batch in self.settings.batches
+        }
         self.measure_roofs("start")
         report = BenchReport(
             machine=machine_info(),
@@ -152,9 +159,9 @@ class _Harness:
             roofs=None,
         )
         finishing: list[tuple[BenchCell, Prepared, list]] = []
-        for source in self.sources:
+        for i, source in enumerate(self.sources):
             for batch in self.settings.batches:
-                prep = prepare(source, batch, self.settings, self.work)
+                prep = prepared[i, batch]
                 names = [p for _, _, p in self.targets_of(source)]
                 names = list(dict.fromkeys(names))
                 self.step(f"{source.label} b{batch}: deploying {', '.join(names)}")
