@@ -142,6 +142,11 @@ def check_entry(path: Path, name: str, entry: Any) -> dict[str, Any]:
                 f"{path}: graph {name!r}: {key} is {type(entry[key]).__name__}, not "
                 f"{getattr(kind, '__name__', 'an object')}"
             )
+    if entry.get("variant") in variants.REGISTRY and "config" in entry:
+        try:  # a config the variant refuses is the manifest's fault: say which file
+            variants.get(entry["variant"]).config(entry["config"])
+        except UserInputError as error:
+            raise UserInputError(f"{path}: graph {name!r}: {error}") from None
     for key in ("inputs", "outputs"):
         for item in entry.get(key, []):
             if not (

@@ -753,6 +753,7 @@ def _broken_manifest(tmp_path: Path, edit) -> Path:
         (lambda e: e.update(config="height=16"), "config is str, not dict"),
         (lambda e: e.update(opset="eighteen"), "opset is str, not int"),
         (lambda e: e.update(inputs=[3]), "inputs holds 3"),
+        (lambda e: e["config"].update(height=-3), "height=-3 must be a positive integer"),
     ],
 )
 def test_a_manifest_entry_of_the_wrong_shape_is_one_line_everywhere(tmp_path, capsys, edit, says):
