@@ -277,3 +277,16 @@ def test_a_timing_held_up_on_most_calls_is_pointed_out(tmp_path, monkeypatch, ca
     assert main([*argv, "--json", str(report)]) == 0
     notes = json.loads(report.read_text())["notes"]
     assert any("1 timing(s) had a p50 more than 10x their fastest call" in n for n in notes)
+
+
+def test_a_stored_input_of_the_wrong_shape_names_the_users_file_not_a_candidates(tmp_path, capsys):
+    from onnx import numpy_helper
+
+    folder = tmp_path / "grouped"
+    shutil.copytree(GRAPHS / "grouped", folder)
+    wrong = numpy_helper.from_array(np.zeros((1, 64, 5, 5), np.float32), "input")
+    (folder / "test_data_set_0" / "input_0.pb").write_bytes(wrong.SerializeToString())
+    assert main(["tune", str(folder), *QUICK, "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"({folder / 'model.onnx'}): input 'input' expected shape" in err, err
+    assert "original.onnx" not in err and not (tmp_path / "t").exists()

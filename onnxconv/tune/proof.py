@@ -184,9 +184,12 @@ class Prover:
 
     def subject(self, label: str, model: onnx.ModelProto) -> validate.Subject:
         o = self.original
+        path = Path(o.model_path)  # a candidate's name, for messages; the original's own file
         return validate.Subject(
             label=label,
-            model_path=Path(o.model_path).with_name(f"{label.replace('/', '.')}.onnx"),
+            model_path=path
+            if label == "original"
+            else path.with_name(f"{label.replace('/', '.')}.onnx"),
             model=model,
             test_sets=self.test_sets,
             variant=o.variant,
