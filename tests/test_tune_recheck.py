@@ -290,3 +290,36 @@ def test_a_stored_input_of_the_wrong_shape_names_the_users_file_not_a_candidates
     err = capsys.readouterr().err.strip()
     assert f"({folder / 'model.onnx'}): input 'input' expected shape" in err, err
     assert "original.onnx" not in err and not (tmp_path / "t").exists()
+
+
+def test_a_bit_identical_permutation_is_proven_where_the_outputs_are_too_small_to_judge(
+    tmp_path, monkeypatch, capsys
+):
+    """The channel shuffle scaled by 1e-9: within tolerance of zero, so validate's pass would
+    prove nothing (insensitive), but the Gather's outputs are the original's bit for bit."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(GRAPHS / "channel_shuffle" / "model.onnx")
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_unscaled" if o == out else o for o in node.output]
+    scale = numpy_helper.from_array(np.array(1e-9, np.float32), "tiny")
+    model.graph.initializer.append(scale)
+    model.graph.node.append(helper.make_node("Mul", [f"{out}_unscaled", "tiny"], [out]))
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, path)
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
+        return {
+            j.key: Timing([1.0 if "gather" in j.key else 5.0] * method.rounds) for j in jobs
+        }, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    report = tmp_path / "t.json"
+    argv = ["tune", str(path), *QUICK, "--rewrites", "shuffle_gather", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    gather = next(c for c in data["candidates"] if c["name"].startswith("shuffle_gather"))
+    assert gather["proof"]["kind"] == "insensitive" and gather["proof"]["bit_identical"]
+    assert gather["proof"]["disqualified"] is None
+    assert data["decision"].startswith("shuffle_gather @ level=all")

@@ -9,9 +9,9 @@ candidate then goes through validate's own checks (:func:`onnxconv.validate.make
 :func:`onnxconv.validate.run_cell`): fp32, the target EP at the settings' optimisation level,
 with the settings' session options, seeds 0, 1, 2 × ``normal`` and ``wide`` inputs at batches 1
 and 2, and seed 0 at the tuned batch where the batch is dynamic and larger. Any warning or
-failure disqualifies. The inputs and the sources' outputs are made once and shared by every
-candidate; the reference evaluator's opinion of each candidate is added at batches 1 and 2 only
-(:data:`REFERENCE_BATCHES`).
+failure disqualifies (but see the bit-identical permutations below). The inputs and the
+sources' outputs are made once and shared by every candidate; the reference evaluator's
+opinion of each candidate is added at batches 1 and 2 only (:data:`REFERENCE_BATCHES`).
 
 A formulation that only moves data (``exact_permutation``) must moreover give bit-identical
 outputs to the original graph on ONNX Runtime's CPU EP under the same settings, every case
@@ -23,7 +23,8 @@ equal element by element: it is proven within the budget instead
 (:func:`onnxconv.validate.run_judged_cell`) with the budget as its bounds, on the evaluation
 inputs (stored sets and :data:`onnxconv.quant_check.EVALUATION_SAMPLES` seeded feeds no
 calibration saw) against the original's fp32 source. An output that hardly depends on its input
-(``warn insensitive``) proves nothing and disqualifies too.
+(``warn insensitive``) proves nothing and disqualifies too, except a pure permutation that is
+bit-identical to the original: equality bit for bit needs no tolerance.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Proof:
     @property
     def disqualified(self) -> str | None:
         """Why this candidate may not win; None when it is proven."""
-        if self.status != "pass":
+        if self.status != "pass" and not self.proven_bit_for_bit:
             return f"validate: {self.status} {self.kind}: {self.reason}".strip(": ")
         if self.bit_identical_required and not self.bit_identical:
             return (
@@ -82,6 +83,15 @@ class Proof:
                 f"(max abs difference {self.max_abs_vs_original:.3g})"
             )
         return None
+
+    @property
+    def proven_bit_for_bit(self) -> bool:
+        """A pure permutation whose outputs are the original's bit for bit needs no tolerance:
+        an ``insensitive`` source (outputs that a wrong graph would match within tolerance)
+        does not weaken that proof, as it does every other."""
+        return (
+            self.kind == "insensitive" and self.bit_identical_required and bool(self.bit_identical)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "disqualified": self.disqualified}
