@@ -22,16 +22,29 @@ QUICK = ["--rounds", "2", "--blocks", "1", "--calls", "5", "--retries", "0", "--
 QUICK += ["--quiet", "--no-settings"]
 
 
+def _fast_candidates(monkeypatch, fast: str, blocks_ns: list | None = None) -> None:
+    """Made-up timings: candidates whose name holds ``fast`` are 5x faster (with ``blocks_ns``
+    as their calls, when given)."""
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
+        return {
+            j.key: Timing(
+                [1.0 if fast in j.key else 5.0] * method.rounds,
+                blocks_ns=(blocks_ns or []) if fast in j.key else [],
+            )
+            for j in jobs
+        }, None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+
+
 def _tuned(tmp_path: Path, monkeypatch, graph: str, fast: str, *extra: str) -> Path:
     """A copy of a committed graph folder tuned with made-up timings (candidates whose name
     holds ``fast`` are 5x faster); returns its tuned.json."""
     shutil.copytree(GRAPHS / graph, tmp_path / graph)
     shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
 
-    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
-        return {j.key: Timing([1.0 if fast in j.key else 5.0] * method.rounds) for j in jobs}, None
-
-    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    _fast_candidates(monkeypatch, fast)
     assert main(["tune", str(tmp_path / graph), *QUICK, *extra]) == 0
     return tmp_path / graph / "tuned.json"
 
@@ -177,12 +190,7 @@ def test_a_tuned_folder_checks_again_from_anywhere_and_after_moving_with_its_ori
     shutil.copytree(GRAPHS / "channel_shuffle", work / "g" / "channel_shuffle")
     shutil.copy(GRAPHS / "manifest.json", work / "g" / "manifest.json")
 
-    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
-        return {
-            j.key: Timing([1.0 if "gather" in j.key else 5.0] * method.rounds) for j in jobs
-        }, None
-
-    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    _fast_candidates(monkeypatch, "gather")
     monkeypatch.chdir(work)
     argv = ["tune", "g/channel_shuffle", *QUICK, "--rewrites", "shuffle_gather", "--out", "tuned"]
     assert main(argv) == 0
@@ -221,12 +229,7 @@ def test_with_one_round_nothing_wins_and_the_report_says_why(tmp_path, monkeypat
     shutil.copytree(GRAPHS / "channel_shuffle", tmp_path / "channel_shuffle")
     shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
 
-    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
-        return {
-            j.key: Timing([1.0 if "gather" in j.key else 5.0] * method.rounds) for j in jobs
-        }, None
-
-    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    _fast_candidates(monkeypatch, "gather")
     report = tmp_path / "t.json"
     argv = ["tune", str(tmp_path / "channel_shuffle"), *quick, "--rewrites", "shuffle_gather"]
     assert main([*argv, "--json", str(report)]) == 0
@@ -264,14 +267,7 @@ def test_a_timing_held_up_on_most_calls_is_pointed_out(tmp_path, monkeypatch, ca
     shutil.copytree(GRAPHS / "channel_shuffle", tmp_path / "channel_shuffle")
     shutil.copy(GRAPHS / "manifest.json", tmp_path / "manifest.json")
     held_up = [[560_000, 296_000_000, 296_000_000]]  # ns: one fast call, the rest 500x slower
-
-    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
-        return {
-            j.key: Timing([5.0] * method.rounds, blocks_ns=held_up if "gather" in j.key else [])
-            for j in jobs
-        }, None
-
-    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    _fast_candidates(monkeypatch, "gather", blocks_ns=held_up)
     report = tmp_path / "t.json"
     argv = ["tune", str(tmp_path / "channel_shuffle"), *QUICK, "--rewrites", "shuffle_gather"]
     assert main([*argv, "--json", str(report)]) == 0
@@ -309,12 +305,7 @@ def test_a_bit_identical_permutation_is_proven_where_the_outputs_are_too_small_t
     path = tmp_path / "tiny.onnx"
     onnx.save(model, path)
 
-    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
-        return {
-            j.key: Timing([1.0 if "gather" in j.key else 5.0] * method.rounds) for j in jobs
-        }, None
-
-    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    _fast_candidates(monkeypatch, "gather")
     report = tmp_path / "t.json"
     argv = ["tune", str(path), *QUICK, "--rewrites", "shuffle_gather", "--out", str(tmp_path / "o")]
     assert main([*argv, "--json", str(report)]) == 0
