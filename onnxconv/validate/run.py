@@ -26,8 +26,9 @@ class ValidationReport:
     (versions, machine), ``settings`` (eps, opt_levels, precisions, seeds, distributions,
     tolerance overrides, threads, whether stored outputs are trusted, the input size limit),
     ``subjects`` (label, model path, variant, config, cases, opinions, notes), ``cells`` (one per
-    subject × target: status; for a warn or fail its ``kind`` (export, runtime, disagreement,
-    executors; reference, stale_stored, nonfinite — see :mod:`onnxconv.verdict`), the opinions
+    subject × target: status; for a warn or fail its ``kind`` (export, runtime, overflow,
+    disagreement, executors; reference, stale_stored, nonfinite — see :mod:`onnxconv.verdict`;
+    insensitive — see :mod:`onnxconv.sensitivity`; conversion, quantization), the opinions
     that ``agreed`` with ONNX Runtime and the ``deciders``; ``reason``; providers and node
     placement; ``worst``: per opinion, ONNX Runtime's largest error against it; per case and
     output the metrics against every opinion, the reference evaluator against the source, and
