@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import mutations, validate
+from . import mutations, validate, variants
 from .errors import UserInputError
 from .machine import describe_gpus
 from .parity import Tolerance
@@ -160,7 +160,14 @@ def zoo_originals(graphs_dir: Path, names: Iterable[str] | None = None) -> list[
     unknown = [n for n in wanted if n not in entries]
     if unknown:
         raise UserInputError(f"{manifest_path}: no graph named {', '.join(unknown)}")
-    return [load_original(graphs_dir / n, entries[n]) for n in wanted]
+    # The module layout rebuilds a zoo variant; a graph exported from the user's own module
+    # (no variant in its entry) is planted in the folder layout only.
+    return [
+        load_original(
+            graphs_dir / n, entries[n] if entries[n].get("variant") in variants.REGISTRY else None
+        )
+        for n in wanted
+    ]
 
 
 def _write_folder(

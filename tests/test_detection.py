@@ -138,3 +138,16 @@ def test_every_mutant_of_every_committed_graph_is_caught(graph):
     report = detection.run_suite(detection.zoo_originals(GRAPHS, [graph]))
     assert report.planted
     assert_all_caught(report)
+
+
+def test_detect_plants_defects_in_a_folder_exported_from_the_users_module(tmp_path, capsys):
+    """Its manifest entries name a module, not a variant: the folder layout only (it was a
+    KeyError traceback)."""
+    argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,4,4", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "g")]) == 0
+    report = tmp_path / "d.json"
+    code = main(["detect", "--graphs", str(tmp_path / "g"), "--json", str(report), "--quiet"])
+    assert code in (0, 1), capsys.readouterr().err
+    data = json.loads(report.read_text())
+    assert {p["layout"] for p in data["planted"]} == {"folder"} and data["planted"]
+    assert data["summary"]["false_alarms"] == 0

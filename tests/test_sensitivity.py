@@ -52,6 +52,24 @@ def test_outputs_of_other_shapes_and_integer_outputs_are_not_compared_with_each_
     assert blind_spot(ids, FP32) is None
 
 
+def test_an_output_with_the_same_bits_for_every_input_is_constant_by_design():
+    """Anchors beside the logits: the constant output cannot be moved by a wrong input path,
+    and the logits still see one; an all-zero mask too."""
+    rng = np.random.default_rng(0)
+    anchors = np.linspace(0, 1, 16, dtype=np.float32)
+    cases = [
+        {
+            "logits": rng.standard_normal((1, 10)).astype(np.float32),
+            "anchors": anchors,
+            "mask": np.zeros((1, 4), np.float32),
+        }
+        for _ in range(3)
+    ]
+    assert blind_spot(cases, FP32) is None
+    cases[1]["logits"] = cases[0]["logits"] + 1e-7  # now two inputs give the same logits
+    assert "output 'logits' hardly depends on the input" in blind_spot(cases, FP32)
+
+
 def test_validate_warns_instead_of_passing_a_graph_whose_outputs_are_tiny(tmp_path, capsys):
     """The committed grouped conv with its weights and bias scaled by 1e-6, as a bare graph: the
     reference evaluator decides, ORT agrees, and a graph of zeros would have agreed too."""
