@@ -158,14 +158,17 @@ def check_entry(path: Path, name: str, entry: Any) -> dict[str, Any]:
     return entry
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any]:
+def read_manifest(out_dir: Path, check_entries: bool = True) -> dict[str, Any]:
+    """``out_dir``'s manifest (an empty one where there is none). Every entry is checked
+    (:func:`check_entry`) unless ``check_entries`` is False: export only adds and replaces
+    entries, so a broken one must not stop the export that would write it anew."""
     path = out_dir / MANIFEST
     if not path.exists():
         return {"schema": MANIFEST_SCHEMA, "graphs": {}}
     manifest = load_json(path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("graphs"), dict):
         raise UserInputError(f"{path}: not an onnxconv manifest (no 'graphs')")
-    for name, entry in manifest["graphs"].items():
+    for name, entry in manifest["graphs"].items() if check_entries else ():
         check_entry(path, name, entry)
     return manifest
 

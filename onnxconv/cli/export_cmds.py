@@ -153,7 +153,7 @@ def _manifest_module(out: Path, name: str) -> dict[str, Any] | None:
     unreadable manifest stops the export here, as it would before any work)."""
     from ..export_layout import read_manifest
 
-    entry = read_manifest(out)["graphs"].get(name)
+    entry = read_manifest(out, check_entries=False)["graphs"].get(name)
     module = entry.get("module") if isinstance(entry, dict) else None
     return module if isinstance(module, dict) else None
 
