@@ -31,6 +31,11 @@ class CheckFailed(OnnxconvError):
     exit_code = 1
 
 
+class ModuleUnavailable(UserInputError):
+    """The module a manifest names cannot be imported or built here (its code is elsewhere):
+    ``validate --no-module`` lets the folder's stored outputs decide instead."""
+
+
 class NoDeployment(CheckFailed):
     """There is no deployment of a graph at some precision (nothing to quantize, or the graph
     already computes at a lower one): that cell is unavailable, not failed."""

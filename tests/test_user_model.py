@@ -125,7 +125,7 @@ def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, 
     assert capsys.readouterr().err.strip() == (
         f"onnxconv validate: error: {manifest}: module elsewhere.nets:TwoInputs: cannot import "
         "elsewhere.nets: ModuleNotFoundError: No module named 'elsewhere' (onnxconv imports "
-        "from the current folder and PYTHONPATH); validate --no-module lets the folder's "
+        "from the current folder and PYTHONPATH); --no-module lets the folder's "
         "stored outputs decide"
     )
     # A CI box without the model's code: the stored outputs decide, and the report says why.

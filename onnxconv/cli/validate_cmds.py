@@ -7,7 +7,7 @@ import sys
 import textwrap
 from typing import Any
 
-from ..errors import OnnxconvError
+from ..errors import ModuleUnavailable, OnnxconvError
 from ..report import json_text
 from .common import (
     attach_cli_module,
@@ -123,16 +123,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ..tune import recheck
 
     tuned = [t for t in args.targets if recheck.is_tuned_record(t)]
-    if tuned:
-        if len(args.targets) != 1:
-            raise OnnxconvError("a tuned.json is validated alone: name it as the only TARGET")
-        deployment = recheck.load_tuned(tuned[0])
-        if args.module:
-            attach_cli_module(args, deployment.original)
-        report = recheck.recheck(deployment, args.threads)
-        eps, left_out = [deployment.record.ep], {}
-    else:
-        report, eps, left_out = _validate_matrix(args)
+    try:
+        if tuned:
+            if len(args.targets) != 1:
+                raise OnnxconvError("a tuned.json is validated alone: name it as the only TARGET")
+            deployment = recheck.load_tuned(tuned[0], rebuild_modules=not args.no_module)
+            if args.module:
+                attach_cli_module(args, deployment.original)
+            report = recheck.recheck(deployment, args.threads)
+            eps, left_out = [deployment.record.ep], {}
+        else:
+            report, eps, left_out = _validate_matrix(args)
+    except ModuleUnavailable as error:
+        raise OnnxconvError(
+            f"{error}; --no-module lets the folder's stored outputs decide"
+        ) from None
     for line in subject_note_lines(report.subjects):
         print(line)
     for ep, reason in left_out.items():

@@ -181,13 +181,13 @@ def read_record(record: str | Path) -> TunedRecord:
         raise UserInputError(f"{path}: not a complete tuned.json (missing {error})") from None
 
 
-def load_tuned(record: str | Path) -> TunedDeployment:
+def load_tuned(record: str | Path, rebuild_modules: bool = True) -> TunedDeployment:
     """:func:`read_record`, then the tuned graph and the original's subject: a test-data folder
     brings its stored outputs and manifest (PyTorch) as sources."""
     checked = read_record(record)
     original = checked.original_path
     folder = original.parent if original.name == "model.onnx" else None
-    subject = validate.load_subject(str(folder or original))
+    subject = validate.load_subject(str(folder or original), rebuild_modules=rebuild_modules)
     return TunedDeployment(checked, subject, onnx.load(checked.model_path))
 
 

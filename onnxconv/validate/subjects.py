@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from .. import graph, variants
-from ..errors import UserInputError
+from ..errors import ModuleUnavailable, UserInputError
 
 
 @dataclass
@@ -263,9 +263,7 @@ def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) 
     try:
         module, notes = recipe.build(named_by=f"{manifest_path}: module")
     except UserInputError as error:
-        raise UserInputError(
-            f"{error}; validate --no-module lets the folder's stored outputs decide"
-        ) from None
+        raise ModuleUnavailable(str(error)) from None
     subject.notes += notes
     if weights_fingerprint(module) != entry.get("weights_sha256"):
         subject.notes.append(
