@@ -90,9 +90,14 @@ def check_destinations(
             raise UserInputError(f"{path}: exists and is not a folder")
         if not want_folder and path.is_dir():
             raise UserInputError(f"{path}: is a folder; name a file to write")
-        parent = next((p for p in (path, *path.parents) if p.exists()), None)
-        if parent is not None and parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-            raise UserInputError(f"{path}: cannot write there (permission denied on {parent})")
+        # The nearest folder that exists is where the new files or folders get made.
+        existing = next((p for p in path.parents if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise UserInputError(f"{path}: {existing} is a file, not a folder")
+        # A folder of reports is staged beside itself and swapped in: both must be writable.
+        for where in (existing, path if want_folder and path.is_dir() else None):
+            if where is not None and not os.access(where, os.W_OK | os.X_OK):
+                raise UserInputError(f"{path}: cannot write there (permission denied on {where})")
 
 
 def write_files(files: Mapping[str | os.PathLike, bytes | str]) -> list[Path]:

@@ -225,3 +225,5 @@ def test_a_report_path_that_is_a_folder_is_refused_before_the_run_and_nothing_wr
     assert not report.exists()
     assert main(["bench", "channel_shuffle", "--out", str(tmp_path / "file")]) == 2
     assert "file: exists and is not a folder" in one_line_error(capsys)
+    assert main([*argv, "--json", str(tmp_path / "file" / "v.json")]) == 2
+    assert f"{tmp_path / 'file'} is a file, not a folder" in one_line_error(capsys)

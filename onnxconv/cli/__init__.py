@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         files = [getattr(args, name, None) for name in ("json", "markdown")]
         folder = getattr(args, "out", None)
         check_destinations(
-            [f for f in files if isinstance(f, str)], [folder] if isinstance(folder, str) else []
+            [f for f in files if isinstance(f, str) and f],
+            [folder] if isinstance(folder, str) and folder else [],
         )
         return COMMANDS[args.command].run(args)
     except OnnxconvError as error:
