@@ -94,6 +94,18 @@ def max_threads() -> int:
     return max(64, 8 * (os.cpu_count() or 1))
 
 
+def check_threads(value: int) -> int:
+    """``value``, or a :class:`UserInputError` when it is above :func:`max_threads`."""
+    from .errors import UserInputError
+
+    if value > max_threads():
+        raise UserInputError(
+            f"{value} threads is more than this machine can run usefully (at most "
+            f"{max_threads()}: 8 per CPU here, 64 at the least)"
+        )
+    return value
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, ISA flags of interest, memory, OS, Python; cheap, imports nothing heavy."""
     model, flags = _cpuinfo()

@@ -211,7 +211,7 @@ def test_a_hand_edited_record_with_a_bad_count_is_one_line(tmp_path, monkeypatch
     session = data["session"]
     edits = [
         ("threads", "two", "threads must be a positive integer"),
-        ("threads", 10**6, "threads 1000000 is more than"),
+        ("threads", 10**6, "threads: 1000000 threads is more than"),
         ("batch", 0, "batch must be a positive integer"),
         ("ep", "tpu", "unknown execution provider 'tpu'"),
         ("session", {**session, "opt_level": "turbo"}, "optimisation level 'turbo'"),

@@ -179,15 +179,13 @@ def positive_int(text: str) -> int:
 
 def thread_count(text: str) -> int:
     """``--threads``: a positive integer up to :func:`onnxconv.machine.max_threads`."""
-    from ..machine import max_threads
+    from ..errors import UserInputError
+    from ..machine import check_threads
 
-    value = positive_int(text)
-    if value > max_threads():
-        raise argparse.ArgumentTypeError(
-            f"{value} threads is more than this machine can run usefully (at most "
-            f"{max_threads()}: 8 per CPU here, 64 at the least)"
-        )
-    return value
+    try:
+        return check_threads(positive_int(text))
+    except UserInputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def positive_int_list(text: str) -> list[int]:

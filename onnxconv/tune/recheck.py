@@ -23,7 +23,7 @@ import onnx
 
 from onnxconv import validate
 from onnxconv.errors import UserInputError, one_line
-from onnxconv.machine import max_threads
+from onnxconv.machine import check_threads
 from onnxconv.quant_metrics import Bound, describe_budget, parse_budget
 
 from .proof import Prover, proof_batches
@@ -97,29 +97,32 @@ def _read(path: Path) -> dict[str, Any]:
 def _original_path(path: Path, data: dict[str, Any]) -> Path:
     """The original graph tune proved against, as it was then (same sha256): its path relative
     to the record's folder, else where it was (records before that held the path as given to
-    tune, relative to its working directory, which is tried last)."""
+    tune, relative to its working directory, which is tried last). The first place that holds
+    the same bytes wins; a file found only with other bytes is refused."""
     recorded = Path(data["original"]["path"])
-    candidates = [path.parent / recorded, Path(data["original"].get("absolute") or recorded)]
-    found = next((p for p in [*candidates, recorded] if p.is_file()), None)
-    if found is None:
+    places = [path.parent / recorded, Path(data["original"].get("absolute") or recorded), recorded]
+    found = [p for p in dict.fromkeys(places) if p.is_file()]
+    if not found:
         raise UserInputError(f"{path}: the original graph {recorded} is gone")
-    if data["original"].get("sha256") not in (None, _sha256(found)):
+    sha = data["original"].get("sha256")
+    same = next((p for p in found if sha in (None, _sha256(p))), None)
+    if same is None:
         raise UserInputError(
-            f"{path}: the original graph {found} changed since tune proved against it "
+            f"{path}: the original graph {found[0]} changed since tune proved against it "
             "(sha256 differs): tune again"
         )
-    return found
+    return same
 
 
-def _count(path: Path, key: str, value: Any, most: int | None = None) -> int:
-    """A positive integer of the record (at most ``most``), else one line naming the key."""
+def _count(path: Path, key: str, value: Any) -> int:
+    """A positive integer of the record (threads: no more than this machine runs), else one line
+    naming the record and the key."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserInputError(f"{path}: {key} must be a positive integer, not {value!r}")
-    if most is not None and value > most:
-        raise UserInputError(
-            f"{path}: {key} {value} is more than this machine runs (at most {most})"
-        )
-    return value
+    try:
+        return check_threads(value) if key == "threads" else value
+    except UserInputError as error:
+        raise UserInputError(f"{path}: {key}: {error}") from None
 
 
 def _settings(path: Path, ep: Any, session: dict[str, Any]) -> SessionSettings:
@@ -171,7 +174,7 @@ def read_record(record: str | Path) -> TunedRecord:
             model_path=model_path,
             original_path=_original_path(path, data),
             ep=data["ep"],
-            threads=_count(path, "threads", data["threads"], max_threads()),
+            threads=_count(path, "threads", data["threads"]),
             batch=_count(path, "batch", data["batch"]),
             precision=precision,
             settings=settings,
