@@ -351,11 +351,18 @@ def test_e2e_cells_and_pairs(e2e):
 def test_e2e_progress_counts_every_worker(e2e):
     _, _, seen, _, _ = e2e
     total = seen[0][1]
-    # roofs at start and end, and per variant: its deployments, 2 rounds of (ORT, torch), one
-    # profiled ORT run
-    assert total == 2 + 2 * (1 + 2 * 1 + 2 * 1 + 1)
+    # roofs at start and end, and per variant: its graph and inputs, its deployments, 2 rounds
+    # of (ORT, torch), one profiled ORT run
+    assert total == 2 + 2 * (2 + 2 * 1 + 2 * 1 + 1)
     assert [s[0] for s in seen] == list(range(total + 1))
     assert seen[-1] == (total, total, "done")
+    # every graph and its inputs before the roofs: bad input is refused before any timing
+    messages = [m for _, _, m in seen]
+    roofs = messages.index("measuring roofs (start)")
+    assert messages[:roofs] == [
+        "grouped b1: the graph and its inputs",
+        "channel_shuffle b1: the graph and its inputs",
+    ]
 
 
 def test_e2e_markdown_and_plots(e2e):
@@ -799,11 +806,11 @@ def test_bench_without_targets_times_the_graphs_of_its_folder_as_exported(tmp_pa
         assert list(cell["input_shapes"].values()) == [[1, 64, 8, 8]], cell["backend"]
 
 
-def test_a_batch_the_graph_cannot_take_is_refused_before_the_roofs_are_measured(capsys):
-    """The README promises bench checks its inputs before timing anything."""
+def test_a_batch_the_graph_cannot_take_is_one_line_naming_the_graph(capsys):
+    """Before anything is timed: see test_e2e_progress_counts_every_worker for the order."""
     from pathlib import Path
 
     folder = Path(__file__).resolve().parent.parent / "graphs" / "grouped"
-    assert main(["bench", str(folder), "--batch", "4", "--rounds", "1"]) == 2
+    assert main(["bench", str(folder), "--batch", "4", "--rounds", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "fixed batch of 1; cannot bench batch 4" in err, err

@@ -63,7 +63,7 @@ class _Harness:
         per_target = settings.rounds + settings.profile + settings.per_node
         per_variant = settings.rounds * len(self.torch_backends) * len(self.devices)
         self.total = (2 if settings.roofs else 1) + len(settings.batches) * sum(
-            len(self.targets_of(s)) * per_target + 1 + per_variant * s.has_torch for s in sources
+            len(self.targets_of(s)) * per_target + 2 + per_variant * s.has_torch for s in sources
         )
         self.done = 0
         self.roof_results: list[dict[str, Any]] = []
@@ -131,11 +131,11 @@ class _Harness:
 
         # Every graph and its inputs first: a batch the graph cannot take or a stored input it
         # cannot read is refused before anything is measured, the roofs included.
-        prepared = {
-            (i, batch): prepare(source, batch, self.settings, self.work)
-            for i, source in enumerate(self.sources)
-            for batch in self.settings.batches
-        }
+        prepared = {}
+        for i, source in enumerate(self.sources):
+            for batch in self.settings.batches:
+                self.step(f"{source.label} b{batch}: the graph and its inputs")
+                prepared[i, batch] = prepare(source, batch, self.settings, self.work)
         self.measure_roofs("start")
         report = BenchReport(
             machine=machine_info(),

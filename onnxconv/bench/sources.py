@@ -328,10 +328,13 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     folder = work / f"{source.label}-b{batch}"
     folder.mkdir(parents=True, exist_ok=True)
     infos = feeds.graph_inputs(model)
-    stored = [source.path.parent / "test_data_set_0" / f"input_{i}.pb" for i in range(len(infos))]
+    # A test-data folder's own inputs: used where their shape fits, and they size a symbolic
+    # height and width.
+    pbs = [source.path.parent / "test_data_set_0" / f"input_{i}.pb" for i in range(len(infos))]
+    stored = [read_pb(pb)[1] if pb.is_file() else None for pb in pbs]
     shapes = [
-        _bench_shape(source, vi, batch, read_pb(pb)[1].shape if pb.is_file() else None)
-        for vi, pb in zip(infos, stored)
+        _bench_shape(source, vi, batch, None if array is None else array.shape)
+        for vi, array in zip(infos, stored)
     ]
     # feeds.generate draws the float inputs, in order, from one generator seeded once. Integer
     # and bool inputs are zeros and draw nothing, nor does an empty input (a dimension of 0,
@@ -351,20 +354,17 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     )
     inputs: dict[str, Path] = {}
     elems = 0
-    for i, (vi, shape) in enumerate(zip(infos, shapes)):
+    for i, (vi, shape, own, pb) in enumerate(zip(infos, shapes, stored, pbs)):
         data = generated.get(vi.name)
         if data is None:
             data = np.zeros(shape, dtype=_np_dtype(vi))
-        test_input = source.path.parent / "test_data_set_0" / f"input_{i}.pb"
-        if test_input.is_file():  # a test-data folder: use its input when the shape fits
-            _, stored = read_pb(test_input)
-            if stored.dtype != data.dtype:
+        if own is not None:
+            if own.dtype != data.dtype:
                 raise UserInputError(
-                    f"{test_input}: holds {stored.dtype}, the graph's input {vi.name!r} takes "
-                    f"{data.dtype}"
+                    f"{pb}: holds {own.dtype}, the graph's input {vi.name!r} takes {data.dtype}"
                 )
-            if list(stored.shape) == shape:
-                data = stored
+            if list(own.shape) == shape:
+                data = own
         path = folder / f"input_{i}.npy"
         np.save(path, data)
         inputs[vi.name] = path
