@@ -693,20 +693,32 @@ def test_an_interrupt_the_exporter_wrapped_is_an_interrupt_not_an_export_failure
     assert not (tmp_path / "g" / "standard").exists()
 
 
-def test_a_ctrl_c_while_torch_is_still_importing_is_one_line():
-    """The handlers go in before the parser is built (which imports torch, a second or more)."""
+def test_a_ctrl_c_while_torch_is_still_importing_is_one_line(tmp_path):
+    """The handlers go in before the parser is built (which imports torch, a second or more).
+    Here building the parser is held for a minute, so the signal lands inside it on any host."""
     import signal
     import subprocess
     import sys
     import time
 
-    run = subprocess.Popen(
-        [sys.executable, "-m", "onnxconv", "list"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    started = tmp_path / "started"
+    script = (
+        "import pathlib, sys, time\n"
+        "import onnxconv.cli as cli\n"
+        "build = cli.build_parser\n"
+        "def slow():\n"
+        f"    pathlib.Path({str(started)!r}).touch()\n"
+        "    time.sleep(60)\n"
+        "    return build()\n"
+        "cli.build_parser = slow\n"
+        "sys.exit(cli.main(['list']))\n"
     )
-    time.sleep(0.5)
+    run = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 128 + signal.SIGINT, err
