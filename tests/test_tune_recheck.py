@@ -216,6 +216,7 @@ def test_a_hand_edited_record_with_a_bad_count_is_one_line(tmp_path, monkeypatch
         ("ep", "tpu", "unknown execution provider 'tpu'"),
         ("session", {**session, "opt_level": "turbo"}, "optimisation level 'turbo'"),
         ("session", {**session, "session_options": {"no_such": 3}}, "no attribute 'no_such'"),
+        ("session", {**session, "session_config": "spin"}, "is not a tuned session"),
     ]
     for key, value, says in edits:
         record.write_text(json.dumps({**data, key: value}))

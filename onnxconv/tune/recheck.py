@@ -144,6 +144,8 @@ def _settings(path: Path, ep: Any, session: dict[str, Any]) -> SessionSettings:
         runtime.apply_session_settings(
             ort.SessionOptions(), dict(settings.config), dict(settings.options)
         )
+    except AttributeError:  # a session_config or the like that is not an object
+        raise UserInputError(f"{path}: session: {session!r} is not a tuned session") from None
     except (UserInputError, TypeError, ValueError) as error:
         raise UserInputError(f"{path}: {one_line(error)}") from None
     return settings
