@@ -104,3 +104,16 @@ def test_the_zoo_mobilenet_v1_is_insensitive_and_its_shufflenet_is_not():
         found[name] = blind_spot([{"y": o} for o in outputs], FP32)
     assert found["shufflenet"] is None
     assert "hardly depends on the input" in found["mobilenet_v1"]
+
+
+def test_the_same_input_given_twice_is_one_input_not_a_blind_spot(tmp_path):
+    """--inputs holding the folder's own stored input: two cases, one input, the same outputs;
+    that says nothing about whether the output moves with the input."""
+    stored = onnx.load_tensor(str(GRAPHS / "grouped" / "test_data_set_0" / "input_0.pb"))
+    np.savez(tmp_path / "same.npz", **{stored.name: numpy_helper.to_array(stored)})
+    report = tmp_path / "v.json"
+    argv = ["validate", str(GRAPHS / "grouped"), "--opt-level", "all", "--precision", "fp32"]
+    argv += ["--inputs", str(tmp_path / "same.npz"), "--seeds", "0", "--quiet"]
+    assert main([*argv, "--json", str(report)]) == 0
+    (cell,) = json.loads(report.read_text())["cells"]
+    assert cell["status"] == "pass", cell["reason"]
