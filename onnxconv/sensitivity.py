@@ -39,38 +39,44 @@ def _passes(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> bool:
     return compare(actual, expected, scaled(tol, expected)).passed
 
 
-def blind_spot(expected: Sequence[Mapping[str, np.ndarray]], tol: Tolerance) -> str | None:
+def blind_spot(
+    expected: Sequence[Mapping[str, np.ndarray]],
+    tol: Tolerance,
+    labels: Sequence[str] | None = None,
+) -> str | None:
     """Why comparing against ``expected`` (the deciding opinion's outputs, one mapping of output
-    name to array per case, each case a different input) under ``tol`` could not tell a wrong
-    graph from the right one; ``None`` when it could."""
-    by_name: dict[str, list[np.ndarray]] = defaultdict(list)
-    for outputs in expected:
+    name to array per case, each case a different input, named by ``labels``) under ``tol``
+    could not tell a wrong graph from the right one; ``None`` when it could."""
+    names = list(labels) if labels is not None else [f"input {i}" for i in range(len(expected))]
+    by_name: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
+    for label, outputs in zip(names, expected):
         for name, value in outputs.items():
             value = np.asarray(value)
             if np.issubdtype(value.dtype, np.floating) and value.size and np.isfinite(value).all():
-                by_name[name].append(value)  # NaN/Inf outputs are the nonfinite verdict's
-    for name, values in by_name.items():
+                by_name[name].append((label, value))  # NaN/Inf outputs: the nonfinite verdict's
+    for name, labelled in by_name.items():
+        values = [v for _, v in labelled]
         if len(values) > 1 and all(
-            v.shape == values[0].shape and np.array_equal(v, values[0], equal_nan=True)
-            for v in values[1:]
+            v.shape == values[0].shape and np.array_equal(v, values[0]) for v in values[1:]
         ):
             continue  # the same bits for every input: constant by design (anchors, a mask)
         if all(_passes(np.zeros_like(v), v, tol) for v in values):
-            largest = max(float(np.nanmax(np.abs(v))) for v in values)
+            largest = max(float(np.max(np.abs(v))) for v in values)
             return (
                 f"output {name!r} is at most {largest:.2g} in magnitude, within the tolerance "
                 f"({tol}) of zero: a graph that outputs zeros would pass too{HINT}"
             )
-        by_shape: dict[tuple[int, ...], list[np.ndarray]] = defaultdict(list)
-        for v in values:
-            by_shape[v.shape].append(v)
-        for first, *others in by_shape.values():
-            alike = next((o for o in others if _passes(first, o, tol)), None)
+        by_shape: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = defaultdict(list)
+        for label, v in labelled:
+            by_shape[v.shape].append((label, v))
+        for (first_label, first), *others in by_shape.values():
+            alike = next(((lb, o) for lb, o in others if _passes(first, o, tol)), None)
             if alike is not None:
+                label, other = alike
                 return (
-                    f"output {name!r} hardly depends on the input: for two different inputs it "
-                    f"differs by at most {float(np.nanmax(np.abs(alike - first))):.2g}, within "
-                    f"the tolerance ({tol}): a graph that ignored its input would pass on "
-                    f"them{HINT}"
+                    f"output {name!r} hardly depends on the input: for {first_label} and "
+                    f"{label} it differs by at most {float(np.max(np.abs(other - first))):.2g}, "
+                    f"within the tolerance ({tol}): a graph that ignored its input would pass "
+                    f"on them{HINT}"
                 )
     return None

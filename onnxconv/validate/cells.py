@@ -300,11 +300,12 @@ def run_cell(
 def _warn_if_blind(cell: Cell, cases: list[Case], tol: Tolerance) -> None:
     """A pass that a wrong graph would have earned too is a ``warn`` of kind ``insensitive``
     (:mod:`onnxconv.sensitivity`): the deciding opinion's outputs, one input each."""
-    expected, seen = [], []
+    expected, labels, seen = [], [], []
     for case, result in zip(cases, cell.cases):
         if any(_same_feeds(case.feeds, other) for other in seen):
             continue
         seen.append(case.feeds)
+        labels.append(case.label)
         expected.append(
             {
                 o.output: case.opinions[o.decided_by or REFERENCE][o.output]
@@ -312,7 +313,7 @@ def _warn_if_blind(cell: Cell, cases: list[Case], tol: Tolerance) -> None:
                 if o.output in case.opinions.get(o.decided_by or REFERENCE, {})
             }
         )
-    why = blind_spot(expected, tol)
+    why = blind_spot(expected, tol, labels)
     if why:
         cell.status, cell.kind, cell.reason = "warn", "insensitive", why
 
