@@ -87,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Signals first: building the parser imports torch (a second or two), and a Ctrl-C there is
     # an interrupt like any other, not a 40-line traceback through torch's imports.
     previous = _catch_signals()
-    prog = "onnxconv"
+    prog, debug = "onnxconv", False
     try:
         args = build_parser().parse_args(argv)
-        prog = f"onnxconv {args.command}"
-        if not args.debug and COMMANDS[args.command].uses_ort:
+        prog, debug = f"onnxconv {args.command}", args.debug
+        if not debug and COMMANDS[args.command].uses_ort:
             # ORT's own logger warns once per CUDA session ("No registered plugin EP device
             # found ...") and would bury the table; errors still show, --debug shows everything.
             from onnxconv.runtime import set_ort_log_severity
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return COMMANDS[args.command].run(args)
     except OnnxconvError as error:
-        if args.debug:
+        if debug:
             raise
         print(f"{prog}: error: {error}", file=sys.stderr)
         return error.exit_code
