@@ -17,8 +17,10 @@ Either way the cell's pass proves little, and :mod:`onnxconv.validate` makes it 
 kind ``insensitive`` that names the output and the margin. Both tests are the cell's own
 comparison (:func:`onnxconv.parity.compare` under the same scaled tolerance) applied to a wrong
 graph that is written down, not a threshold of their own. Integer and bool outputs are compared
-exactly and are left out, and so is an output with the same bits for every input (constant by
-design: anchors, a fixed mask), which no wrong input path can move.
+exactly and are left out, and so is an output with the same bits for every input of a shape
+(constant by design: anchors, a fixed mask, a grid), which no wrong input path can move, unless
+every output is like that: then nothing the graph outputs depends on its input, and a graph
+that ignored it would pass as well.
 """
 
 from __future__ import annotations
@@ -32,11 +34,24 @@ from .parity import Tolerance, compare
 from .verdict import scaled
 
 #: What makes such a check see: inputs and weights like those the graph will meet.
-HINT = "; validate with trained weights, or real inputs (--inputs)"
+HINT = "; check with trained weights, or real inputs (validate --inputs)"
 
 
 def _passes(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> bool:
     return compare(actual, expected, scaled(tol, expected)).passed
+
+
+def _constant(labelled: Sequence[tuple[str, np.ndarray]]) -> bool:
+    """The same bits for every input of the same shape (a dynamic batch or size gives several
+    shapes: anchors repeated along the batch, a grid the size of the feature map), shown by two
+    inputs of one shape at least."""
+    by_shape: dict[tuple[int, ...], list[np.ndarray]] = defaultdict(list)
+    for _, value in labelled:
+        by_shape[value.shape].append(value)
+    groups = list(by_shape.values())
+    return any(len(g) > 1 for g in groups) and all(
+        np.array_equal(v, g[0]) for g in groups for v in g[1:]
+    )
 
 
 def blind_spot(
@@ -54,12 +69,16 @@ def blind_spot(
             value = np.asarray(value)
             if np.issubdtype(value.dtype, np.floating) and value.size and np.isfinite(value).all():
                 by_name[name].append((label, value))  # NaN/Inf outputs: the nonfinite verdict's
+    constant = [name for name, labelled in by_name.items() if _constant(labelled)]
+    if constant and len(constant) == len(by_name):
+        return (
+            f"no output moves with the input ({', '.join(map(repr, constant))}: the same bits "
+            f"for every input of a shape): a graph that ignored its input would pass too{HINT}"
+        )
     for name, labelled in by_name.items():
+        if name in constant:
+            continue  # constant by design beside outputs that move (anchors, a mask, a grid)
         values = [v for _, v in labelled]
-        if len(values) > 1 and all(
-            v.shape == values[0].shape and np.array_equal(v, values[0]) for v in values[1:]
-        ):
-            continue  # the same bits for every input: constant by design (anchors, a mask)
         if all(_passes(np.zeros_like(v), v, tol) for v in values):
             largest = max(float(np.max(np.abs(v))) for v in values)
             return (

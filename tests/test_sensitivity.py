@@ -71,6 +71,23 @@ def test_an_output_with_the_same_bits_for_every_input_is_constant_by_design():
     assert "output 'logits' hardly depends on the input" in blind_spot(cases, FP32)
 
 
+def test_a_constant_output_of_several_shapes_is_still_constant_but_not_if_all_are():
+    """Anchors repeated along a dynamic batch: equal within each batch size, so left out; a
+    graph all of whose outputs are like that does not depend on its input at all."""
+    rng = np.random.default_rng(0)
+    anchors = np.linspace(0, 1, 8, dtype=np.float32)
+    cases = [
+        {
+            "logits": rng.standard_normal((b, 10)).astype(np.float32),
+            "anchors": np.tile(anchors, (b, 1)),
+        }
+        for b in (1, 1, 2, 2)
+    ]
+    assert blind_spot(cases, FP32) is None
+    dead = [{"y": np.full((b, 10), 0.5, np.float32)} for b in (1, 1, 2)]
+    assert "no output moves with the input ('y'" in blind_spot(dead, FP32)
+
+
 def test_validate_warns_instead_of_passing_a_graph_whose_outputs_are_tiny(tmp_path, capsys):
     """The committed grouped conv with its weights and bias scaled by 1e-6, as a bare graph: the
     reference evaluator decides, ORT agrees, and a graph of zeros would have agreed too."""

@@ -315,3 +315,9 @@ def test_a_bit_identical_permutation_is_proven_where_the_outputs_are_too_small_t
     assert gather["proof"]["kind"] == "insensitive" and gather["proof"]["bit_identical"]
     assert gather["proof"]["disqualified"] is None
     assert data["decision"].startswith("shuffle_gather @ level=all")
+    assert data["decision"].endswith(
+        "proven bit for bit against the original (its sources are "
+        "insensitive: no tolerance could tell it from a wrong graph)"
+    )
+    table = capsys.readouterr().out
+    assert "pass bit for bit (sources insensitive)" in table

@@ -91,11 +91,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             (
                 c.stage,
                 c.name + ("  <- winner" if c is report.winner else ""),
-                f"NO {proof.status} {proof.kind}"
-                if proof.disqualified
-                else "within budget"
-                if proof.quant
-                else "pass",
+                tune_report.proof_word(proof.to_dict()).replace("no:", "NO", 1),
                 "—" if proof.bit_identical is None else "yes" if proof.bit_identical else "no",
                 f"{stats['p50_ms']:.4g}" if stats else "—",
                 f"{stats['p90_ms']:.4g}" if stats else "—",

@@ -77,14 +77,27 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
     return "—" if value is None else f"{value:{spec}}"
 
 
-def _proof_cell(c: dict[str, Any]) -> str:
-    proof = c["proof"]
+#: A proven candidate whose sources are insensitive: its proof is bit-identity alone.
+BIT_FOR_BIT = "pass bit for bit (sources insensitive)"
+
+
+def proof_word(proof: dict[str, Any]) -> str:
+    """How a candidate's proof ended, in a few words (a :class:`.proof.Proof` as a dict)."""
     if proof["disqualified"]:
-        return f"**no**: {proof['status']} {proof['kind']}".strip()
+        return f"no: {proof['status']} {proof['kind']}".strip()
     if proof.get("quant"):
-        return f"within budget ({headline(proof['quant'])})"
+        return "within budget"
+    return BIT_FOR_BIT if proof["status"] != "pass" else "pass"
+
+
+def _proof_cell(c: dict[str, Any]) -> str:
+    proof, said = c["proof"], proof_word(c["proof"])
+    if proof["disqualified"]:
+        return f"**{said[:2]}**{said[2:]}"
+    if proof.get("quant"):
+        return f"{said} ({headline(proof['quant'])})"
     worst = ", ".join(f"{op} {w['max_abs']:.2g}" for op, w in proof["worst"].items())
-    return f"pass ({worst})" if worst else "pass"
+    return f"{said} ({worst})" if worst and said == "pass" else said
 
 
 def _bits(c: dict[str, Any]) -> str:

@@ -624,6 +624,11 @@ def _decision(winner: Candidate) -> str:
     if winner.is_default:
         return "the default stays: no proven candidate beat it by more than the measured spread"
     proven = "proven by validate"
+    if winner.proof.proven_bit_for_bit:
+        proven = (
+            "proven bit for bit against the original (its sources are insensitive: no "
+            "tolerance could tell it from a wrong graph)"
+        )
     if winner.precision != "fp32":
         against = ", ".join(winner.proof.deciders)
         proven = (
