@@ -135,3 +135,15 @@ def test_the_same_input_given_twice_is_one_input_not_a_blind_spot(tmp_path):
     assert main([*argv, "--json", str(report)]) == 0
     (cell,) = json.loads(report.read_text())["cells"]
     assert cell["status"] == "pass", cell["reason"]
+
+
+def test_the_console_prints_the_first_problem_whole(tmp_path, capsys):
+    model = onnx.load(GRAPHS / "grouped" / "model.onnx")
+    for init in model.graph.initializer:
+        init.CopyFrom(numpy_helper.from_array(1e-6 * numpy_helper.to_array(init), init.name))
+    onnx.save(model, tmp_path / "tiny.onnx")
+    argv = ["validate", str(tmp_path / "tiny.onnx"), "--opt-level", "all", "--precision", "fp32"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "check with trained weights, or real inputs (validate --inputs)" in out  # not cut
+    assert "--json or --markdown keeps every one whole" in out

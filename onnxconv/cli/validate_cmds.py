@@ -168,6 +168,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 )
             )
         print(format_table(["graph", "target", "status", "worst max abs", "nodes", "note"], rows))
+    cut = next((c for c in report.cells if c.status != "pass" and len(c.reason) > 110), None)
+    if cut is not None:  # the table cuts notes to fit: the first problem in full
+        print(f"\n{cut.subject} {cut.target}: {cut.reason}")
+        if not (args.json or args.markdown):
+            print("(the table cuts notes to fit; --json or --markdown keeps every one whole)")
     summary = report.summary()
     print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
     report.settings["eps_left_out"] = left_out
