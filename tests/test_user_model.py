@@ -400,7 +400,9 @@ def test_tune_proves_candidates_against_the_users_module(tmp_path):
     assert "torch: PyTorch module user_modules:TwoInputs" in text
 
 
-def test_a_dynamic_height_and_width_export_records_the_multiply_adds_of_its_example(tmp_path):
+def test_a_dynamic_height_and_width_export_records_the_multiply_adds_of_its_example(
+    tmp_path, capsys
+):
     """Every Conv after the shuffle's Reshape, whose target dynamo computes from Shape, Squeeze,
     Add, Div and Reshape, is counted at the example's 6x6 (the manifest once said 0)."""
     argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,6,6", "--quiet"]
@@ -411,6 +413,11 @@ def test_a_dynamic_height_and_width_export_records_the_multiply_adds_of_its_exam
         for out in ("static", "dynamic")
     ]
     assert macs[0] == macs[1] == 2 * 6 * 6 * 8 * 4  # two 1x1 convs, 8 -> 8 in 2 groups
+    # inspect sizes the folder's symbolic height and width by its stored input, and says so
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "dynamic" / "shuffled"), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)["cost"]
+    assert cost["macs"] == macs[0] and cost["sized_by"] == "at the stored inputs' size (1x8x6x6)"
 
 
 def test_bench_times_a_dynamic_height_and_width_export_at_its_stored_inputs_size(tmp_path, capsys):

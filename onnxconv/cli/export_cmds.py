@@ -180,6 +180,27 @@ def _is_committed(out: str) -> bool:
     return Path(out).resolve() == (Path(__file__).resolve().parents[2] / "graphs")
 
 
+def _sized_by_stored_inputs(model: Any, path: Any, batch: int) -> tuple[Any, str]:
+    """``model`` with a symbolic height, width or other non-batch size pinned to its test-data
+    folder's stored inputs (an ``export --dynamic-hw`` folder), the batch to ``batch``, and what
+    sized it ("" when nothing did: the cost then leaves those nodes uncounted)."""
+    from .. import graph
+    from ..validate.subjects import read_pb
+
+    inputs = [
+        i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}
+    ]
+    symbolic = any(
+        not d.HasField("dim_value") for i in inputs for d in i.type.tensor_type.shape.dim[1:]
+    )
+    stored = [path.parent / "test_data_set_0" / f"input_{k}.pb" for k in range(len(inputs))]
+    if not symbolic or not all(pb.is_file() for pb in stored):
+        return model, ""
+    shapes = {i.name: (batch, *read_pb(pb)[1].shape[1:]) for i, pb in zip(inputs, stored)}
+    said = ", ".join("x".join(map(str, s)) for s in shapes.values())
+    return graph.with_input_shapes(model, shapes), f"at the stored inputs' size ({said})"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -193,7 +214,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         path = path / "model.onnx"
     model = graph.load_model(path)
     report = graph.inspect_model(model)
-    index = graph.GraphIndex(model)
+    sized, sized_by = _sized_by_stored_inputs(model, path, args.batch)
+    index = graph.GraphIndex(sized)
     cost = graph.cost_breakdown(index, batch_size=args.batch)
     findings = graph_checks.lint_model(model, target_opset=args.target_opset)
     macs_of = {
@@ -207,7 +229,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 {
                     "model": str(path),
                     **report.to_dict(),
-                    "cost": cost.to_dict(),
+                    "cost": {**cost.to_dict(), "sized_by": sized_by or None},
                     "node_macs": macs_of,
                     "lint": [f.to_dict() for f in findings],
                 },
@@ -226,6 +248,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(
         f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
         f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}"
+        + (f" {sized_by}" if sized_by else "")
         + (
             f" (not counted: {len(cost.unknown_macs)} node(s) whose shapes depend on a symbolic "
             "dimension other than the batch; `onnxconv export` records them at the example's "
