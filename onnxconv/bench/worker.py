@@ -353,8 +353,14 @@ def run_roofs(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_line(error: BaseException) -> str:
+    """A library's error with its type (``RuntimeError: ...``); onnxconv's own, which are
+    written for the user, as they are."""
+    from onnxconv.errors import OnnxconvError
+
     text = " ".join(str(error).split())
     text = text[:300] + ("..." if len(text) > 300 else "")
+    if isinstance(error, OnnxconvError) and text:
+        return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
