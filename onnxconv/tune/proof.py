@@ -298,11 +298,20 @@ class Prover:
             notes=notes,
         )
         if cell.status != "unavailable":
-            key = (label, self._cpu_settings(settings))
-            if key not in self._compared:
-                self._compared[key] = self._compare_cpu(model, settings, self.cases(label, model))
-            proof.bit_identical, proof.max_abs_vs_original = self._compared[key]
+            proof.bit_identical, proof.max_abs_vs_original = self.bit_identity(
+                label, model, settings
+            )
         return proof
+
+    def bit_identity(
+        self, label: str, model: onnx.ModelProto, settings: SessionSettings
+    ) -> tuple[bool, float]:
+        """Whether ``model`` gives the original's outputs bit for bit on ORT's CPU EP under
+        ``settings``, every case, and the largest difference (once per label and settings)."""
+        key = (label, self._cpu_settings(settings))
+        if key not in self._compared:
+            self._compared[key] = self._compare_cpu(model, settings, self.cases(label, model))
+        return self._compared[key]
 
     def evaluation(self) -> validate.Evaluation:
         """The inputs precision candidates are judged on, and the fp32 source's outputs."""

@@ -45,6 +45,8 @@ class TunedRecord:
     precision: str
     settings: SessionSettings
     budget: dict[str, Bound] | None
+    #: A pure permutation, which tune required to equal the original bit for bit.
+    bit_identical_required: bool = False
 
 
 @dataclass
@@ -181,6 +183,7 @@ def read_record(record: str | Path) -> TunedRecord:
             precision=precision,
             settings=settings,
             budget=budget,
+            bit_identical_required=bool((data.get("proof") or {}).get("bit_identical_required")),
         )
     except (KeyError, TypeError, AttributeError) as error:
         raise UserInputError(f"{path}: not a complete tuned.json (missing {error})") from None
@@ -221,6 +224,15 @@ def recheck(tuned: TunedDeployment, threads: int | None = None) -> validate.Vali
     if tuned.record.budget is None:
         cell, notes = prover.cell(label, tuned.model, tuned.record.settings)
         cases = [c.label for c in prover.cases(label, tuned.model)]
+        if cell.kind == "insensitive" and tuned.record.bit_identical_required:
+            # As tune proved it: no tolerance can judge these sources, bit-identity can.
+            same, _ = prover.bit_identity(label, tuned.model, tuned.record.settings)
+            if same:
+                cell.status, cell.kind = "pass", ""
+                cell.reason = (
+                    "bit for bit the original's outputs on CPU, as tune proved it (the sources "
+                    f"cannot judge: {cell.reason})"
+                )
     else:
         cell = prover.precision_cell(
             label,
