@@ -19,7 +19,7 @@ from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..graph import graph_cost, with_input_shapes
 from ..graph.index import load_model
-from ..validate.subjects import read_pb
+from ..validate.subjects import first_stored_inputs
 from .settings import BenchSettings
 
 
@@ -330,11 +330,10 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     infos = feeds.graph_inputs(model)
     # A test-data folder's own inputs: used where their shape fits, and they size a symbolic
     # height and width.
-    pbs = [source.path.parent / "test_data_set_0" / f"input_{i}.pb" for i in range(len(infos))]
-    stored = [read_pb(pb)[1] if pb.is_file() else None for pb in pbs]
+    stored = first_stored_inputs(source.path, len(infos))
     shapes = [
         _bench_shape(source, vi, batch, None if array is None else array.shape)
-        for vi, array in zip(infos, stored)
+        for vi, (_, array) in zip(infos, stored)
     ]
     # feeds.generate draws the float inputs, in order, from one generator seeded once. Integer
     # and bool inputs are zeros and draw nothing, nor does an empty input (a dimension of 0,
@@ -354,7 +353,7 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     )
     inputs: dict[str, Path] = {}
     elems = 0
-    for i, (vi, shape, own, pb) in enumerate(zip(infos, shapes, stored, pbs)):
+    for i, (vi, shape, (pb, own)) in enumerate(zip(infos, shapes, stored)):
         data = generated.get(vi.name)
         if data is None:
             data = np.zeros(shape, dtype=_np_dtype(vi))

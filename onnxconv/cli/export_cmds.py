@@ -184,19 +184,19 @@ def _sized_by_stored_inputs(model: Any, path: Any, batch: int) -> tuple[Any, str
     """``model`` with a symbolic height, width or other non-batch size pinned to its test-data
     folder's stored inputs (an ``export --dynamic-hw`` folder), the batch to ``batch``, and what
     sized it ("" when nothing did: the cost then leaves those nodes uncounted)."""
-    from .. import graph
-    from ..validate.subjects import read_pb
+    from .. import feeds, graph
+    from ..validate.subjects import first_stored_inputs
 
-    inputs = [
-        i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}
-    ]
+    inputs = feeds.graph_inputs(model)
     symbolic = any(
         not d.HasField("dim_value") for i in inputs for d in i.type.tensor_type.shape.dim[1:]
     )
-    stored = [path.parent / "test_data_set_0" / f"input_{k}.pb" for k in range(len(inputs))]
-    if not symbolic or not all(pb.is_file() for pb in stored):
+    if not symbolic:
         return model, ""
-    shapes = {i.name: (batch, *read_pb(pb)[1].shape[1:]) for i, pb in zip(inputs, stored)}
+    stored = [array for _, array in first_stored_inputs(path, len(inputs))]
+    if any(array is None for array in stored):
+        return model, ""
+    shapes = {i.name: (batch, *array.shape[1:]) for i, array in zip(inputs, stored)}
     said = ", ".join("x".join(map(str, s)) for s in shapes.values())
     return graph.with_input_shapes(model, shapes), f"at the stored inputs' size ({said})"
 

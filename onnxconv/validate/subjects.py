@@ -82,6 +82,13 @@ def read_pb(path: Path) -> tuple[str, np.ndarray]:
         raise UserInputError(f"{path}: not a TensorProto file ({type(error).__name__})") from None
 
 
+def first_stored_inputs(model_path: Path, count: int) -> list[tuple[Path, np.ndarray | None]]:
+    """``test_data_set_0/input_<i>.pb`` beside ``model_path`` for each of ``count`` inputs, with
+    its array (None where there is no such file)."""
+    files = [model_path.parent / "test_data_set_0" / f"input_{i}.pb" for i in range(count)]
+    return [(pb, read_pb(pb)[1] if pb.is_file() else None) for pb in files]
+
+
 def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
     """Every ``test_data_set_*`` of a folder; names come from the files or the model's order."""
     initializers = {i.name for i in model.graph.initializer}
