@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,39 @@ def test_the_lean_tree_leaves_reports_and_graphs_home_and_restores_them(tmp_path
     assert off.returncode == 0
     assert git("ls-files", "reports", "graphs").split() == tracked
     assert git("status", "--porcelain") == ""
+
+
+def _wheel(folder: Path, name: str) -> Path:
+    """A minimal pure-Python wheel: one module holding ``VALUE = 1``."""
+    dist = f"{name}-0.1.dist-info"
+    files = {
+        f"{name}.py": "VALUE = 1\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        for member, text in files.items():
+            whl.writestr(member, text)
+    return path
+
+
+def test_install_puts_the_carried_requirement_wheels_in_before_onnxruntime_gpu(tmp_path):
+    # part-00 carries onnxconv's pure-Python requirements that the device image lacks (the fp16
+    # cells of the CUDA tests failed on a missing onnxconverter-common on an H100, 2026-11-27)
+    _wheel(tmp_path / "stash", "onnxconv_probe_requirement")
+    site = tmp_path / "site"
+    run = _gpu_check(tmp_path, "install", PIP_TARGET=str(site))
+    assert "installed onnxconv_probe_requirement-0.1-py3-none-any.whl" in run.stdout, run.stdout
+    assert (site / "onnxconv_probe_requirement.py").read_text() == "VALUE = 1\n"
+    # no onnxruntime-gpu parts were carried: the step says so and fails
+    assert "install: 0 of 0 parts" in run.stdout and run.returncode != 0
+
+
+def test_install_without_the_requirement_wheels_says_which_part_carries_them(tmp_path):
+    run = _gpu_check(tmp_path, "install")
+    assert run.returncode != 0
+    assert "no wheels of onnxconv's requirements here (part-00)" in run.stdout
