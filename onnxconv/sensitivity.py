@@ -15,7 +15,8 @@ wrong graphs are always at hand, and this module asks whether they would have pa
 
 Either way the cell's pass proves little, and :mod:`onnxconv.validate` makes it a ``warn`` of
 kind ``insensitive`` that names the output and the margin. Both tests are the cell's own
-comparison (:func:`onnxconv.parity.compare` under the same scaled tolerance) applied to a wrong
+comparison (:func:`onnxconv.parity.compare`'s verdict under the same scaled tolerance, by
+:func:`onnxconv.parity.within`, which stops at the first element outside it) applied to a wrong
 graph that is written down, not a threshold of their own. Integer and bool outputs are compared
 exactly and are left out, and so is an output with the same bits for every input of a shape
 (constant by design: anchors, a fixed mask, a grid), which no wrong input path can move, unless
@@ -30,7 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .parity import Tolerance, compare
+from .parity import Tolerance, within
 from .verdict import scaled
 
 #: What makes such a check see: inputs and weights like those the graph will meet.
@@ -38,7 +39,7 @@ HINT = "; check with trained weights, or real inputs (validate --inputs)"
 
 
 def _passes(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> bool:
-    return compare(actual, expected, scaled(tol, expected)).passed
+    return within(actual, expected, scaled(tol, expected))
 
 
 def _constant(labelled: Sequence[tuple[str, np.ndarray]]) -> bool:

@@ -7,13 +7,17 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from onnxconv import parity
 from onnxconv.errors import UserInputError
 from onnxconv.parity import (
     HISTOGRAM_EDGES,
     Tolerance,
     compare,
     default_tolerance,
+    within,
 )
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
@@ -227,3 +231,38 @@ def test_a_graph_brought_at_a_lower_precision_is_judged_at_its_own():
     )
     plain = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     assert graph_tolerance(helper.make_model(plain), "fp32", "cpu") == fp32
+
+
+_SPECIAL = st.sampled_from([0.0, 1.0, -1.0, 1e-4, float("nan"), float("inf"), float("-inf")])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.one_of(st.floats(-10, 10, width=32), _SPECIAL),
+            st.one_of(st.floats(-10, 10, width=32), _SPECIAL),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    near=st.booleans(),
+    atol=st.sampled_from([0.0, 1e-4, 0.5]),
+    rtol=st.sampled_from([0.0, 1e-3]),
+)
+def test_within_is_compares_verdict_on_any_values(pairs, near, atol, rtol):
+    """Finite values near or far, NaN, infinities of either sign, zero tolerances: within says
+    what compare's passed says, also across chunk boundaries."""
+    actual = np.asarray([a for a, _ in pairs], np.float32)
+    reference = np.asarray([r for _, r in pairs], np.float32)
+    if near:  # most pairs within the tolerance, so that both answers occur
+        reference = np.where(np.isfinite(actual), actual + np.float32(atol / 2), reference)
+    tol = Tolerance(atol, rtol)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parity, "CHUNK", 7)
+        assert within(actual, reference, tol) == compare(actual, reference, tol).passed
+
+
+def test_within_refuses_another_shape_as_compare_does():
+    a = np.zeros((2, 3), np.float32)
+    assert not within(a, a.reshape(3, 2), TOL) and not compare(a, a.reshape(3, 2), TOL).passed

@@ -431,6 +431,28 @@ def test_proof_at_a_large_batch_shares_inputs_and_consults_the_reference_at_1_an
     assert any(r.case.endswith("batch4") and r.status == "fail" for r in bad.cases)
 
 
+@pytest.mark.parametrize("batch, seeds", [(2, 3), (4, 1)])
+def test_a_fixed_batch_above_2_is_proven_on_the_first_seed_alone(tmp_path, batch, seeds):
+    """At a fixed batch of 4 the first seed already draws 4 inputs per distribution; each seed
+    more would cost every proof a pass over its outputs (26-39 s a proof of the 960x56x56 unit
+    at batch 32 on an H100's host). A fixed batch of 2 keeps every seed. PyTorch still judges,
+    and a wrong permutation still fails."""
+    from onnxconv.export import ExportOptions, export_variants
+    from onnxconv.tune.proof import proof_batches
+
+    export_variants(["channel_shuffle"], tmp_path, ExportOptions(), overrides={"batch": batch})
+    subject = validate.load_subject(str(tmp_path / "channel_shuffle"))
+    assert proof_batches(subject.model, batch) is None  # fixed: the graph's own batch
+    prover = Prover(subject, "cpu", threads=1)
+    generated = [c for c in prover.cases("original", subject.model) if "seed" in c.label]
+    assert len(generated) == 2 * seeds  # normal and wide
+    assert len(prover.seeds) == seeds  # what the report says it proved on
+    assert all(next(iter(c.feeds.values())).shape[0] == batch for c in generated)
+    assert all(validate.TORCH in c.opinions for c in generated)
+    bad = prover.cell("wrong", _wrong_gather(subject.model), DEFAULT)[0]
+    assert bad.status == "fail"
+
+
 def test_the_cpu_bit_identity_check_runs_once_per_formulation_and_cpu_settings(
     shuffle_subject, monkeypatch
 ):
