@@ -44,7 +44,9 @@ def fake_gpu(monkeypatch):
     return proven
 
 
-def _tune(tmp_path: Path, budget: float | None = None) -> search.TuneReport:
+def _tune(
+    tmp_path: Path, budget: float | None = None, progress: list[str] | None = None
+) -> search.TuneReport:
     subject = validate.load_subject(str(GRAPHS / "channel_shuffle"))
     options = TuneOptions(
         ep="cuda",
@@ -53,7 +55,7 @@ def _tune(tmp_path: Path, budget: float | None = None) -> search.TuneReport:
         method=Method(rounds=2),
         time_budget_s=budget,
     )
-    return search.tune(subject, options, tmp_path)
+    return search.tune(subject, options, tmp_path, None if progress is None else progress.append)
 
 
 def test_both_cuda_passes_run_in_order_and_the_cuda_graph_wins(tmp_path, fake_gpu):
@@ -84,7 +86,8 @@ def test_a_budget_shares_itself_over_the_formulations_and_both_settings_passes(
     # Every proof and run projected at 10 s; 2 rounds; PyTorch timed in each.
     for estimate in ("proof_s", "run_s", "torch_run_s"):
         monkeypatch.setattr(Deadline, estimate, lambda self: 10.0)
-    report = _tune(tmp_path, budget=290)
+    said = []
+    report = _tune(tmp_path, budget=290, progress=said)
     names = [c.name for c in report.candidates]
     # formulations: a third of 290 s; the Gather costs 10 + 2 x (2 x 10 + 10) = 70 s
     assert "shuffle_gather @ level=all" in names
@@ -100,3 +103,7 @@ def test_a_budget_shares_itself_over_the_formulations_and_both_settings_passes(
         in note
     )
     assert "original @ level=all,algo=DEFAULT @" not in " ".join(fake_gpu)  # never proven
+    # within what is left of the budget, beyond the stage's share: the console says which
+    (skipped,) = [line for line in said if line.startswith("time budget: skipping")]
+    assert "algo=DEFAULT) (projected 150 s, more than this stage's share (" in skipped
+    assert "the stages after it keep theirs" in skipped

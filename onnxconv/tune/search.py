@@ -132,10 +132,15 @@ class _Search:
         if self.deadline.allows(cost_s, end):
             return True
         self.deadline.skipped.append(what)
-        self.say(
-            f"time budget: skipping {what} (projected {cost_s:.0f} s, "
-            f"{max(self.deadline.left_s(), 0):.0f} s left)"
-        )
+        left = max(self.deadline.left_s(), 0.0)
+        why = f"projected {cost_s:.0f} s, {left:.0f} s left"
+        if end is not None and cost_s <= left:  # within the budget, beyond the stage's share
+            share = max(end - self.deadline.clock(), 0.0)
+            why = (
+                f"projected {cost_s:.0f} s, more than this stage's share ({share:.0f} s) of the "
+                f"{left:.0f} s left: the stages after it keep theirs"
+            )
+        self.say(f"time budget: skipping {what} ({why})")
         return False
 
     def stages_after(self, stage: str) -> int:
