@@ -193,6 +193,14 @@ def _bound_lines(bound: dict[str, Any] | None) -> list[str]:
     ]
     for part, ms in parts.items():
         lines.append(f"| {part} | {ms:.4g} | {ms / bound['p50_ms']:.0%} |")
+    nodes_ms = sum(ms for part, ms in parts.items() if part != "overhead")
+    if nodes_ms > bound["p50_ms"]:
+        lines += [
+            "",
+            f"The nodes alone sum to {nodes_ms:.4g} ms, more than the p50: timed alone, each "
+            "pays a launch and a synchronisation that the whole run overlaps, so the overhead "
+            "shows as 0 and the shares add up to more than 100%.",
+        ]
     return lines
 
 
@@ -224,12 +232,17 @@ def _details(data: dict[str, Any]) -> list[str]:
     used = sorted({r for c in data["candidates"] for r in c["rewrites"]}, key=list(REWRITES).index)
     lines = ["", "## Rewrites", ""]
     lines += [f"- `{name}`: {REWRITES[name].description}" for name in used]
-    lines += ["", "What each formulation changed:", ""]
-    formulations = {c["formulation"]: c for c in data["candidates"]}
-    for name, c in formulations.items():
-        if c["changes"]:
+    changed = {c["formulation"]: c["changes"] for c in data["candidates"] if c["changes"]}
+    if changed:
+        lines += ["", "What each formulation changed:", ""]
+        for name, changes in changed.items():
             lines.append(f"- `{name}`:")
-            lines += [f"  - {change}" for change in c["changes"]]
+            lines += [f"  - {change}" for change in changes]
+    elif any("formulations stage" in n or "formulations candidates" in n for n in data["notes"]):
+        lines.append("No formulation but the original was timed: the time budget skipped them.")
+    else:
+        allowed = ", ".join(f"`{name}`" for name in data["options"]["rewrites"]) or "none allowed"
+        lines.append(f"No rewrite applies to this graph (allowed: {allowed}).")
     rejected = [c for c in data["candidates"] if c["proof"]["disqualified"]]
     if rejected:
         lines += ["", "## Disqualified", ""]
@@ -249,6 +262,14 @@ def _details(data: dict[str, Any]) -> list[str]:
                 f"| `{name}` | {groups} | {_fmt(p.get('run_us_per_run'), '.1f')} | "
                 f"{_largest_ops(p.get('by_op_us') or {})} |"
             )
+        if data["ep"] == "cuda":
+            lines += [
+                "",
+                "On the CUDA EP the profile's node times are the host's time to launch each "
+                "node's kernels (they run asynchronously; `run` is the whole synchronised call), "
+                "and a CUDA graph's replay records no node at all: for device time per node see "
+                '"What bounds the winner", where each node is timed alone with IO binding.',
+            ]
     notes = [*data["subject"]["notes"], *data["notes"]]
     if notes:
         lines += ["", *(f"- note: {note}" for note in notes)]
