@@ -17,6 +17,7 @@ import ast
 import contextlib
 import hashlib
 import importlib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import UserInputError, one_line
+from .errors import ModuleUnavailable, UserInputError, one_line
 
 #: The dtypes an input may be declared with (``--input 1,3,224,224:float16``).
 INPUT_DTYPES = ("float32", "float16", "float64", "int64", "int32", "bool")
@@ -272,6 +273,20 @@ _TORCHVISION_NOTE = (
     "PyTorch and load, its detection ops (nms, roi_align) are unavailable"
 )
 _KEEP_ALIVE: list[Any] = []  # a torch.library.Library drops its definitions when collected
+
+
+def rebuild_from_manifest(
+    recipe: dict[str, Any], manifest_path: str | os.PathLike
+) -> tuple[ModuleRecipe, Any, list[str]]:
+    """The module a manifest entry's ``module`` recipe names, built again here: the recipe, the
+    module and notes; :class:`ModuleUnavailable` (one line naming the manifest) when its code
+    cannot be imported or built here."""
+    parsed = ModuleRecipe.from_dict(recipe)
+    try:
+        module, notes = parsed.build(named_by=f"{manifest_path}: module")
+    except UserInputError as error:
+        raise ModuleUnavailable(str(error)) from None
+    return parsed, module, notes
 
 
 def torch_job(recipe: dict[str, Any], inputs: list[str]) -> dict[str, Any]:

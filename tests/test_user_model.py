@@ -138,6 +138,37 @@ def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, 
     )
 
 
+def test_bench_of_a_folder_whose_module_cannot_be_imported_is_one_line_or_ort_alone(
+    tmp_path, capsys
+):
+    """bench used to time ONNX Runtime, then fail every PyTorch cell on the import; now the
+    module is built before anything is timed, and --no-module times ONNX Runtime alone."""
+    export_two(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["graphs"]["TwoInputs"]["module"]["path"] = "elsewhere.nets:TwoInputs"  # not importable
+    manifest.write_text(json.dumps(data))
+    capsys.readouterr()
+    fast = ["--threads", "1", "--rounds", "1", "--blocks", "1", "--calls", "2", "--quiet"]
+    fast += ["--opt-level", "all", "--no-profile", "--no-roofs", "--no-plots"]
+    out = tmp_path / "b"
+    assert main(["bench", str(tmp_path / "TwoInputs"), *fast, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"onnxconv bench: error: {manifest}: module elsewhere.nets:TwoInputs:")
+    assert err.endswith("; --no-module times ONNX Runtime alone there") and "\n" not in err
+    assert not out.exists()  # nothing timed, nothing written
+    assert (
+        main(["bench", str(tmp_path / "TwoInputs"), *fast, "--out", str(out), "--no-module"]) == 0
+    )
+    report = json.loads((out / "bench.json").read_text())
+    assert {c["backend"] for c in report["cells"]} == {"ort"}
+    assert report["notes"] == [
+        f"PyTorch is not timed beside TwoInputs: the module {manifest} names is not imported "
+        "(--no-module)"
+    ]
+    assert "note: PyTorch is not timed beside TwoInputs" in capsys.readouterr().out
+
+
 def test_where_onnxconv_imports_from_is_said_only_when_the_path_itself_is_not_found(
     tmp_path, capsys
 ):

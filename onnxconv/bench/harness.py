@@ -87,6 +87,7 @@ def run_bench(
     variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     work_dir: str | os.PathLike | None = None,
     module: Mapping[str, Any] | None = None,
+    manifest_modules: bool = True,
     progress: Progress | None = None,
 ) -> BenchReport:
     """Bench ``items`` (variant names, ``.onnx`` paths or test-data folders) on ORT and PyTorch.
@@ -94,8 +95,10 @@ def run_bench(
     ``settings`` say how to time (``BenchSettings()`` when None; run as
     :meth:`BenchSettings.resolved`, so ``eps=None`` means the active EPs). ``overrides`` apply to
     every variant that has the key, ``variant_overrides`` to one variant by name; ``module`` is
-    the user's module (a recipe) for the one ``.onnx`` file benched. ``work_dir`` keeps the
-    exported graphs and inputs (a temporary folder otherwise).
+    the user's module (a recipe) for the one ``.onnx`` file benched; ``manifest_modules``
+    False leaves the modules that export folders' manifests name unimported (ONNX Runtime alone
+    is timed for those graphs, and the report's notes say so). ``work_dir`` keeps the exported
+    graphs and inputs (a temporary folder otherwise).
 
     Raises :class:`UserInputError` (one line) for bad input before anything is timed: unknown
     variant, missing or non-ONNX file, threads < 1, empty batch list, unknown EP or level.
@@ -104,7 +107,10 @@ def run_bench(
     """
     settings = (BenchSettings() if settings is None else settings).resolved()
     settings.validate()
-    sources = resolve_sources(items, overrides, variant_overrides)
+    # a module given here replaces the one the graph's manifest names: that one is not imported
+    sources = resolve_sources(
+        items, overrides, variant_overrides, manifest_modules and module is None
+    )
     if module is not None:  # the user's module (a recipe) speaks for the one graph benched
         if len(sources) != 1 or sources[0].kind != "onnx":
             raise UserInputError("a module goes with exactly one .onnx file or graph folder")
@@ -117,7 +123,14 @@ def run_bench(
         ).validate()
     if work_dir is None:
         with tempfile.TemporaryDirectory(prefix="onnxconv-bench-") as tmp:
-            return run_sources(sources, settings, Path(tmp), progress)
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    return run_sources(sources, settings, work, progress)
+            report = run_sources(sources, settings, Path(tmp), progress)
+    else:
+        work = Path(work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        report = run_sources(sources, settings, work, progress)
+    report.notes += [
+        f"PyTorch is not timed beside {s.label}: {s.torch_left_out}"
+        for s in sources
+        if s.torch_left_out and not s.has_torch
+    ]
+    return report

@@ -56,6 +56,8 @@ class Source:
     #: For a graph of an export folder whose manifest records a zoo variant (then ``variant``):
     #: the config PyTorch builds it with, beside the graph.
     torch_config: dict[str, Any] | None = None
+    #: Why PyTorch is not timed beside a graph whose manifest names a module (``--no-module``).
+    torch_left_out: str | None = None
 
     @property
     def has_torch(self) -> bool:
@@ -66,12 +68,14 @@ def resolve_sources(
     items: Sequence[str | os.PathLike],
     overrides: Mapping[str, Any] | None = None,
     variant_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    modules: bool = True,
 ) -> list[Source]:
     """Variant names, ``.onnx`` paths (or folders holding ``model.onnx``) and ``tuned.json``
     records -> sources.
 
     ``overrides`` apply to every variant whose config has the key (a key no variant knows is an
-    error); ``variant_overrides[name]`` apply to that variant only, strictly.
+    error); ``variant_overrides[name]`` apply to that variant only, strictly. ``modules``: import
+    the module a graph's manifest names, to time it beside the graph (see :func:`torch_of`).
     """
     from .. import variants
     from ..tune.recheck import is_tuned_record
@@ -87,7 +91,7 @@ def resolve_sources(
             continue
         path = Path(item)
         if is_tuned_record(path):
-            sources.append(tuned_source(path))
+            sources.append(tuned_source(path, modules))
             continue
         looks_like_path = (
             not isinstance(item, str) or path.suffix == ".onnx" or os.sep in text or path.exists()
@@ -105,7 +109,9 @@ def resolve_sources(
             raise UserInputError(f"{path}: no such file")
         load_model(path)  # fails early, with one line, on anything that is not ONNX
         label = path.parent.name if path.name == "model.onnx" else path.stem
-        sources.append(Source(label=label, kind="onnx", path=path.resolve(), **torch_of(path)))
+        sources.append(
+            Source(label=label, kind="onnx", path=path.resolve(), **torch_of(path, modules))
+        )
     common = dict(overrides or {})
     per_variant = {k: dict(v) for k, v in (variant_overrides or {}).items()}
     names = [s.variant for s in sources if s.kind == "variant"]
@@ -132,7 +138,7 @@ def resolve_sources(
     return sources
 
 
-def tuned_source(record: Path) -> Source:
+def tuned_source(record: Path, modules: bool = True) -> Source:
     """A ``tuned.json``'s graph, checked unchanged since tune wrote it, with its target and
     settings; PyTorch is timed beside it when the original's manifest records the module."""
     from ..tune.recheck import read_record
@@ -145,7 +151,7 @@ def tuned_source(record: Path) -> Source:
         label=f"{name}.tuned",
         kind="onnx",
         path=tuned.model_path.resolve(),
-        **torch_of(original),
+        **torch_of(original, modules),
         tuned=TunedTarget(
             record=str(tuned.path),
             ep=tuned.ep,
@@ -160,24 +166,33 @@ def tuned_source(record: Path) -> Source:
     )
 
 
-def torch_of(model_path: Path) -> dict[str, Any]:
+def torch_of(model_path: Path, modules: bool = True) -> dict[str, Any]:
     """What PyTorch runs beside a graph of an export folder, as :class:`Source` fields: the
     user's module recipe (``module``) or the zoo variant and its config (``variant``,
-    ``torch_config``) that the folder's manifest records for it; nothing for other graphs."""
-    from .. import variants
+    ``torch_config``) that the folder's manifest records for it; nothing for other graphs.
 
-    manifest = model_path.parent.parent / "manifest.json"
+    The user's module is built here once, so that one whose code cannot be imported is one line
+    (:class:`~onnxconv.errors.ModuleUnavailable`) before anything is timed; with ``modules``
+    False (``bench --no-module``) it is not imported, and ``torch_left_out`` says so."""
+    from .. import variants
+    from ..user_model import rebuild_from_manifest
+
+    manifest = Path(os.path.normpath(model_path.parent.parent / "manifest.json"))
     if model_path.name != "model.onnx" or not manifest.is_file():
         return {}
     try:
         entry = json.loads(manifest.read_text())["graphs"][model_path.parent.name]
-        if entry.get("module"):
-            return {"module": dict(entry["module"])}
-        if entry.get("variant") in variants.REGISTRY:
+        recipe = dict(entry["module"]) if entry.get("module") else None
+        if recipe is None and entry.get("variant") in variants.REGISTRY:
             return {"variant": entry["variant"], "torch_config": dict(entry["config"])}
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
-        pass
-    return {}
+        return {}
+    if recipe is None:
+        return {}
+    if not modules:
+        return {"torch_left_out": f"the module {manifest} names is not imported (--no-module)"}
+    rebuild_from_manifest(recipe, manifest)
+    return {"module": recipe}
 
 
 @dataclass

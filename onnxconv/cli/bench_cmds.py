@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Callable
 
-from ..errors import OnnxconvError
+from ..errors import ModuleUnavailable, OnnxconvError
 from ..report import json_text
 from .common import (
     csv_list,
@@ -91,18 +91,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "use_tf32": "1" if args.tf32 else "0",
         },
     )
-    report = bench.run_bench(
-        items,
-        settings,
-        overrides=overrides,
-        variant_overrides=per_variant,
-        progress=show,
-        module=module,
-    )
+    try:
+        report = bench.run_bench(
+            items,
+            settings,
+            overrides=overrides,
+            variant_overrides=per_variant,
+            progress=show,
+            module=module,
+            manifest_modules=not args.no_module,
+        )
+    except ModuleUnavailable as error:
+        raise OnnxconvError(f"{error}; --no-module times ONNX Runtime alone there") from None
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
     headers, rows = bench_report.summary_rows(report)
     print(format_table(headers, rows))
-    for note in bench_report.measurement_notes(report):
+    for note in report.notes:
         print(f"note: {note}")
     print(
         "\nreport: "
@@ -187,6 +191,12 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         p,
         "the PyTorch module of the one .onnx TARGET, timed beside it; graphs exported with "
         "--module bring their own",
+    )
+    p.add_argument(
+        "--no-module",
+        action="store_true",
+        help="do not import the module a graph's manifest names (its code is not here): time "
+        "ONNX Runtime alone for that graph",
     )
     p.add_argument(
         "targets",

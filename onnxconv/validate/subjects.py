@@ -13,7 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from .. import graph, variants
-from ..errors import ModuleUnavailable, UserInputError
+from ..errors import UserInputError
 
 
 @dataclass
@@ -264,13 +264,9 @@ def attach_variant(subject: Subject, manifest_path: Path, rebuild_modules: bool 
 def attach_recipe(subject: Subject, entry: dict[str, Any], manifest_path: Path) -> bool:
     """Rebuild the user's module that the manifest names; it speaks for the graph only when its
     weights are those that were exported (same fingerprint). Returns whether it was attached."""
-    from ..user_model import ModuleRecipe, weights_fingerprint
+    from ..user_model import rebuild_from_manifest, weights_fingerprint
 
-    recipe = ModuleRecipe.from_dict(entry["module"])
-    try:
-        module, notes = recipe.build(named_by=f"{manifest_path}: module")
-    except UserInputError as error:
-        raise ModuleUnavailable(str(error)) from None
+    recipe, module, notes = rebuild_from_manifest(entry["module"], manifest_path)
     subject.notes += notes
     if weights_fingerprint(module) != entry.get("weights_sha256"):
         subject.notes.append(
