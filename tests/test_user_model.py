@@ -162,10 +162,10 @@ def test_bench_of_a_folder_whose_module_cannot_be_imported_is_one_line_or_ort_al
     )
     report = json.loads((out / "bench.json").read_text())
     assert {c["backend"] for c in report["cells"]} == {"ort"}
-    assert report["notes"] == [
+    assert (  # among the notes (a busy machine adds its own on the measurement)
         f"PyTorch is not timed beside TwoInputs: the module {manifest} names is not imported "
         "(--no-module)"
-    ]
+    ) in report["notes"]
     assert "note: PyTorch is not timed beside TwoInputs" in capsys.readouterr().out
 
 
