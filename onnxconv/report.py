@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -68,8 +69,21 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def json_text(data: Any) -> str:
-    """How every onnxconv JSON file reads: indented, no NaN, a final newline."""
-    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    """How every onnxconv JSON file reads: indented, a final newline, and strict JSON: a NaN or
+    infinite float (a metric of a NaN output, an SQNR of nothing) is written as null."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float inside it (dict values, list and tuple items)
+    replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:

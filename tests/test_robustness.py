@@ -806,3 +806,17 @@ def test_a_misspelt_variant_in_the_manifest_is_said_not_silently_dropped(tmp_pat
     assert any(
         "names variant 'grouped_xyz', which this zoo does not have" in n for n in subject["notes"]
     )
+
+
+def test_every_json_report_writes_a_non_finite_metric_as_null():
+    """A graph whose output is NaN (Conv -> Sqrt) gave bench an abs_sum of NaN and validate's
+    int8 cell an SQNR of NaN: both JSON reports ended in a traceback, nothing written."""
+    from onnxconv.report import json_text
+
+    data = {"abs_sum": float("nan"), "cells": [{"sqnr_db": float("-inf"), "n": 3}], "t": (1.5,)}
+    assert json.loads(json_text(data)) == {
+        "abs_sum": None,
+        "cells": [{"sqnr_db": None, "n": 3}],
+        "t": [1.5],
+    }
+    assert json.loads(json_text({"x": np.float64("inf")})) == {"x": None}

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
-from ..report import rerender_main, staged_folder, write_text
+from ..report import json_text, rerender_main, staged_folder, write_text
 from .report_markdown import by_op_type, deployment_speedups, to_markdown
 from .report_notes import (
     ABOVE_ROOF,
@@ -183,7 +183,7 @@ def write_report(
 
     out = Path(out_dir)
     data = report.to_dict()
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    text = json_text(data)
     with staged_folder(out, [f"{stem}.json", f"{stem}.md", *PLOTS]) as stage:
         written: dict[str, Any] = {
             "json": write_text(stage / f"{stem}.json", text),
