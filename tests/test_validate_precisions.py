@@ -258,3 +258,65 @@ def test_a_graph_that_already_computes_in_fp16_or_int8_has_no_deployment_made_fr
             in (data["subjects"][0]["notes"])
         )
     assert precisions.computes_in(fp32) == "fp32"
+
+
+def _grouped_folder_with_a_flipped_channel(folder: Path, stored_from_flipped: bool) -> Path:
+    """The committed grouped block as a bare test-data folder (no manifest: no PyTorch), with
+    output channel 0's filter negated either in the graph (its stored output the right one: a
+    broken export) or in the graph that made the stored output (a stale one)."""
+    import shutil
+
+    shutil.copytree(GRAPHS / "grouped", folder)
+    model = onnx.load(folder / "model.onnx")
+    stored = onnx.load(folder / "model.onnx")
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    flipped = stored if stored_from_flipped else model
+    weight = next(i for i in flipped.graph.initializer if i.name == conv.input[1])
+    w = numpy_helper.to_array(weight).copy()
+    w[0] *= -1
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    onnx.save(model, folder / "model.onnx")
+    data = folder / "test_data_set_0"
+    feed = {"input": numpy_helper.to_array(onnx.load_tensor(data / "input_0.pb"))}
+    out = runtime.run(runtime.make_session(stored, runtime.Target("cpu", "disabled")), feed)
+    name = model.graph.output[0].name
+    (data / "output_0.pb").write_bytes(numpy_helper.from_array(out[name], name).SerializeToString())
+    return folder
+
+
+@pytest.mark.parametrize("stored_from_flipped", [False, True], ids=["broken", "stale"])
+def test_an_int8_deployment_of_a_graph_its_stored_outputs_disown_fails(
+    tmp_path, stored_from_flipped
+):
+    """Without PyTorch the fp32 graph judges its int8 deployment; where that graph departs from
+    its stored outputs (a broken export, or stale outputs), the deployment followed the wrong
+    function faithfully and passed at 31.6 dB. Now the cell fails, kind export, naming where the
+    fp32 graph departs; --stored untrusted leaves the judging to the fp32 graph again."""
+    folder = _grouped_folder_with_a_flipped_channel(tmp_path / "g", stored_from_flipped)
+    subject = validate.load_subject(str(folder))
+    cell = cells_by_target(run([subject], ["int8"]))["cpu/all/int8"]
+    assert (cell.status, cell.kind) == ("fail", "export")
+    assert cell.reason.startswith(
+        "the fp32 graph departs from stored on test_data_set_0: output 'output': "
+    )
+    assert cell.reason.endswith(
+        "; its int8 deployment has nothing true to approach (its fp32 "
+        "cells show where the graph departs)"
+    )
+    untrusted = run([validate.load_subject(str(folder))], ["int8"], trust_stored=False)
+    assert cells_by_target(untrusted)["cpu/all/int8"].status == "pass"
+
+
+def test_an_int8_deployment_of_a_graph_pytorch_disowns_fails_as_an_export_defect(tmp_path):
+    """With PyTorch judging, the same broken graph used to fail as `quantization`, blaming the
+    QDQ pairs; the defect is the export's."""
+    folder = _grouped_folder_with_a_flipped_channel(tmp_path / "g", stored_from_flipped=False)
+    subject = validate.load_subject(str(folder / "model.onnx"))
+    good = validate.load_subject("grouped", GRAPHS)
+    subject.module, subject.module_source = validate.torch_module(good), "the grouped variant"
+    subject.test_sets = []
+    cell = cells_by_target(run([subject], ["int8"]))["cpu/all/int8"]
+    assert (cell.status, cell.kind) == ("fail", "export")
+    assert cell.reason.startswith("the fp32 graph departs from torch on evaluation input 0:")
+    good_cell = cells_by_target(run([good], ["int8"]))["cpu/all/int8"]
+    assert good_cell.status == "pass", good_cell.reason

@@ -14,8 +14,9 @@ from .. import precisions as precisions_module
 from .. import quant_check, runtime
 from ..errors import CheckFailed, conversion_status
 from ..fp16 import CONVERTER_CHANGES
+from ..parity import compare, graph_tolerance
 from ..quant_metrics import Bound
-from ..verdict import TORCH
+from ..verdict import TORCH, scaled
 from .cases import spatial_sizes, torch_module, torch_outputs
 from .cells import Cell, run_on_target
 from .subjects import Subject
@@ -86,6 +87,9 @@ class Evaluation:
     feeds: list[dict[str, np.ndarray]]
     expected: list[dict[str, np.ndarray]]
     against: str
+    departs: str | None = None
+    """Where the fp32 graph itself departs from its sources (PyTorch on these inputs, or the
+    trusted stored outputs): a deployment of it cannot pass, however close it stays to it."""
 
 
 #: Who speaks for the fp32 graph when no PyTorch module does (the fp32 cells check that graph).
@@ -97,17 +101,50 @@ def evaluation(
     extra_inputs: dict[str, np.ndarray] | None,
     samples: int,
     max_input_bytes: int,
+    trust_stored: bool = True,
 ) -> Evaluation:
     """Stored inputs, the user's inputs and ``samples`` generated ones; PyTorch's outputs where a
-    module speaks for the graph, else the fp32 graph's on ORT CPU with optimisations off."""
+    module speaks for the graph, else the fp32 graph's on ORT CPU with optimisations off. The fp32
+    graph is checked against its sources first: PyTorch on every input, else the stored outputs
+    (unless ``trust_stored`` is False); where it departs, :attr:`Evaluation.departs` says so."""
     feeds = [s.inputs for s in subject.test_sets]
     feeds += [extra_inputs] if extra_inputs is not None else []
     feeds += seeded_feeds(subject, quant_check.EVALUATION_SEED, samples, max_input_bytes)
+    info = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
+    own = [runtime.run(info, f) for f in feeds]
     module = torch_module(subject)
     if module is not None:
-        return Evaluation(feeds, [torch_outputs(subject, module, f) for f in feeds], TORCH)
-    info = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
-    return Evaluation(feeds, [runtime.run(info, f) for f in feeds], FP32_GRAPH)
+        expected = [torch_outputs(subject, module, f) for f in feeds]
+        labels = [s.label for s in subject.test_sets]
+        labels += ["--inputs"] if extra_inputs is not None else []
+        labels += [f"evaluation input {i}" for i in range(len(feeds) - len(labels))]
+        departs = _departure(subject.model, own, expected, labels, TORCH)
+        return Evaluation(feeds, expected, TORCH, departs)
+    stored = subject.test_sets if trust_stored else []
+    departs = _departure(
+        subject.model, own, [s.outputs for s in stored], [s.label for s in stored], "stored"
+    )
+    return Evaluation(feeds, own, FP32_GRAPH, departs)
+
+
+def _departure(
+    model: onnx.ModelProto,
+    own: list[dict[str, np.ndarray]],
+    expected: list[dict[str, np.ndarray]],
+    labels: list[str],
+    source: str,
+) -> str | None:
+    """The first place where the fp32 graph's outputs ``own`` leave ``source``'s ``expected``
+    (zipped: the first ``len(expected)`` inputs) under validate's fp32 tolerance."""
+    tol = graph_tolerance(model, "fp32", "cpu")
+    for label, got, want in zip(labels, own, expected):
+        for name, reference in want.items():
+            if name not in got:
+                continue
+            result = compare(got[name], reference, scaled(tol, reference), f"output {name!r}")
+            if not result.passed:
+                return f"the fp32 graph departs from {source} on {label}: {result.reason}"
+    return None
 
 
 def run_judged_cell(
@@ -126,6 +163,13 @@ def run_judged_cell(
     :mod:`onnxconv.quant_check` against the fp32 source (validate's int8 cells with the default
     tolerances; tune's precision candidates with the user's accuracy budget)."""
     cell = Cell(subject.label, target.id, "pass")
+    if judged_on.departs:
+        cell.status, cell.kind, cell.deciders = "fail", "export", [judged_on.against]
+        cell.reason = (
+            f"{judged_on.departs}; its {target.precision} deployment has nothing true to "
+            "approach (its fp32 cells show where the graph departs)"
+        )
+        return cell
     got = run_on_target(
         cell,
         deployed,

@@ -131,7 +131,7 @@ def validate(
             subject, precisions, calibration, calibration_method, max_input_bytes
         )
         judged_on = (
-            evaluation(subject, extra_inputs, int8_samples, max_input_bytes)
+            evaluation(subject, extra_inputs, int8_samples, max_input_bytes, trust_stored)
             if int8_precisions
             else None
         )
