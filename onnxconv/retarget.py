@@ -7,7 +7,9 @@ Two routes, in this order:
 2. Where the converter fails (onnx 1.23 has no down-adapters for Relu, Reshape or Add 14 -> 13,
    nor Transpose or Concat 13 -> 12) and a PyTorch module speaks for the graph (a zoo variant,
    a ``--module`` export, ``--module``), the module is exported again by the TorchScript
-   exporter, which writes opsets 9-20 itself.
+   exporter, which writes opsets 9-20 itself; only where the graph itself computes what that
+   module does (at its own opset, on one seeded input): else a fresh export would stand in for
+   a graph with a defect, and the cells fail as ``export`` (:class:`GraphDeparts`).
 
 The retargeted subject keeps every opinion (PyTorch, the stored outputs: the function is the
 same), its label gains ``@opsetN`` and a note says which route made it and what the converter
@@ -20,15 +22,23 @@ from __future__ import annotations
 import dataclasses
 
 from . import feeds as feeds_module
+from . import runtime
 from .errors import CheckFailed, OnnxconvError, one_line
 from .export import OPSET_RANGE
 from .opset import check_target, convert_opset, model_opset
 
 
+class GraphDeparts(CheckFailed):
+    """The graph itself departs from the PyTorch module that would export it again: validating
+    a fresh export instead would pass a defect the user's file carries (an ``export`` failure)."""
+
+    kind = "export"
+
+
 def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES):
     """``subject`` (a :class:`onnxconv.validate.Subject`) with its graph at default-domain
     ``opset``; the same subject when it already is there."""
-    from .validate import fresh_export, seeded_feeds, torch_module
+    from .validate import departure, fresh_export, seeded_feeds, torch_module, torch_outputs
 
     check_target(opset)
     source = model_opset(subject.model)
@@ -49,6 +59,22 @@ def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MA
             else "no PyTorch module to export again"
         )
         raise CheckFailed(f"{subject.model_path}: {result.summary()}; {why}")
+    departs = departure(
+        subject.model,
+        [
+            runtime.run(
+                runtime.make_session(subject.model, runtime.Target("cpu", "disabled")), feeds
+            )
+        ],
+        [torch_outputs(subject, torch_module(subject), feeds)],
+        ["seed 0"],
+        "torch",
+    )
+    if departs:
+        raise GraphDeparts(
+            f"{subject.model_path}: at its own opset {source}, {departs}; a fresh export at "
+            f"opset {opset} would not be this graph, so it is not validated in its place"
+        )
     entry = {**subject.entry, "opset": opset, "exporter": "torchscript"}
     again = dataclasses.replace(subject, entry=entry)
     try:

@@ -43,6 +43,28 @@ def test_where_the_converter_stops_the_module_is_exported_again_and_passes():
     assert "Relu (opset 14 -> 13)" in note and "Transpose (opset 13 -> 12)" in note
 
 
+def test_a_graph_with_a_defect_is_not_replaced_by_a_fresh_export_of_its_module(tmp_path):
+    """The route through a fresh export validated that export, not the user's file: a shuffle
+    unit with one filter negated passed at opset 11 while it fails at its own opset."""
+    import onnx
+    from onnx import numpy_helper
+
+    shutil.copytree(GRAPHS, tmp_path / "g")
+    path = tmp_path / "g" / "shuffle_unit" / "model.onnx"
+    model = onnx.load(path)
+    weight = next(t for t in model.graph.initializer if t.dims and len(t.dims) == 4)
+    w = numpy_helper.to_array(weight).copy()
+    w[0] *= -1
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    onnx.save(model, path)
+    (cell,) = run([validate.load_subject("shuffle_unit", tmp_path / "g")], 11).cells
+    assert (cell.subject, cell.status, cell.kind) == ("shuffle_unit@opset11", "fail", "export")
+    assert cell.reason.startswith(f"{path}: at its own opset 18, the fp32 graph departs from torch")
+    assert cell.reason.endswith(
+        "a fresh export at opset 11 would not be this graph, so it is not validated in its place"
+    )
+
+
 def test_a_bare_graph_the_converter_cannot_take_fails_naming_each_operator(tmp_path, capsys):
     bare = tmp_path / "shuffle.onnx"
     shutil.copy(GRAPHS / "shuffle_unit" / "model.onnx", bare)

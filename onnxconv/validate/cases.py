@@ -15,8 +15,9 @@ import onnx
 from .. import feeds as feeds_module
 from .. import runtime, variants
 from ..errors import CheckFailed, UserInputError, one_line
+from ..parity import compare, graph_tolerance
 from ..reference import run_reference
-from ..verdict import REFERENCE, STORED, TORCH
+from ..verdict import REFERENCE, STORED, TORCH, scaled
 from .subjects import Subject
 
 
@@ -100,6 +101,27 @@ def torch_outputs(subject: Subject, module, feeds: dict[str, np.ndarray]) -> dic
             f"the graph {len(names)}"
         )
     return {name: out.detach().numpy() for name, out in zip(names, outputs)}
+
+
+def departure(
+    model: onnx.ModelProto,
+    own: list[dict[str, np.ndarray]],
+    expected: list[dict[str, np.ndarray]],
+    labels: list[str],
+    source: str,
+) -> str | None:
+    """The first place where the fp32 graph's outputs ``own`` leave ``source``'s ``expected``
+    (zipped with ``labels``, one per input: the first ``len(expected)`` inputs) under
+    validate's fp32 tolerance; None where they stay within it."""
+    tol = graph_tolerance(model, "fp32", "cpu")
+    for label, got, want in zip(labels, own, expected):
+        for name, reference in want.items():
+            if name not in got:
+                continue
+            result = compare(got[name], reference, scaled(tol, reference), f"output {name!r}")
+            if not result.passed:
+                return f"the fp32 graph departs from {source} on {label}: {result.reason}"
+    return None
 
 
 def check_feeds(subject: Subject, feeds: dict[str, np.ndarray], source: str) -> None:

@@ -14,10 +14,9 @@ from .. import precisions as precisions_module
 from .. import quant_check, runtime
 from ..errors import CheckFailed, conversion_status
 from ..fp16 import CONVERTER_CHANGES
-from ..parity import compare, graph_tolerance
 from ..quant_metrics import Bound
-from ..verdict import TORCH, scaled
-from .cases import spatial_sizes, torch_module, torch_outputs
+from ..verdict import TORCH
+from .cases import departure, spatial_sizes, torch_module, torch_outputs
 from .cells import Cell, run_on_target
 from .subjects import Subject
 
@@ -118,33 +117,13 @@ def evaluation(
         labels = [s.label for s in subject.test_sets]
         labels += ["--inputs"] if extra_inputs is not None else []
         labels += [f"evaluation input {i}" for i in range(len(feeds) - len(labels))]
-        departs = _departure(subject.model, own, expected, labels, TORCH)
+        departs = departure(subject.model, own, expected, labels, TORCH)
         return Evaluation(feeds, expected, TORCH, departs)
     stored = subject.test_sets if trust_stored else []
-    departs = _departure(
+    departs = departure(
         subject.model, own, [s.outputs for s in stored], [s.label for s in stored], "stored"
     )
     return Evaluation(feeds, own, FP32_GRAPH, departs)
-
-
-def _departure(
-    model: onnx.ModelProto,
-    own: list[dict[str, np.ndarray]],
-    expected: list[dict[str, np.ndarray]],
-    labels: list[str],
-    source: str,
-) -> str | None:
-    """The first place where the fp32 graph's outputs ``own`` leave ``source``'s ``expected``
-    (zipped: the first ``len(expected)`` inputs) under validate's fp32 tolerance."""
-    tol = graph_tolerance(model, "fp32", "cpu")
-    for label, got, want in zip(labels, own, expected):
-        for name, reference in want.items():
-            if name not in got:
-                continue
-            result = compare(got[name], reference, scaled(tol, reference), f"output {name!r}")
-            if not result.passed:
-                return f"the fp32 graph departs from {source} on {label}: {result.reason}"
-    return None
 
 
 def run_judged_cell(

@@ -109,9 +109,8 @@ def validate(
                 subject = retarget(subject, target_opset, max_input_bytes)
             except CheckFailed as error:
                 label = f"{subject.label}@opset{target_opset}"
-                cells += [
-                    Cell(label, t.id, "fail", reason=str(error), kind="conversion") for t in targets
-                ]
+                kind = getattr(error, "kind", "conversion")  # GraphDeparts: "export"
+                cells += [Cell(label, t.id, "fail", reason=str(error), kind=kind) for t in targets]
                 subject_info.append(
                     {
                         "label": label,
