@@ -320,3 +320,61 @@ def test_an_int8_deployment_of_a_graph_pytorch_disowns_fails_as_an_export_defect
     assert cell.reason.startswith("the fp32 graph departs from torch on evaluation input 0:")
     good_cell = cells_by_target(run([good], ["int8"]))["cpu/all/int8"]
     assert good_cell.status == "pass", good_cell.reason
+
+
+def _overflowing_in_float16(folder: Path) -> Path:
+    """A 3x3 Conv whose activations reach 2e5 (weights of +-3000, inside the fp16 converter's
+    clamp), scaled back by 1e-3: fine in float32, beyond float16's 65504 as written. Its stored
+    input and output are the float32 graph's."""
+    rng = np.random.default_rng(5)
+    w = np.sign(rng.standard_normal((8, 8, 3, 3))).astype(np.float32) * 3000
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "k"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "overflow",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(1e-3), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = (np.abs(rng.standard_normal((1, 8, 8, 8))) * 2).astype(np.float32)
+    y = runtime.run(runtime.make_session(model, runtime.Target("cpu", "disabled")), {"x": x})["y"]
+    data = folder / "test_data_set_0"
+    data.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    (data / "input_0.pb").write_bytes(numpy_helper.from_array(x, "x").SerializeToString())
+    (data / "output_0.pb").write_bytes(numpy_helper.from_array(y, "y").SerializeToString())
+    return folder
+
+
+def test_a_float16_deployment_that_overflows_as_written_fails_where_the_cpu_hides_it(tmp_path):
+    """ONNX Runtime's CPU computes float16 in float32, so its outputs were fine and every fp16
+    cell passed (and tune shipped the fp16 graph); the reference evaluator, running the
+    deployment as written, gives 110 Inf, as an EP computing in float16 would."""
+    folder = _overflowing_in_float16(tmp_path / "overflow")
+    names = ["fp32", "fp16", "fp16-io", "fp16-onnxconv"]
+    cells = cells_by_target(run([validate.load_subject(str(folder))], names))
+    assert cells["cpu/all/fp32"].status == "pass"
+    for name in names[1:]:
+        cell = cells[f"cpu/all/{name}"]
+        assert (cell.status, cell.kind) == ("fail", "overflow"), (name, cell.reason)
+        assert "the graph as written overflows: 0 NaN and 110 Inf of 512 elements" in cell.reason
+    # tune's fp16 candidate is judged by run_judged_cell: the same overflow disqualifies it
+    subject = validate.load_subject(str(folder))
+    fp16 = precisions.deploy(subject.model, "fp16", None)
+    judged = validate.run_judged_cell(
+        subject,
+        CPU_ALL("fp16"),
+        fp16,
+        validate.evaluation(subject, None, 4, 1 << 30),
+        threads=1,
+    )
+    assert (judged.status, judged.kind) == ("fail", "overflow")
+    assert judged.reason.startswith(
+        "the fp16 deployment as written overflows: 0 NaN and 110 Inf of 512 elements on the "
+        "reference evaluator on evaluation input 0"
+    )

@@ -15,8 +15,15 @@ from .. import quant_check, runtime
 from ..errors import CheckFailed, conversion_status
 from ..fp16 import CONVERTER_CHANGES
 from ..quant_metrics import Bound
-from ..verdict import TORCH
-from .cases import departure, spatial_sizes, torch_module, torch_outputs
+from ..verdict import TORCH, nonfinite
+from .cases import (
+    OVERFLOW_INPUTS,
+    departure,
+    overflowing_reference,
+    spatial_sizes,
+    torch_module,
+    torch_outputs,
+)
 from .cells import Cell, run_on_target
 from .subjects import Subject
 
@@ -161,6 +168,20 @@ def run_judged_cell(
     )
     if got is None:
         return cell
+    if not precisions_module.is_int8(target.precision):  # float16: overflow as written?
+        for i, (feeds, expected) in enumerate(zip(judged_on.feeds, judged_on.expected)):
+            outputs = overflowing_reference(deployed, feeds, expected)
+            if outputs is not None:
+                cell.status, cell.kind, cell.deciders = "fail", "overflow", [judged_on.against]
+                worst = ", ".join(nonfinite(v) for v in outputs.values() if nonfinite(v))
+                cell.reason = (
+                    f"the {target.precision} deployment as written overflows: {worst} on the "
+                    f"reference evaluator on evaluation input {i}, where {judged_on.against} is "
+                    "finite (ONNX Runtime's CPU computes float16 in float32 and hides it)"
+                )
+                return cell
+            if i + 1 >= OVERFLOW_INPUTS:
+                break
     verdict = quant_check.judge_deployment(
         subject.model,
         deployed,

@@ -14,7 +14,7 @@ from ..errors import CheckFailed
 from ..parity import Tolerance, default_tolerance
 from ..quant_metrics import TOLERANCES
 from ..retarget import retarget
-from .cases import make_cases
+from .cases import make_cases, overflow_probes, with_deployed_reference
 from .cells import Cell, run_cell
 from .deployed import deployments, evaluation, run_judged_cell, undeployable_cell
 from .subjects import Subject
@@ -146,6 +146,7 @@ def validate(
                 "opinions": sorted({r for c in cases for r in c.opinions}),
             }
         )
+        lower_float: dict[str, list] = {}  # per deployment: cases with its own overflow
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
@@ -157,11 +158,17 @@ def validate(
                     run_judged_cell(subject, target, model, judged_on, threads, cuda_options)
                 )
             else:
+                if target.precision != "fp32" and target.precision not in lower_float:
+                    probes = overflow_probes(cases)
+                    lower_float[target.precision] = [
+                        with_deployed_reference(case, model) if i in probes else case
+                        for i, case in enumerate(cases)
+                    ]
                 cells.append(
                     run_cell(
                         subject,
                         target,
-                        cases,
+                        lower_float.get(target.precision, cases),
                         tol,
                         threads,
                         localise_failures,
