@@ -198,6 +198,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 f"onnxconv validate: required EP {ep} is not active: {reasons[ep]}", file=sys.stderr
             )
         return 1
+    if report.cells and all(c.status == "unavailable" for c in report.cells):
+        print(
+            "onnxconv validate: nothing was validated: every cell is unavailable "
+            f"({report.cells[0].target}: {report.cells[0].reason})",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if summary.get("fail") else 0
 
 
