@@ -39,6 +39,15 @@ def test_inspect_classifies_and_counts_third_party_convs(folder, kind, group, mu
     per_element = conv["in_channels"] // conv["group"] * int(np.prod(conv["kernel"]))
     assert report["cost"]["macs"] == output.size * per_element
     assert conv["out_channels"] == output.shape[1]
+    # the Conv is unnamed: its MACs under the name inspect gives it (they showed as "—")
+    assert conv["name"].startswith("Conv(") and report["node_macs"] == {
+        conv["name"]: report["cost"]["macs"]
+    }
+    # the graph's batch is fixed at the stored output's: the cost says so (it said batch 1)
+    assert report["cost"]["batch_size"] == output.shape[0] == 2
+    assert main(["inspect", str(DATA / folder)]) == 0
+    text = capsys.readouterr().out
+    assert f"at batch {output.shape[0]}" in text and "—" not in text.split("MACs")[-1]
 
 
 def test_a_quantized_graph_counts_the_weights_behind_its_dequantize_nodes():

@@ -201,6 +201,15 @@ def _sized_by_stored_inputs(model: Any, path: Any, batch: int) -> tuple[Any, str
     return graph.with_input_shapes(model, shapes), f"at the stored inputs' size ({said})"
 
 
+def _fixed_batch(model: Any) -> int | None:
+    """The first graph input's leading dimension where it is fixed (None where symbolic)."""
+    from .. import feeds
+
+    inputs = feeds.graph_inputs(model)
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -214,14 +223,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         path = path / "model.onnx"
     model = graph.load_model(path)
     report = graph.inspect_model(model)
-    sized, sized_by = _sized_by_stored_inputs(model, path, args.batch)
+    batch = _fixed_batch(model) or args.batch  # --batch sizes a symbolic batch only
+    sized, sized_by = _sized_by_stored_inputs(model, path, batch)
     index = graph.GraphIndex(sized)
-    cost = graph.cost_breakdown(index, batch_size=args.batch)
+    cost = graph.cost_breakdown(index, batch_size=batch)
     findings = graph_checks.lint_model(model, target_opset=args.target_opset)
-    macs_of = {
-        node.name: m
-        for node, m in zip(index.nodes, graph.node_macs(index, batch_size=args.batch))
-        if m is not None and node.name
+    macs_of = {  # by the name inspect gives a Conv: its own, or OpType(first output)
+        index.label(node): m
+        for node, m in zip(index.nodes, graph.node_macs(index, batch_size=batch))
+        if m is not None
     }
     if args.json:
         print(
