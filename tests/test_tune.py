@@ -714,6 +714,8 @@ def test_a_spent_time_budget_skips_what_is_left_and_still_writes_the_report(tmp_
         (["tune", "channel_shuffle", "--time-budget", "0"], "--time-budget must be a positive"),
         (["tune", "channel_shuffle", "--time-budget", "nan"], "--time-budget must be a positive"),
         (["tune", "channel_shuffle", "--time-budget", "inf"], "--time-budget must be a positive"),
+        # without --out, tune would write into this checkout's graphs/ and fail the tests
+        (["tune", str(GRAPHS / "channel_shuffle")], "committed graphs/, which the tests check"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(args, says, tmp_path, capsys):

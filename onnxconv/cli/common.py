@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..errors import OnnxconvError
+
+#: This checkout's committed graphs/ folder (the tests check it against a fresh export).
+COMMITTED_GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 
 
 def parse_config(items: Sequence[str]) -> dict[str, str]:

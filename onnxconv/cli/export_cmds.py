@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from ..errors import OnnxconvError
 from .common import (
+    COMMITTED_GRAPHS,
     format_table,
     human,
     module_arguments,
@@ -102,7 +103,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"params {human(entry['params'])}  MACs {human(entry['macs'])}"
             + ("  config " + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
         )
-        if changed and variants.get(entry["variant"]).commit_graph and _is_committed(args.out):
+        committed = Path(args.out).resolve() == COMMITTED_GRAPHS
+        if changed and variants.get(entry["variant"]).commit_graph and committed:
             print(
                 f"note: {result.model_path.parent} now holds a non-default config; "
                 "./scripts/export_graphs restores the committed graph",
@@ -171,13 +173,6 @@ def _inputs_text(recipe: dict[str, Any]) -> str:
         + (f"; args {args}" if args else "")
         + (f"; seed {seed})" if seed else ")")
     )
-
-
-def _is_committed(out: str) -> bool:
-    """Whether ``out`` is this checkout's committed graphs/ folder."""
-    from pathlib import Path
-
-    return Path(out).resolve() == (Path(__file__).resolve().parents[2] / "graphs")
 
 
 def _sized_by_stored_inputs(model: Any, path: Any, batch: int) -> tuple[Any, str]:

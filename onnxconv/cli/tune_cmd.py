@@ -9,6 +9,7 @@ import textwrap
 from ..errors import OnnxconvError
 from ..report import write_files
 from .common import (
+    COMMITTED_GRAPHS,
     attach_cli_module,
     csv_list,
     format_table,
@@ -74,6 +75,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{args.target}: exported now, so there is nothing to write beside; name --out DIR"
         )
     out = Path(args.out) if args.out else subject.model_path.parent
+    if not args.out and out.resolve().parent == COMMITTED_GRAPHS:
+        raise OnnxconvError(
+            f"{out}: a folder of this checkout's committed graphs/, which the tests check "
+            "against a fresh export; name --out DIR for the tuned deployment"
+        )
     if out.exists() and not out.is_dir():
         raise OnnxconvError(f"{out}: not a folder (--out)")
 
