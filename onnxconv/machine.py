@@ -101,7 +101,7 @@ def check_threads(value: int) -> int:
     if value > max_threads():
         raise UserInputError(
             f"{value} threads is more than this machine can run usefully (at most "
-            f"{max_threads()}: 8 per CPU here, 64 at the least)"
+            f"{max_threads()} here: 8 per CPU, and never fewer than 64)"
         )
     return value
 
