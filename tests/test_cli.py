@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from onnxconv import variants
 from onnxconv.cli import main
 
@@ -94,6 +96,18 @@ def test_thread_counts_beyond_the_machine_are_refused_before_any_session(capsys)
         except SystemExit as exit:
             assert exit.code == 2
         assert f"at most {max_threads()}" in one_line_error(capsys), command
+
+
+def test_an_extra_argument_is_refused_by_the_command_it_was_given_to(capsys):
+    """It read "onnxconv: error: ... (see onnxconv --help)", naming no command."""
+    for argv, extra in ((["tune", "grouped", "depthwise"], "depthwise"), (["list", "-x"], "-x")):
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 2
+        assert one_line_error(capsys) == (
+            f"onnxconv {argv[0]}: error: unrecognized arguments: {extra} "
+            f"(see onnxconv {argv[0]} --help)"
+        )
 
 
 def test_near_misses_get_a_suggestion(capsys):

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         subparser.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
+    parser.commands = sub.choices  # each command's parser, for its own usage errors
     return parser
 
 
@@ -89,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _catch_signals()
     prog, debug = "onnxconv", False
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's own parser: "onnxconv tune: error: ..."
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
         prog, debug = f"onnxconv {args.command}", args.debug
         if not debug and COMMANDS[args.command].uses_ort:
             # ORT's own logger warns once per CUDA session ("No registered plugin EP device
