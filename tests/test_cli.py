@@ -110,6 +110,17 @@ def test_an_extra_argument_is_refused_by_the_command_it_was_given_to(capsys):
         )
 
 
+def test_inspect_takes_a_variant_name_as_validate_bench_and_tune_do(capsys, tmp_path):
+    assert main(["inspect", "shuffle_unit", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == str(
+        Path("graphs/shuffle_unit/model.onnx")
+    )
+    assert main(["inspect", "shufle_unit"]) == 2
+    assert one_line_error(capsys).endswith("no such file or folder (did you mean 'shuffle_unit'?)")
+    assert main(["inspect", "grouped", "--graphs", str(tmp_path)]) == 2
+    assert f"onnxconv export --variant grouped --out {tmp_path} writes it" in one_line_error(capsys)
+
+
 def test_near_misses_get_a_suggestion(capsys):
     assert main(["validate", "shufle_unit"]) == 2
     assert "did you mean 'shuffle_unit'?" in one_line_error(capsys)

@@ -202,8 +202,8 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         "targets",
         nargs="*",
         metavar="TARGET",
-        help="variant names or .onnx files (default: the variants in --graphs); a tuned.json (or "
-        "the folder tune --out wrote): the "
+        help="variant names, .onnx files or folders holding model.onnx (default: the variants "
+        "in --graphs); a tuned.json (or the folder tune --out wrote): the "
         "graph `onnxconv tune` chose, on its own EP, level, precision and session settings only",
     )
     p.add_argument(

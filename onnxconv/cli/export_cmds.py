@@ -14,6 +14,7 @@ from ..errors import OnnxconvError
 from .common import (
     COMMITTED_GRAPHS,
     format_table,
+    graphs_parent,
     human,
     module_arguments,
     parse_config,
@@ -208,14 +209,23 @@ def _fixed_batch(model: Any) -> int | None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .. import graph
+    from .. import graph, variants
     from ..graph import checks as graph_checks
 
     path = Path(args.model)
+    if not path.exists() and args.model in variants.REGISTRY:  # a zoo name, as validate takes
+        path = Path(args.graphs) / args.model
+        if not path.is_dir():
+            raise OnnxconvError(
+                f"{path}: not exported (onnxconv export --variant {args.model} --out "
+                f"{args.graphs} writes it)"
+            )
     if path.is_dir():
         if not (path / "model.onnx").exists():
             raise OnnxconvError(f"{path}: no model.onnx in this folder")
         path = path / "model.onnx"
+    if not path.exists() and not args.model.endswith(".onnx"):
+        raise OnnxconvError(f"{path}: no such file or folder{variants.did_you_mean(args.model)}")
     model = graph.load_model(path)
     report = graph.inspect_model(model)
     batch = _fixed_batch(model) or args.batch  # --batch sizes a symbolic batch only
@@ -385,8 +395,14 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def add_inspect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="what any ONNX graph holds: convs, shuffles, cost, lint")
-    p.add_argument("model", help="an .onnx file, or a folder holding model.onnx")
+    p = sub.add_parser(
+        "inspect",
+        help="what any ONNX graph holds: convs, shuffles, cost, lint",
+        parents=[graphs_parent()],
+    )
+    p.add_argument(
+        "model", help="an .onnx file, a folder holding model.onnx, or a variant name in --graphs"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument(
         "--batch", type=positive_int, default=1, help="batch size for dynamic batch axes"
