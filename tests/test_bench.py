@@ -813,4 +813,7 @@ def test_a_batch_the_graph_cannot_take_is_one_line_naming_the_graph(capsys):
     folder = Path(__file__).resolve().parent.parent / "graphs" / "grouped"
     assert main(["bench", str(folder), "--batch", "4", "--rounds", "1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "fixed batch of 1; cannot bench batch 4" in err, err
+    assert (
+        len(err.splitlines()) == 1
+        and "fixed batch of 1; cannot bench batch 4 (bench it with --batch 1)" in err
+    ), err

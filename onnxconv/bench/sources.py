@@ -419,7 +419,7 @@ def _bench_shape(
     if shape and shape[0] != batch:
         raise UserInputError(
             f"{source.path}: input {vi.name!r} has a fixed batch of "
-            f"{shape[0]}; cannot bench batch {batch}"
+            f"{shape[0]}; cannot bench batch {batch} (bench it with --batch {shape[0]})"
         )
     if tt.elem_type not in _GENERATED_TYPES:
         raise UserInputError(
