@@ -114,12 +114,19 @@ def test_a_rebuilt_module_with_other_weights_never_speaks_for_the_graph(tmp_path
     assert "torch" not in subject["opinions"]  # the stored outputs decide instead
 
 
-def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, capsys):
-    export_two(tmp_path)
-    manifest = tmp_path / "manifest.json"
+def export_with_an_unimportable_module(out: Path) -> Path:
+    """The TwoInputs export, its manifest naming a module path no machine can import (a CI box
+    without the model's code); returns the manifest."""
+    export_two(out)
+    manifest = out / "manifest.json"
     data = json.loads(manifest.read_text())
-    data["graphs"]["TwoInputs"]["module"]["path"] = "elsewhere.nets:TwoInputs"  # not importable
+    data["graphs"]["TwoInputs"]["module"]["path"] = "elsewhere.nets:TwoInputs"
     manifest.write_text(json.dumps(data))
+    return manifest
+
+
+def test_a_manifest_module_that_cannot_be_imported_names_the_manifest(tmp_path, capsys):
+    manifest = export_with_an_unimportable_module(tmp_path)
     capsys.readouterr()
     assert main(["validate", str(tmp_path), *FP32_ALL]) == 2
     assert capsys.readouterr().err.strip() == (
@@ -143,11 +150,7 @@ def test_bench_of_a_folder_whose_module_cannot_be_imported_is_one_line_or_ort_al
 ):
     """bench used to time ONNX Runtime, then fail every PyTorch cell on the import; now the
     module is built before anything is timed, and --no-module times ONNX Runtime alone."""
-    export_two(tmp_path)
-    manifest = tmp_path / "manifest.json"
-    data = json.loads(manifest.read_text())
-    data["graphs"]["TwoInputs"]["module"]["path"] = "elsewhere.nets:TwoInputs"  # not importable
-    manifest.write_text(json.dumps(data))
+    manifest = export_with_an_unimportable_module(tmp_path)
     capsys.readouterr()
     fast = ["--threads", "1", "--rounds", "1", "--blocks", "1", "--calls", "2", "--quiet"]
     fast += ["--opt-level", "all", "--no-profile", "--no-roofs", "--no-plots"]
