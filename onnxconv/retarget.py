@@ -59,13 +59,10 @@ def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MA
             else "no PyTorch module to export again"
         )
         raise CheckFailed(f"{subject.model_path}: {result.summary()}; {why}")
+    session = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
     departs = departure(
         subject.model,
-        [
-            runtime.run(
-                runtime.make_session(subject.model, runtime.Target("cpu", "disabled")), feeds
-            )
-        ],
+        [runtime.run(session, feeds)],
         [torch_outputs(subject, torch_module(subject), feeds)],
         ["seed 0"],
         "torch",
