@@ -53,11 +53,16 @@ def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MA
     low, high = OPSET_RANGE["torchscript"]
     has_module = bool(subject.entry) and torch_module(subject) is not None
     if not has_module or not low <= opset <= high:
-        why = (
-            f"the TorchScript exporter writes opsets {low}-{high}"
-            if has_module
-            else "no PyTorch module to export again"
-        )
+        if has_module:
+            why = f"the TorchScript exporter writes opsets {low}-{high}"
+        elif subject.module is not None:  # validate model.onnx --module: no export settings
+            why = (
+                "the module given with --module has no export record to export it again from "
+                f"(onnxconv export --module ... --exporter torchscript --opset {opset} makes "
+                "that graph)"
+            )
+        else:
+            why = "no PyTorch module to export again"
         raise CheckFailed(f"{subject.model_path}: {result.summary()}; {why}")
     session = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
     departs = departure(

@@ -79,6 +79,19 @@ def test_a_bare_graph_the_converter_cannot_take_fails_naming_each_operator(tmp_p
     assert "FAIL conversion" in capsys.readouterr().out
 
 
+def test_a_bare_graph_with_a_module_says_the_module_has_no_export_record(tmp_path):
+    """It said "no PyTorch module to export again" though --module gave one."""
+    bare = tmp_path / "shuffle.onnx"
+    shutil.copy(GRAPHS / "shuffle_unit" / "model.onnx", bare)
+    subject = validate.load_subject(str(bare))
+    module = validate.torch_module(validate.load_subject("shuffle_unit", GRAPHS))
+    validate.attach_module(subject, module, "the shuffle unit")
+    (cell,) = run([subject], 11).cells
+    assert (cell.status, cell.kind) == ("fail", "conversion")
+    assert "the module given with --module has no export record to export it again" in cell.reason
+    assert "--exporter torchscript --opset 11" in cell.reason
+
+
 def test_an_opset_out_of_range_is_a_usage_error(capsys):
     assert main(["validate", "standard", "--graphs", str(GRAPHS), "--target-opset", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
