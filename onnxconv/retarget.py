@@ -35,9 +35,10 @@ class GraphDeparts(CheckFailed):
     kind = "export"
 
 
-def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES):
+def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES, tol=None):
     """``subject`` (a :class:`onnxconv.validate.Subject`) with its graph at default-domain
-    ``opset``; the same subject when it already is there."""
+    ``opset``; the same subject when it already is there. ``tol``: the user's tolerance, which
+    the graph is held to before a fresh export stands in for it."""
     from .validate import departure, fresh_export, seeded_feeds, torch_module, torch_outputs
 
     check_target(opset)
@@ -71,6 +72,7 @@ def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MA
         [torch_outputs(subject, torch_module(subject), feeds)],
         ["seed 0"],
         "torch",
+        tol,
     )
     if departs:
         raise GraphDeparts(

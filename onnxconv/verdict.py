@@ -106,8 +106,7 @@ class OutputCheck:
         }
 
 
-def nonfinite(array: np.ndarray) -> str:
-    """How many NaN and Inf ``array`` holds, in words ("" when none, or not a float array)."""
+def _nonfinite(array: np.ndarray) -> str:
     values = np.asarray(array)
     if not np.issubdtype(values.dtype, np.floating):
         return ""
@@ -140,10 +139,10 @@ def judge(
         )
     if source is None:
         _judge_without_source(check)
-    elif REFERENCE in opinions and overflows(opinions[REFERENCE], opinions[source]):
+    elif REFERENCE in opinions and _overflows(opinions[REFERENCE], opinions[source]):
         check.status, check.kind = "fail", "overflow"
         check.note = (
-            f"the graph as written overflows: {nonfinite(opinions[REFERENCE])} on the "
+            f"the graph as written overflows: {_nonfinite(opinions[REFERENCE])} on the "
             f"reference evaluator where {source} is finite; onnxruntime: "
             f"{results[source].reason or 'within tolerance of ' + source}"
         )
@@ -151,10 +150,10 @@ def judge(
         _judge_source_mismatch(check, source)
     else:
         _judge_source_match(check, source, trust_stored)
-    in_actual = nonfinite(actual)
-    if in_actual and check.status == "pass":
+    nonfinite = _nonfinite(actual)
+    if nonfinite and check.status == "pass":
         check.status, check.kind = "warn", "nonfinite"
-        check.note = f"{in_actual}, where {source or REFERENCE} has them too"
+        check.note = f"{nonfinite}, where {source or REFERENCE} has them too"
     if STORED in results and not trust_stored and not check.note:
         stored = results[STORED]
         check.note = (
@@ -165,7 +164,7 @@ def judge(
     return check
 
 
-def overflows(reference: np.ndarray, source: np.ndarray) -> bool:
+def _overflows(reference: np.ndarray, source: np.ndarray) -> bool:
     """NaN or Inf in the reference evaluator's output where the source has a finite value."""
     reference, source = np.asarray(reference), np.asarray(source)
     if reference.shape != source.shape or not np.issubdtype(reference.dtype, np.floating):

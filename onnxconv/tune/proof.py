@@ -324,7 +324,11 @@ class Prover:
         """The inputs precision candidates are judged on, and the fp32 source's outputs."""
         if self._evaluation is None:
             self._evaluation = validate.evaluation(
-                self.original, None, quant_check.EVALUATION_SAMPLES, self.max_input_bytes
+                self.original,
+                None,
+                quant_check.EVALUATION_SAMPLES,
+                self.max_input_bytes,
+                tol=self.tol,
             )
         return self._evaluation
 

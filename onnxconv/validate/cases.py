@@ -15,9 +15,9 @@ import onnx
 from .. import feeds as feeds_module
 from .. import runtime, variants
 from ..errors import CheckFailed, UserInputError, one_line
-from ..parity import compare, graph_tolerance
+from ..parity import Tolerance, compare, graph_tolerance
 from ..reference import run_reference
-from ..verdict import REFERENCE, STORED, TORCH, overflows, scaled
+from ..verdict import REFERENCE, STORED, TORCH, scaled
 from .subjects import Subject
 
 
@@ -109,11 +109,13 @@ def departure(
     expected: list[dict[str, np.ndarray]],
     labels: list[str],
     source: str,
+    tol: Tolerance | None = None,
 ) -> str | None:
     """The first place where the fp32 graph's outputs ``own`` leave ``source``'s ``expected``
-    (zipped with ``labels``, one per input: the first ``len(expected)`` inputs) under
-    validate's fp32 tolerance; None where they stay within it."""
-    tol = graph_tolerance(model, "fp32", "cpu")
+    (zipped with ``labels``, one per input: the first ``len(expected)`` inputs) under ``tol``
+    (the user's, as validate's fp32 cells take it; default validate's fp32 tolerance); None
+    where they stay within it."""
+    tol = tol or graph_tolerance(model, "fp32", "cpu")
     for label, got, want in zip(labels, own, expected):
         for name, reference in want.items():
             if name not in got:
@@ -169,16 +171,10 @@ def with_reference(case: Case, subject: Subject) -> Case:
     return dataclasses.replace(case, opinions={**case.opinions, REFERENCE: outputs})
 
 
-#: How many evaluation inputs (tune's precision candidates, int8-style judged cells) a float16
-#: deployment is run on by the reference evaluator, to see whether it overflows as written: an
-#: overflow shows on the first, and each costs a run in float16 numpy (0.8 s for the inception
-#: block). validate's cells look on :func:`overflow_probes`.
-OVERFLOW_INPUTS = 3
-
-
 def overflow_probes(cases: list[Case]) -> list[int]:
-    """The cases a float16 deployment's overflow is looked for on: the first stored or given
-    input and the first generated one of each distribution (``wide`` reaches further)."""
+    """The cases a float16 deployment's range is checked on (:mod:`onnxconv.fp16_range`): the
+    first stored or given input and the first generated one of each distribution (``wide``
+    reaches further)."""
     picked, seen = [], set()
     for i, case in enumerate(cases):
         kind = case.label.split("/")[0] if "/" in case.label else "given"
@@ -186,36 +182,6 @@ def overflow_probes(cases: list[Case]) -> list[int]:
             seen.add(kind)
             picked.append(i)
     return picked
-
-
-def overflowing_reference(
-    deployed: onnx.ModelProto, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray]
-) -> dict[str, np.ndarray] | None:
-    """The reference evaluator's outputs of ``deployed`` (a deployment at a lower float
-    precision, run as written: in float16) on ``feeds`` where they overflow, NaN or Inf where
-    ``expected`` (the fp32 source's outputs) are finite; None where they do not, or where the
-    evaluator cannot run it. ONNX Runtime's x86 CPU kernels compute float16 in float32 and hide
-    such an overflow; an EP that computes in float16 does not."""
-    from .. import precisions
-
-    try:
-        outputs = reference_outputs(deployed, precisions.feeds_for(deployed, feeds))
-    except CheckFailed:
-        return None
-    if any(overflows(outputs[name], value) for name, value in expected.items() if name in outputs):
-        return outputs
-    return None
-
-
-def with_deployed_reference(case: Case, deployed: onnx.ModelProto) -> Case:
-    """``case`` for a cell of ``deployed`` (a lower float precision): where the reference
-    evaluator running the deployment overflows, its opinion replaces the fp32 graph's, so that
-    the verdict is ``overflow``, as for a graph brought in at that precision."""
-    source = next((case.opinions[s] for s in (TORCH, STORED) if s in case.opinions), None)
-    outputs = overflowing_reference(deployed, case.feeds, source) if source else None
-    if outputs is None:
-        return case
-    return dataclasses.replace(case, opinions={**case.opinions, REFERENCE: outputs})
 
 
 def make_cases(

@@ -10,20 +10,14 @@ import numpy as np
 import onnx
 
 from .. import feeds as feeds_module
+from .. import fp16_range, quant_check, runtime
 from .. import precisions as precisions_module
-from .. import quant_check, runtime
 from ..errors import CheckFailed, conversion_status
 from ..fp16 import CONVERTER_CHANGES
+from ..parity import Tolerance
 from ..quant_metrics import Bound
-from ..verdict import TORCH, nonfinite
-from .cases import (
-    OVERFLOW_INPUTS,
-    departure,
-    overflowing_reference,
-    spatial_sizes,
-    torch_module,
-    torch_outputs,
-)
+from ..verdict import TORCH
+from .cases import departure, spatial_sizes, torch_module, torch_outputs
 from .cells import Cell, run_on_target
 from .subjects import Subject
 
@@ -98,6 +92,9 @@ class Evaluation:
     trusted stored outputs): a deployment of it cannot pass, however close it stays to it."""
 
 
+#: How many evaluation inputs a float16 candidate's range is checked on (:mod:`.fp16_range`).
+OVERFLOW_INPUTS = 3
+
 #: Who speaks for the fp32 graph when no PyTorch module does (the fp32 cells check that graph).
 FP32_GRAPH = "fp32 graph"
 
@@ -108,11 +105,13 @@ def evaluation(
     samples: int,
     max_input_bytes: int,
     trust_stored: bool = True,
+    tol: Tolerance | None = None,
 ) -> Evaluation:
     """Stored inputs, the user's inputs and ``samples`` generated ones; PyTorch's outputs where a
     module speaks for the graph, else the fp32 graph's on ORT CPU with optimisations off. The fp32
     graph is checked against its sources first: PyTorch on every input, else the stored outputs
-    (unless ``trust_stored`` is False); where it departs, :attr:`Evaluation.departs` says so."""
+    (unless ``trust_stored`` is False), under ``tol`` (the user's; default validate's fp32
+    tolerance); where it departs, :attr:`Evaluation.departs` says so."""
     feeds = [s.inputs for s in subject.test_sets]
     feeds += [extra_inputs] if extra_inputs is not None else []
     feeds += seeded_feeds(subject, quant_check.EVALUATION_SEED, samples, max_input_bytes)
@@ -124,11 +123,11 @@ def evaluation(
         labels = [s.label for s in subject.test_sets]
         labels += ["--inputs"] if extra_inputs is not None else []
         labels += [f"evaluation input {i}" for i in range(len(feeds) - len(labels))]
-        departs = departure(subject.model, own, expected, labels, TORCH)
+        departs = departure(subject.model, own, expected, labels, TORCH, tol)
         return Evaluation(feeds, expected, TORCH, departs)
     stored = subject.test_sets if trust_stored else []
     departs = departure(
-        subject.model, own, [s.outputs for s in stored], [s.label for s in stored], "stored"
+        subject.model, own, [s.outputs for s in stored], [s.label for s in stored], "stored", tol
     )
     return Evaluation(feeds, own, FP32_GRAPH, departs)
 
@@ -168,20 +167,14 @@ def run_judged_cell(
     )
     if got is None:
         return cell
-    if not precisions_module.is_int8(target.precision):  # float16: overflow as written?
-        for i, (feeds, expected) in enumerate(zip(judged_on.feeds, judged_on.expected)):
-            outputs = overflowing_reference(deployed, feeds, expected)
-            if outputs is not None:
-                cell.status, cell.kind, cell.deciders = "fail", "overflow", [judged_on.against]
-                worst = ", ".join(nonfinite(v) for v in outputs.values() if nonfinite(v))
-                cell.reason = (
-                    f"the {target.precision} deployment as written overflows: {worst} on the "
-                    f"reference evaluator on evaluation input {i}, where {judged_on.against} is "
-                    "finite (ONNX Runtime's CPU computes float16 in float32 and hides it)"
-                )
-                return cell
-            if i + 1 >= OVERFLOW_INPUTS:
-                break
+    if not precisions_module.is_int8(target.precision):  # float16: does it overflow?
+        feeds = judged_on.feeds[:OVERFLOW_INPUTS]
+        labels = [f"evaluation input {i}" for i in range(len(feeds))]
+        overflow = fp16_range.overflow(subject.model, deployed, feeds, labels)
+        if overflow:
+            cell.status, cell.kind, cell.deciders = "fail", "overflow", [judged_on.against]
+            cell.reason = overflow
+            return cell
     verdict = quant_check.judge_deployment(
         subject.model,
         deployed,

@@ -8,13 +8,13 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import feeds as feeds_module
+from .. import fp16_range, quant_check, runtime
 from .. import precisions as precisions_module
-from .. import quant_check, runtime
 from ..errors import CheckFailed
 from ..parity import Tolerance, default_tolerance
 from ..quant_metrics import TOLERANCES
 from ..retarget import retarget
-from .cases import make_cases, overflow_probes, with_deployed_reference
+from .cases import make_cases, overflow_probes
 from .cells import Cell, run_cell
 from .deployed import deployments, evaluation, run_judged_cell, undeployable_cell
 from .subjects import Subject
@@ -106,7 +106,7 @@ def validate(
             progress(f"{subject.label} (references)", s_index * len(targets), total)
         if target_opset is not None:
             try:
-                subject = retarget(subject, target_opset, max_input_bytes)
+                subject = retarget(subject, target_opset, max_input_bytes, tol)
             except CheckFailed as error:
                 label = f"{subject.label}@opset{target_opset}"
                 kind = getattr(error, "kind", "conversion")  # GraphDeparts: "export"
@@ -130,7 +130,7 @@ def validate(
             subject, precisions, calibration, calibration_method, max_input_bytes
         )
         judged_on = (
-            evaluation(subject, extra_inputs, int8_samples, max_input_bytes, trust_stored)
+            evaluation(subject, extra_inputs, int8_samples, max_input_bytes, trust_stored, tol)
             if int8_precisions
             else None
         )
@@ -146,7 +146,7 @@ def validate(
                 "opinions": sorted({r for c in cases for r in c.opinions}),
             }
         )
-        lower_float: dict[str, list] = {}  # per deployment: cases with its own overflow
+        overflow_of: dict[str, str | None] = {}  # per float16 deployment: where it overflows
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
@@ -158,25 +158,30 @@ def validate(
                     run_judged_cell(subject, target, model, judged_on, threads, cuda_options)
                 )
             else:
-                if target.precision != "fp32" and target.precision not in lower_float:
-                    probes = overflow_probes(cases)
-                    lower_float[target.precision] = [
-                        with_deployed_reference(case, model) if i in probes else case
-                        for i, case in enumerate(cases)
-                    ]
-                cells.append(
-                    run_cell(
-                        subject,
-                        target,
-                        lower_float.get(target.precision, cases),
-                        tol,
-                        threads,
-                        localise_failures,
-                        cuda_options,
-                        trust_stored,
-                        model=model,
-                    )
+                cell = run_cell(
+                    subject,
+                    target,
+                    cases,
+                    tol,
+                    threads,
+                    localise_failures,
+                    cuda_options,
+                    trust_stored,
+                    model=model,
                 )
+                if target.precision != "fp32" and cell.status != "unavailable":
+                    if target.precision not in overflow_of:
+                        probes = [cases[i] for i in overflow_probes(cases)]
+                        overflow_of[target.precision] = fp16_range.overflow(
+                            subject.model,
+                            model,
+                            [c.feeds for c in probes],
+                            [c.label for c in probes],
+                        )
+                    if overflow_of[target.precision]:
+                        cell.status, cell.kind = "fail", "overflow"
+                        cell.reason = overflow_of[target.precision]
+                cells.append(cell)
         failed = [c for c in cells if c.subject == subject.label and c.kind == "export"]
         if subject.foreign_weights and failed:
             subject.note(subject.foreign_weights)
