@@ -185,8 +185,9 @@ def _preprocessed(model: onnx.ModelProto, tmp: str, label: str) -> onnx.ModelPro
         return onnx.load(path)
     except Exception as exc:  # symbolic shape inference and ORT's optimizer raise many types
         raise CheckFailed(
-            f"{label}: ONNX Runtime's quantization pre-processing failed "
-            f"(pass preprocess=False to skip it): {one_line(exc)}"
+            f"{label}: ONNX Runtime's quantization pre-processing (quant_pre_process, its "
+            f"symbolic shape inference) failed inside onnxruntime: {type(exc).__name__}: "
+            f"{one_line(exc)} (onnxconv.int8.quantize(..., preprocess=False) quantizes without it)"
         ) from exc
 
 

@@ -183,8 +183,12 @@ def test_quantizer_leaves_no_file_in_cwd_and_prints_nothing(tmp_path, monkeypatc
     for method in int8.METHODS:
         int8.quantize_static(model, make_feeds(model, range(2)), method=method)
     int8.quantize_dynamic(model)
-    with pytest.raises(CheckFailed, match="pre-processing failed"):
+    with pytest.raises(CheckFailed, match="pre-processing failed") as failed:
         int8.quantize_static(unloadable_model(), [{"input": np.ones((1, 4), np.float32)}])
+    # what failed, inside which library, and the error's type (a bare Python message before)
+    said = str(failed.value)
+    assert "(quant_pre_process, its symbolic shape inference) failed inside onnxruntime: " in said
+    assert said.split("failed inside onnxruntime: ")[1][0].isupper()  # the exception's class
     assert Path.cwd() == tmp_path
     assert list(tmp_path.iterdir()) == []
     assert capsys.readouterr().out == ""
