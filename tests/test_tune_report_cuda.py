@@ -48,3 +48,12 @@ def test_a_cpu_report_keeps_its_page_as_it_was():
     assert "What each formulation changed:" in page  # the Gather did change it
     assert "launch each node's kernels" not in page
     assert "The nodes alone sum to" not in page
+
+
+def test_the_bound_is_worded_by_this_version_from_the_runs_figures():
+    """The run's JSON keeps its own sentence ("that alone is slower", read as if one 2.01 ms
+    Conv were slower than PyTorch's 2.87 ms); the page words it again from the same figures."""
+    data = load_report(RUN / "shuffle_unit-b32.json")
+    assert "; that alone is slower than" in data["bound"]["sentence"]
+    page = to_markdown(data, "shuffle_unit-b32.png")
+    assert "; this part alone (3.86 ms) is slower than PyTorch eager's whole run (2.87 ms)" in page

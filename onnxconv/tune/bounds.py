@@ -145,6 +145,17 @@ def analyse(
     }
 
 
+def sentence(b: Mapping[str, Any] | None) -> str | None:
+    """The bound's sentence as this version words it (a report's JSON keeps the one its run
+    wrote: re-rendering a page rewords it from the same figures); None without a bound."""
+    if not b or "error" in b:
+        return None
+    try:
+        return describe(b)
+    except (KeyError, TypeError):  # a report from before a field existed
+        return b.get("sentence")
+
+
 def describe(b: Mapping[str, Any]) -> str:
     """The bound in one sentence."""
     part, ms, p50 = b["bound"], b["parts_ms"][b["bound"]], b["p50_ms"]
@@ -182,9 +193,9 @@ def describe(b: Mapping[str, Any]) -> str:
     slowest = b["slowest_node"]
     if slowest is not None:
         said += f"; the slowest is {slowest['name']} ({slowest['op_type']}, {slowest['ms']:.3g} ms)"
-    if b["alone_slower_than_torch"]:
+    if b["alone_slower_than_torch"]:  # the part, not its slowest node
         said += (
-            f"; that alone is slower than PyTorch eager's whole run ({b['torch_p50_ms']:.3g} ms), "
-            "so no change to the rest of the graph reaches it"
+            f"; this part alone ({ms:.3g} ms) is slower than PyTorch eager's whole run "
+            f"({b['torch_p50_ms']:.3g} ms), so no change to the rest of the graph reaches it"
         )
     return said

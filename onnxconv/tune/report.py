@@ -52,6 +52,7 @@ from onnxconv.quant_check import headline
 from onnxconv.quant_metrics import describe_budget, parse_budget
 from onnxconv.report import json_text, rerender_main, write_files
 
+from .bounds import sentence
 from .candidates import SCHEMA, TuneReport
 from .proof import REFERENCE_BATCHES, SEEDS
 from .rewrites import REWRITES
@@ -182,7 +183,7 @@ def _bound_lines(bound: dict[str, Any] | None) -> list[str]:
         "",
         "## What bounds the winner",
         "",
-        f"**{bound['sentence']}.**",
+        f"**{sentence(bound)}.**",
         "",
         f"Each of the winner's {bound['nodes']} nodes timed alone on its EP "
         f"({bound['clock']}), set beside the winner's p50; the overhead is the p50 less the sum "

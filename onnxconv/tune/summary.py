@@ -15,6 +15,7 @@ from typing import Any
 from onnxconv.errors import UserInputError
 from onnxconv.machine import describe_gpus
 
+from .bounds import sentence
 from .plots import stats_of
 from .report import load_report
 
@@ -49,7 +50,7 @@ def row(path: Path, data: dict[str, Any]) -> str:
             if kept or winner["speedup_vs_default"] is None
             else f"{winner['speedup_vs_default']:.2f}",
             "—" if winner["torch_over_ort"] is None else f"{winner['torch_over_ort']:.2f}",
-            (data.get("bound") or {}).get("sentence") or "—",
+            sentence(data.get("bound")) or "—",
         ]
     except (KeyError, IndexError, StopIteration, TypeError, AttributeError) as error:
         raise UserInputError(f"{path}: not a complete tune report ({error!r})") from None
