@@ -326,6 +326,13 @@ def test_a_gate_that_compared_nothing_fails(tmp_path, capsys):
     )
     assert main(["bench-compare", str(base), str(other)]) == 1
     assert "nothing compared: no cell of" in capsys.readouterr().err
+    # the same ids, but every one another graph (a tuned folder moved elsewhere): no verdict
+    # came of any, and "0 slower, 0 faster, 0 unclear, 0 the same" exited 0
+    moved = [{**c, "source": f"/elsewhere/{c['source']}"} for c in BASE]
+    other.write_text(json.dumps(_report(moved).to_dict()))
+    assert main(["bench-compare", str(base), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing compared: every cell in both runs is not comparable (source differs)" in err
 
 
 @pytest.mark.parametrize(

@@ -325,3 +325,11 @@ def test_a_bit_identical_permutation_is_proven_where_the_outputs_are_too_small_t
     code, again, err = _validate(tmp_path / "o", tmp_path, capsys)
     assert code == 0 and again["cells"][0]["status"] == "pass", err
     assert again["cells"][0]["reason"].startswith("bit for bit the original's outputs on CPU")
+    # A wrong permutation there was only "WARN insensitive", exit 0: the record requires bit
+    # for bit, which it is not, so it fails as tune would have disqualified it.
+    _rewrite(tmp_path / "o" / "tuned.json", lambda m: _swap_first_two(m, "Gather"))
+    code, again, err = _validate(tmp_path / "o", tmp_path, capsys)
+    (cell,) = again["cells"]
+    assert code == 1 and (cell["status"], cell["kind"]) == ("fail", "export"), err
+    assert cell["reason"].startswith("not bit for bit the original's outputs on CPU (largest ")
+    assert "which tune proved and the record requires; output" in cell["reason"]

@@ -131,6 +131,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if errors or missing or slower else 0
 
 
+#: The verdicts of a cell that was compared (the others: not timed, not comparable).
+JUDGED = ("slower", "faster", "unclear", "same")
+
+
 def cmd_bench_compare(args: argparse.Namespace) -> int:
     from ..bench import report as bench_report
 
@@ -168,10 +172,14 @@ def print_comparison(
     for line in bench_compare.only_in_lines(comparison):
         print(line)
     print(f"\n{bench_compare.tally(comparison)}\n{bench_compare.rule(comparison)}")
-    if not comparison["cells"]:  # a gate that compared nothing must not pass
+    judged = [r for r in comparison["cells"] if r["verdict"] in JUDGED]
+    if not judged:  # a gate that compared nothing must not pass
+        not_judged = sorted({r["verdict"] for r in comparison["cells"]})
         print(
             f"nothing compared: no cell of {current_path} is in {baseline_path} "
-            "(the same variant, batch, backend, target and config)",
+            "(the same variant, batch, backend, target and config)"
+            if not comparison["cells"]
+            else f"nothing compared: every cell in both runs is {' or '.join(not_judged)}",
             file=sys.stderr,
         )
     write_reports(
@@ -180,7 +188,7 @@ def print_comparison(
             markdown_path: lambda: bench_compare.to_markdown(comparison),
         }
     )
-    return 1 if comparison["slower"] or not comparison["cells"] else 0
+    return 1 if comparison["slower"] or not judged else 0
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:

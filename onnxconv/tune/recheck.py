@@ -224,10 +224,18 @@ def recheck(tuned: TunedDeployment, threads: int | None = None) -> validate.Vali
     if tuned.record.budget is None:
         cell, notes = prover.cell(label, tuned.model, tuned.record.settings)
         cases = [c.label for c in prover.cases(label, tuned.model)]
-        if cell.kind == "insensitive" and tuned.record.bit_identical_required:
-            # As tune proved it: no tolerance can judge these sources, bit-identity can.
-            same, _ = prover.bit_identity(label, tuned.model, tuned.record.settings)
-            if same:
+        if tuned.record.bit_identical_required and cell.status != "unavailable":
+            # As tune proved it: a permutation gives the original's outputs bit for bit, and
+            # where no tolerance can judge the sources (insensitive) only that proves it.
+            same, worst = prover.bit_identity(label, tuned.model, tuned.record.settings)
+            if not same:
+                cell.status, cell.kind = "fail", "export"
+                cell.reason = (
+                    "not bit for bit the original's outputs on CPU (largest difference "
+                    f"{worst:.3g}), which tune proved and the record requires"
+                    + (f"; {cell.reason}" if cell.reason else "")
+                )
+            elif cell.kind == "insensitive":
                 cell.status, cell.kind = "pass", ""
                 cell.reason = (
                     "bit for bit the original's outputs on CPU, as tune proved it (the sources "
