@@ -335,6 +335,23 @@ def test_a_gate_that_compared_nothing_fails(tmp_path, capsys):
     assert "nothing compared: every cell in both runs is not comparable (source differs)" in err
 
 
+def test_a_graph_is_known_by_its_sha256_where_its_folder_moved_or_its_file_changed():
+    """A tuned folder copied elsewhere is the same graph (it was "not comparable (source
+    differs)"); a file changed in place is another one (it was compared as the same)."""
+    same = [{**c, "graph_sha256": "a" * 64} for c in BASE]
+    moved = [{**c, "source": f"/elsewhere/{c['source']}"} for c in same]
+    compared = bench_compare.compare_reports(_report(same), _report(moved))
+    assert {row["verdict"] for row in compared["cells"]} == {"same"}
+    changed = [{**c, "graph_sha256": "b" * 64} for c in BASE]
+    other = bench_compare.compare_reports(_report(same), _report(changed))
+    assert {row["verdict"] for row in other["cells"]} == {"not comparable (graph differs)"}
+    # reports from before the field: the source decides, as it did
+    assert {
+        r["verdict"]
+        for r in bench_compare.compare_reports(_report(BASE), _report(changed))["cells"]
+    } == {"same"}
+
+
 @pytest.mark.parametrize(
     "content, says",
     [

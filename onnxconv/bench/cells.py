@@ -6,9 +6,12 @@ round by round (:func:`pair`), and the start and end roof measurements combined
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .settings import BenchSettings
@@ -17,6 +20,7 @@ from .stats import median_or_none, paired_ratios, summarize
 
 #: The fields :meth:`BenchCell.to_dict` leaves out (or, ``outputs``, moves last) while ``None``.
 _OPTIONAL = (
+    "graph_sha256",
     "graph_computes_in",
     "tuned",
     "tuned_settings",
@@ -36,6 +40,9 @@ class BenchCell:
     label: str
     source: str
     kind: str  # "variant" or "onnx"
+    #: The sha256 of an ``onnx`` source's graph file: bench-compare knows the same graph by it
+    #: where its folder moved, and another graph where the file changed in place (optional).
+    graph_sha256: str | None = None
     config: dict[str, Any] | None
     batch: int
     backend: str  # "ort", "torch" or "torch_compile"
@@ -103,6 +110,7 @@ def cell_base(
         label=s.label,
         source=s.variant if s.kind == "variant" else str(s.path),
         kind=s.kind,
+        graph_sha256=_file_sha256(str(s.path)) if s.kind == "onnx" else None,
         config=prep.config,
         batch=prep.batch,
         backend=backend,
@@ -115,6 +123,12 @@ def cell_base(
         input_shapes=_input_shapes(prep),
         **extra,
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path: str) -> str:
+    """A graph file's sha256, read once per run (every cell of a source asks)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _input_shapes(prep: Prepared) -> dict[str, list[int]]:

@@ -241,6 +241,11 @@ def _compare_cell(
         "why": None,
     }
     changed = [key for key in ("source", "config", "macs") if old.get(key) != new.get(key)]
+    sha = old.get("graph_sha256"), new.get("graph_sha256")
+    if all(sha) and sha[0] == sha[1] and "source" in changed:
+        changed.remove("source")  # the same graph, its folder moved (a tuned folder copied)
+    elif all(sha) and sha[0] != sha[1] and "source" not in changed:
+        changed.insert(0, "graph")  # the file at the same path holds another graph
     if changed:  # same name, another graph: a ratio would mean nothing
         row["verdict"] = (
             f"not comparable ({', '.join(changed)} {'differs' if len(changed) == 1 else 'differ'})"

@@ -59,7 +59,9 @@ class BenchReport:
       device-to-device copy through PyTorch, CUDA events; same keys plus ``device``); CUDA cells'
       % of roof are against these. ``null`` otherwise (``cuda_roofs_error`` says why if measured).
     - ``cells[]``: one per (source, batch, backend, target). Keys: ``id``, ``label``,
-      ``source`` (variant name or model path), ``kind`` ("variant" | "onnx"), ``config``,
+      ``source`` (variant name or model path), ``kind`` ("variant" | "onnx"),
+      ``graph_sha256`` (an ``onnx`` source's file; optional: bench-compare knows a moved graph by
+      it), ``config``,
       ``batch``, ``backend`` ("ort" | "torch" | "torch_compile"), ``target`` ("cpu/all/fp32" for
       ORT, the device for torch), ``ep``, ``device``, ``opt_level``, ``precision``, ``threads``,
       ``status`` ("ok" | "error" | "unavailable" | "undeployable": no graph at that
