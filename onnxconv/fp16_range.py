@@ -49,11 +49,15 @@ def overflow(
     graph computes on one of ``feeds`` (named by ``labels``), in words: the first tensor past
     float16's range and how far; None where every tensor fits."""
     from .divergence import run_intermediates_ort
+    from .errors import UserInputError
     from .runtime import Target
 
     kept = _kept_float32(deployed)
     for label, feed in zip(labels, feeds):
-        values = run_intermediates_ort(fp32_model, feed, Target("cpu", "disabled"))
+        try:
+            values = run_intermediates_ort(fp32_model, feed, Target("cpu", "disabled"))
+        except UserInputError:  # shape inference cannot type its tensors: nothing to read
+            return None
         for name, value in values.items():
             if name in kept or not np.issubdtype(value.dtype, np.floating):
                 continue
