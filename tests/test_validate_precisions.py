@@ -426,3 +426,22 @@ def test_an_op_that_sums_past_float16_inside_is_not_an_overflow(tmp_path):
     cell = cells_by_target(run([subject], ["fp16"]))["cpu/all/fp16"]
     # a LayerNorm's output does not move with the input's scale: normal and wide inputs agree
     assert (cell.status, cell.kind) == ("warn", "insensitive"), cell.reason
+
+
+def test_a_graph_whose_tensors_cannot_be_typed_keeps_its_own_fp16_verdict(tmp_path, monkeypatch):
+    """The range check reads every tensor through shape inference; where that fails, the cell
+    keeps the verdict its comparison gave instead of ending the run."""
+    from onnxconv import divergence, fp16_range
+    from onnxconv.errors import UserInputError
+
+    folder = _overflowing_in_float16(tmp_path / "overflow")
+    subject = validate.load_subject(str(folder))
+
+    def untyped(*args, **kwargs):
+        raise UserInputError("shape inference failed: (planted)")
+
+    monkeypatch.setattr(divergence, "run_intermediates_ort", untyped)
+    fp16 = precisions.deploy(subject.model, "fp16", None)
+    assert fp16_range.overflow(subject.model, fp16, [subject.test_sets[0].inputs], ["t"]) is None
+    cell = cells_by_target(run([subject], ["fp16"]))["cpu/all/fp16"]
+    assert cell.status == "pass", cell.reason  # what ORT's CPU shows without the range check
