@@ -47,6 +47,11 @@ def exporter_versions() -> dict[str, str]:
     }
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, as a manifest entry and a tuned.json record it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def tensor_pb(array: np.ndarray, name: str) -> bytes:
     return numpy_helper.from_array(np.ascontiguousarray(array), name=name).SerializeToString()
 

@@ -6,12 +6,9 @@ round by round (:func:`pair`), and the start and end roof measurements combined
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .settings import BenchSettings
@@ -110,7 +107,7 @@ def cell_base(
         label=s.label,
         source=s.variant if s.kind == "variant" else str(s.path),
         kind=s.kind,
-        graph_sha256=_file_sha256(str(s.path)) if s.kind == "onnx" else None,
+        graph_sha256=s.graph_sha256,
         config=prep.config,
         batch=prep.batch,
         backend=backend,
@@ -123,12 +120,6 @@ def cell_base(
         input_shapes=_input_shapes(prep),
         **extra,
     )
-
-
-@functools.lru_cache(maxsize=None)
-def _file_sha256(path: str) -> str:
-    """A graph file's sha256, read once per run (every cell of a source asks)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _input_shapes(prep: Prepared) -> dict[str, list[int]]:

@@ -17,6 +17,7 @@ import onnx
 from .. import feeds, precisions
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
+from ..export_layout import file_sha256
 from ..graph import graph_cost, with_input_shapes
 from ..graph.index import load_model
 from ..validate.subjects import first_stored_inputs
@@ -58,6 +59,8 @@ class Source:
     torch_config: dict[str, Any] | None = None
     #: Why PyTorch is not timed beside a graph whose manifest names a module (``--no-module``).
     torch_left_out: str | None = None
+    #: The sha256 of an ``onnx`` source's graph file (bench-compare knows the graph by it).
+    graph_sha256: str | None = None
 
     @property
     def has_torch(self) -> bool:
@@ -110,7 +113,13 @@ def resolve_sources(
         load_model(path)  # fails early, with one line, on anything that is not ONNX
         label = path.parent.name if path.name == "model.onnx" else path.stem
         sources.append(
-            Source(label=label, kind="onnx", path=path.resolve(), **torch_of(path, modules))
+            Source(
+                label=label,
+                kind="onnx",
+                path=path.resolve(),
+                graph_sha256=file_sha256(path),
+                **torch_of(path, modules),
+            )
         )
     common = dict(overrides or {})
     per_variant = {k: dict(v) for k, v in (variant_overrides or {}).items()}
@@ -151,6 +160,7 @@ def tuned_source(record: Path, modules: bool = True) -> Source:
         label=f"{name}.tuned",
         kind="onnx",
         path=tuned.model_path.resolve(),
+        graph_sha256=file_sha256(tuned.model_path),
         **torch_of(original, modules),
         tuned=TunedTarget(
             record=str(tuned.path),

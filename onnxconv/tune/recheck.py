@@ -13,7 +13,6 @@ evaluation inputs for a lower precision. The result is an ordinary
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import onnx
 
 from onnxconv import validate
 from onnxconv.errors import UserInputError, one_line
+from onnxconv.export_layout import file_sha256
 from onnxconv.machine import check_threads
 from onnxconv.quant_metrics import Bound, describe_budget, parse_budget
 
@@ -80,10 +80,6 @@ def is_tuned_record(target: str | Path) -> bool:
     return tuned_record_path(target) is not None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
@@ -107,7 +103,7 @@ def _original_path(path: Path, data: dict[str, Any]) -> Path:
     if not found:
         raise UserInputError(f"{path}: the original graph {recorded} is gone")
     sha = data["original"].get("sha256")
-    same = next((p for p in found if sha in (None, _sha256(p))), None)
+    same = next((p for p in found if sha in (None, file_sha256(p))), None)
     if same is None:
         raise UserInputError(
             f"{path}: the original graph {found[0]} changed since tune proved against it "
@@ -162,7 +158,7 @@ def read_record(record: str | Path) -> TunedRecord:
         model_path = path.parent / data["model"]
         if not model_path.is_file():
             raise UserInputError(f"{path}: its graph {model_path} is gone")
-        if _sha256(model_path) != data["sha256"]:
+        if file_sha256(model_path) != data["sha256"]:
             raise UserInputError(
                 f"{path}: {model_path} changed since tune wrote it (sha256 differs)"
             )

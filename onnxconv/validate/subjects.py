@@ -221,7 +221,7 @@ def attach_variant(subject: Subject, manifest_path: Path, rebuild_modules: bool 
     A model whose sha256 no longer matches the manifest was changed after export: PyTorch still
     decides (the manifest says what the graph should compute), and the subject notes the change.
     """
-    from ..export_layout import check_entry, load_json
+    from ..export_layout import check_entry, file_sha256, load_json
 
     if not manifest_path.exists():
         return
@@ -252,9 +252,7 @@ def attach_variant(subject: Subject, manifest_path: Path, rebuild_modules: bool 
         decider = entry["module"]["path"]
     else:
         return
-    import hashlib
-
-    if entry.get("sha256") != hashlib.sha256(subject.model_path.read_bytes()).hexdigest():
+    if entry.get("sha256") != file_sha256(subject.model_path):
         subject.notes.append(
             f"{subject.model_path} differs from the sha256 in {manifest_path}: "
             f"changed since export; PyTorch ({decider}) still decides"
