@@ -197,20 +197,12 @@ def _sized_by_stored_inputs(model: Any, path: Any, batch: int) -> tuple[Any, str
     return graph.with_input_shapes(model, shapes), f"at the stored inputs' size ({said})"
 
 
-def _fixed_batch(model: Any) -> int | None:
-    """The first graph input's leading dimension where it is fixed (None where symbolic)."""
-    from .. import feeds
-
-    inputs = feeds.graph_inputs(model)
-    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
-    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import graph, variants
     from ..graph import checks as graph_checks
+    from ..validate import fixed_batch
 
     path = Path(args.model)
     if not path.exists() and args.model in variants.REGISTRY:  # a zoo name, as validate takes
@@ -228,7 +220,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise OnnxconvError(f"{path}: no such file or folder{variants.did_you_mean(args.model)}")
     model = graph.load_model(path)
     report = graph.inspect_model(model)
-    batch = _fixed_batch(model) or args.batch  # --batch sizes a symbolic batch only
+    batch = fixed_batch(model) or args.batch  # --batch sizes a symbolic batch only
     sized, sized_by = _sized_by_stored_inputs(model, path, batch)
     index = graph.GraphIndex(sized)
     cost = graph.cost_breakdown(index, batch_size=batch)

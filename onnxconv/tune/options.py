@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnxconv import feeds as feeds_module
 from onnxconv import precisions as precisions_module
 from onnxconv import validate
 from onnxconv.errors import UserInputError
@@ -70,12 +69,12 @@ def batch_of(subject: validate.Subject, requested: int | None) -> int:
     """The batch to tune at: the graph's fixed batch, or ``requested`` (default 1) if dynamic."""
     if requested is not None and requested < 1:
         raise UserInputError(f"batch must be a positive integer, got {requested}")
-    dim = feeds_module.graph_inputs(subject.model)[0].type.tensor_type.shape.dim[0]
-    if dim.HasField("dim_value"):
-        if requested not in (None, dim.dim_value):
+    fixed = validate.fixed_batch(subject.model)
+    if fixed is not None:
+        if requested not in (None, fixed):
             raise UserInputError(
-                f"{subject.model_path}: the graph's batch is fixed at {dim.dim_value}; cannot "
+                f"{subject.model_path}: the graph's batch is fixed at {fixed}; cannot "
                 f"tune batch {requested} (export it with --dynamic-batch)"
             )
-        return dim.dim_value
+        return fixed
     return requested or 1

@@ -44,6 +44,14 @@ def dynamic_batch(model: onnx.ModelProto) -> bool:
     return 0 in symbolic_axes(model)
 
 
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The first graph input's leading dimension where it is fixed (None where symbolic);
+    initializers listed as inputs (IR < 4) are not inputs."""
+    inputs = feeds_module.graph_inputs(model)
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+
+
 def spatial_sizes(subject: Subject) -> list[dict[int, int]]:
     """The export's own height and width, and, when they are dynamic, a second, different size
     (odd sizes, so stride-2 and padding paths see a shape the export never did)."""
