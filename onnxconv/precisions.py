@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from onnxconv.errors import CheckFailed, NoDeployment, UserInputError, unknown_name
+from onnxconv.errors import NoDeployment, UserInputError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -92,15 +92,15 @@ def deploy(
 
     ``calibration`` (a list of feed dicts) is required by the static int8 precisions;
     ``method`` is their calibration method. A graph already stamped ``precision`` is returned as
-    it is. Raises :class:`CheckFailed` when the converter or quantizer fails or the graph is
-    already another deployment, and :class:`UserInputError` for a missing calibration or an
-    unknown name.
+    it is. Raises :class:`NoDeployment` when the graph is already another deployment or
+    computes at a lower precision, :class:`CheckFailed` when the converter or quantizer fails,
+    and :class:`UserInputError` for a missing calibration or an unknown name.
     """
     spec = get(precision)
     if precision == "fp32" or stamp(model) == precision:
         return model  # the graph as given, or already that deployment
     if stamp(model) != "fp32":
-        raise CheckFailed(
+        raise NoDeployment(
             f"{label}: already deployed at {stamp(model)} (metadata {STAMP}); {precision} is "
             "made from the fp32 graph"
         )

@@ -97,11 +97,14 @@ def _sortable(value: float) -> float:
 
 def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """One output over every input: concatenated along the batch axis where the arrays have one
-    (so a classifier's ``[1, classes]`` rows become ``[N, classes]``), else stacked."""
+    (so a classifier's ``[1, classes]`` rows become ``[N, classes]``), stacked where they are
+    scalars, else (inputs of several spatial sizes) flattened and concatenated."""
     shapes = {a.shape[1:] for a in arrays if a.ndim >= 1}
     if len(shapes) == 1 and all(a.ndim >= 1 for a in arrays):
         return np.concatenate([np.asarray(a, np.float64) for a in arrays], axis=0)
-    return np.stack([np.asarray(a, np.float64) for a in arrays])
+    if all(a.ndim == 0 for a in arrays):
+        return np.stack([np.asarray(a, np.float64) for a in arrays])
+    return np.concatenate([np.asarray(a, np.float64).ravel() for a in arrays])
 
 
 def sensitivity(per_input: Sequence[np.ndarray]) -> float:
@@ -114,6 +117,42 @@ def sensitivity(per_input: Sequence[np.ndarray]) -> float:
     if rms == 0.0:
         return 0.0
     return float(np.mean(np.std(stacked, axis=0)) / rms)
+
+
+def judge_outputs(
+    names: Sequence[str],
+    expected: Sequence[Mapping[str, np.ndarray]],
+    got: Sequence[Mapping[str, np.ndarray]],
+    *,
+    against: str,
+    tolerances: Mapping[str, Bound] | None = None,
+) -> QuantVerdict:
+    """The metrics verdict on outputs ``names`` of a lower-precision graph: its outputs ``got``
+    against ``against``'s ``expected`` (one dict per input), each output stacked over the
+    inputs; ``fail`` / ``quantization`` outside ``tolerances`` (default
+    :data:`onnxconv.quant_metrics.TOLERANCES`), ``warn`` / ``insensitive`` where the expected
+    output hardly depends on the input."""
+    verdict = QuantVerdict("pass", against=against, samples=len(expected))
+    reasons = []
+    for name in names:
+        ref = [e[name] for e in expected]
+        metrics = quant_metrics(stack(ref), stack([g[name] for g in got]))
+        verdict.metrics[name] = metrics
+        verdict.sensitivity[name] = sensitivity(ref)
+        reasons += judge(metrics, dict(tolerances or TOLERANCES), name=name).reasons
+    if reasons:
+        verdict.status, verdict.kind = "fail", "quantization"
+        verdict.reason = "; ".join(reasons)
+        return verdict
+    flat = {n: s for n, s in verdict.sensitivity.items() if s < MIN_SENSITIVITY}
+    if flat:
+        name, spread = min(flat.items(), key=lambda kv: kv[1])
+        verdict.status, verdict.kind = "warn", "insensitive"
+        verdict.reason = (
+            f"output {name!r} barely depends on the input (spread {spread:.1e} of its RMS "
+            f"across {len(expected)} inputs): agreeing with it proves little"
+        )
+    return verdict
 
 
 def judge_deployment(
@@ -129,18 +168,11 @@ def judge_deployment(
 ) -> QuantVerdict:
     """The verdict for one lower-precision deployment (an int8 cell of validate, a precision
     candidate of tune) from its outputs ``got`` and the fp32 source's ``expected`` on the same
-    ``feeds`` (one dict per evaluation input). ``static``: a static QDQ graph, whose pairs are
-    compared with the fp32 graph layer by layer; ``tolerances``: the bounds (default
-    :data:`onnxconv.quant_metrics.TOLERANCES`; tune passes the user's accuracy budget)."""
-    verdict = QuantVerdict("pass", against=against, samples=len(feeds))
+    ``feeds`` (one dict per evaluation input): :func:`judge_outputs`, and for a ``static`` QDQ
+    graph its pairs compared with the fp32 graph layer by layer (the worst named in a failure's
+    reason); ``tolerances``: the bounds (tune passes the user's accuracy budget)."""
     names = [o.name for o in fp32_model.graph.output]
-    reasons = []
-    for name in names:
-        ref = [e[name] for e in expected]
-        metrics = quant_metrics(stack(ref), stack([g[name] for g in got]))
-        verdict.metrics[name] = metrics
-        verdict.sensitivity[name] = sensitivity(ref)
-        reasons += judge(metrics, dict(tolerances or TOLERANCES), name=name).reasons
+    verdict = judge_outputs(names, expected, got, against=against, tolerances=tolerances)
     if not static:
         verdict.layers_note = "no QDQ pairs to compare (not a static int8 graph)"
     else:
@@ -149,24 +181,12 @@ def judge_deployment(
             verdict.layers = errors[:WORST_LAYERS_KEPT]
         except Exception as error:  # evidence, not the verdict (ORT, or no QDQ pair to pair)
             verdict.layers_note = f"no per-layer comparison: {one_line(error)}"
-    if reasons:
-        verdict.status, verdict.kind = "fail", "quantization"
-        verdict.reason = "; ".join(reasons)
-        worst = [
-            f"{e.tensor} ({e.op_type}) {e.local_sqnr_db:.1f} dB"
-            for e in verdict.layers[:WORST_LAYERS_NAMED]
-        ]
-        if worst:
-            verdict.reason += "; largest own error at " + ", ".join(worst)
-        return verdict
-    flat = {n: s for n, s in verdict.sensitivity.items() if s < MIN_SENSITIVITY}
-    if flat:
-        name, spread = min(flat.items(), key=lambda kv: kv[1])
-        verdict.status, verdict.kind = "warn", "insensitive"
-        verdict.reason = (
-            f"output {name!r} barely depends on the input (spread {spread:.1e} of its RMS "
-            f"across {len(feeds)} inputs): agreeing with it proves little"
-        )
+    worst = [
+        f"{e.tensor} ({e.op_type}) {e.local_sqnr_db:.1f} dB"
+        for e in verdict.layers[:WORST_LAYERS_NAMED]
+    ]
+    if verdict.status == "fail" and worst:
+        verdict.reason += "; largest own error at " + ", ".join(worst)
     return verdict
 
 
@@ -177,13 +197,21 @@ def _number(value: Any, digits: str) -> str:
 def markdown_section(cells: Sequence[Any], settings: Mapping[str, Any]) -> list[str]:
     """The int8 part of a validate report: settings, metrics per output, the worst layers.
     ``cells`` are validate cells with ``quant`` evidence."""
-    lines = [
-        "## int8 deployments",
-        "",
-        f"- calibration: {settings.get('calibration_samples')} {settings.get('calibration')} "
-        f"inputs, {settings.get('calibration_method')}; judged on "
-        f"{settings.get('evaluation_samples')} further generated inputs plus stored ones",
-        "- tolerances: " + ", ".join(f"{k} {v}" for k, v in settings.get("tolerances", {}).items()),
+    lines = ["## int8 deployments", ""]
+    if settings:
+        lines.append(
+            f"- calibration: {settings.get('calibration_samples')} {settings.get('calibration')} "
+            f"inputs, {settings.get('calibration_method')}; judged on "
+            f"{settings.get('evaluation_samples')} further generated inputs plus stored ones"
+        )
+    if any(c.target.endswith("/fp32") for c in cells):
+        lines.append(
+            "- a graph that came quantized (its fp32 cells): judged against its source on the "
+            "stored test sets and --inputs (else the generated normal inputs)"
+        )
+    tolerances = settings.get("tolerances") or {k: b.describe() for k, b in TOLERANCES.items()}
+    lines += [
+        "- tolerances: " + ", ".join(f"{k} {v}" for k, v in tolerances.items()),
         "",
         "| graph | target | status | output | vs | inputs | SQNR dB | cosine | max/range "
         "| mean/range | top-1 | top-5 | sensitivity |",

@@ -4,7 +4,10 @@ what the original graph's sources say, before it may win.
 Each candidate becomes a :class:`onnxconv.validate.Subject` that carries the *original's*
 sources: its stored test sets and, for a zoo graph, its variant, config and manifest entry, so
 PyTorch decides; a graph without PyTorch gets test sets holding the original graph's outputs on
-the reference evaluator for every seed and distribution (stored outputs then decide). The
+the reference evaluator for every seed and distribution (stored outputs then decide). A graph that
+came quantized (it computes in int8) is first held to its own float sources by validate's int8
+metrics (:meth:`Prover.quantized_original`); its candidates must then compute what it computes,
+so its outputs on the reference evaluator, on the stored inputs too, are their only source. The
 candidate then goes through validate's own checks (:func:`onnxconv.validate.make_cases`,
 :func:`onnxconv.validate.run_cell`): fp32, the target EP at the settings' optimisation level,
 with the settings' session options, seeds 0, 1, 2 × ``normal`` and ``wide`` inputs at batches 1
@@ -39,7 +42,7 @@ import numpy as np
 import onnx
 
 from onnxconv import feeds as feeds_module
-from onnxconv import quant_check, runtime, validate
+from onnxconv import precisions, quant_check, runtime, validate
 from onnxconv.errors import CheckFailed, one_line
 from onnxconv.parity import Tolerance
 from onnxconv.quant_metrics import Bound
@@ -113,11 +116,20 @@ def budget_proof(cell: validate.Cell, evaluated: int) -> Proof:
     )
 
 
-def _source_test_sets(original: validate.Subject, max_input_bytes: int) -> list[validate.TestSet]:
+def _source_test_sets(
+    original: validate.Subject, max_input_bytes: int, stored_inputs: bool
+) -> list[validate.TestSet]:
     """The source of a graph without PyTorch: its own outputs on the reference evaluator for the
-    proof's seeds and distributions, at batch 1 (every candidate must compute the same)."""
+    proof's seeds and distributions, at batch 1, and for the stored test sets' inputs where
+    ``stored_inputs`` (every candidate must compute the same)."""
     spatial = validate.spatial_sizes(original)[0]
     sets = []
+    for s in original.test_sets if stored_inputs else []:
+        sets.append(
+            validate.TestSet(
+                s.inputs, _on_reference(original, s.inputs), f"original-on-reference/{s.label}"
+            )
+        )
     for dist in DISTRIBUTIONS:
         for seed in SEEDS:
             feeds = feeds_module.generate(
@@ -130,17 +142,24 @@ def _source_test_sets(original: validate.Subject, max_input_bytes: int) -> list[
                 max_bytes=max_input_bytes,
                 samples=original.sample,
             )
-            try:
-                outputs = run_reference(original.model, feeds)
-            except CheckFailed as error:
-                raise CheckFailed(
-                    f"{original.model_path}: no source to prove candidates against (no PyTorch "
-                    f"module, no stored outputs) and {one_line(error)}"
-                ) from None
             sets.append(
-                validate.TestSet(feeds, outputs, f"original-on-reference/{dist}/seed{seed}")
+                validate.TestSet(
+                    feeds,
+                    _on_reference(original, feeds),
+                    f"original-on-reference/{dist}/seed{seed}",
+                )
             )
     return sets
+
+
+def _on_reference(original: validate.Subject, feeds: dict[str, np.ndarray]):
+    try:
+        return run_reference(original.model, feeds)
+    except CheckFailed as error:
+        raise CheckFailed(
+            f"{original.model_path}: no source to prove candidates against (no PyTorch "
+            f"module, no stored outputs) and {one_line(error)}"
+        ) from None
 
 
 def proof_batches(model: onnx.ModelProto, batch: int) -> list[int] | None:
@@ -168,10 +187,13 @@ class Prover:
         self.batches, self.max_input_bytes = batches, max_input_bytes
         # Without PyTorch, generated inputs would have no source: the original's outputs on the
         # reference evaluator become one (stored test sets of the original still decide theirs).
-        self.test_sets = list(original.test_sets)
-        has_torch = bool(original.variant) or original.module is not None
+        # A graph that came quantized is its candidates' only source (its float sources judge it
+        # by int8 metrics, not element by element: quantized_original).
+        self.quantized = precisions.computes_in(original.model) == "int8"
+        self.test_sets = [] if self.quantized else list(original.test_sets)
+        has_torch = (bool(original.variant) or original.module is not None) and not self.quantized
         if not has_torch:
-            self.test_sets += _source_test_sets(original, max_input_bytes)
+            self.test_sets += _source_test_sets(original, max_input_bytes, self.quantized)
         self.seeds = SEEDS if has_torch else ()
         if batches is None and batch_of(original, None) > max(REFERENCE_BATCHES):
             # A fixed batch of 32 already draws 32 inputs from each distribution, and every seed
@@ -187,6 +209,12 @@ class Prover:
     def sources(self) -> list[str]:
         """What decides, in the report's words."""
         o = self.original
+        if self.quantized:
+            stored = f", and on the inputs of its {len(o.test_sets)} stored test set(s)"
+            return [
+                "stored: the original (quantized) graph's outputs on the reference evaluator, "
+                f"seeds {list(SEEDS)} x {list(DISTRIBUTIONS)}{stored if o.test_sets else ''}"
+            ]
         said = [f"torch: PyTorch module of variant {o.variant}"] if o.variant else []
         if o.module is not None:
             said.append(f"torch: PyTorch module {o.module_source}")
@@ -199,6 +227,28 @@ class Prover:
             )
         return said
 
+    def quantized_original(self) -> validate.Cell | None:
+        """For a graph that came quantized, validate's verdict on it against its own float
+        sources (PyTorch, the stored outputs; :func:`onnxconv.validate.judge_quantized`) on
+        ONNX Runtime's CPU EP, optimisations off, ``normal`` inputs; None for any other graph,
+        and for one without a float source (no PyTorch, no stored outputs)."""
+        o = self.original
+        has_torch = bool(o.variant) or o.module is not None
+        if not self.quantized or not (has_torch or o.test_sets):
+            return None
+        cases = validate.make_cases(
+            o, SEEDS if has_torch else (), ("normal",), max_input_bytes=self.max_input_bytes
+        )
+        return validate.run_cell(
+            o,
+            runtime.Target("cpu", "disabled"),
+            cases,
+            self.tol,
+            self.threads,
+            localise_failures=False,
+            quantized=True,
+        )
+
     def subject(self, label: str, model: onnx.ModelProto) -> validate.Subject:
         o = self.original
         path = Path(o.model_path)  # a candidate's name, for messages; the original's own file
@@ -209,12 +259,12 @@ class Prover:
             else path.with_name(f"{label.replace('/', '.')}.onnx"),
             model=model,
             test_sets=self.test_sets,
-            variant=o.variant,
+            variant=None if self.quantized else o.variant,
             config=o.config,
             entry=o.entry,
-            module=o.module,
-            module_source=o.module_source,
-            recipe=o.recipe,
+            module=None if self.quantized else o.module,
+            module_source="" if self.quantized else o.module_source,
+            recipe=None if self.quantized else o.recipe,
         )
 
     def _shared_cases(self) -> list[validate.Case]:

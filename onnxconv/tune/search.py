@@ -288,6 +288,14 @@ class _Search:
 
     def run(self) -> TuneReport:
         s, ep = self.subject, self.options.ep
+        self.quantized_check = self.prover.quantized_original()
+        if self.quantized_check and self.quantized_check.status != "pass":
+            c = self.quantized_check
+            raise CheckFailed(
+                f"{s.model_path}: the original graph itself fails validate on cpu: {c.status} "
+                f"{c.kind}: {c.reason}; tune proves candidates equal to a graph that computes "
+                "its sources"
+            )
         self.default = self.timed_proof(
             functools.partial(
                 self.candidate, ORIGINAL, s.model, [], [], True, DEFAULT, FORMULATIONS
@@ -496,6 +504,15 @@ class _Search:
         native = precisions_module.computes_in(s.model)
         if native != "fp32":
             notes.append(precisions_module.as_is_note(native, "candidates"))
+        if self.quantized_check:
+            quant = self.quantized_check.quant
+            notes.append(
+                "the graph came quantized: validate holds it to its float source by int8 metrics "
+                f"({quant_check_headline(quant)} vs {quant['against']} on "
+                f"{quant['samples']} input(s)), and every candidate to the original's own outputs"
+                if quant
+                else "the graph came quantized: every candidate is held to its own outputs"
+            )
         if self.method.rounds < MIN_ROUNDS_TO_WIN:
             notes.append(
                 f"{self.method.rounds} round measures no spread between rounds, so no candidate "

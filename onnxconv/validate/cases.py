@@ -30,6 +30,16 @@ class Case:
     reference_error: str = ""
 
 
+#: The label of the case made of the user's ``--inputs``.
+INPUTS_CASE = "inputs"
+
+
+def users_data(subject: Subject, case: Case) -> bool:
+    """Whether ``case`` holds the user's own inputs (a stored test set, ``--inputs``), not
+    generated ones."""
+    return case.label == INPUTS_CASE or any(s.label == case.label for s in subject.test_sets)
+
+
 #: Size given to a symbolic spatial axis of a graph that does not say (not a zoo variant).
 DEFAULT_SPATIAL = 16
 
@@ -241,7 +251,7 @@ def make_cases(
         for s in subject.test_sets
     ]
     if extra_inputs is not None:
-        cases.append(make_case(subject, "inputs", extra_inputs, None, module, reference))
+        cases.append(make_case(subject, INPUTS_CASE, extra_inputs, None, module, reference))
     for label, feeds in generated:
         try:
             cases.append(make_case(subject, label, feeds, None, module, reference))

@@ -4,6 +4,7 @@ departs."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,14 +14,21 @@ import numpy as np
 import onnx
 
 from .. import precisions as precisions_module
-from .. import runtime
+from .. import quant_check, runtime
 from ..divergence import first_divergence
 from ..errors import UserInputError, one_line
 from ..parity import Tolerance, graph_tolerance
 from ..reference import KNOWN_FAULTS
 from ..sensitivity import blind_spot
-from ..verdict import REFERENCE, SOURCES, UNTRUSTED_DIFFER, OutputCheck, judge
-from .cases import Case, torch_module
+from ..verdict import (
+    REFERENCE,
+    SOURCES,
+    UNTRUSTED_DIFFER,
+    OutputCheck,
+    deciding_source,
+    judge,
+)
+from .cases import Case, torch_module, users_data
 from .subjects import Subject
 
 
@@ -267,10 +275,13 @@ def run_cell(
     session_config: dict[str, str] | None = None,
     session_options: dict[str, Any] | None = None,
     model: onnx.ModelProto | None = None,
+    quantized: bool = False,
 ) -> Cell:
     """One subject on one float target; ``model`` is the deployment at ``target.precision``
     (default: the subject's own fp32 graph). ``session_config`` / ``session_options`` go to
-    :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``)."""
+    :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``).
+    ``quantized``: the graph came quantized and its sources speak for the float function
+    (:func:`judge_quantized`)."""
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or graph_tolerance(
         subject.model if model is None else model, target.precision, target.ep
@@ -287,6 +298,9 @@ def run_cell(
     )
     if outputs is None:
         return cell
+    if quantized:
+        judge_quantized(cell, subject, cases, outputs, target, tol, trust_stored, localise_failures)
+        return cell
     for case, got in zip(cases, outputs):
         result = judge_case(subject, case, got, target, tol, trust_stored, localise_failures)
         _record_worst(cell, result)
@@ -295,6 +309,77 @@ def run_cell(
     if cell.status == "pass":
         _warn_if_blind(cell, cases, tol)
     return cell
+
+
+def judge_quantized(
+    cell: Cell,
+    subject: Subject,
+    cases: list[Case],
+    outputs: list[dict[str, np.ndarray]],
+    target: runtime.Target,
+    tol: Tolerance,
+    trust_stored: bool,
+    localise_failures: bool,
+) -> None:
+    """The verdict on a graph brought quantized (it computes in int8) whose sources, PyTorch or
+    stored outputs, say what the float function gives: no element-by-element tolerance fits
+    that (int8 rounding moves every element, and an input beyond the calibrated range clips).
+
+    - What the graph *does*: onnxruntime is held to the reference evaluator element by element,
+      with the graph's tolerance (one quantization step of its outputs): ``executors`` on a
+      failure, localised to the first node that departs.
+    - What it *should* do: its outputs are held to the deciding source by the int8 metrics
+      (:func:`onnxconv.quant_check.judge_outputs`, ``fail`` / ``quantization`` outside them), on
+      the user's own data (stored test sets, ``--inputs``), which lie in the range the graph was
+      calibrated for; where there is none, on the generated ``normal`` inputs (a note says so),
+      never on the ``wide`` ones, which clip by design.
+    """
+    for case, got in zip(cases, outputs):
+        if REFERENCE in case.opinions:
+            executors = dataclasses.replace(case, opinions={REFERENCE: case.opinions[REFERENCE]})
+            result = judge_case(
+                subject, executors, got, target, tol, trust_stored, localise_failures
+            )
+            _record_worst(cell, result)
+            cell.cases.append(result)
+    _summarise(cell)
+    sourced = [
+        (case, got)
+        for case, got in zip(cases, outputs)
+        if deciding_source(case.opinions, trust_stored)
+    ]
+    judged_on = [(c, g) for c, g in sourced if users_data(subject, c)]
+    if not judged_on:
+        judged_on = [(c, g) for c, g in sourced if c.label.startswith("normal/")]
+        if judged_on:
+            subject.note(
+                "the graph came quantized: it is judged against its source on generated normal "
+                "inputs, which may lie outside its calibrated range (stored test sets or "
+                "--inputs from that range judge it instead)"
+            )
+    if not judged_on:
+        if cell.status == "pass":
+            _warn_if_blind(cell, cases, tol)
+        return
+    source = deciding_source(judged_on[0][0].opinions, trust_stored)
+    verdict = quant_check.judge_outputs(
+        [o.name for o in subject.model.graph.output],
+        [case.opinions[source] for case, _ in judged_on],
+        [got for _, got in judged_on],
+        against=source,
+    )
+    verdict.layers_note = "the graph came quantized: no fp32 graph to pair its QDQ pairs with"
+    cell.quant = verdict.to_dict()
+    cell.deciders = [source, *cell.deciders]
+    if cell.status == "fail" or verdict.status == "pass":
+        return
+    if verdict.status == "fail" or cell.status == "pass":
+        cell.status, cell.kind = verdict.status, verdict.kind
+        cell.reason = (
+            f"the int8 graph departs from {source} beyond int8 rounding: {verdict.reason}"
+            if verdict.status == "fail"
+            else verdict.reason
+        )
 
 
 def _warn_if_blind(cell: Cell, cases: list[Case], tol: Tolerance) -> None:

@@ -147,6 +147,7 @@ def validate(
             }
         )
         overflow_of: dict[str, str | None] = {}  # per float16 deployment: where it overflows
+        quantized = precisions_module.computes_in(subject.model) == "int8"
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
@@ -168,6 +169,7 @@ def validate(
                     cuda_options,
                     trust_stored,
                     model=model,
+                    quantized=quantized and target.precision == "fp32",
                 )
                 if target.precision != "fp32" and cell.status != "unavailable":
                     if target.precision not in overflow_of:
