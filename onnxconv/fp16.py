@@ -33,9 +33,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxconv.errors import CheckFailed, UserInputError, one_line
-
-#: Metadata entry of a :func:`to_fp16_standard` result: what the converter changed in weights.
-CONVERTER_CHANGES = "onnxconv.fp16_converter_changes"
+from onnxconv.precisions import CONVERTER_CHANGES
 
 _FP32 = TensorProto.FLOAT
 _FP16 = TensorProto.FLOAT16

@@ -44,7 +44,9 @@ recommended format for CPU since 1.11; ``QOperator`` is legacy).
   on every call without it. It runs by default; on the zoo it changes no node or tensor name
   (the exporter already folds BatchNormalization), so per-layer localisation still pairs every
   tensor with the fp32 model (checked on every committed graph, mobilenet_v1 and
-  shufflenet). ``preprocess=False`` skips it for a graph it cannot handle.
+  shufflenet). Where it fails (its symbolic shape inference gives up on some contrib ops, e.g.
+  ``com.microsoft.ExpandDims``), the quantizer runs without it and the result's metadata
+  (:data:`onnxconv.precisions.CONVERTER_CHANGES`) says why; ``preprocess=False`` skips it.
 - Side effects: ORT's quantizer writes the model, the calibration-augmented model and the
   output to files. Every path it gets from here is inside a ``TemporaryDirectory`` (its own
   internal temporaries are ``tempfile`` directories as well). One write is relative: when
@@ -88,6 +90,7 @@ from onnxconv.int8_layers import (
     layer_errors,
     qdq_params,
 )
+from onnxconv.precisions import CONVERTER_CHANGES
 from onnxconv.runtime import check_feeds, input_specs
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -177,18 +180,20 @@ def _check_calibration(
     ]
 
 
-def _preprocessed(model: onnx.ModelProto, tmp: str, label: str) -> onnx.ModelProto:
+def _preprocessed(model: onnx.ModelProto, tmp: str) -> tuple[onnx.ModelProto, str]:
+    """``model`` through ORT's quantization pre-processing, and ``""``; where the pre-processing
+    fails, ``model`` as it is and why it failed (the quantizer then runs without it, and the
+    verdict judges what it makes)."""
     q = _quantization()
     path = os.path.join(tmp, "preprocessed.onnx")
     try:
         q.quant_pre_process(model, path)
-        return onnx.load(path)
+        return onnx.load(path), ""
     except Exception as exc:  # symbolic shape inference and ORT's optimizer raise many types
-        raise CheckFailed(
-            f"{label}: ONNX Runtime's quantization pre-processing (quant_pre_process, its "
-            f"symbolic shape inference) failed inside onnxruntime: {type(exc).__name__}: "
-            f"{one_line(exc)} (onnxconv.int8.quantize(..., preprocess=False) quantizes without it)"
-        ) from exc
+        return model, (
+            "ONNX Runtime's quantization pre-processing (quant_pre_process, its symbolic shape "
+            f"inference) failed inside onnxruntime: {type(exc).__name__}: {one_line(exc)}"
+        )
 
 
 #: Per-axis QuantizeLinear/DequantizeLinear (``axis``) start at opset 13; ORT's quantizer writes
@@ -253,7 +258,7 @@ def quantize_static(
     if per_channel:
         model = _per_channel_opset(model, label)
     with tempfile.TemporaryDirectory(prefix="onnxconv-int8-") as tmp, _contained(tmp):
-        source = _preprocessed(model, tmp, label) if preprocess else model
+        source, skipped = _preprocessed(model, tmp) if preprocess else (model, "")
         out = os.path.join(tmp, "int8.onnx")
         try:
             q.quantize_static(
@@ -271,14 +276,20 @@ def quantize_static(
             )
             result = onnx.load(out)
         except Exception as exc:  # ORT's quantizer raises ValueError, RuntimeError, ORT errors
+            before = f"; before it, {skipped}" if skipped else ""
             raise CheckFailed(
-                f"{label}: ONNX Runtime's static quantizer failed: {one_line(exc)}"
+                f"{label}: ONNX Runtime's static quantizer failed: {one_line(exc)}{before}"
             ) from exc
     if not any(n.op_type == "QuantizeLinear" for n in result.graph.node):
         present = sorted({n.op_type for n in model.graph.node})
         raise NothingToQuantize(
             f"{label}: nothing to quantize: ORT's static quantizer left no QuantizeLinear in a "
             f"graph of {', '.join(present)}"
+        )
+    if skipped:
+        props = {p.key: p.value for p in result.metadata_props}
+        onnx.helper.set_model_props(
+            result, {**props, CONVERTER_CHANGES: f"{skipped}; quantized without it"}
         )
     return result
 

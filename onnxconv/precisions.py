@@ -63,6 +63,9 @@ NAMES = tuple(PRECISIONS)
 
 #: Metadata key :func:`deploy` writes, so a session can check it runs what its target names.
 STAMP = "onnxconv.precision"
+#: Metadata key of a deployment: what its converter or quantizer changed or had to leave out
+#: (validate notes it under the precision's name).
+CONVERTER_CHANGES = "onnxconv.converter_changes"
 
 #: Calibration inputs made by default: seeded ``normal`` feeds, seeds disjoint from the
 #: validation cases (0, 1, ...) and the evaluation inputs (:data:`EVALUATION_SEED`).
@@ -209,6 +212,7 @@ def feeds_for(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[s
 
 
 __all__ = [
+    "CONVERTER_CHANGES",
     "CALIBRATION_SAMPLES",
     "CALIBRATION_SEED",
     "NAMES",

@@ -20,7 +20,8 @@ from onnx_builders import run_cpu as run
 
 from onnxconv import feeds
 from onnxconv.errors import CheckFailed, UserInputError
-from onnxconv.fp16 import CONVERTER_CHANGES, to_fp16, to_fp16_io16, to_fp16_standard
+from onnxconv.fp16 import to_fp16, to_fp16_io16, to_fp16_standard
+from onnxconv.precisions import CONVERTER_CHANGES
 
 float16 = pytest.importorskip("onnxconverter_common.float16")
 

@@ -13,7 +13,6 @@ from .. import feeds as feeds_module
 from .. import fp16_range, quant_check, runtime
 from .. import precisions as precisions_module
 from ..errors import CheckFailed, conversion_status
-from ..fp16 import CONVERTER_CHANGES
 from ..parity import Tolerance
 from ..quant_metrics import Bound
 from ..verdict import TORCH
@@ -45,7 +44,9 @@ def deployments(
         except CheckFailed as error:
             made[name] = error
             continue
-        changes = {p.key: p.value for p in made[name].metadata_props}.get(CONVERTER_CHANGES)
+        changes = {p.key: p.value for p in made[name].metadata_props}.get(
+            precisions_module.CONVERTER_CHANGES
+        )
         if changes:
             subject.notes.append(f"{name}: {changes}")
     return made
