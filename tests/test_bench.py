@@ -815,5 +815,30 @@ def test_a_batch_the_graph_cannot_take_is_one_line_naming_the_graph(capsys):
     err = capsys.readouterr().err.strip()
     assert (
         len(err.splitlines()) == 1
-        and "fixed batch of 1; cannot bench batch 4 (bench it with --batch 1)" in err
+        and "fixed batch of 1; cannot bench batch 4 (bench it with --batch 1, or without --batch)"
+        in err
     ), err
+
+
+def test_a_graph_with_a_fixed_batch_is_benched_at_it_without_batch(tmp_path, capsys):
+    """Without --batch a graph made for batch 2 is benched at 2 (it used to be refused: batch 1
+    was the default for every source) while a variant beside it keeps batch 1; a --batch the
+    graph cannot take is still refused."""
+    from pathlib import Path
+
+    import onnx
+
+    model = onnx.load(Path(__file__).resolve().parent.parent / "graphs" / "grouped" / "model.onnx")
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    path = tmp_path / "b2.onnx"
+    onnx.save(model, path)
+    argv = ["bench", str(path), "pointwise", "--config", "height=8,width=8", "--opt-level", "all"]
+    argv += ["--rounds", "1", "--blocks", "1", "--calls", "3", "--no-roofs", "--no-profile"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "b")]) == 0
+    cells = json.loads((tmp_path / "b" / "bench.json").read_text())["cells"]
+    batches = {(c["label"], c["backend"]): c["batch"] for c in cells}
+    assert batches == {("b2", "ort"): 2, ("pointwise", "ort"): 1, ("pointwise", "torch"): 1}
+    capsys.readouterr()
+    assert main([*argv, "--batch", "1", "--quiet", "--out", str(tmp_path / "c")]) == 2
+    assert "b2.onnx: input 'input' has a fixed batch of 2" in capsys.readouterr().err

@@ -179,6 +179,8 @@ def test_the_folder_tune_wrote_names_its_record(tmp_path, monkeypatch, capsys):
     assert source.label == "channel_shuffle.tuned" and source.tuned.record == str(
         out / "tuned.json"
     )
+    # without --batch, bench times it at the batch it was tuned at
+    assert source.own_batch == json.loads((out / "tuned.json").read_text())["batch"] == 1
 
 
 def test_a_tuned_folder_checks_again_from_anywhere_and_after_moving_with_its_original(

@@ -62,12 +62,21 @@ class _Harness:
         }
         per_target = settings.rounds + settings.profile + settings.per_node
         per_variant = settings.rounds * len(self.torch_backends) * len(self.devices)
-        self.total = (2 if settings.roofs else 1) + len(settings.batches) * sum(
-            len(self.targets_of(s)) * per_target + 2 + per_variant * s.has_torch for s in sources
+        self.total = (2 if settings.roofs else 1) + sum(
+            len(self.batches_of(s))
+            * (len(self.targets_of(s)) * per_target + 2 + per_variant * s.has_torch)
+            for s in sources
         )
         self.done = 0
         self.roof_results: list[dict[str, Any]] = []
         self.cuda_roof_results: list[dict[str, Any]] = []
+
+    def batches_of(self, source: Source) -> tuple[int, ...]:
+        """The batches ``source`` is benched at: its own where it has one and the settings let
+        it (:attr:`BenchSettings.own_batches`), else the settings'."""
+        if self.settings.own_batches and source.own_batch is not None:
+            return (source.own_batch,)
+        return self.settings.batches
 
     def targets_of(self, source: Source) -> list[tuple[str, str, str]]:
         """``(ep, level, precision)`` of every ORT cell of ``source``: a tuned graph has its one."""
@@ -133,7 +142,7 @@ class _Harness:
         # cannot read is refused before anything is measured, the roofs included.
         prepared = {}
         for i, source in enumerate(self.sources):
-            for batch in self.settings.batches:
+            for batch in self.batches_of(source):
                 self.step(f"{source.label} b{batch}: the graph and its inputs")
                 prepared[i, batch] = prepare(source, batch, self.settings, self.work)
         self.measure_roofs("start")
@@ -160,7 +169,7 @@ class _Harness:
         )
         finishing: list[tuple[BenchCell, Prepared, list]] = []
         for i, source in enumerate(self.sources):
-            for batch in self.settings.batches:
+            for batch in self.batches_of(source):
                 prep = prepared[i, batch]
                 names = [p for _, _, p in self.targets_of(source)]
                 names = list(dict.fromkeys(names))

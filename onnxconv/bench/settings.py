@@ -35,6 +35,10 @@ class BenchSettings:
 
     threads: int = 1
     batches: tuple[int, ...] = (1,)
+    #: A graph with a batch of its own (a fixed batch, a tuned record's batch:
+    #: :attr:`onnxconv.bench.sources.Source.own_batch`) is benched at it instead of
+    #: ``batches`` (the CLI without ``--batch``).
+    own_batches: bool = False
     #: ORT execution providers; None: :func:`default_eps` (an empty tuple is refused).
     eps: tuple[str, ...] | None = None
     opt_levels: tuple[str, ...] = OPT_LEVELS

@@ -20,6 +20,7 @@ from ..errors import one_line as _one_line
 from ..export_layout import file_sha256
 from ..graph import graph_cost, with_input_shapes
 from ..graph.index import load_model
+from ..validate.cases import fixed_batch
 from ..validate.subjects import first_stored_inputs
 from .settings import BenchSettings
 
@@ -61,6 +62,9 @@ class Source:
     torch_left_out: str | None = None
     #: The sha256 of an ``onnx`` source's graph file (bench-compare knows the graph by it).
     graph_sha256: str | None = None
+    #: The batch the graph is made for: its first input's fixed batch, or the batch a tuned
+    #: record was tuned at (None: a dynamic batch, or a variant).
+    own_batch: int | None = None
 
     @property
     def has_torch(self) -> bool:
@@ -110,7 +114,7 @@ def resolve_sources(
             path = path / "model.onnx"
         if not path.exists():
             raise UserInputError(f"{path}: no such file")
-        load_model(path)  # fails early, with one line, on anything that is not ONNX
+        model = load_model(path)  # fails early, with one line, on anything that is not ONNX
         label = path.parent.name if path.name == "model.onnx" else path.stem
         sources.append(
             Source(
@@ -118,6 +122,7 @@ def resolve_sources(
                 kind="onnx",
                 path=path.resolve(),
                 graph_sha256=file_sha256(path),
+                own_batch=fixed_batch(model),
                 **torch_of(path, modules),
             )
         )
@@ -161,6 +166,7 @@ def tuned_source(record: Path, modules: bool = True) -> Source:
         kind="onnx",
         path=tuned.model_path.resolve(),
         graph_sha256=file_sha256(tuned.model_path),
+        own_batch=tuned.batch,
         **torch_of(original, modules),
         tuned=TunedTarget(
             record=str(tuned.path),
@@ -429,7 +435,8 @@ def _bench_shape(
     if shape and shape[0] != batch:
         raise UserInputError(
             f"{source.path}: input {vi.name!r} has a fixed batch of "
-            f"{shape[0]}; cannot bench batch {batch} (bench it with --batch {shape[0]})"
+            f"{shape[0]}; cannot bench batch {batch} (bench it with --batch {shape[0]}, or "
+            "without --batch)"
         )
     if tt.elem_type not in _GENERATED_TYPES:
         raise UserInputError(

@@ -75,7 +75,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 1
     settings = bench.BenchSettings(
         threads=args.threads,
-        batches=tuple(args.batch),
+        batches=tuple(args.batch or [1]),
+        own_batches=args.batch is None,
         eps=None if args.ep is None else tuple(args.ep),
         opt_levels=bench.OPT_LEVELS if args.opt_level is None else tuple(args.opt_level),
         precisions=tuple(args.precision),
@@ -235,7 +236,10 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         help="threads for both runtimes (default 1, the stable baseline)",
     )
     p.add_argument(
-        "--batch", type=positive_int_list, default=[1], help="comma-separated batch sizes"
+        "--batch",
+        type=positive_int_list,
+        help="comma-separated batch sizes (default: 1; a graph with a fixed batch, or a tuned "
+        "folder, at its own)",
     )
     p.add_argument(
         "--ep",
