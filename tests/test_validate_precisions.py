@@ -445,3 +445,44 @@ def test_a_graph_whose_tensors_cannot_be_typed_keeps_its_own_fp16_verdict(tmp_pa
     assert fp16_range.overflow(subject.model, fp16, [subject.test_sets[0].inputs], ["t"]) is None
     cell = cells_by_target(run([subject], ["fp16"]))["cpu/all/fp16"]
     assert cell.status == "pass", cell.reason  # what ORT's CPU shows without the range check
+
+
+def _grouped_with_a_small_defect() -> validate.Subject:
+    """The committed grouped block with output channel 0's filter scaled by 1.003: outside fp32's
+    tolerance of its stored outputs, well inside float16's."""
+    subject = validate.load_subject("grouped")
+    conv = next(n for n in subject.model.graph.node if n.op_type == "Conv")
+    weight = next(i for i in subject.model.graph.initializer if i.name == conv.input[1])
+    w = numpy_helper.to_array(weight).copy()
+    w[0] *= 1.003
+    weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    return subject
+
+
+def test_a_float16_deployment_of_a_graph_that_departs_from_its_source_fails_as_export():
+    """fp16 cells passed a defect that fp32 cells fail (float16's tolerance is 100x wider): a
+    CI gate on --precision fp16 alone let a broken graph through. The fp32 graph is now held to
+    its source under fp32's tolerance first, as for int8 cells."""
+    cells = cells_by_target(run([_grouped_with_a_small_defect()], ["fp32", "fp16", "fp16-io"]))
+    assert (cells["cpu/all/fp32"].status, cells["cpu/all/fp32"].kind) == ("fail", "export")
+    for name in ("fp16", "fp16-io"):
+        cell = cells[f"cpu/all/{name}"]
+        assert (cell.status, cell.kind, cell.deciders) == ("fail", "export", ["torch"])
+        assert cell.reason.startswith("the fp32 graph departs from torch on ")
+        assert f"its {name} deployment has nothing true to approach" in cell.reason
+    # the same graph's fp16 deployment alone stays within float16's tolerance of PyTorch
+    subject = _grouped_with_a_small_defect()
+    cases = validate.make_cases(subject, (0,), ("normal",))
+    fp16 = precisions.deploy(subject.model, "fp16")
+    alone = validate.run_cell(subject, CPU_ALL("fp16"), cases, None, None, False, model=fp16)
+    assert alone.status == "pass"
+
+
+def test_without_a_trusted_source_a_float16_cell_is_judged_as_before(tmp_path):
+    """No PyTorch and stored outputs declared untrusted: nothing says what the graph should
+    compute, so its fp16 cells are judged against the reference evaluator alone."""
+    subject = _grouped_with_a_small_defect()
+    subject.variant, subject.entry = None, None
+    report = run([subject], ["fp16"], trust_stored=False)
+    (cell,) = report.cells
+    assert cell.status == "pass" and cell.deciders == ["reference_evaluator"]

@@ -15,8 +15,8 @@ from .. import precisions as precisions_module
 from ..errors import CheckFailed, conversion_status
 from ..parity import Tolerance
 from ..quant_metrics import Bound
-from ..verdict import TORCH
-from .cases import departure, spatial_sizes, torch_module, torch_outputs
+from ..verdict import TORCH, deciding_source
+from .cases import Case, departure, spatial_sizes, torch_module, torch_outputs
 from .cells import Cell, run_on_target
 from .subjects import Subject
 
@@ -148,14 +148,9 @@ def run_judged_cell(
     """One subject's deployment at a lower precision on one target, judged by
     :mod:`onnxconv.quant_check` against the fp32 source (validate's int8 cells with the default
     tolerances; tune's precision candidates with the user's accuracy budget)."""
-    cell = Cell(subject.label, target.id, "pass")
     if judged_on.departs:
-        cell.status, cell.kind, cell.deciders = "fail", "export", [judged_on.against]
-        cell.reason = (
-            f"{judged_on.departs}; its {target.precision} deployment has nothing true to "
-            "approach (its fp32 cells show where the graph departs)"
-        )
-        return cell
+        return departed_cell(subject, target, judged_on.departs, judged_on.against)
+    cell = Cell(subject.label, target.id, "pass")
     got = run_on_target(
         cell,
         deployed,
@@ -190,6 +185,35 @@ def run_judged_cell(
     cell.deciders = [judged_on.against]
     cell.quant = verdict.to_dict()
     return cell
+
+
+def departed_cell(subject: Subject, target: runtime.Target, departs: str, against: str) -> Cell:
+    """The cell of a lower-precision deployment of an fp32 graph that itself ``departs`` from
+    its source ``against``: FAIL ``export``, however close the deployment stays to that graph
+    (a float16 tolerance would let a small defect through that fp32's catches)."""
+    reason = (
+        f"{departs}; its {target.precision} deployment has nothing true to approach (its fp32 "
+        "cells show where the graph departs)"
+    )
+    return Cell(subject.label, target.id, "fail", reason, "export", deciders=[against])
+
+
+def float_departure(
+    subject: Subject, cases: list[Case], tol: Tolerance | None, trust_stored: bool
+) -> tuple[str | None, str]:
+    """Where the subject's fp32 graph (ORT CPU, optimisations off) leaves its deciding source
+    on validate's ``cases`` (:func:`.cases.departure`, under the user's ``tol``, else fp32's),
+    and that source; ``(None, "")`` where it stays within it or no source speaks."""
+    sourced = [c for c in cases if deciding_source(c.opinions, trust_stored)]
+    if not sourced:
+        return None, ""
+    source = deciding_source(sourced[0].opinions, trust_stored)
+    sourced = [c for c in sourced if source in c.opinions]
+    info = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
+    own = [runtime.run(info, c.feeds) for c in sourced]
+    expected = [c.opinions[source] for c in sourced]
+    labels = [c.label for c in sourced]
+    return departure(subject.model, own, expected, labels, source, tol), source
 
 
 def undeployable_cell(subject: Subject, target: runtime.Target, error: CheckFailed) -> Cell:

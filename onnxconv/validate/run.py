@@ -16,7 +16,14 @@ from ..quant_metrics import TOLERANCES
 from ..retarget import retarget
 from .cases import make_cases, overflow_probes
 from .cells import Cell, run_cell
-from .deployed import deployments, evaluation, run_judged_cell, undeployable_cell
+from .deployed import (
+    departed_cell,
+    deployments,
+    evaluation,
+    float_departure,
+    run_judged_cell,
+    undeployable_cell,
+)
 from .subjects import Subject
 
 
@@ -146,6 +153,10 @@ def validate(
                 "opinions": sorted({r for c in cases for r in c.opinions}),
             }
         )
+        departs, source = (None, "")  # where the fp32 graph leaves its source, if it does
+        lower_floats = [p for p in precisions if p != "fp32" and not precisions_module.is_int8(p)]
+        if lower_floats and precisions_module.computes_in(subject.model) == "fp32":
+            departs, source = float_departure(subject, cases, tol, trust_stored)
         overflow_of: dict[str, str | None] = {}  # per float16 deployment: where it overflows
         quantized = precisions_module.computes_in(subject.model) == "int8"
         for t_index, target in enumerate(targets):
@@ -158,6 +169,8 @@ def validate(
                 cells.append(
                     run_judged_cell(subject, target, model, judged_on, threads, cuda_options)
                 )
+            elif target.precision != "fp32" and departs:
+                cells.append(departed_cell(subject, target, departs, source))
             else:
                 cell = run_cell(
                     subject,
