@@ -211,3 +211,16 @@ def test_caption_names_common_and_per_variant_overrides_not_defaults():
     ]  # fmt: skip
     caption = bench_report.run_caption(data)
     assert caption.endswith("config set: height=8, width=8; grouped: groups=4")
+
+
+def test_markdown_names_the_largest_op_types_the_shares_group():
+    """The conv/shuffle/reorder/other shares put a network's pooling and Gemm, or a shuffle as
+    one Gather, into ``other``: each profiled ORT cell also names its largest op types."""
+    report = bench_report.load_report(REPORTS / "bench-cpu-networks-t2" / "bench.json")
+    text = bench_report.to_markdown(report)
+    assert (
+        "| shufflenet | 1 | cpu/all/fp32 | profile | FusedConv 1221.9, Conv 813.9, "
+        "ReorderOutput 376.9, ReorderInput 296.4 |" in text
+    )
+    cuda = bench_report.load_report(REPORTS / "cuda-h100" / "bench-cuda" / "bench.json")
+    assert "| standard | 1 | cuda/all/fp32 | launch | Conv 20.1 |" in bench_report.to_markdown(cuda)

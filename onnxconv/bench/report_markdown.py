@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ..machine import describe_gpus
 from .report_text import describe_inputs, fmt, input_text, placement
-from .stats import OP_GROUPS, op_shares
+from .stats import OP_GROUPS, largest_ops, op_shares
 
 if TYPE_CHECKING:
     from .report import BenchReport
@@ -130,9 +130,32 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
                 f"{p['torch_backend']} | {per_round} | {fmt(p['torch_over_ort'], '.2f')} "
                 f"| {p['outputs_match']} |"
             )
+    lines += _largest_ops_section(data["cells"])
     lines += _deployment_section(data["cells"])
     lines += _per_node_section(data["cells"], data.get("roofs"), data.get("cuda_roofs"))
     return "\n".join(lines) + "\n"
+
+
+def _largest_ops_section(cells: list[Mapping[str, Any]]) -> list[str]:
+    """The op types each profiled ORT cell spent most time in: the shares above group them
+    (``launch``: a CUDA cell's profile times kernel launches, not the GPU)."""
+    profiled = [c for c in cells if ((c.get("per_op") or {}).get("by_op_us"))]
+    if not profiled:
+        return []
+    lines = [
+        "",
+        "## Largest op types (ORT profile, µs per run)",
+        "",
+        "| variant | batch | ORT target | timed | largest op types |",
+        "|---|---:|---|---|---|",
+    ]
+    for c in profiled:
+        timed = "launch" if c["per_op"].get("clock") == "host" else "profile"
+        lines.append(
+            f"| {c['label']} | {c['batch']} | {c['target']} | {timed} | "
+            f"{largest_ops(c['per_op']['by_op_us'], shown=4)} |"
+        )
+    return lines
 
 
 def deployment_speedups(cells: list[Mapping[str, Any]]) -> list[dict[str, Any]]:

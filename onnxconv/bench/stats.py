@@ -123,6 +123,14 @@ def op_group(op_type: str) -> str:
     return "other"
 
 
+def largest_ops(by_op_us: Mapping[str, float], shown: int = 3) -> str:
+    """The op types that took the most time, largest first, as ``FusedConv 1221.9, Conv 813.9``
+    (the groups are coarse: a shuffle as one Gather counts as ``other``, a network's pooling and
+    Gemm too)."""
+    largest = sorted(by_op_us.items(), key=lambda kv: -kv[1])[:shown]
+    return ", ".join(f"{op} {us:.1f}" for op, us in largest) or "—"
+
+
 def group_op_times(by_op: Mapping[str, float]) -> dict[str, Any]:
     """Op-type times -> ``{"groups": {group: time}, "fractions": {group: share of the total}}``."""
     groups = {g: 0.0 for g in OP_GROUPS}

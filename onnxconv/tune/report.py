@@ -45,7 +45,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from onnxconv.bench.stats import OP_GROUPS
+from onnxconv.bench.stats import OP_GROUPS, largest_ops
 from onnxconv.errors import UserInputError, one_line
 from onnxconv.export_layout import file_sha256
 from onnxconv.machine import describe_gpus
@@ -262,7 +262,7 @@ def _details(data: dict[str, Any]) -> list[str]:
             groups = " | ".join(f"{p['groups_us'][g]:.1f}" for g in OP_GROUPS)
             lines.append(
                 f"| `{name}` | {groups} | {_fmt(p.get('run_us_per_run'), '.1f')} | "
-                f"{_largest_ops(p.get('by_op_us') or {})} |"
+                f"{largest_ops(p.get('by_op_us') or {})} |"
             )
         if data["ep"] == "cuda":
             lines += [
@@ -276,13 +276,6 @@ def _details(data: dict[str, Any]) -> list[str]:
     if notes:
         lines += ["", *(f"- note: {note}" for note in notes)]
     return lines
-
-
-def _largest_ops(by_op_us: dict[str, float], shown: int = 3) -> str:
-    """The op types that took the most time, largest first (the groups above are coarse: a
-    shuffle as one Gather counts as ``other``, as Reshape and Transpose as ``shuffle``)."""
-    largest = sorted(by_op_us.items(), key=lambda kv: -kv[1])[:shown]
-    return ", ".join(f"{op} {us:.1f}" for op, us in largest) or "—"
 
 
 def report_files(
