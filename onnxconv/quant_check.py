@@ -198,7 +198,7 @@ def markdown_section(cells: Sequence[Any], settings: Mapping[str, Any]) -> list[
     """The int8 part of a validate report: settings, metrics per output, the worst layers.
     ``cells`` are validate cells with ``quant`` evidence."""
     lines = ["## int8 deployments", ""]
-    if settings:
+    if settings.get("calibration"):
         lines.append(
             f"- calibration: {settings.get('calibration_samples')} {settings.get('calibration')} "
             f"inputs, {settings.get('calibration_method')}; judged on "

@@ -185,3 +185,28 @@ def test_tune_proves_a_quantized_graphs_candidates_against_its_own_outputs(tmp_p
         and "the original graph itself fails validate on cpu: fail quantization" in err[0]
     )
     assert not (tmp_path / "t2").exists()
+
+
+def test_the_users_accuracy_budget_judges_int8_cells_and_quantized_graphs(tmp_path):
+    """A whole quantized network legitimately ends below a block's 25 dB: validate takes the
+    user's bounds (tune's --accuracy-budget syntax) for a graph that came quantized and for int8
+    cells, and the report says which bounds judged."""
+    folder = folder_with(tmp_path, "grouped", quantized("grouped", calibration_scale=0.3))
+    loose = "sqnr_db=8,cosine=0.95,max_abs_over_range=0.5,mean_abs_over_range=0.05"
+    code, report = validate_json(tmp_path, str(folder), "--precision", "fp32")
+    assert code == 1
+    code, report = validate_json(
+        tmp_path, str(folder), "--precision", "fp32", "--accuracy-budget", loose
+    )
+    assert code == 0 and report["cells"][0]["status"] == "pass"
+    assert report["settings"]["quant_bounds"]["sqnr_db"] == ">= 8"
+    assert "- tolerances: sqnr_db >= 8, cosine >= 0.95" in (tmp_path / "report.md").read_text()
+    # and a budget stricter than correct int8 reaches fails a correct deployment of a zoo block
+    code, report = validate_json(
+        tmp_path, "grouped", "--precision", "int8", "--int8-samples", "4",
+        "--accuracy-budget", "sqnr_db=60",
+    )  # fmt: skip
+    assert code == 1
+    (cell,) = report["cells"]
+    assert cell["kind"] == "quantization" and "sqnr_db" in cell["reason"]
+    assert report["settings"]["int8"]["tolerances"]["sqnr_db"] == ">= 60"

@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 from ..errors import ModuleUnavailable, OnnxconvError
+from ..quant_metrics import parse_budget
 from ..report import json_text
 from .common import (
     attach_cli_module,
@@ -114,6 +115,7 @@ def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str
         calibration_method=args.calibration,
         int8_samples=args.int8_samples,
         target_opset=args.target_opset,
+        accuracy_budget=parse_budget(args.accuracy_budget) if args.accuracy_budget else None,
     )
     return report, eps, left_out
 
@@ -323,6 +325,13 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         metavar="NPZ",
         help="int8 calibration inputs: a .npz with one array per model input, samples on the "
         "batch axis (default: 16 generated inputs)",
+    )
+    p.add_argument(
+        "--accuracy-budget",
+        metavar="BOUNDS",
+        help="judge int8 cells, and a graph that came quantized, within these bounds of the "
+        "fp32 source: metric=value,... over sqnr_db, cosine, max_abs_over_range, "
+        "mean_abs_over_range, top1, top5 (unnamed metrics keep the default int8 tolerances)",
     )
     p.add_argument(
         "--int8-samples",

@@ -227,11 +227,11 @@ class Prover:
             )
         return said
 
-    def quantized_original(self) -> validate.Cell | None:
+    def quantized_original(self, bounds: dict[str, Bound] | None = None) -> validate.Cell | None:
         """For a graph that came quantized, validate's verdict on it against its own float
-        sources (PyTorch, the stored outputs; :func:`onnxconv.validate.judge_quantized`) on
-        ONNX Runtime's CPU EP, optimisations off, ``normal`` inputs; None for any other graph,
-        and for one without a float source (no PyTorch, no stored outputs)."""
+        sources (PyTorch, the stored outputs; :func:`onnxconv.validate.judge_quantized`, within
+        ``bounds``, default validate's) on ONNX Runtime's CPU EP, optimisations off, ``normal``
+        inputs; None for any other graph, and for one without a float source."""
         o = self.original
         has_torch = bool(o.variant) or o.module is not None
         if not self.quantized or not (has_torch or o.test_sets):
@@ -247,6 +247,7 @@ class Prover:
             self.threads,
             localise_failures=False,
             quantized=True,
+            bounds=bounds,
         )
 
     def subject(self, label: str, model: onnx.ModelProto) -> validate.Subject:

@@ -288,7 +288,7 @@ class _Search:
 
     def run(self) -> TuneReport:
         s, ep = self.subject, self.options.ep
-        self.quantized_check = self.prover.quantized_original()
+        self.quantized_check = self.prover.quantized_original(self.options.budget)
         if self.quantized_check and self.quantized_check.status != "pass":
             c = self.quantized_check
             raise CheckFailed(

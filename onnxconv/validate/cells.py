@@ -8,7 +8,7 @@ import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -18,6 +18,7 @@ from .. import quant_check, runtime
 from ..divergence import first_divergence
 from ..errors import UserInputError, one_line
 from ..parity import Tolerance, graph_tolerance
+from ..quant_metrics import Bound
 from ..reference import KNOWN_FAULTS
 from ..sensitivity import blind_spot
 from ..verdict import (
@@ -276,12 +277,13 @@ def run_cell(
     session_options: dict[str, Any] | None = None,
     model: onnx.ModelProto | None = None,
     quantized: bool = False,
+    bounds: Mapping[str, Bound] | None = None,
 ) -> Cell:
     """One subject on one float target; ``model`` is the deployment at ``target.precision``
     (default: the subject's own fp32 graph). ``session_config`` / ``session_options`` go to
     :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``).
     ``quantized``: the graph came quantized and its sources speak for the float function
-    (:func:`judge_quantized`)."""
+    (:func:`judge_quantized`, within ``bounds``: default validate's int8 tolerances)."""
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or graph_tolerance(
         subject.model if model is None else model, target.precision, target.ep
@@ -299,7 +301,9 @@ def run_cell(
     if outputs is None:
         return cell
     if quantized:
-        judge_quantized(cell, subject, cases, outputs, target, tol, trust_stored, localise_failures)
+        judge_quantized(
+            cell, subject, cases, outputs, target, tol, trust_stored, localise_failures, bounds
+        )
         return cell
     for case, got in zip(cases, outputs):
         result = judge_case(subject, case, got, target, tol, trust_stored, localise_failures)
@@ -320,6 +324,7 @@ def judge_quantized(
     tol: Tolerance,
     trust_stored: bool,
     localise_failures: bool,
+    bounds: Mapping[str, Bound] | None = None,
 ) -> None:
     """The verdict on a graph brought quantized (it computes in int8) whose sources, PyTorch or
     stored outputs, say what the float function gives: no element-by-element tolerance fits
@@ -329,7 +334,8 @@ def judge_quantized(
       with the graph's tolerance (one quantization step of its outputs): ``executors`` on a
       failure, localised to the first node that departs.
     - What it *should* do: its outputs are held to the deciding source by the int8 metrics
-      (:func:`onnxconv.quant_check.judge_outputs`, ``fail`` / ``quantization`` outside them), on
+      (:func:`onnxconv.quant_check.judge_outputs`, ``fail`` / ``quantization`` outside
+      ``bounds``, default :data:`onnxconv.quant_metrics.TOLERANCES`), on
       the user's own data (stored test sets, ``--inputs``), which lie in the range the graph was
       calibrated for; where there is none, on the generated ``normal`` inputs (a note says so),
       never on the ``wide`` ones, which clip by design.
@@ -367,6 +373,7 @@ def judge_quantized(
         [case.opinions[source] for case, _ in judged_on],
         [got for _, got in judged_on],
         against=source,
+        tolerances=bounds,
     )
     verdict.layers_note = "the graph came quantized: no fp32 graph to pair its QDQ pairs with"
     cell.quant = verdict.to_dict()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from .. import fp16_range, quant_check, runtime
 from .. import precisions as precisions_module
 from ..errors import CheckFailed
 from ..parity import Tolerance, default_tolerance
-from ..quant_metrics import TOLERANCES
+from ..quant_metrics import TOLERANCES, Bound
 from ..retarget import retarget
 from .cases import make_cases, overflow_probes
 from .cells import Cell, run_cell
@@ -89,16 +89,20 @@ def validate(
     calibration_method: str = "minmax",
     int8_samples: int = quant_check.EVALUATION_SAMPLES,
     target_opset: int | None = None,
+    accuracy_budget: Mapping[str, Bound] | None = None,
 ) -> ValidationReport:
     """Every subject on every target. ``trust_stored=False`` shows stored outputs without letting
     them decide (for a user who knows they are stale). ``calibration`` (feed dicts; default
     generated), ``calibration_method`` and ``int8_samples`` (generated evaluation inputs) apply
     to the int8 precisions (:mod:`onnxconv.precisions`). ``target_opset``: every graph is first
     brought to that opset (:mod:`onnxconv.retarget`); one that cannot be fails every cell as
-    ``conversion``."""
+    ``conversion``. ``accuracy_budget``: the bounds int8 cells and a graph that came quantized
+    are judged within (:func:`onnxconv.quant_metrics.parse_budget`; default
+    :data:`onnxconv.quant_metrics.TOLERANCES`)."""
     from ..report import environment
 
     int8_precisions = [p for p in precisions if precisions_module.is_int8(p)]
+    bounds = dict(accuracy_budget or TOLERANCES)
 
     targets = [
         runtime.Target(ep, level, precision)
@@ -167,7 +171,15 @@ def validate(
                 cells.append(undeployable_cell(subject, target, model))
             elif precisions_module.is_int8(target.precision):
                 cells.append(
-                    run_judged_cell(subject, target, model, judged_on, threads, cuda_options)
+                    run_judged_cell(
+                        subject,
+                        target,
+                        model,
+                        judged_on,
+                        threads,
+                        cuda_options,
+                        tolerances=bounds,
+                    )
                 )
             elif target.precision != "fp32" and departs:
                 cells.append(departed_cell(subject, target, departs, source))
@@ -183,6 +195,7 @@ def validate(
                     trust_stored,
                     model=model,
                     quantized=quantized and target.precision == "fp32",
+                    bounds=bounds,
                 )
                 if target.precision != "fp32" and cell.status != "unavailable":
                     if target.precision not in overflow_of:
@@ -222,6 +235,8 @@ def validate(
         "stored_outputs": "trusted" if trust_stored else "untrusted",
         "max_input_bytes": max_input_bytes,
         "target_opset": target_opset,
+        "quant_bounds": {k: b.describe() for k, b in bounds.items()},
+        "accuracy_budget": "given" if accuracy_budget else "default",
     }
     if int8_precisions:
         settings["int8"] = {
@@ -231,7 +246,7 @@ def validate(
             "calibration_method": calibration_method,
             "evaluation_samples": int8_samples,
             "evaluation_seed": quant_check.EVALUATION_SEED,
-            "tolerances": {k: b.describe() for k, b in TOLERANCES.items()},
+            "tolerances": {k: b.describe() for k, b in bounds.items()},
             "min_sensitivity": quant_check.MIN_SENSITIVITY,
         }
     return ValidationReport(environment(), settings, subject_info, cells)

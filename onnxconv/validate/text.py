@@ -96,5 +96,7 @@ def to_markdown(report: ValidationReport) -> str:
         )
     quant_cells = [c for c in report.cells if c.quant]
     if quant_cells:
-        lines += ["", *quant_check.markdown_section(quant_cells, report.settings.get("int8", {}))]
+        int8 = dict(report.settings.get("int8", {}))
+        int8["tolerances"] = report.settings.get("quant_bounds") or int8.get("tolerances")
+        lines += ["", *quant_check.markdown_section(quant_cells, int8)]
     return "\n".join(lines) + "\n"
