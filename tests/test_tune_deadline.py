@@ -120,3 +120,32 @@ def test_the_formulations_leave_the_settings_stage_its_share(tmp_path, monkeypat
     assert stages[:2] == ["formulations", "formulations"] and "settings-1" in stages[2:]
     assert stages.count("formulations") == 2
     assert "1 of 2 formulations candidates (shuffle_gather)" in _budget_note(report)
+
+
+def test_contended_runs_are_retried_only_within_their_stages_share(tmp_path, monkeypatch):
+    """On a contended machine the planning run waited up to 60 s for quiet per retry, and the
+    stages retried until the whole budget's end: a 60 s budget took 71 s and tried nothing. Now
+    the planning run keeps its run as it comes (no retry), and each stage retries only until
+    its own share of the budget ends."""
+    from onnxconv.tune import search
+    from onnxconv.tune.timing import Timing
+
+    calls = []
+
+    def time_rounds(jobs, ep, inputs, method, torch_job, say, until=None):
+        calls.append((method.rounds, method.retries, until))
+        timing = lambda: Timing([1.0] * method.rounds, rounds_s=[0.5] * method.rounds)  # noqa: E731
+        return {j.key: timing() for j in jobs}, timing() if torch_job else None
+
+    monkeypatch.setattr(search, "time_rounds", time_rounds)
+    shutil.copytree(GRAPHS / "channel_shuffle", tmp_path / "channel_shuffle")
+    args = ["tune", str(tmp_path / "channel_shuffle"), "--rewrites", "shuffle_gather", "--quiet"]
+    started = __import__("time").monotonic()
+    assert main([*args, "--rounds", "2", "--no-profile", "--time-budget", "300"]) == 0
+    planning, *stages = calls
+    assert planning[:2] == (1, 0)  # one round, no retry
+    assert len(stages) >= 2 and all(retries == 2 for _, retries, _ in stages)
+    ends = [until for _, _, until in stages]
+    assert all(until <= started + 301 for until in ends)  # never past the budget's end
+    # the formulations stage ends at its share (of two stages), well before the budget's end
+    assert ends[0] < started + 300 / 2 + 5

@@ -121,6 +121,8 @@ class _Search:
         self.fp32: dict[str, Candidate] = {}
         """The fp32 candidate of each formulation deployed at a lower precision."""
         self.deadline = Deadline(options.time_budget_s, started)
+        self.stage_end: float | None = None
+        """When the stage being searched should end (its share of the time budget)."""
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -165,6 +167,7 @@ class _Search:
         stage's share of the time budget (:meth:`.deadline.Deadline.share_end`); the first that
         does not, and every one after it, is skipped."""
         end = self.deadline.share_end(1 + self.stages_after(stage), self.after_stages_s())
+        self.stage_end = end
         entries: list[Candidate] = []
         for i, (label, prove) in enumerate(pending):
             cost = self.deadline.proof_s() + self.deadline.stage_s(
@@ -266,7 +269,7 @@ class _Search:
         listed = list(dict.fromkeys([default, incumbent, *entries]))
         timed = [c for c in listed if c.proof.disqualified is None]
         jobs = [Job(c.name, self.model_file(c.model_key, c.model), c.settings) for c in timed]
-        timings, torch = self.time_rounds(jobs, self.method, self.say)
+        timings, torch = self.time_rounds(jobs, self.method, self.say, self.stage_end)
         self.torch[stage] = torch.to_dict() if torch else None
         if torch:
             self.torch_timings.append(torch)
@@ -365,16 +368,24 @@ class _Search:
 
     def measure_a_run(self) -> None:
         """One run of the default and one of PyTorch (not in the report), so the time budget
-        plans the first stage with their real costs."""
+        plans the first stage with their real costs: as they come, contended or not (a wait for
+        quiet and a retry would cost up to minutes of the budget, to measure a cost that the
+        contention is part of)."""
         self.say("one run of the default and of PyTorch, to plan the time budget")
         job = Job(self.default.name, self.model_file(ORIGINAL, self.subject.model), DEFAULT)
-        self.time_rounds([job], dataclasses.replace(self.method, rounds=1), None)
+        self.time_rounds([job], dataclasses.replace(self.method, rounds=1, retries=0), None)
 
     def time_rounds(
-        self, jobs: list[Job], method: Method, progress: Callable[[str], None] | None
+        self,
+        jobs: list[Job],
+        method: Method,
+        progress: Callable[[str], None] | None,
+        until: float | None = None,
     ) -> tuple[dict[str, Timing], Timing | None]:
-        """:func:`.timing.time_rounds` for this run's EP, inputs and PyTorch, up to the time
-        budget's deadline, every run's seconds recorded for the budget's projections."""
+        """:func:`.timing.time_rounds` for this run's EP, inputs and PyTorch, every run's seconds
+        recorded for the budget's projections. Contended runs are waited on and retried until
+        ``until`` (a stage's share of the time budget), else the budget's deadline; past it
+        they are kept, and counted as contended."""
         timings, torch = time_rounds(
             jobs,
             self.options.ep,
@@ -382,7 +393,7 @@ class _Search:
             method,
             self.torch_job,
             progress,
-            until=self.deadline.end(),
+            until=self.deadline.end() if until is None else until,
         )
         self.deadline.record_runs(
             [s for t in timings.values() for s in t.rounds_s], torch.rounds_s if torch else []
@@ -495,9 +506,14 @@ class _Search:
                 f"contended for the CPU (pressure above {self.method.max_pressure:.0%})"
             )
         if contended:
+            cut = (
+                ", fewer past a stage's share of --time-budget"
+                if self.options.time_budget_s is not None
+                else ""
+            )
             notes.append(
-                f"{len(contended)} of {len(runs)} kept runs were still contended after "
-                f"{self.method.retries} retries (CPU pressure up to {max(contended):.0%}): "
+                f"{len(contended)} of {len(runs)} kept runs were still contended after up to "
+                f"{self.method.retries} retries{cut} (CPU pressure up to {max(contended):.0%}): "
                 "their timings are slower than this machine alone gives; a win must still hold "
                 "in every round"
             )
