@@ -137,16 +137,22 @@ _QUANTIZED_OPS = frozenset(
 
 def computes_in(model: onnx.ModelProto) -> str:
     """What a graph brought from elsewhere already is: ``int8`` for a quantized graph (QDQ or
-    integer ops); ``fp16`` where its float weights are all float16 (float32 inputs and outputs
-    through Casts included), or, without float weights, its float inputs and outputs; else
-    ``fp32``."""
+    integer ops); ``fp16`` where most of its float weight elements are float16 (float32 inputs
+    and outputs through Casts included, and the float32 tensors the spec requires, such as
+    Resize's scales, which a converter keeps), or, without float weights, its float inputs and
+    outputs are all float16; else ``fp32``."""
     if any(n.op_type in _QUANTIZED_OPS for n in model.graph.node):
         return "int8"
     floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-    found = {t.data_type for t in model.graph.initializer} & floats
-    if not found:
-        io = [*model.graph.input, *model.graph.output]
-        found = {vi.type.tensor_type.elem_type for vi in io} & floats
+    elements: dict[int, int] = {}
+    for t in model.graph.initializer:
+        if t.data_type in floats:
+            elements[t.data_type] = elements.get(t.data_type, 0) + int(np.prod(t.dims))
+    if elements:
+        half = elements.get(TensorProto.FLOAT16, 0)
+        return "fp16" if half > sum(elements.values()) - half else "fp32"
+    io = [*model.graph.input, *model.graph.output]
+    found = {vi.type.tensor_type.elem_type for vi in io} & floats
     return "fp16" if found == {TensorProto.FLOAT16} else "fp32"
 
 

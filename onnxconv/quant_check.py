@@ -144,15 +144,23 @@ def judge_outputs(
         verdict.status, verdict.kind = "fail", "quantization"
         verdict.reason = "; ".join(reasons)
         return verdict
-    flat = {n: s for n, s in verdict.sensitivity.items() if s < MIN_SENSITIVITY}
+    flat = insensitive(verdict.sensitivity, len(expected))
     if flat:
-        name, spread = min(flat.items(), key=lambda kv: kv[1])
-        verdict.status, verdict.kind = "warn", "insensitive"
-        verdict.reason = (
-            f"output {name!r} barely depends on the input (spread {spread:.1e} of its RMS "
-            f"across {len(expected)} inputs): agreeing with it proves little"
-        )
+        verdict.status, verdict.kind, verdict.reason = "warn", "insensitive", flat
     return verdict
+
+
+def insensitive(spreads: Mapping[str, float], inputs: int, where: str = "") -> str:
+    """Why agreeing with outputs whose ``spreads`` (:func:`sensitivity` per output name, over
+    ``inputs`` inputs) fall below :data:`MIN_SENSITIVITY` proves little; "" where none does."""
+    flat = {n: s for n, s in spreads.items() if s < MIN_SENSITIVITY}
+    if not flat:
+        return ""
+    name, spread = min(flat.items(), key=lambda kv: kv[1])
+    return (
+        f"output {name!r} barely depends on the input (spread {spread:.1e} of its RMS "
+        f"across {inputs} inputs{where}): agreeing with it proves little"
+    )
 
 
 def judge_deployment(

@@ -150,8 +150,11 @@ def make_session(
     allow_cpu_fallback: bool = False,
     session_config: Mapping[str, str] | None = None,
     session_options: Mapping[str, Any] | None = None,
+    label: str | None = None,
 ) -> SessionInfo:
     """Build an ORT session for ``target`` and prove it runs on ``target.ep``.
+
+    ``label`` names the model in messages (default: its path, or ``<in-memory model>``).
 
     ``session_config``: session config entries (``{"session.intra_op.allow_spinning": "0"}``);
     ``session_options``: ``SessionOptions`` attributes (``{"enable_cpu_mem_arena": False}``).
@@ -174,7 +177,8 @@ def make_session(
         if reason is not None:
             raise EpUnavailable(target.ep, reason)
 
-    source, label = _session_source(model, target.precision)
+    source, default_label = _session_source(model, target.precision)
+    label = label or default_label
 
     so = ort.SessionOptions()
     so.graph_optimization_level = OPT_LEVELS[target.opt_level]

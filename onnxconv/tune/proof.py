@@ -156,9 +156,14 @@ def _on_reference(original: validate.Subject, feeds: dict[str, np.ndarray]):
     try:
         return run_reference(original.model, feeds)
     except CheckFailed as error:
+        why = (
+            "a graph that came quantized is its candidates' only source"
+            if precisions.computes_in(original.model) == "int8"
+            else "it has no PyTorch module and no stored outputs"
+        )
         raise CheckFailed(
-            f"{original.model_path}: no source to prove candidates against (no PyTorch "
-            f"module, no stored outputs) and {one_line(error)}"
+            f"{original.model_path}: tune proves candidates against the original graph's "
+            f"outputs on the reference evaluator ({why}), and {one_line(error)}"
         ) from None
 
 
@@ -182,6 +187,7 @@ class Prover:
         batches: list[int] | None = None,
         tol: Tolerance | None = None,
         max_input_bytes: int = feeds_module.DEFAULT_MAX_BYTES,
+        bounds: dict[str, Bound] | None = None,
     ) -> None:
         self.original, self.ep, self.threads, self.tol = original, ep, threads, tol
         self.batches, self.max_input_bytes = batches, max_input_bytes
@@ -190,6 +196,10 @@ class Prover:
         # A graph that came quantized is its candidates' only source (its float sources judge it
         # by int8 metrics, not element by element: quantized_original).
         self.quantized = precisions.computes_in(original.model) == "int8"
+        self.quantized_bounds = bounds
+        """The bounds a quantized graph is held to its sources within, and its candidates to
+        its outputs (int8 rounding differs between executors and kernels:
+        :mod:`onnxconv.validate.quantized`); None: validate's int8 tolerances."""
         self.test_sets = [] if self.quantized else list(original.test_sets)
         has_torch = (bool(original.variant) or original.module is not None) and not self.quantized
         if not has_torch:
@@ -227,10 +237,10 @@ class Prover:
             )
         return said
 
-    def quantized_original(self, bounds: dict[str, Bound] | None = None) -> validate.Cell | None:
+    def quantized_original(self) -> validate.Cell | None:
         """For a graph that came quantized, validate's verdict on it against its own float
-        sources (PyTorch, the stored outputs; :func:`onnxconv.validate.judge_quantized`, within
-        ``bounds``, default validate's) on ONNX Runtime's CPU EP, optimisations off, ``normal``
+        sources (PyTorch, the stored outputs; :mod:`onnxconv.validate.quantized`, within
+        :attr:`quantized_bounds`) on ONNX Runtime's CPU EP, optimisations off, ``normal``
         inputs; None for any other graph, and for one without a float source."""
         o = self.original
         has_torch = bool(o.variant) or o.module is not None
@@ -247,7 +257,7 @@ class Prover:
             self.threads,
             localise_failures=False,
             quantized=True,
-            bounds=bounds,
+            bounds=self.quantized_bounds,
         )
 
     def subject(self, label: str, model: onnx.ModelProto) -> validate.Subject:
@@ -331,6 +341,8 @@ class Prover:
             cuda_options=cuda,
             session_config=settings.session_config(),
             session_options=settings.session_options(),
+            quantized=self.quantized,
+            bounds=self.quantized_bounds,
         )
         return cell, notes
 

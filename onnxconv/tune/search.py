@@ -110,6 +110,7 @@ class _Search:
             options.ep,
             threads=self.method.threads,
             batches=proof_batches(subject.model, self.batch),
+            bounds=options.budget,
         )
         self.models: dict[str, tuple[onnx.ModelProto, Path]] = {}
         self.inputs = self._inputs()
@@ -291,7 +292,7 @@ class _Search:
 
     def run(self) -> TuneReport:
         s, ep = self.subject, self.options.ep
-        self.quantized_check = self.prover.quantized_original(self.options.budget)
+        self.quantized_check = self.prover.quantized_original()
         if self.quantized_check and self.quantized_check.status != "pass":
             c = self.quantized_check
             raise CheckFailed(
@@ -525,7 +526,8 @@ class _Search:
             notes.append(
                 "the graph came quantized: validate holds it to its float source by int8 metrics "
                 f"({quant_check_headline(quant)} vs {quant['against']} on "
-                f"{quant['samples']} input(s)), and every candidate to the original's own outputs"
+                f"{quant['samples']} input(s)), and every candidate by the same rule to the "
+                "original's own outputs"
                 if quant
                 else "the graph came quantized: every candidate is held to its own outputs"
             )

@@ -4,7 +4,6 @@ departs."""
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +13,9 @@ import numpy as np
 import onnx
 
 from .. import precisions as precisions_module
-from .. import quant_check, runtime
+from .. import runtime
 from ..divergence import first_divergence
-from ..errors import UserInputError, one_line
+from ..errors import CheckFailed, UserInputError, one_line
 from ..parity import Tolerance, graph_tolerance
 from ..quant_metrics import Bound
 from ..reference import KNOWN_FAULTS
@@ -29,7 +28,7 @@ from ..verdict import (
     deciding_source,
     judge,
 )
-from .cases import Case, torch_module, users_data
+from .cases import Case, torch_module
 from .subjects import Subject
 
 
@@ -138,7 +137,7 @@ def localise(
     return info
 
 
-def _status(statuses: Iterable[str]) -> str:
+def status_of(statuses: Iterable[str]) -> str:
     statuses = set(statuses)
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
 
@@ -157,7 +156,7 @@ def judge_case(
         opinions = {op: values[name] for op, values in case.opinions.items() if name in values}
         checks.append(judge(name, got[name], opinions, tol, trust_stored=trust_stored))
     result = CaseResult(
-        case.label, _status(c.status for c in checks), checks, note=case.reference_error
+        case.label, status_of(c.status for c in checks), checks, note=case.reference_error
     )
     problem = next((c for c in checks if c.status == "fail"), None) or next(
         (c for c in checks if c.kind == "reference"), None
@@ -172,11 +171,11 @@ def judge_case(
             f"; first departs at a {op_type}, a known reference-evaluator fault "
             f"({KNOWN_FAULTS[op_type]})"
         )
-        result.status = _status(c.status for c in checks)
+        result.status = status_of(c.status for c in checks)
     return result
 
 
-def _record_worst(cell: Cell, case: CaseResult) -> None:
+def record_worst(cell: Cell, case: CaseResult) -> None:
     for check in case.outputs:
         for opinion, result in check.results.items():
             if result.max_abs is None:
@@ -192,9 +191,9 @@ def _record_worst(cell: Cell, case: CaseResult) -> None:
                 }
 
 
-def _summarise(cell: Cell) -> None:
+def summarise(cell: Cell) -> None:
     """Status, reason, kind and agreement of a cell from its cases."""
-    cell.status = _status(c.status for c in cell.cases)
+    cell.status = status_of(c.status for c in cell.cases)
     cell.deciders = sorted(
         {c.decided_by or REFERENCE for case in cell.cases for c in case.outputs},
         key=lambda op: (*SOURCES, REFERENCE).index(op),
@@ -226,8 +225,10 @@ def run_on_target(
     cuda_options: dict[str, str] | None = None,
     session_config: dict[str, str] | None = None,
     session_options: dict[str, Any] | None = None,
+    label: str | None = None,
 ) -> list[dict[str, np.ndarray]] | None:
-    """``model`` (the deployment ``target.precision`` names) run on every feed dict, with the
+    """``model`` (the deployment ``target.precision`` names, ``label`` in messages: its file)
+    run on every feed dict, with the
     providers and node placement recorded in ``cell``; ``None`` when the target's EP cannot run
     it by itself (``cell`` unavailable) or a deployment onnxconv made does not load (``cell``
     a FAIL of kind ``conversion``: the converter wrote an invalid graph)."""
@@ -242,6 +243,7 @@ def run_on_target(
                 profile_prefix=Path(tmp) / "profile",
                 session_config=session_config,
                 session_options=session_options,
+                label=label,
             )
             cell.providers = info.providers
             outputs = [runtime.run(info, precisions_module.feeds_for(model, f)) for f in feeds]
@@ -284,6 +286,7 @@ def run_cell(
     :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``).
     ``quantized``: the graph came quantized and its sources speak for the float function
     (:func:`judge_quantized`, within ``bounds``: default validate's int8 tolerances)."""
+    check_judgeable(subject, cases, trust_stored)
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or graph_tolerance(
         subject.model if model is None else model, target.precision, target.ep
@@ -297,99 +300,41 @@ def run_cell(
         cuda_options,
         session_config,
         session_options,
+        label=str(subject.model_path),
     )
     if outputs is None:
         return cell
     if quantized:
+        from .quantized import judge_quantized
+
         judge_quantized(
             cell, subject, cases, outputs, target, tol, trust_stored, localise_failures, bounds
         )
         return cell
     for case, got in zip(cases, outputs):
         result = judge_case(subject, case, got, target, tol, trust_stored, localise_failures)
-        _record_worst(cell, result)
+        record_worst(cell, result)
         cell.cases.append(result)
-    _summarise(cell)
+    summarise(cell)
     if cell.status == "pass":
-        _warn_if_blind(cell, cases, tol)
+        warn_if_blind(cell, cases, tol)
     return cell
 
 
-def judge_quantized(
-    cell: Cell,
-    subject: Subject,
-    cases: list[Case],
-    outputs: list[dict[str, np.ndarray]],
-    target: runtime.Target,
-    tol: Tolerance,
-    trust_stored: bool,
-    localise_failures: bool,
-    bounds: Mapping[str, Bound] | None = None,
-) -> None:
-    """The verdict on a graph brought quantized (it computes in int8) whose sources, PyTorch or
-    stored outputs, say what the float function gives: no element-by-element tolerance fits
-    that (int8 rounding moves every element, and an input beyond the calibrated range clips).
-
-    - What the graph *does*: onnxruntime is held to the reference evaluator element by element,
-      with the graph's tolerance (one quantization step of its outputs): ``executors`` on a
-      failure, localised to the first node that departs.
-    - What it *should* do: its outputs are held to the deciding source by the int8 metrics
-      (:func:`onnxconv.quant_check.judge_outputs`, ``fail`` / ``quantization`` outside
-      ``bounds``, default :data:`onnxconv.quant_metrics.TOLERANCES`), on
-      the user's own data (stored test sets, ``--inputs``), which lie in the range the graph was
-      calibrated for; where there is none, on the generated ``normal`` inputs (a note says so),
-      never on the ``wide`` ones, which clip by design.
-    """
-    for case, got in zip(cases, outputs):
-        if REFERENCE in case.opinions:
-            executors = dataclasses.replace(case, opinions={REFERENCE: case.opinions[REFERENCE]})
-            result = judge_case(
-                subject, executors, got, target, tol, trust_stored, localise_failures
+def check_judgeable(subject: Subject, cases: list[Case], trust_stored: bool) -> None:
+    """Raise :class:`CheckFailed` (one line) for a case that nothing can judge onnxruntime by:
+    the reference evaluator could not run and its only source is stored outputs declared
+    untrusted."""
+    for case in cases:
+        if REFERENCE not in case.opinions and not deciding_source(case.opinions, trust_stored):
+            raise CheckFailed(
+                f"{subject.model_path}: {case.reference_error or 'no reference evaluator'}; "
+                f"nothing else judges onnxruntime on {case.label}: its stored outputs are "
+                "declared untrusted (--stored untrusted)"
             )
-            _record_worst(cell, result)
-            cell.cases.append(result)
-    _summarise(cell)
-    sourced = [
-        (case, got)
-        for case, got in zip(cases, outputs)
-        if deciding_source(case.opinions, trust_stored)
-    ]
-    judged_on = [(c, g) for c, g in sourced if users_data(subject, c)]
-    if not judged_on:
-        judged_on = [(c, g) for c, g in sourced if c.label.startswith("normal/")]
-        if judged_on:
-            subject.note(
-                "the graph came quantized: it is judged against its source on generated normal "
-                "inputs, which may lie outside its calibrated range (stored test sets or "
-                "--inputs from that range judge it instead)"
-            )
-    if not judged_on:
-        if cell.status == "pass":
-            _warn_if_blind(cell, cases, tol)
-        return
-    source = deciding_source(judged_on[0][0].opinions, trust_stored)
-    verdict = quant_check.judge_outputs(
-        [o.name for o in subject.model.graph.output],
-        [case.opinions[source] for case, _ in judged_on],
-        [got for _, got in judged_on],
-        against=source,
-        tolerances=bounds,
-    )
-    verdict.layers_note = "the graph came quantized: no fp32 graph to pair its QDQ pairs with"
-    cell.quant = verdict.to_dict()
-    cell.deciders = [source, *cell.deciders]
-    if cell.status == "fail" or verdict.status == "pass":
-        return
-    if verdict.status == "fail" or cell.status == "pass":
-        cell.status, cell.kind = verdict.status, verdict.kind
-        cell.reason = (
-            f"the int8 graph departs from {source} beyond int8 rounding: {verdict.reason}"
-            if verdict.status == "fail"
-            else verdict.reason
-        )
 
 
-def _warn_if_blind(cell: Cell, cases: list[Case], tol: Tolerance) -> None:
+def warn_if_blind(cell: Cell, cases: list[Case], tol: Tolerance) -> None:
     """A pass that a wrong graph would have earned too is a ``warn`` of kind ``insensitive``
     (:mod:`onnxconv.sensitivity`): the deciding opinion's outputs, one input each."""
     expected, labels, seen = [], [], []

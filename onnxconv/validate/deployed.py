@@ -116,7 +116,9 @@ def evaluation(
     feeds = [s.inputs for s in subject.test_sets]
     feeds += [extra_inputs] if extra_inputs is not None else []
     feeds += seeded_feeds(subject, quant_check.EVALUATION_SEED, samples, max_input_bytes)
-    info = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
+    info = runtime.make_session(
+        subject.model, runtime.Target("cpu", "disabled"), label=str(subject.model_path)
+    )
     own = [runtime.run(info, f) for f in feeds]
     module = torch_module(subject)
     if module is not None:
@@ -160,6 +162,7 @@ def run_judged_cell(
         cuda_options,
         session_config,
         session_options,
+        label=str(subject.model_path),
     )
     if got is None:
         return cell
@@ -209,7 +212,9 @@ def float_departure(
         return None, ""
     source = deciding_source(sourced[0].opinions, trust_stored)
     sourced = [c for c in sourced if source in c.opinions]
-    info = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
+    info = runtime.make_session(
+        subject.model, runtime.Target("cpu", "disabled"), label=str(subject.model_path)
+    )
     own = [runtime.run(info, c.feeds) for c in sourced]
     expected = [c.opinions[source] for c in sourced]
     labels = [c.label for c in sourced]
