@@ -2,6 +2,9 @@
 
 __version__ = "0.1.0"
 
-from .api import validate_module  # noqa: E402  (light: imports torch only when called)
+from .api import (  # noqa: E402  (light: imports torch only when called)
+    import_torchvision,
+    validate_module,
+)
 
-__all__ = ["validate_module"]
+__all__ = ["import_torchvision", "validate_module"]

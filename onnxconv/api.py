@@ -59,3 +59,14 @@ def validate_module(
         return run(Path(out_dir))
     with tempfile.TemporaryDirectory(prefix="onnxconv-api-") as tmp:
         return run(Path(tmp))
+
+
+def import_torchvision() -> Any:
+    """``torchvision``, imported so that its models load even where its compiled ops cannot
+    beside this torch (PyPI's torchvision wheel beside a CPU torch raises ``operator
+    torchvision::nms does not exist`` on ``import torchvision``): its models are plain PyTorch,
+    its detection ops (nms, roi_align) stay unavailable. The same allowance ``--module
+    torchvision.models:...`` makes."""
+    from .user_model import import_allowing_torchvision
+
+    return import_allowing_torchvision("torchvision", [])

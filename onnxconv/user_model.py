@@ -198,7 +198,7 @@ def import_factory(path: str, named_by: str = "--module") -> tuple[Callable[...,
     notes: list[str] = []
     with _cwd_importable():
         try:
-            module = _import(module_name, notes)
+            module = import_allowing_torchvision(module_name, notes)
         except Exception as error:  # the user's module may raise anything while importing
             hint = ""
             missing = getattr(error, "name", None) or ""
@@ -242,7 +242,7 @@ _TORCHVISION_UNGUARDED_OPS = (
 )
 
 
-def _import(module_name: str, notes: list[str]) -> Any:
+def import_allowing_torchvision(module_name: str, notes: list[str]) -> Any:
     """``importlib.import_module``, with one allowance: a torchvision whose compiled ops cannot
     load beside this torch (PyPI's CUDA build of torchvision beside a CPU torch) still gives its
     models, which are plain PyTorch; its detection ops (nms, roi_align) stay unavailable."""
@@ -314,24 +314,29 @@ def weights_fingerprint(module: Any) -> str:
 
 
 def weights_in_graph(module: Any, model: Any) -> tuple[int, int]:
-    """How many of ``module``'s float weight tensors (of 8 values or more) ``model`` holds as an
-    initializer, and of how many. Tensors are compared as their sorted float32 values, so a copy
-    the exporter transposed or reshaped counts; one it folded (BatchNorm into a Conv) does not."""
+    """How many of ``module``'s float weight tensors (of 8 values or more, not all one value)
+    ``model`` holds as an initializer, and of how many. Tensors are compared as their sorted
+    float32 values, so a copy the exporter transposed or reshaped counts; one it folded
+    (BatchNorm into a Conv) does not. A tensor of one value (a fresh BatchNorm's ones and zeros)
+    is the same under every seed, so it says nothing of where the weights came from."""
     import numpy as np
     from onnx import numpy_helper
+
+    def telling(array: Any) -> bool:
+        return array.dtype.kind == "f" and array.size >= 8 and bool(np.ptp(array) > 0)
 
     def key(array: Any) -> bytes:
         return hashlib.sha256(np.sort(array.astype(np.float32).ravel()).tobytes()).digest()
 
-    held = {
-        key(array)
-        for array in map(numpy_helper.to_array, model.graph.initializer)
-        if array.dtype.kind == "f" and array.size >= 8
-    }
+    held = {key(a) for a in map(numpy_helper.to_array, model.graph.initializer) if telling(a)}
     weights = [
-        tensor.detach().cpu().float().numpy()
-        for tensor in module.state_dict().values()
-        if tensor.is_floating_point() and tensor.numel() >= 8
+        w
+        for w in (
+            tensor.detach().cpu().float().numpy()
+            for tensor in module.state_dict().values()
+            if tensor.is_floating_point()
+        )
+        if telling(w)
     ]
     return sum(key(w) in held for w in weights), len(weights)
 

@@ -471,3 +471,68 @@ def test_bench_times_a_dynamic_height_and_width_export_at_its_stored_inputs_size
     bare = shutil.copy(folder / "model.onnx", tmp_path / "bare.onnx")  # nothing to size it by
     assert main(["bench", str(bare), *quick, "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "no stored input to take its size from" in capsys.readouterr().err
+
+
+def test_a_graph_from_other_weights_is_named_even_beside_a_fresh_batchnorm():
+    """A fresh BatchNorm's ones and zeros are the same under every seed: they matched, so a
+    ShuffleNet exported after another seed had "112 of 282" weights in the graph and its export
+    failure came without the note that it has other weights. Tensors of one value say nothing
+    of where weights came from and are not compared."""
+    from onnx import helper, numpy_helper
+
+    from onnxconv.user_model import weights_in_graph
+    from onnxconv.validate import Subject, attach_module
+
+    def built(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.BatchNorm2d(8)
+        )
+
+    def graph_of(module: torch.nn.Module) -> onnx.ModelProto:
+        inits = [
+            numpy_helper.from_array(t.detach().numpy().astype(np.float32), name)
+            for name, t in module.state_dict().items()
+            if t.is_floating_point()
+        ]
+        graph = helper.make_graph([], "weights", [], [], inits)
+        return helper.make_model(graph)
+
+    same, other = graph_of(built(0)), graph_of(built(1))
+    assert weights_in_graph(built(0), same) == (2, 2)  # the Conv's weight and bias
+    assert weights_in_graph(built(0), other) == (0, 2)  # the BatchNorm's ones/zeros not counted
+    subject = Subject("g", Path("g.onnx"), other)
+    attach_module(subject, built(0), "m:built")
+    assert subject.foreign_weights and subject.foreign_weights.startswith(
+        "none of the 2 weight tensors of m:built is among the initializers of g.onnx"
+    )
+
+
+def test_module_seed_draws_the_weights_the_graph_was_exported_with(tmp_path, capsys):
+    """A graph exported after torch.manual_seed(1): --module-seed 1 rebuilds its module, the
+    default seed 0 draws other weights, fails as an export defect and says why."""
+    assert main(["export", *export_args(tmp_path), "--module-seed", "1"]) == 0
+    graph = tmp_path / "ConvBN" / "model.onnx"
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(graph, bare)  # without its manifest: only --module speaks for it
+    argv = ["validate", str(bare), "--module", "user_modules:ConvBN", *FP32_ALL, "--seeds", "0"]
+    assert main([*argv, "--module-seed", "1"]) == 0
+    report = tmp_path / "r.json"
+    assert main([*argv, "--json", str(report)]) == 1
+    data = json.loads(report.read_text())
+    assert data["cells"][0]["kind"] == "export"
+    assert any("another seed: --module-seed" in n for n in data["subjects"][0]["notes"])
+
+
+def export_args(out: Path) -> list[str]:
+    return ["--module", "user_modules:ConvBN", "--input", "1,3,8,8", "--out", str(out), "--quiet"]
+
+
+def test_import_torchvision_gives_its_models_in_a_users_own_script():
+    """PyPI's torchvision beside the CPU torch fails on a bare ``import torchvision`` (its
+    compiled ops do not load); ``onnxconv.import_torchvision()`` makes the allowance --module
+    makes, so a user's own export script gets the models."""
+    torchvision = onnxconv.import_torchvision()
+    model = torchvision.models.shufflenet_v2_x0_5(weights=None)
+    assert isinstance(model, torch.nn.Module)
+    assert onnxconv.import_torchvision() is torchvision  # imported once

@@ -106,7 +106,8 @@ def recipe_from_args(args: argparse.Namespace, need_inputs: bool = True):
         )
     else:
         specs = ()
-    recipe = ModuleRecipe(args.module, parse_module_args(args.module_args), specs)
+    seed = getattr(args, "module_seed", 0)
+    recipe = ModuleRecipe(args.module, parse_module_args(args.module_args), specs, seed)
     return recipe, examples
 
 
@@ -132,6 +133,14 @@ def module_arguments(
         "--module-args",
         metavar="KEY=VALUE,...",
         help="keyword arguments for the --module factory (Python literals, e.g. num_classes=10)",
+    )
+    p.add_argument(
+        "--module-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch.manual_seed(N) before the --module factory runs, so its random weights "
+        "are drawn as they were when the graph was exported (default 0)",
     )
     if inputs:
         p.add_argument(

@@ -290,6 +290,7 @@ def attach_module(
         subject.foreign_weights = (
             f"none of the {total} weight tensors of {source} is among the initializers of "
             f"{subject.model_path} (compared as sorted values; a BatchNorm folded into a Conv "
-            "changes them too): a graph exported from other weights (another seed, checkpoint "
-            "or configuration) fails against the module as an export defect"
+            "changes them too): a graph exported from other weights (another seed: "
+            "--module-seed; a checkpoint, another configuration) fails against the module as an "
+            "export defect"
         )
