@@ -154,6 +154,22 @@ def test_stale_stored_output_under_a_manifest_is_a_warning_pytorch_decides(tmp_p
     assert [c.status for c in cell.cases[1:]] == ["pass"]
 
 
+def test_strict_turns_a_warning_into_exit_1_for_a_ci_gate(tmp_path, capsys):
+    """Every cell warning exits 0 (nothing failed), which a gate reads as proven; --strict
+    exits 1 with one line naming the first warning."""
+    folder = copy_graph("depthwise", tmp_path)
+    stale_output(folder)
+    argv = ["validate", str(folder), "--opt-level", "all", "--precision", "fp32", "--quiet"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--strict"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "onnxconv validate: --strict: 1 cell(s) warn, e.g. depthwise cpu/all/fp32: stale_stored"
+    ]
+    assert main(["validate", "depthwise", "--opt-level", "all", "--strict", "--quiet"]) == 0
+
+
 def stale_output(folder: Path) -> None:
     out = folder / "test_data_set_0" / "output_0.pb"
     tensor = onnx.TensorProto()

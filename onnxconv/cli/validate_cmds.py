@@ -207,6 +207,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.strict and summary.get("warn"):
+        first = next(c for c in report.cells if c.status == "warn")
+        print(
+            f"onnxconv validate: --strict: {summary['warn']} cell(s) warn, e.g. {first.subject} "
+            f"{first.target}: {first.kind}",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if summary.get("fail") else 0
 
 
@@ -325,6 +333,12 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         metavar="NPZ",
         help="int8 calibration inputs: a .npz with one array per model input, samples on the "
         "batch axis (default: 16 generated inputs)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any cell warns (insensitive, stale stored outputs, a suspect reference "
+        "evaluator...), not only when one fails: for a CI gate that must prove something",
     )
     p.add_argument(
         "--accuracy-budget",
