@@ -10,7 +10,10 @@ ensure_env() {
     local extras="$1"
     local stamp_file="$VENV/.onnxconv-installed"
     local hash have extra missing=""
-    hash="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)"
+    # "root-pth": the install also puts the checkout on sys.path (below); bumping it updates
+    # an existing .venv
+    hash="$({ cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt"; echo root-pth; } \
+        | sha256sum | cut -c1-16)"
     have="$(cat "$stamp_file" 2>/dev/null || true)"   # "<hash> <extra,extra,...>"
     for extra in ${extras//,/ }; do
         case ",${have#* }," in *",$extra,"*) ;; *) missing="$missing $extra" ;; esac
@@ -34,5 +37,12 @@ ensure_env() {
     local log="$VENV/install.log"
     "$VENV/bin/python" -m pip install -c "$ROOT/constraints.txt" -e "$ROOT[$extras]" >"$log" 2>&1 \
         || { tail -n 20 "$log" >&2; echo "error: pip could not install onnxconv[$extras] into $VENV (log: $log)" >&2; return 2; }
+    # setuptools' editable install of a flat layout finds onnxconv through an import hook that
+    # runs after the path search: a script run beside a clone named onnxconv/ (no __init__.py
+    # at its top) then imports that folder as an empty namespace package. The checkout on
+    # sys.path lets the path search find the real package first.
+    local site
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+        && echo "$ROOT" > "$site/onnxconv-checkout.pth" || return 2
     echo "$hash $extras" > "$stamp_file"
 }

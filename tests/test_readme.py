@@ -33,3 +33,18 @@ def test_a_readme_example_prints_what_its_comments_say(block, tmp_path):
     assert said and len(printed) == len(said)
     for comment, line in zip(said, printed):
         assert line.strip() and comment.startswith(line), (line, comment)
+
+
+def test_a_script_beside_a_clone_named_onnxconv_imports_the_package(tmp_path):
+    """The clone's default folder name is onnxconv/; a script in the folder that holds it used
+    to import that folder as an empty namespace package ("module 'onnxconv' has no attribute
+    'validate_module'"), because setuptools' editable install finds the package after the path
+    search. scripts/_env.sh puts the checkout on sys.path."""
+    (tmp_path / "onnxconv" / "notes").mkdir(parents=True)  # a folder without __init__.py
+    script = "import onnxconv; print(onnxconv.validate_module.__name__)"
+    (tmp_path / "mine.py").write_text(script)
+    done = subprocess.run(
+        [sys.executable, "mine.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "validate_module"
