@@ -183,6 +183,25 @@ def test_export_names_a_non_default_config(tmp_path, capsys):
     assert "config shuffle_rank=4" in capsys.readouterr().out
 
 
+def test_export_without_out_never_rewrites_a_committed_graph_with_other_settings(capsys):
+    """The README's `export --variant shuffle_unit --shuffle-rank 4` overwrote the committed
+    graph and manifest of this checkout (a note said so afterwards); a module export added its
+    entry to the committed manifest. Both are refused in one line before anything is written."""
+    from onnxconv.export_layout import file_sha256
+
+    committed = Path(__file__).resolve().parent.parent / "graphs"
+    before = {p: file_sha256(p) for p in committed.rglob("*") if p.is_file()}
+    argv = ["export", "--variant", "shuffle_unit", "--shuffle-rank", "4", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shuffle_unit: this checkout's committed graph" in err[0], err
+    assert main(["export", "--variant", "grouped", "--exporter", "torchscript", "--quiet"]) == 2
+    argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,4,4", "--quiet"]
+    assert main(argv) == 2
+    assert "name --out DIR" in capsys.readouterr().err
+    assert {p: file_sha256(p) for p in committed.rglob("*") if p.is_file()} == before
+
+
 def test_validate_prints_each_subject_note_once_naming_its_graphs():
     from onnxconv.cli.validate_cmds import subject_note_lines
 

@@ -88,9 +88,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.shuffle_rank is not None:  # export_variants refuses it when no variant shuffles
         overrides["shuffle_rank"] = args.shuffle_rank
     options = export_options(args)
+    out = args.out or "graphs"
+    if args.out is None and Path(out).resolve() == COMMITTED_GRAPHS:
+        from dataclasses import replace
+
+        from ..export import ExportOptions
+
+        committed = [n for n in names if variants.get(n).commit_graph]
+        if committed and (overrides or replace(options, verbose=False) != ExportOptions()):
+            raise OnnxconvError(
+                f"{COMMITTED_GRAPHS / committed[0]}: this checkout's committed graph, which the "
+                "tests check against a fresh export with the default settings; export another "
+                "config or option to --out DIR (or name --out graphs to replace it)"
+            )
     results = export_variants(
         names,
-        args.out,
+        out,
         options,
         overrides,
         progress=None if args.quiet else progress_printer("exporting"),
@@ -104,7 +117,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"params {human(entry['params'])}  MACs {human(entry['macs'])}"
             + ("  config " + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
         )
-        committed = Path(args.out).resolve() == COMMITTED_GRAPHS
+        committed = Path(out).resolve() == COMMITTED_GRAPHS
         if changed and variants.get(entry["variant"]).commit_graph and committed:
             print(
                 f"note: {result.model_path.parent} now holds a non-default config; "
@@ -133,6 +146,11 @@ def export_user_module(args: argparse.Namespace) -> int:
         raise OnnxconvError("--config and --shuffle-rank are for zoo variants, not --module")
     recipe, examples = recipe_from_args(args)
     options = export_options(args)
+    if args.out is None:
+        raise OnnxconvError(
+            f"--module {args.module}: name --out DIR (graphs/ holds this checkout's committed "
+            "zoo graphs, which the tests check)"
+        )
     before = _manifest_module(Path(args.out), args.name or recipe.name)
     result = export_recipe(recipe, args.out, args.name, options, examples)
     entry = result.entry
@@ -362,7 +380,11 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         group=which,
     )
     p.add_argument("--name", help="graph folder name for --module (default: the factory's name)")
-    p.add_argument("--out", default="graphs", help="output folder (default: graphs)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: graphs, where another config or option than the "
+        "committed graphs' must be named: --out graphs)",
+    )
     p.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
     )
