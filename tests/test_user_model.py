@@ -536,3 +536,17 @@ def test_import_torchvision_gives_its_models_in_a_users_own_script():
     model = torchvision.models.shufflenet_v2_x0_5(weights=None)
     assert isinstance(model, torch.nn.Module)
     assert onnxconv.import_torchvision() is torchvision  # imported once
+
+
+def test_a_module_of_another_output_shape_is_the_wrong_module_in_one_line(tmp_path, capsys):
+    """The wrong --module (or --module-args) gave one FAIL export per cell ("shape mismatch");
+    the module the user names for a graph is checked against the shapes the graph declares."""
+    assert main(["export", *export_args(tmp_path)]) == 0
+    graph = tmp_path / "bare.onnx"
+    shutil.copy(tmp_path / "ConvBN" / "model.onnx", graph)
+    argv = ["validate", str(graph), "--module", "user_modules:ConvBNPooled", *FP32_ALL]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gives output" in err[0] and "of shape 1x8x1x1" in err[0], err
+    assert "where the graph declares 1x8x8x8: is it this graph's source" in err[0]

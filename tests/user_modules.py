@@ -121,3 +121,10 @@ class ConvBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
+
+
+class ConvBNPooled(ConvBN):
+    """ConvBN averaged over height and width: the same input, an output of another shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).mean(dim=(2, 3), keepdim=True)

@@ -52,6 +52,10 @@ class Subject:
     foreign_weights: str | None = None
     #: The user's own inputs (``validate --inputs``), one more case and a sample.
     given_inputs: dict[str, np.ndarray] | None = None
+    #: The user named ``module`` for this graph (``--module``, :func:`attach_module`): an output
+    #: of another shape than the graph declares is then the wrong module (an input error), not
+    #: an export defect.
+    module_named_by_user: bool = False
 
     def note(self, text: str) -> None:
         """Add ``text`` to :attr:`notes` once (cases and deployments are made more than once
@@ -285,6 +289,7 @@ def attach_module(
     from ..user_model import weights_in_graph
 
     subject.module, subject.module_source, subject.recipe = module.eval(), source, recipe
+    subject.module_named_by_user = True
     found, total = weights_in_graph(module, subject.model)
     if total and not found:
         subject.foreign_weights = (
