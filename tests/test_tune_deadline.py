@@ -149,3 +149,11 @@ def test_contended_runs_are_retried_only_within_their_stages_share(tmp_path, mon
     assert all(until <= started + 301 for until in ends)  # never past the budget's end
     # the formulations stage ends at its share (of two stages), well before the budget's end
     assert ends[0] < started + 300 / 2 + 5
+
+
+def test_a_named_rewrite_that_applies_nowhere_is_noted(tmp_path, monkeypatch):
+    """A bare channel shuffle has no grouped Conv: --rewrites grouped_split was silently
+    dropped; the report now says it found nothing to rewrite."""
+    report = _tune(tmp_path, monkeypatch, "shuffle_gather,grouped_split", "--no-settings")
+    assert "--rewrites grouped_split: nothing in this graph for it to rewrite" in report["notes"]
+    assert [c["name"] for c in report["candidates"]][1:] == ["shuffle_gather @ level=all"]

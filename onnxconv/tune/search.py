@@ -70,7 +70,7 @@ from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneRepor
 from .deadline import Deadline
 from .options import TuneOptions, batch_of
 from .proof import Proof, Prover, budget_proof, proof_batches
-from .rewrites import Rewritten, formulations
+from .rewrites import REWRITES, Rewritten, formulations
 from .settings import DEFAULT, SessionSettings
 from .timing import Job, Method, Timing, node_times, profile, roofs, time_rounds
 
@@ -122,6 +122,8 @@ class _Search:
         self.fp32: dict[str, Candidate] = {}
         """The fp32 candidate of each formulation deployed at a lower precision."""
         self.deadline = Deadline(options.time_budget_s, started)
+        self.formulations: dict[str, Rewritten] = {}
+        """The graph's formulations under the allowed rewrites (made when the search runs)."""
         self.stage_end: float | None = None
         """When the stage being searched should end (its share of the time budget)."""
 
@@ -310,13 +312,14 @@ class _Search:
                 f"{s.model_path}: the original graph itself fails validate on {ep}: "
                 f"{self.default.proof.disqualified}; tune proves candidates against its sources"
             )
+        self.formulations = formulations(s.model, self.options.rewrites)
         if self.options.time_budget_s is not None:
             self.measure_a_run()
         stage1 = self.prove_for_stage(
             FORMULATIONS,
             [
                 (name, functools.partial(self.formulation, name, r))
-                for name, r in formulations(s.model, self.options.rewrites).items()
+                for name, r in self.formulations.items()
             ],
             timed=1,
         )
@@ -372,7 +375,8 @@ class _Search:
         plans the first stage with their real costs: as they come, contended or not (a wait for
         quiet and a retry would cost up to minutes of the budget, to measure a cost that the
         contention is part of)."""
-        self.say("one run of the default and of PyTorch, to plan the time budget")
+        torch = " and of PyTorch" if self.torch_job is not None else ""
+        self.say(f"one run of the default{torch}, to plan the time budget")
         job = Job(self.default.name, self.model_file(ORIGINAL, self.subject.model), DEFAULT)
         self.time_rounds([job], dataclasses.replace(self.method, rounds=1, retries=0), None)
 
@@ -521,6 +525,13 @@ class _Search:
         native = precisions_module.computes_in(s.model)
         if native != "fp32":
             notes.append(precisions_module.as_is_note(native, "candidates"))
+        used = {name for key in self.formulations for name in key.split("+")}
+        unused = [r for r in self.options.rewrites if r not in used]
+        if unused and set(self.options.rewrites) != set(REWRITES):  # named by the user
+            notes.append(
+                f"--rewrites {', '.join(unused)}: nothing in this graph for "
+                f"{'it' if len(unused) == 1 else 'them'} to rewrite"
+            )
         if self.quantized_check:
             quant = self.quantized_check.quant
             notes.append(
