@@ -224,3 +224,13 @@ def test_markdown_names_the_largest_op_types_the_shares_group():
     )
     cuda = bench_report.load_report(REPORTS / "cuda-h100" / "bench-cuda" / "bench.json")
     assert "| standard | 1 | cuda/all/fp32 | launch | Conv 20.1 |" in bench_report.to_markdown(cuda)
+
+
+def test_a_single_block_has_no_measured_spread():
+    """One block's spread is 0 by arithmetic, which read as a perfectly steady machine."""
+    from onnxconv.bench.stats import measured_spread, summarize
+
+    one = summarize([[1_000_000, 1_200_000, 900_000]]).to_dict()
+    two = summarize([[1_000_000], [1_500_000]]).to_dict()
+    assert one["block_spread"] == 0.0 and measured_spread(one) is None
+    assert measured_spread(two) == pytest.approx(0.4)

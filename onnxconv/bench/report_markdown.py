@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ..machine import describe_gpus
 from .report_text import describe_inputs, fmt, input_text, placement
-from .stats import OP_GROUPS, largest_ops, op_shares
+from .stats import OP_GROUPS, largest_ops, measured_spread, op_shares
 
 if TYPE_CHECKING:
     from .report import BenchReport
@@ -104,7 +104,7 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
             f"| {c['label']} | {c['batch']} | {input_text(c)} | {where} | {placement(c)} | "
             f"{fmt(st.get('p50_ms'), '.4g')} | "
             f"{fmt(st.get('p90_ms'), '.4g')} | {fmt(st.get('p99_ms'), '.4g')} | "
-            f"{fmt(st.get('block_spread'), '.1f', 100, '%')} | {fmt(c.get('gflops'), '.1f')} | "
+            f"{fmt(measured_spread(st), '.1f', 100, '%')} | {fmt(c.get('gflops'), '.1f')} | "
             f"{fmt(c.get('compute_roof_fraction'), '.0f', 100)} | "
             f"{fmt(c.get('roof_fraction'), '.0f', 100)} | "
             f"{fmt(pair and pair['ort_over_torch'], '.2f')} | "

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import UserInputError
-from .stats import OP_GROUPS, op_shares
+from .stats import OP_GROUPS, measured_spread, op_shares
 
 if TYPE_CHECKING:
     from .report import BenchReport
@@ -173,7 +173,7 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
                 placement(c) if c["status"] == "ok" else "—",
                 fmt(st.get("p50_ms"), ".4g") if c["status"] == "ok" else c["status"],
                 fmt(st.get("p90_ms"), ".4g"),
-                fmt(st.get("block_spread"), ".0f", 100, "%"),
+                fmt(measured_spread(st), ".0f", 100, "%"),
                 fmt(c.get("gflops"), ".1f"),
                 fmt(c.get("compute_roof_fraction"), ".0f", 100),
                 fmt(pair and pair["torch_over_ort"], ".2f"),

@@ -264,7 +264,8 @@ def deploy_all(prep: Prepared, names: Sequence[str], seed: int) -> dict[str, Dep
             calibration = None
             if precisions.get(name).needs_calibration:
                 calibration = _calibration(model, given, seed)
-            graph = precisions.deploy(model, name, calibration, label=str(prep.model_path))
+            label = str(prep.source.path or prep.source.label)  # not the bench's temporary copy
+            graph = precisions.deploy(model, name, calibration, label=label)
         except OnnxconvError as error:
             deployed[name] = f"no {name} deployment: {_one_line(error)}"
             continue

@@ -42,6 +42,13 @@ def block_spread(block_medians: Sequence[float]) -> float:
     return (max(block_medians) - min(block_medians)) / mid if mid else 0.0
 
 
+def measured_spread(stats: Mapping[str, Any]) -> float | None:
+    """A cell's block spread (:attr:`LatencyStats.block_spread`) where it was measured: None for
+    a single block, whose spread of 0 says nothing of how steady the machine was."""
+    medians = stats.get("block_medians_ms") or []
+    return stats.get("block_spread") if len(medians) > 1 else None
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     """Latency of one cell over all its timed calls (every round pooled), in milliseconds."""

@@ -107,6 +107,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     written = bench_report.write_report(report, args.out, plots=not args.no_plots)
     headers, rows = bench_report.summary_rows(report)
     print(format_table(headers, rows))
+    for cell in report.cells:
+        if cell["status"] == "undeployable":  # nothing to time, and why
+            print(f"note: {cell['id']}: {cell['error']}")
     for note in report.notes:
         print(f"note: {note}")
     print(
