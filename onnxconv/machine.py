@@ -100,8 +100,9 @@ def check_threads(value: int) -> int:
 
     if value > max_threads():
         raise UserInputError(
-            f"{value} threads is more than this machine can run usefully (at most "
-            f"{max_threads()} here: 8 per CPU, and never fewer than 64)"
+            f"{value} threads is more than this machine can run usefully: at most "
+            f"{max_threads()} here ({os.cpu_count() or 1} CPUs; the limit is 8 threads per CPU, "
+            "or 64 where that is fewer)"
         )
     return value
 

@@ -356,7 +356,11 @@ def test_a_graph_is_known_by_its_sha256_where_its_folder_moved_or_its_file_chang
     "content, says",
     [
         ('{"schema": "onnxconv.validate"}', "not an onnxconv bench report"),
-        ("[1, 2]", "not an onnxconv bench report (schema 'list')"),
+        ("[1, 2]", "not an onnxconv bench report (a JSON list)"),
+        (
+            '{"schema": 2, "subjects": [], "cells": []}',
+            "(its schema is 2, a bench report's 'onnxconv.bench': it looks like a validate report)",
+        ),
         ("cells", "not a complete bench report (cells is not a list)"),
         ("machine", "not a complete bench report (machine is not a dict)"),
     ],

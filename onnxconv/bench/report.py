@@ -131,8 +131,19 @@ class BenchReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BenchReport":
         if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
-            schema = data.get("schema") if isinstance(data, Mapping) else type(data).__name__
-            raise UserInputError(f"not an onnxconv bench report (schema {schema!r})")
+            if not isinstance(data, Mapping):
+                raise UserInputError(f"not an onnxconv bench report (a JSON {type(data).__name__})")
+            looks = (
+                "a tune report"
+                if data.get("schema") == "onnxconv.tune"
+                else "a validate report"
+                if "subjects" in data and "cells" in data
+                else ""
+            )
+            raise UserInputError(
+                f"not an onnxconv bench report (its schema is {data.get('schema')!r}, a bench "
+                f"report's {SCHEMA!r}" + (f": it looks like {looks})" if looks else ")")
+            )
         for key, kind in (
             ("machine", dict),
             ("versions", dict),
