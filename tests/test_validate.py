@@ -666,3 +666,19 @@ def test_a_folder_with_only_model_onnx_is_judged_as_a_bare_graph(tmp_path, capsy
     argv += ["--blocks", "1", "--calls", "3", "--no-profile", "--quiet", "--out", str(tuned)]
     assert main(argv) == 0
     assert main(["validate", str(tuned), "--quiet"]) == 0  # its record re-checks where it ships
+
+
+def test_the_worst_error_says_how_much_of_its_tolerance_it_took(tmp_path):
+    """A bare absolute error (7.33e+00 vs torch on a pass, 1.54e-02 on a pure data move) read as
+    an alarm or as nothing: each opinion's worst also records the largest share of its tolerance
+    any element took, and the headline shows it."""
+    from onnxconv.validate.text import headline_text
+
+    report = run([validate.load_subject("grouped")], distributions=("normal",))
+    for cell in report.cells:
+        used = cell.worst["torch"]["tol_used"]
+        assert 0 <= used <= 1 and headline_text(cell).endswith(f"vs torch ({used:.0%} of tol)")
+    folder = copy_graph("depthwise", tmp_path)
+    stale_output(folder)  # one element 1.0 off: far outside
+    (cell,) = run([validate.load_subject(str(folder))], distributions=("normal",)).cells
+    assert cell.worst["stored"]["tol_used"] > 100

@@ -176,11 +176,17 @@ def judge_case(
 
 
 def record_worst(cell: Cell, case: CaseResult) -> None:
+    """Per opinion, the largest absolute error over the cell's cases (where, and under which
+    tolerance), and ``tol_used``: the largest share of its tolerance any element took
+    (``abs_err / (atol + rtol*|reference|)``, above 1 outside it), which says how close to
+    failing the cell came, as the absolute error alone cannot."""
     for check in case.outputs:
         for opinion, result in check.results.items():
             if result.max_abs is None:
                 continue
-            if opinion not in cell.worst or result.max_abs > cell.worst[opinion]["max_abs"]:
+            used = result.worst.tol_ratio if result.worst else None
+            before = cell.worst.get(opinion)
+            if before is None or result.max_abs > before["max_abs"]:
                 cell.worst[opinion] = {
                     "case": case.case,
                     "output": check.output,
@@ -188,7 +194,11 @@ def record_worst(cell: Cell, case: CaseResult) -> None:
                     "max_rel": result.max_rel,
                     "atol": result.tolerance.atol,
                     "rtol": result.tolerance.rtol,
+                    "tol_used": before["tol_used"] if before else None,
                 }
+            mine = cell.worst[opinion]
+            if used is not None and (mine["tol_used"] is None or used > mine["tol_used"]):
+                mine["tol_used"] = used
 
 
 def summarise(cell: Cell) -> None:

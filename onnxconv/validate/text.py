@@ -19,8 +19,14 @@ def headline_text(cell: Cell) -> str:
         return f"{quant_check.headline(cell.quant)} vs {cell.quant['against']}"
     headline = cell.headline()
     if headline:
-        return f"{headline[1]['max_abs']:.2e} vs {headline[0]}"
+        return f"{headline[1]['max_abs']:.2e} vs {headline[0]}{tol_used(headline[1])}"
     return "shapes differ" if "shape mismatch" in cell.reason else ""
+
+
+def tol_used(worst: dict) -> str:
+    """`` (64% of tol)``: how much of its tolerance the worst element took ("" unknown)."""
+    used = worst.get("tol_used")
+    return "" if used is None else f" ({used:.0%} of tol)"
 
 
 def brief_rows(cells: Iterable[Cell], width: int = 110) -> list[tuple[str, ...]]:
@@ -87,7 +93,7 @@ def to_markdown(report: ValidationReport) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for cell in report.cells:
-        worst = ", ".join(f"{op} {w['max_abs']:.3g}" for op, w in cell.worst.items())
+        worst = ", ".join(f"{op} {w['max_abs']:.3g}{tol_used(w)}" for op, w in cell.worst.items())
         if cell.quant:
             worst = headline_text(cell)
         lines.append(
