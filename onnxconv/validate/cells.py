@@ -237,11 +237,11 @@ def run_on_target(
     session_options: dict[str, Any] | None = None,
     label: str | None = None,
 ) -> list[dict[str, np.ndarray]] | None:
-    """``model`` (the deployment ``target.precision`` names, ``label`` in messages: its file)
-    run on every feed dict, with the
-    providers and node placement recorded in ``cell``; ``None`` when the target's EP cannot run
-    it by itself (``cell`` unavailable) or a deployment onnxconv made does not load (``cell``
-    a FAIL of kind ``conversion``: the converter wrote an invalid graph)."""
+    """``model`` (the deployment ``target.precision`` names; ``label``, its file, in messages)
+    run on every feed dict, with the providers and node placement recorded in ``cell``;
+    ``None`` when the target's EP cannot run it by itself (``cell`` unavailable) or a
+    deployment onnxconv made does not load (``cell`` a FAIL of kind ``conversion``: the
+    converter wrote an invalid graph)."""
     try:
         with tempfile.TemporaryDirectory(prefix="onnxconv-profile-") as tmp:
             info = runtime.make_session(
