@@ -157,12 +157,12 @@ def validate(
                 "opinions": sorted({r for c in cases for r in c.opinions}),
             }
         )
+        native = precisions_module.computes_in(subject.model)
         departs, source = (None, "")  # where the fp32 graph leaves its source, if it does
         lower_floats = [p for p in precisions if p != "fp32" and not precisions_module.is_int8(p)]
-        if lower_floats and precisions_module.computes_in(subject.model) == "fp32":
+        if lower_floats and native == "fp32":
             departs, source = float_departure(subject, cases, tol, trust_stored)
         overflow_of: dict[str, str | None] = {}  # per float16 deployment: where it overflows
-        quantized = precisions_module.computes_in(subject.model) == "int8"
         for t_index, target in enumerate(targets):
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
@@ -194,7 +194,7 @@ def validate(
                     cuda_options,
                     trust_stored,
                     model=model,
-                    quantized=quantized and target.precision == "fp32",
+                    quantized=native == "int8" and target.precision == "fp32",
                     bounds=bounds,
                 )
                 if target.precision != "fp32" and cell.status != "unavailable":
