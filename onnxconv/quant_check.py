@@ -221,9 +221,9 @@ def markdown_section(cells: Sequence[Any], settings: Mapping[str, Any]) -> list[
     lines += [
         "- tolerances: " + ", ".join(f"{k} {v}" for k, v in tolerances.items()),
         "",
-        "| graph | target | status | output | vs | inputs | SQNR dB | channel SQNR dB | cosine "
-        "| max/range | mean/range | top-1 | top-5 | sensitivity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| graph | target | status | output | vs | inputs | SQNR dB | cosine | max/range "
+        "| mean/range | top-1 | top-5 | sensitivity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         quant = cell.quant
@@ -231,8 +231,7 @@ def markdown_section(cells: Sequence[Any], settings: Mapping[str, Any]) -> list[
             lines.append(
                 f"| {cell.subject} | {cell.target} | {cell.status} | {name} | "
                 f"{quant['against']} | {quant['samples']} | {_number(m['sqnr_db'], '.1f')} | "
-                f"{_number(m.get('channel_sqnr_db'), '.1f')} | {_number(m['cosine'], '.5f')} | "
-                f"{_number(m['max_abs_over_range'], '.4f')} | "
+                f"{_number(m['cosine'], '.5f')} | {_number(m['max_abs_over_range'], '.4f')} | "
                 f"{_number(m['mean_abs_over_range'], '.5f')} | {_number(m['top1'], '.2f')} | "
                 f"{_number(m['top5'], '.2f')} | "
                 f"{_number(quant['sensitivity'].get(name), '.2g')} |"

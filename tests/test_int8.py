@@ -254,11 +254,8 @@ def test_depthwise_needs_per_channel_weights():
     each filter by gamma/sigma of its channel, and ranges differ by 10-100x. Here one filter is
     30x wider (its input 30x weaker, the fp32 output unchanged in magnitude): per-tensor leaves
     the other 63 filters ~4 of the 127 levels and the block fails; per-channel gives every
-    filter its own scale, and the whole output passes. Channel 0 itself stays the worst in both
-    modes: its weak input shares the input's per-tensor activation scale, which no weight
-    setting fixes, and its output is mostly noise. ``channel_sqnr_db`` says so (11.6 dB), so the
-    per-channel deployment fails on that channel alone, where the whole-output metrics, which
-    average it with 63 good channels, would pass it.
+    filter its own scale and passes. Channel 0 itself stays the worst in both modes: its weak
+    input shares the input's per-tensor activation scale, which no weight setting fixes.
     """
     plain = zoo("depthwise")
     fresh = make_feeds(plain, FRESH_SEEDS)
@@ -282,8 +279,7 @@ def test_depthwise_needs_per_channel_weights():
 
     assert judge(pt).status == "fail"
     assert any(r.startswith("output: sqnr_db") for r in judge(pt).reasons)
-    assert [r.split(" =")[0] for r in judge(pc).reasons] == ["output: channel_sqnr_db"]
-    assert pc.channel_sqnr_db < 15 < pc.sqnr_db - 10
+    assert judge(pc).status == "pass", judge(pc).reasons
     assert pc.sqnr_db - pt.sqnr_db > 6  # measured 28.7 vs 20.4 dB
     # the 63 unscaled channels: per-channel keeps them at the plain graph's ~36 dB
     assert np.median(pc_channels) > 34 and np.median(pc_channels) - np.median(pt_channels) > 10

@@ -120,13 +120,7 @@ def depthwise_with_a_weak_channel(factor: float) -> onnx.ModelProto:
     return model
 
 
-def test_per_tensor_weights_fail_a_depthwise_conv_per_channel_only_on_its_weak_channel(
-    tmp_path,
-):
-    """One filter 30x wider, its input 30x weaker (as BatchNorm folding leaves trained depthwise
-    filters): per-tensor weights fail the whole output; per-channel weights restore the other
-    63 channels, and the weak one, whose input shares the per-tensor activation scale, stays
-    mostly noise: channel_sqnr_db alone names it."""
+def test_per_tensor_weights_fail_a_depthwise_conv_that_per_channel_passes(tmp_path):
     folder = tmp_path / "depthwise_folded"
     folder.mkdir()
     onnx.save(depthwise_with_a_weak_channel(30.0), folder / "model.onnx")
@@ -134,9 +128,7 @@ def test_per_tensor_weights_fail_a_depthwise_conv_per_channel_only_on_its_weak_c
     cells = cells_by_target(run([subject], ["int8", "int8-tensor"], int8_samples=16))
     per_channel, per_tensor = cells["cpu/all/int8"], cells["cpu/all/int8-tensor"]
     assert per_channel.quant["against"] == validate.FP32_GRAPH  # no PyTorch module here
-    assert (per_channel.status, per_channel.kind) == ("fail", "quantization")
-    assert per_channel.reason.startswith("output: channel_sqnr_db = ")
-    assert per_channel.reason.split("; largest own error")[0].count("expected") == 1
+    assert per_channel.status == "pass", per_channel.reason
     assert (per_tensor.status, per_tensor.kind) == ("fail", "quantization")
     assert "sqnr_db" in per_tensor.reason
     gap = (
