@@ -222,8 +222,8 @@ def markdown_section(cells: Sequence[Any], settings: Mapping[str, Any]) -> list[
         "- tolerances: " + ", ".join(f"{k} {v}" for k, v in tolerances.items()),
         "",
         "| graph | target | status | output | vs | inputs | SQNR dB | cosine | max/range "
-        "| mean/range | top-1 | top-5 | sensitivity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean/range | bias/range | top-1 | top-5 | sensitivity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         quant = cell.quant
@@ -232,7 +232,8 @@ def markdown_section(cells: Sequence[Any], settings: Mapping[str, Any]) -> list[
                 f"| {cell.subject} | {cell.target} | {cell.status} | {name} | "
                 f"{quant['against']} | {quant['samples']} | {_number(m['sqnr_db'], '.1f')} | "
                 f"{_number(m['cosine'], '.5f')} | {_number(m['max_abs_over_range'], '.4f')} | "
-                f"{_number(m['mean_abs_over_range'], '.5f')} | {_number(m['top1'], '.2f')} | "
+                f"{_number(m['mean_abs_over_range'], '.5f')} | "
+                f"{_number(m.get('mean_error_over_range'), '.5f')} | {_number(m['top1'], '.2f')} | "
                 f"{_number(m['top5'], '.2f')} | "
                 f"{_number(quant['sensitivity'].get(name), '.2g')} |"
             )

@@ -85,8 +85,8 @@ def test_no_deployment_of_pure_data_movement_is_unavailable_not_passed():
 
 def test_a_planted_zero_point_defect_fails_and_names_its_pair():
     """One DequantizeLinear reads a zero point off by one: every output element is one step
-    off, which the mean error over the output range catches, and the per-layer comparison
-    names the pair."""
+    off the same way, which the mean (signed) error over the output range catches, and the
+    per-layer comparison names the pair."""
     subject = validate.load_subject("standard", GRAPHS)
     calibration = validate.calibration_feeds(subject, 2**30)
     good = precisions.deploy(subject.model, "int8", calibration)
@@ -97,7 +97,7 @@ def test_a_planted_zero_point_defect_fails_and_names_its_pair():
     assert clean.status == "pass", clean.reason
     cell = validate.run_judged_cell(subject, CPU_ALL("int8"), bad, judged_on, None)
     assert (cell.status, cell.kind) == ("fail", "quantization")
-    assert "mean_abs_over_range" in cell.reason
+    assert "mean_error_over_range" in cell.reason
     assert "largest own error at output (Conv)" in cell.reason
     assert cell.quant["layers"][0]["tensor"] == "output"
 

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from ..errors import OnnxconvError
+from ..quant_metrics import TOLERANCES
 from ..report import write_files
 from .common import (
     COMMITTED_GRAPHS,
@@ -176,9 +177,8 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         "--accuracy-budget",
         metavar="BOUNDS",
         help="let tune choose a lower precision, proven within these bounds of the fp32 source: "
-        "metric=value,... over sqnr_db, cosine, max_abs_over_range, mean_abs_over_range, top1, "
-        "top5 (unnamed metrics keep validate's int8 tolerances), or 'default' for those "
-        "tolerances. Without it tune stays at fp32",
+        f"metric=value,... over {', '.join(TOLERANCES)} (unnamed metrics keep validate's int8 "
+        "tolerances), or 'default' for those tolerances. Without it tune stays at fp32",
     )
     p.add_argument(
         "--precision",

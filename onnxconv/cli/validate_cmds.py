@@ -8,7 +8,7 @@ import textwrap
 from typing import Any
 
 from ..errors import ModuleUnavailable, OnnxconvError
-from ..quant_metrics import parse_budget
+from ..quant_metrics import TOLERANCES, parse_budget
 from ..report import json_text
 from .common import (
     attach_cli_module,
@@ -344,8 +344,8 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
         "--accuracy-budget",
         metavar="BOUNDS",
         help="judge int8 cells, and a graph that came quantized, within these bounds of the "
-        "fp32 source: metric=value,... over sqnr_db, cosine, max_abs_over_range, "
-        "mean_abs_over_range, top1, top5 (unnamed metrics keep the default int8 tolerances)",
+        f"fp32 source: metric=value,... over {', '.join(TOLERANCES)} (unnamed metrics keep the "
+        "default int8 tolerances)",
     )
     p.add_argument(
         "--int8-samples",
