@@ -256,6 +256,7 @@ def parse_budget(text: str) -> dict[str, Bound]:
     budget = dict(TOLERANCES)
     if text.strip() == BUDGET_DEFAULT:
         return budget
+    named: set[str] = set()
     for item in text.split(","):
         name, sep, value = item.partition("=")
         name = name.strip()
@@ -264,14 +265,33 @@ def parse_budget(text: str) -> dict[str, Bound]:
                 f"accuracy budget {item.strip()!r}: expected metric=value with a metric among "
                 f"{', '.join(TOLERANCES)} (or the word {BUDGET_DEFAULT!r})"
             )
+        if name in named:
+            raise UserInputError(f"accuracy budget {text!r}: {name} is named twice")
+        named.add(name)
         try:
             number = float(value)
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
             raise UserInputError(f"accuracy budget {item.strip()!r}: {value!r} is not a number")
+        low, high = _BUDGET_RANGE.get(name, (-math.inf, math.inf))
+        if not low <= number <= high:
+            raise UserInputError(
+                f"accuracy budget {item.strip()!r}: {name} lies between {low:g} and {high:g}"
+            )
         budget[name] = Bound(number, TOLERANCES[name].at_least)
     return budget
+
+
+#: The values each metric can take (a bound outside them judges nothing, or everything).
+_BUDGET_RANGE = {
+    "cosine": (-1.0, 1.0),
+    "top1": (0.0, 1.0),
+    "top5": (0.0, 1.0),
+    "max_abs_over_range": (0.0, math.inf),
+    "mean_abs_over_range": (0.0, math.inf),
+    "mean_error_over_range": (0.0, math.inf),
+}
 
 
 def describe_budget(budget: dict[str, Bound]) -> str:

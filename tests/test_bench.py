@@ -842,3 +842,32 @@ def test_a_graph_with_a_fixed_batch_is_benched_at_it_without_batch(tmp_path, cap
     capsys.readouterr()
     assert main([*argv, "--batch", "1", "--quiet", "--out", str(tmp_path / "c")]) == 2
     assert "b2.onnx: input 'input' has a fixed batch of 2" in capsys.readouterr().err
+
+
+def test_only_the_first_input_holds_the_batch(tmp_path):
+    """A graph of an image at batch 2 and a vector of 4: bench asked for --batch 4 (the
+    vector's size), then --batch 2 (the image's), round and round. The first input's leading
+    dimension is the batch (as validate reads it); the vector keeps its own size."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["image"], ["a"]), helper.make_node("Relu", ["vector"], ["b"])],
+        "two",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 3, 4, 4]),
+            helper.make_tensor_value_info("vector", TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3, 4, 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [4]),
+        ],
+    )
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    argv = ["bench", str(path), "--opt-level", "all", "--rounds", "1", "--blocks", "1"]
+    argv += ["--calls", "3", "--no-roofs", "--no-profile", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    (cell,) = json.loads((tmp_path / "b" / "bench.json").read_text())["cells"]
+    assert cell["status"] == "ok" and cell["batch"] == 2
+    assert cell["input_shapes"] == {"image": [2, 3, 4, 4], "vector": [4]}

@@ -194,11 +194,20 @@ def test_export_without_out_never_rewrites_a_committed_graph_with_other_settings
     argv = ["export", "--variant", "shuffle_unit", "--shuffle-rank", "4", "--quiet"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "shuffle_unit: this checkout's committed graph" in err[0], err
+    assert len(err) == 1 and "graphs: this checkout's committed graphs" in err[0], err
+    assert "shuffle_unit with another config or option than committed" in err[0]
     assert main(["export", "--variant", "grouped", "--exporter", "torchscript", "--quiet"]) == 2
+    # a variant that is not committed (a whole network), and --all, which holds them
+    assert main(["export", "--variant", "shufflenet", "--quiet"]) == 2
+    assert "shufflenet is not one of its variants" in capsys.readouterr().err
+    assert main(["export", "--all", "--quiet"]) == 2
     argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,4,4", "--quiet"]
     assert main(argv) == 2
     assert "name --out DIR" in capsys.readouterr().err
+    # an empty --out is no folder (it fell back to graphs/, or wrote into the current one)
+    assert main(["export", "--variant", "standard", "--out", "", "--quiet"]) == 2
+    assert main([*argv, "--out", ""]) == 2
+    assert capsys.readouterr().err.count("--out: an empty path") == 2
     assert {p: file_sha256(p) for p in committed.rglob("*") if p.is_file()} == before
 
 
@@ -271,3 +280,20 @@ def test_a_report_path_that_is_a_folder_is_refused_before_the_run_and_nothing_wr
     assert "file: exists and is not a folder" in one_line_error(capsys)
     assert main([*argv, "--json", str(tmp_path / "file" / "v.json")]) == 2
     assert f"{tmp_path / 'file'} is a file, not a folder" in one_line_error(capsys)
+
+
+def test_module_options_go_with_a_module_and_a_seed_is_a_seed(capsys):
+    """--module-seed without --module was ignored (the manifest recorded seed 0), and a seed
+    past 2**63 crashed in torch with a traceback."""
+    assert main(["export", "--variant", "standard", "--module-seed", "3", "--out", "x"]) == 2
+    assert "--module-seed go with --module" in capsys.readouterr().err
+    assert main(["validate", "grouped", "--module-seed", "3", "--quiet"]) == 2
+    assert "--module-seed goes with --module" in capsys.readouterr().err
+    assert main(["validate", "grouped", "--module-args", "a=1", "--quiet"]) == 2
+    assert "--module-args goes with --module" in capsys.readouterr().err
+    argv = ["export", "--module", "user_modules:ConvBN", "--input", "1,3,8,8", "--out", "x"]
+    with pytest.raises(SystemExit) as refused:  # argparse's own refusal
+        main([*argv, "--module-seed", str(2**64)])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a seed (an integer 0 to 2**63-1)" in err[0], err

@@ -586,3 +586,18 @@ def test_a_bias_is_told_apart_from_noise():
     assert bias.mean_error_over_range == pytest.approx(1 / 255)
     assert "mean_error_over_range" not in " ".join(judge(noise).reasons)
     assert any(r.startswith("output: mean_error_over_range") for r in judge(bias).reasons)
+
+
+def test_an_accuracy_budget_names_each_metric_once_within_its_range():
+    from onnxconv.quant_metrics import parse_budget
+
+    for text, says in [
+        ("", "expected metric=value"),
+        ("sqnr_db=10,sqnr_db=99", "sqnr_db is named twice"),
+        ("cosine=-3", "cosine lies between -1 and 1"),
+        ("top1=1.5", "top1 lies between 0 and 1"),
+        ("mean_error_over_range=-0.1", "mean_error_over_range lies between 0 and inf"),
+    ]:
+        with pytest.raises(UserInputError, match=says):
+            parse_budget(text)
+    assert parse_budget("sqnr_db=-5")["sqnr_db"].value == -5  # any dB is a level

@@ -352,3 +352,9 @@ def test_a_graph_onnxruntime_cannot_load_is_one_line_naming_its_file(tmp_path, c
     assert main(["validate", str(path), "--opt-level", "all", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"onnxconv validate: error: {path}: "), err
+
+
+def test_a_budget_that_judges_nothing_says_so(capsys):
+    argv = ["validate", "grouped", "--precision", "fp32", "--opt-level", "all", "--quiet"]
+    assert main([*argv, "--accuracy-budget", "sqnr_db=20"]) == 0
+    assert "note: --accuracy-budget judged nothing" in capsys.readouterr().out

@@ -77,6 +77,21 @@ def _swap_first_two(model: onnx.ModelProto, op_type: str) -> None:
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(perm, init.name))
 
 
+def test_a_tuned_folder_validates_into_markdown_and_refuses_another_budget(
+    tmp_path, monkeypatch, capsys
+):
+    """validate tuned.json --markdown crashed on a KeyError after printing its pass; a budget
+    given to a tuned record was ignored (it is checked within the one it was tuned with)."""
+    record = _tuned(tmp_path, monkeypatch, "channel_shuffle", "gather", "--rewrites", "none")
+    md = tmp_path / "v.md"
+    assert main(["validate", str(record), "--quiet", "--markdown", str(md)]) == 0
+    assert "- stored outputs: trusted" in md.read_text()
+    capsys.readouterr()
+    assert main(["validate", str(record), "--quiet", "--accuracy-budget", "sqnr_db=abc"]) == 2
+    assert main(["validate", str(record), "--quiet", "--accuracy-budget", "sqnr_db=20"]) == 2
+    assert "checked again within the budget it was tuned with" in capsys.readouterr().err
+
+
 def test_a_tuned_formulation_passes_again_and_a_planted_defect_fails(tmp_path, monkeypatch, capsys):
     record = _tuned(
         tmp_path, monkeypatch, "channel_shuffle", "gather", "--rewrites", "shuffle_gather"

@@ -364,8 +364,8 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
     # height and width.
     stored = first_stored_inputs(source.path, len(infos))
     shapes = [
-        _bench_shape(source, vi, batch, None if array is None else array.shape)
-        for vi, (_, array) in zip(infos, stored)
+        _bench_shape(source, vi, batch, None if array is None else array.shape, first=i == 0)
+        for i, (vi, (_, array)) in enumerate(zip(infos, stored))
     ]
     # feeds.generate draws the float inputs, in order, from one generator seeded once. Integer
     # and bool inputs are zeros and draw nothing, nor does an empty input (a dimension of 0,
@@ -412,12 +412,19 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
 
 
 def _bench_shape(
-    source: Source, vi: onnx.ValueInfoProto, batch: int, stored: tuple[int, ...] | None
+    source: Source,
+    vi: onnx.ValueInfoProto,
+    batch: int,
+    stored: tuple[int, ...] | None,
+    first: bool = True,
 ) -> list[int]:
     """The shape fed to a graph input at ``batch``: a symbolic dimension other than the batch
     (``export --dynamic-hw``) takes the size of the folder's ``stored`` input (the export's
-    example). A :class:`UserInputError` for such a dimension without one, a fixed batch of
-    another size, or an element type not in :data:`_GENERATED_TYPES`."""
+    example). The ``first`` input's leading dimension is the batch (as
+    :func:`onnxconv.validate.fixed_batch` reads it); another input's fixed leading dimension is
+    its own size (a vector of 4 beside an image). A :class:`UserInputError` for a symbolic
+    dimension without a stored size, a first input with a fixed batch of another size, or an
+    element type not in :data:`_GENERATED_TYPES`."""
     tt = vi.type.tensor_type
     shape = []
     for axis, d in enumerate(tt.shape.dim):
@@ -433,7 +440,7 @@ def _bench_shape(
                 f"dimension {axis} ({d.dim_param or '?'}) and no stored input to take its size "
                 "from; only the batch may be dynamic in a bare graph"
             )
-    if shape and shape[0] != batch:
+    if first and shape and shape[0] != batch:
         raise UserInputError(
             f"{source.path}: input {vi.name!r} has a fixed batch of "
             f"{shape[0]}; cannot bench batch {batch} (bench it with --batch {shape[0]}, or "

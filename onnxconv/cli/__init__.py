@@ -101,6 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from onnxconv.runtime import set_ort_log_severity
 
             set_ort_log_severity(3)
+        if args.command != "export" and not getattr(args, "module", None):
+            named = [f"--{n.replace('_', '-')}" for n in ("module_args", "module_seed")]
+            given = [f for f, n in zip(named, ("module_args", "module_seed"))
+                     if getattr(args, n, None) is not None]  # fmt: skip
+            if given:
+                verb = "goes" if len(given) == 1 else "go"
+                raise OnnxconvError(f"{' and '.join(given)} {verb} with --module")
         from ..report import check_destinations
 
         # Where reports go (paths, not the flags of list/inspect --json), checked before the run.

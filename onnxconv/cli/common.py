@@ -106,7 +106,7 @@ def recipe_from_args(args: argparse.Namespace, need_inputs: bool = True):
         )
     else:
         specs = ()
-    seed = getattr(args, "module_seed", 0)
+    seed = getattr(args, "module_seed", None) or 0
     recipe = ModuleRecipe(args.module, parse_module_args(args.module_args), specs, seed)
     return recipe, examples
 
@@ -119,6 +119,17 @@ def attach_cli_module(args: argparse.Namespace, subject: Any) -> None:
     module, notes = recipe.build()
     validate.attach_module(subject, module, recipe.path, recipe.to_dict())
     subject.notes += notes
+
+
+def seed_number(text: str) -> int:
+    """A seed torch.manual_seed takes: an integer from 0 to 2**63 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed (an integer 0 to 2**63-1)")
+    return value
 
 
 def module_arguments(
@@ -136,8 +147,7 @@ def module_arguments(
     )
     p.add_argument(
         "--module-seed",
-        type=int,
-        default=0,
+        type=seed_number,
         metavar="N",
         help="torch.manual_seed(N) before the --module factory runs, so its random weights "
         "are drawn as they were when the graph was exported (default 0)",

@@ -74,10 +74,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .. import variants
     from ..export import export_variants
 
+    if args.out is not None and not args.out.strip():
+        raise OnnxconvError("--out: an empty path; name a folder")
     if args.module:
         return export_user_module(args)
-    if args.name or args.input or args.input_from or args.module_args:
-        raise OnnxconvError("--name, --input, --input-from and --module-args go with --module")
+    if args.name or args.input or args.input_from or args.module_args or args.module_seed:
+        raise OnnxconvError(
+            "--name, --input, --input-from, --module-args and --module-seed go with --module"
+        )
     if args.all:
         names = variants.names()
     elif args.committed:
@@ -94,12 +98,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         from ..export import ExportOptions
 
-        committed = [n for n in names if variants.get(n).commit_graph]
-        if committed and (overrides or replace(options, verbose=False) != ExportOptions()):
+        extra = [n for n in names if not variants.get(n).commit_graph]
+        changed = bool(overrides) or replace(options, verbose=False) != ExportOptions()
+        if extra or (names and changed):
+            what = (
+                f"{extra[0]} is not one of its variants"
+                if extra
+                else f"{names[0]} with another config or option than committed"
+            )
             raise OnnxconvError(
-                f"{COMMITTED_GRAPHS / committed[0]}: this checkout's committed graph, which the "
-                "tests check against a fresh export with the default settings; export another "
-                "config or option to --out DIR (or name --out graphs to replace it)"
+                f"{COMMITTED_GRAPHS}: this checkout's committed graphs, which the tests check "
+                f"against a fresh export of its variants with the default settings, and {what}: "
+                "name --out DIR (or --out graphs to write there anyway)"
             )
     results = export_variants(
         names,

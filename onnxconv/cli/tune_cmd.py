@@ -47,7 +47,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     check_names(rewrites)
     if args.ep != "cpu" and (reason := runtime.ep_unavailable_reason(args.ep)) is not None:
         raise CheckFailed(f"{args.ep} EP unavailable: {reason}")
-    budget = parse_budget(args.accuracy_budget) if args.accuracy_budget else None
+    budget = None if args.accuracy_budget is None else parse_budget(args.accuracy_budget)
     precisions = args.precision or (list(BUDGET_PRECISIONS) if budget else [])
     options = TuneOptions(
         precisions=tuple(precisions),

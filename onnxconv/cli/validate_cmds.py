@@ -115,7 +115,9 @@ def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str
         calibration_method=args.calibration,
         int8_samples=args.int8_samples,
         target_opset=args.target_opset,
-        accuracy_budget=parse_budget(args.accuracy_budget) if args.accuracy_budget else None,
+        accuracy_budget=None
+        if args.accuracy_budget is None
+        else parse_budget(args.accuracy_budget),
     )
     return report, eps, left_out
 
@@ -129,6 +131,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if tuned:
             if len(args.targets) != 1:
                 raise OnnxconvError("a tuned.json is validated alone: name it as the only TARGET")
+            if args.accuracy_budget is not None:
+                raise OnnxconvError(
+                    "--accuracy-budget: a tuned.json is checked again within the budget it was "
+                    "tuned with"
+                )
             deployment = recheck.load_tuned(tuned[0], rebuild_modules=not args.no_module)
             if args.module:
                 attach_cli_module(args, deployment.original)
@@ -177,6 +184,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print("(the table cuts notes to fit; --json or --markdown keeps every one whole)")
     summary = report.summary()
     print("\n" + ", ".join(f"{n} {status}" for status, n in sorted(summary.items())))
+    if args.accuracy_budget is not None and not any(c.quant for c in report.cells):
+        print(
+            "note: --accuracy-budget judged nothing: it bounds int8 cells (--precision int8...) "
+            "and graphs that came quantized, and there were none"
+        )
     report.settings["eps_left_out"] = left_out
     write_reports(
         {
