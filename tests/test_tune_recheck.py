@@ -350,3 +350,28 @@ def test_a_bit_identical_permutation_is_proven_where_the_outputs_are_too_small_t
     assert code == 1 and (cell["status"], cell["kind"]) == ("fail", "export"), err
     assert cell["reason"].startswith("not bit for bit the original's outputs on CPU (largest ")
     assert "which tune proved and the record requires; output" in cell["reason"]
+
+
+def test_a_record_proven_by_pytorch_says_when_nothing_names_its_module_again(
+    tmp_path, monkeypatch, capsys
+):
+    """tune of a bare graph decided by --module; validate of its tuned.json without --module
+    was judged by the original graph's own outputs, quietly."""
+    assert main(["export", "--module", "user_modules:ConvBN", "--input", "1,3,8,8",
+                 "--out", str(tmp_path / "e"), "--quiet"]) == 0  # fmt: skip
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(tmp_path / "e" / "ConvBN" / "model.onnx", bare)
+    _fast_candidates(monkeypatch, "nothing is faster")
+    out = tmp_path / "t"
+    argv = ["tune", str(bare), "--module", "user_modules:ConvBN", "--out", str(out), *QUICK]
+    assert main(argv) == 0
+    assert json.loads((out / "tuned.json").read_text())["proof"]["deciders"] == ["torch"]
+    code, report, _ = _validate(out, tmp_path, capsys)
+    assert code == 0
+    (note,) = [n for n in report["subjects"][0]["notes"] if "PyTorch module" in n]
+    assert note.startswith("tune proved this deployment against a PyTorch module, which nothing")
+    report_path = tmp_path / "again.json"
+    args = ["validate", str(out), "--module", "user_modules:ConvBN", "--quiet"]
+    assert main([*args, "--json", str(report_path)]) == 0
+    again = json.loads(report_path.read_text())
+    assert not [n for n in again["subjects"][0]["notes"] if "nothing names here" in n]

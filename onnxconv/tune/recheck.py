@@ -47,6 +47,8 @@ class TunedRecord:
     budget: dict[str, Bound] | None
     #: A pure permutation, which tune required to equal the original bit for bit.
     bit_identical_required: bool = False
+    #: Who decided tune's proof (``torch``, ``stored``, ...): the check again needs them too.
+    proven_by: tuple[str, ...] = ()
 
 
 @dataclass
@@ -180,6 +182,7 @@ def read_record(record: str | Path) -> TunedRecord:
             settings=settings,
             budget=budget,
             bit_identical_required=bool((data.get("proof") or {}).get("bit_identical_required")),
+            proven_by=tuple((data.get("proof") or {}).get("deciders") or ()),
         )
     except (KeyError, TypeError, AttributeError) as error:
         raise UserInputError(f"{path}: not a complete tuned.json (missing {error})") from None
@@ -251,6 +254,12 @@ def recheck(tuned: TunedDeployment, threads: int | None = None) -> validate.Vali
         cases = [f"{len(prover.evaluation().feeds)} evaluation inputs"]
         settings["accuracy_budget"] = describe_budget(tuned.record.budget)
     cell.target = f"{cell.target} {tuned.record.settings.name}"
+    o = tuned.original
+    if "torch" in tuned.record.proven_by and not (o.variant or o.module is not None):
+        notes.append(
+            "tune proved this deployment against a PyTorch module, which nothing names here "
+            f"(--module names it): {', '.join(prover.sources())} judged this check instead"
+        )
     subject = {
         "label": label,
         "model": str(tuned.record.model_path),
