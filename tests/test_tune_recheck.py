@@ -375,3 +375,18 @@ def test_a_record_proven_by_pytorch_says_when_nothing_names_its_module_again(
     assert main([*args, "--json", str(report_path)]) == 0
     again = json.loads(report_path.read_text())
     assert not [n for n in again["subjects"][0]["notes"] if "nothing names here" in n]
+
+
+def test_tune_of_a_graph_from_other_weights_says_so(tmp_path, capsys):
+    """--module-seed 0 beside a graph exported after seed 1: tune refused it as an export
+    defect without validate's hint that the graph has other weights."""
+    assert main(["export", "--module", "user_modules:ConvBN", "--input", "1,3,8,8",
+                 "--module-seed", "1", "--out", str(tmp_path / "e"), "--quiet"]) == 0  # fmt: skip
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(tmp_path / "e" / "ConvBN" / "model.onnx", bare)
+    capsys.readouterr()
+    argv = ["tune", str(bare), "--module", "user_modules:ConvBN", "--out", str(tmp_path / "t")]
+    assert main([*argv, *QUICK]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fails validate on cpu: validate: fail export" in err[0]
+    assert "another seed: --module-seed" in err[0]

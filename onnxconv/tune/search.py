@@ -308,9 +308,15 @@ class _Search:
             )
         )
         if self.default.proof.disqualified:
+            other_weights = (
+                f" ({s.foreign_weights})"
+                if s.foreign_weights and self.default.proof.kind == "export"
+                else ""
+            )
             raise CheckFailed(
                 f"{s.model_path}: the original graph itself fails validate on {ep}: "
-                f"{self.default.proof.disqualified}; tune proves candidates against its sources"
+                f"{self.default.proof.disqualified}{other_weights}; tune proves candidates "
+                "against its sources"
             )
         self.formulations = formulations(s.model, self.options.rewrites)
         if self.options.time_budget_s is not None:
