@@ -278,18 +278,20 @@ def test_onnxruntimes_fused_integer_kernels_round_within_int8_rounding(tmp_path,
     )
 
 
-def test_an_insensitive_quantized_graph_on_one_stored_input_warns(tmp_path):
+@pytest.mark.parametrize("batch", [1, "N"], ids=["fixed", "dynamic"])
+def test_an_insensitive_quantized_graph_on_one_stored_input_warns(tmp_path, batch):
     """One stored input has no spread to measure: the reference evaluator's outputs on every
-    case measure it, and an output that hardly moves with its input is WARN insensitive, as the
-    int8 cell of the same fp32 graph is."""
+    case measure it (those of one shape: a dynamic batch gives cases at 1 and 2), and an output
+    that hardly moves with its input is WARN insensitive, as the int8 cell of the same fp32
+    graph is."""
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array((rng.standard_normal((8, 8, 1, 1)) * 1e-3).astype("f4"), "W")
     bias = numpy_helper.from_array(np.linspace(2, 4, 8).astype(np.float32), "B")
     graph = onnx.helper.make_graph(
         [onnx.helper.make_node("Conv", ["input", "W", "B"], ["output"])],
         "flat",
-        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
-        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 8, 8, 8])],
+        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [batch, 8, 8, 8])],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [batch, 8, 8, 8])],
         [weight, bias],
     )
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
