@@ -32,6 +32,12 @@ kind               status  when
 ``executors``      fail    No source: ONNX Runtime and the reference evaluator differ (a warn when
                            the first departing node is a known reference-evaluator fault; the
                            caller decides that after localising).
+``float16``        fail    A float16 deployment of the graph departs from the source (without
+                           one, from the fp32 graph on the reference evaluator) beyond fp16's
+                           tolerance. The fp32 graph is held to its source first (validate), so
+                           what is left is the deployment's: float16's range or rounding, the
+                           converter, or ONNX Runtime's float16 kernels. The reference evaluator
+                           ran the fp32 graph, not this one, so it cannot say which.
 =================  ======  ========================================================================
 
 Only ``--stored untrusted`` turns a stored-output mismatch into something other than a decision,
@@ -56,7 +62,7 @@ TORCH, STORED, REFERENCE = "torch", "stored", "reference_evaluator"
 SOURCES = (TORCH, STORED)
 """Source opinions, in order of authority."""
 
-FAIL_KINDS = ("export", "runtime", "overflow", "disagreement", "executors")
+FAIL_KINDS = ("export", "runtime", "overflow", "disagreement", "executors", "float16")
 WARN_KINDS = ("reference", "stale_stored", "nonfinite")
 
 
@@ -121,12 +127,18 @@ def judge(
     tol: Tolerance,
     *,
     trust_stored: bool = True,
+    deployment: str | None = None,
 ) -> OutputCheck:
     """The verdict on ONNX Runtime's ``actual`` output against every opinion of it.
 
     ``opinions`` maps ``torch``/``stored``/``reference_evaluator`` to that opinion's array (any
     subset). The deciding source is :func:`deciding_source`; the verdict follows the module table.
+    ``deployment``: ``actual`` is a float16 deployment's (its name), whose ``opinions`` are of
+    the fp32 graph: the reference evaluator's is no executor's opinion of the deployment, and a
+    mismatch is ``float16``.
     """
+    if deployment is not None:
+        return _judge_deployment(name, actual, opinions, tol, trust_stored, deployment)
     results = {
         op: compare(actual, value, scaled(tol, value), name=name) for op, value in opinions.items()
     }
@@ -161,6 +173,47 @@ def judge(
             if stored.passed
             else f"{UNTRUSTED_DIFFER}: {stored.reason}"
         )
+    return check
+
+
+def _judge_deployment(
+    name: str,
+    actual: np.ndarray,
+    opinions: Mapping[str, np.ndarray],
+    tol: Tolerance,
+    trust_stored: bool,
+    deployment: str,
+) -> OutputCheck:
+    """:func:`judge` of a float16 deployment: decided by the source, else by the fp32 graph on
+    the reference evaluator; stored outputs that PyTorch outvotes are still ``stale_stored``."""
+    results = {
+        op: compare(actual, value, scaled(tol, value), name=name) for op, value in opinions.items()
+    }
+    agreed = [op for op, r in results.items() if r.passed]
+    source = deciding_source(opinions, trust_stored)
+    decider = source or REFERENCE
+    check = OutputCheck(name, "pass", "", "", source, results, agreed)
+    if decider not in results:
+        raise ValueError(f"{name}: no opinion besides onnxruntime")
+    if not results[decider].passed:
+        check.status, check.kind = "fail", "float16"
+        graph = "" if source else " (no source: the fp32 graph on the reference evaluator)"
+        check.note = (
+            f"the {deployment} deployment departs from {decider}{graph} beyond fp16's "
+            f"tolerance, where the fp32 graph stays within fp32's: float16's range or "
+            f"rounding, the converter, or ONNX Runtime's float16 kernels: "
+            f"{results[decider].reason}"
+        )
+    elif STORED in results and source == TORCH and not results[STORED].passed and trust_stored:
+        check.status, check.kind = "warn", "stale_stored"
+        check.note = (
+            f"stale stored outputs: the deployment matches {source}, the stored outputs do "
+            f"not: {results[STORED].reason}"
+        )
+    nonfinite = _nonfinite(actual)
+    if nonfinite and check.status == "pass":
+        check.status, check.kind = "warn", "nonfinite"
+        check.note = f"{nonfinite}, where {decider} has them too"
     return check
 
 

@@ -486,3 +486,48 @@ def test_without_a_trusted_source_a_float16_cell_is_judged_as_before(tmp_path):
     report = run([subject], ["fp16"], trust_stored=False)
     (cell,) = report.cells
     assert cell.status == "pass" and cell.deciders == ["reference_evaluator"]
+
+
+def test_a_float16_deployment_that_departs_is_its_own_failure_not_onnxruntimes(monkeypatch):
+    """The cases hold the reference evaluator's run of the fp32 graph, not of the deployment:
+    an fp16 cell beyond fp16's tolerance was FAIL runtime, "onnxruntime departs from stored,
+    which the reference evaluator matches", although nothing had run the fp16 graph but ORT
+    (a trained-scale MobileNetV2). It is FAIL float16, naming what is left once the fp32 graph
+    matches its source."""
+    real_run = runtime.run
+
+    def drifting(info, feeds):  # the fp16 deployment alone drifts by a tenth of the range
+        out = real_run(info, feeds)
+        if info.target.precision != "fp16":
+            return out
+        return {k: v + np.float16(0.1) * np.ptp(v).astype(v.dtype) for k, v in out.items()}
+
+    monkeypatch.setattr(runtime, "run", drifting)
+    cells = cells_by_target(run([validate.load_subject("grouped")], ["fp32", "fp16"]))
+    assert cells["cpu/all/fp32"].status == "pass"
+    cell = cells["cpu/all/fp16"]
+    assert (cell.status, cell.kind) == ("fail", "float16"), cell.reason
+    assert "the fp16 deployment departs from torch beyond fp16's tolerance" in cell.reason
+    assert "runtime defect" not in cell.reason
+
+
+def test_a_converter_failure_on_a_graph_that_departs_is_the_graphs_defect(monkeypatch):
+    """A graph whose fp32 cells fail as export, and whose fp16 conversion fails too: the fp16
+    cell said FAIL conversion while every other cell said export (the converter had broken on
+    a two-output graph). The graph's own departure comes first."""
+    from onnxconv.errors import CheckFailed
+
+    real = precisions.deploy
+
+    def converter_breaks(model, name, *args, **kwargs):
+        if name == "fp16":
+            raise CheckFailed("onnxconverter-common produced an invalid fp16 graph")
+        return real(model, name, *args, **kwargs)
+
+    monkeypatch.setattr(precisions, "deploy", converter_breaks)
+    defect = _grouped_with_a_small_defect()
+    cells = cells_by_target(run([defect], ["fp32", "fp16"]))
+    assert cells["cpu/all/fp16"].kind == "export"
+    assert cells["cpu/all/fp16"].reason.startswith("the fp32 graph departs from torch")
+    clean = cells_by_target(run([validate.load_subject("grouped")], ["fp32", "fp16"]))
+    assert (clean["cpu/all/fp16"].status, clean["cpu/all/fp16"].kind) == ("fail", "conversion")

@@ -126,3 +126,20 @@ def test_a_graph_that_overflows_as_written_fails_even_where_ort_hides_it():
     check = judge("y", TRUTH, {STORED: TRUTH, REFERENCE: inf}, TOL)
     assert (check.status, check.kind) == ("fail", "overflow")
     assert "0 NaN and 16 Inf" in check.note and "within tolerance of stored" in check.note
+
+
+def test_a_float16_deployment_is_judged_by_the_source_else_by_the_fp32_graph():
+    from onnxconv.parity import Tolerance
+
+    tol = Tolerance(atol=1e-2, rtol=1e-2)
+    ref = np.linspace(-1, 1, 50)
+    off = ref + 0.2
+    check = judge("y", off, {"torch": ref, "reference_evaluator": off}, tol, deployment="fp16")
+    assert (check.status, check.kind) == ("fail", "float16")  # the fp32 graph's run: no vote
+    assert "the fp16 deployment departs from torch beyond" in check.note
+    alone = judge("y", off, {"reference_evaluator": ref}, tol, deployment="fp16-io")
+    assert alone.kind == "float16" and "(no source: the fp32 graph on the reference" in alone.note
+    fine = judge(
+        "y", ref + 1e-4, {"stored": ref, "reference_evaluator": ref}, tol, deployment="fp16"
+    )
+    assert fine.status == "pass" and fine.decided_by == "stored"

@@ -152,9 +152,12 @@ def judge_case(
     localise_failures: bool,
 ) -> CaseResult:
     checks = []
+    deployment = None if target.precision == "fp32" else target.precision  # float16's
     for name in (o.name for o in subject.model.graph.output):
         opinions = {op: values[name] for op, values in case.opinions.items() if name in values}
-        checks.append(judge(name, got[name], opinions, tol, trust_stored=trust_stored))
+        checks.append(
+            judge(name, got[name], opinions, tol, trust_stored=trust_stored, deployment=deployment)
+        )
     result = CaseResult(
         case.label, status_of(c.status for c in checks), checks, note=case.reference_error
     )

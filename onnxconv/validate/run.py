@@ -10,7 +10,7 @@ import numpy as np
 from .. import feeds as feeds_module
 from .. import fp16_range, quant_check, runtime
 from .. import precisions as precisions_module
-from ..errors import CheckFailed
+from ..errors import CheckFailed, conversion_status
 from ..parity import Tolerance, default_tolerance
 from ..quant_metrics import TOLERANCES, Bound
 from ..retarget import retarget
@@ -167,9 +167,21 @@ def validate(
             if progress:
                 progress(f"{subject.label} {target.id}", s_index * len(targets) + t_index, total)
             model = deployed[target.precision]
-            if isinstance(model, CheckFailed):
+            int8 = precisions_module.is_int8(target.precision)
+            # where the fp32 graph itself leaves its source, its deployments prove nothing
+            departs_here, against = (
+                (judged_on.departs, judged_on.against)
+                if int8 and judged_on
+                else (departs, source)
+                if target.precision != "fp32"
+                else (None, "")
+            )
+            unmade = isinstance(model, CheckFailed)
+            if unmade and not (departs_here and conversion_status(model) == "fail"):
                 cells.append(undeployable_cell(subject, target, model))
-            elif precisions_module.is_int8(target.precision):
+            elif departs_here:
+                cells.append(departed_cell(subject, target, departs_here, against))
+            elif int8:
                 cells.append(
                     run_judged_cell(
                         subject,
@@ -181,8 +193,6 @@ def validate(
                         tolerances=bounds,
                     )
                 )
-            elif target.precision != "fp32" and departs:
-                cells.append(departed_cell(subject, target, departs, source))
             else:
                 cell = run_cell(
                     subject,
