@@ -73,3 +73,24 @@ def test_inspect_names_the_element_type_of_every_input_and_output(tmp_path, caps
     assert "dtypes  x float16, ids int64" in capsys.readouterr().out.splitlines()
     assert main(["inspect", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dtypes"] == {"x": "float16", "ids": "int64"}
+
+
+def test_inspect_names_the_weighted_ops_its_cost_leaves_out(tmp_path, capsys):
+    """An embedding's table (a Gather of a constant) and quantized ops (QLinearConv, QGemm)
+    hold weights the cost does not count: a QOperator ShuffleNet read "params 0, MACs 0"."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.ones((50, 8), np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["out"])],
+        "embedding",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8])],
+        [table],
+    )
+    path = tmp_path / "emb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    assert main(["inspect", str(path)]) == 0
+    assert "(not counted: the weights and MACs of 1 Gather)" in capsys.readouterr().out

@@ -291,6 +291,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             if cost.unknown_macs
             else ""
         )
+        + (
+            " (not counted: the weights and MACs of "
+            + ", ".join(f"{n} {op}" for op, n in sorted(cost.uncounted.items()))
+            + ")"
+            if cost.uncounted
+            else ""
+        )
         + "\n"
         "        (params as stored in the graph: where the exporter folded BatchNorm into the "
         "Conv,\n        its scale and shift became Conv weights and biases, so `onnxconv list`, "

@@ -43,12 +43,19 @@ class GraphCost:
     bn_affine_params: int
     batch_size: int
     unknown_macs: list[str] = field(default_factory=list)
+    #: Ops with constant weights that neither count counts, per op type: quantized ones
+    #: (QLinearConv, ConvInteger, ...) and a Gather of a constant table (an embedding).
+    uncounted: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 _WEIGHT_INPUTS = {"Conv": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1)}
+#: Ops that carry constant weights which :func:`cost_breakdown` does not count.
+_UNCOUNTED_WEIGHTED = frozenset(
+    {"QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "Gather"}
+)
 
 
 def with_input_shapes(
@@ -103,8 +110,11 @@ def cost_breakdown(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int
     seen: set[str] = set()
     bn_affine = 0
     unknown = []
+    uncounted: Counter = Counter()
     for node in ix.nodes:
         op = node.op_type
+        if op in _UNCOUNTED_WEIGHTED and (op != "Gather" or ix.const_dims(node.input[0])):
+            uncounted[op] += 1
         if not is_default_domain(node):
             continue
         if op == "BatchNormalization":
@@ -127,6 +137,7 @@ def cost_breakdown(model_or_index: onnx.ModelProto | GraphIndex, batch_size: int
         bn_affine_params=bn_affine,
         batch_size=batch_size,
         unknown_macs=unknown,
+        uncounted=dict(uncounted),
     )
 
 
