@@ -137,14 +137,15 @@ def judge(
     the fp32 graph: the reference evaluator's is no executor's opinion of the deployment, and a
     mismatch is ``float16``.
     """
-    if deployment is not None:
-        return _judge_deployment(name, actual, opinions, tol, trust_stored, deployment)
     results = {
         op: compare(actual, value, scaled(tol, value), name=name) for op, value in opinions.items()
     }
     agreed = [op for op, r in results.items() if r.passed]
     source = deciding_source(opinions, trust_stored)
     check = OutputCheck(name, "pass", "", "", source, results, agreed)
+    if deployment is not None:
+        _judge_deployment(check, actual, trust_stored, deployment)
+        return check
     if source is not None and REFERENCE in opinions:
         check.reference_vs_source = compare(
             opinions[REFERENCE], opinions[source], scaled(tol, opinions[source]), name=name
@@ -177,24 +178,14 @@ def judge(
 
 
 def _judge_deployment(
-    name: str,
-    actual: np.ndarray,
-    opinions: Mapping[str, np.ndarray],
-    tol: Tolerance,
-    trust_stored: bool,
-    deployment: str,
-) -> OutputCheck:
+    check: OutputCheck, actual: np.ndarray, trust_stored: bool, deployment: str
+) -> None:
     """:func:`judge` of a float16 deployment: decided by the source, else by the fp32 graph on
     the reference evaluator; stored outputs that PyTorch outvotes are still ``stale_stored``."""
-    results = {
-        op: compare(actual, value, scaled(tol, value), name=name) for op, value in opinions.items()
-    }
-    agreed = [op for op, r in results.items() if r.passed]
-    source = deciding_source(opinions, trust_stored)
+    results, source = check.results, check.decided_by
     decider = source or REFERENCE
-    check = OutputCheck(name, "pass", "", "", source, results, agreed)
     if decider not in results:
-        raise ValueError(f"{name}: no opinion besides onnxruntime")
+        raise ValueError(f"{check.output}: no opinion besides onnxruntime")
     if not results[decider].passed:
         check.status, check.kind = "fail", "float16"
         graph = "" if source else " (no source: the fp32 graph on the reference evaluator)"
@@ -214,7 +205,6 @@ def _judge_deployment(
     if nonfinite and check.status == "pass":
         check.status, check.kind = "warn", "nonfinite"
         check.note = f"{nonfinite}, where {decider} has them too"
-    return check
 
 
 def _overflows(reference: np.ndarray, source: np.ndarray) -> bool:

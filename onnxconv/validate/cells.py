@@ -298,7 +298,7 @@ def run_cell(
     (default: the subject's own fp32 graph). ``session_config`` / ``session_options`` go to
     :func:`runtime.make_session` (session settings under test, e.g. by ``onnxconv tune``).
     ``quantized``: the graph came quantized and its sources speak for the float function
-    (:func:`judge_quantized`, within ``bounds``: default validate's int8 tolerances)."""
+    (:func:`.quantized.judge_quantized`, within ``bounds``: default validate's int8 tolerances)."""
     check_judgeable(subject, cases, trust_stored)
     cell = Cell(subject.label, target.id, "pass")
     tol = tol or graph_tolerance(
