@@ -201,7 +201,7 @@ class Prover:
         its outputs (int8 rounding differs between executors and kernels:
         :mod:`onnxconv.validate.quantized`); None: validate's int8 tolerances."""
         self.test_sets = [] if self.quantized else list(original.test_sets)
-        has_torch = (bool(original.variant) or original.module is not None) and not self.quantized
+        has_torch = original.has_torch and not self.quantized
         if not has_torch:
             self.test_sets += _source_test_sets(original, max_input_bytes, self.quantized)
         self.seeds = SEEDS if has_torch else ()
@@ -243,11 +243,10 @@ class Prover:
         :attr:`quantized_bounds`) on ONNX Runtime's CPU EP, optimisations off, ``normal``
         inputs; None for any other graph, and for one without a float source."""
         o = self.original
-        has_torch = bool(o.variant) or o.module is not None
-        if not self.quantized or not (has_torch or o.test_sets):
+        if not self.quantized or not (o.has_torch or o.test_sets):
             return None
         cases = validate.make_cases(
-            o, SEEDS if has_torch else (), ("normal",), max_input_bytes=self.max_input_bytes
+            o, SEEDS if o.has_torch else (), ("normal",), max_input_bytes=self.max_input_bytes
         )
         return validate.run_cell(
             o,

@@ -254,8 +254,7 @@ def recheck(tuned: TunedDeployment, threads: int | None = None) -> validate.Vali
         cases = [f"{len(prover.evaluation().feeds)} evaluation inputs"]
         settings["accuracy_budget"] = describe_budget(tuned.record.budget)
     cell.target = f"{cell.target} {tuned.record.settings.name}"
-    o = tuned.original
-    if "torch" in tuned.record.proven_by and not (o.variant or o.module is not None):
+    if "torch" in tuned.record.proven_by and not tuned.original.has_torch:
         notes.append(
             "tune proved this deployment against a PyTorch module, which nothing names here "
             f"(--module names it): {', '.join(prover.sources())} judged this check instead"

@@ -114,9 +114,7 @@ def localise(
     fault shows at the first node computed differently). An export defect with only stored
     outputs as its source has nothing to pair intermediates with: ``None``.
     """
-    against_export = kind == "export" and bool(
-        (subject.variant or subject.module is not None) and subject.entry
-    )
+    against_export = kind == "export" and subject.has_torch and bool(subject.entry)
     if kind == "export" and not against_export:
         return None
     try:

@@ -57,6 +57,11 @@ class Subject:
     #: an export defect.
     module_named_by_user: bool = False
 
+    @property
+    def has_torch(self) -> bool:
+        """Whether a PyTorch module speaks for the graph: a zoo variant's, or the user's."""
+        return bool(self.variant) or self.module is not None
+
     def note(self, text: str) -> None:
         """Add ``text`` to :attr:`notes` once (cases and deployments are made more than once
         for one subject, e.g. by tune's proofs)."""
