@@ -119,17 +119,16 @@ def torch_outputs(subject: Subject, module, feeds: dict[str, np.ndarray]) -> dic
             f"the graph {len(names)}"
         )
     if subject.module_named_by_user:
-        for declared, out in zip(subject.model.graph.output, outputs):
-            dims = declared.type.tensor_type.shape.dim
-            fixed = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-            got = tuple(out.shape)
-            if dims and (
+        for spec, out in zip(runtime.output_specs(subject.model), outputs):
+            declared, got = spec.shape or (), tuple(out.shape)
+            fixed = [d if isinstance(d, int) else None for d in declared]
+            if declared and (
                 len(fixed) != len(got) or any(f is not None and f != g for f, g in zip(fixed, got))
             ):
                 shown = "x".join("?" if f is None else str(f) for f in fixed)
                 raise UserInputError(
                     f"{subject.model_path}: the module {subject.module_source} gives output "
-                    f"{declared.name!r} of shape {'x'.join(map(str, got))} where the graph "
+                    f"{spec.name!r} of shape {'x'.join(map(str, got))} where the graph "
                     f"declares {shown}: is it this graph's source (--module-args)?"
                 )
     return {name: out.detach().numpy() for name, out in zip(names, outputs)}
