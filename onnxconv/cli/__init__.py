@@ -102,9 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             set_ort_log_severity(3)
         if args.command != "export" and not getattr(args, "module", None):
-            named = [f"--{n.replace('_', '-')}" for n in ("module_args", "module_seed")]
-            given = [f for f, n in zip(named, ("module_args", "module_seed"))
-                     if getattr(args, n, None) is not None]  # fmt: skip
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name in ("module_args", "module_seed")
+                if getattr(args, name, None) is not None
+            ]
             if given:
                 verb = "goes" if len(given) == 1 else "go"
                 raise OnnxconvError(f"{' and '.join(given)} {verb} with --module")
