@@ -592,6 +592,16 @@ def missing_external_data(graphs: Path, tmp_path: Path) -> Path:
     return folder / "model.onnx"
 
 
+def shapes_outside_the_file(graphs: Path, tmp_path: Path) -> Path:
+    """Every tensor external, the Reshapes' shapes too: ORT runs it from memory with the data
+    read in, but refuses the file itself."""
+    folder = copy_graph(ROOT / "graphs", tmp_path, "channel_shuffle")
+    model = onnx.load(folder / "model.onnx")
+    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True,
+                    location="weights.bin", size_threshold=0)  # fmt: skip
+    return folder
+
+
 def cycle(graphs: Path, tmp_path: Path) -> Path:
     return tiny_graph(tmp_path, "cycle", [
         helper.make_node("Add", ["x", "b"], ["a"], name="add"),
@@ -627,6 +637,8 @@ READERS = [
     (missing_external_data, ["validate", "{path}"], ["model.onnx", "weights.bin"]),
     (missing_external_data, ["inspect", "{path}"], ["model.onnx", "weights.bin"]),
     (missing_external_data, ["bench", "{path}"], ["model.onnx", "weights.bin"]),
+    (shapes_outside_the_file, ["validate", "{path}"], ["model.onnx", "from its file", "Reshape"]),
+    (shapes_outside_the_file, ["bench", "{path}"], ["model.onnx", "Reshape"]),
     (cycle, ["validate", "{path}"], ["cycle.onnx", "cycle"]),
     (cycle, ["inspect", "{path}"], ["cycle.onnx", "cycle"]),
     (cycle, ["bench", "{path}"], ["cycle.onnx", "cycle"]),

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
-from .. import feeds, precisions
+from .. import feeds, precisions, runtime
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..export_layout import file_sha256
@@ -115,6 +115,7 @@ def resolve_sources(
         if not path.exists():
             raise UserInputError(f"{path}: no such file")
         model = load_model(path)  # fails early, with one line, on anything that is not ONNX
+        runtime.check_loads_from_file(path)
         label = path.parent.name if path.name == "model.onnx" else path.stem
         sources.append(
             Source(

@@ -87,12 +87,14 @@ from .sessions import (
     SessionInfo,
     Target,
     apply_session_settings,
+    check_loads_from_file,
     check_opt_level,
     load_model_proto,
     make_session,
 )
 
 __all__ = [
+    "check_loads_from_file",
     "check_opt_level",
     "DEFAULT_CUDA_OPTIONS",
     "OPT_LEVELS",

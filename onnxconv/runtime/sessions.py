@@ -253,6 +253,28 @@ def make_session(
     )
 
 
+def check_loads_from_file(path: str | os.PathLike) -> None:
+    """ORT must load the model at ``path`` from its file, the way it is deployed: a model with
+    external data is otherwise run from memory with that data read in, which ORT accepts where
+    its own loader does not (a Reshape's shape kept outside the file). ``UserInputError``
+    naming the file and ORT's reason otherwise."""
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = list(model.graph.initializer)
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        return
+    try:
+        make_session(str(path), Target("cpu", "disabled"))
+    except (UserInputError, CheckFailed) as exc:
+        reason = _one_line(exc.__cause__ or exc).split(" failed:", 1)[-1].strip()
+        hint = ""
+        if "external tensors" in reason:
+            hint = "; keep the tensors a node reads as shapes inside the model file"
+        raise UserInputError(
+            f"{path}: ONNX Runtime cannot load the model from its file, with its external data "
+            f"({reason}){hint}"
+        ) from exc
+
+
 def apply_session_settings(
     so: ort.SessionOptions,
     config: Mapping[str, str] | None,

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .. import graph, variants
+from .. import graph, runtime, variants
 from ..errors import UserInputError
 
 
@@ -178,7 +178,15 @@ def load_subject(
         raise UserInputError(
             f"{path}: no such file, folder or variant{variants.did_you_mean(target)}"
         )
-    return Subject(path.stem, path, graph.load_model(path))
+    return Subject(path.stem, path, load_graph(path))
+
+
+def load_graph(path: Path) -> onnx.ModelProto:
+    """The graph at ``path``, which ORT must also load from that file: validate runs it from
+    memory, where a model with external data loads that ORT refuses from disk."""
+    model = graph.load_model(path)
+    runtime.check_loads_from_file(path)
+    return model
 
 
 def check_graphs_dir(graphs_dir: Path, names: Iterable[str] | None = None) -> None:
@@ -207,7 +215,7 @@ def load_folder(path: Path) -> Subject:
     model_path = path / "model.onnx"
     if not model_path.exists():
         raise UserInputError(f"{path}: no model.onnx in this folder")
-    model = graph.load_model(model_path)
+    model = load_graph(model_path)
     return Subject(path.name, model_path, model, load_test_sets(path, model))
 
 
