@@ -675,6 +675,27 @@ def test_a_broken_file_is_one_line_and_exit_2(graphs, tmp_path, capsys, make, ar
     assert not (tmp_path / "bench").exists()
 
 
+def test_a_stored_input_onnx_runtime_cannot_run_is_one_line(tmp_path, capfd):
+    """An embedding's stored ids past its table: ORT's kernel fails, and its logger would print
+    the failure once more (on the C++ side, so capfd), before onnxconv's own line."""
+    table = numpy_helper.from_array(np.ones((10, 4), np.float32), "table")
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4])
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["y"])]
+    graph = helper.make_graph(nodes, "embedding", [ids], [y], [table])
+    folder = tmp_path / "embedding"
+    (folder / "test_data_set_0").mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              folder / "model.onnx")  # fmt: skip
+    stored = {"input_0.pb": np.array([[1, 2, 100]]), "output_0.pb": np.ones((1, 3, 4), np.float32)}
+    for name, array in stored.items():
+        tensor = numpy_helper.from_array(array, "ids" if name.startswith("input") else "y")
+        onnx.save_tensor(tensor, str(folder / "test_data_set_0" / name))
+    assert main(["validate", str(folder), "--quiet"]) == 1
+    line = one_error_line(capfd.readouterr().err, "validate")
+    assert "model.onnx" in line and "idx=100" in line, line
+
+
 def test_an_interrupt_the_exporter_wrapped_is_an_interrupt_not_an_export_failure(
     tmp_path, monkeypatch, capsys
 ):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto
 
 from onnxconv.errors import CheckFailed, UserInputError
@@ -166,8 +167,11 @@ def run(session_info: SessionInfo, feeds: Mapping[str, np.ndarray]) -> dict[str,
     """Run once after checking input names, dtypes and shapes; ``{output name: array}``."""
     checked = check_feeds(session_info.model_label, session_info.inputs, feeds)
     names = [s.name for s in session_info.outputs]
+    # a kernel's failure is raised below, in one line: ORT's logger would print it once more
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4
     try:
-        values = session_info.session.run(names, checked)
+        values = session_info.session.run(names, checked, quiet)
     except Exception as exc:
         raise CheckFailed(
             f"{session_info.model_label}: ONNX Runtime run failed on "
