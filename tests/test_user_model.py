@@ -456,17 +456,18 @@ def test_a_dynamic_height_and_width_export_records_the_multiply_adds_of_its_exam
 
 def test_bench_times_a_dynamic_height_and_width_export_at_its_stored_inputs_size(tmp_path, capsys):
     argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,6,6", "--dynamic-hw"]
+    argv += ["--module-seed", "5"]
     assert main([*argv, "--out", str(tmp_path / "g"), "--quiet"]) == 0
     folder = tmp_path / "g" / "shuffled"
     quick = ["--rounds", "1", "--blocks", "1", "--calls", "3", "--no-roofs", "--no-profile"]
     quick += ["--opt-level", "all"]
     assert main(["bench", str(folder), *quick, "--out", str(tmp_path / "b"), "--quiet"]) == 0
-    (cell,) = [
-        c
-        for c in json.loads((tmp_path / "b" / "bench.json").read_text())["cells"]
-        if c["backend"] == "ort"
-    ]
+    report = json.loads((tmp_path / "b" / "bench.json").read_text())
+    (cell,) = [c for c in report["cells"] if c["backend"] == "ort"]
     assert list(cell["input_shapes"].values()) == [[1, 8, 6, 6]]
+    # the PyTorch timed beside it is the module as exported: its recipe, seed included
+    (source,) = report["settings"]["sources"]
+    assert source["module"]["path"] == "user_modules:shuffled" and source["module"]["seed"] == 5
     assert cell["macs"] == 2 * 6 * 6 * 8 * 4
     bare = shutil.copy(folder / "model.onnx", tmp_path / "bare.onnx")  # nothing to size it by
     assert main(["bench", str(bare), *quick, "--out", str(tmp_path / "c"), "--quiet"]) == 2

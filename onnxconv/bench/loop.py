@@ -160,6 +160,7 @@ class _Harness:
                         "path": str(s.path) if s.path else None,
                         "overrides": s.overrides,
                         "tuned": dataclasses.asdict(s.tuned) if s.tuned else None,
+                        "module": s.module,
                     }
                     for s in self.sources
                 ],

@@ -50,7 +50,9 @@ class BenchReport:
       matplotlib, onnxconv, python.
     - ``settings``: :class:`BenchSettings` as a dict (threads, batches, eps, opt_levels, rounds,
       blocks, calls, warm-up, profile, torch malloc env, roof sizes, ...), plus ``env`` (the
-      threading/allocation environment variables each worker kind ran with) and ``sources``.
+      threading/allocation environment variables each worker kind ran with) and ``sources`` (each
+      with ``module``: the recipe of the user's module timed beside it, its import path,
+      arguments, inputs and seed, or null).
     - ``roofs``: ``compute_gflops``, ``memory_gbps``, ``ridge_flops_per_byte``, ``threads``,
       ``method``, ``details`` (numpy, torch and ONNX Runtime figures of the first measurement),
       ``measurements[]`` (start and end, each with its own figures); ``null`` if the roof
