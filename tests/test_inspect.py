@@ -94,3 +94,19 @@ def test_inspect_names_the_weighted_ops_its_cost_leaves_out(tmp_path, capsys):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
     assert main(["inspect", str(path)]) == 0
     assert "(not counted: the weights and MACs of 1 Gather)" in capsys.readouterr().out
+
+
+def test_inputs_of_different_fixed_leading_sizes_are_not_called_a_batch(tmp_path, capsys):
+    """An image 1x3x8x8 beside ids 5x2: "at batch 1" read the first input's leading size as
+    the whole graph's batch."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    ids = helper.make_tensor_value_info("ids", TensorProto.FLOAT, [5, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 4])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "ids"], ["y"])], "g", [x, ids], [y])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["inspect", str(path)]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("cost")]
+    assert "at the inputs' fixed sizes" in line and "at batch" not in line, line

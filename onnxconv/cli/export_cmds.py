@@ -225,6 +225,18 @@ def _sized_by_stored_inputs(model: Any, path: Any, batch: int) -> tuple[Any, str
     return graph.with_input_shapes(model, shapes), f"at the stored inputs' size ({said})"
 
 
+def _at_batch(model, batch: int) -> str:
+    """"at batch N", unless the inputs' fixed leading sizes differ: then they are no batch."""
+    from ..feeds import graph_inputs
+
+    leading = {
+        dims[0].dim_value
+        for dims in (i.type.tensor_type.shape.dim for i in graph_inputs(model))
+        if dims and dims[0].HasField("dim_value")
+    }
+    return "at the inputs' fixed sizes" if len(leading) > 1 else f"at batch {batch}"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -282,7 +294,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print("ops     " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()))
     print(
         f"cost    params {human(cost.params)} (+{human(cost.bn_affine_params)} BatchNorm "
-        f"affine), MACs {human(cost.macs)} at batch {cost.batch_size}"
+        f"affine), MACs {human(cost.macs)} {_at_batch(model, cost.batch_size)}"
         + (f" {sized_by}" if sized_by else "")
         + (
             f" (not counted: {len(cost.unknown_macs)} node(s) whose shapes depend on a symbolic "
