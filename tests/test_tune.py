@@ -699,6 +699,10 @@ def test_a_spent_time_budget_skips_what_is_left_and_still_writes_the_report(tmp_
     (note,) = [n for n in report["notes"] if "time budget" in n]
     for skipped in ("shuffle_rank4", "shuffle_gather", "settings-1 stage", "per-op profile"):
         assert skipped in note
+    assert report["skipped_stages"] == ["formulations", "settings-1"]
+    from onnxconv.tune.report import to_markdown
+
+    assert "the time budget skipped them" in to_markdown(report, "r.png")
     assert f"note: {note}" in out
     assert (folder / "tuned.json").is_file()
 

@@ -114,6 +114,8 @@ class TuneReport:
     machine: dict[str, Any]
     versions: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    skipped_stages: list[str] = field(default_factory=list)
+    """The stages some or all of whose candidates the time budget skipped."""
     created: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
@@ -138,4 +140,5 @@ class TuneReport:
             "machine": self.machine,
             "versions": self.versions,
             "notes": self.notes,
+            "skipped_stages": self.skipped_stages,
         }

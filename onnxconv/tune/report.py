@@ -21,7 +21,8 @@ session_options, cuda_options), ``exact_permutation``, ``macs``, ``proof`` (vali
 ``beats_reference``; ``torch`` (per stage, PyTorch eager's timing); ``per_op`` (ORT's profile by op
 group for the default and the winner); ``bound`` (what bounds the winner, :mod:`.bounds`: its
 p50 split into ``parts_ms``, the ``bound`` part, ``sentence``, the roofs and ``per_node``; null
-when not analysed); ``machine``, ``versions``; ``notes``.
+when not analysed); ``machine``, ``versions``; ``notes``; ``skipped_stages`` (the stages the time
+budget cut short: some or all of their candidates were not proven or timed).
 
 ``tuned.json`` (schema ``onnxconv.tuned`` version 1): ``model`` (``model.tuned.onnx``) and its
 ``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/precision``), ``precision``
@@ -54,7 +55,7 @@ from onnxconv.quant_metrics import describe_budget, parse_budget
 from onnxconv.report import json_text, rerender_main, write_files
 
 from .bounds import sentence
-from .candidates import SCHEMA, TuneReport
+from .candidates import FORMULATIONS, SCHEMA, TuneReport
 from .proof import REFERENCE_BATCHES, SEEDS
 from .rewrites import REWRITES
 
@@ -240,7 +241,7 @@ def _details(data: dict[str, Any]) -> list[str]:
         for name, changes in changed.items():
             lines.append(f"- `{name}`:")
             lines += [f"  - {change}" for change in changes]
-    elif any("formulations stage" in n or "formulations candidates" in n for n in data["notes"]):
+    elif FORMULATIONS in data.get("skipped_stages", []):
         lines.append("No formulation but the original was timed: the time budget skipped them.")
     else:
         allowed = ", ".join(f"`{name}`" for name in data["options"]["rewrites"]) or "none allowed"

@@ -126,6 +126,8 @@ class _Search:
         """The graph's formulations under the allowed rewrites (made when the search runs)."""
         self.stage_end: float | None = None
         """When the stage being searched should end (its share of the time budget)."""
+        self.skipped_stages: list[str] = []
+        """The stages the time budget cut short (some or all of their candidates skipped)."""
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -183,6 +185,7 @@ class _Search:
                 else f"every candidate of the {stage} stage ({rest})"
             )
             if not self.fits(what, cost, end):
+                self.skipped_stages.append(stage)
                 break
             entries.append(self.timed_proof(prove))
         return entries
@@ -627,6 +630,7 @@ class _Search:
             machine=machine_info(),
             versions=versions(),
             notes=notes,
+            skipped_stages=list(dict.fromkeys(self.skipped_stages)),
         )
 
     def _bound(self, winner: Candidate) -> dict[str, Any] | None:
