@@ -25,6 +25,7 @@ from . import feeds as feeds_module
 from . import runtime
 from .errors import CheckFailed, OnnxconvError, one_line
 from .export import OPSET_RANGE
+from .export_layout import symbolic_dims
 from .opset import check_target, convert_opset, model_opset
 
 
@@ -52,18 +53,13 @@ def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MA
         note = f"converted from opset {source} to {opset} by onnx.version_converter"
         return _with(subject, result.model, label, note, opset, None)
     low, high = OPSET_RANGE["torchscript"]
-    has_module = bool(subject.entry) and torch_module(subject) is not None
+    has_module = torch_module(subject) is not None
     if not has_module or not low <= opset <= high:
-        if has_module:
-            why = f"the TorchScript exporter writes opsets {low}-{high}"
-        elif subject.module is not None:  # validate model.onnx --module: no export settings
-            why = (
-                "the module given with --module has no export record to export it again from "
-                f"(onnxconv export --module ... --exporter torchscript --opset {opset} makes "
-                "that graph)"
-            )
-        else:
-            why = "no PyTorch module to export again"
+        why = (
+            f"the TorchScript exporter writes opsets {low}-{high}"
+            if has_module
+            else "no PyTorch module to export again"
+        )
         raise CheckFailed(f"{subject.model_path}: {result.summary()}; {why}")
     session = runtime.make_session(subject.model, runtime.Target("cpu", "disabled"))
     departs = departure(
@@ -79,10 +75,10 @@ def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MA
             f"{subject.model_path}: at its own opset {source}, {departs}; a fresh export at "
             f"opset {opset} would not be this graph, so it is not validated in its place"
         )
-    entry = {**subject.entry, "opset": opset, "exporter": "torchscript"}
-    again = dataclasses.replace(subject, entry=entry)
+    entry = {**(subject.entry or _export_record(subject, feeds)), "opset": opset}
+    again = dataclasses.replace(subject, entry={**entry, "exporter": "torchscript"})
     try:
-        model = fresh_export(again)
+        model = _named_as(fresh_export(again), subject.model)
     except OnnxconvError as error:
         raise CheckFailed(
             f"{subject.model_path}: {result.summary()}; the TorchScript exporter failed too: "
@@ -93,6 +89,42 @@ def retarget(subject, opset: int, max_input_bytes: int = feeds_module.DEFAULT_MA
         f"(onnx.version_converter: {result.summary()})"
     )
     return _with(subject, model, label, note, opset, "torchscript")
+
+
+def _export_record(subject, feeds) -> dict:
+    """What exporting the module again needs, where no manifest records it (``validate
+    model.onnx --module``): the graph's inputs at the seeded input's shapes, with their symbolic
+    axes kept dynamic, and its outputs."""
+    inputs = [
+        {
+            "name": info.name,
+            "shape": list(feeds[info.name].shape),
+            "dtype": str(feeds[info.name].dtype),
+            "dynamic_axes": symbolic_dims(info),
+        }
+        for info in feeds_module.graph_inputs(subject.model)
+    ]
+    return {"inputs": inputs, "outputs": [{"name": o.name} for o in subject.model.graph.output]}
+
+
+def _named_as(model, original):
+    """``model`` (a fresh export: inputs ``input``..., outputs ``output``...) with the
+    original's input and output names, which its test sets and every comparison use."""
+    pairs = [
+        *zip(feeds_module.graph_inputs(model), feeds_module.graph_inputs(original)),
+        *zip(model.graph.output, original.graph.output),
+    ]
+    renames = {new.name: old.name for new, old in pairs if new.name != old.name}
+    used = {t for n in model.graph.node for t in [*n.input, *n.output]} - set(renames)
+    clash = sorted(set(renames.values()) & used)
+    if clash:
+        raise CheckFailed(f"the fresh export already has a tensor named {clash[0]!r}")
+    for node in model.graph.node:
+        node.input[:] = [renames.get(t, t) for t in node.input]
+        node.output[:] = [renames.get(t, t) for t in node.output]
+    for info in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        info.name = renames.get(info.name, info.name)
+    return model
 
 
 def _with(subject, model, label: str, note: str, opset: int, exporter: str | None):

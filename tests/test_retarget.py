@@ -79,17 +79,48 @@ def test_a_bare_graph_the_converter_cannot_take_fails_naming_each_operator(tmp_p
     assert "FAIL conversion" in capsys.readouterr().out
 
 
-def test_a_bare_graph_with_a_module_says_the_module_has_no_export_record(tmp_path):
-    """It said "no PyTorch module to export again" though --module gave one."""
-    bare = tmp_path / "shuffle.onnx"
-    shutil.copy(GRAPHS / "shuffle_unit" / "model.onnx", bare)
-    subject = validate.load_subject(str(bare))
+def _renamed_unit(tmp_path, negate_filter: bool = False) -> Path:
+    """The shuffle unit as a graph exported elsewhere, with its stored test set: input
+    ``image``, output ``features``."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(GRAPHS / "shuffle_unit" / "model.onnx")
+    renames = {"input": "image", "output": "features"}
+    for node in model.graph.node:
+        node.input[:] = [renames.get(t, t) for t in node.input]
+        node.output[:] = [renames.get(t, t) for t in node.output]
+    for info in [*model.graph.input, *model.graph.output]:
+        info.name = renames[info.name]
+    if negate_filter:
+        weight = next(t for t in model.graph.initializer if len(t.dims) == 4)
+        w = numpy_helper.to_array(weight).copy()
+        w[0] *= -1
+        weight.CopyFrom(numpy_helper.from_array(w, weight.name))
+    folder = tmp_path / ("broken" if negate_filter else "correct") / "unit"
+    shutil.copytree(GRAPHS / "shuffle_unit" / "test_data_set_0", folder / "test_data_set_0")
+    onnx.save(model, folder / "model.onnx")
+    return folder
+
+
+def _with_its_module(folder: Path):
+    subject = validate.load_subject(str(folder))
     module = validate.torch_module(validate.load_subject("shuffle_unit", GRAPHS))
     validate.attach_module(subject, module, "the shuffle unit")
-    (cell,) = run([subject], 11).cells
-    assert (cell.status, cell.kind) == ("fail", "conversion")
-    assert "the module given with --module has no export record to export it again" in cell.reason
-    assert "--exporter torchscript --opset 11" in cell.reason
+    return subject
+
+
+def test_a_graph_with_a_module_is_exported_again_from_its_own_inputs(tmp_path):
+    """validate model.onnx --module --target-opset 11 once failed: no manifest recorded the
+    inputs to export the module again from. The graph's own inputs say them, and the fresh
+    export takes the graph's names, by which its stored outputs are compared."""
+    (cell,) = run([_with_its_module(_renamed_unit(tmp_path))], 11).cells
+    assert (cell.subject, cell.status, cell.deciders[0]) == ("unit@opset11", "pass", "torch")
+    assert "stored" in cell.worst  # the stored output, by its name, was compared too
+    broken = _with_its_module(_renamed_unit(tmp_path, negate_filter=True))
+    (cell,) = run([broken], 11).cells
+    assert (cell.status, cell.kind) == ("fail", "export")
+    assert "would not be this graph, so it is not validated in its place" in cell.reason
 
 
 def test_an_opset_out_of_range_is_a_usage_error(capsys):
