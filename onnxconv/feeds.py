@@ -30,6 +30,13 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in weights]
 
 
+def require_inputs(model: onnx.ModelProto, label: str) -> None:
+    """A graph with no input computes a constant: there is nothing to feed it, and nothing its
+    outputs could be checked or timed against. ``UserInputError`` naming ``label``."""
+    if not graph_inputs(model):
+        raise UserInputError(f"{label}: the graph has no inputs (a constant): nothing to feed it")
+
+
 def input_shape(info: onnx.ValueInfoProto, batch: int, spatial: dict[int, int]) -> tuple:
     """Fixed dims as declared; a symbolic batch axis -> ``batch``, other symbolic axes ->
     ``spatial[axis]`` (1 for a symbolic axis ``spatial`` does not name)."""

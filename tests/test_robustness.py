@@ -602,6 +602,23 @@ def shapes_outside_the_file(graphs: Path, tmp_path: Path) -> Path:
     return folder
 
 
+def no_outputs(graphs: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "empty.onnx"
+    graph = helper.make_graph([], "empty", [], [])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def no_inputs(graphs: Path, tmp_path: Path) -> Path:
+    value = numpy_helper.from_array(np.ones((1, 4), np.float32), "value")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    node = helper.make_node("Constant", [], ["y"], value=value)
+    path = tmp_path / "constant.onnx"
+    graph = helper.make_graph([node], "constant", [], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
 def cycle(graphs: Path, tmp_path: Path) -> Path:
     return tiny_graph(tmp_path, "cycle", [
         helper.make_node("Add", ["x", "b"], ["a"], name="add"),
@@ -639,6 +656,12 @@ READERS = [
     (missing_external_data, ["bench", "{path}"], ["model.onnx", "weights.bin"]),
     (shapes_outside_the_file, ["validate", "{path}"], ["model.onnx", "from its file", "Reshape"]),
     (shapes_outside_the_file, ["bench", "{path}"], ["model.onnx", "Reshape"]),
+    (no_outputs, ["validate", "{path}"], ["empty.onnx", "no outputs"]),
+    (no_outputs, ["bench", "{path}"], ["empty.onnx", "no outputs"]),
+    (no_outputs, ["tune", "{path}", "--out", "{path}.tuned"], ["empty.onnx", "no outputs"]),
+    (no_inputs, ["validate", "{path}"], ["constant.onnx", "no inputs"]),
+    (no_inputs, ["bench", "{path}"], ["constant.onnx", "no inputs"]),
+    (no_inputs, ["tune", "{path}", "--out", "{path}.tuned"], ["constant.onnx", "no inputs"]),
     (cycle, ["validate", "{path}"], ["cycle.onnx", "cycle"]),
     (cycle, ["inspect", "{path}"], ["cycle.onnx", "cycle"]),
     (cycle, ["bench", "{path}"], ["cycle.onnx", "cycle"]),

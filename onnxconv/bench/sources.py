@@ -115,6 +115,7 @@ def resolve_sources(
         if not path.exists():
             raise UserInputError(f"{path}: no such file")
         model = load_model(path)  # fails early, with one line, on anything that is not ONNX
+        feeds.require_inputs(model, str(path))
         runtime.check_loads_from_file(path)
         label = path.parent.name if path.name == "model.onnx" else path.stem
         sources.append(

@@ -77,6 +77,8 @@ def wiring_problem(graph: onnx.GraphProto) -> str | None:
     that nothing provides (no graph input, initializer or node output), or a cycle. Nodes need
     not be listed in order; subgraphs (If/Loop bodies, which may read outer names) are not
     walked."""
+    if not graph.output:
+        return "the graph has no outputs: it computes nothing"
     provided = {i.name for i in graph.input} | {i.name for i in graph.initializer}
     provided |= {i.name for i in graph.sparse_initializer if i.values.name}
     producer = {out: node for node in graph.node for out in node.output if out}

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .. import feeds as feeds_module
 from .. import graph, runtime, variants
 from ..errors import UserInputError
 
@@ -185,6 +186,7 @@ def load_graph(path: Path) -> onnx.ModelProto:
     """The graph at ``path``, which ORT must also load from that file: validate runs it from
     memory, where a model with external data loads that ORT refuses from disk."""
     model = graph.load_model(path)
+    feeds_module.require_inputs(model, str(path))
     runtime.check_loads_from_file(path)
     return model
 
