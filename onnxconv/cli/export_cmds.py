@@ -226,7 +226,7 @@ def _sized_by_stored_inputs(model: Any, path: Any, batch: int) -> tuple[Any, str
 
 
 def _at_batch(model, batch: int) -> str:
-    """"at batch N", unless the inputs' fixed leading sizes differ: then they are no batch."""
+    """Say "at batch N", unless the inputs' fixed leading sizes differ: then they are no batch."""
     from ..feeds import graph_inputs
 
     leading = {
