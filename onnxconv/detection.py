@@ -13,6 +13,13 @@ element's error as a fraction of what the tolerance allows) and validated again 
 :data:`TIGHT`, which must catch them while the unmutated graph still passes at :data:`TIGHT`.
 The unmutated graphs are validated over :data:`CLEAN_SEEDS` and both input distributions at every
 optimisation level: any failure or warning there is a false alarm.
+
+``precision="int8"`` measures the verdict on quantized graphs: every graph is first quantized
+as ``validate --precision int8`` deploys it (QDQ, per-channel weights, MinMax calibration on
+its seeded calibration inputs) and held as the user holds a quantized graph, beside its fp32
+stored outputs or its PyTorch module; validate judges it by the int8 bounds. The mutations
+are those that apply to a QDQ graph (the int8 ones among them); the subtle ones, sized against
+the fp32 elementwise tolerance, lie far inside int8's own noise and are not planted.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from . import mutations, validate, variants
 from .errors import UserInputError
 from .machine import describe_gpus
 from .parity import Tolerance
+from .precisions import NoDeployment
 from .runtime import EpUnavailable, ep_unavailable_reason
 
 TIGHT = Tolerance(atol=1e-5, rtol=1e-5)
@@ -38,6 +46,7 @@ TIGHT = Tolerance(atol=1e-5, rtol=1e-5)
 CLEAN_SEEDS = (0, 1, 2, 3, 4)
 LAYOUTS = ("folder", "module")
 LEVELS = ("disabled", "basic", "extended", "all")
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass
@@ -209,6 +218,19 @@ def subject_for(
     return subject
 
 
+def quantized(original: Original, work: Path) -> Original:
+    """``original`` deployed at int8 as validate deploys it (calibrated on the seeded
+    calibration inputs of the graph as a test-data folder), with the fp32 stored data."""
+    from . import precisions
+    from .feeds import DEFAULT_MAX_BYTES
+    from .validate.deployed import calibration_feeds
+
+    subject = subject_for(original, original.model, "folder", work / "calibration")
+    calibration = calibration_feeds(subject, DEFAULT_MAX_BYTES)
+    model = precisions.deploy(original.model, "int8", calibration, label=original.label)
+    return Original(original.label, model, original.inputs, original.outputs, original.entry)
+
+
 def _verdict(
     subject: validate.Subject,
     ep: str,
@@ -271,7 +293,8 @@ def _planted(
             cell.status,
             cell.kind,
             cell.reason,
-            margin=_margin(cells),
+            # the int8 bounds are not an elementwise tolerance: no margin to measure against it
+            margin=None if any(c.quant for c in cells) else _margin(cells),
         )
         failing = next((o for case in cell.cases for o in case.outputs if o.status == "fail"), None)
         if failing is not None:
@@ -313,11 +336,13 @@ def run_suite(
     levels: Iterable[str] = ("all",),
     seeds: Iterable[int] = (0,),
     clean_seeds: Iterable[int] = CLEAN_SEEDS,
+    precision: str = "fp32",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> DetectionReport:
     """Plant every applicable mutant (or only the mutations ``names``) in every original,
     validate each on ``ep`` in every layout that applies, and check the originals for false
-    alarms. An EP that cannot run the graphs raises :class:`EpUnavailable` (never a count)."""
+    alarms; at ``precision`` int8, in each original's int8 deployment (:func:`quantized`). An
+    EP that cannot run the graphs raises :class:`EpUnavailable` (never a count)."""
     from .report import environment
 
     runtime_reason = ep_unavailable_reason(ep)
@@ -330,6 +355,22 @@ def run_suite(
             f"unknown mutation {', '.join(sorted(unknown))} (known: "
             f"{', '.join(mutations.MUTATIONS)})"
         )
+    if precision not in PRECISIONS:
+        raise UserInputError(
+            f"detect measures precision {', '.join(PRECISIONS)}, not {precision!r}"
+        )
+    not_quantized: dict[str, str] = {}
+    if precision == "int8":
+        deployed = []
+        with tempfile.TemporaryDirectory(prefix="onnxconv-int8-") as tmp:
+            for i, original in enumerate(originals):
+                try:
+                    deployed.append(quantized(original, Path(tmp) / str(i)))
+                except NoDeployment as error:  # a graph of data movement only
+                    not_quantized[original.label] = str(error)
+        if not deployed:
+            raise UserInputError(f"nothing to plant at int8: {'; '.join(not_quantized.values())}")
+        originals = deployed
     bad_layouts = set(layouts) - set(LAYOUTS)
     if bad_layouts:
         raise UserInputError(
@@ -340,6 +381,8 @@ def run_suite(
         for mutant in mutations.mutants(original.model, original.outputs):
             if wanted is not None and mutant.name not in wanted:
                 continue
+            if mutant.subtle and precision != "fp32":
+                continue  # sized against the fp32 tolerance: far inside int8's noise
             for layout in _layouts(original, layouts):
                 if layout == "module" and mutant.stored_outputs is not None:
                     continue  # a bare graph has no stored outputs to go stale
@@ -348,13 +391,14 @@ def run_suite(
         environment(),
         {
             "ep": ep,
-            "precision": "fp32",
+            "precision": precision,
             "levels": list(levels),
             "seeds": list(seeds),
             "distributions": ["normal", "wide"],
             "clean_seeds": list(clean_seeds),
             "clean_levels": list(LEVELS),
             "tight_tolerance": TIGHT.to_dict(),
+            "not_quantized": not_quantized,
         },
     )
     tight: dict[tuple[str, str], str] = {}
@@ -387,8 +431,22 @@ def _layouts(original: Original, layouts: Iterable[str]) -> list[str]:
     return [layout for layout in layouts if layout != "module" or original.entry is not None]
 
 
+def _precision_text(settings: dict[str, Any]) -> str:
+    if settings.get("precision", "fp32") == "fp32":
+        return (
+            f"fp32, normal and wide inputs; tight tolerance atol {TIGHT.atol:g}, "
+            f"rtol {TIGHT.rtol:g}"
+        )
+    return (
+        "int8 (each graph's QDQ deployment, per-channel weights, MinMax calibration, judged by "
+        "the int8 bounds; the subtle mutations, sized against the fp32 tolerance, are not "
+        "planted)"
+    )
+
+
 def to_markdown(report: DetectionReport) -> str:
     env, s = report.environment, report.summary()
+    int8 = report.settings.get("precision", "fp32") == "int8"
     lines = [
         "# onnxconv detection: the mutation suite",
         "",
@@ -396,15 +454,22 @@ def to_markdown(report: DetectionReport) -> str:
         "- versions: "
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if isinstance(v, str)),
         f"- GPU: {describe_gpus(env['machine']) or 'none seen by nvidia-smi'}",
-        f"- validated: {report.settings['ep']}, fp32, levels "
-        f"{', '.join(report.settings['levels'])}, seeds "
-        f"{report.settings['seeds']}, normal and wide inputs; tight tolerance "
-        f"atol {TIGHT.atol:g}, rtol {TIGHT.rtol:g}",
-        f"- **caught {s['caught']} of {s['planted']}** ({s['caught_at_default_tolerance']} "
-        f"at the default tolerance, {s['subtle_caught_only_at_tight']} subtle ones only at "
-        f"the tight tolerance); **false alarms {s['false_alarms']} of "
-        f"{s['clean_checks']}** clean checks (unmutated graphs, seeds "
-        f"{report.settings['clean_seeds']}, every level, default tolerance)",
+        f"- validated: {report.settings['ep']}, {_precision_text(report.settings)}, levels "
+        f"{', '.join(report.settings['levels'])}, seeds {report.settings['seeds']}",
+        f"- **caught {s['caught']} of {s['planted']}**"
+        + (
+            f" ({s['caught_at_default_tolerance']} at the default tolerance, "
+            f"{s['subtle_caught_only_at_tight']} subtle ones only at the tight tolerance)"
+            if not int8
+            else ""
+        )
+        + f"; **false alarms {s['false_alarms']} of {s['clean_checks']}** clean checks "
+        f"(unmutated graphs, seeds {report.settings['clean_seeds']}, every level, default "
+        f"{'bounds' if int8 else 'tolerance'})",
+        *(
+            f"- not planted: {label} has no int8 deployment ({why})"
+            for label, why in report.settings.get("not_quantized", {}).items()
+        ),
         "",
         "## Planted defects",
         "",
@@ -421,12 +486,19 @@ def to_markdown(report: DetectionReport) -> str:
             f"{p.tight_status + ' / ' + str(p.tight_clean) if p.tight_status else ''} | "
             f"{p.description.replace('|', '/')} |"
         )
-    lines += [
-        "",
-        "Margin: the worst element's error over what the tolerance allows, against the "
+    explained = (
+        "The int8 bounds (SQNR, cosine, error over the output's range, its signed mean) judge "
+        "each output as a whole: a defect they pass leaves less error at the output than int8 "
+        "rounding does."
+        if int8
+        else "Margin: the worst element's error over what the tolerance allows, against the "
         "deciding source (above 1 fails). A subtle mutant below 1 passes at the default "
         "tolerance by design and is then validated at the tight tolerance; it counts as "
-        "caught there only where the unmutated graph passes at the tight tolerance.",
+        "caught there only where the unmutated graph passes at the tight tolerance."
+    )
+    lines += [
+        "",
+        explained,
         "",
         "## Unmutated graphs (false alarms)",
         "",

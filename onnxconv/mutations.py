@@ -35,6 +35,16 @@ conversion does produce:
   in fp32 (it inserts Casts and drops the fp32 -> fp16 -> fp32 pairs), so there it stays finite.
 - ``stale_output``: the model untouched, one element of the stored expected outputs changed:
   test data left over from an earlier export.
+
+In a quantized (QDQ) graph, whose Conv weights are integers behind a DequantizeLinear, the
+first weight DequantizeLinear in graph order carries these instead (``detect --precision
+int8``):
+
+- ``int8_weight_sign_flip``: one output channel of its integer weight negated.
+- ``weight_scale_doubled``: one output channel's scale x2 (the tensor's, for per-tensor
+  weights): a scale taken from the channel beside it.
+- ``zero_point_shift``: the activation DequantizeLinear nearest the output reads a zero point
+  one above its QuantizeLinear's: every element moves one step, an off-by-one zero point.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxconv.errors import UserInputError
 from onnxconv.fp16 import to_fp16
@@ -399,6 +409,103 @@ def stale_output(
     return Mutant("stale_output", said, copy_model(model), None, stored_outputs=stale)
 
 
+# --------------------------------------------------------------------------------------------
+# quantized graphs (QDQ): the defects a quantizer or a hand edit of its tensors makes
+
+
+def _weight_dequantize(ix: GraphIndex) -> int | None:
+    """The first DequantizeLinear of a constant integer weight that a Conv reads."""
+    for i in _nodes(ix, "DequantizeLinear"):
+        node = ix.nodes[i]
+        weight = ix.initializers.get(node.input[0])
+        readers = ix.consumers.get(node.output[0], [])
+        if weight is None or weight.data_type not in _INT8_TYPES:
+            continue
+        if any(r.op_type == "Conv" and r.input[1] == node.output[0] for r in readers):
+            return i
+    return None
+
+
+_INT8_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+
+
+def _dequantized_weight_mutant(
+    model: onnx.ModelProto,
+    name: str,
+    operand: int,
+    change: Callable[[np.ndarray, str], tuple[np.ndarray, str]],
+) -> Mutant | None:
+    """Operand ``operand`` (0 the integer weight, 1 its scale) of the first weight
+    DequantizeLinear replaced by ``change(value, its name)`` -> (new, what)."""
+    ix = GraphIndex(model)
+    index = _weight_dequantize(ix)
+    if index is None:
+        return None
+    node = ix.nodes[index]
+    value = numpy_helper.to_array(ix.initializers[node.input[operand]])
+    changed, what = change(value, node.input[operand])
+    mutant = copy_model(model)
+    replace_input(mutant, index, operand, changed, f"mutant_{name}")
+    label = ix.label(node)
+    return Mutant(name, f"{label}: {what}", mutant, label)
+
+
+def int8_weight_sign_flip(model: onnx.ModelProto) -> Mutant | None:
+    """One output channel of the first weight DequantizeLinear's integers negated."""
+
+    def flip(weight: np.ndarray, name: str) -> tuple[np.ndarray, str]:
+        channel = 1 if weight.shape[0] > 1 else 0
+        flipped = weight.copy()
+        flipped[channel] = np.clip(-weight[channel].astype(np.int16), -127, 127)
+        return flipped, f"{name}[{channel}] (output channel) sign-flipped"
+
+    return _dequantized_weight_mutant(model, "int8_weight_sign_flip", 0, flip)
+
+
+def weight_scale_doubled(model: onnx.ModelProto) -> Mutant | None:
+    """The first weight DequantizeLinear's scale x2: one output channel's, where the scales
+    are per channel (a scale taken from the channel beside it), else the tensor's."""
+
+    def double(scale: np.ndarray, name: str) -> tuple[np.ndarray, str]:
+        changed = scale.copy()
+        if scale.ndim:
+            channel = 1 if scale.size > 1 else 0
+            changed[channel] *= 2
+            return changed, f"weight scale {name}[{channel}] x2 (one output channel)"
+        return changed * 2, f"weight scale {name} x2"
+
+    return _dequantized_weight_mutant(model, "weight_scale_doubled", 1, double)
+
+
+def zero_point_shift(model: onnx.ModelProto) -> Mutant | None:
+    """The last activation DequantizeLinear (the one nearest the output) reads a zero point
+    one above the QuantizeLinear's: every element it passes moves one step, an off-by-one
+    zero point."""
+    ix = GraphIndex(model)
+    found = [
+        i
+        for i in _nodes(ix, "DequantizeLinear")
+        if ix.nodes[i].input[0] not in ix.initializers and len(ix.nodes[i].input) > 2
+    ]
+    if not found:
+        return None
+    index = found[-1]
+    node = ix.nodes[index]
+    zero = ix.initializers.get(node.input[2])
+    if zero is None:
+        return None
+    value = numpy_helper.to_array(zero)
+    info = np.iinfo(value.dtype)
+    shifted = (value.astype(np.int32) + 1).clip(info.min, info.max).astype(value.dtype)
+    if np.array_equal(shifted, value):
+        shifted = value - 1
+    mutant = copy_model(model)
+    replace_input(mutant, index, 2, shifted, "mutant_zero_point_shift")
+    label = ix.label(node)
+    what = f"{label}: zero point {node.input[2]} {value.ravel()[0]} -> {shifted.ravel()[0]}"
+    return Mutant("zero_point_shift", what, mutant, label)
+
+
 _PLANTED: tuple[Callable[[onnx.ModelProto], Mutant | None], ...] = (
     shuffle_perm_identity,
     shuffle_groups_swapped,
@@ -412,6 +519,9 @@ _PLANTED: tuple[Callable[[onnx.ModelProto], Mutant | None], ...] = (
     add_to_sub,
     output_scaled,
     fp16_overflow,
+    int8_weight_sign_flip,
+    weight_scale_doubled,
+    zero_point_shift,
 )
 
 MUTATIONS: dict[str, Callable[..., Mutant | None]] = {

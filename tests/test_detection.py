@@ -151,3 +151,66 @@ def test_detect_plants_defects_in_a_folder_exported_from_the_users_module(tmp_pa
     data = json.loads(report.read_text())
     assert {p["layout"] for p in data["planted"]} == {"folder"} and data["planted"]
     assert data["summary"]["false_alarms"] == 0
+
+
+INT8_MUTATIONS = ["int8_weight_sign_flip", "weight_scale_doubled", "zero_point_shift"]
+
+
+def test_int8_defects_planted_in_a_quantized_graph_are_caught_by_the_int8_bounds():
+    """The graph as a user holds a quantized one (beside its fp32 stored outputs, or its
+    module): a channel's integers negated, a channel's scale doubled, an off-by-one zero point
+    at the output, and a structural defect, each FAIL quantization; the unmutated int8 graph
+    passes."""
+    (original,) = detection.zoo_originals(GRAPHS, ["grouped"])
+    names = [*INT8_MUTATIONS, "conv_pads", "output_scaled"]
+    report = detection.run_suite([original], names=names, clean_seeds=(0, 1), precision="int8")
+    assert report.settings["precision"] == "int8"
+    # output_scaled (subtle, 1e-4) is sized against the fp32 tolerance: not planted at int8
+    assert sorted({p.mutation for p in report.planted}) == sorted([*INT8_MUTATIONS, "conv_pads"])
+    assert_all_caught(report)
+    assert {(p.status, p.kind) for p in report.planted} == {("fail", "quantization")}
+    assert all(p.margin is None for p in report.planted)  # no elementwise tolerance to measure
+    shift = next(p for p in report.planted if p.mutation == "zero_point_shift")
+    assert "mean_error_over_range" in shift.reason  # the bias bound is what sees it
+
+
+def test_int8_mutations_apply_only_where_weights_are_quantized(tmp_path):
+    import onnx
+
+    fp32 = onnx.load(GRAPHS / "grouped" / "model.onnx")
+    assert all(mutations.MUTATIONS[name](fp32) is None for name in INT8_MUTATIONS)
+    (original,) = detection.zoo_originals(GRAPHS, ["grouped"])
+    int8 = detection.quantized(original, tmp_path).model
+    flip = mutations.int8_weight_sign_flip(int8)
+    assert flip.node == "conv.weight_DequantizeLinear"
+    assert "conv.weight_quantized[1] (output channel) sign-flipped" in flip.description
+    assert mutations.weight_nudge(int8) is None  # no float Conv weight to nudge
+
+
+def test_detect_int8_of_graphs_with_nothing_to_quantize_is_one_line(capsys):
+    argv = ["detect", "--graphs", str(GRAPHS), "--graph", "channel_shuffle", "--quiet"]
+    assert main([*argv, "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing to plant at int8" in err
+
+
+#: What the int8 bounds cannot see (reports/detection-int8.md): one channel's weight defect
+#: deep in a block with a residual or several layers after it, diluted below int8's own
+#: noise at the output, and one stored element moved by about one unit, within the per-element
+#: allowance that clipping needs.
+INT8_KNOWN_MISSES = {
+    ("flattened", "weight_scale_doubled"),
+    *((g, m) for g in ("shuffle_unit", "shuffle_unit_s2", "shufflenet_v2_unit")
+      for m in ("int8_weight_sign_flip", "weight_scale_doubled")),
+    *((g, "stale_output") for g in
+      ("standard", "pointwise", "depthwise", "grouped", "shuffle_unit", "shufflenet_v2_unit")),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_int8_mutant_of_every_committed_graph_is_caught_but_the_known_misses():
+    report = detection.run_suite(detection.zoo_originals(GRAPHS), precision="int8")
+    missed = {(p.graph, p.mutation) for p in report.planted if not p.caught}
+    assert missed == INT8_KNOWN_MISSES
+    assert not [c for c in report.clean if c.false_alarm]
+    assert set(report.settings["not_quantized"]) == {"channel_shuffle"}

@@ -246,6 +246,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         levels=args.opt_level,
         seeds=args.seeds,
         clean_seeds=args.clean_seeds,
+        precision=args.precision,
         progress=None if args.quiet else progress_printer("planting"),
     )
     rows = [
@@ -455,6 +456,13 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
         help="only this mutation (repeatable; default all that apply)",
     )
     p.add_argument("--ep", default="cpu", help="the EP every mutant is validated on (default cpu)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "int8"],
+        default="fp32",
+        help="int8: plant the defects in each graph's int8 deployment (QDQ, as validate "
+        "--precision int8 makes it), judged by the int8 bounds (default fp32)",
+    )
     p.add_argument(
         "--layout",
         type=csv_list,
