@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from onnxconv.parity import Tolerance
-from onnxconv.verdict import REFERENCE, STORED, TORCH, deciding_source, judge, scaled
+from onnxconv.verdict import (
+    REFERENCE,
+    STORED,
+    TORCH,
+    Float64,
+    deciding_source,
+    judge,
+    scaled,
+)
 
 TOL = Tolerance(atol=1e-4, rtol=1e-3)
 RNG = np.random.default_rng(0)
@@ -143,3 +151,46 @@ def test_a_float16_deployment_is_judged_by_the_source_else_by_the_fp32_graph():
         "y", ref + 1e-4, {"stored": ref, "reference_evaluator": ref}, tol, deployment="fp16"
     )
     assert fine.status == "pass" and fine.decided_by == "stored"
+
+
+def _off(by: float) -> np.ndarray:
+    """TRUTH as an fp32 computation whose rounding moved every element by ``by``."""
+    return (TRUTH.astype(np.float64) + by * np.sign(TRUTH)).astype(np.float32)
+
+
+def test_a_departure_within_the_cases_own_fp32_rounding_passes_and_says_so():
+    """A deep network: PyTorch's fp32 output and ORT's are each 9e-5 from the float64 result,
+    on opposite sides, so they differ past the tolerance; the float64 result shows that this is
+    rounding, not ORT."""
+    exact = Float64(TRUTH.astype(np.float64), TORCH, "PyTorch in float64")
+    torch32, ort = _off(-9e-5), _off(9e-5)
+    without = judge("y", ort, {TORCH: torch32, REFERENCE: torch32}, TOL)
+    assert (without.status, without.kind) == ("fail", "runtime")
+    check = judge("y", ort, {TORCH: torch32, REFERENCE: torch32}, TOL, float64=exact)
+    assert (check.status, check.kind) == ("pass", "")
+    assert check.note.startswith("within fp32 rounding: onnxruntime departs from torch by 0.00018")
+    assert (
+        "no more than 4x this case's own fp32 rounding (torch is 9e-05 from PyTorch" in check.note
+    )
+
+
+def test_a_defect_larger_than_the_rounding_still_fails_beside_a_float64_result():
+    exact = Float64(TRUTH.astype(np.float64), TORCH, "PyTorch in float64")
+    torch32 = _off(-9e-5)
+    check = judge("y", broken(by=1e-2), {TORCH: torch32, REFERENCE: torch32}, TOL, float64=exact)
+    assert (check.status, check.kind) == ("fail", "runtime")
+    graph = Float64(TRUTH.astype(np.float64), REFERENCE, "the graph in float64")
+    check = judge("y", broken(by=1e-2), {REFERENCE: TRUTH}, TOL, float64=graph)
+    assert (check.status, check.kind) == ("fail", "executors")
+    # a twin a little past the tolerance is no ill-conditioned case: the defect still fails
+    check = judge("y", broken(by=1e-2), {REFERENCE: _off(3e-4)}, TOL, float64=graph)
+    assert (check.status, check.kind) == ("fail", "executors")
+
+
+def test_a_case_fp32_cannot_compute_says_nothing():
+    """Inputs far from the data through a trained-scale network: fp32 itself misses the float64
+    result by far more than the tolerance, and two fp32 executors differ by more still."""
+    exact = Float64(TRUTH.astype(np.float64), REFERENCE, "the graph in float64")
+    check = judge("y", _off(-3.0), {REFERENCE: _off(0.5)}, TOL, float64=exact)
+    assert (check.status, check.kind) == ("pass", "")
+    assert "an ill-conditioned case: fp32 itself misses it by" in check.note

@@ -7,7 +7,7 @@ import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
@@ -28,6 +28,9 @@ class Case:
     opinions: dict[str, dict[str, np.ndarray]]  # opinion name -> output name -> array
     #: Why the reference evaluator has no opinion on this case ("" when it has one).
     reference_error: str = ""
+    #: The case's float64 result (:func:`onnxconv.float64.float64_outputs`), computed when a
+    #: verdict first needs it, or why there is none; None until then.
+    float64: Any = None
 
 
 #: The label of the case made of the user's ``--inputs``.

@@ -1,0 +1,99 @@
+"""The float64 result of a case, which tells fp32 rounding from a departure in the verdict."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxconv.cli import main
+from onnxconv.float64 import FROM_GRAPH, FROM_TORCH, float64_outputs, graph_in_float64
+from onnxconv.reference import run_reference
+from onnxconv.verdict import REFERENCE, TORCH
+
+K, C = 2048, 16
+
+
+def cancelling(path, planted: bool = False) -> None:
+    """Two 1x1 Convs of 2048 channels with weights of 1e3 that differ by about 1e-3, subtracted:
+    the output is 1e6 times smaller than what each Conv sums, so fp32 rounding (a different
+    summation order in ONNX Runtime and numpy) moves it past any fixed tolerance."""
+    rng = np.random.default_rng(0)
+    w = (1e3 * rng.choice([-1.0, 1.0], size=(C, K, 1, 1))).astype(np.float32)
+    w2 = (w + rng.standard_normal(w.shape) * 1e-3).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"]),
+        helper.make_node("Conv", ["x", "w2"], ["b"]),
+        helper.make_node("Add" if planted else "Sub", ["a", "b"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cancelling",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, K, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C, 4, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w2, "w2")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_cancelling_graph_passes_as_fp32_rounding_and_a_defect_in_it_still_fails(tmp_path):
+    import json
+
+    cancelling(tmp_path / "ok.onnx")
+    quick = ["--precision", "fp32", "--opt-level", "all", "--seeds", "0", "--quiet"]
+    report = tmp_path / "r.json"
+    assert main(["validate", str(tmp_path / "ok.onnx"), *quick, "--json", str(report)]) == 0
+    (cell,) = json.loads(report.read_text())["cells"]
+    assert cell["status"] == "pass" and "within fp32 rounding" in cell["reason"]
+    assert "from the graph in float64 on the reference evaluator" in cell["reason"]
+    # the planted graph beside the correct graph's output: far past its own rounding
+    folder = tmp_path / "planted"
+    (folder / "test_data_set_0").mkdir(parents=True)
+    cancelling(folder / "model.onnx", planted=True)
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, K, 4, 4)).astype(np.float32)}
+    right = run_reference(onnx.load(tmp_path / "ok.onnx"), feeds)["y"]
+    for name, array in (("input_0.pb", feeds["x"]), ("output_0.pb", right)):
+        tensor = numpy_helper.from_array(array, "x" if name.startswith("input") else "y")
+        onnx.save_tensor(tensor, str(folder / "test_data_set_0" / name))
+    assert main(["validate", str(folder), *quick, "--json", str(report)]) == 1
+    (cell,) = json.loads(report.read_text())["cells"]
+    assert (cell["status"], cell["kind"]) == ("fail", "export")
+
+
+def test_the_graph_in_float64_computes_what_the_graph_does_without_fp32_rounding():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    third = numpy_helper.from_array(np.full((1, 3), 1 / 3, np.float32), "third")
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=third),
+        helper.make_node("Mul", ["x", "c"], ["m"]),
+        helper.make_node("Cast", ["m"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Relu", ["f"], ["y"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    double = graph_in_float64(model)
+    assert double.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # untouched
+    feeds = {"x": np.array([[1, -2, 3], [4, 5, -6]], np.float32)}
+    opinions = {REFERENCE: run_reference(model, feeds)}
+    outputs, twin, what = float64_outputs(model, feeds, opinions)
+    assert (twin, what, outputs["y"].dtype) == (REFERENCE, FROM_GRAPH, np.float64)
+    third64 = np.float64(np.float32(1 / 3))  # the graph's constant, widened, not 1/3
+    np.testing.assert_array_equal(outputs["y"], np.maximum(feeds["x"] * third64, 0))
+
+
+def test_a_module_gives_its_own_float64_result_and_is_left_in_float32():
+    module = torch.nn.Conv2d(3, 4, 3).eval()
+    feeds = {"x": np.ones((1, 3, 5, 5), np.float32)}
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])
+    model = helper.make_model(helper.make_graph([], "g", [x], [y]))
+    outputs, twin, what = float64_outputs(model, feeds, {TORCH: {}}, module, ["x"])
+    assert (twin, what, outputs["y"].dtype) == (TORCH, FROM_TORCH, np.float64)
+    assert module.weight.dtype == torch.float32
+    with torch.no_grad():
+        expected = module.double()(torch.ones(1, 3, 5, 5, dtype=torch.float64)).numpy()
+    np.testing.assert_array_equal(outputs["y"], expected)
