@@ -102,10 +102,17 @@ def strip_colour(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+#: Where a C++ library says where it failed: a source path and line, then the function's whole
+#: signature (ONNX Runtime: ``/onnxruntime_src/.../model.cc:256 onnxruntime::Model::Model(...)``),
+#: which can fill a line before the reason comes.
+_CXX_LOCATION = re.compile(r"/\S+\.(?:h|hpp|cc|cpp|cu):\d+ [^\n]*?\)\s+(?=\S)")
+
+
 def one_line(error: BaseException | str, limit: int = 300) -> str:
-    """The first non-empty line of an error's text, whitespace collapsed, colour codes and
-    excess length cut: what a user sees of a library's multi-line error."""
-    text = strip_colour(str(error))
+    """The first non-empty line of an error's text, whitespace collapsed, colour codes, C++
+    source locations and excess length cut: what a user sees of a library's multi-line
+    error."""
+    text = _CXX_LOCATION.sub("", strip_colour(str(error)))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(error).__name__ if isinstance(error, BaseException) else "(no message)"

@@ -619,6 +619,22 @@ def no_inputs(graphs: Path, tmp_path: Path) -> Path:
     return path
 
 
+def opset_too_new(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    model = onnx.load(folder / "model.onnx")
+    model.opset_import[0].version = onnx.defs.onnx_opset_version() + 2
+    onnx.save(model, folder / "model.onnx")
+    return folder
+
+
+def ir_too_new(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    model = onnx.load(folder / "model.onnx")
+    model.ir_version = 99
+    onnx.save(model, folder / "model.onnx")
+    return folder
+
+
 def cycle(graphs: Path, tmp_path: Path) -> Path:
     return tiny_graph(tmp_path, "cycle", [
         helper.make_node("Add", ["x", "b"], ["a"], name="add"),
@@ -662,6 +678,9 @@ READERS = [
     (no_inputs, ["validate", "{path}"], ["constant.onnx", "no inputs"]),
     (no_inputs, ["bench", "{path}"], ["constant.onnx", "no inputs"]),
     (no_inputs, ["tune", "{path}", "--out", "{path}.tuned"], ["constant.onnx", "no inputs"]),
+    (opset_too_new, ["validate", "{path}"], ["model.onnx", "newer than any this onnx"]),
+    (opset_too_new, ["bench", "{path}"], ["model.onnx", "of ai.onnx is newer"]),
+    (ir_too_new, ["inspect", "{path}"], ["model.onnx", "IR version 99 is newer"]),
     (cycle, ["validate", "{path}"], ["cycle.onnx", "cycle"]),
     (cycle, ["inspect", "{path}"], ["cycle.onnx", "cycle"]),
     (cycle, ["bench", "{path}"], ["cycle.onnx", "cycle"]),
@@ -876,3 +895,20 @@ def test_every_json_report_writes_a_non_finite_metric_as_null():
         "t": [1.5],
     }
     assert json.loads(json_text({"x": np.float64("inf")})) == {"x": None}
+
+
+def test_a_cxx_source_location_does_not_fill_the_one_line():
+    """ONNX Runtime's load errors begin with the C++ file, line and the whole signature of the
+    function that failed; the reason came after 300 characters and was cut."""
+    from onnxconv.errors import one_line
+
+    said = (
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/onnxruntime_src/"
+        "onnxruntime/core/graph/model.cc:256 onnxruntime::Model::Model(onnx::ModelProto&&, "
+        "const onnxruntime::PathString&, const onnxruntime::ModelOptions&) Unsupported model "
+        "IR version: 99, max supported IR version: 14"
+    )
+    assert one_line(said) == (
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:Unsupported model IR "
+        "version: 99, max supported IR version: 14"
+    )

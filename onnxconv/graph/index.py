@@ -54,6 +54,9 @@ def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
     no_nodes = not model.HasField("graph") or len(model.graph.node) == 0
     if no_nodes and len(model.opset_import) == 0:
         raise UserInputError(f"{path}: not an ONNX model (no graph nodes and no opset_import)")
+    newer = _newer_than_onnx(model)
+    if newer:
+        raise UserInputError(f"{path}: {newer}")
     domains = {o.domain for o in model.opset_import}
     used = {n.domain for n in model.graph.node}
     if used & {"", "ai.onnx"} and not domains & {"", "ai.onnx"}:
@@ -70,6 +73,24 @@ def load_model(path: str | Path, check: bool = False) -> onnx.ModelProto:
     if problem:
         raise UserInputError(f"{path}: not a runnable graph: {problem}")
     return model
+
+
+def _newer_than_onnx(model: onnx.ModelProto) -> str | None:
+    """What in ``model`` no released onnx defines, as far as the installed onnx knows: an IR
+    version or a default-domain opset beyond its own (ONNX Runtime refuses them too)."""
+    if model.ir_version > onnx.IR_VERSION:
+        return (
+            f"IR version {model.ir_version} is newer than any this onnx {onnx.__version__} "
+            f"knows (up to {onnx.IR_VERSION})"
+        )
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            return (
+                f"opset {opset.version} of ai.onnx is newer than any this onnx "
+                f"{onnx.__version__} defines (up to {newest})"
+            )
+    return None
 
 
 def wiring_problem(graph: onnx.GraphProto) -> str | None:
