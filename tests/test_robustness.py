@@ -571,6 +571,27 @@ def bad_input_rank(graphs: Path, tmp_path: Path) -> Path:
     return folder
 
 
+def nan_input(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+
+    def plant(array: np.ndarray) -> np.ndarray:
+        array = array.copy()
+        array.flat[5] = np.nan
+        return array
+
+    rewrite_pb(folder / "test_data_set_0" / "input_0.pb", plant)
+    return folder
+
+
+def nan_inputs_npz(graphs: Path, tmp_path: Path) -> Path:
+    folder = copy_graph(graphs, tmp_path)
+    stored = numpy_helper.to_array(onnx.load_tensor(str(folder / "test_data_set_0" / "input_0.pb")))
+    stored = stored.copy()
+    stored.flat[0] = np.inf
+    np.savez(folder / "inf.npz", input=stored)
+    return folder
+
+
 def bad_output_dtype(graphs: Path, tmp_path: Path) -> Path:
     folder = copy_graph(graphs, tmp_path)
     rewrite_pb(folder / "test_data_set_0" / "output_0.pb", lambda a: a.astype(np.int32))
@@ -665,6 +686,8 @@ def manifest_lists_a_missing_folder(graphs: Path, tmp_path: Path) -> Path:
 READERS = [
     (bad_input_dtype, ["validate", "{path}"], ["test_data_set_0", "float32", "float64"]),
     (bad_input_rank, ["validate", "{path}"], ["input", "shape", "got [64, 6, 6]"]),
+    (nan_input, ["validate", "{path}"], ["input_0.pb", "1 NaN and 0 Inf"]),
+    (nan_inputs_npz, ["validate", "{path}", "--inputs", "{path}/inf.npz"], ["inf.npz", "1 Inf"]),
     (bad_output_dtype, ["validate", "{path}"], ["output_0.pb", "int32", "float32"]),
     (bad_output_rank, ["validate", "{path}"], ["output_0.pb", "[1, 1, 64, 6, 6]"]),
     (missing_external_data, ["validate", "{path}"], ["model.onnx", "weights.bin"]),

@@ -71,6 +71,8 @@ def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str
             base.rtol if args.rtol is None else args.rtol,
         )
     extra = read_npz(args.inputs) if args.inputs else None
+    for name, array in (extra or {}).items():
+        validate.check_finite_input(f"{args.inputs}, array {name!r}", array)
     if args.int8_samples < 1:
         raise OnnxconvError(f"--int8-samples must be at least 1, got {args.int8_samples}")
     if args.max_input_gb <= 0:

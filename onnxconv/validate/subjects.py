@@ -121,6 +121,7 @@ def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
         feeds = {}
         for i, path in enumerate(inputs):
             name, array = read_pb(path)
+            check_finite_input(path, array)
             feeds[name if name in in_names else in_names[i]] = array
         expected = {}
         for i, path in enumerate(outputs):
@@ -130,6 +131,17 @@ def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
             expected[name] = array
         sets.append(TestSet(feeds, expected, data.name))
     return sets
+
+
+def check_finite_input(where: str | Path, array: np.ndarray) -> None:
+    """A given input must be finite: a NaN or Inf in it reaches every output it feeds, and the
+    verdict would read that as the graph overflowing (UserInputError naming ``where``)."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+        raise UserInputError(
+            f"{where}: an input holding {nan} NaN and {inf} Inf of {array.size} values; "
+            "validate judges finite inputs"
+        )
 
 
 def check_stored_output(path: Path, model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
