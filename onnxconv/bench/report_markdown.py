@@ -78,15 +78,16 @@ def to_markdown(report: BenchReport | Mapping[str, Any]) -> str:
         "over PyTorch eager p50 and torch/ORT its inverse (median of per-round pairs; "
         "torch/ORT > 1: ORT faster). % peak is GFLOP/s over the compute roof; % roof over "
         "the cell's roofline bound min(compute roof, arithmetic intensity × memory roof). "
-        "Shares: conv, Reshape/Transpose (shuffle), ReorderInput/Output (reorder), other; "
+        "Shares: conv, Reshape/Transpose (the channel shuffle in the zoo's graphs, any "
+        "Reshape or Transpose in others), ReorderInput/Output (reorder), other; "
         "`shares from` says how they were measured: `profile` (ORT's profile, CPU), "
         "`launch` (ORT's profile of a CUDA cell: kernel launches, not GPU time), `nodes` "
         "(every node timed alone on the device, `--per-node`). `ran on`: the nodes each EP "
         "ran, from ORT's profile (`—`: not profiled); PyTorch's device.",
         "",
         "| variant | batch | input | backend/target | ran on | p50 ms | p90 | p99 | spread "
-        "| GFLOP/s | % peak | % roof | ORT/torch | torch/ORT | conv % | shuffle % | reorder % "
-        "| other % | shares from | faults/call |",
+        "| GFLOP/s | % peak | % roof | ORT/torch | torch/ORT | conv % | Reshape/Transpose % "
+        "| reorder % | other % | shares from | faults/call |",
         "|---|---:|---|---|---|" + "---:|" * 13 + "---|---:|",
     ]
     for c in data["cells"]:

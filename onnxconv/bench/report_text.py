@@ -158,7 +158,7 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
         "GFLOP/s",
         "% peak",
         "torch/ORT",
-        "conv/shuffle/reorder/other %",
+        "conv/reshape+transpose/reorder/other %",
     ]
     rows = []
     for c in data["cells"]:
