@@ -935,3 +935,74 @@ def test_a_cxx_source_location_does_not_fill_the_one_line():
         "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:Unsupported model IR "
         "version: 99, max supported IR version: 14"
     )
+
+
+def test_a_library_error_caused_by_the_interrupt_is_the_interrupt(monkeypatch, capsys):
+    """A signal while onnxruntime's extension loads came out as ``ImportError: initialization
+    failed`` (pybind11 wraps whatever its init raised), a traceback and exit 1."""
+    import signal
+
+    from onnxconv.cli import export_cmds
+    from onnxconv.errors import Interrupted
+
+    def loading(args):
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted as interrupt:
+            raise ImportError("initialization failed") from interrupt
+
+    monkeypatch.setattr(export_cmds, "cmd_list", loading)
+    assert main(["list"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == (
+        "onnxconv list: interrupted by SIGTERM; nothing was left half-written"
+    )
+
+
+def test_a_full_disk_is_one_line_naming_the_file(monkeypatch, capsys):
+    import errno
+
+    from onnxconv import report
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(report, "write_bytes", full)
+    argv = ["validate", str(ROOT / "graphs" / "channel_shuffle"), "--precision", "fp32"]
+    assert main([*argv, "--opt-level", "all", "--quiet", "--json", "r.json"]) == 2
+    line = one_error_line(capsys.readouterr().err, "validate")
+    assert line.endswith("r.json: cannot write there (No space left on device)"), line
+
+
+def test_tune_refuses_a_plot_path_that_is_a_folder_before_it_tunes(tmp_path, capsys):
+    (tmp_path / "r.png").mkdir()
+    argv = ["tune", str(ROOT / "graphs" / "channel_shuffle"), "--out", str(tmp_path / "t")]
+    assert main([*argv, "--markdown", str(tmp_path / "r.md"), "--quiet"]) == 2
+    assert "r.png: is a folder; name a file to write" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+
+
+def test_the_command_modules_load_after_the_signals_are_taken():
+    """Importing them took a tenth of a second before main() could catch a Ctrl-C."""
+    import subprocess
+
+    code = "import sys, onnxconv.cli; print(sorted(m for m in sys.modules if '_cmd' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_finished_program_ignores_a_late_signal(monkeypatch, capsys):
+    """Once the work is written, a signal during Python's shutdown made a finished export
+    exit 130 with no line; as the program (argv None) main leaves the signals ignored."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(sys, "argv", ["onnxconv", "list"])
+    try:
+        assert main() == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert main(["list"]) == 0  # called with its arguments, it gives the caller's back
+    assert signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
