@@ -41,6 +41,8 @@ _POLL_S = 0.05
 
 STAGING_RE = re.compile(r"^\.staging-(?P<pid>\d+)-")
 OLD_RE = re.compile(r"^\.old-(?P<name>.+)-(?P<pid>\d+)$")
+#: A file being written by :func:`onnxconv.report.write_bytes`: ``.<name>.<pid>-<random>.tmp``.
+TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[^.]+\.tmp$")
 
 
 class LockTimeout(OnnxconvError):
@@ -160,13 +162,19 @@ def replace_folder(new: Path, target: Path) -> None:
 
 
 def clean_leftovers(folder: Path) -> list[str]:
-    """Remove the staging folders of dead writers in ``folder``; an ``.old-<name>-<pid>`` folder
-    of a dead writer goes back to ``<name>`` when nothing took its place, else it is removed.
-    Call it holding ``folder``'s lock. Returns what was done, one phrase per leftover."""
+    """Remove the staging folders and half-written temporary files of dead writers in
+    ``folder``; an ``.old-<name>-<pid>`` folder of a dead writer goes back to ``<name>`` when
+    nothing took its place, else it is removed. Call it holding ``folder``'s lock. Returns what
+    was done, one phrase per leftover."""
     done: list[str] = []
     if (folder / JOURNAL).exists():
         return done  # an export's recovery rolls it forward first, then cleans
     for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        temp = TEMP_RE.match(entry.name)
+        if temp is not None and entry.is_file() and not pid_alive(int(temp["pid"])):
+            entry.unlink(missing_ok=True)
+            done.append(f"removed {entry.name}")
+            continue
         staging, old = STAGING_RE.match(entry.name), OLD_RE.match(entry.name)
         match = staging or old
         if match is None or pid_alive(int(match["pid"])) or not entry.is_dir():

@@ -47,7 +47,10 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the pid in its name lets a later writer remove it if this process is killed (SIGKILL)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -131,6 +134,7 @@ def write_files(files: Mapping[str | os.PathLike, bytes | str]) -> list[Path]:
             except OSError as error:
                 raise UserInputError(f"{folder}: cannot write there ({error.strerror})") from None
             stack.enter_context(folder_lock(folder))
+            clean_leftovers(folder)
         stack.enter_context(signals_deferred())
         return [write_bytes(path, data) for path, data in paths.items()]
 

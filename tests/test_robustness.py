@@ -1006,3 +1006,21 @@ def test_a_finished_program_ignores_a_late_signal(monkeypatch, capsys):
             signal.signal(sig, handler)
     assert main(["list"]) == 0  # called with its arguments, it gives the caller's back
     assert signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
+
+
+def test_a_killed_writers_temporary_file_goes_with_the_next_write(tmp_path):
+    """A SIGKILL inside write_bytes left ``.r.json.XXXX.tmp`` beside the report for good; the
+    pid in its name now lets the next writer of that folder remove it, and only if that process
+    is gone."""
+    from onnxconv.report import write_files
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = tmp_path / f".r.json.{gone.stdout.strip()}-abc123.tmp"
+    live = tmp_path / f".r.json.{os.getpid()}-def456.tmp"
+    for leftover in (dead, live):
+        leftover.write_text("{half")
+    write_files({tmp_path / "r.json": "{}\n"})
+    assert (tmp_path / "r.json").read_text() == "{}\n"
+    assert not dead.exists() and live.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p != live]
