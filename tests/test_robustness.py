@@ -1024,3 +1024,21 @@ def test_a_killed_writers_temporary_file_goes_with_the_next_write(tmp_path):
     assert (tmp_path / "r.json").read_text() == "{}\n"
     assert not dead.exists() and live.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p != live]
+
+
+def test_test_sets_go_in_number_order_and_stray_files_are_left_alone(graphs, tmp_path):
+    """test_data_set_10 came before test_data_set_2, and a stray input_a.pb was a traceback
+    (int('a'))."""
+    from onnxconv import validate
+
+    folder = copy_graph(graphs, tmp_path)
+    first = folder / "test_data_set_0"
+    shutil.copy(first / "input_0.pb", first / "input_a.pb")
+    for n in (10, 2):
+        shutil.copytree(first, folder / f"test_data_set_{n}")
+    subject = validate.load_subject(str(folder))
+    assert [s.label for s in subject.test_sets] == [
+        "test_data_set_0",
+        "test_data_set_2",
+        "test_data_set_10",
+    ]

@@ -99,15 +99,26 @@ def first_stored_inputs(model_path: Path, count: int) -> list[tuple[Path, np.nda
     return [(pb, read_pb(pb)[1] if pb.is_file() else None) for pb in files]
 
 
+def _numbered(folder: Path, kind: str) -> list[Path]:
+    """``<kind>_0.pb``, ``<kind>_1.pb``, ... of a test set, in number order (others ignored)."""
+    found = [p for p in folder.glob(f"{kind}_*.pb") if p.stem.removeprefix(f"{kind}_").isdigit()]
+    return sorted(found, key=lambda p: int(p.stem.removeprefix(f"{kind}_")))
+
+
+def _set_order(path: Path) -> tuple[int, str]:
+    """test_data_set_2 before test_data_set_10: by number, then by name."""
+    suffix = path.name.removeprefix("test_data_set_")
+    return (int(suffix) if suffix.isdigit() else -1, path.name)
+
+
 def load_test_sets(folder: Path, model: onnx.ModelProto) -> list[TestSet]:
     """Every ``test_data_set_*`` of a folder; names come from the files or the model's order."""
     initializers = {i.name for i in model.graph.initializer}
     in_names = [i.name for i in model.graph.input if i.name not in initializers]
     out_names = [o.name for o in model.graph.output]
     sets = []
-    for data in sorted(folder.glob("test_data_set_*")):
-        inputs = sorted(data.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
-        outputs = sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    for data in sorted(folder.glob("test_data_set_*"), key=_set_order):
+        inputs, outputs = _numbered(data, "input"), _numbered(data, "output")
         if len(inputs) != len(in_names):
             raise UserInputError(
                 f"{data}: {len(inputs)} input_*.pb files but the model has "
