@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from .errors import one_line
 from .graph.edit import copy_model
@@ -36,7 +36,8 @@ FROM_GRAPH = "the graph in float64 on the reference evaluator"
 
 def graph_in_float64(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` that computes in float64 where it computed in float32: its float
-    initializers, constants, inputs, outputs and casts (intermediate types are inferred anew)."""
+    initializers, constants, inputs, outputs and casts (intermediate types are inferred anew;
+    the bodies of If and Loop are left as they are, and such a graph may then not run)."""
     double = copy_model(model)
     graph = double.graph
 
@@ -59,6 +60,11 @@ def graph_in_float64(model: onnx.ModelProto) -> onnx.ModelProto:
             elif node.op_type == "Cast" and attribute.name == "to":
                 if attribute.i == TensorProto.FLOAT:
                     attribute.i = TensorProto.DOUBLE
+            elif node.op_type == "Constant" and attribute.name in ("value_float", "value_floats"):
+                values = [attribute.f] if attribute.name == "value_float" else attribute.floats
+                shape = () if attribute.name == "value_float" else (len(values),)
+                value = np.array(values, np.float64).reshape(shape)
+                attribute.CopyFrom(helper.make_attribute("value", numpy_helper.from_array(value)))
     return double
 
 
@@ -108,13 +114,14 @@ def float64_outputs(
 
 
 def for_output(
-    computed: tuple[dict[str, np.ndarray], str, str] | str | None, name: str
+    computed: tuple[dict[str, np.ndarray], str, str] | str | None, name: str, generated: bool
 ) -> Float64 | None:
-    """One output's :class:`~onnxconv.verdict.Float64`, where the case has a float64 result."""
+    """One output's :class:`~onnxconv.verdict.Float64`, where the case has a float64 result
+    (``generated``: its inputs are onnxconv's own, not the user's data)."""
     if computed is None or isinstance(computed, str) or name not in computed[0]:
         return None
     outputs, twin, what = computed
-    return Float64(outputs[name], twin, what)
+    return Float64(outputs[name], twin, what, generated)
 
 
 __all__ = ["FROM_GRAPH", "FROM_TORCH", "float64_outputs", "for_output", "graph_in_float64"]

@@ -44,8 +44,10 @@ Only ``--stored untrusted`` turns a stored-output mismatch into something other 
 and it says so in the note; nothing else turns a source mismatch into a pass, but fp32 rounding:
 where a case's float64 result is at hand (:mod:`onnxconv.float64`), a departure no larger than
 :data:`ROUNDING_FACTOR` times this computation's own fp32 rounding (its fp32 twin's distance from
-the float64 result) passes, and the note gives both figures. A deep network, trained-scale
-weights or an input far from the data make fp32 itself miss a fixed tolerance there.
+the float64 result; :data:`ILL_CONDITIONED_FACTOR` times on a case fp32 cannot compute) passes,
+where the deciding opinion itself lies that close to the float64 result, and the note gives the
+figures. A deep network, trained-scale weights or an input far from the data make fp32 itself
+miss a fixed tolerance there.
 
 Tolerances: every comparison uses the target's :class:`~onnxconv.parity.Tolerance` with ``atol``
 scaled by ``max(1, RMS of the opinion compared against)``: a convolution's absolute rounding error
@@ -76,9 +78,14 @@ WARN_KINDS = ("reference", "stale_stored", "nonfinite")
 #: twin 2.4e-4, ORT 2.9e-4 and the stored outputs 3.4e-4 from float64; they differed by 5.9e-4).
 ROUNDING_FACTOR = 4.0
 #: A case whose fp32 twin misses its float64 result by this many times the tolerance is one fp32
-#: cannot compute: its departures say nothing (EfficientNet-B0 and MobileNetV3 on inputs of 8
-#: sigma at trained scale: twin 9-10x the tolerance, ORT 3-74x, with no defect anywhere).
-ILL_CONDITIONED = 5.0
+#: cannot compute well (EfficientNet-B0 and MobileNetV3 at trained scale on inputs of 8 sigma:
+#: the twin 2.9-160x the tolerance; ORT 57x it where the twin was 2.9x) ...
+ILL_CONDITIONED = 2.0
+#: ... and there two fp32 executors' errors differ by more: a correct EfficientNet-B0's ORT was
+#: 20x the reference evaluator's from float64 (its departure 14.6x that rounding), a correct
+#: MobileNetV3's 4.8x PyTorch's (departure 5.7x); planted defects the rule must not excuse were
+#: 61x (the input clamped to +-10, seen only on such inputs) to 2900x.
+ILL_CONDITIONED_FACTOR = 20.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class Float64:
     value: np.ndarray
     twin: str
     what: str
+    #: The case's inputs are onnxconv's own (generated), not the user's stored or given data.
+    generated: bool = True
 
 
 def scaled(tol: Tolerance, reference: np.ndarray) -> Tolerance:
@@ -248,11 +257,16 @@ def _within_rounding(
     tol: Tolerance,
 ) -> bool:
     """Whether onnxruntime's departure from ``against`` is fp32 rounding (then ``check`` passes
-    and its note gives the figures): no more than :data:`ROUNDING_FACTOR` times the case's own
-    fp32 rounding (its fp32 twin's distance from the float64 result), or a case fp32 cannot
-    compute (the twin itself misses the float64 result by :data:`ILL_CONDITIONED` times the
-    tolerance: an ill-conditioned case, whose departures say nothing; the other cases still
-    judge). False where there is no
+    and its note gives the figures). The case's own rounding is its fp32 twin's distance from
+    the float64 result; both onnxruntime's departure and ``against``'s own distance from the
+    float64 result must be within :data:`ROUNDING_FACTOR` times it (:data:`ILL_CONDITIONED_FACTOR`
+    times on a case fp32 cannot compute: the twin misses the float64 result by
+    :data:`ILL_CONDITIONED` times the tolerance), a case of onnxconv's own inputs only: on the
+    user's data a correct graph computes well in fp32, and an ill-conditioned case there is
+    excused nothing (a graph that multiplies its input by 6 made itself ill-conditioned, and
+    its own rounding then covered the defect). The second bound matters where the float64
+    result is the graph's (no PyTorch module): a graph that departs from its stored outputs is
+    as far from them in float64, however its own rounding grew. False where there is no
     float64 result, nothing to explain, or the figures are not finite."""
     result = check.results.get(against)
     if float64 is None or float64.twin not in opinions or result is None or result.passed:
@@ -265,23 +279,27 @@ def _within_rounding(
     with np.errstate(all="ignore"):
         rounding = float(np.max(np.abs(twin - exact), initial=0.0))
         departure = float(np.max(np.abs(mine - theirs), initial=0.0))
-    if not (np.isfinite(rounding) and np.isfinite(departure)):
+        gap = float(np.max(np.abs(theirs - exact), initial=0.0))  # the opinion's own
+    if not all(np.isfinite(v) for v in (rounding, departure, gap)):
+        return False
+    worst = compare(twin, exact, scaled(tol, exact)).worst
+    ill = worst is not None and worst.tol_ratio >= ILL_CONDITIONED
+    if ill and not float64.generated:
+        return False  # the user's own data: a correct graph computes it well in fp32
+    factor = ILL_CONDITIONED_FACTOR if ill else ROUNDING_FACTOR
+    if departure > factor * rounding or gap > factor * rounding:
         return False
     measured = f"{float64.twin} is {rounding:.3g} from {float64.what}"
-    worst = compare(twin, exact, scaled(tol, exact)).worst
-    if departure <= ROUNDING_FACTOR * rounding:
-        why = f"no more than {ROUNDING_FACTOR:g}x this case's own fp32 rounding ({measured})"
-    elif worst is not None and worst.tol_ratio >= ILL_CONDITIONED:
-        why = (
-            f"an ill-conditioned case: fp32 itself misses it by {worst.tol_ratio:.3g}x the "
-            f"tolerance ({measured}), so its departures say nothing"
+    if ill:
+        measured += (
+            f"; an ill-conditioned case: fp32 itself misses it by {worst.tol_ratio:.3g}x the "
+            "tolerance"
         )
-    else:
-        return False
     check.status, check.kind = "pass", ""
     check.note = (
         f"{WITHIN_ROUNDING}: onnxruntime departs from {against} by {departure:.3g} (past the "
-        f"tolerance: {result.reason}), {why}"
+        f"tolerance: {result.reason}), no more than {factor:g}x this case's own fp32 rounding "
+        f"({measured})"
     )
     return True
 

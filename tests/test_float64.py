@@ -97,3 +97,22 @@ def test_a_module_gives_its_own_float64_result_and_is_left_in_float32():
     with torch.no_grad():
         expected = module.double()(torch.ones(1, 3, 5, 5, dtype=torch.float64)).numpy()
     np.testing.assert_array_equal(outputs["y"], expected)
+
+
+def test_a_constant_given_as_value_float_is_widened_too():
+    """It was left float32, and the float64 graph did not run ("float64 != float32")."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value_float=0.1),
+        helper.make_node("Constant", [], ["d"], value_floats=[1.0, 2.0, 3.0]),
+        helper.make_node("Mul", ["x", "c"], ["m"]),
+        helper.make_node("Add", ["m", "d"], ["y"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    feeds = {"x": np.array([1, 2, 3], np.float32)}
+    outputs, _, _ = float64_outputs(model, feeds, {REFERENCE: run_reference(model, feeds)})
+    np.testing.assert_array_equal(outputs["y"], np.array([1, 2, 3]) * np.float64(np.float32(0.1))
+                                  + [1, 2, 3])  # fmt: skip

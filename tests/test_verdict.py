@@ -194,3 +194,42 @@ def test_a_case_fp32_cannot_compute_says_nothing():
     check = judge("y", _off(-3.0), {REFERENCE: _off(0.5)}, TOL, float64=exact)
     assert (check.status, check.kind) == ("pass", "")
     assert "an ill-conditioned case: fp32 itself misses it by" in check.note
+
+
+def test_a_graph_far_from_its_stored_outputs_in_float64_is_not_excused_by_its_rounding():
+    """No module: the float64 result and its twin are the graph's. A graph that multiplies its
+    input by 4 is ill-conditioned at trained scale, so its own rounding grows; what no rounding
+    explains is a graph as far from its stored outputs in float64 as in fp32."""
+    r = 2e-4
+    graph = Float64(TRUTH.astype(np.float64) + 5 * r * np.sign(TRUTH), REFERENCE, "the graph")
+    reference32 = (graph.value + r * np.sign(TRUTH)).astype(np.float32)
+    ort = _off(1.5 * r)  # near the stored outputs by chance: within 4x the rounding of them
+    check = judge("y", ort, {STORED: TRUTH, REFERENCE: reference32}, TOL, float64=graph)
+    assert (check.status, check.kind) == ("fail", "disagreement")
+    honest = Float64(TRUTH.astype(np.float64) + 2 * r * np.sign(TRUTH), REFERENCE, "the graph")
+    check = judge("y", ort, {STORED: TRUTH, REFERENCE: reference32}, TOL, float64=honest)
+    assert check.status == "pass"  # the stored outputs within its rounding of the graph
+
+
+def test_on_a_case_fp32_cannot_compute_a_departure_far_past_its_rounding_still_fails():
+    """A defect seen only on inputs of 8 sigma (the input clamped): 61x PyTorch's own rounding
+    there, past the 20x an ill-conditioned case allows."""
+    exact = Float64(TRUTH.astype(np.float64), TORCH, "PyTorch in float64")
+    torch32 = _off(0.5)
+    check = judge("y", _off(-30.0), {TORCH: torch32, REFERENCE: torch32}, TOL, float64=exact)
+    assert (check.status, check.kind) == ("fail", "runtime")
+    check = judge("y", _off(-5.0), {TORCH: torch32, REFERENCE: torch32}, TOL, float64=exact)
+    assert check.status == "pass" and "no more than 20x" in check.note
+
+
+def test_on_the_users_own_data_an_ill_conditioned_case_is_excused_nothing():
+    """A graph that multiplies its input by 6 makes itself ill-conditioned on the stored input,
+    and its own rounding then grew past the defect; a correct graph computes its user's data
+    well in fp32, so there no ill-conditioned case is excused."""
+    generated = Float64(TRUTH.astype(np.float64), TORCH, "PyTorch in float64", generated=True)
+    stored = Float64(TRUTH.astype(np.float64), TORCH, "PyTorch in float64", generated=False)
+    torch32 = _off(0.5)
+    opinions = {TORCH: torch32, REFERENCE: torch32}
+    assert judge("y", _off(-5.0), opinions, TOL, float64=generated).status == "pass"
+    check = judge("y", _off(-5.0), opinions, TOL, float64=stored)
+    assert (check.status, check.kind) == ("fail", "runtime")
