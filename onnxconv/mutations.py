@@ -524,6 +524,9 @@ _PLANTED: tuple[Callable[[onnx.ModelProto], Mutant | None], ...] = (
     zero_point_shift,
 )
 
+QUANTIZED_ONLY = ("int8_weight_sign_flip", "weight_scale_doubled", "zero_point_shift")
+"""The mutations that apply only to a quantized (QDQ) graph's integer weights and zero points."""
+
 MUTATIONS: dict[str, Callable[..., Mutant | None]] = {
     fn.__name__: fn for fn in (*_PLANTED, stale_output)
 }

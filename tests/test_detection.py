@@ -153,7 +153,7 @@ def test_detect_plants_defects_in_a_folder_exported_from_the_users_module(tmp_pa
     assert data["summary"]["false_alarms"] == 0
 
 
-INT8_MUTATIONS = ["int8_weight_sign_flip", "weight_scale_doubled", "zero_point_shift"]
+INT8_MUTATIONS = list(mutations.QUANTIZED_ONLY)
 
 
 def test_int8_defects_planted_in_a_quantized_graph_are_caught_by_the_int8_bounds():
