@@ -199,7 +199,7 @@ def test_export_without_out_never_rewrites_a_committed_graph_with_other_settings
     assert main(["export", "--variant", "grouped", "--exporter", "torchscript", "--quiet"]) == 2
     # a variant that is not committed (a whole network), and --all, which holds them
     assert main(["export", "--variant", "shufflenet", "--quiet"]) == 2
-    assert "shufflenet is not one of its variants" in capsys.readouterr().err
+    assert "shufflenet is not one of its committed variants" in capsys.readouterr().err
     assert main(["export", "--all", "--quiet"]) == 2
     argv = ["export", "--module", "user_modules:shuffled", "--input", "1,8,4,4", "--quiet"]
     assert main(argv) == 2

@@ -214,3 +214,10 @@ def test_every_int8_mutant_of_every_committed_graph_is_caught_but_the_known_miss
     assert missed == INT8_KNOWN_MISSES
     assert not [c for c in report.clean if c.false_alarm]
     assert set(report.settings["not_quantized"]) == {"channel_shuffle"}
+
+
+def test_detect_help_names_every_mutation(capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in mutations.MUTATIONS)

@@ -700,6 +700,11 @@ def test_a_spent_time_budget_skips_what_is_left_and_still_writes_the_report(tmp_
     for skipped in ("shuffle_rank4", "shuffle_gather", "settings-1 stage", "per-op profile"):
         assert skipped in note
     assert report["skipped_stages"] == ["formulations", "settings-1"]
+    # nothing was timed against the default: not "no candidate beat it"
+    assert (
+        report["decision"]
+        == "the default stays: the time budget left no candidate timed against it"
+    )
     from onnxconv.tune.report import to_markdown
 
     assert "the time budget skipped them" in to_markdown(report, "r.png")

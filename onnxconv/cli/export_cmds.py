@@ -102,7 +102,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         changed = bool(overrides) or replace(options, verbose=False) != ExportOptions()
         if extra or (names and changed):
             what = (
-                f"{extra[0]} is not one of its variants"
+                f"{extra[0]} is not one of its committed variants"
                 if extra
                 else f"{names[0]} with another config or option than committed"
             )

@@ -455,7 +455,11 @@ def add_detect(sub: argparse._SubParsersAction) -> None:
         "--mutation",
         action="append",
         metavar="NAME",
-        help="only this mutation (repeatable; default all that apply)",
+        help="only this mutation (repeatable; default all that apply): shuffle_perm_identity, "
+        "shuffle_groups_swapped, transpose_hw, weight_sign_flip, weight_nudge, conv_dilation, "
+        "conv_pads, bn_epsilon, bn_scale, add_to_sub, output_scaled, fp16_overflow, "
+        "int8_weight_sign_flip, weight_scale_doubled, zero_point_shift (int8 only), "
+        "stale_output",
     )
     p.add_argument("--ep", default="cpu", help="the EP every mutant is validated on (default cpu)")
     p.add_argument(

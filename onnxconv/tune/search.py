@@ -623,7 +623,7 @@ class _Search:
             candidates=candidates,
             winner=winner,
             default=default,
-            decision=_decision(winner),
+            decision=_decision(winner, candidates, bool(self.skipped_stages)),
             torch=self.torch,
             per_op=per_op,
             bound=bound,
@@ -681,8 +681,11 @@ def _retimed(candidate: Candidate, stage: str) -> Candidate:
     )
 
 
-def _decision(winner: Candidate) -> str:
+def _decision(winner: Candidate, candidates: list[Candidate], budget_cut: bool) -> str:
     if winner.is_default:
+        timed = [c for c in candidates if not c.is_default and c.timing and c.timing.stats]
+        if budget_cut and not timed:
+            return "the default stays: the time budget left no candidate timed against it"
         return "the default stays: no proven candidate beat it by more than the measured spread"
     proven = "proven by validate"
     if winner.proof.proven_bit_for_bit:
