@@ -268,6 +268,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
             ["graph", "mutation", "layout", "result", "verdict", "margin", "tight tolerance"], rows
         )
     )
+    if any(p.subtle and p.caught and p.status != "fail" for p in report.planted):
+        print(
+            "(subtle: planted below the default tolerance by design, so they pass there; "
+            "caught: they fail at the tight tolerance, where the unmutated graph passes)"
+        )
     for clean in report.clean:
         if clean.false_alarm:
             print(
