@@ -75,14 +75,19 @@ def _widened(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def torch_in_float64(module: Any, inputs: list[np.ndarray], names: list[str]):
-    """``module`` (left untouched: a float64 copy runs) on ``inputs`` widened to float64; its
-    outputs by ``names``."""
+def torch_in_float64(
+    module: Any, inputs: list[np.ndarray], names: list[str], copies: dict[int, Any] | None = None
+):
+    """``module`` (left untouched: a float64 copy runs, kept in ``copies`` by the module's id
+    where given) on ``inputs`` widened to float64; its outputs by ``names``."""
     import torch
 
     from .user_model import flatten_outputs
 
-    double = copy.deepcopy(module).double()
+    copies = {} if copies is None else copies
+    if id(module) not in copies:  # the module is kept beside its copy: its id stays its own
+        copies[id(module)] = (module, copy.deepcopy(module).double())
+    double = copies[id(module)][1]
     tensors = [torch.from_numpy(np.array(v, dtype=np.float64 if v.dtype == np.float32 else None))
                for v in inputs]  # fmt: skip
     with torch.no_grad():
@@ -96,15 +101,17 @@ def float64_outputs(
     opinions: Mapping[str, Mapping[str, np.ndarray]],
     module: Any = None,
     input_names: list[str] | None = None,
+    copies: dict[int, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray], str, str] | str:
     """``(outputs, twin, what)``: the float64 result of the case whose ``feeds`` and fp32
     ``opinions`` are given, the opinion that is its fp32 twin and how it was computed; or why
-    there is none (a string)."""
+    there is none (a string). ``copies``: where the module's float64 copy is kept between
+    cases."""
     names = [o.name for o in model.graph.output]
     try:
         if module is not None and TORCH in opinions:
             inputs = [np.asarray(feeds[n]) for n in (input_names or list(feeds))]
-            return torch_in_float64(module, inputs, names), TORCH, FROM_TORCH
+            return torch_in_float64(module, inputs, names, copies), TORCH, FROM_TORCH
         if REFERENCE in opinions:
             outputs = run_reference(graph_in_float64(model), _widened(feeds))
             return outputs, REFERENCE, FROM_GRAPH

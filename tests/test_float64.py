@@ -116,3 +116,18 @@ def test_a_constant_given_as_value_float_is_widened_too():
     outputs, _, _ = float64_outputs(model, feeds, {REFERENCE: run_reference(model, feeds)})
     np.testing.assert_array_equal(outputs["y"], np.array([1, 2, 3]) * np.float64(np.float32(0.1))
                                   + [1, 2, 3])  # fmt: skip
+
+
+def test_the_float64_copy_of_a_module_is_made_once_per_module():
+    module = torch.nn.Conv2d(3, 4, 3).eval()
+    other = torch.nn.Conv2d(3, 4, 3).eval()
+    copies: dict = {}
+    x = [np.ones((1, 3, 5, 5), np.float32)]
+    from onnxconv.float64 import torch_in_float64
+
+    first = torch_in_float64(module, x, ["y"], copies)
+    assert torch_in_float64(module, x, ["y"], copies)["y"].tobytes() == first["y"].tobytes()
+    (kept,) = copies.values()
+    assert kept[0] is module and kept[1].weight.dtype == torch.float64
+    torch_in_float64(other, x, ["y"], copies)
+    assert len(copies) == 2

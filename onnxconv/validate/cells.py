@@ -149,7 +149,12 @@ def case_float64(subject: Subject, case: Case):
     """The case's float64 result (computed once, kept on the case), or why there is none."""
     if case.float64 is None:
         case.float64 = float64.float64_outputs(
-            subject.model, case.feeds, case.opinions, torch_module(subject), subject.input_names
+            subject.model,
+            case.feeds,
+            case.opinions,
+            torch_module(subject),
+            subject.input_names,
+            subject.float64_modules,
         )
     return case.float64
 

@@ -47,6 +47,11 @@ class Subject:
     built_module: tuple[tuple[Any, ...], Any] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    #: The float64 copies of the modules that speak for the graph (by id), made when a verdict
+    #: first needs one (:mod:`onnxconv.float64`): a deep network's takes seconds to make.
+    float64_modules: dict[int, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     #: Why ``module`` may hold other weights than the graph was exported with: noted with an
     #: export defect, where it would be the likely cause.
