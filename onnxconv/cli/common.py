@@ -66,7 +66,7 @@ def progress_printer(verb: str) -> Callable[[str, int, int], None]:
         if tty:
             print("\r" + text.ljust(78), end="" if name else "\n", file=sys.stderr, flush=True)
         elif name:
-            print(f"{verb} {name} ({done + 1}/{total})", file=sys.stderr, flush=True)
+            print(f"{verb} {name} ({done}/{total} done)", file=sys.stderr, flush=True)
 
     return show
 
