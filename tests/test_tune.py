@@ -803,3 +803,20 @@ def test_rounds_far_apart_are_named_in_the_notes(tmp_path, monkeypatch):
     notes = json.loads((tmp_path / "r").read_text())["notes"]
     (note,) = [n for n in notes if "apart from one round to the next" in n]
     assert note.startswith("1 candidate(s) ran more than 1.5x apart") and "1 to 2.5 ms" in note
+
+
+def test_a_ratio_built_on_held_up_timings_says_so(tmp_path, capsys, monkeypatch):
+    """On a machine taken by others a PyTorch p50 blew up 100x, and the last line printed
+    "PyTorch eager p50 / ... p50: 631.46 (> 1: ORT faster)" as a finding. Here every timing
+    counts as held up (the threshold set to 0)."""
+    from onnxconv.tune import search
+
+    monkeypatch.setattr(search, "HELD_UP", 0.0)
+    folder = _folder(tmp_path, "channel_shuffle")
+    args = ["tune", str(folder), "--rewrites", "shuffle_gather", "--no-settings", "--rounds", "1"]
+    args += ["--blocks", "1", "--calls", "3", "--retries", "0", "--no-profile", "--quiet"]
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "PyTorch eager" in report["held_up"]
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("PyTorch eager p50")]
+    assert "held up: " in line and "it says little" in line and "ORT faster" not in line

@@ -138,9 +138,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     if report.winner.torch_over_ort is not None:
+        doubt = {"PyTorch eager", report.winner.name} & set(report.held_up)
         print(
             f"PyTorch eager p50 / {report.winner.name} p50: {report.winner.torch_over_ort:.2f} "
-            "(> 1: ORT faster)"
+            + (
+                f"(held up: {', '.join(sorted(doubt))}, see the note; it says little)"
+                if doubt
+                else "(> 1: ORT faster)"
+            )
         )
     print(f"wrote {model_path}, {json_path}")
     return 0

@@ -116,6 +116,9 @@ class TuneReport:
     notes: list[str] = field(default_factory=list)
     skipped_stages: list[str] = field(default_factory=list)
     """The stages some or all of whose candidates the time budget skipped."""
+    held_up: list[str] = field(default_factory=list)
+    """The timings (candidates, ``PyTorch eager``) whose p50 was far above their fastest call:
+    ratios built on them say little."""
     created: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
@@ -141,4 +144,5 @@ class TuneReport:
             "versions": self.versions,
             "notes": self.notes,
             "skipped_stages": self.skipped_stages,
+            "held_up": self.held_up,
         }

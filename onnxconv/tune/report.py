@@ -22,7 +22,8 @@ session_options, cuda_options), ``exact_permutation``, ``macs``, ``proof`` (vali
 group for the default and the winner); ``bound`` (what bounds the winner, :mod:`.bounds`: its
 p50 split into ``parts_ms``, the ``bound`` part, ``sentence``, the roofs and ``per_node``; null
 when not analysed); ``machine``, ``versions``; ``notes``; ``skipped_stages`` (the stages the time
-budget cut short: some or all of their candidates were not proven or timed).
+budget cut short: some or all of their candidates were not proven or timed); ``held_up`` (the
+timings, candidates' or ``PyTorch eager``, whose p50 was over 10x their fastest call).
 
 ``tuned.json`` (schema ``onnxconv.tuned`` version 1): ``model`` (``model.tuned.onnx``) and its
 ``sha256``, ``original`` (path, sha256), ``target`` (``ep/level/precision``), ``precision``

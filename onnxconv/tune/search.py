@@ -631,6 +631,7 @@ class _Search:
             versions=versions(),
             notes=notes,
             skipped_stages=list(dict.fromkeys(self.skipped_stages)),
+            held_up=list(dict.fromkeys(name for name, _, _ in held_up)),
         )
 
     def _bound(self, winner: Candidate) -> dict[str, Any] | None:
