@@ -234,3 +234,18 @@ def test_a_single_block_has_no_measured_spread():
     two = summarize([[1_000_000], [1_500_000]]).to_dict()
     assert one["block_spread"] == 0.0 and measured_spread(one) is None
     assert measured_spread(two) == pytest.approx(0.4)
+
+
+def test_the_console_marks_a_ratio_built_on_a_held_up_cell():
+    """Under contention PyTorch's p50 blew up 100x and the table read torch/ORT 130.48 beside
+    ratios of 0.85 at one thread; the note said so only below the table."""
+    ort = _ort_cell("standard", "all")
+    torch_cell = _torch_cell("standard", p50=150.0)
+    torch_cell["stats"]["min_ms"] = 1.4  # a p50 100x its fastest call
+    data = _data([ort, torch_cell], [_pair(ort, torch_cell, 150.0)])
+    headers, rows = bench_report.summary_rows(data)
+    assert rows[0][headers.index("torch/ORT (?: held up)")] == "150.00?"
+    torch_cell["stats"]["min_ms"] = 140.0
+    data = _data([ort, torch_cell], [_pair(ort, torch_cell, 150.0)])
+    headers, rows = bench_report.summary_rows(data)
+    assert rows[0][headers.index("torch/ORT (?: held up)")] == "150.00"

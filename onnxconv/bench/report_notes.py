@@ -3,7 +3,7 @@ measured too low, rounds that disagree), never about which runtime is faster."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..precisions import as_is_note
 
@@ -22,6 +22,13 @@ ABOVE_ROOF = 1.05
 #: A round in which some task waited for a CPU more than this share of its time (Linux PSI
 #: ``some``, ``rounds[].cpu_pressure``) was contended: other processes competed with the worker.
 CONTENDED_PRESSURE = 0.1
+
+
+def was_held_up(cell: Mapping[str, Any]) -> bool:
+    """A cell whose p50 is more than :data:`HELD_UP` times its fastest call: most of its calls
+    were held up, and ratios built on it say little."""
+    st = cell.get("stats") or {}
+    return bool(st.get("min_ms")) and st["p50_ms"] > HELD_UP * st["min_ms"]
 
 
 def measurement_notes(report: BenchReport) -> list[str]:
@@ -65,11 +72,7 @@ def measurement_notes(report: BenchReport) -> list[str]:
             f"spread more than {UNSTEADY_SPREAD:.0%} (e.g. {unsteady[0]}): the machine "
             "was not steady; trust the paired medians, rerun with more rounds"
         )
-    held_up = [
-        c["id"]
-        for c in report.cells
-        if (st := c.get("stats")) and st.get("min_ms") and st["p50_ms"] > HELD_UP * st["min_ms"]
-    ]
+    held_up = [c["id"] for c in report.cells if was_held_up(c)]
     if held_up:
         notes.append(
             f"{len(held_up)} cell(s) had a p50 more than {HELD_UP:g}x their fastest call (e.g. "

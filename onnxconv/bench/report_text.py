@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import UserInputError
+from .report_notes import was_held_up
 from .stats import OP_GROUPS, measured_spread, op_shares
 
 if TYPE_CHECKING:
@@ -143,10 +144,16 @@ def run_caption(data: Mapping[str, Any]) -> str:
     return f"inputs: {inputs} · config set: {config}"
 
 
+def _held_up(pair: Mapping[str, Any], cells: Mapping[str, Any]) -> bool:
+    """Whether either cell of ``pair`` was held up (its ratio then says little)."""
+    return any(was_held_up(cells[pair[k]]) for k in ("ort_cell", "torch_cell") if pair[k] in cells)
+
+
 def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """``(headers, rows)`` for a console table: one row per cell, strings only."""
     data = report if isinstance(report, Mapping) else report.to_dict()
     pairs = {p["ort_cell"]: p for p in data["pairs"] if p["torch_backend"] == "torch"}
+    by_id = {c["id"]: c for c in data["cells"]}
     headers = [
         "variant",
         "batch",
@@ -157,7 +164,7 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
         "spread",
         "GFLOP/s",
         "% peak",
-        "torch/ORT",
+        "torch/ORT (?: held up)",
         "conv/reshape+transpose/reorder/other %",
     ]
     rows = []
@@ -176,7 +183,8 @@ def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], li
                 fmt(measured_spread(st), ".0f", 100, "%"),
                 fmt(c.get("gflops"), ".1f"),
                 fmt(c.get("compute_roof_fraction"), ".0f", 100),
-                fmt(pair and pair["torch_over_ort"], ".2f"),
+                fmt(pair and pair["torch_over_ort"], ".2f")
+                + ("?" if pair and _held_up(pair, by_id) else ""),
                 "/".join(f"{100 * fr[g]:.0f}" for g in OP_GROUPS) + f" ({basis})" if fr else "—",
             ]
         )
