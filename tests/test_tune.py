@@ -809,9 +809,9 @@ def test_a_ratio_built_on_held_up_timings_says_so(tmp_path, capsys, monkeypatch)
     """On a machine taken by others a PyTorch p50 blew up 100x, and the last line printed
     "PyTorch eager p50 / ... p50: 631.46 (> 1: ORT faster)" as a finding. Here every timing
     counts as held up (the threshold set to 0)."""
-    from onnxconv.tune import search
+    from onnxconv.bench import report_notes
 
-    monkeypatch.setattr(search, "HELD_UP", 0.0)
+    monkeypatch.setattr(report_notes, "HELD_UP", 0.0)
     folder = _folder(tmp_path, "channel_shuffle")
     args = ["tune", str(folder), "--rewrites", "shuffle_gather", "--no-settings", "--rounds", "1"]
     args += ["--blocks", "1", "--calls", "3", "--retries", "0", "--no-profile", "--quiet"]

@@ -146,7 +146,11 @@ def run_caption(data: Mapping[str, Any]) -> str:
 
 def _held_up(pair: Mapping[str, Any], cells: Mapping[str, Any]) -> bool:
     """Whether either cell of ``pair`` was held up (its ratio then says little)."""
-    return any(was_held_up(cells[pair[k]]) for k in ("ort_cell", "torch_cell") if pair[k] in cells)
+    return any(
+        was_held_up(cells[pair[k]].get("stats"))
+        for k in ("ort_cell", "torch_cell")
+        if pair[k] in cells
+    )
 
 
 def summary_rows(report: BenchReport | Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -56,7 +56,7 @@ import onnx
 from onnxconv import feeds as feeds_module
 from onnxconv import precisions as precisions_module
 from onnxconv import validate
-from onnxconv.bench.report_notes import HELD_UP, ROUNDS_DISAGREE
+from onnxconv.bench.report_notes import HELD_UP, ROUNDS_DISAGREE, was_held_up
 from onnxconv.errors import CheckFailed, conversion_status, one_line
 from onnxconv.graph import graph_cost
 from onnxconv.machine import machine_info, versions
@@ -575,9 +575,7 @@ class _Search:
                 *((c.name, c.timing) for c in candidates if c.timing),
                 *(("PyTorch eager", t) for t in self.torch_timings),
             ]
-            if (stats := t.stats)
-            and stats["min_ms"]
-            and stats["p50_ms"] > HELD_UP * stats["min_ms"]
+            if (stats := t.stats) and was_held_up(stats)
         ]
         if held_up:
             name, p50, fastest = held_up[0]
