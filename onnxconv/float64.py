@@ -69,8 +69,9 @@ def graph_in_float64(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _widened(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feeds`` with their float32 arrays in float64."""
     return {
-        name: value.astype(np.float64) if value.dtype == np.float32 else value
+        name: np.asarray(value, np.float64) if value.dtype == np.float32 else value
         for name, value in feeds.items()
     }
 
@@ -79,7 +80,7 @@ def torch_in_float64(
     module: Any, inputs: list[np.ndarray], names: list[str], copies: dict[int, Any] | None = None
 ):
     """``module`` (left untouched: a float64 copy runs, kept in ``copies`` by the module's id
-    where given) on ``inputs`` widened to float64; its outputs by ``names``."""
+    where given) on ``inputs`` (float ones already float64); its outputs by ``names``."""
     import torch
 
     from .user_model import flatten_outputs
@@ -88,8 +89,7 @@ def torch_in_float64(
     if id(module) not in copies:  # the module is kept beside its copy: its id stays its own
         copies[id(module)] = (module, copy.deepcopy(module).double())
     double = copies[id(module)][1]
-    tensors = [torch.from_numpy(np.array(v, dtype=np.float64 if v.dtype == np.float32 else None))
-               for v in inputs]  # fmt: skip
+    tensors = [torch.from_numpy(np.array(v)) for v in inputs]
     with torch.no_grad():
         outputs = flatten_outputs(double(*tensors))
     return {name: out.detach().numpy() for name, out in zip(names, outputs)}
@@ -108,24 +108,24 @@ def float64_outputs(
     there is none (a string). ``copies``: where the module's float64 copy is kept between
     cases."""
     names = [o.name for o in model.graph.output]
+    wide = _widened(feeds)
     try:
         if module is not None and TORCH in opinions:
-            inputs = [np.asarray(feeds[n]) for n in (input_names or list(feeds))]
+            inputs = [wide[n] for n in (input_names or list(wide))]
             return torch_in_float64(module, inputs, names, copies), TORCH, FROM_TORCH
         if REFERENCE in opinions:
-            outputs = run_reference(graph_in_float64(model), _widened(feeds))
-            return outputs, REFERENCE, FROM_GRAPH
+            return run_reference(graph_in_float64(model), wide), REFERENCE, FROM_GRAPH
     except Exception as error:  # no float64 result is no excuse: the verdict stands as it was
         return f"no float64 result: {one_line(error)}"
     return "no float64 result: no fp32 twin to measure its rounding by"
 
 
 def for_output(
-    computed: tuple[dict[str, np.ndarray], str, str] | str | None, name: str, generated: bool
+    computed: tuple[dict[str, np.ndarray], str, str] | str, name: str, generated: bool
 ) -> Float64 | None:
     """One output's :class:`~onnxconv.verdict.Float64`, where the case has a float64 result
     (``generated``: its inputs are onnxconv's own, not the user's data)."""
-    if computed is None or isinstance(computed, str) or name not in computed[0]:
+    if isinstance(computed, str) or name not in computed[0]:
         return None
     outputs, twin, what = computed
     return Float64(outputs[name], twin, what, generated)

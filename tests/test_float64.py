@@ -122,7 +122,7 @@ def test_the_float64_copy_of_a_module_is_made_once_per_module():
     module = torch.nn.Conv2d(3, 4, 3).eval()
     other = torch.nn.Conv2d(3, 4, 3).eval()
     copies: dict = {}
-    x = [np.ones((1, 3, 5, 5), np.float32)]
+    x = [np.ones((1, 3, 5, 5))]
     from onnxconv.float64 import torch_in_float64
 
     first = torch_in_float64(module, x, ["y"], copies)

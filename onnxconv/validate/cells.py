@@ -25,6 +25,7 @@ from ..verdict import (
     SOURCES,
     UNTRUSTED_DIFFER,
     WITHIN_ROUNDING,
+    Float64,
     OutputCheck,
     deciding_source,
     judge,
@@ -141,10 +142,6 @@ def status_of(statuses: Iterable[str]) -> str:
     return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
 
 
-#: The failures a case's float64 result may show to be fp32 rounding (:mod:`onnxconv.float64`).
-DEPARTURES = ("runtime", "export", "disagreement", "executors")
-
-
 def case_float64(subject: Subject, case: Case):
     """The case's float64 result (computed once, kept on the case), or why there is none."""
     if case.float64 is None:
@@ -172,22 +169,25 @@ def judge_case(
     deployment = None if target.precision == "fp32" else target.precision  # float16's
     for name in (o.name for o in subject.model.graph.output):
         opinions = {op: values[name] for op, values in case.opinions.items() if name in values}
-        check = judge(
-            name, got[name], opinions, tol, trust_stored=trust_stored, deployment=deployment
-        )
-        if check.kind in DEPARTURES and deployment is None:  # fp32 rounding, or a departure?
-            check = judge(
-                name,
-                got[name],
-                opinions,
-                tol,
-                trust_stored=trust_stored,
-                float64=float64.for_output(
-                    case_float64(subject, case), name, not users_data(subject, case)
-                ),
+        asked: list[str] = []
+
+        def exact(name: str = name) -> Float64 | None:
+            asked.append(name)
+            return float64.for_output(
+                case_float64(subject, case), name, not users_data(subject, case)
             )
-            if check.status == "fail" and isinstance(case.float64, str):
-                check.note += f"; {case.float64}"  # why fp32 rounding could not be told
+
+        check = judge(
+            name,
+            got[name],
+            opinions,
+            tol,
+            trust_stored=trust_stored,
+            deployment=deployment,
+            float64=exact,
+        )
+        if asked and check.status == "fail" and isinstance(case.float64, str):
+            check.note += f"; {case.float64}"  # why fp32 rounding could not be told
         checks.append(check)
     result = CaseResult(
         case.label, status_of(c.status for c in checks), checks, note=case.reference_error
