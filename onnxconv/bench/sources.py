@@ -14,14 +14,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
-from .. import feeds, precisions, runtime
+from .. import feeds, precisions
 from ..errors import UserInputError
 from ..errors import one_line as _one_line
 from ..export_layout import file_sha256
 from ..graph import graph_cost, with_input_shapes
 from ..graph.index import load_model
 from ..validate.cases import fixed_batch
-from ..validate.subjects import first_stored_inputs
+from ..validate.subjects import first_stored_inputs, load_graph
 from .settings import BenchSettings
 
 
@@ -114,9 +114,7 @@ def resolve_sources(
             path = path / "model.onnx"
         if not path.exists():
             raise UserInputError(f"{path}: no such file")
-        model = load_model(path)  # fails early, with one line, on anything that is not ONNX
-        feeds.require_inputs(model, str(path))
-        runtime.check_loads_from_file(path)
+        model = load_graph(path)  # fails early, with one line, on anything it cannot run
         label = path.parent.name if path.name == "model.onnx" else path.stem
         sources.append(
             Source(
