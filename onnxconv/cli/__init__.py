@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from ..errors import Interrupted, OnnxconvError
@@ -140,8 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Where reports go (paths, not the flags of list/inspect --json), checked before the run.
         files = [getattr(args, name, None) for name in ("json", "markdown")]
-        if args.command == "tune" and args.markdown:  # its plot goes beside the page
-            files.append(os.fspath(Path(args.markdown).with_suffix(".png")))
         folder = getattr(args, "out", None)
         check_destinations(
             [f for f in files if isinstance(f, str) and f],

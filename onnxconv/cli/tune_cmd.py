@@ -8,7 +8,7 @@ import textwrap
 
 from ..errors import OnnxconvError
 from ..quant_metrics import TOLERANCES
-from ..report import write_files
+from ..report import check_destinations, write_files
 from .common import (
     COMMITTED_GRAPHS,
     attach_cli_module,
@@ -37,6 +37,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..tune.timing import Method
 
     started = time.monotonic()  # the time budget counts loading (or exporting) the graph too
+    if args.markdown:  # main checked the page's path; its plot goes beside it
+        check_destinations([tune_report.plot_path(args.markdown)])
     if args.retries < 0:
         raise OnnxconvError(f"--retries must be 0 or more, got {args.retries}")
     if args.ep not in ("cpu", "cuda"):

@@ -280,6 +280,11 @@ def _details(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def plot_path(markdown_path: str | os.PathLike) -> Path:
+    """Where a report's plot goes: beside its Markdown page, with the same stem."""
+    return Path(markdown_path).with_suffix(".png")
+
+
 def report_files(
     report: TuneReport | dict[str, Any], json_path: str | None, markdown_path: str | None
 ) -> dict[Path, bytes | str]:
@@ -292,7 +297,7 @@ def report_files(
     if markdown_path:
         from .plots import plot_png
 
-        plot = Path(markdown_path).with_suffix(".png")
+        plot = plot_path(markdown_path)
         files[plot] = plot_png(data)  # before the page that links it
         files[Path(markdown_path)] = to_markdown(data, plot.name)
     return files
