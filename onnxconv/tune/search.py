@@ -185,7 +185,8 @@ class _Search:
                 else f"every candidate of the {stage} stage ({rest})"
             )
             if not self.fits(what, cost, end):
-                self.skipped_stages.append(stage)
+                if stage not in self.skipped_stages:
+                    self.skipped_stages.append(stage)
                 break
             entries.append(self.timed_proof(prove))
         return entries
@@ -628,7 +629,7 @@ class _Search:
             machine=machine_info(),
             versions=versions(),
             notes=notes,
-            skipped_stages=list(dict.fromkeys(self.skipped_stages)),
+            skipped_stages=list(self.skipped_stages),
             held_up=list(dict.fromkeys(name for name, _, _ in held_up)),
         )
 
