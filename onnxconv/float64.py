@@ -13,6 +13,11 @@ reference evaluator gives the graph's exact function, and the reference evaluato
 is its twin. The twin's distance from the float64 result is this case's own fp32 rounding; the
 verdict (:func:`onnxconv.verdict.judge`) lets a departure no larger than a few times that pass,
 saying so: it is rounding, not a defect. Computed only for a case that would otherwise fail.
+
+A float16 deployment is held to the same idea one precision down: PyTorch's module in float16
+(:func:`torch_in_float16`) is the source's function rounded by float16, and its distance from the
+fp32 source is this case's own float16 rounding. Only a module can give it: the graph in float16
+would be the deployment itself, converter and all.
 """
 
 from __future__ import annotations
@@ -76,23 +81,52 @@ def _widened(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def torch_in_float64(
-    module: Any, inputs: list[np.ndarray], names: list[str], copies: dict[int, Any] | None = None
-):
-    """``module`` (left untouched: a float64 copy runs, kept in ``copies`` by the module's id
-    where given) on ``inputs`` (float ones already float64); its outputs by ``names``."""
+def torch_in(
+    module: Any,
+    dtype: Any,
+    inputs: list[np.ndarray],
+    names: list[str],
+    copies: dict[Any, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """``module`` (left untouched: a copy in the torch ``dtype`` runs, kept in ``copies`` by the
+    module's id and the dtype where given) on ``inputs`` (float ones already in that dtype); its
+    outputs by ``names``."""
     import torch
 
     from .user_model import flatten_outputs
 
     copies = {} if copies is None else copies
-    if id(module) not in copies:  # the module is kept beside its copy: its id stays its own
-        copies[id(module)] = (module, copy.deepcopy(module).double())
-    double = copies[id(module)][1]
+    key = (id(module), str(dtype))
+    if key not in copies:  # the module is kept beside its copy: its id stays its own
+        copies[key] = (module, copy.deepcopy(module).to(dtype))
+    typed = copies[key][1]
     tensors = [torch.from_numpy(np.array(v)) for v in inputs]
     with torch.no_grad():
-        outputs = flatten_outputs(double(*tensors))
+        outputs = flatten_outputs(typed(*tensors))
     return {name: out.detach().numpy() for name, out in zip(names, outputs)}
+
+
+def torch_in_float16(
+    module: Any,
+    feeds: Mapping[str, np.ndarray],
+    input_names: list[str],
+    names: list[str],
+    copies: dict[Any, Any] | None = None,
+) -> dict[str, np.ndarray] | str:
+    """PyTorch's own float16 result of a case: ``module`` in float16 on the case's inputs
+    rounded to float16 (a float16 deployment's first Cast does the same), its outputs in float32;
+    or why there is none (a string)."""
+    import torch
+
+    half = {
+        name: value.astype(np.float16) if value.dtype == np.float32 else value
+        for name, value in feeds.items()
+    }
+    try:
+        outputs = torch_in(module, torch.float16, [half[n] for n in input_names], names, copies)
+    except Exception as error:  # no float16 result is no excuse: the verdict stands as it was
+        return f"no float16 result from PyTorch: {one_line(error)}"
+    return {name: np.asarray(value, np.float32) for name, value in outputs.items()}
 
 
 def float64_outputs(
@@ -101,18 +135,21 @@ def float64_outputs(
     opinions: Mapping[str, Mapping[str, np.ndarray]],
     module: Any = None,
     input_names: list[str] | None = None,
-    copies: dict[int, Any] | None = None,
+    copies: dict[Any, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray], str, str] | str:
     """``(outputs, twin, what)``: the float64 result of the case whose ``feeds`` and fp32
     ``opinions`` are given, the opinion that is its fp32 twin and how it was computed; or why
     there is none (a string). ``copies``: where the module's float64 copy is kept between
     cases."""
+    import torch
+
     names = [o.name for o in model.graph.output]
     wide = _widened(feeds)
     try:
         if module is not None and TORCH in opinions:
             inputs = [wide[n] for n in (input_names or list(wide))]
-            return torch_in_float64(module, inputs, names, copies), TORCH, FROM_TORCH
+            outputs = torch_in(module, torch.float64, inputs, names, copies)
+            return outputs, TORCH, FROM_TORCH
         if REFERENCE in opinions:
             return run_reference(graph_in_float64(model), wide), REFERENCE, FROM_GRAPH
     except Exception as error:  # no float64 result is no excuse: the verdict stands as it was
@@ -131,4 +168,12 @@ def for_output(
     return Float64(outputs[name], twin, what, generated)
 
 
-__all__ = ["FROM_GRAPH", "FROM_TORCH", "float64_outputs", "for_output", "graph_in_float64"]
+__all__ = [
+    "FROM_GRAPH",
+    "FROM_TORCH",
+    "float64_outputs",
+    "for_output",
+    "graph_in_float64",
+    "torch_in",
+    "torch_in_float16",
+]

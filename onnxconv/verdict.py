@@ -37,7 +37,9 @@ kind               status  when
                            tolerance. The fp32 graph is held to its source first (validate), so
                            what is left is the deployment's: float16's range or rounding, the
                            converter, or ONNX Runtime's float16 kernels. The reference evaluator
-                           ran the fp32 graph, not this one, so it cannot say which.
+                           ran the fp32 graph, not this one, so it cannot say which. A departure
+                           within :data:`FP16_ROUNDING_FACTOR` times PyTorch's own in float16
+                           passes, saying so: it is float16's rounding.
 =================  ======  ========================================================================
 
 Only ``--stored untrusted`` turns a stored-output mismatch into something other than a decision,
@@ -88,6 +90,14 @@ ILL_CONDITIONED = 2.0
 ILL_CONDITIONED_FACTOR = 20.0
 
 
+#: A float16 deployment that departs from PyTorch by no more than this many times PyTorch's own
+#: float16 result does is float16's rounding, not a defect of the conversion: the zoo's MobileNet
+#: v1 (28 layers, BatchNorm statistics of its data) in float16 on ORT was 0.013 from PyTorch in
+#: fp32, past fp16's atol of 0.01, where PyTorch in float16 was 0.022 from it. Both round the
+#: same function's activations to float16, in kernels that accumulate differently.
+FP16_ROUNDING_FACTOR = 2.0
+
+
 @dataclass(frozen=True)
 class Float64:
     """One output's float64 result, and the opinion that computed the same function in fp32
@@ -111,6 +121,7 @@ def scaled(tol: Tolerance, reference: np.ndarray) -> Tolerance:
 UNTRUSTED_DIFFER = "stored outputs (declared untrusted) differ"
 #: How a check's note begins where a departure past the tolerance is the case's fp32 rounding.
 WITHIN_ROUNDING = "within fp32 rounding"
+WITHIN_FP16_ROUNDING = "within fp16 rounding"
 
 
 def deciding_source(opinions: Mapping[str, Any], trust_stored: bool = True) -> str | None:
@@ -166,6 +177,7 @@ def judge(
     trust_stored: bool = True,
     deployment: str | None = None,
     float64: Callable[[], Float64 | None] | None = None,
+    float16: Callable[[], np.ndarray | None] | None = None,
 ) -> OutputCheck:
     """The verdict on ONNX Runtime's ``actual`` output against every opinion of it.
 
@@ -176,6 +188,9 @@ def judge(
     mismatch is ``float16``. ``float64``: gives the output's float64 result, which tells fp32
     rounding from a departure (see the module docstring); called only where ONNX Runtime
     departs from the opinion that decides, since computing it costs a run in float64.
+    ``float16``: gives PyTorch's own float16 result of the output, which tells a float16
+    deployment's rounding from a departure; called only where the deployment departs from
+    PyTorch.
     """
     results = {
         op: compare(actual, value, scaled(tol, value), name=name) for op, value in opinions.items()
@@ -184,7 +199,7 @@ def judge(
     source = deciding_source(opinions, trust_stored)
     check = OutputCheck(name, "pass", "", "", source, results, agreed)
     if deployment is not None:
-        _judge_deployment(check, actual, trust_stored, deployment)
+        _judge_deployment(check, actual, opinions, trust_stored, deployment, float16)
         return check
     if source is not None and REFERENCE in opinions:
         check.reference_vs_source = compare(
@@ -220,7 +235,12 @@ def judge(
 
 
 def _judge_deployment(
-    check: OutputCheck, actual: np.ndarray, trust_stored: bool, deployment: str
+    check: OutputCheck,
+    actual: np.ndarray,
+    opinions: Mapping[str, np.ndarray],
+    trust_stored: bool,
+    deployment: str,
+    float16: Callable[[], np.ndarray | None] | None,
 ) -> None:
     """:func:`judge` of a float16 deployment: decided by the source, else by the fp32 graph on
     the reference evaluator; stored outputs that PyTorch outvotes are still ``stale_stored``."""
@@ -229,14 +249,15 @@ def _judge_deployment(
     if decider not in results:
         raise ValueError(f"{check.output}: no opinion besides onnxruntime")
     if not results[decider].passed:
-        check.status, check.kind = "fail", "float16"
-        graph = "" if source else " (no source: the fp32 graph on the reference evaluator)"
-        check.note = (
-            f"the {deployment} deployment departs from {decider}{graph} beyond fp16's "
-            f"tolerance, where the fp32 graph stays within fp32's: float16's range or "
-            f"rounding, the converter, or ONNX Runtime's float16 kernels: "
-            f"{results[decider].reason}"
-        )
+        if not _within_fp16_rounding(check, actual, opinions, float16):
+            check.status, check.kind = "fail", "float16"
+            graph = "" if source else " (no source: the fp32 graph on the reference evaluator)"
+            check.note = (
+                f"the {deployment} deployment departs from {decider}{graph} beyond fp16's "
+                f"tolerance, where the fp32 graph stays within fp32's: float16's range or "
+                f"rounding, the converter, or ONNX Runtime's float16 kernels: "
+                f"{results[decider].reason}"
+            )
     elif STORED in results and source == TORCH and not results[STORED].passed and trust_stored:
         check.status, check.kind = "warn", "stale_stored"
         check.note = (
@@ -247,6 +268,37 @@ def _judge_deployment(
     if nonfinite and check.status == "pass":
         check.status, check.kind = "warn", "nonfinite"
         check.note = f"{nonfinite}, where {decider} has them too"
+
+
+def _within_fp16_rounding(
+    check: OutputCheck,
+    actual: np.ndarray,
+    opinions: Mapping[str, np.ndarray],
+    float16: Callable[[], np.ndarray | None] | None,
+) -> bool:
+    """Whether a float16 deployment's departure from PyTorch is float16's rounding: no more than
+    :data:`FP16_ROUNDING_FACTOR` times PyTorch's own float16 result departs from PyTorch in fp32
+    (then ``check`` passes and its note gives the figures). False where PyTorch does not decide,
+    gives no float16 result, or the figures are not finite."""
+    if check.decided_by != TORCH or float16 is None:
+        return False
+    half = float16()
+    source = np.asarray(opinions[TORCH], np.float64)
+    if half is None or np.shape(half) != source.shape or np.shape(actual) != source.shape:
+        return False
+    with np.errstate(all="ignore"):
+        rounding = float(np.max(np.abs(np.asarray(half, np.float64) - source), initial=0.0))
+        departure = float(np.max(np.abs(np.asarray(actual, np.float64) - source), initial=0.0))
+    if not (np.isfinite(rounding) and np.isfinite(departure)):
+        return False
+    if departure > FP16_ROUNDING_FACTOR * rounding:
+        return False
+    check.note = (
+        f"{WITHIN_FP16_ROUNDING}: the deployment departs from {TORCH} by {departure:.3g} (past "
+        f"fp16's tolerance: {check.results[TORCH].reason}), no more than "
+        f"{FP16_ROUNDING_FACTOR:g}x PyTorch's own result in float16 does ({rounding:.3g})"
+    )
+    return True
 
 
 def _within_rounding(

@@ -123,11 +123,12 @@ def test_the_float64_copy_of_a_module_is_made_once_per_module():
     other = torch.nn.Conv2d(3, 4, 3).eval()
     copies: dict = {}
     x = [np.ones((1, 3, 5, 5))]
-    from onnxconv.float64 import torch_in_float64
+    from onnxconv.float64 import torch_in
 
-    first = torch_in_float64(module, x, ["y"], copies)
-    assert torch_in_float64(module, x, ["y"], copies)["y"].tobytes() == first["y"].tobytes()
+    first = torch_in(module, torch.float64, x, ["y"], copies)
+    assert torch_in(module, torch.float64, x, ["y"], copies)["y"].tobytes() == first["y"].tobytes()
     (kept,) = copies.values()
     assert kept[0] is module and kept[1].weight.dtype == torch.float64
-    torch_in_float64(other, x, ["y"], copies)
+    torch_in(other, torch.float64, x, ["y"], copies)
     assert len(copies) == 2
+    assert module.weight.dtype == torch.float32  # the module itself is left as it was

@@ -237,3 +237,65 @@ def test_on_the_users_own_data_an_ill_conditioned_case_is_excused_nothing():
     assert judge("y", _off(-5.0), opinions, TOL, float64=lambda: generated).status == "pass"
     check = judge("y", _off(-5.0), opinions, TOL, float64=lambda: stored)
     assert (check.status, check.kind) == ("fail", "runtime")
+
+
+def test_a_float16_deployment_within_pytorchs_own_float16_rounding_passes_and_says_so():
+    """A deep network in float16: the deployment is 0.03 from PyTorch in fp32, past fp16's atol,
+    where PyTorch's own float16 result is 0.02 from it: float16's rounding, not the conversion."""
+    tol = Tolerance(atol=1e-2, rtol=1e-2)
+    ref = np.linspace(-1, 1, 50)
+    deployed, half = ref + 0.03, ref - 0.02
+    opinions = {TORCH: ref, REFERENCE: ref}
+    check = judge("y", deployed, opinions, tol, deployment="fp16", float16=lambda: half)
+    assert (check.status, check.kind) == ("pass", "")
+    assert check.note.startswith("within fp16 rounding: the deployment departs from torch by 0.03")
+    assert "no more than 2x PyTorch's own result in float16 does (0.02)" in check.note
+    # Past twice PyTorch's own rounding, without a float16 result, or decided by stored outputs
+    # (no module: the graph in float16 would be the deployment itself), it stays a failure.
+    for far, float16, sources in (
+        (0.05, lambda: half, opinions),
+        (0.03, lambda: None, opinions),
+        (0.03, None, opinions),
+        (0.03, lambda: half, {STORED: ref, REFERENCE: ref}),
+        (0.03, lambda: np.full_like(ref, np.nan), opinions),
+    ):
+        failed = judge("y", ref + far, sources, tol, deployment="fp16", float16=float16)
+        assert (failed.status, failed.kind) == ("fail", "float16"), (far, sources.keys())
+
+
+def test_the_zoo_mobilenet_v1_in_float16_is_told_from_a_conversion_defect(tmp_path):
+    """On real data: the zoo's MobileNet v1 (BatchNorm statistics of its data) deployed in
+    float16 on ORT is within twice PyTorch's own float16 rounding of PyTorch in fp32 and passes;
+    the same deployment with one logit moved by three times that rounding fails."""
+    import onnx
+    import torch
+
+    from onnxconv import precisions, variants
+    from onnxconv.export import export_variants
+    from onnxconv.float64 import torch_in_float16
+    from onnxconv.parity import default_tolerance
+    from onnxconv.runtime import Target, make_session, run
+
+    overrides = {"height": 64, "width": 64, "num_classes": 100}
+    (result,) = export_variants(["mobilenet_v1"], tmp_path, overrides=overrides)
+    spec = variants.get("mobilenet_v1")
+    config = spec.config(overrides)
+    module, x = spec.build(config), spec.example_input(config, 0).numpy()
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    deployed = precisions.deploy(onnx.load(result.model_path), "fp16")
+    session = make_session(deployed, Target("cpu", "all", "fp16"), threads=1)
+    (name,) = [s.name for s in session.outputs]
+    got = run(session, {session.inputs[0].name: x})[name]
+    half = torch_in_float16(module, {"x": x}, ["x"], [name])[name]
+    rounding = float(np.max(np.abs(half - want)))
+    assert 0 < rounding < 0.1  # a signal that float16 moves, yet no overflow
+    tol = default_tolerance("fp16", "cpu")
+
+    def verdict(actual):
+        return judge(name, actual, {TORCH: want}, tol, deployment="fp16", float16=lambda: half)
+
+    assert verdict(got).status == "pass", verdict(got).note
+    moved = got.copy()
+    moved[0, 7] += 3 * rounding
+    assert (verdict(moved).status, verdict(moved).kind) == ("fail", "float16")

@@ -31,6 +31,9 @@ class Case:
     #: The case's float64 result (:func:`onnxconv.float64.float64_outputs`), computed when a
     #: verdict first needs it, or why there is none; None until then.
     float64: Any = None
+    #: PyTorch's float16 result of the case (:func:`onnxconv.float64.torch_in_float16`), computed
+    #: when a float16 deployment's verdict first needs it, or why there is none; None until then.
+    float16: Any = None
 
 
 #: The label of the case made of the user's ``--inputs``.

@@ -151,9 +151,23 @@ def case_float64(subject: Subject, case: Case):
             case.opinions,
             torch_module(subject),
             subject.input_names,
-            subject.float64_modules,
+            subject.module_copies,
         )
     return case.float64
+
+
+def case_float16(subject: Subject, case: Case, name: str) -> np.ndarray | None:
+    """PyTorch's float16 result of the case's output ``name`` (computed once, kept on the
+    case), or None where no module speaks for the graph or it cannot run in float16."""
+    module = torch_module(subject)
+    if module is None:
+        return None
+    if case.float16 is None:
+        outputs = [o.name for o in subject.model.graph.output]
+        case.float16 = float64.torch_in_float16(
+            module, case.feeds, subject.input_names, outputs, subject.module_copies
+        )
+    return None if isinstance(case.float16, str) else case.float16.get(name)
 
 
 def judge_case(
@@ -177,6 +191,10 @@ def judge_case(
                 case_float64(subject, case), name, not users_data(subject, case)
             )
 
+        def half(name: str = name) -> np.ndarray | None:
+            asked.append(name)
+            return case_float16(subject, case, name)
+
         check = judge(
             name,
             got[name],
@@ -185,9 +203,11 @@ def judge_case(
             trust_stored=trust_stored,
             deployment=deployment,
             float64=exact,
+            float16=half,
         )
-        if asked and check.status == "fail" and isinstance(case.float64, str):
-            check.note += f"; {case.float64}"  # why fp32 rounding could not be told
+        why = case.float16 if deployment else case.float64
+        if asked and check.status == "fail" and isinstance(why, str):
+            check.note += f"; {why}"  # why rounding could not be told
         checks.append(check)
     result = CaseResult(
         case.label, status_of(c.status for c in checks), checks, note=case.reference_error

@@ -47,9 +47,10 @@ class Subject:
     built_module: tuple[tuple[Any, ...], Any] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    #: The float64 copies of the modules that speak for the graph (by id), made when a verdict
-    #: first needs one (:mod:`onnxconv.float64`): a deep network's takes seconds to make.
-    float64_modules: dict[int, Any] = field(
+    #: The float64 and float16 copies of the modules that speak for the graph (by id and
+    #: dtype), made when a verdict first needs one (:mod:`onnxconv.float64`): a deep network's
+    #: takes seconds to make.
+    module_copies: dict[Any, Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
