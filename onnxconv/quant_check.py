@@ -13,7 +13,8 @@ optimisations disabled) by :func:`onnxconv.quant_metrics.quant_metrics`. Then:
 - ``warn`` / ``insensitive``: the metrics pass but the fp32 output hardly depends on the input
   (its spread across the evaluation inputs is below :data:`MIN_SENSITIVITY` of its RMS). Then
   int8 agreement proves little: a constant would agree too. Networks with random weights and
-  random BatchNorm statistics (the zoo's ``shufflenet`` and ``mobilenet_v1``) are like this.
+  drawn BatchNorm statistics are like this (the zoo's whole networks were, before their
+  statistics were measured on data).
 - ``pass`` otherwise.
 
 The per-layer table is recorded for static int8 whatever the verdict (dynamic int8 has no QDQ
@@ -44,8 +45,8 @@ EVALUATION_SAMPLES = 48
 EVALUATION_SEED = 1000
 #: Below this spread across inputs (std over the inputs, averaged over elements, relative to the
 #: output's RMS) the output is called insensitive to its input. Measured over 49 inputs: the
-#: zoo networks (random weights, random BatchNorm statistics) shufflenet 1.4e-3, mobilenet_v1
-#: 9e-8; the zoo's blocks 0.76 (shuffle_unit) to 0.98 (channel_shuffle).
+#: zoo networks with drawn BatchNorm statistics shufflenet 1.4e-3, mobilenet_v1 9e-8; the zoo's
+#: blocks 0.76 (shuffle_unit) to 0.98 (channel_shuffle).
 MIN_SENSITIVITY = 1e-2
 #: Pairs named in a failure's reason, and kept in the report.
 WORST_LAYERS_NAMED = 3

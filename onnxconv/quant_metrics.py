@@ -179,10 +179,10 @@ class Bound:
 #   shuffle_unit_s2         9       31.6    0.99965   0.0164     0.00173
 #   shufflenet_v2_unit     10       35.7    0.99987   0.0102     0.00107
 #
-# Whole random-weight networks are out of scope (see the int8 tests' docstring): with the zoo's
-# random BatchNorm statistics their output no longer depends on the input, and with measured
-# statistics a 40 dB perturbation of the *input alone* leaves 10-14 dB at the logits, so
-# correct int8 (every QDQ pair 35-43 dB on its own) ends at 5-9 dB there.
+# Whole random-weight networks are out of scope (see the int8 tests' docstring): with drawn
+# BatchNorm statistics their output no longer depends on the input, and with measured
+# statistics (as the zoo builds its networks) a 40 dB perturbation of the *input alone* leaves
+# 10-14 dB at the logits, so correct int8 (every QDQ pair 35-43 dB on its own) ends at 5-9 dB.
 TOLERANCES: dict[str, Bound] = {
     # One uint8 requantization of a tensor spanning ~9 sigma costs ~40 dB; a block stacks a few
     # of them plus weight rounding: 31-38 dB measured. 25 dB (noise rms 5.6 % of the signal)

@@ -120,8 +120,8 @@ def zoo() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray], list[np.nda
     return cases
 
 
-def check_both_converters(model, inputs, ref) -> dict[str, onnx.ModelProto]:
-    """Both converters: valid graph, float32 I/O, within FP16_TOL, and the same numbers."""
+def check_both_converters(model, inputs, ref, tol=FP16_TOL) -> dict[str, onnx.ModelProto]:
+    """Both converters: valid graph, float32 I/O, within ``tol``, and the same numbers."""
     halves = {"own": to_fp16(model), "standard": to_fp16_standard(model)}
     outs = {}
     for label, half in halves.items():
@@ -131,7 +131,7 @@ def check_both_converters(model, inputs, ref) -> dict[str, onnx.ModelProto]:
         outs[label] = run(half, inputs)
         for out, r in zip(outs[label], ref):
             assert out.dtype == np.float32
-            assert 0 < rel_err(out, r) < FP16_TOL, label  # > 0: it really ran in fp16
+            assert 0 < rel_err(out, r) < tol, label  # > 0: it really ran in fp16
     for a, b in zip(outs["own"], outs["standard"]):
         assert rel_err(a, b) < 1e-5  # the same fp16 computation, up to float32 rounding
     return halves, outs
@@ -169,18 +169,27 @@ def test_fp16_io_variant_on_zoo_graph(zoo, name):
 def test_both_converters_match_fp32_on_network(name):
     from onnxconv import variants
     from onnxconv.export import ExportOptions, to_onnx
+    from onnxconv.float64 import torch_in_float16
+    from onnxconv.verdict import FP16_ROUNDING_FACTOR
 
     spec = variants.get(name)
     cfg = spec.config()
-    model = to_onnx(spec.build(cfg, seed=0), spec.example_input(cfg), {}, ExportOptions())
+    module = spec.build(cfg, seed=0)
+    model = to_onnx(module, spec.example_input(cfg), {}, ExportOptions())
     inputs = feeds.generate(model, name, batch=1, spatial={}, distribution="normal", seed=0)
     ref = run(model, inputs)
+    # A deep network's logits (BatchNorm statistics of its data) move by more than a block's in
+    # float16: each converter is held to twice PyTorch's own float16 result, as validate is.
+    (input_name,) = inputs
+    (torch_half,) = torch_in_float16(module, inputs, [input_name], ["y"]).values()
+    tol = FP16_ROUNDING_FACTOR * rel_err(torch_half, ref[0])
+    assert 0 < tol < 0.5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the standard converter warns about BN values < 1e-7
-        check_both_converters(model, inputs, ref)
+        check_both_converters(model, inputs, ref, tol)
         half = to_fp16_io16(model)
     (out,) = run(half, {k: v.astype(np.float16) for k, v in inputs.items()})
-    assert out.dtype == np.float16 and rel_err(out, ref[0]) < FP16_TOL
+    assert out.dtype == np.float16 and rel_err(out, ref[0]) < tol
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,13 +5,13 @@ fp32 reference, the PyTorch module rebuilt from the manifest's config and seed. 
 feeds are seeds 0-7, evaluation feeds seeds 1000-1003: the int8 model is judged on inputs it
 was not calibrated on.
 
-Whole networks (mobilenet_v1, shufflenet) are left out on purpose. As the zoo builds them
-(random BatchNorm statistics) the signal dies within a few blocks and the logits no longer
-depend on the input (their spread over a batch is ~1e-7 of their size), so "int8 agrees with
-fp32" would be trivially true. With BatchNorm statistics measured on data the random network
-becomes chaotic instead: a 40 dB perturbation of the input alone leaves 10-14 dB at the logits,
-so correct int8 (every QDQ pair 35-43 dB on its own) ends at 5-9 dB. Neither says anything
-about the quantizer; trained weights would.
+Whole networks (mobilenet_v1, shufflenet) are left out on purpose. With random weights the
+BatchNorm statistics decide what a network is: drawn ones let the signal die within a few blocks
+(the logits' spread over a batch was ~1e-7 of their size, so "int8 agrees with fp32" was
+trivially true); measured on data, as the zoo builds them now, the random network is chaotic
+instead: a 40 dB perturbation of the input alone leaves 10-14 dB at the logits, so correct int8
+(every QDQ pair 35-43 dB on its own) ends far below a block's bounds. Neither says anything about
+the quantizer; trained weights would.
 """
 
 from __future__ import annotations
@@ -490,9 +490,10 @@ def test_judge_reports_each_violated_bound_and_rejects_unknown_metrics():
 
 @pytest.mark.slow
 def test_deep_network_localisation_and_why_whole_networks_are_not_judged():
-    """mobilenet_v1 (width 1/4, 64x64): its random-BatchNorm logits do not depend on the input
-    (module docstring), yet every QDQ pair is correct on its own, and a scale x2 planted in
-    a pair in the middle of the network is named first although the output cannot show it."""
+    """mobilenet_v1 (width 1/4, 64x64): every QDQ pair is correct on its own, yet the chaotic
+    random network (BatchNorm statistics of its data) ends far below a block's int8 bounds at
+    its logits, so they cannot judge it; a scale x2 planted in a pair in the middle of the
+    network is named first by the layer errors all the same."""
     from onnxconv.export import ExportOptions, to_onnx
 
     spec = variants.get("mobilenet_v1")
@@ -502,7 +503,7 @@ def test_deep_network_localisation_and_why_whole_networks_are_not_judged():
     batch = feeds.generate(model, "m", batch=16, spatial={}, distribution="normal", seed=1000)
     with torch.no_grad():
         logits = module(torch.from_numpy(batch["input"])).numpy()
-    assert logits.std(axis=0).max() < 1e-5 * np.abs(logits).mean()
+    assert logits.std(axis=0).mean() > 0.1 * np.abs(logits).mean()  # they move with the input
 
     calibration = [
         feeds.generate(model, "m", batch=4, spatial={}, distribution="normal", seed=s)
@@ -512,14 +513,13 @@ def test_deep_network_localisation_and_why_whole_networks_are_not_judged():
     feed = {"input": batch["input"][:2]}
     clean = int8.layer_errors(model, quantized, feed)
     assert len(clean) > 25 and min(e.local_sqnr_db for e in clean) > 30
+    correct = quant_metrics(logits, ort_outputs(quantized, [batch]))
+    assert judge(correct).status == "fail"  # every pair right, the chaotic logits off
 
     middle = pair_for(quantized, model, "relu_13")
     broken = plant(quantized, middle.dequantize_node, "scale")
     ranked = int8.layer_errors(model, broken, feed)
     assert ranked[0].tensor == "relu_13" and ranked[0].local_sqnr_db < 1
-    # the constant logits hide it: the output still "passes"
-    got = ort_outputs(broken, [batch])
-    assert judge(quant_metrics(logits, got)).status == "pass"
 
 
 def expand_dims_model() -> onnx.ModelProto:

@@ -4,6 +4,7 @@ validate cell on a real graph whose outputs are tiny, and the zoo's whole networ
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -108,20 +109,27 @@ def test_validate_warns_instead_of_passing_a_graph_whose_outputs_are_tiny(tmp_pa
     assert json.loads(report.read_text())["cells"][0]["status"] == "pass"
 
 
-def test_the_zoo_mobilenet_v1_is_insensitive_and_its_shufflenet_is_not():
-    """Random weights and drawn BatchNorm statistics: MobileNet v1's signal dies within a few
-    layers (two inputs give logits 1e-7 apart), ShuffleNet v1's does not. Validate says so for
-    the first instead of passing it."""
-    found = {}
+def test_the_zoo_networks_depend_on_their_input_as_drawn_batchnorm_statistics_would_not():
+    """Random weights and drawn BatchNorm statistics let MobileNet v1's signal die within a few
+    layers (two inputs gave logits 1e-7 apart) and validate could only warn. Statistics measured
+    on a generated batch, as training leaves them, keep both whole networks' outputs moving with
+    the input, so their parity checks can fail."""
+
+    def outputs(spec, config, measured):
+        module = dataclasses.replace(spec, batchnorm_from_data=measured).build(config)
+        with torch.no_grad():
+            return [module(spec.example_input(config, s)).numpy() for s in (0, 1, 2)]
+
     for name in ("shufflenet", "mobilenet_v1"):
         spec = variants.get(name)
         config = spec.config({"height": 96, "width": 96})
-        module = spec.build(config)
-        with torch.no_grad():
-            outputs = [module(spec.example_input(config, seed)).numpy() for seed in (0, 1, 2)]
-        found[name] = blind_spot([{"y": o} for o in outputs], FP32)
-    assert found["shufflenet"] is None
-    assert "hardly depends on the input" in found["mobilenet_v1"]
+        assert spec.batchnorm_from_data
+        ys = outputs(spec, config, measured=True)
+        assert blind_spot([{"y": y} for y in ys], FP32) is None, name
+        assert np.std(ys[0] - ys[1]) > 0.1 * np.std(ys[0]), name
+    spec = variants.get("mobilenet_v1")
+    drawn = outputs(spec, spec.config({"height": 96, "width": 96}), measured=False)
+    assert "hardly depends on the input" in blind_spot([{"y": y} for y in drawn], FP32)
 
 
 def test_the_same_input_given_twice_is_one_input_not_a_blind_spot(tmp_path):

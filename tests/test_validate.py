@@ -474,18 +474,13 @@ def test_whole_networks_export_and_validate_at_every_level_and_precision(exporte
     subjects = [validate.load_subject(n, tmp_path) for n in ("shufflenet", "mobilenet_v1")]
     assert [s.variant for s in subjects] == ["shufflenet", "mobilenet_v1"]
     report = run(subjects, levels=LEVELS, precisions=["fp32", "fp16"])
-    # Random weights and drawn BatchNorm statistics: MobileNet v1's logits hardly move with the
-    # input, so a pass would prove nothing, and its cells say so; ShuffleNet's fp32 cells pass
-    # (at fp16's tolerance two inputs' logits may come within reach of each other).
-    verdicts = {(c.subject, c.target.split("/")[2], c.status, c.kind) for c in report.cells}
-    assert ("shufflenet", "fp32", "pass", "") in verdicts
-    assert {v for v in verdicts if v[:2] == ("shufflenet", "fp32")} == {
-        ("shufflenet", "fp32", "pass", "")
-    }
-    assert {v[2:] for v in verdicts if v[0] == "mobilenet_v1"} == {("warn", "insensitive")}
-    assert {v[2:] for v in verdicts} <= {("pass", ""), ("warn", "insensitive")}, [
-        (c.subject, c.target, c.reason) for c in report.cells if c.status == "fail"
-    ]
+    # BatchNorm statistics measured on data keep both networks' logits moving with the input
+    # (drawn ones left MobileNet v1's insensitive: a pass proved nothing). In float16 a deep
+    # network may pass past fp16's tolerance, within PyTorch's own float16 rounding.
+    assert {(c.subject, c.status) for c in report.cells} == {
+        ("shufflenet", "pass"),
+        ("mobilenet_v1", "pass"),
+    }, [(c.subject, c.target, c.reason) for c in report.cells if c.status != "pass"]
     assert [c.case for c in report.cells[0].cases][-1] == "wide/seed0/batch2"
 
 

@@ -140,7 +140,7 @@ def test_per_tensor_weights_fail_a_depthwise_conv_that_per_channel_passes(tmp_pa
 
 def test_an_input_insensitive_output_warns_instead_of_passing():
     """An output that ignores its input agrees with any int8 version of itself: that proves
-    nothing (the zoo's whole networks with random BatchNorm statistics are like this)."""
+    nothing (random networks with drawn BatchNorm statistics are like this)."""
     model = onnx.load(GRAPHS / "standard" / "model.onnx")
     pattern = np.linspace(-1.0, 1.0, 20)[None]  # the same logits whatever the input
     flat = [{"output": pattern + 1e-7 * i} for i in range(5)]

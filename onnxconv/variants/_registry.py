@@ -25,6 +25,8 @@ INPUT_KEYS = ("batch", "height", "width")
 MAX_PARAM_BYTES = 2**31
 #: The example input (batch × channels × height × width, fp32) is refused above this.
 MAX_INPUT_BYTES = 4 * 2**30
+#: Inputs per batch that a whole network's BatchNorm statistics are measured on.
+CALIBRATION_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class VariantSpec:
     structure: Callable[[dict[str, Any]], dict[str, Any]] = lambda config: {}
     #: Whether scripts/export_graphs commits this variant's graph (whole networks are too big).
     commit_graph: bool = True
+    #: Whole networks: BatchNorm running statistics measured on a generated batch, as training
+    #: leaves them. With drawn ones a deep network's signal dies within a few layers and its
+    #: output hardly depends on its input, so no parity check of it could fail.
+    batchnorm_from_data: bool = False
 
     def config(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with ``overrides``; unknown keys and wrong types raise UserInputError."""
@@ -85,6 +91,9 @@ class VariantSpec:
             except ValueError as error:
                 raise UserInputError(f"variant {self.name!r}: {error}") from None
         randomize_batchnorm(module, generator)
+        if self.batchnorm_from_data:
+            shape = (CALIBRATION_BATCH, *self.input_shape(config)[1:])
+            measure_batchnorm(module, torch.randn(shape, generator=generator))
         return module.eval()
 
     def check_size(self, config: dict[str, Any]) -> None:
@@ -154,6 +163,23 @@ def randomize_batchnorm(module: nn.Module, generator: torch.Generator) -> None:
                 bn.bias.copy_(0.2 * torch.randn(c, generator=generator))
                 bn.running_mean.copy_(0.2 * torch.randn(c, generator=generator))
                 bn.running_var.copy_(0.5 + torch.rand(c, generator=generator))
+
+
+def measure_batchnorm(module: nn.Module, batch: torch.Tensor) -> None:
+    """Set every BatchNorm's running statistics to those of its own input on ``batch``: one
+    training-mode pass that keeps a cumulative average, as training leaves them. Each layer then
+    passes on a signal of the scale its affine parameters give, whatever the depth."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    module.train()
+    with torch.no_grad():
+        module(batch)
+    for bn, momentum in zip(norms, momenta):
+        bn.momentum = momentum
+    module.eval()
 
 
 REGISTRY: dict[str, VariantSpec] = {}

@@ -52,6 +52,7 @@ register(
         input_channels_key=None,
         summary="13 depthwise separable layers",
         commit_graph=False,
+        batchnorm_from_data=True,
         defaults=dict(num_classes=1000, width_multiplier=1.0, height=224, width=224),
     )
 )

@@ -284,6 +284,7 @@ register(
         ),
         summary="ShuffleNet v1 1×, 16 units",
         commit_graph=False,
+        batchnorm_from_data=True,
         defaults=dict(
             groups=3, num_classes=1000, stem_channels=24, shuffle_rank=5, height=224, width=224
         ),
