@@ -186,13 +186,21 @@ class GraphIndex:
         self.opset = default_opset(model) or 1
         self.nodes: list[onnx.NodeProto] = list(self.graph.node)
         self.initializers = {t.name: t for t in self.graph.initializer}
+        #: Initializers also listed as graph inputs from IR 4 on: defaults a feed may replace,
+        #: so their values are no constants (:meth:`const` gives None for them).
+        self.overridable = (
+            {vi.name for vi in self.graph.input if vi.name in self.initializers}
+            if model.ir_version >= 4
+            else set()
+        )
         self.producer: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
         for node in self.nodes:
             for out in node.output:
                 if out:
                     self.producer[out] = node
-            for inp in node.input:
+            # a tensor read inside an If / Loop / Scan body is read by that node
+            for inp in dict.fromkeys([*node.input, *outer_scope_reads(node)]):
                 if inp:
                     self.consumers[inp].append(node)
         self.graph_outputs = {o.name for o in self.graph.output}
@@ -312,12 +320,15 @@ class GraphIndex:
     # -- constant values
 
     def const(self, name: str) -> np.ndarray | None:
-        """Value of an initializer / Constant (through Identity), else None."""
+        """Value of an initializer / Constant (through Identity), else None (also for an
+        initializer a feed may override)."""
         if name not in self._const_cache:
             root = self.const_root(name)
             value = None
             try:
-                if root in self.initializers:
+                if root in self.overridable:
+                    value = None
+                elif root in self.initializers:
                     value = numpy_helper.to_array(self.initializers[root])
                 elif root is not None:
                     value = _constant_node_value(self.producer[root])
@@ -391,6 +402,34 @@ class GraphIndex:
             return None
         return self.partial(node.input[1])
 
+    def symbolic_target(self, node: onnx.NodeProto) -> list[Dim | None] | None:
+        """:meth:`reshape_target` with each element that a Shape gives as a symbolic dim (an
+        input's ``batch``, ``height``) kept as that dim's name, where :meth:`partial` has None."""
+        if attr(node, "shape") is not None or len(node.input) < 2 or not node.input[1]:
+            return self.reshape_target(node)
+        return self._symbolic(node.input[1], 0)
+
+    def _symbolic(self, name: str, depth: int) -> list[Dim | None] | None:
+        exact = self.partial(name)
+        node = self.producer.get(name)
+        if exact is None or None not in exact or node is None or depth > 16:
+            return exact
+        op = node.op_type if is_default_domain(node) else ""
+        if op == "Shape" and self._inferred.get(node.input[0]) is not None:
+            dims = list(self._inferred[node.input[0]])
+            found: list[Dim | None] = dims[_shape_slice(node, len(dims))]
+        elif op in ("Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape"):
+            found = self._symbolic(node.input[0], depth + 1) or []
+        elif op == "Concat":
+            parts = [self._symbolic(i, depth + 1) or [] for i in node.input]
+            found = [v for p in parts for v in p]
+        elif op == "Gather" and (idx := self.const(node.input[1])) is not None and idx.ndim <= 1:
+            data = self._symbolic(node.input[0], depth + 1) or []
+            found = [data[int(i)] if -len(data) <= int(i) < len(data) else None for i in idx.flat]
+        else:
+            return exact
+        return found if len(found) == len(exact) else exact
+
     def reshape_dims(self, node: onnx.NodeProto) -> list[int | None] | None:
         """Actual output dims of a Reshape: 0 and -1 resolved where possible, else None."""
         raw = self.reshape_target(node)
@@ -417,6 +456,22 @@ class GraphIndex:
 
 
 _INT_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+
+
+def outer_scope_reads(node: onnx.NodeProto) -> list[str]:
+    """The tensors of the enclosing graph that ``node``'s subgraphs (If branches, Loop and Scan
+    bodies, nested) read: every name a subgraph node reads that the subgraph does not make."""
+    reads: list[str] = []
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
+        graphs += list(attribute.graphs)
+        for graph in graphs:
+            made = {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
+            for inner in graph.node:
+                made.update(inner.output)
+            for inner in graph.node:
+                reads += [n for n in [*inner.input, *outer_scope_reads(inner)] if n not in made]
+    return list(dict.fromkeys(reads))
 
 
 def _known(dims: tuple[Dim, ...] | None) -> int:

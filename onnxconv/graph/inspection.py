@@ -233,6 +233,9 @@ def _shuffle_at(ix: GraphIndex, t: onnx.NodeProto) -> ShuffleInfo | None:
         problems.append("an intermediate tensor of the shuffle is also read elsewhere")
     if perm != SHUFFLE_PERM[rank]:
         problems.append(f"Transpose perm {perm} is not {SHUFFLE_PERM[rank]}")
+    regrouping = _regrouping_problem(ix, first, second, rank)
+    if regrouping:
+        problems.append(regrouping)
     return ShuffleInfo(
         reshape_in=ix.label(first),
         transpose=ix.label(t),
@@ -246,6 +249,79 @@ def _shuffle_at(ix: GraphIndex, t: onnx.NodeProto) -> ShuffleInfo | None:
         problems=problems,
         batch=(raw_in[0] if raw_in else None, raw_out[0] if raw_out else None),
     )
+
+
+def _regrouping_problem(
+    ix: GraphIndex, first: onnx.NodeProto, second: onnx.NodeProto, rank: int
+) -> str | None:
+    """Why the chain may not shuffle the channels of its input at every size the graph accepts,
+    or None. Its input (N, C, H, W) must have a known C; the first Reshape must give (N, g, C/g,
+    H, W) (rank 5) or (N, g, C/g, H*W) (rank 4) and the second (N, C, H, W) again, each target
+    made of constants and the graph's own shapes, none read from a graph input (a target of
+    [1, ...] on a dynamic batch regroups the batch with the channels beyond batch 1)."""
+    src = ix.shape(first.input[0])
+    if src is None or len(src) != 4:
+        return "the shuffle's input is not known to be 4-D"
+    n, c, h, w = src
+    if not isinstance(c, int):
+        return "the shuffle's channel count is unknown to shape inference"
+    dims = ix.reshape_dims(first)
+    groups, per_group = (dims[1], dims[2]) if dims and len(dims) == rank else (None, None)
+    if not (isinstance(groups, int) and isinstance(per_group, int) and groups * per_group == c):
+        return f"{ix.label(first)} is not proven to split the {c} channels into groups"
+    hw = h * w if isinstance(h, int) and isinstance(w, int) else None
+    grouped = [n, groups, per_group, h, w] if rank == 5 else [n, groups, per_group, hw]
+    for node, want in ((first, grouped), (second, [n, c, h, w])):
+        if len(node.input) > 1 and _reads_a_graph_input(ix, node.input[1]):
+            return f"{ix.label(node)} reads its target shape from a graph input"
+        if not _reshapes_to(ix, node, want):
+            shown = "x".join("?" if d is None else str(d) for d in want)
+            return f"{ix.label(node)} is not proven to give {shown} at every input size"
+    return None
+
+
+def _reshapes_to(ix: GraphIndex, node: onnx.NodeProto, want: list[Dim | None]) -> bool:
+    """Whether the Reshape ``node`` gives ``want`` (ints, the input's symbolic dims) for every
+    input it accepts: each dim shape inference gives as wanted, a 0 copying the batch, a
+    literal equal to a static dim or a Shape's element equal to a symbolic one, and at most one
+    -1, which the rest then fix."""
+    raw, out = ix.symbolic_target(node), ix.shape(node.output[0])
+    if (raw is not None and len(raw) != len(want)) or (out is not None and len(out) != len(want)):
+        return False
+    raw = raw or [None] * len(want)
+    copies = not attr(node, "allowzero", 0)
+    unproven = [
+        i
+        for i, wanted in enumerate(want)
+        if not (
+            (wanted is not None and out is not None and out[i] == wanted)
+            or (i == 0 and raw[0] == 0 and copies)
+            or (wanted is not None and raw[i] == wanted)
+        )
+    ]
+    return not unproven or (len(unproven) == 1 and raw[unproven[0]] == -1)
+
+
+def _reads_a_graph_input(ix: GraphIndex, name: str) -> bool:
+    """Whether the tensor ``name`` depends on a graph input's values (an input's shape, through
+    Shape, does not count; an initializer a feed may override does)."""
+    inputs = {vi.name for vi in ix.graph.input}
+    stack, seen = [name], set()
+    while stack:
+        tensor = stack.pop()
+        if not tensor or tensor in seen:
+            continue
+        seen.add(tensor)
+        if ix.const(tensor) is not None:
+            continue
+        if tensor in inputs:
+            return True
+        node = ix.producer.get(tensor)
+        if node is None:
+            return True  # read from an enclosing graph, or nowhere
+        if node.op_type != "Shape":
+            stack.extend(node.input)
+    return False
 
 
 def _walk_back(ix: GraphIndex, name: str):

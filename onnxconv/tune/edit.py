@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from onnxconv.errors import CheckFailed, one_line
+from onnxconv.graph import GraphIndex
 from onnxconv.graph.edit import add_initializer, copy_model, fresh_name
 
 
@@ -61,13 +62,14 @@ class Editor:
 
     # -- nodes
 
-    def index_of(self, node_name: str) -> int:
-        """Index of the node with this name, or ``OpType(first output)`` label for unnamed ones."""
-        for i, node in enumerate(self.graph.node):
-            label = node.name or f"{node.op_type}({node.output[0] if node.output else ''})"
-            if label == node_name:
-                return i
-        raise KeyError(node_name)
+    def index_of(self, label: str) -> int:
+        """Index of the one node with this :meth:`~onnxconv.graph.GraphIndex.label`; a label no
+        node or several nodes have is a :class:`RewriteError` (the rewrite cannot tell which)."""
+        found = [i for i, node in enumerate(self.graph.node) if GraphIndex.label(node) == label]
+        if len(found) != 1:
+            many = f"{len(found)} nodes are" if found else "no node is"
+            raise RewriteError(f"{many} labelled {label!r}: the rewrite cannot tell which to edit")
+        return found[0]
 
     def replace_nodes(self, indices: Sequence[int], new: Sequence[onnx.NodeProto]) -> None:
         """Remove the nodes at ``indices`` and put ``new`` where the last of them stood."""
@@ -97,6 +99,8 @@ class Editor:
     def _prune(self) -> None:
         g = self.graph
         read = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+        if self.model.ir_version >= 4:  # an initializer listed as an input is the graph's input
+            read |= {vi.name for vi in g.input}
         for init in [t for t in g.initializer if t.name not in read]:
             g.initializer.remove(init)
             for vi in [vi for vi in g.input if vi.name == init.name]:
