@@ -116,12 +116,21 @@ def budget_proof(cell: validate.Cell, evaluated: int) -> Proof:
     )
 
 
+def _source_batches(batches: list[int] | None) -> list[int]:
+    """The batches a graph without PyTorch is proven at: those of ``batches`` (a dynamic batch's
+    proof batches) the reference evaluator runs, else 1."""
+    return [b for b in batches or [] if b in REFERENCE_BATCHES] or [1]
+
+
 def _source_test_sets(
-    original: validate.Subject, max_input_bytes: int, stored_inputs: bool
+    original: validate.Subject,
+    max_input_bytes: int,
+    stored_inputs: bool,
+    batches: list[int] | None,
 ) -> list[validate.TestSet]:
     """The source of a graph without PyTorch: its own outputs on the reference evaluator for the
-    proof's seeds and distributions, at batch 1, and for the stored test sets' inputs where
-    ``stored_inputs`` (every candidate must compute the same)."""
+    proof's seeds and distributions, at each of :func:`_source_batches`, and for the stored test
+    sets' inputs where ``stored_inputs`` (every candidate must compute the same)."""
     spatial = validate.spatial_sizes(original)[0]
     sets = []
     for s in original.test_sets if stored_inputs else []:
@@ -130,25 +139,26 @@ def _source_test_sets(
                 s.inputs, _on_reference(original, s.inputs), f"original-on-reference/{s.label}"
             )
         )
-    for dist in DISTRIBUTIONS:
-        for seed in SEEDS:
-            feeds = feeds_module.generate(
-                original.model,
-                str(original.model_path),
-                batch=1,
-                spatial=spatial,
-                distribution=dist,
-                seed=seed,
-                max_bytes=max_input_bytes,
-                samples=original.sample,
-            )
-            sets.append(
-                validate.TestSet(
-                    feeds,
-                    _on_reference(original, feeds),
-                    f"original-on-reference/{dist}/seed{seed}",
+    for batch in _source_batches(batches):
+        for dist in DISTRIBUTIONS:
+            for seed in SEEDS:
+                feeds = feeds_module.generate(
+                    original.model,
+                    str(original.model_path),
+                    batch=batch,
+                    spatial=spatial,
+                    distribution=dist,
+                    seed=seed,
+                    max_bytes=max_input_bytes,
+                    samples=original.sample,
                 )
-            )
+                sets.append(
+                    validate.TestSet(
+                        feeds,
+                        _on_reference(original, feeds),
+                        f"original-on-reference/{dist}/seed{seed}/batch{batch}",
+                    )
+                )
     return sets
 
 
@@ -159,6 +169,8 @@ def _on_reference(original: validate.Subject, feeds: dict[str, np.ndarray]):
         why = (
             "a graph that came quantized is its candidates' only source"
             if precisions.computes_in(original.model) == "int8"
+            else "it has no PyTorch module, and its stored outputs cover only their own inputs"
+            if original.test_sets
             else "it has no PyTorch module and no stored outputs"
         )
         raise CheckFailed(
@@ -203,7 +215,7 @@ class Prover:
         self.test_sets = [] if self.quantized else list(original.test_sets)
         has_torch = original.has_torch and not self.quantized
         if not has_torch:
-            self.test_sets += _source_test_sets(original, max_input_bytes, self.quantized)
+            self.test_sets += _source_test_sets(original, max_input_bytes, self.quantized, batches)
         self.seeds = SEEDS if has_torch else ()
         if batches is None and batch_of(original, None) > max(REFERENCE_BATCHES):
             # A fixed batch of 32 already draws 32 inputs from each distribution, and every seed
@@ -223,7 +235,8 @@ class Prover:
             stored = f", and on the inputs of its {len(o.test_sets)} stored test set(s)"
             return [
                 "stored: the original (quantized) graph's outputs on the reference evaluator, "
-                f"seeds {list(SEEDS)} x {list(DISTRIBUTIONS)}{stored if o.test_sets else ''}"
+                f"seeds {list(SEEDS)} x {list(DISTRIBUTIONS)} at batch(es) "
+                f"{_source_batches(self.batches)}{stored if o.test_sets else ''}"
             ]
         said = [f"torch: PyTorch module of variant {o.variant}"] if o.variant else []
         if o.module is not None:
@@ -233,7 +246,8 @@ class Prover:
         if not self.seeds:
             said.append(
                 "stored: the original graph's outputs on the reference evaluator, "
-                f"seeds {list(SEEDS)} x {list(DISTRIBUTIONS)}"
+                f"seeds {list(SEEDS)} x {list(DISTRIBUTIONS)} at batch(es) "
+                f"{_source_batches(self.batches)}"
             )
         return said
 
@@ -456,6 +470,8 @@ class Prover:
                 if np.array_equal(value, want[name]):
                     continue
                 identical = False
+                if value.shape != want[name].shape:  # a wrong rewrite: no difference to measure
+                    return False, float("inf")
                 if value.size:
                     diff = np.max(np.abs(value.astype(np.float64) - want[name]))
                     worst = max(worst, float(diff))

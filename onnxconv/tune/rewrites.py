@@ -42,7 +42,7 @@ from onnxconv.graph import GraphIndex
 from onnxconv.graph.edit import set_attr
 from onnxconv.graph.index import attr, default_opset
 
-from .edit import Editor, drop_attr
+from .edit import Editor, RewriteError, drop_attr
 from .fold import fold_shuffles
 from .sites import (
     ConvSite,
@@ -445,19 +445,32 @@ def apply_rewrites(model: onnx.ModelProto, names: Sequence[str]) -> Rewritten | 
     return result
 
 
-def formulations(model: onnx.ModelProto, allowed: Sequence[str]) -> dict[str, Rewritten]:
+def formulations(
+    model: onnx.ModelProto, allowed: Sequence[str], refused: dict[str, str] | None = None
+) -> dict[str, Rewritten]:
     """Every applicable formulation from ``allowed`` rewrites: at most one shuffle rewrite then
     at most one grouped rewrite, keyed ``"shuffle_gather+grouped_dense"``; the original is not
     included. Single rewrites come first (shuffle rewrites, then grouped ones, each in the
     registry's order), then the pairs, so a search that the time budget cuts short has tried
-    each idea alone before any combination."""
+    each idea alone before any combination. ``refused``: where given, a formulation whose
+    rewrite fails (:class:`RewriteError`: a graph it cannot edit soundly) is left out and its
+    reason kept there by key, instead of raised."""
     check_names(allowed)
     shuffles = [n for n in SHUFFLE_REWRITES if n in allowed]
     grouped = [n for n in GROUPED_REWRITES if n in allowed]
     singles = [[n] for n in (*shuffles, *grouped)]
     found = {}
     for names in singles + [[s, g] for s in shuffles for g in grouped]:
-        result = apply_rewrites(model, names)
+        key = "+".join(names)
+        if refused is not None and any(n in refused for n in names):
+            continue  # a pair with a rewrite that already failed alone
+        try:
+            result = apply_rewrites(model, names)
+        except RewriteError as error:
+            if refused is None:
+                raise
+            refused[key] = str(error)
+            continue
         if result is not None:
-            found["+".join(names)] = result
+            found[key] = result
     return found

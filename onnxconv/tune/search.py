@@ -124,6 +124,8 @@ class _Search:
         self.deadline = Deadline(options.time_budget_s, started)
         self.formulations: dict[str, Rewritten] = {}
         """The graph's formulations under the allowed rewrites (made when the search runs)."""
+        self.refused_rewrites: dict[str, str] = {}
+        """Formulations whose rewrite could not edit this graph soundly, with the reason."""
         self.stage_end: float | None = None
         """When the stage being searched should end (its share of the time budget)."""
         self.skipped_stages: list[str] = []
@@ -322,7 +324,7 @@ class _Search:
                 f"{self.default.proof.disqualified}{other_weights}; tune proves candidates "
                 "against its sources"
             )
-        self.formulations = formulations(s.model, self.options.rewrites)
+        self.formulations = formulations(s.model, self.options.rewrites, self.refused_rewrites)
         if self.options.time_budget_s is not None:
             self.measure_a_run()
         stage1 = self.prove_for_stage(
@@ -535,8 +537,12 @@ class _Search:
         native = precisions_module.computes_in(s.model)
         if native != "fp32":
             notes.append(precisions_module.as_is_note(native, "candidates"))
+        for key, reason in self.refused_rewrites.items():
+            notes.append(f"{key} was left out: {reason}")
         used = {name for key in self.formulations for name in key.split("+")}
-        unused = [r for r in self.options.rewrites if r not in used]
+        unused = [
+            r for r in self.options.rewrites if r not in used and r not in self.refused_rewrites
+        ]
         if unused and set(self.options.rewrites) != set(REWRITES):  # named by the user
             notes.append(
                 f"--rewrites {', '.join(unused)}: nothing in this graph for "

@@ -3,6 +3,7 @@ convolutions with constant weights, read from any graph through :mod:`onnxconv.g
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ def shuffle_permutation(groups: int, per_group: int) -> np.ndarray:
 
 def shuffle_sites(ix: GraphIndex) -> list[ShuffleSite]:
     """Every exact shuffle (direct chain, shuffle perm, known groups), in graph order."""
+    labels = Counter(ix.label(n) for n in ix.nodes)
     by_label = {ix.label(n): n for n in ix.nodes}
     sites = []
     for s in find_channel_shuffles(ix):
@@ -49,6 +51,8 @@ def shuffle_sites(ix: GraphIndex) -> list[ShuffleSite]:
             continue
         if s.groups is None or s.channels_per_group is None:
             continue
+        if any(labels[n] > 1 for n in (s.reshape_in, s.transpose, s.reshape_out)):
+            continue  # another node has its label: no edit could tell them apart
         first, last = by_label[s.reshape_in], by_label[s.reshape_out]
         sites.append(
             ShuffleSite(
