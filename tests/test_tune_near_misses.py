@@ -207,7 +207,12 @@ def test_a_torchscript_export_with_dynamic_sizes_keeps_its_shuffle(tmp_path):
     model = onnx.load(result.model_path)
     (info,) = find_channel_shuffles(model)
     assert info.exact, info.problems
-    assert "shuffle_gather" in _shuffle_formulations(model)
+    found = _shuffle_formulations(model)
+    assert "shuffle_gather" in found
+    for rewritten in found.values():  # the Constant shapes the replaced Reshapes read are gone
+        graph = rewritten.model.graph
+        read = {name for node in graph.node for name in node.input}
+        assert all(n.output[0] in read for n in graph.node if n.op_type == "Constant")
 
 
 def test_tune_runs_on_and_says_which_formulations_it_left_out(tmp_path):
@@ -235,6 +240,7 @@ def test_a_graph_without_pytorch_is_proven_at_each_of_its_proof_batches(tmp_path
     from onnxconv import validate
     from onnxconv.tune.proof import Prover, proof_batches
     from onnxconv.tune.settings import DEFAULT
+    from onnxconv.validate.cases import users_data
 
     model = _conv_shuffle_conv([0, 2, 4, H, W], [-1, C, H, W])
     onnx.save(model, tmp_path / "g.onnx")
@@ -242,6 +248,11 @@ def test_a_graph_without_pytorch_is_proven_at_each_of_its_proof_batches(tmp_path
     prover = Prover(subject, "cpu", threads=1, batches=proof_batches(model, 1))
     assert prover.batches == [1, 2]
     assert {next(iter(s.inputs.values())).shape[0] for s in prover.test_sets} == {1, 2}
+    # drawn by onnxconv, not the user's data: an ill-conditioned case of them may be excused
+    # its fp32 rounding as validate excuses it (a correct MobileNetV3 failed tune, not validate)
+    case = validate.Case(prover.test_sets[0].label, {}, {})
+    assert all(s.generated for s in prover.test_sets)
+    assert not users_data(prover.subject("original", model), case)
     assert "at batch(es) [1, 2]" in " ".join(prover.sources())
     # the dynamic-batch near miss, rewritten by hand as a shuffle would be, fails at batch 2
     near = _conv_shuffle_conv([1, 2, 4, -1, W], [-1, C, H, W])

@@ -157,6 +157,7 @@ def _source_test_sets(
                         feeds,
                         _on_reference(original, feeds),
                         f"original-on-reference/{dist}/seed{seed}/batch{batch}",
+                        generated=True,
                     )
                 )
     return sets

@@ -43,7 +43,9 @@ INPUTS_CASE = "inputs"
 def users_data(subject: Subject, case: Case) -> bool:
     """Whether ``case`` holds the user's own inputs (a stored test set, ``--inputs``), not
     generated ones."""
-    return case.label == INPUTS_CASE or any(s.label == case.label for s in subject.test_sets)
+    return case.label == INPUTS_CASE or any(
+        s.label == case.label and not s.generated for s in subject.test_sets
+    )
 
 
 #: Size given to a symbolic spatial axis of a graph that does not say (not a zoo variant).

@@ -22,6 +22,9 @@ class TestSet:
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     label: str
+    #: Inputs onnxconv drew (tune's, with the original graph's outputs as their source), not
+    #: the user's data: a case of them may be ill-conditioned (:mod:`onnxconv.verdict`).
+    generated: bool = False
 
 
 @dataclass
