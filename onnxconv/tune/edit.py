@@ -19,6 +19,7 @@ import onnx
 from onnxconv.errors import CheckFailed, one_line
 from onnxconv.graph import GraphIndex
 from onnxconv.graph.edit import add_initializer, copy_model, fresh_name
+from onnxconv.graph.index import outer_scope_reads
 
 
 class RewriteError(CheckFailed):
@@ -98,9 +99,12 @@ class Editor:
 
     def _prune(self) -> None:
         g = self.graph
-        read = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+        read = {o.name for o in g.output}
         if self.model.ir_version >= 4:  # an initializer listed as an input is the graph's input
             read |= {vi.name for vi in g.input}
+        read |= {t for n in g.node for t in [*n.input, *outer_scope_reads(n)]}
+        for node in [n for n in g.node if n.op_type == "Constant" and n.output[0] not in read]:
+            g.node.remove(node)  # e.g. the shape a replaced Reshape read
         for init in [t for t in g.initializer if t.name not in read]:
             g.initializer.remove(init)
             for vi in [vi for vi in g.input if vi.name == init.name]:
