@@ -48,8 +48,34 @@ def exporter_versions() -> dict[str, str]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes, as a manifest entry and a tuned.json record it."""
+    """The sha256 of a file's bytes, as a manifest entry records it."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def graph_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a graph as deployed: its file's bytes, then those of each external data
+    file it names (in name order); the file's own sha256 where it names none. A weight changed
+    in ``model.onnx.data`` changes it."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        tensors = list(onnx.load_model_from_string(data).graph.initializer)
+    except Exception:  # noqa: BLE001 - not a model: its bytes are all there is to hash
+        tensors = []
+    files = sorted(
+        {
+            entry.value
+            for tensor in tensors
+            if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+    )
+    digest = hashlib.sha256(data)
+    for name in files:
+        external = path.parent / name
+        digest.update(external.read_bytes() if external.is_file() else b"")
+    return digest.hexdigest()
 
 
 def tensor_pb(array: np.ndarray, name: str) -> bytes:

@@ -352,11 +352,12 @@ def test_a_bit_identical_permutation_is_proven_where_the_outputs_are_too_small_t
     assert "which tune proved and the record requires; output" in cell["reason"]
 
 
-def test_a_record_proven_by_pytorch_says_when_nothing_names_its_module_again(
+def test_a_record_proven_by_pytorch_builds_its_module_again_or_says_nothing_names_it(
     tmp_path, monkeypatch, capsys
 ):
-    """tune of a bare graph decided by --module; validate of its tuned.json without --module
-    was judged by the original graph's own outputs, quietly."""
+    """tune of a bare graph decided by --module records the module: validate of its tuned.json
+    builds it again and PyTorch judges, as in tune; with --no-module the note says that the
+    original graph's own outputs judged instead (they did so quietly before)."""
     assert main(["export", "--module", "user_modules:ConvBN", "--input", "1,3,8,8",
                  "--out", str(tmp_path / "e"), "--quiet"]) == 0  # fmt: skip
     bare = tmp_path / "bare.onnx"
@@ -365,16 +366,42 @@ def test_a_record_proven_by_pytorch_says_when_nothing_names_its_module_again(
     out = tmp_path / "t"
     argv = ["tune", str(bare), "--module", "user_modules:ConvBN", "--out", str(out), *QUICK]
     assert main(argv) == 0
-    assert json.loads((out / "tuned.json").read_text())["proof"]["deciders"] == ["torch"]
+    data = json.loads((out / "tuned.json").read_text())
+    assert data["proof"]["deciders"] == ["torch"]
+    assert data["original"]["module"]["path"] == "user_modules:ConvBN"
     code, report, _ = _validate(out, tmp_path, capsys)
     assert code == 0
-    (note,) = [n for n in report["subjects"][0]["notes"] if "PyTorch module" in n]
-    assert note.startswith("tune proved this deployment against a PyTorch module, which nothing")
+    assert "torch" in report["cells"][0]["deciders"]
+    assert not [n for n in report["subjects"][0]["notes"] if "nothing names here" in n]
     report_path = tmp_path / "again.json"
-    args = ["validate", str(out), "--module", "user_modules:ConvBN", "--quiet"]
+    args = ["validate", str(out), "--no-module", "--quiet"]
     assert main([*args, "--json", str(report_path)]) == 0
     again = json.loads(report_path.read_text())
-    assert not [n for n in again["subjects"][0]["notes"] if "nothing names here" in n]
+    (note,) = [n for n in again["subjects"][0]["notes"] if "PyTorch module" in n]
+    assert note.startswith("tune proved this deployment against a PyTorch module, which nothing")
+
+
+def test_changed_external_weights_of_the_original_are_a_changed_original(
+    tmp_path, monkeypatch, capsys
+):
+    """The original's weights in model.onnx.data are part of what tune proved against."""
+    model = onnx.load(GRAPHS / "channel_shuffle" / "model.onnx")
+    weights = numpy_helper.from_array(np.ones((1, 64, 1, 1), np.float32), "scale")
+    model.graph.initializer.append(weights)
+    scaled = onnx.helper.make_node("Mul", [model.graph.node[-1].output[0], "scale"], ["scaled"])
+    model.graph.node.append(scaled)
+    model.graph.output[0].name = "scaled"
+    path = tmp_path / "g" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save(model, path, save_as_external_data=True, size_threshold=128, location="w.data")
+    _fast_candidates(monkeypatch, "gather")
+    out = tmp_path / "t"
+    assert main(["tune", str(path), "--rewrites", "shuffle_gather", "--out", str(out), *QUICK]) == 0
+    assert _validate(out, tmp_path, capsys)[0] == 0
+    data = (tmp_path / "g" / "w.data").read_bytes()
+    (tmp_path / "g" / "w.data").write_bytes(data[:-4] + np.float32(-1).tobytes())
+    code, _, err = _validate(out, tmp_path, capsys)
+    assert code == 2 and "changed since tune proved against it" in err, err
 
 
 def test_tune_of_a_graph_from_other_weights_says_so(tmp_path, capsys):
@@ -390,3 +417,21 @@ def test_tune_of_a_graph_from_other_weights_says_so(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fails validate on cpu: validate: fail export" in err[0]
     assert "another seed: --module-seed" in err[0]
+
+
+def test_bench_counts_a_tuned_graphs_useful_work_not_the_zeros_it_multiplies(
+    tmp_path, monkeypatch, capsys
+):
+    """grouped_merge doubles a grouped Conv's multiply-adds with zeros: the tuned cell's macs
+    (and so its GFLOP/s) are its original's, the function both compute."""
+    from onnxconv import machine
+
+    monkeypatch.setattr(machine, "nchwc_block", lambda: 16)  # the merge applies on any CPU
+    record = _tuned(tmp_path, monkeypatch, "grouped", "merge", "--rewrites", "grouped_merge")
+    assert json.loads(record.read_text())["rewrites"] == ["grouped_merge"]
+    out = tmp_path / "bench"
+    args = ["bench", str(tmp_path / "grouped"), str(record), "--rounds", "1", "--blocks", "1"]
+    assert main([*args, "--calls", "3", "--quiet", "--no-roofs", "--out", str(out)]) == 0
+    cells = json.loads((out / "bench.json").read_text())["cells"]
+    macs = {c["label"]: c["macs"] for c in cells if c["backend"] == "ort"}
+    assert macs["grouped.tuned"] == macs["grouped"] > 0

@@ -39,6 +39,9 @@ class TunedTarget:
     session_options: dict[str, Any]
     cuda_options: dict[str, str]
     threads: int
+    #: The original graph tune proved it equal to: its multiply-adds are the useful work (a
+    #: rewrite such as grouped_merge multiplies zeros too).
+    original: str = ""
 
 
 @dataclass
@@ -178,6 +181,7 @@ def tuned_source(record: Path, modules: bool = True) -> Source:
             session_options=settings.session_options(),
             cuda_options=dict(settings.cuda),
             threads=tuned.threads,
+            original=str(original.resolve()),
         ),
     )
 
@@ -400,8 +404,11 @@ def prepare_onnx(source: Source, batch: int, settings: BenchSettings, work: Path
         np.save(path, data)
         inputs[vi.name] = path
         elems += int(np.prod(shape)) if shape else 1
+    # a tuned graph computes its original's function: the original's multiply-adds are the
+    # useful work (grouped_merge and grouped_pad multiply zeros as well)
+    costed = load_model(source.tuned.original) if source.tuned and source.tuned.original else model
     params, macs = graph_cost(
-        with_input_shapes(model, {vi.name: shape for vi, shape in zip(infos, shapes)})
+        with_input_shapes(costed, {vi.name: shape for vi, shape in zip(infos, shapes)})
     )
     # the variant's config, where PyTorch runs one beside it, at the batch this cell runs
     config = {**source.torch_config, "batch": batch} if source.torch_config else None

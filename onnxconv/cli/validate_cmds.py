@@ -138,7 +138,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     "--accuracy-budget: a tuned.json is checked again within the budget it was "
                     "tuned with"
                 )
-            deployment = recheck.load_tuned(tuned[0], rebuild_modules=not args.no_module)
+            deployment = recheck.load_tuned(
+                tuned[0], rebuild_modules=not args.no_module, recorded_module=not args.module
+            )
             if args.module:
                 attach_cli_module(args, deployment.original)
             report = recheck.recheck(deployment, args.threads)

@@ -22,9 +22,10 @@ import onnx
 
 from onnxconv import validate
 from onnxconv.errors import UserInputError, one_line
-from onnxconv.export_layout import file_sha256
+from onnxconv.export_layout import file_sha256, graph_sha256
 from onnxconv.machine import check_threads
 from onnxconv.quant_metrics import Bound, describe_budget, parse_budget
+from onnxconv.user_model import ModuleRecipe
 
 from .proof import Prover, proof_batches
 from .report import TUNED_SCHEMA
@@ -49,6 +50,8 @@ class TunedRecord:
     bit_identical_required: bool = False
     #: Who decided tune's proof (``torch``, ``stored``, ...): the check again needs them too.
     proven_by: tuple[str, ...] = ()
+    #: The ``--module`` that spoke for the original in tune (``ModuleRecipe.to_dict()``).
+    module: dict[str, Any] | None = None
 
 
 @dataclass
@@ -105,11 +108,11 @@ def _original_path(path: Path, data: dict[str, Any]) -> Path:
     if not found:
         raise UserInputError(f"{path}: the original graph {recorded} is gone")
     sha = data["original"].get("sha256")
-    same = next((p for p in found if sha in (None, file_sha256(p))), None)
+    same = next((p for p in found if sha in (None, graph_sha256(p))), None)
     if same is None:
         raise UserInputError(
             f"{path}: the original graph {found[0]} changed since tune proved against it "
-            "(sha256 differs): tune again"
+            "(the sha256 of its file and external data differs): tune again"
         )
     return same
 
@@ -183,18 +186,28 @@ def read_record(record: str | Path) -> TunedRecord:
             budget=budget,
             bit_identical_required=bool((data.get("proof") or {}).get("bit_identical_required")),
             proven_by=tuple((data.get("proof") or {}).get("deciders") or ()),
+            module=data["original"].get("module"),
         )
     except (KeyError, TypeError, AttributeError) as error:
         raise UserInputError(f"{path}: not a complete tuned.json (missing {error})") from None
 
 
-def load_tuned(record: str | Path, rebuild_modules: bool = True) -> TunedDeployment:
+def load_tuned(
+    record: str | Path, rebuild_modules: bool = True, recorded_module: bool = True
+) -> TunedDeployment:
     """:func:`read_record`, then the tuned graph and the original's subject: a test-data folder
-    brings its stored outputs and manifest (PyTorch) as sources."""
+    brings its stored outputs and manifest (PyTorch) as sources, and the ``--module`` tune was
+    given (recorded in ``tuned.json``) is built again where ``recorded_module`` (the caller
+    names another)."""
     checked = read_record(record)
     original = checked.original_path
     folder = original.parent if original.name == "model.onnx" else None
     subject = validate.load_subject(str(folder or original), rebuild_modules=rebuild_modules)
+    if checked.module and rebuild_modules and recorded_module:
+        recipe = ModuleRecipe.from_dict(checked.module)
+        module, notes = recipe.build(named_by=f"{checked.path}: the module tune proved with")
+        validate.attach_module(subject, module, recipe.path, recipe.to_dict())
+        subject.notes += notes
     return TunedDeployment(checked, subject, onnx.load(checked.model_path))
 
 

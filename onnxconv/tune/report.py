@@ -49,7 +49,7 @@ from typing import Any
 
 from onnxconv.bench.stats import OP_GROUPS, largest_ops
 from onnxconv.errors import UserInputError, one_line
-from onnxconv.export_layout import file_sha256
+from onnxconv.export_layout import graph_sha256
 from onnxconv.machine import describe_gpus
 from onnxconv.quant_check import headline
 from onnxconv.quant_metrics import describe_budget, parse_budget
@@ -356,7 +356,8 @@ def tuned_record(report: TuneReport, model_bytes: bytes, out_dir: Path) -> dict[
         "original": {
             "path": os.path.relpath(original, Path(out_dir).resolve()),
             "absolute": str(original),
-            "sha256": file_sha256(original) if original.is_file() else None,
+            "sha256": graph_sha256(original) if original.is_file() else None,
+            "module": report.subject.get("module"),
         },
         "target": f"{report.ep}/{w.settings.opt_level}/{w.precision}",
         "precision": w.precision,

@@ -607,6 +607,8 @@ class _Search:
                 "config": s.config,
                 "sources": self.prover.sources(),
                 "notes": s.notes,
+                # the --module that spoke for the graph, rebuilt where the record is checked
+                "module": s.recipe if s.module_named_by_user else None,
             },
             ep=self.options.ep,
             threads=self.method.threads,
