@@ -262,3 +262,32 @@ def test_a_graph_without_pytorch_is_proven_at_each_of_its_proof_batches(tmp_path
     assert near_prover.prove("as_shuffle", model, False, DEFAULT).disqualified
     at_batch_1 = Prover(near_subject, "cpu", threads=1, batches=[1])
     assert not at_batch_1.prove("as_shuffle", model, False, DEFAULT).disqualified
+
+
+def test_every_shuffle_of_a_torchscript_dynamic_batch_shufflenet_v2_is_found(tmp_path):
+    """torchvision's ShuffleNet V2 through the TorchScript exporter with a dynamic batch: its
+    Reshape targets and chunk Slices are computed from Shape nodes, where ONNX shape inference
+    stops after the first shuffle. The targets' symbolic elements carry the shapes on, so all
+    16 shuffles are proven and rewritten (1 of 16 was), and a near miss is named in a note."""
+    from networks import export_network
+
+    from onnxconv.tune.search import unrewritten_shuffles_note
+
+    path = export_network(
+        "shufflenet_v2_x0_5",
+        tmp_path,
+        exporter="torchscript",
+        opset=13,
+        dynamic_batch=True,
+        size=64,
+    )
+    model = onnx.load(path)
+    chains = find_channel_shuffles(model)
+    assert len(chains) == 16 and all(c.exact for c in chains), [c.problems for c in chains]
+    assert unrewritten_shuffles_note(model) == []
+    gather = formulations(model, ["shuffle_gather"])["shuffle_gather"]
+    assert len(gather.changes) == 16
+    near = _conv_shuffle_conv([1, 2, 4, -1, W], [-1, C, H, W])
+    (note,) = unrewritten_shuffles_note(near)
+    assert note.startswith("1 of 1 Reshape -> Transpose -> Reshape chain(s) are left as they are")
+    assert "view is not proven to give Nx2x4x4x4" in note

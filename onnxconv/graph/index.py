@@ -8,7 +8,7 @@ tensors statically and fills the rest from ONNX shape inference.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Union
 
@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 
 from onnxconv.errors import UserInputError
 from onnxconv.errors import one_line as _one_line
+from onnxconv.graph.edit import copy_model
 
 Dim = Union[int, str, None]  # noqa: UP007 - runtime alias, readable on 3.10
 """One tensor dimension: an int, a symbolic name (``dim_param``) or None when unknown."""
@@ -212,9 +213,13 @@ class GraphIndex:
         for _ in range(MAX_FOLD_ROUNDS):
             known = sum(_known(dims) for dims in self._inferred.values())
             folded = self._fold_int_tensors()
-            if folded is None:
+            reshaped = self._reshape_outputs()
+            if folded is None and not reshaped:
                 break
-            self._merge_shapes(infer_shapes(folded).graph)
+            model = folded or copy_model(self.model)
+            model.graph.value_info.extend(reshaped)  # inference goes on from them
+            self._merge_shapes(model.graph)
+            self._merge_shapes(infer_shapes(model).graph)
             self._partial_cache.clear()  # shapes learnt this round fold more integers
             if sum(_known(dims) for dims in self._inferred.values()) == known:
                 break
@@ -227,6 +232,29 @@ class GraphIndex:
                 self._inferred[vi.name] = dims
             if vi.type.tensor_type.elem_type:
                 self._elem_type[vi.name] = vi.type.tensor_type.elem_type
+
+    def _reshape_outputs(self) -> list[onnx.ValueInfoProto]:
+        """The output shape of each Reshape, where shape inference knows no more than its
+        target says (:meth:`symbolic_target`: constants, and the symbolic dims a Shape gives,
+        which torch's TorchScript exporter computes a dynamic batch's targets from; its -1 the
+        input's size over the rest), as value_info for inference to go on from."""
+        found = []
+        for node in self.nodes:
+            if node.op_type != "Reshape" or not is_default_domain(node) or not node.output[0]:
+                continue
+            target, src = self.symbolic_target(node), self.shape(node.input[0])
+            if target is None or src is None or attr(node, "allowzero", 0):
+                continue
+            dims = [src[i] if t == 0 and i < len(src) else t for i, t in enumerate(target)]
+            if -1 in dims:
+                dims[dims.index(-1)] = _quotient(list(src), [d for d in dims if d != -1])
+            dims = [d if d is None or isinstance(d, str) or d > 0 else None for d in dims]
+            if _known(tuple(dims)) < _known(self._inferred.get(node.output[0])):
+                continue  # (each round infers anew: one already merged is given again)
+            elem = self._elem_type.get(node.input[0])
+            if elem and node.output[0] not in self.graph_outputs:
+                found.append(helper.make_tensor_value_info(node.output[0], elem, dims))
+        return found
 
     def _fold_int_tensors(self) -> onnx.ModelProto | None:
         """Copy of the model where computed 0-D / 1-D int tensors that fold are initializers."""
@@ -475,8 +503,26 @@ def outer_scope_reads(node: onnx.NodeProto) -> list[str]:
 
 
 def _known(dims: tuple[Dim, ...] | None) -> int:
-    """How much a shape says: -1 for unknown rank, else the count of static dims."""
-    return -1 if dims is None else sum(isinstance(d, int) for d in dims)
+    """How much a shape says: -1 for unknown rank, else 2 for each static dim and 1 for each
+    symbolic one (a name says less than a number, more than nothing)."""
+    return -1 if dims is None else sum(2 if isinstance(d, int) else d is not None for d in dims)
+
+
+def _quotient(numerator: list[Dim], denominator: list[Dim]) -> Dim:
+    """``prod(numerator) / prod(denominator)`` of dims, where it is one int or one symbolic
+    dim (symbols cancel by name); None otherwise, or where a dim is unknown."""
+    if None in numerator or None in denominator:
+        return None
+    names = Counter(d for d in numerator if isinstance(d, str))
+    names.subtract(d for d in denominator if isinstance(d, str))
+    top = math.prod(d for d in numerator if isinstance(d, int))
+    bottom = math.prod(d for d in denominator if isinstance(d, int))
+    if any(n < 0 for n in names.values()) or not bottom or top % bottom:
+        return None
+    left = [name for name, n in names.items() for _ in range(n)]
+    if not left:
+        return top // bottom
+    return left[0] if len(left) == 1 and top == bottom else None
 
 
 def _static(dims: tuple[Dim, ...] | None) -> bool:

@@ -58,7 +58,7 @@ from onnxconv import precisions as precisions_module
 from onnxconv import validate
 from onnxconv.bench.report_notes import HELD_UP, ROUNDS_DISAGREE, was_held_up
 from onnxconv.errors import CheckFailed, conversion_status, one_line
-from onnxconv.graph import graph_cost
+from onnxconv.graph import SHUFFLE_PERM, find_channel_shuffles, graph_cost
 from onnxconv.machine import machine_info, versions
 from onnxconv.quant_check import headline as quant_check_headline
 from onnxconv.quant_metrics import budget_spec
@@ -70,7 +70,7 @@ from .candidates import FORMULATIONS, ORIGINAL, PRECISIONS, Candidate, TuneRepor
 from .deadline import Deadline
 from .options import TuneOptions, batch_of
 from .proof import Proof, Prover, budget_proof, proof_batches
-from .rewrites import REWRITES, Rewritten, formulations
+from .rewrites import REWRITES, SHUFFLE_REWRITES, Rewritten, formulations
 from .settings import DEFAULT, SessionSettings
 from .timing import Job, Method, Timing, node_times, profile, roofs, time_rounds
 
@@ -539,6 +539,8 @@ class _Search:
             notes.append(precisions_module.as_is_note(native, "candidates"))
         for key, reason in self.refused_rewrites.items():
             notes.append(f"{key} was left out: {reason}")
+        if any(r in SHUFFLE_REWRITES for r in self.options.rewrites):
+            notes += unrewritten_shuffles_note(s.model)
         used = {name for key in self.formulations for name in key.split("+")}
         unused = [
             r for r in self.options.rewrites if r not in used and r not in self.refused_rewrites
@@ -724,3 +726,18 @@ def tune(
     ``work``: a folder for the candidates' model files and inputs; ``started``: when the time
     budget began (``time.monotonic()``; default: now)."""
     return _Search(subject, options, work, progress, started).run()
+
+
+def unrewritten_shuffles_note(model: onnx.ModelProto) -> list[str]:
+    """A note where some Reshape -> Transpose -> Reshape chains of ``model`` are not channel
+    shuffles a rewrite may touch: how many of how many, and why the first is not."""
+    chains = find_channel_shuffles(model)
+    left = [c for c in chains if not c.exact or c.perm != SHUFFLE_PERM[c.rank]]
+    if not left:
+        return []
+    why = "; ".join(left[0].problems) or f"Transpose perm {left[0].perm}"
+    return [
+        f"{len(left)} of {len(chains)} Reshape -> Transpose -> Reshape chain(s) are left as they "
+        f"are by the shuffle rewrites, which take only a chain proven to shuffle channels "
+        f"(e.g. {left[0].reshape_in}: {why})"
+    ]
