@@ -172,7 +172,8 @@ def test_tune_proves_a_quantized_graphs_candidates_against_its_own_outputs(tmp_p
     )
     assert report["subject"]["sources"] == [
         "stored: the original (quantized) graph's outputs on the reference evaluator, seeds "
-        "[0, 1, 2] x ['normal', 'wide'], and on the inputs of its 1 stored test set(s)"
+        "[0, 1, 2] x ['normal', 'wide'] at batch(es) [1], and on the inputs of its 1 stored "
+        "test set(s)"
     ]
     assert all(c["proof"]["status"] == "pass" for c in report["candidates"])
 

@@ -128,9 +128,14 @@ def to_markdown(report: TuneReport | dict[str, Any], plot_name: str | None = Non
         f"{m.get('logical_cores')} logical cores; GPU: {describe_gpus(m) or 'none'}",
         f"- versions: onnxruntime {v.get('onnxruntime')}, torch {v.get('torch')}, onnx "
         f"{v.get('onnx')}, numpy {v.get('numpy')}, Python {v.get('python')}",
-        "- proof: validate's checks against " + "; ".join(s["sources"]) + f", seeds "
-        f"{data['options']['seeds']} × {data['options']['distributions']}"
-        f"{_batches_text(data['options'].get('proof_batches'))}, fp32, on the target "
+        "- proof: validate's checks against "
+        + "; ".join(s["sources"])
+        + (
+            f", seeds {data['options']['seeds']} × {data['options']['distributions']}"
+            if data["options"]["seeds"]  # none: the sources above name the inputs drawn
+            else ""
+        )
+        + f"{_batches_text(data['options'].get('proof_batches'))}, fp32, on the target "
         "EP at each candidate's level and session settings; formulations that only move data "
         "must be bit-identical to the original on ORT CPU",
         f"- method: as `onnxconv bench`: each run a fresh process, warm-up ≥ {method['warmup']} "
