@@ -668,6 +668,15 @@ def dangling_input(graphs: Path, tmp_path: Path) -> Path:
     return tiny_graph(tmp_path, "dangling", [helper.make_node("Add", ["x", "ghost"], ["y"])])
 
 
+def duplicate_node_names(graphs: Path, tmp_path: Path) -> Path:
+    """onnx's checker accepts two nodes of one name; ONNX Runtime refuses the model."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="twice"),
+        helper.make_node("Neg", ["r"], ["y"], name="twice"),
+    ]
+    return tiny_graph(tmp_path, "twice", nodes)
+
+
 def manifest_not_json(graphs: Path, tmp_path: Path) -> Path:
     out = tmp_path / "g"
     shutil.copytree(graphs, out)
@@ -710,6 +719,9 @@ READERS = [
     (dangling_input, ["validate", "{path}"], ["dangling.onnx", "ghost"]),
     (dangling_input, ["inspect", "{path}"], ["dangling.onnx", "ghost"]),
     (dangling_input, ["bench", "{path}"], ["dangling.onnx", "ghost"]),
+    (duplicate_node_names, ["validate", "{path}"], ["twice.onnx", "same node name"]),
+    (duplicate_node_names, ["bench", "{path}"], ["twice.onnx", "same node name"]),
+    (duplicate_node_names, ["tune", "{path}", "--out", "{path}.t"], ["twice.onnx", "same node"]),
     (manifest_not_json, ["validate", "--graphs", "{path}"], ["manifest.json"]),
     (manifest_not_json, ["validate", "{path}/standard"], ["manifest.json", "JSON"]),
     (manifest_not_json, ["export", "--variant", "pointwise", "--out", "{path}"], ["manifest"]),

@@ -219,6 +219,8 @@ def make_session(
         ) from exc
     except Exception as exc:
         msg = _one_line(exc)
+        if "This is an invalid model" in msg:  # ORT's own checks (e.g. two nodes of one name)
+            raise UserInputError(f"{label}: ONNX Runtime refuses the model: {msg}") from exc
         if target.ep != "cpu":
             if "assigned to the default CPU EP" in msg:
                 raise EpUnavailable(
@@ -257,10 +259,15 @@ def check_loads_from_file(path: str | os.PathLike) -> None:
     """ORT must load the model at ``path`` from its file, the way it is deployed: a model with
     external data is otherwise run from memory with that data read in, which ORT accepts where
     its own loader does not (a Reshape's shape kept outside the file). ``UserInputError``
-    naming the file and ORT's reason otherwise."""
+    naming the file and ORT's reason otherwise, also where ORT's own checks refuse a model
+    onnx accepts (two nodes of one name)."""
     model = onnx.load(str(path), load_external_data=False)
     tensors = list(model.graph.initializer)
     if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+        try:  # ORT's own checks: a model it refuses is the user's input error (exit 2)
+            make_session(str(path), Target("cpu", "disabled"))
+        except CheckFailed:
+            pass  # one the CPU EP cannot run (a kernel it lacks): each target's session says so
         return
     try:
         make_session(str(path), Target("cpu", "disabled"))
