@@ -232,6 +232,35 @@ def test_a_deployment_that_does_not_load_is_a_conversion_failure(monkeypatch, ca
     assert status["cpu/all/fp16-io"] == ["FAIL", "conversion"]
 
 
+def test_the_default_fp16_that_a_converter_cannot_make_is_unavailable_not_a_failure(
+    monkeypatch, capsys
+):
+    """validate without --precision runs fp32 and fp16: where onnxconverter-common breaks on a
+    correct graph, its fp16 cells are unavailable with the reason (exit 0 on the fp32 passes);
+    named with --precision fp16, the same cells FAIL conversion (exit 1)."""
+    from onnxconv.errors import CheckFailed
+
+    real = precisions.deploy
+
+    def converter_breaks(model, name, *args, **kwargs):
+        if name == "fp16":
+            raise CheckFailed("onnxconverter-common produced an invalid fp16 graph")
+        return real(model, name, *args, **kwargs)
+
+    monkeypatch.setattr(precisions, "deploy", converter_breaks)
+    argv = ["validate", "grouped", "--opt-level", "all", "--quiet"]
+    assert main(argv) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    status = {row[1]: row[2] for row in rows if row[:1] == ["grouped"] and row[1][-1] != ":"}
+    assert status == {"cpu/all/fp32": "pass", "cpu/all/fp16": "UNAVAILABLE"}
+    assert main([*argv, "--precision", "fp32,fp16"]) == 1
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert {row[1]: row[2:4] for row in rows if row[:1] == ["grouped"]}["cpu/all/fp16"] == [
+        "FAIL",
+        "conversion",
+    ]
+
+
 def test_a_graph_that_already_computes_in_fp16_or_int8_has_no_deployment_made_from_it(tmp_path):
     """A float16 graph, or ONNX Runtime's own QDQ int8 one, brought as it is: the fp32 cells run
     it, its fp16/int8 cells are unavailable (nothing to make), and a note says so."""

@@ -37,6 +37,10 @@ def read_npz(path: str) -> dict:
         raise OnnxconvError(f"{path}: not a readable .npz file ({error})") from None
 
 
+#: validate's precisions when --precision is not given.
+DEFAULT_PRECISIONS = ["fp32", "fp16"]
+
+
 def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, str]]:
     """validate's matrix over the TARGETs (or the graphs folder): the report, the EPs in it and
     those left out with their reasons."""
@@ -77,6 +81,8 @@ def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str
         raise OnnxconvError(f"--int8-samples must be at least 1, got {args.int8_samples}")
     if args.max_input_gb <= 0:
         raise OnnxconvError(f"--max-input-gb must be positive, got {args.max_input_gb}")
+    unrequested = () if args.precision else ("fp16",)
+    args.precision = args.precision or list(DEFAULT_PRECISIONS)
     for precision in args.precision:
         precisions.get(precision)  # an unknown name is a usage error, before any work
     if args.target_opset is not None:
@@ -100,6 +106,7 @@ def _validate_matrix(args: argparse.Namespace) -> tuple[Any, list[str], dict[str
         eps,
         args.opt_level,
         args.precision,
+        unrequested=unrequested,
         seeds=args.seeds,
         batches=args.batch,
         extra_inputs=extra,
@@ -332,10 +339,11 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision",
         type=csv_list,
-        default=["fp32", "fp16"],
+        default=None,
         help="comma-separated deployments: fp32, fp16 (onnxconverter-common, fp32 I/O), fp16-io "
         "(fp16 I/O), fp16-onnxconv (onnxconv's converter), int8 (static QDQ, per-channel), "
-        "int8-tensor (per-tensor weights), int8-dynamic (default: fp32,fp16)",
+        "int8-tensor (per-tensor weights), int8-dynamic (default: fp32,fp16, where a graph "
+        "the fp16 converter cannot convert is unavailable, not failed)",
     )
     p.add_argument(
         "--target-opset",

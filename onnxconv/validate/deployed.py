@@ -221,10 +221,18 @@ def float_departure(
     return departure(subject.model, own, expected, labels, source, tol), source
 
 
-def undeployable_cell(subject: Subject, target: runtime.Target, error: CheckFailed) -> Cell:
+def undeployable_cell(
+    subject: Subject, target: runtime.Target, error: CheckFailed, asked: bool = True
+) -> Cell:
     """No graph at this precision: nothing to quantize, or a graph that already computes lower,
     is ``unavailable`` (there is no such deployment), a converter or quantizer failure is a
-    ``fail`` of kind ``conversion``."""
-    return Cell(
-        subject.label, target.id, conversion_status(error), reason=str(error), kind="conversion"
-    )
+    ``fail`` of kind ``conversion`` where the user ``asked`` for the precision, else
+    ``unavailable`` (the default matrix's fp16: the converter's fault, not the graph's)."""
+    status, reason = conversion_status(error), str(error)
+    if status == "fail" and not asked:
+        status = "unavailable"
+        reason = (
+            f"{target.precision} is in the default matrix, not asked for (--precision "
+            f"{target.precision} makes this a failure): {reason}"
+        )
+    return Cell(subject.label, target.id, status, reason=reason, kind="conversion")

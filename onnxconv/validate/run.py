@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
@@ -90,6 +90,7 @@ def validate(
     int8_samples: int = quant_check.EVALUATION_SAMPLES,
     target_opset: int | None = None,
     accuracy_budget: Mapping[str, Bound] | None = None,
+    unrequested: Collection[str] = (),
 ) -> ValidationReport:
     """Every subject on every target. ``trust_stored=False`` shows stored outputs without letting
     them decide (for a user who knows they are stale). ``calibration`` (feed dicts; default
@@ -98,7 +99,10 @@ def validate(
     brought to that opset (:mod:`onnxconv.retarget`); one that cannot be fails every cell as
     ``conversion``. ``accuracy_budget``: the bounds int8 cells and a graph that came quantized
     are judged within (:func:`onnxconv.quant_metrics.parse_budget`; default
-    :data:`onnxconv.quant_metrics.TOLERANCES`)."""
+    :data:`onnxconv.quant_metrics.TOLERANCES`). ``unrequested``: precisions in the matrix that
+    the user did not name (the default fp16): a converter that cannot deploy a graph at one of
+    them makes its cells ``unavailable``, saying so, instead of failing a graph nobody asked to
+    ship at it."""
     from ..report import environment
 
     int8_precisions = [p for p in precisions if precisions_module.is_int8(p)]
@@ -178,7 +182,8 @@ def validate(
             )
             unmade = isinstance(model, CheckFailed)
             if unmade and not (departs_here and conversion_status(model) == "fail"):
-                cells.append(undeployable_cell(subject, target, model))
+                asked = target.precision not in unrequested
+                cells.append(undeployable_cell(subject, target, model, asked))
             elif departs_here:
                 cells.append(departed_cell(subject, target, departs_here, against))
             elif int8:
