@@ -435,3 +435,27 @@ def test_bench_counts_a_tuned_graphs_useful_work_not_the_zeros_it_multiplies(
     cells = json.loads((out / "bench.json").read_text())["cells"]
     macs = {c["label"]: c["macs"] for c in cells if c["backend"] == "ort"}
     assert macs["grouped.tuned"] == macs["grouped"] > 0
+
+
+def test_a_dynamic_original_is_benched_at_the_batch_its_tuned_folder_was_tuned_at(
+    tmp_path, monkeypatch, capsys
+):
+    """tune --batch 2 of a dynamic-batch graph, then bench of the graph and its tuned folder
+    without --batch: both at batch 2, so the tuned cell pairs with its original's (the original
+    ran at batch 1 and no pair was made)."""
+    from onnxconv.export import ExportOptions, export_variants
+
+    export_variants(["channel_shuffle"], tmp_path / "g", ExportOptions(dynamic_batch=True))
+    folder = tmp_path / "g" / "channel_shuffle"
+    _fast_candidates(monkeypatch, "gather")
+    out = tmp_path / "t"
+    argv = ["tune", str(folder), "--batch", "2", "--rewrites", "shuffle_gather", *QUICK]
+    assert main([*argv, "--out", str(out)]) == 0
+    bench = tmp_path / "bench"
+    args = ["bench", str(folder), str(out), "--rounds", "1", "--blocks", "1", "--calls", "3"]
+    assert main([*args, "--opt-level", "all", "--quiet", "--no-roofs", "--out", str(bench)]) == 0
+    cells = json.loads((bench / "bench.json").read_text())["cells"]
+    assert {(c["label"], c["batch"]) for c in cells if c["backend"] == "ort"} == {
+        ("channel_shuffle", 2),
+        ("channel_shuffle.tuned", 2),
+    }

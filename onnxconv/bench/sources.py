@@ -129,6 +129,11 @@ def resolve_sources(
                 **torch_of(path, modules),
             )
         )
+    for tuned in [s for s in sources if s.tuned is not None]:
+        for source in sources:  # its original, dynamic: timed at the batch it was tuned at
+            if source.tuned is None and source.own_batch is None and source.path is not None:
+                if str(source.path.resolve()) == tuned.tuned.original:
+                    source.own_batch = tuned.own_batch
     common = dict(overrides or {})
     per_variant = {k: dict(v) for k, v in (variant_overrides or {}).items()}
     names = [s.variant for s in sources if s.kind == "variant"]
