@@ -161,6 +161,27 @@ def replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
+#: A work folder in $TMPDIR (:func:`work_folder`): ``onnxconv-<kind>-<pid>-<random>``.
+WORK_RE = re.compile(r"^onnxconv-[a-z0-9]+-(?P<pid>\d+)-")
+
+
+@contextlib.contextmanager
+def work_folder(kind: str) -> Iterator[Path]:
+    """A temporary folder for one run's work (bench's worker files, tune's candidates), named
+    by this process; first the work folders of dead runs (a SIGKILL skips every cleanup) are
+    removed from the same place."""
+    import tempfile
+
+    base = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in base.iterdir():
+            found = WORK_RE.match(entry.name)
+            if found and entry.is_dir() and not pid_alive(int(found["pid"])):
+                shutil.rmtree(entry, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"onnxconv-{kind}-{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
 def clean_leftovers(folder: Path) -> list[str]:
     """Remove the staging folders and half-written temporary files of dead writers in
     ``folder``; an ``.old-<name>-<pid>`` folder of a dead writer goes back to ``<name>`` when

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -1036,6 +1037,25 @@ def test_a_killed_writers_temporary_file_goes_with_the_next_write(tmp_path):
     assert (tmp_path / "r.json").read_text() == "{}\n"
     assert not dead.exists() and live.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and p != live]
+
+
+def test_a_killed_runs_work_folder_goes_with_the_next_run(tmp_path, monkeypatch):
+    """A SIGKILL left bench's and tune's work folders in $TMPDIR for good; their names now hold
+    the run's pid, and the next run removes those whose process is gone (only those)."""
+    from onnxconv.locking import work_folder
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = tmp_path / f"onnxconv-bench-{gone.stdout.strip()}-abc"
+    live = tmp_path / f"onnxconv-tune-{os.getpid()}-def"
+    other = tmp_path / "onnxconv-export-xyz"  # not one of ours by name: left alone
+    for folder in (dead, live, other):
+        (folder / "worker").mkdir(parents=True)
+    with work_folder("tune") as work:
+        assert work.parent == tmp_path and work.name.startswith(f"onnxconv-tune-{os.getpid()}-")
+    assert not dead.exists() and live.exists() and other.exists() and not work.exists()
 
 
 def test_test_sets_go_in_number_order_and_stray_files_are_left_alone(graphs, tmp_path):

@@ -40,11 +40,11 @@ Method (why the numbers can be trusted on a shared 2-core machine)
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import UserInputError
+from ..locking import work_folder
 from .cells import combine_roofs
 from .launch import TORCH_MALLOC_ENV, run_worker, worker_env
 from .loop import run_sources
@@ -122,8 +122,8 @@ def run_bench(
             opset=settings.opset, exporter=settings.exporter, seed=settings.seed
         ).validate()
     if work_dir is None:
-        with tempfile.TemporaryDirectory(prefix="onnxconv-bench-") as tmp:
-            report = run_sources(sources, settings, Path(tmp), progress)
+        with work_folder("bench") as tmp:
+            report = run_sources(sources, settings, tmp, progress)
     else:
         work = Path(work_dir)
         work.mkdir(parents=True, exist_ok=True)

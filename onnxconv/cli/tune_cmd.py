@@ -23,12 +23,12 @@ from .common import (
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    import tempfile
     import time
     from pathlib import Path
 
     from .. import runtime, validate
     from ..errors import CheckFailed
+    from ..locking import work_folder
     from ..quant_metrics import parse_budget
     from ..tune import report as tune_report
     from ..tune.options import BUDGET_PRECISIONS, TuneOptions
@@ -90,8 +90,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"tune: {message}", file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="onnxconv-tune-") as tmp:
-        report = tune(subject, options, Path(tmp), say, started)
+    with work_folder("tune") as tmp:
+        report = tune(subject, options, tmp, say, started)
     rows = []
     for c in report.candidates:
         stats = (c.timing.stats if c.timing else None) or {}
