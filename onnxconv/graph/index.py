@@ -209,6 +209,15 @@ class GraphIndex:
         self._elem_type: dict[str, int] = {}
         self._const_cache: dict[str, np.ndarray | None] = {}
         self._partial_cache: dict[str, list[int | None] | None] = {}
+        #: The symbolic dim names the model itself writes (its inputs' ``batch``, an exporter's
+        #: value_info): one name is one size. ONNX shape inference numbers the dims it cannot
+        #: name (``unk__3``) afresh on every run, so those say nothing across runs: unknown.
+        self._names = {
+            d.dim_param
+            for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info)
+            for d in vi.type.tensor_type.shape.dim
+            if d.dim_param
+        }
         self._merge_shapes(self.graph)
         for _ in range(MAX_FOLD_ROUNDS):
             known = sum(_known(dims) for dims in self._inferred.values())
@@ -228,6 +237,10 @@ class GraphIndex:
         """Take each tensor's inferred dims where they say more than what is known so far."""
         for vi in (*graph.input, *graph.value_info, *graph.output):
             dims = _value_info_dims(vi)
+            if dims is not None:
+                dims = tuple(
+                    None if isinstance(d, str) and d not in self._names else d for d in dims
+                )
             if _known(dims) > _known(self._inferred.get(vi.name)) or vi.name not in self._inferred:
                 self._inferred[vi.name] = dims
             if vi.type.tensor_type.elem_type:
