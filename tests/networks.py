@@ -314,6 +314,7 @@ def export_network(
     exporter: str = "dynamo",
     opset: int = 18,
     dynamic_batch: bool = False,
+    dynamic_hw: bool = False,
     size: int = 224,
     seed: int = 0,
 ) -> Path:
@@ -321,7 +322,13 @@ def export_network(
     path of ``model.onnx``. Input ``input`` [1, 3, size, size], output ``output`` [1, 1000]."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r} (known: {', '.join(NETWORKS)})")
-    options = ExportOptions(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch, seed=seed)
+    options = ExportOptions(
+        opset=opset,
+        exporter=exporter,
+        dynamic_batch=dynamic_batch,
+        dynamic_hw=dynamic_hw,
+        seed=seed,
+    )
     options.validate()
     module = NETWORKS[name](seed=seed)
     example = example_input(size, seed)
