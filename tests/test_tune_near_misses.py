@@ -234,6 +234,28 @@ def test_tune_runs_on_and_says_which_formulations_it_left_out(tmp_path):
     assert not any("nothing in this graph" in n for n in notes)
 
 
+def _real_shapes(model: onnx.ModelProto, inputs: list[tuple[int, ...]]) -> list[dict]:
+    """Every tensor's shape on ONNX Runtime, for each input shape given."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for out in node.output:
+            if out and out not in outputs:
+                probe.graph.output.append(onnx.ValueInfoProto(name=out))
+                outputs.add(out)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    found = []
+    for shape in inputs:
+        x = np.zeros(shape, np.float32)
+        values = session.run(names, {session.get_inputs()[0].name: x})
+        found.append({n: v.shape for n, v in zip(names, values)})
+    return found
+
+
 def test_a_graph_without_pytorch_is_proven_at_each_of_its_proof_batches(tmp_path):
     """A dynamic batch is proven at batches 1 and 2: without PyTorch the original's outputs on
     the reference evaluator are the source there, at both (they were made at batch 1 alone)."""
@@ -295,9 +317,14 @@ def test_every_shuffle_of_a_torchscript_dynamic_batch_shufflenet_v2_is_found(tmp
         dynamic_hw=True,
         size=64,
     )
-    shapes = GraphIndex(onnx.load(hw)).tensor_shapes().values()
-    named = {d for dims in shapes if dims for d in dims if isinstance(d, str)}
-    assert named <= {"batch", "height", "width"}, named
+    model = onnx.load(hw)
+    real = _real_shapes(model, [(1, 3, 64, 64), (3, 3, 96, 80)])
+    sizes: dict[str, set[tuple[int, int]]] = {}
+    for name, dims in GraphIndex(model).tensor_shapes().items():
+        for axis, dim in enumerate(dims or ()):
+            if isinstance(dim, str) and name in real[0]:
+                sizes.setdefault(dim, set()).add(tuple(r[name][axis] for r in real))
+    assert sizes and all(len(found) == 1 for found in sizes.values()), sizes
     assert unrewritten_shuffles_note(model) == []
     gather = formulations(model, ["shuffle_gather"])["shuffle_gather"]
     assert len(gather.changes) == 16

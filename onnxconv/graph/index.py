@@ -210,16 +210,17 @@ class GraphIndex:
         self._const_cache: dict[str, np.ndarray | None] = {}
         self._partial_cache: dict[str, list[int | None] | None] = {}
         #: The symbolic dim names the model itself writes (its inputs' ``batch``, an exporter's
-        #: value_info): one name is one size. ONNX shape inference numbers the dims it cannot
-        #: name (``unk__3``) afresh on every run, so those say nothing across runs: unknown.
+        #: value_info): one name is one size. ONNX shape inference names the dims it cannot
+        #: (``unk__3``) afresh on every run: one such name is one size within its run only, so
+        #: each run's are kept apart (``unk__3@2``: run 2's), never one size across runs.
         self._names = {
             d.dim_param
             for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info)
             for d in vi.type.tensor_type.shape.dim
             if d.dim_param
         }
-        self._merge_shapes(self.graph)
-        for _ in range(MAX_FOLD_ROUNDS):
+        self._merge_shapes(self.graph, 0)
+        for run in range(1, MAX_FOLD_ROUNDS + 1):
             known = sum(_known(dims) for dims in self._inferred.values())
             folded = self._fold_int_tensors()
             reshaped = self._reshape_outputs()
@@ -227,19 +228,23 @@ class GraphIndex:
                 break
             model = folded or copy_model(self.model)
             model.graph.value_info.extend(reshaped)  # inference goes on from them
-            self._merge_shapes(model.graph)
-            self._merge_shapes(infer_shapes(model).graph)
+            self._merge_shapes(model.graph, run)
+            self._merge_shapes(infer_shapes(model).graph, run)
             self._partial_cache.clear()  # shapes learnt this round fold more integers
             if sum(_known(dims) for dims in self._inferred.values()) == known:
                 break
 
-    def _merge_shapes(self, graph: onnx.GraphProto) -> None:
-        """Take each tensor's inferred dims where they say more than what is known so far."""
+    def _merge_shapes(self, graph: onnx.GraphProto, run: int) -> None:
+        """Take each tensor's inferred dims where they say more than what is known so far; the
+        names inference run ``run`` made up are marked as its own."""
         for vi in (*graph.input, *graph.value_info, *graph.output):
             dims = _value_info_dims(vi)
             if dims is not None:
                 dims = tuple(
-                    None if isinstance(d, str) and d not in self._names else d for d in dims
+                    f"{d}@{run}"
+                    if isinstance(d, str) and d not in self._names and "@" not in d
+                    else d
+                    for d in dims
                 )
             if _known(dims) > _known(self._inferred.get(vi.name)) or vi.name not in self._inferred:
                 self._inferred[vi.name] = dims
@@ -516,9 +521,11 @@ def outer_scope_reads(node: onnx.NodeProto) -> list[str]:
 
 
 def _known(dims: tuple[Dim, ...] | None) -> int:
-    """How much a shape says: -1 for unknown rank, else 2 for each static dim and 1 for each
-    symbolic one (a name says less than a number, more than nothing)."""
-    return -1 if dims is None else sum(2 if isinstance(d, int) else d is not None for d in dims)
+    """How much a shape says: -1 for unknown rank, else per dim 4 for a number, 3 for a name the
+    model writes, 2 for one an inference run made up (``unk__3@2``), 0 for none."""
+    if dims is None:
+        return -1
+    return sum(4 if isinstance(d, int) else 0 if d is None else 2 if "@" in d else 3 for d in dims)
 
 
 def _quotient(numerator: list[Dim], denominator: list[Dim]) -> Dim:
