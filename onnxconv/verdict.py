@@ -38,8 +38,8 @@ kind               status  when
                            what is left is the deployment's: float16's range or rounding, the
                            converter, or ONNX Runtime's float16 kernels. The reference evaluator
                            ran the fp32 graph, not this one, so it cannot say which. A departure
-                           within :data:`FP16_ROUNDING_FACTOR` times PyTorch's own in float16
-                           passes, saying so: it is float16's rounding.
+                           shaped like PyTorch's own in float16 (:data:`FP16_RMS_FACTOR`,
+                           :data:`FP16_ELEMENT_FACTOR`) passes, saying so: float16's rounding.
 =================  ======  ========================================================================
 
 Only ``--stored untrusted`` turns a stored-output mismatch into something other than a decision,
@@ -90,12 +90,20 @@ ILL_CONDITIONED = 2.0
 ILL_CONDITIONED_FACTOR = 20.0
 
 
-#: A float16 deployment that departs from PyTorch by no more than this many times PyTorch's own
-#: float16 result does is float16's rounding, not a defect of the conversion: the zoo's MobileNet
-#: v1 (28 layers, BatchNorm statistics of its data) in float16 on ORT was 0.013 from PyTorch in
-#: fp32, past fp16's atol of 0.01, where PyTorch in float16 was 0.022 from it. Both round the
-#: same function's activations to float16, in kernels that accumulate differently.
-FP16_ROUNDING_FACTOR = 2.0
+#: A float16 deployment departs from PyTorch in fp32 as float16's rounding does where its
+#: departure looks like PyTorch's own float16 result's: its RMS no more than this many times
+#: that result's RMS departure ... (correct deployments of the zoo's MobileNet v1 and ShuffleNet,
+#: trained-scale MobileNetV3-small, EfficientNet-B0 and ShuffleNet V2: 0.17-0.85; ORT keeps more
+#: in fp32 than PyTorch's CPU half kernels; every logit x1.08, which a max-based bound of 2x
+#: let pass, is about 4) ...
+FP16_RMS_FACTOR = 1.5
+#: ... and no element further than this many times PyTorch's own departure there, or than its
+#: RMS departure where that is larger (correct deployments: 0.49-1.8 where they missed fp16's
+#: tolerance, up to 2.9 on wide inputs where they met it; one logit of MobileNet v1 at 64x64
+#: moved by 0.1, where PyTorch's float16 RMS departure is 0.031, is 3.2, and by 0.2, which a
+#: max-based bound let pass, 6: an element's defect is measured against that element's
+#: rounding, not against the worst rounding anywhere).
+FP16_ELEMENT_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -276,27 +284,34 @@ def _within_fp16_rounding(
     opinions: Mapping[str, np.ndarray],
     float16: Callable[[], np.ndarray | None] | None,
 ) -> bool:
-    """Whether a float16 deployment's departure from PyTorch is float16's rounding: no more than
-    :data:`FP16_ROUNDING_FACTOR` times PyTorch's own float16 result departs from PyTorch in fp32
-    (then ``check`` passes and its note gives the figures). False where PyTorch does not decide,
-    gives no float16 result, or the figures are not finite."""
+    """Whether a float16 deployment's departure from PyTorch is float16's rounding: shaped like
+    PyTorch's own float16 result's departure from PyTorch in fp32, within
+    :data:`FP16_RMS_FACTOR` of it in RMS and :data:`FP16_ELEMENT_FACTOR` of it element by
+    element (then ``check`` passes and its note gives the figures). False where PyTorch does not
+    decide, gives no float16 result, or the figures are not finite."""
     if check.decided_by != TORCH or float16 is None:
         return False
     half = float16()
     source = np.asarray(opinions[TORCH], np.float64)
     if half is None or np.shape(half) != source.shape or np.shape(actual) != source.shape:
         return False
-    with np.errstate(all="ignore"):
-        rounding = float(np.max(np.abs(np.asarray(half, np.float64) - source), initial=0.0))
-        departure = float(np.max(np.abs(np.asarray(actual, np.float64) - source), initial=0.0))
-    if not (np.isfinite(rounding) and np.isfinite(departure)):
+    if not source.size:
         return False
-    if departure > FP16_ROUNDING_FACTOR * rounding:
+    with np.errstate(all="ignore"):
+        own = np.abs(np.asarray(half, np.float64) - source)
+        mine = np.abs(np.asarray(actual, np.float64) - source)
+        own_rms, mine_rms = float(np.sqrt(np.mean(own**2))), float(np.sqrt(np.mean(mine**2)))
+        element = float(np.max(mine / np.maximum(own, own_rms)))
+    if not all(np.isfinite(v) for v in (own_rms, mine_rms, element)) or own_rms == 0:
+        return False
+    if mine_rms > FP16_RMS_FACTOR * own_rms or element > FP16_ELEMENT_FACTOR:
         return False
     check.note = (
-        f"{WITHIN_FP16_ROUNDING}: the deployment departs from {TORCH} by {departure:.3g} (past "
-        f"fp16's tolerance: {check.results[TORCH].reason}), no more than "
-        f"{FP16_ROUNDING_FACTOR:g}x PyTorch's own result in float16 does ({rounding:.3g})"
+        f"{WITHIN_FP16_ROUNDING}: the deployment departs from {TORCH} by {mine.max():.3g} (past "
+        f"fp16's tolerance: {check.results[TORCH].reason}) as PyTorch's own result in float16 "
+        f"does: RMS {mine_rms:.3g} against its {own_rms:.3g}, no element more than "
+        f"{element:.3g}x its departure there (bounds {FP16_RMS_FACTOR:g}x, "
+        f"{FP16_ELEMENT_FACTOR:g}x)"
     )
     return True
 

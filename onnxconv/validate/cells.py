@@ -24,6 +24,7 @@ from ..verdict import (
     REFERENCE,
     SOURCES,
     UNTRUSTED_DIFFER,
+    WITHIN_FP16_ROUNDING,
     WITHIN_ROUNDING,
     Float64,
     OutputCheck,
@@ -267,7 +268,7 @@ def summarise(cell: Cell) -> None:
             (c, o)
             for c in cell.cases
             for o in c.outputs
-            if o.note.startswith((UNTRUSTED_DIFFER, WITHIN_ROUNDING))
+            if o.note.startswith((UNTRUSTED_DIFFER, WITHIN_ROUNDING, WITHIN_FP16_ROUNDING))
         ]
         if differing:  # shown, never deciding: but shown
             case, check = differing[0]
