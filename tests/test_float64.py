@@ -132,3 +132,34 @@ def test_the_float64_copy_of_a_module_is_made_once_per_module():
     torch_in(other, torch.float64, x, ["y"], copies)
     assert len(copies) == 2
     assert module.weight.dtype == torch.float32  # the module itself is left as it was
+
+
+class Cancelling(torch.nn.Module):
+    """:func:`cancelling` as a PyTorch module: PyTorch decides, and fp32 cannot compute it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(0)
+        w = (1e3 * rng.choice([-1.0, 1.0], size=(C, K, 1, 1))).astype(np.float32)
+        w2 = (w + rng.standard_normal(w.shape) * 1e-3).astype(np.float32)
+        self.register_buffer("w", torch.from_numpy(w))
+        self.register_buffer("w2", torch.from_numpy(w2))
+
+    def forward(self, x):
+        return torch.nn.functional.conv2d(x, self.w) - torch.nn.functional.conv2d(x, self.w2)
+
+
+def test_the_fp16_cells_judge_the_graph_as_its_fp32_cells_do(tmp_path):
+    """A correct EfficientNet-B0 passed its fp32 cells as fp32 rounding, and its fp16 cell
+    failed as `export` ("the fp32 graph departs from torch"): the check before the fp16 cells
+    held the fp32 graph to the plain tolerance. Now it is judged as the fp32 cells are."""
+    from onnxconv import validate
+
+    cancelling(tmp_path / "c.onnx")
+    subject = validate.load_subject(str(tmp_path / "c.onnx"))
+    validate.attach_module(subject, Cancelling(), "Cancelling")
+    report = validate.validate([subject], ["cpu"], ["disabled"], ["fp32", "fp16"], seeds=(0,))
+    by_target = {c.target: c for c in report.cells}
+    fp32 = by_target["cpu/disabled/fp32"]
+    assert fp32.status == "pass" and "within fp32 rounding" in fp32.reason, fp32.reason
+    assert by_target["cpu/disabled/fp16"].kind != "export", by_target["cpu/disabled/fp16"].reason

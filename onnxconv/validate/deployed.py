@@ -13,11 +13,11 @@ from .. import feeds as feeds_module
 from .. import fp16_range, quant_check, runtime
 from .. import precisions as precisions_module
 from ..errors import CheckFailed, conversion_status
-from ..parity import Tolerance
+from ..parity import Tolerance, graph_tolerance
 from ..quant_metrics import Bound
 from ..verdict import TORCH, deciding_source
 from .cases import Case, departure, spatial_sizes, torch_module, torch_outputs
-from .cells import Cell, run_on_target
+from .cells import Cell, judge_case, run_on_target
 from .subjects import Subject
 
 
@@ -205,20 +205,24 @@ def float_departure(
     subject: Subject, cases: list[Case], tol: Tolerance | None, trust_stored: bool
 ) -> tuple[str | None, str]:
     """Where the subject's fp32 graph (ORT CPU, optimisations off) leaves its deciding source
-    on validate's ``cases`` (:func:`.cases.departure`, under the user's ``tol``, else fp32's),
-    and that source; ``(None, "")`` where it stays within it or no source speaks."""
+    on validate's ``cases``, judged as validate's fp32 cells judge it (:func:`.cells.judge_case`,
+    under the user's ``tol``, else fp32's: fp32 rounding told from a departure), and that
+    source; ``(None, "")`` where it stays within it or no source speaks."""
     sourced = [c for c in cases if deciding_source(c.opinions, trust_stored)]
     if not sourced:
         return None, ""
     source = deciding_source(sourced[0].opinions, trust_stored)
-    sourced = [c for c in sourced if source in c.opinions]
-    info = runtime.make_session(
-        subject.model, runtime.Target("cpu", "disabled"), label=str(subject.model_path)
-    )
-    own = [runtime.run(info, c.feeds) for c in sourced]
-    expected = [c.opinions[source] for c in sourced]
-    labels = [c.label for c in sourced]
-    return departure(subject.model, own, expected, labels, source, tol), source
+    target = runtime.Target("cpu", "disabled")
+    info = runtime.make_session(subject.model, target, label=str(subject.model_path))
+    tol = tol or graph_tolerance(subject.model, "fp32", "cpu")
+    for case in sourced:
+        got = runtime.run(info, case.feeds)
+        judged = judge_case(subject, case, got, target, tol, trust_stored, False)
+        failed = next((c for c in judged.outputs if c.status == "fail"), None)
+        if failed is not None:
+            why = failed.results[source].reason if source in failed.results else failed.note
+            return f"the fp32 graph departs from {source} on {case.label}: {why}", source
+    return None, source
 
 
 def undeployable_cell(
