@@ -99,7 +99,7 @@ def export_to_folder(
         model = to_onnx(module, example, axes, options)
     except Exception as error:  # the exporters raise many types; the user needs one line
         raise exporter_failure(spec.name, options.exporter, error) from None
-    check_export(model, spec, config, example.numpy(), expected)
+    check_export(model, spec, config, example.numpy(), expected, module)
     model_bytes = model.SerializeToString()
     data = folder / "test_data_set_0"
     data.mkdir(parents=True)

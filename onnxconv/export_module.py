@@ -104,7 +104,7 @@ def write_folder(
     check_valid(model, name)
     in_names = io_names("input", len(examples))
     feeds = {n: t.numpy() for n, t in zip(in_names, examples)}
-    check_reproduces(model, name, feeds, expected)
+    check_reproduces(model, name, feeds, expected, module)
     model_bytes = model.SerializeToString()
     data = folder / "test_data_set_0"
     data.mkdir(parents=True)

@@ -163,3 +163,33 @@ def test_the_fp16_cells_judge_the_graph_as_its_fp32_cells_do(tmp_path):
     fp32 = by_target["cpu/disabled/fp32"]
     assert fp32.status == "pass" and "within fp32 rounding" in fp32.reason, fp32.reason
     assert by_target["cpu/disabled/fp16"].kind != "export", by_target["cpu/disabled/fp16"].reason
+
+
+def test_the_export_check_tells_fp32_rounding_from_a_departure_as_validate_does(tmp_path):
+    """Export refused a graph whose ONNX Runtime output missed PyTorch's by more than the fixed
+    tolerance, even where PyTorch's own fp32 result was that far from the exact one. Given the
+    module, it judges as validate judges a stored test set: PyTorch 1.5x the tolerance off the
+    float64 result is rounding (kept); 3x is a case fp32 cannot compute, which on stored data
+    is excused nothing (refused), as is any difference without the module."""
+    import pytest
+
+    from onnxconv.errors import CheckFailed
+    from onnxconv.export_checks import REPRODUCE_ATOL, check_reproduces
+    from onnxconv.export_onnx import ExportOptions, to_onnx
+
+    module = torch.nn.Conv2d(3, 4, 3).eval()
+    x = torch.randn(1, 3, 8, 8)
+    model = to_onnx(module, x, {}, ExportOptions())
+    with torch.no_grad():
+        exact = module.double()(x.double()).numpy()
+    module.float()
+    feeds = {model.graph.input[0].name: x.numpy()}
+    for off, kept in ((1.5, True), (3.0, False)):
+        expected = (exact + off * REPRODUCE_ATOL).astype(np.float32)  # PyTorch's fp32, as if
+        if kept:
+            check_reproduces(model, "conv", feeds, [expected], module)
+        else:
+            with pytest.raises(CheckFailed, match="does not reproduce"):
+                check_reproduces(model, "conv", feeds, [expected], module)
+        with pytest.raises(CheckFailed, match="does not reproduce"):
+            check_reproduces(model, "conv", feeds, [expected])
