@@ -101,8 +101,8 @@ def check_threads(value: int) -> int:
     if value > max_threads():
         raise UserInputError(
             f"{value} threads is more than this machine can run usefully: at most "
-            f"{max_threads()} here ({os.cpu_count() or 1} CPUs; the limit is 8 threads per CPU, "
-            "or 64 where that is fewer)"
+            f"{max_threads()} here ({os.cpu_count() or 1} CPUs; the limit is 64, or 8 threads per "
+            "CPU where that is more)"
         )
     return value
 

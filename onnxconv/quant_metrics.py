@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxconv.errors import UserInputError
+from onnxconv.errors import UserInputError, did_you_mean
 
 #: A 2-D output ``[N, classes]`` with at least this many classes is a classifier's logits.
 MIN_CLASSES = 10
@@ -264,6 +264,7 @@ def parse_budget(text: str) -> dict[str, Bound]:
             raise UserInputError(
                 f"accuracy budget {item.strip()!r}: expected metric=value with a metric among "
                 f"{', '.join(TOLERANCES)} (or the word {BUDGET_DEFAULT!r})"
+                f"{did_you_mean(name, TOLERANCES)}"
             )
         if name in named:
             raise UserInputError(f"accuracy budget {text!r}: {name} is named twice")

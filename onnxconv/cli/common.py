@@ -225,6 +225,14 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse with usage errors on one line (prog: error: message), exit 2."""
 
     def error(self, message: str):  # type: ignore[override]
+        import re
+
+        from ..errors import did_you_mean
+
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice is not None:  # a mistyped command or option value: the nearest, as elsewhere
+            known = re.findall(r"'([^']*)'", choice[2]) or choice[2].split(", ")
+            message += did_you_mean(choice[1], known)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
