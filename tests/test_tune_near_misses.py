@@ -236,24 +236,12 @@ def test_tune_runs_on_and_says_which_formulations_it_left_out(tmp_path):
 
 def _real_shapes(model: onnx.ModelProto, inputs: list[tuple[int, ...]]) -> list[dict]:
     """Every tensor's shape on ONNX Runtime, for each input shape given."""
-    import onnxruntime as ort
+    from onnxconv.divergence import with_all_outputs
+    from onnxconv.runtime import Target, make_session, run
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    outputs = {o.name for o in probe.graph.output}
-    for node in probe.graph.node:
-        for out in node.output:
-            if out and out not in outputs:
-                probe.graph.output.append(onnx.ValueInfoProto(name=out))
-                outputs.add(out)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    found = []
-    for shape in inputs:
-        x = np.zeros(shape, np.float32)
-        values = session.run(names, {session.get_inputs()[0].name: x})
-        found.append({n: v.shape for n, v in zip(names, values)})
-    return found
+    session = make_session(with_all_outputs(model), Target("cpu", "disabled"), threads=1)
+    feeds = [{session.inputs[0].name: np.zeros(shape, np.float32)} for shape in inputs]
+    return [{n: v.shape for n, v in run(session, f).items()} for f in feeds]
 
 
 def test_a_graph_without_pytorch_is_proven_at_each_of_its_proof_batches(tmp_path):

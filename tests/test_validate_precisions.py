@@ -232,12 +232,8 @@ def test_a_deployment_that_does_not_load_is_a_conversion_failure(monkeypatch, ca
     assert status["cpu/all/fp16-io"] == ["FAIL", "conversion"]
 
 
-def test_the_default_fp16_that_a_converter_cannot_make_is_unavailable_not_a_failure(
-    monkeypatch, capsys
-):
-    """validate without --precision runs fp32 and fp16: where onnxconverter-common breaks on a
-    correct graph, its fp16 cells are unavailable with the reason (exit 0 on the fp32 passes);
-    named with --precision fp16, the same cells FAIL conversion (exit 1)."""
+def _fp16_converter_breaks(monkeypatch) -> None:
+    """onnxconverter-common fails on every graph, as it does on some."""
     from onnxconv.errors import CheckFailed
 
     real = precisions.deploy
@@ -248,6 +244,15 @@ def test_the_default_fp16_that_a_converter_cannot_make_is_unavailable_not_a_fail
         return real(model, name, *args, **kwargs)
 
     monkeypatch.setattr(precisions, "deploy", converter_breaks)
+
+
+def test_the_default_fp16_that_a_converter_cannot_make_is_unavailable_not_a_failure(
+    monkeypatch, capsys
+):
+    """validate without --precision runs fp32 and fp16: where onnxconverter-common breaks on a
+    correct graph, its fp16 cells are unavailable with the reason (exit 0 on the fp32 passes);
+    named with --precision fp16, the same cells FAIL conversion (exit 1)."""
+    _fp16_converter_breaks(monkeypatch)
     argv = ["validate", "grouped", "--opt-level", "all", "--quiet"]
     assert main(argv) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
@@ -544,16 +549,7 @@ def test_a_converter_failure_on_a_graph_that_departs_is_the_graphs_defect(monkey
     """A graph whose fp32 cells fail as export, and whose fp16 conversion fails too: the fp16
     cell said FAIL conversion while every other cell said export (the converter had broken on
     a two-output graph). The graph's own departure comes first."""
-    from onnxconv.errors import CheckFailed
-
-    real = precisions.deploy
-
-    def converter_breaks(model, name, *args, **kwargs):
-        if name == "fp16":
-            raise CheckFailed("onnxconverter-common produced an invalid fp16 graph")
-        return real(model, name, *args, **kwargs)
-
-    monkeypatch.setattr(precisions, "deploy", converter_breaks)
+    _fp16_converter_breaks(monkeypatch)
     defect = _grouped_with_a_small_defect()
     cells = cells_by_target(run([defect], ["fp32", "fp16"]))
     assert cells["cpu/all/fp16"].kind == "export"
