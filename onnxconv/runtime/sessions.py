@@ -262,24 +262,28 @@ def check_loads_from_file(path: str | os.PathLike) -> None:
     naming the file and ORT's reason otherwise, also where ORT's own checks refuse a model
     onnx accepts (two nodes of one name)."""
     model = onnx.load(str(path), load_external_data=False)
-    tensors = list(model.graph.initializer)
-    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
-        try:  # ORT's own checks: a model it refuses is the user's input error (exit 2)
-            make_session(str(path), Target("cpu", "disabled"))
-        except CheckFailed:
-            pass  # one the CPU EP cannot run (a kernel it lacks): each target's session says so
-        return
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     try:
         make_session(str(path), Target("cpu", "disabled"))
-    except (UserInputError, CheckFailed) as exc:
-        reason = _one_line(exc.__cause__ or exc).split(" failed:", 1)[-1].strip()
-        hint = ""
-        if "external tensors" in reason:
-            hint = "; keep the tensors a node reads as shapes inside the model file"
-        raise UserInputError(
-            f"{path}: ONNX Runtime cannot load the model from its file, with its external data "
-            f"({reason}){hint}"
-        ) from exc
+    except UserInputError as exc:
+        if not external:
+            raise  # ORT's own checks refuse it: the user's input error (exit 2)
+        _external_data_refused(path, exc)
+    except CheckFailed as exc:
+        if external:
+            _external_data_refused(path, exc)
+        # else one the CPU EP cannot run (a kernel it lacks): each target's session says so
+
+
+def _external_data_refused(path: str | os.PathLike, exc: Exception) -> None:
+    reason = _one_line(exc.__cause__ or exc).split(" failed:", 1)[-1].strip()
+    hint = ""
+    if "external tensors" in reason:
+        hint = "; keep the tensors a node reads as shapes inside the model file"
+    raise UserInputError(
+        f"{path}: ONNX Runtime cannot load the model from its file, with its external data "
+        f"({reason}){hint}"
+    ) from exc
 
 
 def apply_session_settings(
